@@ -1,0 +1,1 @@
+"""Training objectives and the strategies that shape them (EBA, negative recycling, KER, FTF)."""

@@ -1,0 +1,147 @@
+"""OpenCLIP wrapped to expose what RSITR methods need: global embeddings *and* local tokens.
+
+EBAKER's local similarity, KER's cross-attention, FTF's fine stage and the search index all need
+the projected patch tokens of an image and the projected word tokens of a caption next to the usual
+global (cls / eos) embeddings. ``RetrievalCLIP`` returns both from one forward pass of each tower.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rsitr._compat import open_clip
+
+TINY_MODEL = "rsitr-tiny-ViT"
+"""A randomly initialised OpenCLIP ViT of a few MB, shipped as a config, for tests and the demo."""
+
+open_clip.add_model_config(Path(__file__).parent / "configs")
+
+
+@dataclass
+class ImageFeatures:
+    """Global embedding ``[B, D]`` and projected patch tokens ``[B, P, D]`` (not normalised)."""
+
+    global_: torch.Tensor
+    tokens: torch.Tensor
+
+
+@dataclass
+class TextFeatures:
+    """Global (eos) embedding ``[B, D]``, projected word tokens ``[B, L, D]`` and ``mask`` ``[B, L]``.
+
+    ``mask`` is True on real tokens (start, words, end) and False on padding.
+    """
+
+    global_: torch.Tensor
+    tokens: torch.Tensor
+    mask: torch.Tensor
+
+
+class RetrievalCLIP(nn.Module):
+    """An OpenCLIP ``CLIP`` model whose towers also return projected local tokens."""
+
+    def __init__(self, clip: nn.Module, tokenizer: Callable, preprocess_train: Callable, preprocess_val: Callable,
+                 model_name: str) -> None:
+        super().__init__()
+        if not hasattr(clip, "visual") or not hasattr(clip, "token_embedding"):
+            raise TypeError(f"{model_name}: only OpenCLIP CLIP models with a native text tower are supported")
+        self.clip = clip
+        self.tokenizer = tokenizer
+        self.preprocess_train = preprocess_train
+        self.preprocess_val = preprocess_val
+        self.model_name = model_name
+        self.clip.visual.output_tokens = True
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.clip.text_projection.shape[-1])
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.clip.vocab_size)
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.clip.logit_scale
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.tokenizer(list(texts))
+
+    def encode_image(self, images: torch.Tensor) -> ImageFeatures:
+        visual = self.clip.visual
+        pooled, tokens = visual(images)
+        if visual.proj is not None:
+            tokens = tokens @ visual.proj
+        return ImageFeatures(pooled, tokens)
+
+    def text_hidden(self, text: torch.Tensor) -> torch.Tensor:
+        """Final-layer-normed hidden states of the text transformer, ``[B, L, width]`` (not projected)."""
+        clip = self.clip
+        cast_dtype = clip.transformer.get_cast_dtype()
+        x = clip.token_embedding(text).to(cast_dtype) + clip.positional_embedding.to(cast_dtype)
+        x = clip.transformer(x, attn_mask=clip.attn_mask)
+        return clip.ln_final(x)
+
+    def project_text(self, hidden: torch.Tensor) -> torch.Tensor:
+        proj = self.clip.text_projection
+        return proj(hidden) if isinstance(proj, nn.Linear) else hidden @ proj
+
+    def encode_text(self, text: torch.Tensor) -> TextFeatures:
+        """Encode token ids ``[B, L]`` (from :meth:`tokenize`)."""
+        from open_clip.transformer import text_global_pool
+
+        hidden = self.text_hidden(text)
+        pooled = text_global_pool(hidden, text, self.clip.text_pool_type,
+                                  eos_token_id=getattr(self.clip, "text_eos_id", None))
+        return TextFeatures(self.project_text(pooled), self.project_text(hidden), text != 0)
+
+    def forward(self, images: torch.Tensor, text: torch.Tensor) -> tuple[ImageFeatures, TextFeatures]:
+        return self.encode_image(images), self.encode_text(text)
+
+
+def _rsitr_checkpoint_state(path: str) -> dict | None:
+    """The CLIP weights of an rsitr training checkpoint, or None for any other file (OpenCLIP's own)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(checkpoint, dict) and "rsitr_model" in checkpoint:
+        return {k[len("clip."):]: v for k, v in checkpoint["rsitr_model"].items() if k.startswith("clip.")}
+    return None
+
+
+def create_retrieval_model(model_name: str = TINY_MODEL, pretrained: str | None = None,
+                           device: str | torch.device = "cpu", seed: int | None = 0) -> RetrievalCLIP:
+    """Build a :class:`RetrievalCLIP` the OpenCLIP way.
+
+    ``pretrained`` is an OpenCLIP tag (``openai``, ``laion2b_s34b_b79k`` ...; downloaded by OpenCLIP, so it
+    needs the hub or its cache), a local OpenCLIP checkpoint, or a checkpoint written by ``rsitr train``.
+    ``seed`` fixes the random initialisation of weights that no checkpoint provides.
+    """
+    if seed is not None:
+        torch.manual_seed(seed)
+    rsitr_state = None
+    if pretrained and Path(pretrained).is_file():
+        rsitr_state = _rsitr_checkpoint_state(pretrained)
+    elif pretrained and Path(pretrained).suffix in {".pt", ".pth", ".bin", ".safetensors"}:
+        raise FileNotFoundError(f"checkpoint {pretrained} does not exist; pass an existing file or an OpenCLIP "
+                                f"pretrained tag (see `open_clip.list_pretrained()`)")
+    try:
+        clip, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
+            model_name, pretrained=None if rsitr_state is not None else pretrained, device=device)
+    except RuntimeError as err:
+        if model_name in open_clip.list_models():
+            raise
+        raise ValueError(f"unknown OpenCLIP model {model_name!r}; choose one of open_clip.list_models() "
+                         f"or {TINY_MODEL!r}") from err
+    if rsitr_state is not None:
+        clip.load_state_dict(rsitr_state)
+    tokenizer = open_clip.get_tokenizer(model_name)
+    return RetrievalCLIP(clip, tokenizer, preprocess_train, preprocess_val, model_name)
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    return F.normalize(x, dim=-1)
