@@ -33,14 +33,22 @@ def text_to_image_ranks(similarity: torch.Tensor, caption_image: torch.Tensor) -
     return (by_text >= gt_score).sum(dim=1) - 1
 
 
-def recall_metrics(similarity: torch.Tensor, caption_image: torch.Tensor | list[int]) -> dict[str, float]:
-    """R@1/5/10 image->text and text->image in percent, and mR, their mean."""
+def recall_metrics(similarity: torch.Tensor, caption_image: torch.Tensor | list[int],
+                   text_to_image_similarity: torch.Tensor | None = None) -> dict[str, float]:
+    """R@1/5/10 image->text and text->image in percent, and mR, their mean.
+
+    ``text_to_image_similarity`` (same shape) ranks the text->image direction when a re-ranker (SAR) produced
+    a separate score matrix per direction; by default ``similarity`` ranks both.
+    """
     caption_image = torch.as_tensor(caption_image, device=similarity.device, dtype=torch.long)
     if similarity.shape[1] != caption_image.numel():
         raise ValueError(f"similarity has {similarity.shape[1]} captions but {caption_image.numel()} labels")
     similarity = similarity.float()
     i2t = image_to_text_ranks(similarity, caption_image)
-    t2i = text_to_image_ranks(similarity, caption_image)
+    t2i_similarity = similarity if text_to_image_similarity is None else text_to_image_similarity.float()
+    if t2i_similarity.shape != similarity.shape:
+        raise ValueError(f"direction matrices differ in shape: {tuple(similarity.shape)} vs {tuple(t2i_similarity.shape)}")
+    t2i = text_to_image_ranks(t2i_similarity, caption_image)
     metrics = {}
     for name, ranks in (("i2t", i2t), ("t2i", t2i)):
         for k in KS:

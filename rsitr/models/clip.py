@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from rsitr._compat import open_clip
@@ -35,7 +34,7 @@ class ImageFeatures:
 class TextFeatures:
     """Global (eos) embedding ``[B, D]``, projected word tokens ``[B, L, D]`` and ``mask`` ``[B, L]``.
 
-    ``mask`` is True on real tokens (start, words, end) and False on padding.
+    ``mask`` is True on real tokens (start, words, end) and False on the padding after the end token.
     """
 
     global_: torch.Tensor
@@ -99,18 +98,24 @@ class RetrievalCLIP(nn.Module):
         hidden = self.text_hidden(text)
         pooled = text_global_pool(hidden, text, self.clip.text_pool_type,
                                   eos_token_id=getattr(self.clip, "text_eos_id", None))
-        return TextFeatures(self.project_text(pooled), self.project_text(hidden), text != 0)
+        return TextFeatures(self.project_text(pooled), self.project_text(hidden), self.real_token_mask(text))
+
+    def real_token_mask(self, text: torch.Tensor) -> torch.Tensor:
+        """True up to and including each sequence's end token (found as the text pooling finds it).
+
+        Not ``text != 0``: id 0 is CLIP's padding but also a real token ("!" inside punctuation runs).
+        """
+        pool_type, eos_id = self.clip.text_pool_type, getattr(self.clip, "text_eos_id", None)
+        if pool_type == "argmax":
+            end = text.argmax(dim=-1)
+        elif pool_type == "eos" and eos_id is not None:
+            end = (text == eos_id).int().argmax(dim=-1)
+        else:
+            return text != 0
+        return torch.arange(text.shape[1], device=text.device).unsqueeze(0) <= end.unsqueeze(1)
 
     def forward(self, images: torch.Tensor, text: torch.Tensor) -> tuple[ImageFeatures, TextFeatures]:
         return self.encode_image(images), self.encode_text(text)
-
-
-def _rsitr_checkpoint_state(path: str) -> dict | None:
-    """The CLIP weights of an rsitr training checkpoint, or None for any other file (OpenCLIP's own)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(checkpoint, dict) and "rsitr_model" in checkpoint:
-        return {k[len("clip."):]: v for k, v in checkpoint["rsitr_model"].items() if k.startswith("clip.")}
-    return None
 
 
 def create_retrieval_model(model_name: str = TINY_MODEL, pretrained: str | None = None,
@@ -118,30 +123,22 @@ def create_retrieval_model(model_name: str = TINY_MODEL, pretrained: str | None 
     """Build a :class:`RetrievalCLIP` the OpenCLIP way.
 
     ``pretrained`` is an OpenCLIP tag (``openai``, ``laion2b_s34b_b79k`` ...; downloaded by OpenCLIP, so it
-    needs the hub or its cache), a local OpenCLIP checkpoint, or a checkpoint written by ``rsitr train``.
-    ``seed`` fixes the random initialisation of weights that no checkpoint provides.
+    needs the hub or its cache) or a local OpenCLIP checkpoint file. (Checkpoints of ``rsitr train`` are
+    loaded by :func:`rsitr.models.factory.load_model`.) ``seed`` fixes the random initialisation of
+    weights that no checkpoint provides.
     """
     if seed is not None:
         torch.manual_seed(seed)
-    rsitr_state = None
-    if pretrained and Path(pretrained).is_file():
-        rsitr_state = _rsitr_checkpoint_state(pretrained)
-    elif pretrained and Path(pretrained).suffix in {".pt", ".pth", ".bin", ".safetensors"}:
+    if pretrained and not Path(pretrained).is_file() and Path(pretrained).suffix in {".pt", ".pth", ".bin", ".safetensors"}:
         raise FileNotFoundError(f"checkpoint {pretrained} does not exist; pass an existing file or an OpenCLIP "
                                 f"pretrained tag (see `open_clip.list_pretrained()`)")
     try:
         clip, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
-            model_name, pretrained=None if rsitr_state is not None else pretrained, device=device)
+            model_name, pretrained=pretrained, device=device)
     except RuntimeError as err:
         if model_name in open_clip.list_models():
             raise
         raise ValueError(f"unknown OpenCLIP model {model_name!r}; choose one of open_clip.list_models() "
                          f"or {TINY_MODEL!r}") from err
-    if rsitr_state is not None:
-        clip.load_state_dict(rsitr_state)
     tokenizer = open_clip.get_tokenizer(model_name)
     return RetrievalCLIP(clip, tokenizer, preprocess_train, preprocess_val, model_name)
-
-
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    return F.normalize(x, dim=-1)

@@ -1,0 +1,234 @@
+"""Caption files to :class:`CaptionCorpus`: Karpathy JSON (RSICD, RSITMD), NWPU-Captions JSON and CSV.
+
+Every entry is checked while loading (keys, captions, split, image file exists) so a bad file fails at
+once with a :class:`DataError` naming the file, the entry and the fix, not hours into training.
+Opening the images is left to the datasets (and ``verify_images``): it is too slow to do for every load.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from rsitr.data.errors import DataError
+from rsitr.data.records import SPLIT_ALIASES, CaptionCorpus, ImageRecord, random_splits
+
+LAYOUTS = ("karpathy", "nwpu", "csv")
+EXPECTED_CAPTIONS = 5
+CSV_COLUMNS = ("filepath", "caption", "split", "scene")
+_LAYOUT_HELP = ('use a Karpathy JSON {"images": [{"filename", "split", "sentences": [{"raw"}, ...]}, ...]}, '
+                'an NWPU-Captions JSON {"<scene>": [{"filename", "split", "raw", "raw_1", ...}, ...], ...} '
+                'or a CSV with header filepath,caption[,split][,scene]')
+_TRAILING_NUMBER = re.compile(r"_?\d+$")
+_NWPU_CAPTION_KEY = re.compile(r"raw(?:_(\d+))?")
+
+
+@dataclass
+class _Entry:
+    """One image as read from a caption file, before splits are settled."""
+
+    where: str
+    path: Path
+    captions: list[str]
+    split: str | None
+    scene: str | None
+
+
+def scene_from_filename(filename: str) -> str | None:
+    """Scene class from an RSICD / RSITMD file name: the stem before a trailing ``_<digits>`` or digits.
+
+    ``airport_12.jpg`` -> ``airport``, ``denseresidential34.jpg`` -> ``denseresidential``, ``00001.jpg`` -> None.
+    """
+    stem = _TRAILING_NUMBER.sub("", Path(filename).stem)
+    return stem.lower() if any(char.isalpha() for char in stem) else None
+
+
+def load_corpus(path: str | Path, images_root: str | Path, name: str | None = None, fmt: str = "auto",
+                seed: int = 0) -> CaptionCorpus:
+    """Load a caption file; ``fmt`` is ``auto`` (by suffix and JSON keys) or one of :data:`LAYOUTS`.
+
+    ``name`` defaults to the file stem without a ``dataset_`` prefix (``dataset_rsicd.json`` -> ``rsicd``)
+    and becomes each record's ``source``. Files without splits get a seeded 80/10/10 split by image.
+    """
+    path, images_root = Path(path), Path(images_root)
+    if fmt not in ("auto", *LAYOUTS):
+        raise ValueError(f"unknown caption file format {fmt!r}; choose auto or one of {', '.join(LAYOUTS)}")
+    if not path.is_file():
+        raise DataError("caption file not found", path=path, fix="check the path (and the current directory)")
+    if fmt == "csv" or (fmt == "auto" and path.suffix.lower() == ".csv"):
+        entries = _csv_entries(path, images_root)
+    else:
+        data = _read_json(path)
+        layout = _json_layout(path, data) if fmt == "auto" else fmt
+        if layout == "csv":
+            raise DataError("is JSON, not CSV", path=path, fix="pass fmt='auto' or the JSON layout")
+        parse = _karpathy_entries if layout == "karpathy" else _nwpu_entries
+        entries = list(parse(path, data, images_root))
+    if not entries:
+        raise DataError("holds no images", path=path, fix=_LAYOUT_HELP)
+    _settle_splits(path, entries, seed)
+    _warn_unusual_caption_counts(path, entries)
+    source = name or _default_name(path)
+    return CaptionCorpus(source, [ImageRecord(e.path, tuple(e.captions), e.split or "", e.scene, source)
+                                  for e in entries])
+
+
+def _default_name(path: Path) -> str:
+    stem = path.stem.lower()
+    return stem.removeprefix("dataset_") or stem
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(f"invalid JSON ({err.msg} at line {err.lineno}, column {err.colno})", path=path,
+                        fix="repair the file, e.g. re-download it or check it with `python -m json.tool`") from err
+    except UnicodeDecodeError as err:
+        raise DataError("is not UTF-8 text", path=path, fix="save the caption file as UTF-8") from err
+
+
+def _json_layout(path: Path, data: Any) -> str:
+    if isinstance(data, dict) and isinstance(data.get("images"), list):
+        return "karpathy"
+    if isinstance(data, dict) and data and all(isinstance(items, list) for items in data.values()):
+        first = next((items[0] for items in data.values() if items), None)
+        if isinstance(first, dict) and "filename" in first and "raw" in first:
+            return "nwpu"
+    found = (f"top-level keys {sorted(map(str, data))[:10]}" if isinstance(data, dict)
+             else f"a JSON {type(data).__name__}")
+    raise DataError(f"unknown caption file layout (found {found})", path=path, fix=_LAYOUT_HELP)
+
+
+def _require(item: Any, key: str, path: Path, where: str, fix: str) -> Any:
+    if not isinstance(item, dict):
+        raise DataError(f"is a {type(item).__name__}, not an object", path=path, entry=where, fix=fix)
+    if key not in item:
+        raise DataError(f"missing key {key!r} (found {sorted(item)})", path=path, entry=where, fix=fix)
+    return item[key]
+
+
+def _clean_captions(captions: list[Any], path: Path, where: str) -> list[str]:
+    if not captions:
+        raise DataError("has no captions", path=path, entry=where, fix="add at least one caption or remove the entry")
+    cleaned = []
+    for number, caption in enumerate(captions):
+        if not isinstance(caption, str) or not caption.strip():
+            raise DataError(f"caption {number} is empty or not text ({caption!r})", path=path, entry=where,
+                            fix="write the caption or delete it")
+        cleaned.append(caption.strip())
+    return cleaned
+
+
+def _split(value: Any, path: Path, where: str) -> str | None:
+    if value is None:
+        return None
+    split = SPLIT_ALIASES.get(str(value).strip().lower())
+    if split is None:
+        raise DataError(f"unknown split {value!r}", path=path, entry=where, fix="use train, val (or validation) or test")
+    return split
+
+
+def _existing_image(candidates: list[Path], path: Path, where: str, images_root: Path) -> Path:
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    looked = " or ".join(str(candidate) for candidate in candidates)
+    raise DataError(f"image file not found (looked for {looked})", path=path, entry=where,
+                    fix=f"check images_root ({images_root}) or remove the entry")
+
+
+def _karpathy_entries(path: Path, data: Any, images_root: Path) -> Iterator[_Entry]:
+    fix = 'each entry needs "filename" and "sentences": [{"raw": "..."}, ...] (and optionally "split")'
+    images = _require(data, "images", path, "top level", _LAYOUT_HELP)
+    if not isinstance(images, list):
+        raise DataError('"images" is not a list', path=path, fix=_LAYOUT_HELP)
+    for index, item in enumerate(images):
+        where = f"entry {index}" + (f" ({item['filename']})" if isinstance(item, dict) and "filename" in item else "")
+        filename = str(_require(item, "filename", path, where, fix))
+        sentences = _require(item, "sentences", path, where, fix)
+        if not isinstance(sentences, list):
+            raise DataError('"sentences" is not a list', path=path, entry=where, fix=fix)
+        raws = [_require(sentence, "raw", path, f"{where} sentence {number}", fix)
+                for number, sentence in enumerate(sentences)]
+        yield _Entry(where, _existing_image([images_root / filename], path, where, images_root),
+                     _clean_captions(raws, path, where), _split(item.get("split"), path, where),
+                     scene_from_filename(filename))
+
+
+def _nwpu_entries(path: Path, data: Any, images_root: Path) -> Iterator[_Entry]:
+    fix = 'each entry needs "filename", "raw" (and "raw_1" ... "raw_4", optionally "split")'
+    if not isinstance(data, dict):
+        raise DataError(f"is a JSON {type(data).__name__}, not an object of scene classes", path=path, fix=_LAYOUT_HELP)
+    for scene, items in data.items():
+        if not isinstance(items, list):
+            raise DataError(f"scene {scene!r} does not hold a list of images", path=path, fix=_LAYOUT_HELP)
+        for index, item in enumerate(items):
+            where = f"entry {scene}[{index}]" + (f" ({item['filename']})" if isinstance(item, dict) and "filename" in item
+                                                 else "")
+            filename = str(_require(item, "filename", path, where, fix))
+            _require(item, "raw", path, where, fix)
+            caption_keys = sorted((m for m in map(_NWPU_CAPTION_KEY.fullmatch, item) if m),
+                                  key=lambda match: int(match.group(1) or 0))
+            image = _existing_image([images_root / scene / filename, images_root / filename], path, where, images_root)
+            yield _Entry(where, image, _clean_captions([item[m.group(0)] for m in caption_keys], path, where),
+                         _split(item.get("split"), path, where), scene)
+
+
+def _csv_entries(path: Path, images_root: Path) -> list[_Entry]:
+    fix = "the header must be filepath,caption[,split][,scene]; one row per caption"
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as file:
+            reader = csv.DictReader(file)
+            columns = reader.fieldnames or []
+            missing = [column for column in CSV_COLUMNS[:2] if column not in columns]
+            if missing:
+                raise DataError(f"missing CSV columns {missing} (found {columns})", path=path, entry="header", fix=fix)
+            entries: dict[str, _Entry] = {}
+            for row in reader:
+                filepath = (row["filepath"] or "").strip()
+                where = f"line {reader.line_num}" + (f" ({filepath})" if filepath else "")
+                if not filepath:
+                    raise DataError("empty filepath", path=path, entry=where, fix=fix)
+                caption = _clean_captions([row["caption"]], path, where)[0]
+                split = _split(row["split"] or None, path, where) if "split" in columns else None
+                entry = entries.get(filepath)
+                if entry is None:
+                    if "scene" in columns:
+                        scene = (row["scene"] or "").strip() or None
+                    else:
+                        scene = scene_from_filename(filepath)
+                    image = _existing_image([images_root / filepath], path, where, images_root)
+                    entries[filepath] = _Entry(where, image, [caption], split, scene)
+                elif entry.split != split:
+                    raise DataError(f"split {split!r} differs from {entry.split!r} given at {entry.where}", path=path,
+                                    entry=where, fix="give every caption row of an image the same split")
+                else:
+                    entry.captions.append(caption)
+    except UnicodeDecodeError as err:
+        raise DataError("is not UTF-8 text", path=path, fix="save the caption file as UTF-8") from err
+    return list(entries.values())
+
+
+def _settle_splits(path: Path, entries: list[_Entry], seed: int) -> None:
+    """Keep the file's splits, or draw a seeded 80/10/10 split when the file has none at all."""
+    unsplit = [entry for entry in entries if entry.split is None]
+    if len(unsplit) == len(entries):
+        for entry, split in zip(entries, random_splits(len(entries), seed)):
+            entry.split = split
+    elif unsplit:
+        raise DataError("has no split while other entries do", path=path, entry=unsplit[0].where,
+                        fix="give every entry a split, or none so that a seeded 80/10/10 split is drawn")
+
+
+def _warn_unusual_caption_counts(path: Path, entries: list[_Entry]) -> None:
+    unusual = [entry for entry in entries if len(entry.captions) != EXPECTED_CAPTIONS]
+    if unusual:
+        examples = "; ".join(f"{entry.where}: {len(entry.captions)}" for entry in unusual[:3])
+        warnings.warn(f"{path}: {len(unusual)} of {len(entries)} images have other than {EXPECTED_CAPTIONS} captions "
+                      f"(e.g. {examples}); all their captions are kept", stacklevel=3)

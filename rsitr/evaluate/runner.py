@@ -1,0 +1,102 @@
+"""Encode a corpus split once, score it every configured way, and measure each stage.
+
+Encoding (images and captions through the model) and scoring (similarity matrices, re-ranking) are timed
+separately: the first is what a GPU speeds up, the second is what the retrieval methods change.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from rsitr.config import EvalConfig, MethodConfig
+from rsitr.data import CaptionCorpus, ImageDataset, collate
+from rsitr.evaluate.metrics import recall_metrics
+from rsitr.models import ImageFeatures, TextFeatures
+from rsitr.retrieval.sar import sar_rerank
+from rsitr.similarity import fuse, global_similarity, local_similarity
+
+
+@dataclass
+class EncodedCorpus:
+    image: ImageFeatures
+    text: TextFeatures
+    caption_image: torch.Tensor
+    seconds: float
+
+
+@dataclass
+class Evaluation:
+    """Metrics per scoring variant (table rows) and the time each stage took."""
+
+    rows: dict[str, dict[str, float]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _pad_cat(chunks: list[torch.Tensor], length: int) -> torch.Tensor:
+    return torch.cat([torch.nn.functional.pad(c, (0, 0, 0, length - c.shape[1])) if c.dim() == 3
+                      else torch.nn.functional.pad(c, (0, length - c.shape[1])) for c in chunks])
+
+
+@torch.no_grad()
+def encode_corpus(model, corpus: CaptionCorpus, batch_size: int = 128, device: str | torch.device = "cpu",
+                  num_workers: int = 0, progress: bool = True) -> EncodedCorpus:
+    """Global and local features of every image and caption, on the CPU, word tokens trimmed of padding."""
+    model.eval()
+    start = time.perf_counter()
+    loader = DataLoader(ImageDataset(corpus, model.preprocess_val), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=collate)
+    image_global, image_tokens = [], []
+    for batch in tqdm(loader, desc="encode images", disable=not progress, leave=False):
+        features = model.encode_image(batch["image"].to(device))
+        image_global.append(features.global_.float().cpu())
+        image_tokens.append(features.tokens.float().cpu())
+    captions = corpus.captions
+    text_global, text_tokens, text_mask = [], [], []
+    for i in tqdm(range(0, len(captions), batch_size), desc="encode captions", disable=not progress, leave=False):
+        features = model.encode_text(model.tokenize(captions[i:i + batch_size]).to(device))
+        keep = int(features.mask.sum(dim=1).max())
+        text_global.append(features.global_.float().cpu())
+        text_tokens.append(features.tokens[:, :keep].float().cpu())
+        text_mask.append(features.mask[:, :keep].cpu())
+    length = max(t.shape[1] for t in text_tokens)
+    return EncodedCorpus(
+        image=ImageFeatures(torch.cat(image_global), torch.cat(image_tokens)),
+        text=TextFeatures(torch.cat(text_global), _pad_cat(text_tokens, length), _pad_cat(text_mask, length)),
+        caption_image=torch.as_tensor(corpus.caption_image, dtype=torch.long),
+        seconds=time.perf_counter() - start)
+
+
+def fused_similarity(encoded: EncodedCorpus, method: MethodConfig) -> torch.Tensor:
+    """``[N images, M captions]``: global cosine, fused with local similarity when the method uses it."""
+    sim = global_similarity(encoded.image.global_, encoded.text.global_)
+    if method.local:
+        local = local_similarity(encoded.image.tokens, encoded.text.tokens, encoded.text.mask)
+        sim = fuse(sim, local, method.global_weight, method.local_weight)
+    return sim
+
+
+def evaluate_encoded(encoded: EncodedCorpus, method: MethodConfig, config: EvalConfig, name: str = "model") -> Evaluation:
+    """Score encoded features as configured: the fused matrix, plus SAR and two-stage rows when enabled."""
+    result = Evaluation(timings={"encode_seconds": encoded.seconds})
+    start = time.perf_counter()
+    sim = fused_similarity(encoded, method)
+    result.timings["score_seconds"] = time.perf_counter() - start
+    result.rows[name] = recall_metrics(sim, encoded.caption_image)
+    if config.sar:
+        start = time.perf_counter()
+        reranked = sar_rerank(sim, top_k=config.sar_top_k, reverse_weight=config.sar_reverse_weight)
+        result.timings["sar_seconds"] = time.perf_counter() - start
+        result.rows[f"{name} + SAR"] = recall_metrics(reranked.image_to_text, encoded.caption_image,
+                                                      text_to_image_similarity=reranked.text_to_image)
+    return result
+
+
+def evaluate_model(model, corpus: CaptionCorpus, method: MethodConfig, config: EvalConfig,
+                   device: str | torch.device = "cpu", name: str = "model", progress: bool = True) -> Evaluation:
+    encoded = encode_corpus(model, corpus, config.batch_size, device, progress=progress)
+    return evaluate_encoded(encoded, method, config, name)

@@ -1,0 +1,58 @@
+"""Sort After Reversed retrieval (SAR), iEBAKER's inference-time re-ranking.
+
+A forward retrieval (say text -> image) returns its top-k candidates. For each candidate, SAR runs the
+reverse retrieval (image -> text) and looks up the rank the query holds there. Candidates are re-sorted by
+``forward_rank + reverse_weight * reverse_rank``, ties broken by the original similarity; candidates outside
+the top-k keep their order behind them. A pair that both directions agree on rises; a candidate that
+"prefers" many other queries sinks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class DirectionalScores:
+    """Score matrices ``[N images, M captions]``, each valid for ranking in one direction."""
+
+    image_to_text: torch.Tensor
+    text_to_image: torch.Tensor
+
+
+def _ranks(scores: torch.Tensor) -> torch.Tensor:
+    """0-based rank of every entry within its row (0 = highest score)."""
+    order = scores.argsort(dim=1, descending=True, stable=True)
+    return torch.empty_like(order).scatter_(1, order, torch.arange(scores.shape[1]).expand_as(order).contiguous())
+
+
+def _rerank_rows(forward: torch.Tensor, reverse_ranks: torch.Tensor, top_k: int, reverse_weight: float) -> torch.Tensor:
+    """Scores whose row order is the SAR order for queries along the rows of ``forward``."""
+    forward_ranks = _ranks(forward)
+    in_top = forward_ranks < top_k
+    key = forward_ranks.double() + reverse_weight * reverse_ranks.double()
+    # Candidates outside the top-k sort behind every candidate inside it, in their forward order.
+    key = torch.where(in_top, key, forward_ranks.double() + key.max() + 1)
+    # Lexicographic (key ascending, then similarity descending) turned into one score: higher = better.
+    order = torch.from_numpy(np.lexsort((-forward.double().numpy(), key.numpy()), axis=-1))
+    positions = torch.arange(forward.shape[1], 0, -1, dtype=torch.float32).expand(order.shape).contiguous()
+    return torch.empty(forward.shape).scatter_(1, order, positions)
+
+
+def sar_rerank(similarity: torch.Tensor, top_k: int = 10, reverse_weight: float = 1.0) -> DirectionalScores:
+    """Re-rank ``similarity [N, M]`` in both directions with SAR.
+
+    For image->text, row ``i`` is re-sorted using the rank of image ``i`` in each candidate text's
+    text->image list; for text->image, symmetric. Returned scores are rank positions (higher = better).
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    similarity = similarity.detach().cpu().float()
+    image_rank_in_text_lists = _ranks(similarity.T).T  # [N, M]: rank of image i among texts j's candidates
+    text_rank_in_image_lists = _ranks(similarity)      # [N, M]: rank of text j among image i's candidates
+    i2t = _rerank_rows(similarity, image_rank_in_text_lists, top_k, reverse_weight)
+    t2i = _rerank_rows(similarity.T, text_rank_in_image_lists.T, top_k, reverse_weight).T
+    return DirectionalScores(i2t, t2i)

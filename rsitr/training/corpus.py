@@ -1,0 +1,25 @@
+"""The corpus a run trains and evaluates on, from its data config: caption files (merged) or generated data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from rsitr.config import DataConfig
+from rsitr.data import CaptionCorpus, load_corpus, make_synthetic_dataset, merge_corpora
+
+
+def build_corpus(config: DataConfig, output_dir: Path, seed: int = 0) -> CaptionCorpus:
+    """Load every configured caption file; several are merged with pHash de-duplication (reported)."""
+    corpora = [load_corpus(spec.captions, spec.images, name=spec.name, seed=config.split_seed)
+               for spec in config.datasets]
+    if config.synthetic.n_images > 0:
+        root = Path(output_dir) / "synthetic-data"
+        caption_file = make_synthetic_dataset(root, config.synthetic.n_images, config.synthetic.image_size, seed=seed)
+        corpora.append(load_corpus(caption_file, root / "images", name="synthetic"))
+    if len(corpora) == 1:
+        return corpora[0]
+    merged, report = merge_corpora(corpora, max_distance=config.dedup_max_distance)
+    tqdm.write(report.summary())
+    return merged

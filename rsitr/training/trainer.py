@@ -1,0 +1,293 @@
+"""The one training loop: EBAKER / iEBAKER fine-tuning, with CMER and FTF parts switched on by config.
+
+Reproducibility: every epoch re-seeds all random number generators from ``train.seed`` and the epoch
+number, and checkpoints are written at epoch ends with the optimiser, schedule, EBA banks and negative
+queue. So ``--resume`` continues exactly where an uninterrupted run would be.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data.distributed import DistributedSampler
+from tqdm.auto import tqdm
+
+from rsitr.config import RunConfig, save_config
+from rsitr.data import CaptionCorpus, PairDataset, collate
+from rsitr.evaluate.report import format_table
+from rsitr.evaluate.runner import Evaluation, evaluate_model
+from rsitr.losses.eba import EliminateBeforeAlign
+from rsitr.models.factory import CHECKPOINT_FORMAT, build_model
+from rsitr.training.corpus import build_corpus
+from rsitr.training.distributed import init_distributed
+from rsitr.training.objective import Batch, RetrievalObjective
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int):
+    """LR multiplier: linear warm-up to 1 over ``warmup_steps``, then cosine decay to 0 at ``total_steps``."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def parameter_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """OpenCLIP's rule: no weight decay on gains, biases, norms, embeddings' scales and logit scales."""
+    decay, no_decay = [], []
+    for name, param in module.named_parameters():
+        if not param.requires_grad:
+            continue
+        exclude = param.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
+        (no_decay if exclude else decay).append(param)
+    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, progress: bool = True) -> None:
+        self.config, self.progress = config, progress
+        self.device = resolve_device(config.device)
+        self.dist = init_distributed(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.out = Path(config.output_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        seed_everything(config.train.seed)
+
+        self.corpus = build_corpus(config.data, self.out, seed=config.train.seed)
+        self.train_corpus = self.corpus.split("train")
+        if len(self.train_corpus) == 0:
+            raise ValueError(f"{self.corpus.name} has no training images (check the split fields of the caption files)")
+        self.model = build_model(config.model, self.device, seed=config.train.seed)
+        method = config.method
+        self.masker = self._build_masker() if method.ker else None
+        ker_head = self._build_ker_head() if method.ker else None
+        eba = (EliminateBeforeAlign(len(self.train_corpus.captions), method.drop_epoch, method.drop_ratio, method.eba_scheme)
+               if method.eba else None)
+        queue = None
+        if method.negative_queue > 0:
+            from rsitr.losses.negative_queue import NegativeQueue
+
+            queue = NegativeQueue(method.negative_queue, self.model.embed_dim)
+        self.objective = RetrievalObjective(self.model, method, ker_head, eba, queue, self.dist).to(self.device)
+        self.trainable = self.objective
+        if self.dist.enabled:
+            self.trainable = torch.nn.parallel.DistributedDataParallel(
+                self.objective, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+        self.dataset = PairDataset(self.train_corpus, self.model.preprocess_train)
+        batches = math.ceil(len(self.dataset) / (config.train.batch_size * self.dist.world_size))
+        self.steps_per_epoch = min(batches, config.train.max_steps_per_epoch or batches)
+        self.total_steps = self.steps_per_epoch * config.train.epochs
+        optimizer_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[config.train.optimizer]
+        self.optimizer = optimizer_cls(parameter_groups(self.objective, config.train.weight_decay), lr=config.train.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(config.train.warmup_steps, self.total_steps))
+        self.epoch = 0
+        self.step = 0
+        if self.dist.is_main:
+            save_config(config, self.out / "config.yaml")
+
+    # --- method parts --------------------------------------------------------------------------------
+    def _build_masker(self):
+        from rsitr.keywords import build_keywords, mask_captions
+
+        by_source: dict[str, list[str]] = {}
+        for image in self.train_corpus.images:
+            by_source.setdefault(image.source, []).extend(image.captions)
+        keywords = build_keywords(by_source, top_k=self.config.method.keywords_top_k)
+        if self.dist.is_main:
+            keywords.save(self.out / "keywords.json")
+        return functools.partial(mask_captions, tokenizer=self.model.tokenizer, mode=self.config.method.ker_masking,
+                                 keywords=keywords)
+
+    def _build_ker_head(self):
+        from rsitr.models.ker_head import KERHead
+
+        return KERHead(self.model.embed_dim, self.model.vocab_size)
+
+    def _augment(self, captions: list[str], image_ids: torch.Tensor, rng: random.Random) -> list[str]:
+        prob = self.config.data.scene_augment_prob
+        if prob <= 0:
+            return captions
+        from rsitr.data.scene_labels import augment_caption
+
+        scenes = [self.train_corpus.images[i].scene for i in image_ids.tolist()]
+        return [augment_caption(c, s, prob, rng) for c, s in zip(captions, scenes)]
+
+    # --- loop --------------------------------------------------------------------------------------------
+    def _loader(self, epoch: int) -> DataLoader:
+        if self.dist.enabled:
+            sampler = DistributedSampler(self.dataset, seed=self.config.train.seed)
+            sampler.set_epoch(epoch)
+        else:
+            sampler = RandomSampler(self.dataset, generator=torch.Generator().manual_seed(self.config.train.seed + epoch))
+        return DataLoader(self.dataset, batch_size=self.config.train.batch_size, sampler=sampler,
+                          num_workers=self.config.data.num_workers, collate_fn=collate,
+                          persistent_workers=False, pin_memory=self.device.type == "cuda")
+
+    def _batch(self, raw: dict, rng: random.Random, generator: torch.Generator) -> Batch:
+        captions = self._augment(list(raw["caption"]), raw["image_id"], rng)
+        tokens = self.model.tokenize(captions)
+        batch = Batch(raw["image"], tokens, raw["image_id"], raw["caption_id"])
+        if self.masker is not None:
+            batch.masked_tokens, batch.mask_labels = self.masker(captions, generator=generator)
+        return Batch(**{k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+                        for k, v in vars(batch).items()})
+
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        self.trainable.train()
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda" and self.config.train.amp)
+        with autocast:
+            loss, logs = self.trainable(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.train.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.objective.parameters(), self.config.train.grad_clip_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        logs["loss"] = float(loss.detach())
+        logs["lr"] = self.scheduler.get_last_lr()[0]
+        return logs
+
+    def _start_epoch(self, epoch: int) -> None:
+        eba = self.objective.eba
+        if eba is None:
+            return
+        report = eba.start_epoch(epoch)
+        self.objective.eliminating = bool(report.global_pairs or report.local_pairs)
+        if self.dist.is_main:
+            (self.out / "eba").mkdir(exist_ok=True)
+            (self.out / "eba" / f"epoch_{epoch:03d}.json").write_text(json.dumps(asdict(report), indent=1))
+            if epoch >= eba.drop_epoch:
+                tqdm.write(f"epoch {epoch}: EBA eliminates {len(report.global_pairs)} global / "
+                           f"{len(report.local_pairs)} local pairs (threshold {report.global_threshold})")
+
+    def fit(self, until_epoch: int | None = None) -> Evaluation | None:
+        """Train up to ``until_epoch`` (default: all configured epochs), evaluating on the validation split and
+        checkpointing after each epoch; return the last evaluation. The schedule always spans all epochs, so
+        stopping early and resuming later gives the same run."""
+        cfg = self.config.train
+        evaluation = None
+        log_path = self.out / "train_log.csv"
+        for epoch in range(self.epoch + 1, min(until_epoch or cfg.epochs, cfg.epochs) + 1):
+            seed_everything(cfg.seed * 1000 + epoch)
+            rng, generator = random.Random(cfg.seed * 1000 + epoch), torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+            self._start_epoch(epoch)
+            bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}",
+                       disable=not (self.progress and self.dist.is_main))
+            for index, raw in enumerate(self._loader(epoch)):
+                if index >= self.steps_per_epoch:
+                    break
+                logs = self.train_step(self._batch(raw, rng, generator))
+                bar.update(1)
+                bar.set_postfix(loss=f"{logs['loss']:.3f}")
+                if self.dist.is_main and (self.step % cfg.log_every == 0 or index == self.steps_per_epoch - 1):
+                    _append_csv(log_path, {"epoch": epoch, "step": self.step, **logs})
+            bar.close()
+            self.epoch = epoch
+            if self.dist.is_main:
+                evaluation = self.validate()
+                self.save_checkpoint()
+        return evaluation
+
+    def validate(self, split: str = "val") -> Evaluation | None:
+        corpus = self.corpus.split(split)
+        if len(corpus) == 0:
+            return None
+        evaluation = evaluate_model(self.model, corpus, self.config.method, self.config.eval, self.device,
+                                    name=f"epoch {self.epoch}", progress=False)
+        tqdm.write(format_table(evaluation.rows, title=f"{split} after epoch {self.epoch}"))
+        for name, metrics in evaluation.rows.items():
+            _append_csv(self.out / "eval_log.csv", {"epoch": self.epoch, "split": split, "row": name, **metrics})
+        return evaluation
+
+    # --- checkpoints -------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        objective = self.objective
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": _config_dict(self.config),
+            "epoch": self.epoch, "step": self.step,
+            "model": self.model.state_dict(),
+            "objective": {k: v for k, v in objective.state_dict().items() if not k.startswith("model.")},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "eba": None if objective.eba is None else objective.eba.state_dict(),
+            "queue": None if objective.queue is None else objective.queue.state_dict(),
+        }
+
+    def save_checkpoint(self) -> Path:
+        folder = self.out / "checkpoints"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"epoch_{self.epoch:03d}.pt"
+        _atomic_save(self.state_dict(), path)
+        _atomic_save(self.state_dict(), folder / "latest.pt")
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not an rsitr training checkpoint")
+        self.model.load_state_dict(checkpoint["model"])
+        self.objective.load_state_dict({**{f"model.{k}": v for k, v in checkpoint["model"].items()},
+                                        **checkpoint["objective"]})
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        if self.objective.eba is not None:
+            self.objective.eba.load_state_dict(checkpoint["eba"])
+        if self.objective.queue is not None:
+            self.objective.queue.load_state_dict(checkpoint["queue"])
+        self.epoch, self.step = checkpoint["epoch"], checkpoint["step"]
+
+    def resume(self) -> bool:
+        """Load ``checkpoints/latest.pt`` of the output folder if there is one."""
+        latest = self.out / "checkpoints" / "latest.pt"
+        if not latest.is_file():
+            return False
+        self.load_checkpoint(latest)
+        return True
+
+
+def _config_dict(config: RunConfig) -> dict:
+    return json.loads(json.dumps(asdict(config)))
+
+
+def _atomic_save(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)

@@ -1,0 +1,73 @@
+import pytest
+import torch
+
+from rsitr.config import ModelConfig
+from rsitr.models import TINY_MODEL, create_retrieval_model
+from rsitr.models.factory import build_model, load_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return create_retrieval_model(TINY_MODEL, None)
+
+
+def test_documented_shapes_for_tiny_config(model):
+    images = torch.randn(3, 3, 32, 32)
+    image = model.encode_image(images)
+    assert image.global_.shape == (3, 32)
+    assert image.tokens.shape == (3, 16, 32)  # (32 / 8)^2 patches, projected to the embed dim
+    tokens = model.tokenize(["a plane", "two tennis courts near a road", ""])
+    assert tokens.shape == (3, 32)  # the tiny config's context length
+    text = model.encode_text(tokens)
+    assert text.global_.shape == (3, 32) and text.tokens.shape == (3, 32, 32) and text.mask.shape == (3, 32)
+    # start + words + end; empty caption is start + end
+    assert text.mask.sum(dim=1).tolist() == [4, 8, 2]
+    assert model.embed_dim == 32 and model.vocab_size == 49408
+
+
+def test_global_embedding_matches_open_clip(model):
+    images = torch.randn(2, 3, 32, 32)
+    tokens = model.tokenize(["a red circle on farmland", "a lake"])
+    pooled, _ = model.clip.encode_image(images)  # visual.output_tokens is on: (pooled, tokens)
+    torch.testing.assert_close(model.encode_image(images).global_, pooled)
+    torch.testing.assert_close(model.encode_text(tokens).global_, model.clip.encode_text(tokens))
+
+
+def test_text_eos_token_is_among_projected_word_tokens(model):
+    tokens = model.tokenize(["a small harbour"])
+    text = model.encode_text(tokens)
+    eos = int(tokens.argmax(dim=1))
+    torch.testing.assert_close(text.tokens[0, eos], text.global_[0])
+
+
+def test_same_seed_same_weights():
+    a, b = create_retrieval_model(TINY_MODEL, None, seed=3), create_retrieval_model(TINY_MODEL, None, seed=3)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_unknown_model_and_missing_checkpoint_errors():
+    with pytest.raises(ValueError, match="unknown OpenCLIP model"):
+        create_retrieval_model("ViT-Z-99", None)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        create_retrieval_model(TINY_MODEL, "/nonexistent/weights.pt")
+
+
+def test_open_clip_checkpoint_file_is_loaded(tmp_path, model):
+    path = tmp_path / "clip.pt"
+    torch.save(model.clip.state_dict(), path)
+    loaded, run_config = load_model(TINY_MODEL, str(path))
+    assert run_config is None
+    assert torch.equal(loaded.clip.visual.conv1.weight, model.clip.visual.conv1.weight)
+
+
+def test_build_model_from_config():
+    model = build_model(ModelConfig(name=TINY_MODEL, pretrained=None))
+    assert model.encode_image(torch.randn(1, 3, 32, 32)).tokens.shape == (1, 16, 32)
+
+
+def test_mask_keeps_token_id_zero_inside_a_caption(model):
+    tokens = model.tokenize(["a beach !% near a road"])  # "!%" -> ids [0, 260]
+    assert (tokens[0, 1:6] == 0).any(), "the tokenizer should produce id 0 inside this caption"
+    mask = model.encode_text(tokens).mask[0]
+    end = int(tokens[0].argmax())
+    assert mask[: end + 1].all() and not mask[end + 1:].any()

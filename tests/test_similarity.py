@@ -1,0 +1,82 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rsitr.similarity import fuse, global_similarity, local_similarity
+
+
+def naive_local(image_tokens, text_tokens, text_mask):
+    out = torch.zeros(image_tokens.shape[0], text_tokens.shape[0])
+    for i in range(image_tokens.shape[0]):
+        for j in range(text_tokens.shape[0]):
+            words = F.normalize(text_tokens[j][text_mask[j]], dim=-1)
+            cosines = F.normalize(image_tokens[i], dim=-1) @ words.T  # [P, L_j]
+            over_words = cosines.norm(dim=1)  # L2 over words, one value per patch
+            out[i, j] = over_words.norm()  # then L2 over patches
+    return out
+
+
+@pytest.fixture
+def tokens():
+    torch.manual_seed(0)
+    image = torch.randn(5, 7, 16)
+    text = torch.randn(6, 9, 16)
+    mask = torch.zeros(6, 9, dtype=torch.bool)
+    for j, length in enumerate([9, 3, 5, 1, 8, 2]):
+        mask[j, :length] = True
+    text[~mask] = 1e3  # garbage in the padding must not leak into the result
+    return image, text, mask
+
+
+def test_local_similarity_matches_naive_loop_and_ignores_padding(tokens):
+    image, text, mask = tokens
+    expected = naive_local(image, text, mask)
+    torch.testing.assert_close(local_similarity(image, text, mask), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 16 * 16 * 4 * 2 * 2, 2**30])
+def test_local_similarity_is_independent_of_chunking(tokens, chunk_bytes):
+    image, text, mask = tokens
+    torch.testing.assert_close(local_similarity(image, text, mask, max_chunk_bytes=chunk_bytes),
+                               naive_local(image, text, mask), atol=1e-5, rtol=1e-5)
+
+
+def test_local_similarity_hand_computed():
+    # One image with two orthogonal patches, one text with the word equal to the first patch:
+    # cosines [[1], [0]] -> norms over words [1, 0] -> norm over patches 1.
+    image = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])
+    text = torch.tensor([[[3.0, 0.0], [5.0, 5.0]]])
+    assert local_similarity(image, text, torch.tensor([[True, False]])).item() == pytest.approx(1.0, abs=1e-5)
+    # With the second word (cos 1/sqrt2 to both patches): sqrt(1 + 1/2 + 0 + 1/2) = sqrt(2).
+    both = local_similarity(image, text, torch.tensor([[True, True]])).item()
+    assert both == pytest.approx(math.sqrt(2), abs=1e-5)
+
+
+def test_local_similarity_honours_any_mask_pattern(tokens):
+    image, text, mask = tokens
+    mask = mask.clone()
+    mask[1, 0] = False  # a hole before real tokens
+    mask[:, -1] = False  # a column that is padding everywhere
+    torch.testing.assert_close(local_similarity(image, text, mask), naive_local(image, text, mask), atol=1e-5, rtol=1e-5)
+
+
+def test_local_similarity_is_differentiable(tokens):
+    image, text, mask = tokens
+    image = image.clone().requires_grad_()
+    local_similarity(image, text, mask).sum().backward()
+    assert torch.isfinite(image.grad).all() and image.grad.abs().sum() > 0
+
+
+def test_global_similarity_is_cosine():
+    a = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
+    b = torch.tensor([[0.0, 2.0]])
+    torch.testing.assert_close(global_similarity(a, b), torch.tensor([[0.8], [0.0]]))
+
+
+def test_fuse_weights_and_global_only():
+    g, l = torch.tensor([[1.0]]), torch.tensor([[2.0]])
+    assert fuse(g, l).item() == pytest.approx(0.6 * 1 + 0.4 * 2)
+    assert fuse(g, l, 0.5, 0.5).item() == pytest.approx(1.5)
+    assert fuse(g, None) is g

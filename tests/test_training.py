@@ -1,0 +1,70 @@
+import json
+import random
+
+import pytest
+import torch
+
+from rsitr.config import load_config
+from rsitr.training.trainer import Trainer, warmup_cosine
+
+TINY = ["model.name=rsitr-tiny-ViT", "model.pretrained=null", "device=cpu",
+        "data.synthetic.n_images=40", "data.synthetic.image_size=32",
+        "method.drop_epoch=2", "method.drop_ratio=0.1", "method.keywords_top_k=16",
+        "train.batch_size=16", "train.lr=1e-3", "train.weight_decay=0.01", "train.warmup_steps=1",
+        "train.max_steps_per_epoch=3"]
+
+
+def make_trainer(out, *extra):
+    return Trainer(load_config(None, TINY + [f"output_dir={out}", *extra]), progress=False)
+
+
+def fixed_batch(trainer):
+    raw = next(iter(trainer._loader(1)))
+    return trainer._batch(raw, random.Random(0), torch.Generator().manual_seed(0))
+
+
+def test_one_training_step_lowers_the_loss_on_a_fixed_batch(tmp_path):
+    trainer = make_trainer(tmp_path, "train.lr=1e-4")
+    batch = fixed_batch(trainer)
+    with torch.no_grad():
+        before, parts = trainer.objective(batch)
+    assert set(parts) >= {"global", "local", "ker"}
+    trainer.train_step(batch)
+    with torch.no_grad():
+        after, after_parts = trainer.objective(batch)
+    assert after.item() < before.item()
+    assert all(after_parts[k] < parts[k] for k in ("global", "local", "ker"))
+
+
+def test_baseline_config_has_only_the_global_loss(tmp_path):
+    trainer = make_trainer(tmp_path, "method.local=false", "method.ker=false", "method.eba=false")
+    _, parts = trainer.objective(fixed_batch(trainer))
+    assert set(parts) == {"global", "kept_rows"}
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    straight = make_trainer(tmp_path / "a", "train.epochs=2")
+    straight.fit()
+    interrupted = make_trainer(tmp_path / "b", "train.epochs=2")
+    interrupted.fit(until_epoch=1)
+    del interrupted
+    resumed = make_trainer(tmp_path / "b", "train.epochs=2")
+    assert resumed.resume() and resumed.epoch == 1
+    resumed.fit()
+    assert resumed.step == straight.step == 6
+    for (name, a), b in zip(straight.objective.state_dict().items(), resumed.objective.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)
+    # EBA ran in epoch 2 from the bank restored from the checkpoint, and listed what it eliminated.
+    report = json.loads((tmp_path / "b" / "eba" / "epoch_002.json").read_text())
+    assert report["global_pairs"] == json.loads((tmp_path / "a" / "eba" / "epoch_002.json").read_text())["global_pairs"]
+    assert len(report["global_pairs"]) >= 1
+    assert (tmp_path / "b" / "checkpoints" / "epoch_002.pt").is_file()
+    assert (tmp_path / "b" / "keywords.json").is_file()
+
+
+def test_warmup_cosine_schedule():
+    factor = warmup_cosine(warmup_steps=4, total_steps=12)
+    assert [factor(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert factor(4) == pytest.approx(1.0)
+    assert factor(8) == pytest.approx(0.5)
+    assert factor(12) == pytest.approx(0.0)
