@@ -1,0 +1,44 @@
+"""Shared benchmark helper: run a function in a fresh process and report its time and peak memory.
+
+Peak memory is the growth of the process's peak resident set size (Linux ``VmHWM``) over its resident size
+just before the measured call: the peak is reset there (``/proc/self/clear_refs``), so imports, inputs and
+set-up are not counted. Each variant runs in its own process so one variant's memory cannot hide another's.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import gc
+import time
+from typing import Any, Callable
+
+
+def _status_mib(field: str) -> float:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _child(fn: Callable[..., Any], args: tuple, queue: mp.Queue) -> None:
+    setup = fn(*args, prepare=True)
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")  # reset VmHWM to the current resident size
+    before = _status_mib("VmRSS")
+    start = time.perf_counter()
+    result = fn(*args, prepare=False, state=setup)
+    seconds = time.perf_counter() - start
+    queue.put({"seconds": seconds, "peak_mib": max(0.0, _status_mib("VmHWM") - before), "result": result})
+
+
+def measure(fn: Callable[..., Any], *args: Any) -> dict:
+    """Run ``fn(*args, prepare=True)`` then time ``fn(*args, prepare=False, state=...)`` in a new process."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    process = ctx.Process(target=_child, args=(fn, args, queue))
+    process.start()
+    outcome = queue.get()
+    process.join()
+    return outcome
