@@ -1,0 +1,61 @@
+"""Evaluate a model on a dataset split and print the paper-style R@K / mR table.
+
+Examples:
+  rsitr eval --data dataset_RSITMD.json --images RSITMD/images --model ViT-B-32 --pretrained openai
+  rsitr eval --data dataset_rsicd.json --images RSICD/images --pretrained runs/ebaker/checkpoints/latest.pt --sar
+  rsitr eval --data captions.csv --images imgs --model ViT-B-32 --pretrained my_clip.pt --two-stage --recall-k 50
+The --pretrained value is an OpenCLIP tag, an OpenCLIP checkpoint file, or an `rsitr train` checkpoint
+(its architecture and fusion weights are taken from the checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="caption file: Karpathy JSON, NWPU-Captions JSON or CSV")
+    parser.add_argument("--images", required=True, help="folder the caption file's image names are relative to")
+    parser.add_argument("--model", default="ViT-B-32", help="OpenCLIP model name (default ViT-B-32)")
+    parser.add_argument("--pretrained", default=None, help="OpenCLIP tag, OpenCLIP checkpoint or rsitr checkpoint")
+    parser.add_argument("--split", default="test", help="train, val or test (default test)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--global-only", action="store_true", help="score with the global cosine only (no local)")
+    parser.add_argument("--sar", action="store_true", help="also report SAR (sort after reversed retrieval)")
+    parser.add_argument("--sar-top-k", type=int, default=10)
+    parser.add_argument("--two-stage", action="store_true",
+                        help="also report FTF two-stage retrieval (coarse recall, fine re-ranking)")
+    parser.add_argument("--recall-k", type=int, default=100, help="candidates per query for --two-stage")
+    parser.add_argument("--out", default=None, help="folder for results.json / results.csv")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rsitr.config import EvalConfig, MethodConfig
+    from rsitr.data import load_corpus
+    from rsitr.evaluate.report import format_table, write_reports
+    from rsitr.evaluate.runner import encode_corpus, evaluate_encoded
+    from rsitr.models.factory import load_model
+    from rsitr.training.trainer import resolve_device
+
+    device = resolve_device(args.device)
+    model, run_config = load_model(args.model, args.pretrained, device)
+    method = MethodConfig(**run_config["method"]) if run_config else MethodConfig()
+    if args.global_only:
+        method.local = False
+    config = EvalConfig(split=args.split, batch_size=args.batch_size, sar=args.sar, sar_top_k=args.sar_top_k,
+                        two_stage=args.two_stage, recall_k=args.recall_k)
+    corpus = load_corpus(args.data, args.images).split(args.split)
+    if len(corpus) == 0:
+        raise SystemExit(f"{args.data} has no images in split {args.split!r}")
+    print(corpus.summary())
+    encoded = encode_corpus(model, corpus, args.batch_size, device, progress=not args.no_progress)
+    name = getattr(model, "model_name", args.model)
+    evaluation = evaluate_encoded(encoded, method, config, name=name)
+    print(format_table(evaluation.rows, title=f"{corpus.name} ({len(corpus)} images, {encoded.caption_image.numel()} captions)"))
+    print("timings: " + ", ".join(f"{k} {v:.3f}s" for k, v in evaluation.timings.items()))
+    if args.out:
+        json_path, csv_path = write_reports(evaluation.rows, args.out, {"timings": evaluation.timings})
+        print(f"written {json_path} and {csv_path}")
+    return 0
