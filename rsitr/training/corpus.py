@@ -15,8 +15,12 @@ def build_corpus(config: DataConfig, output_dir: Path, seed: int = 0) -> Caption
     corpora = [load_corpus(spec.captions, spec.images, name=spec.name, seed=config.split_seed)
                for spec in config.datasets]
     if config.synthetic.n_images > 0:
-        root = Path(output_dir) / "synthetic-data"
-        caption_file = make_synthetic_dataset(root, config.synthetic.n_images, config.synthetic.image_size, seed=seed)
+        spec = config.synthetic
+        # One folder per setting, written once: resumed runs and other ranks reuse it instead of rewriting it.
+        root = Path(output_dir) / "synthetic-data" / f"n{spec.n_images}-px{spec.image_size}-seed{seed}"
+        caption_file = root / "dataset_synthetic.json"
+        if not caption_file.is_file():
+            make_synthetic_dataset(root, spec.n_images, spec.image_size, seed=seed)
         corpora.append(load_corpus(caption_file, root / "images", name="synthetic"))
     if len(corpora) == 1:
         return corpora[0]

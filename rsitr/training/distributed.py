@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -34,6 +36,16 @@ def init_distributed(device_type: str) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+@contextmanager
+def main_first(info: DistInfo) -> Iterator[None]:
+    """Run the body on rank 0 first and on the other ranks after it (e.g. to write shared files once)."""
+    if info.enabled and not info.is_main:
+        dist.barrier()
+    yield
+    if info.enabled and info.is_main:
+        dist.barrier()
+
+
 def gather(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Concatenate ``tensor`` from all ranks along dim 0, keeping the gradient of this rank's part.
 
@@ -42,6 +54,11 @@ def gather(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """
     if not info.enabled:
         return tensor
-    import torch.distributed.nn.functional as dist_fn
+    if tensor.requires_grad:
+        import torch.distributed.nn.functional as dist_fn
 
-    return torch.cat(dist_fn.all_gather(tensor), dim=0)
+        return torch.cat(dist_fn.all_gather(tensor), dim=0)
+    wire = tensor.to(torch.uint8) if tensor.dtype == torch.bool else tensor  # gloo has no bool all_gather
+    parts = [torch.empty_like(wire) for _ in range(info.world_size)]
+    dist.all_gather(parts, wire.contiguous())
+    return torch.cat(parts, dim=0).to(tensor.dtype)

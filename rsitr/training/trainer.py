@@ -30,7 +30,7 @@ from rsitr.evaluate.runner import Evaluation, evaluate_model
 from rsitr.losses.eba import EliminateBeforeAlign
 from rsitr.models.factory import CHECKPOINT_FORMAT, build_model
 from rsitr.training.corpus import build_corpus
-from rsitr.training.distributed import init_distributed
+from rsitr.training.distributed import init_distributed, main_first
 from rsitr.training.objective import Batch, RetrievalObjective
 
 
@@ -78,7 +78,8 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         seed_everything(config.train.seed)
 
-        self.corpus = build_corpus(config.data, self.out, seed=config.train.seed)
+        with main_first(self.dist):
+            self.corpus = build_corpus(config.data, self.out, seed=config.train.seed)
         self.train_corpus = self.corpus.split("train")
         if len(self.train_corpus) == 0:
             raise ValueError(f"{self.corpus.name} has no training images (check the split fields of the caption files)")
@@ -96,8 +97,10 @@ class Trainer:
         self.objective = RetrievalObjective(self.model, method, ker_head, eba, queue, self.dist).to(self.device)
         self.trainable = self.objective
         if self.dist.enabled:
+            # Unused parameters exist in some method combinations (e.g. CLIP's logit scale with a fixed temperature).
             self.trainable = torch.nn.parallel.DistributedDataParallel(
-                self.objective, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.objective, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)
 
         self.dataset = PairDataset(self.train_corpus, self.model.preprocess_train)
         batches = math.ceil(len(self.dataset) / (config.train.batch_size * self.dist.world_size))
