@@ -1,0 +1,160 @@
+"""FastAPI app: search an archive index by text or uploaded image, chip metadata and thumbnails, the web page.
+
+Routes (JSON unless noted):
+
+- ``GET /`` the search page (static HTML + JS); ``GET /api/info`` the index summary
+- ``GET /api/search?q=TEXT&k=10&rerank=true`` text search
+- ``POST /api/search/image`` (multipart ``file``, form ``k``) search by an example image; bodies over
+  ``max_upload_bytes`` get 413 and files PIL cannot open as an image get 415 (the bytes decide, not the name)
+- ``GET /api/chips/{id}`` a chip's file, window, bounds and CRS; ``GET /api/chips/{id}/thumbnail?size=256`` (JPEG)
+- ``GET /api/files/preview?path=REL&size=512`` a downscaled whole image of the archive (JPEG); paths are
+  checked with :func:`rsitr.index.resolve_in_root` (400 for absolute / ``..`` / out-of-root symlinks) and
+  must be indexed files (404)
+
+Thumbnails are rendered from the chip window of the source image and kept in an in-memory LRU cache.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import OrderedDict
+from pathlib import Path
+from threading import Lock
+
+from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
+from PIL import Image, UnidentifiedImageError
+
+from rsitr.index import ArchiveIndex, PathOutsideArchiveError, SearchHit, resolve_in_root
+
+STATIC_DIR = Path(__file__).parent / "static"
+DEFAULT_MAX_UPLOAD_BYTES = 10 * 2**20
+MAX_RESULTS = 200
+MAX_THUMBNAIL_SIZE = 1024
+_MULTIPART_OVERHEAD = 64 * 2**10
+"""Slack over ``max_upload_bytes`` for multipart headers before a request is refused on Content-Length alone."""
+
+
+class _ImageCache:
+    """A small thread-safe LRU of encoded JPEG bytes."""
+
+    def __init__(self, capacity: int) -> None:
+        self._items: OrderedDict[tuple, bytes] = OrderedDict()
+        self._capacity = capacity
+        self._lock = Lock()
+
+    def get(self, key: tuple) -> bytes | None:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+            return self._items.get(key)
+
+    def put(self, key: tuple, value: bytes) -> None:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+
+
+def _jpeg(image: Image.Image, size: int) -> bytes:
+    image = image.convert("RGB")
+    image.thumbnail((size, size))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def _hit_json(hit: SearchHit) -> dict:
+    return {**hit.to_dict(), "thumbnail": f"/api/chips/{hit.chip_id}/thumbnail"}
+
+
+def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | None = None,
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, thumbnail_cache_size: int = 1024,
+               device: str = "cpu") -> FastAPI:
+    """The app for the index in ``index_dir`` (or an already opened ``index``)."""
+    if index is None:
+        if index_dir is None:
+            raise ValueError("create_app needs index_dir or index")
+        index = ArchiveIndex.open(index_dir, device=device)
+    cache = _ImageCache(thumbnail_cache_size)
+    app = FastAPI(title="rsitr archive search")
+    app.state.index = index
+
+    @app.middleware("http")
+    async def refuse_large_uploads_early(request: Request, call_next):
+        # Checked before FastAPI parses (and spools) the multipart body; the handler re-checks the bytes read,
+        # which also covers chunked requests without a Content-Length.
+        declared = request.headers.get("content-length", "")
+        if request.method == "POST" and declared.isdigit() and int(declared) > max_upload_bytes + _MULTIPART_OVERHEAD:
+            return JSONResponse({"detail": f"upload larger than {max_upload_bytes} bytes"}, status_code=413)
+        return await call_next(request)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    @app.get("/api/info")
+    def info() -> dict:
+        return {**index.info(), "max_upload_bytes": max_upload_bytes}
+
+    @app.get("/api/search")
+    def search_text(q: str = Query(..., min_length=1, max_length=1000), k: int = Query(10, ge=1, le=MAX_RESULTS),
+                    rerank: bool = True) -> dict:
+        if not q.strip():
+            raise HTTPException(400, "the query is empty")
+        return {"query": q, "results": [_hit_json(hit) for hit in index.search_text(q, k, rerank=rerank)]}
+
+    @app.post("/api/search/image")
+    def search_image(file: UploadFile = File(...), k: int = Form(10, ge=1, le=MAX_RESULTS)) -> dict:
+        data = file.file.read(max_upload_bytes + 1)
+        if len(data) > max_upload_bytes:
+            raise HTTPException(413, f"upload larger than {max_upload_bytes} bytes")
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+                query = image.convert("RGB")
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+            raise HTTPException(415, f"{file.filename or 'the upload'} is not an image PIL can read") from None
+        return {"query": file.filename, "results": [_hit_json(hit) for hit in index.search_image(query, k)]}
+
+    def chip_or_404(chip_id: int):
+        chip = index.chip(chip_id)
+        if chip is None:
+            raise HTTPException(404, f"no chip {chip_id} in this index")
+        return chip
+
+    @app.get("/api/chips/{chip_id}")
+    def chip(chip_id: int) -> dict:
+        record = chip_or_404(chip_id)
+        return {"chip_id": record.id, "path": record.path, "window": vars(record.window), "bounds": record.bounds,
+                "crs": record.crs, "thumbnail": f"/api/chips/{record.id}/thumbnail"}
+
+    def cached_jpeg(key: tuple, render) -> Response:
+        data = cache.get(key)
+        if data is None:
+            data = render()
+            cache.put(key, data)
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/api/chips/{chip_id}/thumbnail")
+    def thumbnail(chip_id: int, size: int = Query(256, ge=16, le=MAX_THUMBNAIL_SIZE)) -> Response:
+        record = chip_or_404(chip_id)
+        return cached_jpeg(("chip", chip_id, size),  # chip ids are never reused
+                           lambda: _jpeg(index.chip_image(record, size), size))
+
+    @app.get("/api/files/preview")
+    def file_preview(path: str, size: int = Query(512, ge=16, le=MAX_THUMBNAIL_SIZE)) -> Response:
+        try:
+            resolve_in_root(index.root, path)
+        except PathOutsideArchiveError as err:
+            raise HTTPException(400, str(err)) from None
+
+        def render() -> bytes:
+            try:
+                return _jpeg(index.file_preview(path, size), size)
+            except FileNotFoundError as err:
+                raise HTTPException(404, str(err)) from None
+
+        return cached_jpeg(("file", path, size, index.store.generation), render)
+
+    return app

@@ -1,0 +1,59 @@
+"""Index an image archive for search: tile large scenes into chips, encode them, store vectors and metadata.
+
+Walks IMAGES (JPEG, PNG, TIFF, GeoTIFF). Scenes whose longer side exceeds --tile-larger-than are cut
+into --chip-size squares overlapping by --chip-overlap pixels; GeoTIFF chips keep their geographic
+bounds and CRS. Running it again on the same --out updates the index: new files are added, changed
+ones re-encoded, deleted ones removed, and an interrupted run resumes where it stopped. Unreadable
+images are skipped and listed. The model is recorded in the index; a different one is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--images", required=True, help="folder of images to index (searched recursively)")
+    parser.add_argument("--out", required=True, help="index directory (created, or updated if it exists)")
+    parser.add_argument("--model", help="OpenCLIP model name (needed for a new index; default: the recorded one)")
+    parser.add_argument("--pretrained", help="OpenCLIP pretrained tag or checkpoint path (incl. `rsitr train` ones)")
+    parser.add_argument("--chip-size", type=int, help="chip side in pixels (new index default 224)")
+    parser.add_argument("--chip-overlap", type=int, help="overlap of neighbouring chips in pixels (default 32)")
+    parser.add_argument("--tile-larger-than", type=int, metavar="N",
+                        help="tile scenes whose longer side exceeds N pixels; smaller ones are one chip (default 1024)")
+    parser.add_argument("--index-type", choices=("exact", "ivf", "hnsw"),
+                        help="FAISS index: exact (default), ivf or hnsw for large archives; may change on update")
+    parser.add_argument("--batch-size", type=int, default=32, help="chips encoded (and committed) per batch")
+    tokens = parser.add_mutually_exclusive_group()
+    tokens.add_argument("--store-local-tokens", dest="store_local_tokens", action="store_true", default=None,
+                        help="keep patch tokens for local re-ranking of text queries (default)")
+    tokens.add_argument("--no-local-tokens", dest="store_local_tokens", action="store_false",
+                        help="store global embeddings only (smaller index, no re-ranking)")
+    parser.add_argument("--device", default="cpu", help="torch device for encoding (default cpu)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rsitr.index import ArchiveIndex
+
+    try:
+        index, report = ArchiveIndex.build(
+            args.out, args.images, args.model, args.pretrained, chip_size=args.chip_size,
+            chip_overlap=args.chip_overlap, tile_larger_than=args.tile_larger_than, index_type=args.index_type,
+            store_local_tokens=args.store_local_tokens, batch_size=args.batch_size, progress=not args.quiet,
+            device=args.device)
+    except (ValueError, OSError) as err:
+        print(f"rsitr index: error: {err}", file=sys.stderr)
+        return 2
+    info = index.info()
+    index.close()
+    print(f"{args.out}: {info['chips']} chips from {info['files']} files "
+          f"(new {len(report.new)}, changed {len(report.changed)}, "
+          f"resumed {len(report.resumed)}, removed {len(report.removed)}, unchanged {report.unchanged}; "
+          f"{report.chips_encoded} chips encoded)")
+    if report.failures:
+        print(f"skipped {len(report.failures)} unreadable image(s):")
+        for path, error in report.failures:
+            print(f"  {path}: {error}")
+    return 0

@@ -1,0 +1,32 @@
+"""Serve an archive index over HTTP: a search web page plus a JSON API (text and image search, chip thumbnails).
+
+Binds to 127.0.0.1 by default; the page is at http://HOST:PORT/ and the API description at /docs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("index", help="index directory written by `rsitr index`")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--max-upload-mb", type=float, default=10.0,
+                        help="largest accepted query image upload in MiB (default 10); larger ones get 413")
+    parser.add_argument("--device", default="cpu", help="torch device for encoding queries (default cpu)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from rsitr.api.app import create_app
+
+    try:
+        app = create_app(args.index, max_upload_bytes=int(args.max_upload_mb * 2**20), device=args.device)
+    except (ValueError, OSError) as err:
+        print(f"rsitr serve: error: {err}", file=sys.stderr)
+        return 2
+    uvicorn.run(app, host=args.host, port=args.port)
+    return 0

@@ -1,0 +1,180 @@
+"""The image archive on disk: finding its images, keeping paths inside it, and reading chips.
+
+JPEG and PNG are decoded with PIL; TIFF (plain or GeoTIFF) with rasterio, which reads chip windows
+without decoding the whole scene and gives each window's geographic bounds when the file is
+geo-referenced. Every chip comes out as an 8-bit RGB PIL image: the first three bands (one band is
+repeated as grey), and bands that are not 8-bit are stretched between their 2nd and 98th percentiles
+measured on a decimated read of the whole scene, so all chips of a scene share one colour scale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+from rsitr.index.tiling import Window
+
+PIL_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
+RASTERIO_SUFFIXES = frozenset({".tif", ".tiff"})
+SUPPORTED_SUFFIXES = PIL_SUFFIXES | RASTERIO_SUFFIXES
+_STRETCH_SAMPLE_SIDE = 512
+
+Bounds = tuple[float, float, float, float]
+"""Geographic ``(left, bottom, right, top)`` in the scene's CRS."""
+
+
+class PathOutsideArchiveError(ValueError):
+    """A requested path is absolute, climbs with ``..`` or resolves (through a symlink) outside the archive."""
+
+
+@dataclass(frozen=True)
+class ArchiveFile:
+    """An image of the archive: ``path`` relative to the root (POSIX separators), size and mtime."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+def resolve_in_root(root: Path, relative: str) -> Path:
+    """The real path of ``relative`` under ``root``; raises :class:`PathOutsideArchiveError` if it would escape."""
+    parts = PurePosixPath(relative.replace("\\", "/")).parts
+    if not relative or relative.startswith(("/", "\\")) or Path(relative).is_absolute() or ".." in parts:
+        raise PathOutsideArchiveError(f"{relative!r} is not a relative path inside the archive")
+    real_root = root.resolve()
+    resolved = (real_root / relative).resolve()
+    if not resolved.is_relative_to(real_root):
+        raise PathOutsideArchiveError(f"{relative!r} resolves outside the archive root {real_root}")
+    return resolved
+
+
+def scan_archive(root: Path) -> list[ArchiveFile]:
+    """Supported images under ``root`` (recursively), sorted by path; symlinks leading outside are skipped."""
+    root = Path(root)
+    if not root.is_dir():
+        raise NotADirectoryError(f"image folder {root} does not exist or is not a directory")
+    found = []
+    for folder, _, names in os.walk(root):
+        for name in names:
+            full = Path(folder, name)
+            if full.suffix.lower() not in SUPPORTED_SUFFIXES:
+                continue
+            relative = full.relative_to(root).as_posix()
+            try:
+                stat = resolve_in_root(root, relative).stat()
+            except (PathOutsideArchiveError, OSError):
+                continue
+            found.append(ArchiveFile(relative, stat.st_size, stat.st_mtime_ns))
+    return sorted(found, key=lambda f: f.path)
+
+
+def content_hash(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+class Scene(Protocol):
+    """An opened image: its size, CRS (None when not geo-referenced) and chip reads."""
+
+    width: int
+    height: int
+    crs: str | None
+
+    def read(self, window: Window, max_side: int | None = None) -> Image.Image:
+        """The window's pixels as RGB, downscaled (keeping aspect) so neither side exceeds ``max_side``."""
+        ...
+
+    def bounds(self, window: Window) -> Bounds | None: ...
+
+
+class _PILScene:
+    def __init__(self, path: Path) -> None:
+        with Image.open(path) as image:
+            image.load()  # decode now so that truncated or corrupt files fail here, not chip by chip
+            self._image = image.convert("RGB")
+        self.width, self.height = self._image.size
+        self.crs = None
+
+    def read(self, window: Window, max_side: int | None = None) -> Image.Image:
+        chip = self._image.crop((window.x, window.y, window.x + window.width, window.y + window.height))
+        if max_side is not None:
+            chip.thumbnail((max_side, max_side))
+        return chip
+
+    def bounds(self, window: Window) -> Bounds | None:
+        return None
+
+
+class _RasterioScene:
+    def __init__(self, dataset) -> None:
+        self._dataset = dataset
+        self.width, self.height = dataset.width, dataset.height
+        self.crs = dataset.crs.to_string() if dataset.crs else None
+        self._bands = [1, 2, 3] if dataset.count >= 3 else [1, 1, 1]
+        self._stretch = None if dataset.dtypes[0] == "uint8" else self._percentile_stretch()
+
+    def _percentile_stretch(self) -> tuple[np.ndarray, np.ndarray]:
+        scale = max(1.0, max(self.width, self.height) / _STRETCH_SAMPLE_SIDE)
+        shape = (3, max(1, round(self.height / scale)), max(1, round(self.width / scale)))
+        sample = self._dataset.read(self._bands, out_shape=shape).reshape(3, -1).astype(np.float64)
+        low, high = np.percentile(sample, [2, 98], axis=1)
+        return low[:, None, None], np.maximum(high - low, 1e-12)[:, None, None]
+
+    def read(self, window: Window, max_side: int | None = None) -> Image.Image:
+        from rasterio.windows import Window as RasterWindow
+
+        scale = 1.0 if max_side is None else max(1.0, max(window.width, window.height) / max_side)
+        shape = (3, max(1, round(window.height / scale)), max(1, round(window.width / scale)))
+        pixels = self._dataset.read(self._bands, window=RasterWindow(window.x, window.y, window.width, window.height),
+                                    out_shape=shape)
+        if self._stretch is not None:
+            low, span = self._stretch
+            pixels = np.clip((pixels - low) / span * 255.0, 0, 255)
+        return Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0)).astype(np.uint8), "RGB")
+
+    def bounds(self, window: Window) -> Bounds | None:
+        if self.crs is None:
+            return None
+        # Corners through the affine transform (north-up or not, min/max give the bounding box).
+        transform = self._dataset.transform
+        xs, ys = zip(*(transform @ (col, row) for col in (window.x, window.x + window.width)
+                       for row in (window.y, window.y + window.height)))
+        return float(min(xs)), float(min(ys)), float(max(xs)), float(max(ys))
+
+
+class open_scene:  # noqa: N801 - used as a context manager like open()
+    """``with open_scene(path) as scene:`` reads a supported image; raises on unreadable files."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = Path(path)
+        self._dataset = None
+
+    def __enter__(self) -> Scene:
+        suffix = self._path.suffix.lower()
+        if suffix in PIL_SUFFIXES:
+            return _PILScene(self._path)
+        if suffix not in RASTERIO_SUFFIXES:
+            raise ValueError(f"{self._path}: unsupported image type {suffix!r}; supported: "
+                             f"{', '.join(sorted(SUPPORTED_SUFFIXES))}")
+        import rasterio
+        from rasterio.errors import NotGeoreferencedWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            self._dataset = rasterio.open(self._path)
+            try:
+                return _RasterioScene(self._dataset)
+            except BaseException:
+                self._dataset.close()
+                raise
+
+    def __exit__(self, *exc_info) -> None:
+        if self._dataset is not None:
+            self._dataset.close()

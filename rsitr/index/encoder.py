@@ -1,0 +1,117 @@
+"""Turning chips and queries into the vectors the index stores, and fingerprinting the model that did it.
+
+Global embeddings are L2-normalised float32, so FAISS inner products are cosines. Local tokens are
+L2-normalised too before they are stored as float16 (values in [-1, 1] keep float16 precise), which
+:func:`rsitr.similarity.local_similarity` accepts unchanged since it normalises again.
+
+The fingerprint is the embedding dimension plus the global embeddings of a fixed synthetic probe
+image and probe caption. Two encoders are compatible when dims match and the probe embeddings agree
+to ``PROBE_TOLERANCE``: that catches another model, another checkpoint behind the same path, or
+changed weights, while ignoring float noise between machines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from rsitr.models import RetrievalCLIP
+
+PROBE_TEXT = "an aerial image of a harbour with boats next to a green park"
+PROBE_TOLERANCE = 1e-3
+
+
+@dataclass
+class EncodedImages:
+    embeddings: np.ndarray
+    """``[B, D]`` float32, L2-normalised."""
+    tokens: np.ndarray
+    """``[B, P, D]`` float32 patch tokens, each L2-normalised."""
+
+
+@dataclass
+class EncodedText:
+    embedding: np.ndarray
+    """``[D]`` float32, L2-normalised."""
+    tokens: np.ndarray
+    """``[L, D]`` float32 word tokens, each L2-normalised; padding included."""
+    mask: np.ndarray
+    """``[L]`` bool, True on real tokens."""
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    dim: int
+    probe: tuple[float, ...]
+
+    @property
+    def digest(self) -> str:
+        """Short hash of the probe embeddings rounded to 2 decimals, for humans (compatibility uses the vector)."""
+        return hashlib.sha256(np.round(np.asarray(self.probe), 2).tobytes()).hexdigest()[:12]
+
+    def matches(self, other: Fingerprint) -> bool:
+        return self.dim == other.dim and bool(
+            np.allclose(self.probe, other.probe, atol=PROBE_TOLERANCE, rtol=0.0))
+
+    def to_dict(self) -> dict:
+        return {"dim": self.dim, "digest": self.digest, "probe": list(self.probe)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Fingerprint:
+        return cls(int(data["dim"]), tuple(float(v) for v in data["probe"]))
+
+
+def _probe_image() -> Image.Image:
+    ramp = np.linspace(0, 255, 64, dtype=np.float32)
+    pixels = np.stack([ramp[None, :].repeat(64, 0), ramp[:, None].repeat(64, 1),
+                       np.abs(ramp[None, :] - ramp[:, None])], axis=-1)
+    return Image.fromarray(pixels.astype(np.uint8), "RGB")
+
+
+class Encoder:
+    """A retrieval model (:class:`RetrievalCLIP` or a wrapper with its interface) in eval mode, with the
+    model name and pretrained value it was loaded from."""
+
+    def __init__(self, model: RetrievalCLIP, model_name: str, pretrained: str | None,
+                 device: str | torch.device = "cpu") -> None:
+        self.model = model.eval().to(device)
+        self.model_name = model_name
+        self.pretrained = pretrained
+        self.device = torch.device(device)
+        self.dim = int(self.encode_text(PROBE_TEXT).embedding.shape[0])
+
+    @classmethod
+    def load(cls, model_name: str, pretrained: str | None, device: str | torch.device = "cpu") -> Encoder:
+        """Load by OpenCLIP name and pretrained tag / OpenCLIP checkpoint / ``rsitr train`` checkpoint."""
+        from rsitr.models.factory import load_model
+
+        if pretrained and Path(pretrained).is_file():
+            pretrained = str(Path(pretrained).resolve())  # so the index can reload it from any working directory
+        model, _ = load_model(model_name, pretrained, device)
+        return cls(model, model_name, pretrained, device)
+
+    @torch.no_grad()
+    def encode_images(self, images: Sequence[Image.Image]) -> EncodedImages:
+        batch = torch.stack([self.model.preprocess_val(image.convert("RGB")) for image in images]).to(self.device)
+        features = self.model.encode_image(batch)
+        return EncodedImages(F.normalize(features.global_, dim=-1).float().cpu().numpy(),
+                             F.normalize(features.tokens, dim=-1).float().cpu().numpy())
+
+    @torch.no_grad()
+    def encode_text(self, text: str) -> EncodedText:
+        features = self.model.encode_text(self.model.tokenize([text]).to(self.device))
+        return EncodedText(F.normalize(features.global_[0], dim=-1).float().cpu().numpy(),
+                           F.normalize(features.tokens[0], dim=-1).float().cpu().numpy(),
+                           features.mask[0].cpu().numpy())
+
+    def fingerprint(self) -> Fingerprint:
+        probe = np.concatenate([self.encode_images([_probe_image()]).embeddings[0],
+                                self.encode_text(PROBE_TEXT).embedding])
+        return Fingerprint(self.dim, tuple(float(v) for v in probe))

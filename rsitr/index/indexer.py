@@ -1,0 +1,165 @@
+"""Bringing an index up to date with its image folder: add new files, re-encode changed ones, drop deleted ones.
+
+A file is unchanged when its size and mtime match the record; otherwise its SHA-256 decides (a touched
+but identical file only gets its stat refreshed). Chips are encoded in batches and each batch is committed
+with the files it completes (:meth:`MetadataStore.add_chips`). A run killed midway leaves files marked
+incomplete; the next run keeps their committed chips and encodes only the missing windows, in the same
+order, so the result is the same as one uninterrupted run. Files that cannot be read are recorded as
+failures and skipped; they are retried on every run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from PIL import Image
+from tqdm import tqdm
+
+from rsitr.index.archive import ArchiveFile, Bounds, content_hash, open_scene, resolve_in_root, scan_archive
+from rsitr.index.encoder import Encoder
+from rsitr.index.store import FileRecord, MetadataStore, NewChip
+from rsitr.index.tiling import Window, chip_windows
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """How an archive is cut into chips and what is stored; fixed for the life of an index (but ``index_type``)."""
+
+    chip_size: int = 224
+    chip_overlap: int = 32
+    tile_larger_than: int = 1024
+    index_type: str = "exact"
+    store_local_tokens: bool = True
+
+
+@dataclass
+class UpdateReport:
+    new: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    chips_encoded: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    """``(path, error)`` of files that could not be read in this run."""
+
+
+@dataclass
+class _Job:
+    file: ArchiveFile
+    record: FileRecord | None
+    """The incomplete record to resume, or None to (re-)register the file."""
+    sha256: str
+
+
+@dataclass
+class _PendingChip:
+    path: str
+    file_id: int
+    window: Window
+    image: Image.Image
+    bounds: Bounds | None
+
+
+def _plan(store: MetadataStore, files: list[ArchiveFile], root: Path, report: UpdateReport) -> list[_Job]:
+    known = store.files()
+    jobs = []
+    for file in files:
+        record = known.get(file.path)
+        if record is not None and (record.size, record.mtime_ns) == (file.size, file.mtime_ns):
+            if record.complete:
+                report.unchanged += 1
+            else:
+                report.resumed.append(file.path)
+                jobs.append(_Job(file, record, record.sha256))
+            continue
+        try:
+            digest = content_hash(resolve_in_root(root, file.path))
+        except OSError as err:  # vanished or unreadable since the scan
+            message = f"{type(err).__name__}: {err}"
+            store.record_failure(file.path, message)
+            report.failures.append((file.path, message))
+            continue
+        if record is not None and record.complete and record.sha256 == digest:
+            store.update_file_stat(record.id, file.size, file.mtime_ns)
+            report.unchanged += 1
+            continue
+        (report.changed if record is not None else report.new).append(file.path)
+        jobs.append(_Job(file, None, digest))
+    return jobs
+
+
+def _read_chips(store: MetadataStore, root: Path, job: _Job, settings: IndexSettings,
+                progress: tqdm) -> Iterator[_PendingChip]:
+    """The chips of ``job`` still to encode, registering the file first unless it is resumed."""
+    with open_scene(resolve_in_root(root, job.file.path)) as scene:
+        windows = chip_windows(scene.width, scene.height, settings.chip_size, settings.chip_overlap,
+                               settings.tile_larger_than)
+        if job.record is None:
+            file_id = store.add_file(job.file.path, job.file.size, job.file.mtime_ns, job.sha256, scene.width,
+                                     scene.height, scene.crs)
+        else:
+            file_id = job.record.id
+            done = store.windows_of(file_id)
+            windows = [w for w in windows if w not in done]
+        progress.total += len(windows)
+        progress.refresh()
+        for window in windows:
+            yield _PendingChip(job.file.path, file_id, window, scene.read(window), scene.bounds(window))
+
+
+def update_index(store: MetadataStore, encoder: Encoder, root: Path, settings: IndexSettings, batch_size: int = 32,
+                 progress: bool = True) -> UpdateReport:
+    """Synchronise ``store`` with the images under ``root``; see the module docstring."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    root = Path(root)
+    report = UpdateReport()
+    on_disk = scan_archive(root)
+    report.removed = sorted(set(store.files()) - {f.path for f in on_disk})
+    store.remove_files(report.removed)
+    store.remove_failures_except({f.path for f in on_disk})
+    jobs = _plan(store, on_disk, root, report)
+
+    pending: list[_PendingChip] = []
+    completed: list[int] = []
+    bar = tqdm(total=0, unit="chip", desc="encoding", disable=not progress)
+
+    def flush() -> None:
+        if pending:
+            encoded = encoder.encode_images([chip.image for chip in pending])
+            tokens = encoded.tokens if settings.store_local_tokens else [None] * len(pending)
+            chips = [NewChip(c.file_id, c.window, c.bounds, embedding, chip_tokens)
+                     for c, embedding, chip_tokens in zip(pending, encoded.embeddings, tokens)]
+        else:
+            chips = []
+        store.add_chips(chips, completed)
+        bar.update(len(pending))
+        report.chips_encoded += len(pending)
+        pending.clear()
+        completed.clear()
+
+    for job in jobs:
+        chips = _read_chips(store, root, job, settings, bar)
+        file_id = None if job.record is None else job.record.id
+        while True:
+            try:
+                chip = next(chips, None)
+            except Exception as err:  # decoders raise many types; one unreadable file must not stop the run
+                pending[:] = [c for c in pending if c.path != job.file.path]
+                message = f"{type(err).__name__}: {err}"
+                store.record_failure(job.file.path, message)
+                report.failures.append((job.file.path, message))
+                break
+            if chip is None:
+                completed.append(file_id)  # a new file always yields a chip, so its id is known here
+                break
+            file_id = chip.file_id
+            pending.append(chip)
+            if len(pending) >= batch_size:
+                flush()
+    flush()
+    bar.close()
+    return report

@@ -1,0 +1,58 @@
+"""Ranking: FAISS candidates by global cosine, then (for text queries) a re-rank with local similarity.
+
+Text queries fuse the global cosine with EBAKER's local similarity of the chip's patch tokens and the
+query's word tokens (:func:`rsitr.similarity.fuse`). Image queries rank by global cosine only: the
+local similarity is the Frobenius norm of a patch-to-patch cosine matrix, which is largest for chips
+whose patches all look alike rather than for the chip that matches the query, so it would push a flat
+field above an identical copy of the query image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from rsitr.index.archive import Bounds
+from rsitr.index.encoder import EncodedText
+from rsitr.index.tiling import Window
+from rsitr.similarity import fuse, local_similarity
+
+DEFAULT_RERANK_CANDIDATES = 100
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    chip_id: int
+    path: str
+    """Image path relative to the archive root."""
+    window: Window
+    bounds: Bounds | None
+    """``(left, bottom, right, top)`` in ``crs``; None when the image is not geo-referenced."""
+    crs: str | None
+    score: float
+    """The ranking score: fused global + local similarity when re-ranked, else the global cosine."""
+    global_score: float
+    local_score: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fused_scores(global_scores: np.ndarray, chip_tokens: np.ndarray,
+                 query: EncodedText) -> tuple[np.ndarray, np.ndarray]:
+    """Fused and local scores ``[N]`` of ``N`` candidate chips (tokens ``[N, P, D]``) for one text query."""
+    local = local_similarity(torch.from_numpy(chip_tokens), torch.from_numpy(query.tokens)[None],
+                             torch.from_numpy(query.mask)[None])[:, 0]
+    fused = fuse(torch.from_numpy(global_scores), local)
+    return fused.numpy(), local.numpy()
+
+
+def rank(ids: np.ndarray, global_scores: np.ndarray, k: int, local_scores: np.ndarray | None = None,
+         fused: np.ndarray | None = None) -> list[tuple[int, float, float, float | None]]:
+    """The top ``k`` as ``(chip_id, score, global, local)``, by fused score when given, ties broken by id."""
+    scores = global_scores if fused is None else fused
+    order = sorted(range(len(ids)), key=lambda i: (-float(scores[i]), int(ids[i])))[:k]
+    return [(int(ids[i]), float(scores[i]), float(global_scores[i]),
+             None if local_scores is None else float(local_scores[i])) for i in order]

@@ -1,0 +1,248 @@
+"""The index's SQLite database: settings, files, chips with their vectors, and unreadable files.
+
+Vectors live next to their metadata: each chip row holds its global embedding (float32) and, when
+local tokens are kept, its patch tokens (float16, ``[P, D]``). A batch of chips and the files it
+completes are written in one transaction, so a process killed at any point leaves a database in which
+every chip has its vectors and a file is marked ``complete`` only once all its chips are in. The FAISS
+index is derived data, rebuilt from these rows (see :mod:`rsitr.index.vector_index`); the ``generation``
+counter, bumped by every write, tells whether a saved FAISS file is current.
+
+WAL journaling lets the web service read while an indexer writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from rsitr.index.archive import Bounds
+from rsitr.index.tiling import Window
+
+DATABASE_NAME = "index.sqlite"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    crs TEXT,
+    complete INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS chips (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    x INTEGER NOT NULL, y INTEGER NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,
+    left REAL, bottom REAL, right REAL, top REAL,
+    embedding BLOB NOT NULL,
+    tokens BLOB,
+    UNIQUE (file_id, x, y, width, height)
+);
+CREATE TABLE IF NOT EXISTS failures (path TEXT PRIMARY KEY, error TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    complete: bool
+
+
+@dataclass(frozen=True)
+class ChipRecord:
+    id: int
+    path: str
+    window: Window
+    bounds: Bounds | None
+    crs: str | None
+
+
+@dataclass(frozen=True)
+class NewChip:
+    """A chip encoded in this run, waiting to be written with its batch."""
+
+    file_id: int
+    window: Window
+    bounds: Bounds | None
+    embedding: np.ndarray
+    tokens: np.ndarray | None
+
+
+class MetadataStore:
+    """One SQLite connection, shared between threads behind a lock (the web service runs handlers in a pool)."""
+
+    def __init__(self, directory: Path, read_only: bool = False) -> None:
+        path = Path(directory) / DATABASE_NAME
+        if read_only and not path.is_file():
+            raise FileNotFoundError(f"{directory} is not an rsitr index (no {DATABASE_NAME}); build one with "
+                                    f"`rsitr index --images DIR --out {directory}`")
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA foreign_keys = ON")
+        if not read_only:
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.executescript(_SCHEMA)
+            with self._transaction():
+                if self.get_meta("schema_version") is None:
+                    self._set_meta("schema_version", SCHEMA_VERSION)
+                    self._set_meta("generation", 0)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _transaction(self):
+        store = self
+
+        class _Transaction:
+            def __enter__(self) -> sqlite3.Connection:
+                store._lock.acquire()
+                store._conn.execute("BEGIN IMMEDIATE")
+                return store._conn
+
+            def __exit__(self, exc_type, *_) -> None:
+                try:
+                    store._conn.execute("ROLLBACK" if exc_type else "COMMIT")
+                finally:
+                    store._lock.release()
+
+        return _Transaction()
+
+    def _query(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    # -- meta ---------------------------------------------------------------------------------------------
+    def get_meta(self, key: str):
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def _set_meta(self, key: str, value) -> None:
+        self._conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def set_meta(self, **values) -> None:
+        with self._transaction():
+            for key, value in values.items():
+                self._set_meta(key, value)
+
+    def _bump_generation(self) -> None:
+        self._conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+
+    @property
+    def generation(self) -> int:
+        return int(self.get_meta("generation") or 0)
+
+    # -- files --------------------------------------------------------------------------------------------
+    def files(self) -> dict[str, FileRecord]:
+        rows = self._query("SELECT id, path, size, mtime_ns, sha256, complete FROM files")
+        return {row[1]: FileRecord(row[0], row[1], row[2], row[3], row[4], bool(row[5])) for row in rows}
+
+    def file(self, path: str) -> FileRecord | None:
+        rows = self._query("SELECT id, path, size, mtime_ns, sha256, complete FROM files WHERE path = ?", (path,))
+        return FileRecord(*rows[0][:5], bool(rows[0][5])) if rows else None
+
+    def add_file(self, path: str, size: int, mtime_ns: int, sha256: str, width: int, height: int,
+                 crs: str | None) -> int:
+        """Register a file to be encoded (``complete`` = 0), replacing any earlier record and its chips."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM files WHERE path = ?", (path,))
+            conn.execute("DELETE FROM failures WHERE path = ?", (path,))
+            cursor = conn.execute(
+                "INSERT INTO files (path, size, mtime_ns, sha256, width, height, crs) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (path, size, mtime_ns, sha256, width, height, crs))
+            self._bump_generation()
+            return int(cursor.lastrowid)
+
+    def update_file_stat(self, file_id: int, size: int, mtime_ns: int) -> None:
+        with self._transaction() as conn:
+            conn.execute("UPDATE files SET size = ?, mtime_ns = ? WHERE id = ?", (size, mtime_ns, file_id))
+
+    def remove_files(self, paths: Iterable[str]) -> None:
+        """Drop files, their chips and their failure records (one transaction)."""
+        with self._transaction() as conn:
+            for path in paths:
+                conn.execute("DELETE FROM files WHERE path = ?", (path,))
+                conn.execute("DELETE FROM failures WHERE path = ?", (path,))
+            self._bump_generation()
+
+    def record_failure(self, path: str, error: str) -> None:
+        """List ``path`` as unreadable, dropping whatever of it was indexed."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM files WHERE path = ?", (path,))
+            conn.execute("INSERT OR REPLACE INTO failures VALUES (?, ?)", (path, error))
+            self._bump_generation()
+
+    def remove_failures_except(self, paths: set[str]) -> None:
+        """Forget failures of files that are gone (the others are retried and re-recorded if they fail again)."""
+        with self._transaction() as conn:
+            gone = [row[0] for row in conn.execute("SELECT path FROM failures") if row[0] not in paths]
+            conn.executemany("DELETE FROM failures WHERE path = ?", [(p,) for p in gone])
+
+    def failures(self) -> list[tuple[str, str]]:
+        return [tuple(row) for row in self._query("SELECT path, error FROM failures ORDER BY path")]
+
+    # -- chips --------------------------------------------------------------------------------------------
+    def windows_of(self, file_id: int) -> set[Window]:
+        rows = self._query("SELECT x, y, width, height FROM chips WHERE file_id = ?", (file_id,))
+        return {Window(*row) for row in rows}
+
+    def add_chips(self, chips: Sequence[NewChip], completed_file_ids: Iterable[int]) -> None:
+        """Write a batch of encoded chips and mark the files it completes, atomically."""
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO chips (file_id, x, y, width, height, left, bottom, right, top, embedding, tokens) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(c.file_id, c.window.x, c.window.y, c.window.width, c.window.height,
+                  *(c.bounds or (None, None, None, None)),
+                  np.ascontiguousarray(c.embedding, dtype=np.float32).tobytes(),
+                  None if c.tokens is None else np.ascontiguousarray(c.tokens, dtype=np.float16).tobytes())
+                 for c in chips])
+            conn.executemany("UPDATE files SET complete = 1 WHERE id = ?", [(i,) for i in completed_file_ids])
+            self._bump_generation()
+
+    def chip_count(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM chips")[0][0])
+
+    def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        """All chip ids ``[N]`` (int64) and global embeddings ``[N, D]`` (float32), ordered by id."""
+        rows = self._query("SELECT id, embedding FROM chips ORDER BY id")
+        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        if not rows:
+            return ids, np.zeros((0, int(self.get_meta("fingerprint")["dim"])), dtype=np.float32)
+        return ids, np.stack([np.frombuffer(row[1], dtype=np.float32) for row in rows])
+
+    def tokens(self, chip_ids: Sequence[int], dim: int) -> np.ndarray | None:
+        """Local tokens ``[N, P, D]`` (float32) of ``chip_ids`` in that order; None if the index has none."""
+        if not chip_ids:
+            return None
+        blobs = dict(self._query(f"SELECT id, tokens FROM chips WHERE id IN ({','.join('?' * len(chip_ids))})",
+                                 list(chip_ids)))
+        if any(blobs.get(i) is None for i in chip_ids):
+            return None
+        return np.stack([np.frombuffer(blobs[i], dtype=np.float16).reshape(-1, dim) for i in chip_ids]).astype(
+            np.float32)
+
+    def chips(self, chip_ids: Sequence[int]) -> dict[int, ChipRecord]:
+        if not chip_ids:
+            return {}
+        rows = self._query(
+            "SELECT chips.id, files.path, x, y, chips.width, chips.height, left, bottom, right, top, files.crs "
+            f"FROM chips JOIN files ON files.id = chips.file_id WHERE chips.id IN ({','.join('?' * len(chip_ids))})",
+            list(chip_ids))
+        return {row[0]: ChipRecord(row[0], row[1], Window(*row[2:6]),
+                                   None if row[6] is None else tuple(row[6:10]), row[10]) for row in rows}

@@ -1,0 +1,95 @@
+"""FAISS indexes over L2-normalised global embeddings (inner product = cosine), keyed by chip id.
+
+- ``exact``: ``IndexFlatIP``, brute force; right up to a few hundred thousand chips.
+- ``ivf``: ``IndexIVFFlat`` with ``nlist ~ sqrt(N)`` k-means cells, ``nprobe`` of them searched.
+- ``hnsw``: ``IndexHNSWFlat`` graph (``M`` = 32), ``efSearch`` candidates per query.
+
+Every index is wrapped in ``IndexIDMap2`` so results are chip ids. The index is always rebuilt from
+the vectors in SQLite rather than patched in place (HNSW cannot delete), and saved through a
+temporary file and ``os.replace`` so that a reader or a killed writer never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+INDEX_TYPES = ("exact", "ivf", "hnsw")
+HNSW_NEIGHBOURS = 32
+HNSW_EF_CONSTRUCTION = 40
+DEFAULT_NPROBE = 16
+DEFAULT_EF_SEARCH = 64
+_IVF_TRAINING_POINTS_PER_CELL = 64
+
+
+def ivf_cells(count: int) -> int:
+    return max(1, min(count, round(math.sqrt(count))))
+
+
+def build_vector_index(vectors: np.ndarray, ids: np.ndarray, index_type: str = "exact", seed: int = 0) -> faiss.Index:
+    """An ``IndexIDMap2`` over ``vectors [N, D]`` (float32, normalised) with chip ``ids [N]``.
+
+    An empty ``ivf`` index cannot be trained, so it falls back to ``exact`` until there are vectors.
+    """
+    if index_type not in INDEX_TYPES:
+        raise ValueError(f"unknown index type {index_type!r}; choose one of {', '.join(INDEX_TYPES)}")
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    dim = vectors.shape[1]
+    if index_type == "ivf" and len(vectors):
+        nlist = ivf_cells(len(vectors))
+        inner = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        sample = vectors
+        if len(vectors) > nlist * _IVF_TRAINING_POINTS_PER_CELL:
+            rng = np.random.default_rng(seed)
+            sample = vectors[rng.choice(len(vectors), nlist * _IVF_TRAINING_POINTS_PER_CELL, replace=False)]
+        inner.cp.seed = seed
+        inner.train(sample)
+    elif index_type == "hnsw":
+        inner = faiss.IndexHNSWFlat(dim, HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    else:
+        inner = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIDMap2(inner)
+    index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
+    set_search_breadth(index)
+    return index
+
+
+def set_search_breadth(index: faiss.Index, nprobe: int = DEFAULT_NPROBE, ef_search: int = DEFAULT_EF_SEARCH) -> None:
+    """Search-time recall/speed knobs: IVF cells probed, HNSW candidate list size (no effect on ``exact``)."""
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
+    if isinstance(inner, faiss.IndexIVF):
+        inner.nprobe = min(nprobe, inner.nlist)
+    elif isinstance(inner, faiss.IndexHNSW):
+        inner.hnsw.efSearch = ef_search
+
+
+def search_vectors(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and chip ids ``[Q, min(k, N)]`` of the best matches; FAISS pads with id ``-1`` when it finds fewer."""
+    k = min(k, index.ntotal)
+    if k == 0:
+        return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+
+
+def save_atomic(index: faiss.Index, path: Path) -> None:
+    """Write through a uniquely named temporary file in the same folder, then ``os.replace`` it into place."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(handle)
+    try:
+        faiss.write_index(index, temporary)
+        os.replace(temporary, path)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+def load(path: Path) -> faiss.Index:
+    index = faiss.read_index(str(path))
+    set_search_breadth(index)
+    return index

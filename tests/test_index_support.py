@@ -1,0 +1,56 @@
+"""Archive builders shared by the index, API and browser tests (no tests here).
+
+Images are random noise from fixed seeds, so every chip differs and the tiny random model still
+tells them apart; the GeoTIFF has a hand-checkable affine transform.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from rsitr.index.encoder import Encoder
+from rsitr.models import TINY_MODEL
+
+GEO_ORIGIN = (500_000.0, 4_000_000.0)
+"""Top-left corner (easting, northing) of the test GeoTIFF, in EPSG:32633 metres."""
+GEO_PIXEL = 10.0
+GEO_CRS = "EPSG:32633"
+CHIP_SETTINGS = {"chip_size": 128, "chip_overlap": 32, "tile_larger_than": 256}
+"""Small chips so that a 300 x 200 scene is tiled (3 x 2 chips) and the 64 x 48 images are one chip each."""
+
+
+def noise(seed: int, width: int, height: int) -> Image.Image:
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return Image.fromarray(pixels, "RGB")
+
+
+def write_geotiff(path: Path, seed: int = 99, width: int = 300, height: int = 200) -> None:
+    import rasterio
+    from affine import Affine
+
+    pixels = np.asarray(noise(seed, width, height)).transpose(2, 0, 1)
+    transform = Affine(GEO_PIXEL, 0, GEO_ORIGIN[0], 0, -GEO_PIXEL, GEO_ORIGIN[1])
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=3, dtype="uint8",
+                       crs=GEO_CRS, transform=transform) as dataset:
+        dataset.write(pixels)
+
+
+def make_archive(root: Path, geotiff: bool = True) -> Path:
+    """Four small PNG/JPEG scenes (one in a subfolder), optionally the GeoTIFF, and one unreadable file."""
+    (root / "sub").mkdir(parents=True, exist_ok=True)
+    for seed in range(3):
+        noise(seed, 64, 48).save(root / f"scene{seed}.png")
+    noise(3, 64, 48).save(root / "sub" / "scene3.png")
+    if geotiff:
+        write_geotiff(root / "geo.tif")
+    (root / "broken.jpg").write_bytes(b"this is not a JPEG")
+    return root
+
+
+def tiny_encoder(seed: int = 0) -> Encoder:
+    from rsitr.models import create_retrieval_model
+
+    return Encoder(create_retrieval_model(TINY_MODEL, None, seed=seed), TINY_MODEL, None)
