@@ -90,3 +90,20 @@ def test_torchrun_two_processes_with_gathered_features(tmp_path):
     # Each rank's batch of 8 was gathered: EBA banks hold similarities for pairs of both ranks' batches.
     seen = (~checkpoint["eba"]["global_bank"]["values"].isnan()).sum().item()
     assert seen > 16
+
+
+@pytest.mark.parametrize("extra", [
+    ["method.ftf_loss=true", "method.ker=false"],
+    ["method.eba_scheme=independent", "method.ker_masking=random"],
+], ids=["ftf", "iebaker-independent-random-masking"])
+def test_method_combinations_train_and_lower_the_loss(tmp_path, extra):
+    trainer = make_trainer(tmp_path, "train.lr=1e-4", *extra)
+    batch = fixed_batch(trainer)
+    with torch.no_grad():
+        before, parts = trainer.objective(batch)
+    if "method.ftf_loss=true" in extra:
+        assert "ftf" in parts
+    trainer.train_step(batch)
+    with torch.no_grad():
+        after, _ = trainer.objective(batch)
+    assert after.item() < before.item()

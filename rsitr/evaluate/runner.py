@@ -93,7 +93,26 @@ def evaluate_encoded(encoded: EncodedCorpus, method: MethodConfig, config: EvalC
         result.timings["sar_seconds"] = time.perf_counter() - start
         result.rows[f"{name} + SAR"] = recall_metrics(reranked.image_to_text, encoded.caption_image,
                                                       text_to_image_similarity=reranked.text_to_image)
+    if config.two_stage:
+        _evaluate_two_stage(encoded, config, name, result)
     return result
+
+
+def _evaluate_two_stage(encoded: EncodedCorpus, config: EvalConfig, name: str, result: Evaluation) -> None:
+    """FTF rows: fine scoring of every pair, and coarse recall of ``recall_k`` images then fine scoring."""
+    from rsitr.retrieval.two_stage import exhaustive_fine_similarity, two_stage_similarity
+
+    image, text = encoded.image, encoded.text
+    start = time.perf_counter()
+    exhaustive = exhaustive_fine_similarity(image.global_, image.tokens, text.global_, text.tokens, text.mask)
+    result.timings["fine_exhaustive_seconds"] = time.perf_counter() - start
+    result.rows[f"{name} FTF fine, exhaustive"] = recall_metrics(exhaustive, encoded.caption_image)
+    recall_k = min(config.recall_k, image.global_.shape[0])
+    two_stage = two_stage_similarity(image.global_, image.tokens, text.global_, text.tokens, text.mask, recall_k)
+    result.timings.update({"two_stage_index_seconds": two_stage.index_seconds,
+                           "two_stage_stage1_seconds": two_stage.stage1_seconds,
+                           "two_stage_stage2_seconds": two_stage.stage2_seconds})
+    result.rows[f"{name} FTF two-stage (K={recall_k})"] = recall_metrics(two_stage.similarity, encoded.caption_image)
 
 
 def evaluate_model(model, corpus: CaptionCorpus, method: MethodConfig, config: EvalConfig,

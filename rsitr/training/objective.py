@@ -86,7 +86,7 @@ class RetrievalObjective(nn.Module):
         if method.ftf_loss:
             from rsitr.losses.ftf import inter_intra_modal_loss
 
-            losses["ftf"] = inter_intra_modal_loss(image, text, scale)
+            losses["ftf"] = inter_intra_modal_loss(image, text, scale, keep=keep_global)
 
         if self.eba is not None:
             self.eba.record(pair_ids, sim.diagonal(), None if local is None else local.diagonal())
