@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import gc
 import time
+import traceback
 from typing import Any, Callable
 
 
@@ -22,6 +23,14 @@ def _status_mib(field: str) -> float:
 
 
 def _child(fn: Callable[..., Any], args: tuple, queue: mp.Queue) -> None:
+    try:
+        queue.put(_run(fn, args))
+    except BaseException:  # hand the failure to the parent, which would otherwise wait forever
+        queue.put({"error": traceback.format_exc()})
+        raise
+
+
+def _run(fn: Callable[..., Any], args: tuple) -> dict:
     setup = fn(*args, prepare=True)
     gc.collect()
     with open("/proc/self/clear_refs", "w") as handle:
@@ -30,7 +39,7 @@ def _child(fn: Callable[..., Any], args: tuple, queue: mp.Queue) -> None:
     start = time.perf_counter()
     result = fn(*args, prepare=False, state=setup)
     seconds = time.perf_counter() - start
-    queue.put({"seconds": seconds, "peak_mib": max(0.0, _status_mib("VmHWM") - before), "result": result})
+    return {"seconds": seconds, "peak_mib": max(0.0, _status_mib("VmHWM") - before), "result": result}
 
 
 def measure(fn: Callable[..., Any], *args: Any) -> dict:
@@ -41,4 +50,6 @@ def measure(fn: Callable[..., Any], *args: Any) -> dict:
     process.start()
     outcome = queue.get()
     process.join()
+    if "error" in outcome:
+        raise RuntimeError(f"benchmark process failed:\n{outcome['error']}")
     return outcome

@@ -77,6 +77,7 @@ class EvalConfig:
     sar: bool = False  # iEBAKER Sort After Reversed retrieval
     sar_top_k: int = 10
     sar_reverse_weight: float = 1.0
+    scene_prior: float = 0.0  # CMER: weight of P(query speaks of the image's scene) added to scores; 0 = off
     two_stage: bool = False  # FTF: coarse recall, then fine re-ranking of recall_k candidates
     recall_k: int = 100
 

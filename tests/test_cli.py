@@ -25,12 +25,13 @@ def test_eval_end_to_end_writes_table_and_reports(synthetic_caption_file, tmp_pa
     torch.save(create_retrieval_model(TINY_MODEL, None).clip.state_dict(), clip_weights)
     code = main(["eval", "--data", str(synthetic_caption_file), "--images", str(synthetic_caption_file.parent / "images"),
                  "--model", TINY_MODEL, "--pretrained", str(clip_weights), "--split", "test", "--sar",
-                 "--two-stage", "--recall-k", "3",
+                 "--two-stage", "--recall-k", "3", "--scene-prior", "0.5",
                  "--out", str(tmp_path / "out"), "--no-progress"])
     assert code == 0
     out = capsys.readouterr().out
     assert "Image->Text" in out and "+ SAR" in out and "encode_seconds" in out
     assert "FTF two-stage (K=3)" in out and "two_stage_stage2_seconds" in out
+    assert "+ scene prior" in out and "scene_prior_seconds" in out  # scene classes from the <scene>_<n>.png names
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     row = results["results"][TINY_MODEL]
     assert set(row) == {"i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "mR"}

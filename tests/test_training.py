@@ -46,13 +46,17 @@ def test_baseline_config_has_only_the_global_loss(tmp_path):
     assert set(parts) == {"global", "kept_rows"}
 
 
-def test_resume_equals_uninterrupted_run(tmp_path):
-    straight = make_trainer(tmp_path / "a", "train.epochs=2")
+CMER = ["model.focus_adapter=true", "method.negative_queue=8", "data.scene_augment_prob=0.5"]
+
+
+@pytest.mark.parametrize("extra", [[], CMER], ids=["ebaker", "ebaker+cmer"])
+def test_resume_equals_uninterrupted_run(tmp_path, extra):
+    straight = make_trainer(tmp_path / "a", "train.epochs=2", *extra)
     straight.fit()
-    interrupted = make_trainer(tmp_path / "b", "train.epochs=2")
+    interrupted = make_trainer(tmp_path / "b", "train.epochs=2", *extra)
     interrupted.fit(until_epoch=1)
     del interrupted
-    resumed = make_trainer(tmp_path / "b", "train.epochs=2")
+    resumed = make_trainer(tmp_path / "b", "train.epochs=2", *extra)
     assert resumed.resume() and resumed.epoch == 1
     resumed.fit()
     assert resumed.step == straight.step == 6
@@ -95,7 +99,8 @@ def test_torchrun_two_processes_with_gathered_features(tmp_path):
 @pytest.mark.parametrize("extra", [
     ["method.ftf_loss=true", "method.ker=false"],
     ["method.eba_scheme=independent", "method.ker_masking=random"],
-], ids=["ftf", "iebaker-independent-random-masking"])
+    CMER + ["method.local=false", "method.eba=false", "method.ker=false"],
+], ids=["ftf", "iebaker-independent-random-masking", "cmer"])
 def test_method_combinations_train_and_lower_the_loss(tmp_path, extra):
     trainer = make_trainer(tmp_path, "train.lr=1e-4", *extra)
     batch = fixed_batch(trainer)

@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--global-only", action="store_true", help="score with the global cosine only (no local)")
     parser.add_argument("--sar", action="store_true", help="also report SAR (sort after reversed retrieval)")
     parser.add_argument("--sar-top-k", type=int, default=10)
+    parser.add_argument("--scene-prior", type=float, default=0.0, metavar="WEIGHT",
+                        help="also report CMER's scene prior: add WEIGHT x P(caption speaks of the image's scene); "
+                             "needs scene classes (RSICD/RSITMD file names, NWPU classes or a CSV scene column)")
     parser.add_argument("--two-stage", action="store_true",
                         help="also report FTF two-stage retrieval (coarse recall, fine re-ranking)")
     parser.add_argument("--recall-k", type=int, default=100, help="candidates per query for --two-stage")
@@ -45,12 +48,13 @@ def run(args: argparse.Namespace) -> int:
     if args.global_only:
         method.local = False
     config = EvalConfig(split=args.split, batch_size=args.batch_size, sar=args.sar, sar_top_k=args.sar_top_k,
-                        two_stage=args.two_stage, recall_k=args.recall_k)
+                        scene_prior=args.scene_prior, two_stage=args.two_stage, recall_k=args.recall_k)
     corpus = load_corpus(args.data, args.images).split(args.split)
     if len(corpus) == 0:
         raise SystemExit(f"{args.data} has no images in split {args.split!r}")
     print(corpus.summary())
-    encoded = encode_corpus(model, corpus, args.batch_size, device, progress=not args.no_progress)
+    encoded = encode_corpus(model, corpus, args.batch_size, device, progress=not args.no_progress,
+                            scenes=args.scene_prior > 0)
     name = getattr(model, "model_name", args.model)
     evaluation = evaluate_encoded(encoded, method, config, name=name)
     print(format_table(evaluation.rows, title=f"{corpus.name} ({len(corpus)} images, {encoded.caption_image.numel()} captions)"))

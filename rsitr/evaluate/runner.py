@@ -15,10 +15,20 @@ from tqdm.auto import tqdm
 
 from rsitr.config import EvalConfig, MethodConfig
 from rsitr.data import CaptionCorpus, ImageDataset, collate
+from rsitr.data.scene_labels import scene_prior, scene_query_prompts, scene_vocabulary, text_scene_probabilities
 from rsitr.evaluate.metrics import recall_metrics
 from rsitr.models import ImageFeatures, TextFeatures
 from rsitr.retrieval.sar import sar_rerank
 from rsitr.similarity import fuse, global_similarity, local_similarity
+
+
+@dataclass
+class SceneEstimate:
+    """CMER scene metadata of an encoded split: each image's scene class and each caption's scene distribution."""
+
+    names: list[str]
+    image_scenes: torch.Tensor  # [N] index into names, -1 = unknown
+    text_scene_probs: torch.Tensor  # [M, S]
 
 
 @dataclass
@@ -27,6 +37,7 @@ class EncodedCorpus:
     text: TextFeatures
     caption_image: torch.Tensor
     seconds: float
+    scenes: SceneEstimate | None = None
 
 
 @dataclass
@@ -44,8 +55,11 @@ def _pad_cat(chunks: list[torch.Tensor], length: int) -> torch.Tensor:
 
 @torch.no_grad()
 def encode_corpus(model, corpus: CaptionCorpus, batch_size: int = 128, device: str | torch.device = "cpu",
-                  num_workers: int = 0, progress: bool = True) -> EncodedCorpus:
-    """Global and local features of every image and caption, on the CPU, word tokens trimmed of padding."""
+                  num_workers: int = 0, progress: bool = True, scenes: bool = False) -> EncodedCorpus:
+    """Global and local features of every image and caption, on the CPU, word tokens trimmed of padding.
+
+    With ``scenes`` and images that carry scene classes, also the captions' zero-shot scene distributions.
+    """
     model.eval()
     start = time.perf_counter()
     loader = DataLoader(ImageDataset(corpus, model.preprocess_val), batch_size=batch_size, num_workers=num_workers,
@@ -64,11 +78,23 @@ def encode_corpus(model, corpus: CaptionCorpus, batch_size: int = 128, device: s
         text_tokens.append(features.tokens[:, :keep].float().cpu())
         text_mask.append(features.mask[:, :keep].cpu())
     length = max(t.shape[1] for t in text_tokens)
+    text_global = torch.cat(text_global)
     return EncodedCorpus(
         image=ImageFeatures(torch.cat(image_global), torch.cat(image_tokens)),
-        text=TextFeatures(torch.cat(text_global), _pad_cat(text_tokens, length), _pad_cat(text_mask, length)),
+        text=TextFeatures(text_global, _pad_cat(text_tokens, length), _pad_cat(text_mask, length)),
         caption_image=torch.as_tensor(corpus.caption_image, dtype=torch.long),
-        seconds=time.perf_counter() - start)
+        seconds=time.perf_counter() - start,
+        scenes=_estimate_scenes(model, corpus, text_global, device) if scenes else None)
+
+
+def _estimate_scenes(model, corpus: CaptionCorpus, text_global: torch.Tensor,
+                     device: str | torch.device) -> SceneEstimate | None:
+    names, image_scenes = scene_vocabulary([image.scene for image in corpus.images])
+    if not names:
+        return None
+    prompts = model.encode_text(model.tokenize(scene_query_prompts(names)).to(device)).global_.float().cpu()
+    scale = float(model.logit_scale.exp().clamp(max=100))
+    return SceneEstimate(names, image_scenes, text_scene_probabilities(text_global, prompts, scale))
 
 
 def fused_similarity(encoded: EncodedCorpus, method: MethodConfig) -> torch.Tensor:
@@ -81,7 +107,7 @@ def fused_similarity(encoded: EncodedCorpus, method: MethodConfig) -> torch.Tens
 
 
 def evaluate_encoded(encoded: EncodedCorpus, method: MethodConfig, config: EvalConfig, name: str = "model") -> Evaluation:
-    """Score encoded features as configured: the fused matrix, plus SAR and two-stage rows when enabled."""
+    """Score encoded features as configured: the fused matrix, plus SAR, scene-prior and two-stage rows when enabled."""
     result = Evaluation(timings={"encode_seconds": encoded.seconds})
     start = time.perf_counter()
     sim = fused_similarity(encoded, method)
@@ -93,6 +119,11 @@ def evaluate_encoded(encoded: EncodedCorpus, method: MethodConfig, config: EvalC
         result.timings["sar_seconds"] = time.perf_counter() - start
         result.rows[f"{name} + SAR"] = recall_metrics(reranked.image_to_text, encoded.caption_image,
                                                       text_to_image_similarity=reranked.text_to_image)
+    if config.scene_prior > 0 and encoded.scenes is not None:
+        start = time.perf_counter()
+        prior = scene_prior(sim, encoded.scenes.text_scene_probs, encoded.scenes.image_scenes, config.scene_prior)
+        result.timings["scene_prior_seconds"] = time.perf_counter() - start
+        result.rows[f"{name} + scene prior"] = recall_metrics(prior, encoded.caption_image)
     if config.two_stage:
         _evaluate_two_stage(encoded, config, name, result)
     return result
@@ -117,5 +148,5 @@ def _evaluate_two_stage(encoded: EncodedCorpus, config: EvalConfig, name: str, r
 
 def evaluate_model(model, corpus: CaptionCorpus, method: MethodConfig, config: EvalConfig,
                    device: str | torch.device = "cpu", name: str = "model", progress: bool = True) -> Evaluation:
-    encoded = encode_corpus(model, corpus, config.batch_size, device, progress=progress)
+    encoded = encode_corpus(model, corpus, config.batch_size, device, progress=progress, scenes=config.scene_prior > 0)
     return evaluate_encoded(encoded, method, config, name)
