@@ -21,11 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _measure import measure  # noqa: E402
+from train_step import CAPTIONS  # noqa: E402
 
 CLAIMED_MEMORY_SAVING = 0.49
 CLAIMED_SPEEDUP = 1.4
-CAPTIONS = ["many buildings and green trees are around a playground", "a viaduct shaped like an eight on bare land",
-            "several boats are parked in the harbour near a bridge", "a white airplane is parked at the airport"]
 
 
 def train(model_name: str, batch: int, steps: int, adapter_dim: int, prepare: bool, state=None):
@@ -39,9 +38,9 @@ def train(model_name: str, batch: int, steps: int, adapter_dim: int, prepare: bo
     if prepare:
         torch.manual_seed(0)
         model = create_retrieval_model(model_name, None)
+        size = model.clip.visual.image_size
         if adapter_dim > 0:
             model = FocusAdapterCLIP(model, adapter_dim=adapter_dim)
-        size = model.backbone.clip.visual.image_size if adapter_dim > 0 else model.clip.visual.image_size
         tokens = model.tokenize([CAPTIONS[i % len(CAPTIONS)] for i in range(batch)])
         data = Batch(torch.randn(batch, 3, *size), tokens, torch.arange(batch), torch.arange(batch))
         objective = RetrievalObjective(model, MethodConfig(local=False, eba=False, ker=False))

@@ -19,6 +19,8 @@ from typing import Sequence
 
 import torch
 
+from rsitr.similarity import global_similarity
+
 # RSICD and RSITMD write compound class names as one word; the rest split on "_" or "-" (NWPU) by themselves.
 COMPOUND_SCENES = {
     "bareland": "bare land", "baseballfield": "baseball field", "denseresidential": "dense residential area",
@@ -69,9 +71,7 @@ def scene_query_prompts(names: Sequence[str]) -> list[str]:
 
 def text_scene_probabilities(text_global: torch.Tensor, prompt_global: torch.Tensor, logit_scale: float) -> torch.Tensor:
     """``[M, S]`` zero-shot scene distribution of each text: softmax of its scaled cosine to each scene prompt."""
-    text = torch.nn.functional.normalize(text_global.float(), dim=-1)
-    prompts = torch.nn.functional.normalize(prompt_global.float(), dim=-1)
-    return (logit_scale * text @ prompts.T).softmax(dim=-1)
+    return (logit_scale * global_similarity(text_global.float(), prompt_global.float())).softmax(dim=-1)
 
 
 def scene_prior(similarity: torch.Tensor, text_scene_probs: torch.Tensor, image_scenes: torch.Tensor,
