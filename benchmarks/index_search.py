@@ -2,7 +2,7 @@
 
 Generates clustered unit vectors standing in for chip embeddings (random cluster centres, Gaussian
 spread) and query vectors near random centres (standing in for encoded captions), builds each index
-type with :func:`rsitr.index.vector_index.build_vector_index` (the code the product uses), then times
+type with :func:`rsitr.retrieval.vector_index.build_vector_index` (the code the product uses), then times
 single-query searches one by one (the service answers one query at a time) and measures recall@10
 against the exact index. Prints one line per index type and the ratios to exact.
 
@@ -21,7 +21,7 @@ import time
 import faiss
 import numpy as np
 
-from rsitr.index.vector_index import build_vector_index, search_vectors
+from rsitr.retrieval.vector_index import build_vector_index, search_vectors
 
 K = 10
 

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from rsitr.evaluate.metrics import KS, image_to_text_ranks, text_to_image_ranks
-from rsitr.retrieval.two_stage import INDEX_KINDS, exhaustive_fine_similarity, two_stage_similarity
+from rsitr.retrieval.two_stage import exhaustive_fine_similarity, two_stage_similarity
+from rsitr.retrieval.vector_index import INDEX_TYPES
 from rsitr.similarity import global_similarity
 
 
@@ -80,7 +81,7 @@ def main() -> None:
     parser.add_argument("--gallery", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--recall-k", type=int, default=100)
-    parser.add_argument("--index", choices=INDEX_KINDS, default="exact")
+    parser.add_argument("--index", choices=INDEX_TYPES, default="exact")
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--patches", type=int, default=49)
     parser.add_argument("--words", type=int, default=20)

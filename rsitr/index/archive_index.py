@@ -17,7 +17,7 @@ import faiss
 import numpy as np
 from PIL import Image
 
-from rsitr.index import vector_index
+from rsitr.retrieval import vector_index
 from rsitr.index.archive import open_scene, resolve_in_root
 from rsitr.index.encoder import Encoder, Fingerprint
 from rsitr.index.indexer import IndexSettings, UpdateReport, update_index

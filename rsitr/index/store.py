@@ -4,7 +4,7 @@ Vectors live next to their metadata: each chip row holds its global embedding (f
 local tokens are kept, its patch tokens (float16, ``[P, D]``). A batch of chips and the files it
 completes are written in one transaction, so a process killed at any point leaves a database in which
 every chip has its vectors and a file is marked ``complete`` only once all its chips are in. The FAISS
-index is derived data, rebuilt from these rows (see :mod:`rsitr.index.vector_index`); the ``generation``
+index is derived data, rebuilt from these rows (see :mod:`rsitr.retrieval.vector_index`); the ``generation``
 counter, bumped by every write, tells whether a saved FAISS file is current.
 
 WAL journaling lets the web service read while an indexer writes.

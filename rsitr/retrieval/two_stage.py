@@ -1,8 +1,8 @@
 """FTF fast-then-fine retrieval: a coarse vector search shortlists images, the interaction re-scores them.
 
 Stage 1 (fast) is text-agnostic on the gallery side: every image's global embedding, L2-normalised, goes
-into a FAISS inner-product index (``exact``: ``IndexFlatIP``; ``hnsw``: ``IndexHNSWFlat``; ``ivf``:
-``IndexIVFFlat``), and each caption's normalised global embedding recalls its top ``K`` images.
+into a FAISS inner-product index (``exact``, ``hnsw`` or ``ivf``, built by :mod:`rsitr.retrieval.vector_index`
+as the search product builds its own), and each caption's normalised global embedding recalls its top ``K`` images.
 Stage 2 (fine) scores only those ``K`` pairs per caption with the fine score
 
     ``global_weight * cos(global_i, global_t) + interaction_weight * interaction(i, t)``
@@ -33,9 +33,9 @@ import torch.nn.functional as F
 
 from rsitr.retrieval.interaction import (DEFAULT_TEMPERATURE, candidate_interaction, interaction_similarity,
                                          prepare_patches)
+from rsitr.retrieval.vector_index import INDEX_TYPES, build_vector_index, search_vectors, set_search_breadth
 from rsitr.similarity import DEFAULT_CHUNK_BYTES, fuse, global_similarity
 
-INDEX_KINDS = ("exact", "hnsw", "ivf")
 DEFAULT_FINE_GLOBAL_WEIGHT = 0.5
 DEFAULT_INTERACTION_WEIGHT = 0.5
 """Fine score = equal parts global cosine and interaction, so the global and local views weigh the same."""
@@ -57,8 +57,8 @@ class CoarseIndexConfig:
     ivf_probes: int = 16
 
     def __post_init__(self) -> None:
-        if self.kind not in INDEX_KINDS:
-            raise ValueError(f"unknown coarse index {self.kind!r}; choose one of {INDEX_KINDS}")
+        if self.kind not in INDEX_TYPES:
+            raise ValueError(f"unknown coarse index {self.kind!r}; choose one of {INDEX_TYPES}")
 
 
 @dataclass
@@ -84,29 +84,20 @@ def _as_faiss_input(embeddings: torch.Tensor) -> np.ndarray:
 
 
 def build_coarse_index(image_global: torch.Tensor, config: CoarseIndexConfig = CoarseIndexConfig()) -> faiss.Index:
-    """A FAISS inner-product index over the L2-normalised global image embeddings ``[N, D]``."""
+    """A FAISS inner-product index over the L2-normalised global image embeddings ``[N, D]``, ids = positions."""
     vectors = _as_faiss_input(image_global)
-    n, dim = vectors.shape
-    if config.kind == "exact":
-        index = faiss.IndexFlatIP(dim)
-    elif config.kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, config.hnsw_neighbors, faiss.METRIC_INNER_PRODUCT)
-    else:
-        lists = config.ivf_lists or max(1, min(round(4 * math.sqrt(n)), n // 39))
-        if lists > n:
-            raise ValueError(f"ivf_lists={lists} exceeds the gallery size {n}; lower ivf_lists")
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
-        index.train(vectors)
-        index.nprobe = config.ivf_probes
-    index.add(vectors)
+    n = vectors.shape[0]
+    lists = config.ivf_lists or max(1, min(round(4 * math.sqrt(n)), n // 39))
+    if config.kind == "ivf" and lists > n:
+        raise ValueError(f"ivf_lists={lists} exceeds the gallery size {n}; lower ivf_lists")
+    index = build_vector_index(vectors, np.arange(n), config.kind, nlist=lists, hnsw_neighbours=config.hnsw_neighbors)
+    set_search_breadth(index, nprobe=config.ivf_probes, ef_search=config.hnsw_ef_search)
     return index
 
 
 def coarse_search(index: faiss.Index, text_global: torch.Tensor, recall_k: int) -> torch.Tensor:
     """Top ``recall_k`` image indices ``[M, K]`` per caption, best first; ``-1`` pads short ANN answers."""
-    if isinstance(index, faiss.IndexHNSWFlat):
-        index.hnsw.efSearch = max(index.hnsw.efSearch, recall_k)
-    _, candidates = index.search(_as_faiss_input(text_global), recall_k)
+    _, candidates = search_vectors(index, _as_faiss_input(text_global), recall_k)
     return torch.from_numpy(candidates).long()
 
 

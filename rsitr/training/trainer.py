@@ -11,9 +11,7 @@ import csv
 import functools
 import json
 import math
-import os
 import random
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,8 +21,9 @@ from torch.utils.data import DataLoader, RandomSampler
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
+from rsitr.atomic import write_atomic
 from rsitr.config import RunConfig, save_config
-from rsitr.data import CaptionCorpus, PairDataset, collate
+from rsitr.data import PairDataset, collate
 from rsitr.evaluate.report import format_table
 from rsitr.evaluate.runner import Evaluation, evaluate_model
 from rsitr.losses.eba import EliminateBeforeAlign
@@ -249,8 +248,9 @@ class Trainer:
         folder = self.out / "checkpoints"
         folder.mkdir(exist_ok=True)
         path = folder / f"epoch_{self.epoch:03d}.pt"
-        _atomic_save(self.state_dict(), path)
-        _atomic_save(self.state_dict(), folder / "latest.pt")
+        state = self.state_dict()
+        for target in (path, folder / "latest.pt"):
+            write_atomic(target, lambda temporary: torch.save(state, temporary))
         return path
 
     def load_checkpoint(self, path: str | Path) -> None:
@@ -279,12 +279,6 @@ class Trainer:
 
 def _config_dict(config: RunConfig) -> dict:
     return json.loads(json.dumps(asdict(config)))
-
-
-def _atomic_save(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def _append_csv(path: Path, row: dict) -> None:

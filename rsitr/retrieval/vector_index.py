@@ -1,23 +1,24 @@
-"""FAISS indexes over L2-normalised global embeddings (inner product = cosine), keyed by chip id.
+"""FAISS indexes over L2-normalised global embeddings (inner product = cosine), keyed by the caller's ids.
 
-- ``exact``: ``IndexFlatIP``, brute force; right up to a few hundred thousand chips.
-- ``ivf``: ``IndexIVFFlat`` with ``nlist ~ sqrt(N)`` k-means cells, ``nprobe`` of them searched.
-- ``hnsw``: ``IndexHNSWFlat`` graph (``M`` = 32), ``efSearch`` candidates per query.
+- ``exact``: ``IndexFlatIP``, brute force; right up to a few hundred thousand vectors.
+- ``ivf``: ``IndexIVFFlat`` with ``nlist`` k-means cells (default ``~ sqrt(N)``), ``nprobe`` of them searched.
+- ``hnsw``: ``IndexHNSWFlat`` graph (``M`` = 32 by default), ``efSearch`` candidates per query.
 
-Every index is wrapped in ``IndexIDMap2`` so results are chip ids. The index is always rebuilt from
-the vectors in SQLite rather than patched in place (HNSW cannot delete), and saved through a
-temporary file and ``os.replace`` so that a reader or a killed writer never sees a half-written file.
+Both users share this module: the search product (ids are chip ids; the index is always rebuilt from the
+vectors in SQLite rather than patched in place, as HNSW cannot delete, and saved through a temporary file
+and ``os.replace`` so that a reader or a killed writer never sees a half-written file) and FTF's stage 1
+(ids are gallery positions). Every index is wrapped in ``IndexIDMap2`` so results are those ids.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import faiss
 import numpy as np
+
+from rsitr.atomic import write_atomic
 
 INDEX_TYPES = ("exact", "ivf", "hnsw")
 HNSW_NEIGHBOURS = 32
@@ -31,9 +32,11 @@ def ivf_cells(count: int) -> int:
     return max(1, min(count, round(math.sqrt(count))))
 
 
-def build_vector_index(vectors: np.ndarray, ids: np.ndarray, index_type: str = "exact", seed: int = 0) -> faiss.Index:
-    """An ``IndexIDMap2`` over ``vectors [N, D]`` (float32, normalised) with chip ``ids [N]``.
+def build_vector_index(vectors: np.ndarray, ids: np.ndarray, index_type: str = "exact", seed: int = 0,
+                       nlist: int | None = None, hnsw_neighbours: int = HNSW_NEIGHBOURS) -> faiss.Index:
+    """An ``IndexIDMap2`` over ``vectors [N, D]`` (float32, normalised) with ``ids [N]``.
 
+    ``nlist`` is the number of IVF cells (default :func:`ivf_cells`), ``hnsw_neighbours`` HNSW's ``M``.
     An empty ``ivf`` index cannot be trained, so it falls back to ``exact`` until there are vectors.
     """
     if index_type not in INDEX_TYPES:
@@ -41,7 +44,7 @@ def build_vector_index(vectors: np.ndarray, ids: np.ndarray, index_type: str = "
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     dim = vectors.shape[1]
     if index_type == "ivf" and len(vectors):
-        nlist = ivf_cells(len(vectors))
+        nlist = nlist or ivf_cells(len(vectors))
         inner = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
         sample = vectors
         if len(vectors) > nlist * _IVF_TRAINING_POINTS_PER_CELL:
@@ -50,7 +53,7 @@ def build_vector_index(vectors: np.ndarray, ids: np.ndarray, index_type: str = "
         inner.cp.seed = seed
         inner.train(sample)
     elif index_type == "hnsw":
-        inner = faiss.IndexHNSWFlat(dim, HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
+        inner = faiss.IndexHNSWFlat(dim, hnsw_neighbours, faiss.METRIC_INNER_PRODUCT)
         inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
     else:
         inner = faiss.IndexFlatIP(dim)
@@ -60,9 +63,13 @@ def build_vector_index(vectors: np.ndarray, ids: np.ndarray, index_type: str = "
     return index
 
 
+def _inner(index: faiss.Index) -> faiss.Index:
+    return faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
+
+
 def set_search_breadth(index: faiss.Index, nprobe: int = DEFAULT_NPROBE, ef_search: int = DEFAULT_EF_SEARCH) -> None:
     """Search-time recall/speed knobs: IVF cells probed, HNSW candidate list size (no effect on ``exact``)."""
-    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
+    inner = _inner(index)
     if isinstance(inner, faiss.IndexIVF):
         inner.nprobe = min(nprobe, inner.nlist)
     elif isinstance(inner, faiss.IndexHNSW):
@@ -70,23 +77,21 @@ def set_search_breadth(index: faiss.Index, nprobe: int = DEFAULT_NPROBE, ef_sear
 
 
 def search_vectors(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Scores and chip ids ``[Q, min(k, N)]`` of the best matches; FAISS pads with id ``-1`` when it finds fewer."""
+    """Scores and ids ``[Q, min(k, N)]`` of the best matches; FAISS pads with id ``-1`` when it finds fewer.
+
+    HNSW returns at most ``efSearch`` candidates per query, so its search breadth is raised to ``k`` when smaller.
+    """
     k = min(k, index.ntotal)
     if k == 0:
         return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+    inner = _inner(index)
+    if isinstance(inner, faiss.IndexHNSW):
+        inner.hnsw.efSearch = max(inner.hnsw.efSearch, k)
     return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
 
 
 def save_atomic(index: faiss.Index, path: Path) -> None:
-    """Write through a uniquely named temporary file in the same folder, then ``os.replace`` it into place."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(handle)
-    try:
-        faiss.write_index(index, temporary)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    write_atomic(path, lambda temporary: faiss.write_index(index, temporary))
 
 
 def load(path: Path) -> faiss.Index:
