@@ -2,6 +2,10 @@
 
 Each command module has a docstring (its help text), ``add_arguments(parser)`` and ``run(args) -> int``.
 Modules are imported only to build the parser; heavy imports happen inside ``run``.
+
+User errors (:class:`rsitr.errors.UserError`: a bad data file, config key, checkpoint ...) end as one
+``rsitr <command>: error: ...`` line and exit code 2, as argparse does for bad flags; Ctrl-C ends with one
+line and exit code 130. ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -11,26 +15,45 @@ import importlib
 import sys
 from typing import Sequence
 
+from rsitr.errors import UserError
+
 COMMANDS = ("demo", "eval", "train", "index", "search", "serve")
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rsitr", description="Remote sensing image-text retrieval: train, evaluate, index and search.")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of errors")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f"rsitr.commands.{name}")
         doc = (module.__doc__ or "").strip()
         sub = subparsers.add_parser(name, help=doc.splitlines()[0] if doc else None, description=doc,
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                         help="show the Python traceback of errors")
         module.add_arguments(sub)
-        sub.set_defaults(run=module.run)
+        sub.set_defaults(run=module.run, interrupted_hint=getattr(module, "INTERRUPTED_HINT", None))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.run(args) or 0)
+    try:
+        return int(args.run(args) or 0)
+    except UserError as err:
+        if args.debug:
+            raise
+        print(f"rsitr {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        hint = f" {args.interrupted_hint}" if args.interrupted_hint else ""
+        print(f"rsitr {args.command}: interrupted.{hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from typing import List, Optional, Sequence
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from rsitr.errors import UserError
+
 
 @dataclass
 class DatasetSpec:
@@ -108,7 +110,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration file or override that does not fit the schema."""
 
 

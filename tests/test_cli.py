@@ -39,10 +39,18 @@ def test_eval_end_to_end_writes_table_and_reports(synthetic_caption_file, tmp_pa
     assert (tmp_path / "out" / "results.csv").read_text().startswith("method,i2t_R@1")
 
 
-def test_eval_reports_a_missing_caption_file(tmp_path):
-    with pytest.raises(Exception, match="missing.json"):
-        main(["eval", "--data", str(tmp_path / "missing.json"), "--images", str(tmp_path), "--model", TINY_MODEL,
-              "--no-progress"])
+def test_eval_reports_a_missing_caption_file(tmp_path, capsys):
+    code = main(["eval", "--data", str(tmp_path / "missing.json"), "--images", str(tmp_path), "--model", TINY_MODEL,
+                 "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("rsitr eval: error: ") and "missing.json" in err and "Traceback" not in err
+
+
+def test_debug_flag_shows_the_exception(tmp_path):
+    with pytest.raises(ValueError, match="missing.json"):
+        main(["eval", "--debug", "--data", str(tmp_path / "missing.json"), "--images", str(tmp_path),
+              "--model", TINY_MODEL, "--no-progress"])
 
 
 def test_two_epoch_training_then_eval_of_its_checkpoint(tmp_path, capsys):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rsitr.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError):
     """A caption file or image that cannot be used.
 
     The message names the file, the entry (index and file name) and the fix. ``path``, ``entry`` and ``fix``
