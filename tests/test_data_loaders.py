@@ -180,9 +180,20 @@ def test_bad_karpathy_entry(tmp_path: Path, entry: dict, fragments: tuple[str, .
     touch_images(tmp_path, "a.jpg", "b.jpg")
     caption_file = write_json(tmp_path / "dataset_rsicd.json", {"images": [karpathy_image("a.jpg", FIVE), entry]})
     with pytest.raises(DataError) as excinfo:
-        load_corpus(caption_file, tmp_path)
+        load_corpus(caption_file, tmp_path, strict=True)
     assert_data_error(excinfo, caption_file, *fragments)
     assert excinfo.value.path == caption_file and excinfo.value.fix
+
+
+def test_empty_captions_are_dropped_with_one_warning_and_captionless_images_too(tmp_path: Path) -> None:
+    touch_images(tmp_path, "a.jpg", "b.jpg", "c.jpg")
+    caption_file = write_json(tmp_path / "dataset_rsicd.json", {"images": [
+        karpathy_image("a.jpg", FIVE), karpathy_image("b.jpg", ["fine", "  ", "good"]), karpathy_image("c.jpg", [""])]})
+    with pytest.warns(UserWarning, match=r"dropped 2 empty caption\(s\) \(e.g. entry 1 \(b.jpg\) caption 1; "
+                                         r"entry 2 \(c.jpg\) caption 0\); 1 image\(s\) left without captions"):
+        corpus = load_corpus(caption_file, tmp_path)
+    assert [len(image.captions) for image in corpus.images] == [5, 2]
+    assert corpus.images[1].captions == ("fine", "good")
 
 
 @pytest.mark.parametrize(("entry", "fragments"), [
@@ -210,7 +221,7 @@ def test_bad_csv_row(tmp_path: Path, text: str, fragments: tuple[str, ...]) -> N
     touch_images(tmp_path, "a.png")
     (tmp_path / "c.csv").write_text(text, encoding="utf-8")
     with pytest.raises(DataError) as excinfo:
-        load_corpus(tmp_path / "c.csv", tmp_path)
+        load_corpus(tmp_path / "c.csv", tmp_path, strict=True)
     assert_data_error(excinfo, tmp_path / "c.csv", *fragments)
 
 

@@ -8,12 +8,13 @@ Opening the images is left to the datasets (and ``verify_images``): it is too sl
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from rsitr.data.errors import DataError
 from rsitr.data.records import SPLIT_ALIASES, CaptionCorpus, ImageRecord, random_splits
@@ -49,26 +50,31 @@ def scene_from_filename(filename: str) -> str | None:
 
 
 def load_corpus(path: str | Path, images_root: str | Path, name: str | None = None, fmt: str = "auto",
-                seed: int = 0) -> CaptionCorpus:
+                seed: int = 0, strict: bool = False) -> CaptionCorpus:
     """Load a caption file; ``fmt`` is ``auto`` (by suffix and JSON keys) or one of :data:`LAYOUTS`.
 
     ``name`` defaults to the file stem without a ``dataset_`` prefix (``dataset_rsicd.json`` -> ``rsicd``)
     and becomes each record's ``source``. Files without splits get a seeded 80/10/10 split by image.
+    Empty captions are dropped with one warning that counts them (``strict`` refuses them instead); an
+    image left without captions is dropped too.
     """
     path, images_root = Path(path), Path(images_root)
+    dropped: list[str] = []
+    clean = functools.partial(_clean_captions, strict=strict, dropped=dropped)
     if fmt not in ("auto", *LAYOUTS):
         raise ValueError(f"unknown caption file format {fmt!r}; choose auto or one of {', '.join(LAYOUTS)}")
     if not path.is_file():
         raise DataError("caption file not found", path=path, fix="check the path (and the current directory)")
     if fmt == "csv" or (fmt == "auto" and path.suffix.lower() == ".csv"):
-        entries = _csv_entries(path, images_root)
+        entries = _csv_entries(path, images_root, clean)
     else:
         data = _read_json(path)
         layout = _json_layout(path, data) if fmt == "auto" else fmt
         if layout == "csv":
             raise DataError("is JSON, not CSV", path=path, fix="pass fmt='auto' or the JSON layout")
         parse = _karpathy_entries if layout == "karpathy" else _nwpu_entries
-        entries = list(parse(path, data, images_root))
+        entries = list(parse(path, data, images_root, clean))
+    entries = _drop_empty(path, entries, dropped)
     if not entries:
         raise DataError("holds no images", path=path, fix=_LAYOUT_HELP)
     _settle_splits(path, entries, seed)
@@ -113,14 +119,26 @@ def _require(item: Any, key: str, path: Path, where: str, fix: str) -> Any:
     return item[key]
 
 
-def _clean_captions(captions: list[Any], path: Path, where: str) -> list[str]:
+def _clean_captions(captions: list[Any], path: Path, where: str, strict: bool = False,
+                    dropped: list[str] | None = None) -> list[str]:
+    """Strip captions; empty or whitespace ones are refused with ``strict``, else dropped and noted in ``dropped``.
+
+    The real RSICD release has three empty captions: one of them must not refuse the other 54,602.
+    """
     if not captions:
         raise DataError("has no captions", path=path, entry=where, fix="add at least one caption or remove the entry")
     cleaned = []
     for number, caption in enumerate(captions):
-        if not isinstance(caption, str) or not caption.strip():
-            raise DataError(f"caption {number} is empty or not text ({caption!r})", path=path, entry=where,
-                            fix="write the caption or delete it")
+        if not isinstance(caption, str):
+            raise DataError(f"caption {number} is not text ({caption!r})", path=path, entry=where,
+                            fix="write the caption as a string or delete it")
+        if not caption.strip():
+            if strict or dropped is None:
+                raise DataError(f"caption {number} is empty", path=path, entry=where,
+                                fix="write the caption or delete it (without strict checking empty captions are "
+                                    "dropped with a warning)")
+            dropped.append(f"{where} caption {number}")
+            continue
         cleaned.append(caption.strip())
     return cleaned
 
@@ -143,7 +161,7 @@ def _existing_image(candidates: list[Path], path: Path, where: str, images_root:
                     fix=f"check images_root ({images_root}) or remove the entry")
 
 
-def _karpathy_entries(path: Path, data: Any, images_root: Path) -> Iterator[_Entry]:
+def _karpathy_entries(path: Path, data: Any, images_root: Path, clean: Callable) -> Iterator[_Entry]:
     fix = 'each entry needs "filename" and "sentences": [{"raw": "..."}, ...] (and optionally "split")'
     images = _require(data, "images", path, "top level", _LAYOUT_HELP)
     if not isinstance(images, list):
@@ -157,11 +175,11 @@ def _karpathy_entries(path: Path, data: Any, images_root: Path) -> Iterator[_Ent
         raws = [_require(sentence, "raw", path, f"{where} sentence {number}", fix)
                 for number, sentence in enumerate(sentences)]
         yield _Entry(where, _existing_image([images_root / filename], path, where, images_root),
-                     _clean_captions(raws, path, where), _split(item.get("split"), path, where),
+                     clean(raws, path, where), _split(item.get("split"), path, where),
                      scene_from_filename(filename))
 
 
-def _nwpu_entries(path: Path, data: Any, images_root: Path) -> Iterator[_Entry]:
+def _nwpu_entries(path: Path, data: Any, images_root: Path, clean: Callable) -> Iterator[_Entry]:
     fix = 'each entry needs "filename", "raw" (and "raw_1" ... "raw_4", optionally "split")'
     if not isinstance(data, dict):
         raise DataError(f"is a JSON {type(data).__name__}, not an object of scene classes", path=path, fix=_LAYOUT_HELP)
@@ -176,11 +194,11 @@ def _nwpu_entries(path: Path, data: Any, images_root: Path) -> Iterator[_Entry]:
             caption_keys = sorted((m for m in map(_NWPU_CAPTION_KEY.fullmatch, item) if m),
                                   key=lambda match: int(match.group(1) or 0))
             image = _existing_image([images_root / scene / filename, images_root / filename], path, where, images_root)
-            yield _Entry(where, image, _clean_captions([item[m.group(0)] for m in caption_keys], path, where),
+            yield _Entry(where, image, clean([item[m.group(0)] for m in caption_keys], path, where),
                          _split(item.get("split"), path, where), scene)
 
 
-def _csv_entries(path: Path, images_root: Path) -> list[_Entry]:
+def _csv_entries(path: Path, images_root: Path, clean: Callable) -> list[_Entry]:
     fix = "the header must be filepath,caption[,split][,scene]; one row per caption"
     try:
         with path.open(newline="", encoding="utf-8-sig") as file:
@@ -195,7 +213,7 @@ def _csv_entries(path: Path, images_root: Path) -> list[_Entry]:
                 where = f"line {reader.line_num}" + (f" ({filepath})" if filepath else "")
                 if not filepath:
                     raise DataError("empty filepath", path=path, entry=where, fix=fix)
-                caption = _clean_captions([row["caption"]], path, where)[0]
+                captions = clean([row["caption"]], path, where)
                 split = _split(row["split"] or None, path, where) if "split" in columns else None
                 entry = entries.get(filepath)
                 if entry is None:
@@ -204,15 +222,27 @@ def _csv_entries(path: Path, images_root: Path) -> list[_Entry]:
                     else:
                         scene = scene_from_filename(filepath)
                     image = _existing_image([images_root / filepath], path, where, images_root)
-                    entries[filepath] = _Entry(where, image, [caption], split, scene)
+                    entries[filepath] = _Entry(where, image, captions, split, scene)
                 elif entry.split != split:
                     raise DataError(f"split {split!r} differs from {entry.split!r} given at {entry.where}", path=path,
                                     entry=where, fix="give every caption row of an image the same split")
                 else:
-                    entry.captions.append(caption)
+                    entry.captions.extend(captions)
     except UnicodeDecodeError as err:
         raise DataError("is not UTF-8 text", path=path, fix="save the caption file as UTF-8") from err
     return list(entries.values())
+
+
+def _drop_empty(path: Path, entries: list[_Entry], dropped: list[str]) -> list[_Entry]:
+    """Warn once about dropped empty captions; drop the images they left without any caption."""
+    if not dropped:
+        return entries
+    kept = [entry for entry in entries if entry.captions]
+    lost = len(entries) - len(kept)
+    images = f"; {lost} image(s) left without captions are dropped too" if lost else ""
+    warnings.warn(f"{path}: dropped {len(dropped)} empty caption(s) (e.g. {'; '.join(dropped[:3])}){images}. "
+                  f"Pass strict=True (--strict) to refuse the file instead", stacklevel=3)
+    return kept
 
 
 def _settle_splits(path: Path, entries: list[_Entry], seed: int) -> None:
