@@ -42,6 +42,7 @@ class DataConfig:
     split_seed: int = 0  # seeded 80/10/10 split for files without splits
     num_workers: int = 0
     scene_augment_prob: float = 0.0  # CMER scene-label prompt augmentation of training captions
+    random_orientation: bool = False  # random 90-degree rotations and flips of training images (aerial: no "up")
 
 
 @dataclass
