@@ -167,7 +167,7 @@ def test_equal_to_clip_benchmark_zero_shot(class_folders, tiny_model, monkeypatc
 
     images = read_class_folders(class_folders)
     names = class_names(images.classes)
-    templates = read_templates()
+    templates = read_templates()[:3]  # three keep the test fast; the formula is the same for ten
     dataset = ImageFolder(str(class_folders), transform=tiny_model.preprocess_val)
     assert dataset.classes == images.classes
     loader = torch.utils.data.DataLoader(dataset, batch_size=8)

@@ -157,6 +157,7 @@ def embed_to_parquet(model: nn.Module, data: EmbedInput, out_dir: str | Path, se
                 "fingerprint": encoder.fingerprint().to_dict(), "settings": asdict(settings),
                 "input": {"source": str(data.source), "root": str(data.root), "kind": data.kind,
                           "rows": len(data.items), "digest": data.digest()}}
+    manifest = json.loads(json.dumps(manifest))  # tuples as lists, as a resumed run reads them back
     _check_resumable(out_dir, manifest)
     _write_manifest(out_dir, manifest)
     shards = range(0, len(data.items), settings.shard_size)
@@ -191,7 +192,7 @@ def _check_resumable(out_dir: Path, manifest: dict) -> None:
     if not Fingerprint.from_dict(old["fingerprint"]).matches(Fingerprint.from_dict(manifest["fingerprint"])):
         changed.append("model (fingerprint)")
     if changed:
-        raise UserError(f"{out_dir} holds embeddings made with another {', '.join(changed)}; pass another --out "
+        raise UserError(f"{out_dir} holds embeddings made with other {', '.join(changed)}; pass another --out "
                         f"folder, or delete it to start over (the same command resumes an interrupted run)")
 
 
