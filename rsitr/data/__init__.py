@@ -9,7 +9,7 @@ from rsitr.data.records import SPLITS, CaptionCorpus, ImageRecord, random_splits
 from rsitr.data.synthetic import make_synthetic_dataset
 
 __all__ = [
-    "LAYOUTS", "SPLITS", "CaptionCorpus", "DataError", "DroppedImage", "ImageDataset", "ImageFileDataset", "ImageRecord", "MergeReport",
-    "PairDataset", "collate", "collate_readable", "load_corpus", "make_synthetic_dataset", "merge_corpora", "open_rgb", "random_splits",
-    "scene_from_filename", "verify_images",
+    "LAYOUTS", "SPLITS", "CaptionCorpus", "DataError", "DroppedImage", "ImageDataset", "ImageFileDataset", "ImageRecord",
+    "MergeReport", "PairDataset", "collate", "collate_readable", "load_corpus", "make_synthetic_dataset",
+    "merge_corpora", "open_rgb", "random_splits", "scene_from_filename", "verify_images",
 ]

@@ -111,9 +111,10 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class ImageFileDataset(Dataset):
-    """Image files by path, for encoding: ``{"image": tensor or None, "index": int, "error": DataError or None}``.
+    """Image files by path, for encoding: ``{"image": tensor or None, "index": int, "error": str or None}``.
 
-    An unreadable file gives ``image=None`` and its error instead of raising, so that one bad file among
+    An unreadable file gives ``image=None`` and its error message (a string survives DataLoader workers
+    whole) instead of raising, so that one bad file among
     thousands is skipped and counted (see :func:`collate_readable`) rather than stopping the run.
     """
 
@@ -128,15 +129,15 @@ class ImageFileDataset(Dataset):
         try:
             return {"image": self.transform(open_rgb(self.paths[index])), "index": index, "error": None}
         except DataError as err:
-            return {"image": None, "index": index, "error": err}
+            return {"image": None, "index": index, "error": str(err)}
 
 
 def collate_readable(batch: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack the readable images of an :class:`ImageFileDataset` batch; keep the errors of the others.
 
-    Returns ``{"image": [K, C, H, W] or None, "index": LongTensor [K], "errors": [DataError, ...]}``.
+    Returns ``{"image": [K, C, H, W] or None, "index": LongTensor [K], "errors": {index: message}}``.
     """
     readable = [item for item in batch if item["image"] is not None]
     return {"image": torch.stack([item["image"] for item in readable]) if readable else None,
             "index": torch.tensor([item["index"] for item in readable], dtype=torch.long),
-            "errors": [item["error"] for item in batch if item["image"] is None]}
+            "errors": {item["index"]: item["error"] for item in batch if item["image"] is None}}

@@ -171,7 +171,7 @@ def classify_images(model: nn.Module, images: LabeledImages, names: list[str], t
                                  desc="classify images")
     if not len(encoded.indices):
         raise UserError(f"none of the {len(images)} images under {images.root} could be read "
-                        f"(first: {encoded.skipped[0]}); check the files")
+                        f"(first: {next(iter(encoded.skipped.values()))}); check the files")
     labels = torch.as_tensor(images.labels, dtype=torch.long)[encoded.indices]
     result = evaluate(encoded.embeddings, labels, classifier, names)
-    return Classification(result, encoded.indices.tolist(), [str(error) for error in encoded.skipped])
+    return Classification(result, encoded.indices.tolist(), list(encoded.skipped.values()))

@@ -24,6 +24,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -220,7 +221,7 @@ def _encode_shard(encoder: Encoder, data: EmbedInput, start: int, stop: int, set
         images = list(dict.fromkeys(items[row].path for row in rows))
         encoded = encode_image_files(model, images, batch_size, device, settings.precision, num_workers,
                                      progress=False)
-        skipped = [_relative(error.path, data.root) for error in encoded.skipped]
+        skipped = [_relative(images[position], data.root) for position in sorted(encoded.skipped)]
         vectors = dict(zip((images[i] for i in encoded.indices.tolist()), _vectors(encoded.embeddings, settings)))
         rows = [row for row in rows if items[row].path in vectors]
         columns["image_embedding"] = [vectors[items[row].path] for row in rows]

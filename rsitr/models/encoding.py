@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from rsitr.data import DataError, ImageFileDataset, collate_readable
+from rsitr.data import ImageFileDataset, collate_readable
 from rsitr.models.precision import inference_precision
 
 
@@ -26,8 +26,8 @@ class EncodedImageFiles:
     """``[K, D]`` float32: the global embeddings of the K readable files."""
     indices: torch.Tensor
     """``[K]`` long: the position in ``paths`` of each embedded file."""
-    skipped: list[DataError]
-    """One error per unreadable file."""
+    skipped: dict[int, str]
+    """Position in ``paths`` -> error message, for each unreadable file."""
 
 
 @torch.no_grad()
@@ -38,10 +38,10 @@ def encode_image_files(model: nn.Module, paths: Sequence[Path], batch_size: int 
     model.eval()
     loader = DataLoader(ImageFileDataset(list(paths), model.preprocess_val), batch_size=batch_size,
                         num_workers=num_workers, collate_fn=collate_readable)
-    embeddings, indices, skipped = [], [], []
+    embeddings, indices, skipped = [], [], {}
     with inference_precision(precision, device):
         for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
-            skipped += batch["errors"]
+            skipped.update(batch["errors"])
             if batch["image"] is not None:
                 embeddings.append(model.encode_image(batch["image"].to(device)).global_.float().cpu())
                 indices.append(batch["index"])
