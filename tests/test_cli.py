@@ -72,7 +72,7 @@ def test_two_epoch_training_then_eval_of_its_checkpoint(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_demo_runs_and_learns(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--epochs", "2"]) == 0
+    assert main(["demo", "--synthetic", "--out", str(tmp_path / "demo"), "--epochs", "2"]) == 0
     results = json.loads((tmp_path / "demo" / "results.json").read_text())["results"]
     before, after = results["tiny CLIP, random init"], results["+ EBAKER fine-tuning (2 epochs)"]
     assert after["mR"] > before["mR"]

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 
 from rsitr._compat import open_clip
+from rsitr.errors import UserError
+from rsitr.models.pretrained import resolve as resolve_pretrained
 
 TINY_MODEL = "rsitr-tiny-ViT"
 """A randomly initialised OpenCLIP ViT of a few MB, shipped as a config, for tests and the demo."""
@@ -124,15 +126,20 @@ class RetrievalCLIP(nn.Module):
         return self.encode_image(images), self.encode_text(text)
 
 
-def create_retrieval_model(model_name: str = TINY_MODEL, pretrained: str | None = None,
+def create_retrieval_model(model_name: str | None = TINY_MODEL, pretrained: str | None = None,
                            device: str | torch.device = "cpu", seed: int | None = 0) -> RetrievalCLIP:
     """Build a :class:`RetrievalCLIP` the OpenCLIP way.
 
     ``pretrained`` is an OpenCLIP tag (``openai``, ``laion2b_s34b_b79k`` ...; downloaded by OpenCLIP, so it
-    needs the hub or its cache) or a local OpenCLIP checkpoint file. (Checkpoints of ``rsitr train`` are
+    needs the hub or its cache), a tag shipped with rsitr (``rsitr-small-rsicd``; see
+    :mod:`rsitr.models.pretrained`; ``model_name`` may then be None) or a local OpenCLIP checkpoint
+    file. (Checkpoints of ``rsitr train`` are
     loaded by :func:`rsitr.models.factory.load_model`.) ``seed`` fixes the random initialisation of
     weights that no checkpoint provides.
     """
+    model_name, pretrained = resolve_pretrained(model_name, pretrained)
+    if model_name is None:
+        raise UserError(f"no model name for pretrained {pretrained!r}: pass an OpenCLIP model name (--model)")
     if seed is not None:
         torch.manual_seed(seed)
     if pretrained and not Path(pretrained).is_file() and Path(pretrained).suffix in {".pt", ".pth", ".bin", ".safetensors"}:
