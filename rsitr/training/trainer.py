@@ -86,7 +86,8 @@ class Trainer:
         method = config.method
         self.masker = self._build_masker() if method.ker else None
         ker_head = self._build_ker_head() if method.ker else None
-        eba = (EliminateBeforeAlign(len(self.train_corpus.captions), method.drop_epoch, method.drop_ratio, method.eba_scheme)
+        eba = (EliminateBeforeAlign(len(self.train_corpus.captions), method.drop_epoch, method.drop_ratio,
+                                    method.eba_scheme, method.eba_compare, method.drop_epoch_base)
                if method.eba else None)
         queue = None
         if method.negative_queue > 0:
@@ -116,12 +117,13 @@ class Trainer:
 
     # --- method parts --------------------------------------------------------------------------------
     def _build_masker(self):
-        from rsitr.keywords import build_keywords, mask_captions
+        from rsitr.keywords import build_keywords, mask_captions, stop_list
 
         by_source: dict[str, list[str]] = {}
         for image in self.train_corpus.images:
             by_source.setdefault(image.source, []).extend(image.captions)
-        keywords = build_keywords(by_source, top_k=self.config.method.keywords_top_k)
+        keywords = build_keywords(by_source, top_k=self.config.method.keywords_top_k,
+                                  stop_words=stop_list(self.config.method.keyword_stop_list))
         if self.dist.is_main:
             keywords.save(self.out / "keywords.json")
         return functools.partial(mask_captions, tokenizer=self.model.tokenizer, mode=self.config.method.ker_masking,
@@ -130,7 +132,7 @@ class Trainer:
     def _build_ker_head(self):
         from rsitr.models.ker_head import KERHead
 
-        return KERHead(self.model.embed_dim, self.model.vocab_size)
+        return KERHead(self.model.embed_dim, self.model.vocab_size, num_blocks=self.config.method.ker_blocks)
 
     def _augment(self, captions: list[str], image_ids: torch.Tensor, rng: random.Random) -> list[str]:
         prob = self.config.data.scene_augment_prob
@@ -182,11 +184,14 @@ class Trainer:
         if eba is None:
             return
         report = eba.start_epoch(epoch)
-        self.objective.eliminating = bool(report.global_pairs or report.local_pairs)
+        self.objective.eliminating = report.active
         if self.dist.is_main:
             (self.out / "eba").mkdir(exist_ok=True)
             (self.out / "eba" / f"epoch_{epoch:03d}.json").write_text(json.dumps(asdict(report), indent=1))
-            if epoch >= eba.drop_epoch:
+            if eba.eliminates_in(epoch) and eba.compare == "live":
+                tqdm.write(f"epoch {epoch}: EBA drops batch pairs at or below global {report.global_threshold} / "
+                           f"local {report.local_threshold}")
+            elif eba.eliminates_in(epoch):
                 tqdm.write(f"epoch {epoch}: EBA eliminates {len(report.global_pairs)} global / "
                            f"{len(report.local_pairs)} local pairs (threshold {report.global_threshold})")
 
