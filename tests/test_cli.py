@@ -31,7 +31,7 @@ def test_eval_end_to_end_writes_table_and_reports(synthetic_caption_file, tmp_pa
     out = capsys.readouterr().out
     assert "Image->Text" in out and "+ SAR" in out and "encode_seconds" in out
     assert "FTF two-stage (K=3)" in out and "two_stage_stage2_seconds" in out
-    assert "+ scene prior" in out and "scene_prior_seconds" in out  # scene classes from the <scene>_<n>.png names
+    assert "+ scene prior (uses gallery scene labels)" in out and "scene_prior_seconds" in out  # scene classes from the <scene>_<n>.png names
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     row = results["results"][TINY_MODEL]
     assert set(row) == {"i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "mR"}
