@@ -28,7 +28,7 @@ from rsitr.evaluate.report import format_table
 from rsitr.evaluate.runner import Evaluation, evaluate_model
 from rsitr.losses.eba import EliminateBeforeAlign
 from rsitr.models.factory import CHECKPOINT_FORMAT, build_model
-from rsitr.training.corpus import build_corpus
+from rsitr.training.corpus import build_corpus, dataset_splits
 from rsitr.training.distributed import init_distributed, main_first
 from rsitr.training.objective import Batch, RetrievalObjective
 
@@ -233,6 +233,14 @@ class Trainer:
         for name, metrics in evaluation.rows.items():
             _append_csv(self.out / "eval_log.csv", {"epoch": self.epoch, "split": split, "row": name, **metrics})
         return evaluation
+
+    def test(self, progress: bool = True) -> dict[str, Evaluation]:
+        """Evaluate on each configured dataset's own ``eval.split`` (not the merged union), by dataset name."""
+        config = self.config
+        splits = dataset_splits(config.data, self.out, config.eval.split, seed=config.train.seed)
+        return {name: evaluate_model(self.model, corpus, config.method, config.eval, self.device,
+                                     name=config.model.name, progress=progress)
+                for name, corpus in splits.items() if len(corpus)}
 
     # --- checkpoints -------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
