@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _overrides(args: argparse.Namespace) -> list[str]:
+def overrides(args: argparse.Namespace) -> list[str]:
     flat = {"output_dir": args.output_dir, "train.epochs": args.epochs, "train.batch_size": args.batch_size,
             "device": args.device}
     return list(args.set) + [f"{key}={value}" for key, value in flat.items() if value is not None]
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from rsitr.evaluate.report import format_table, write_reports
     from rsitr.training.trainer import Trainer
 
-    config = load_config(args.config, _overrides(args))
+    config = load_config(args.config, overrides(args))
     trainer = Trainer(config, progress=not args.no_progress)
     if args.resume and trainer.resume():
         print(f"resumed from epoch {trainer.epoch} (step {trainer.step})")
