@@ -126,8 +126,34 @@ class RetrievalCLIP(nn.Module):
         return self.encode_image(images), self.encode_text(text)
 
 
+def resolve_quick_gelu(model_name: str, pretrained: str | None, requested: bool | None = None) -> bool:
+    """Whether the towers use QuickGELU: what the pretrained tag was trained with, unless ``requested`` says.
+
+    OpenAI's CLIP weights (``openai``, and e.g. ``laion400m_e31``) were trained with QuickGELU; built as plain
+    ``ViT-B-32`` they load without error but compute a different function (open_clip only logs a warning).
+    So a tag decides the activation (``requested=None``) and a request that contradicts the tag, or that asks a
+    ``-quickgelu`` architecture for GELU, raises :class:`~rsitr.errors.UserError`. Without a tag (random init,
+    a checkpoint file) the architecture's own activation is used unless ``requested`` forces QuickGELU.
+    """
+    model_config = open_clip.get_model_config(model_name) or {}
+    architecture = bool(model_config.get("quick_gelu", False))
+    tag = open_clip.get_pretrained_cfg(model_name, pretrained) if pretrained else {}
+    trained_with = bool(tag.get("quick_gelu", False)) if tag else None
+    activation = requested if requested is not None else trained_with if trained_with is not None else architecture
+    if architecture and not activation:
+        raise UserError(f"{model_name} is a QuickGELU architecture and cannot be built with GELU; use "
+                        f"{model_name.removesuffix('-quickgelu')} or leave model.quick_gelu unset")
+    if trained_with is not None and activation != trained_with:
+        trained, asked = ("QuickGELU", "GELU") if trained_with else ("GELU", "QuickGELU")
+        raise UserError(f"the {pretrained!r} weights of {model_name} were trained with {trained}, but "
+                        f"model.quick_gelu={requested} asks for {asked}: the model would compute a different "
+                        f"function; leave model.quick_gelu unset")
+    return activation
+
+
 def create_retrieval_model(model_name: str | None = TINY_MODEL, pretrained: str | None = None,
-                           device: str | torch.device = "cpu", seed: int | None = 0) -> RetrievalCLIP:
+                           device: str | torch.device = "cpu", seed: int | None = 0,
+                           quick_gelu: bool | None = None) -> RetrievalCLIP:
     """Build a :class:`RetrievalCLIP` the OpenCLIP way.
 
     ``pretrained`` is an OpenCLIP tag (``openai``, ``laion2b_s34b_b79k`` ...; downloaded by OpenCLIP, so it
@@ -135,7 +161,8 @@ def create_retrieval_model(model_name: str | None = TINY_MODEL, pretrained: str 
     :mod:`rsitr.models.pretrained`; ``model_name`` may then be None) or a local OpenCLIP checkpoint
     file. (Checkpoints of ``rsitr train`` are
     loaded by :func:`rsitr.models.factory.load_model`.) ``seed`` fixes the random initialisation of
-    weights that no checkpoint provides.
+    weights that no checkpoint provides. ``quick_gelu``: see :func:`resolve_quick_gelu`; the model's
+    ``quick_gelu`` attribute records what was built.
     """
     model_name, pretrained = resolve_pretrained(model_name, pretrained)
     if model_name is None:
@@ -143,15 +170,22 @@ def create_retrieval_model(model_name: str | None = TINY_MODEL, pretrained: str 
     if seed is not None:
         torch.manual_seed(seed)
     if pretrained and not Path(pretrained).is_file() and Path(pretrained).suffix in {".pt", ".pth", ".bin", ".safetensors"}:
-        raise FileNotFoundError(f"checkpoint {pretrained} does not exist; pass an existing file or an OpenCLIP "
+        raise UserError(f"checkpoint {pretrained} does not exist; pass an existing file or an OpenCLIP "
                                 f"pretrained tag (see `open_clip.list_pretrained()`)")
+    activation = resolve_quick_gelu(model_name, pretrained, quick_gelu)
     try:
         clip, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
-            model_name, pretrained=pretrained, device=device)
+            model_name, pretrained=pretrained, device=device, force_quick_gelu=activation)
     except RuntimeError as err:
+        if "Failed to download" in str(err):
+            raise UserError(f"the {pretrained!r} weights of {model_name} are not in the OpenCLIP cache and could "
+                            f"not be downloaded; fetch them where there is a connection (or set model.pretrained "
+                            f"to a local checkpoint file)") from err
         if model_name in open_clip.list_models():
             raise
-        raise ValueError(f"unknown OpenCLIP model {model_name!r}; choose one of open_clip.list_models() "
+        raise UserError(f"unknown OpenCLIP model {model_name!r}; choose one of open_clip.list_models() "
                          f"or {TINY_MODEL!r}") from err
     tokenizer = open_clip.get_tokenizer(model_name)
-    return RetrievalCLIP(clip, tokenizer, preprocess_train, preprocess_val, model_name)
+    model = RetrievalCLIP(clip, tokenizer, preprocess_train, preprocess_val, model_name)
+    model.quick_gelu = activation
+    return model
