@@ -40,6 +40,7 @@ class DataConfig:
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
     dedup_max_distance: int = 2  # pHash Hamming distance at or below which a later image is a duplicate
     split_seed: int = 0  # seeded 80/10/10 split for files without splits
+    strict: bool = False  # refuse caption files with empty captions instead of dropping those with a warning
     num_workers: int = 0
     scene_augment_prob: float = 0.0  # CMER scene-label prompt augmentation of training captions
 

@@ -84,7 +84,7 @@ def load_corpus(path: str | Path, images_root: str | Path, name: str | None = No
         raise DataError("image folder not found", path=images_root,
                         fix=f"pass the folder the image names of {path} are relative to (--images)")
     if fmt == "csv" or (fmt == "auto" and path.suffix.lower() == ".csv"):
-        entries = _csv_entries(path, clean, find, split or _split_from_name(path))
+        entries = _csv_entries(path, clean, find, SPLIT_ALIASES.get(split or "") or _split_from_name(path))
     else:
         data = _read_json(path)
         layout = _json_layout(path, data) if fmt == "auto" else fmt

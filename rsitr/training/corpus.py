@@ -8,11 +8,15 @@ from tqdm.auto import tqdm
 
 from rsitr.config import DataConfig
 from rsitr.data import CaptionCorpus, load_corpus, make_synthetic_dataset, merge_corpora
+from rsitr.data.phash import HashCache
 
 
 def build_corpus(config: DataConfig, output_dir: Path, seed: int = 0) -> CaptionCorpus:
-    """Load every configured caption file; several are merged with pHash de-duplication (reported)."""
-    corpora = [load_corpus(spec.captions, spec.images, name=spec.name, seed=config.split_seed)
+    """Load every configured caption file; several are merged without test leakage or near-duplicates (reported).
+
+    The images' pHashes are cached in ``output_dir/phash-cache.json``, so a resumed run does not hash again.
+    """
+    corpora = [load_corpus(spec.captions, spec.images, name=spec.name, seed=config.split_seed, strict=config.strict)
                for spec in config.datasets]
     if config.synthetic.n_images > 0:
         spec = config.synthetic
@@ -24,6 +28,7 @@ def build_corpus(config: DataConfig, output_dir: Path, seed: int = 0) -> Caption
         corpora.append(load_corpus(caption_file, root / "images", name="synthetic"))
     if len(corpora) == 1:
         return corpora[0]
-    merged, report = merge_corpora(corpora, max_distance=config.dedup_max_distance)
+    merged, report = merge_corpora(corpora, max_distance=config.dedup_max_distance,
+                                   cache=HashCache(Path(output_dir) / "phash-cache.json"))
     tqdm.write(report.summary())
     return merged
