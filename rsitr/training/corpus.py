@@ -7,7 +7,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from rsitr.config import DataConfig
-from rsitr.data import CaptionCorpus, load_corpus, make_synthetic_dataset, merge_corpora
+from rsitr.data import CaptionCorpus, DataError, load_corpus, make_synthetic_dataset, merge_corpora
 from rsitr.data.phash import HashCache
 
 
@@ -27,8 +27,13 @@ def build_corpus(config: DataConfig, output_dir: Path, seed: int = 0) -> Caption
             make_synthetic_dataset(root, spec.n_images, spec.image_size, seed=seed)
         corpora.append(load_corpus(caption_file, root / "images", name="synthetic"))
     if len(corpora) == 1:
-        return corpora[0]
-    merged, report = merge_corpora(corpora, max_distance=config.dedup_max_distance,
-                                   cache=HashCache(Path(output_dir) / "phash-cache.json"))
-    tqdm.write(report.summary())
-    return merged
+        corpus = corpora[0]
+    else:
+        corpus, report = merge_corpora(corpora, max_distance=config.dedup_max_distance,
+                                       cache=HashCache(Path(output_dir) / "phash-cache.json"))
+        tqdm.write(report.summary())
+    if not corpus.counts()["train"]["images"]:
+        raise DataError(f"{corpus.name} has no training images",
+                        fix="give the caption files' entries split 'train' (a file without splits gets a seeded "
+                            "80/10/10 split), or add a dataset with a train split")
+    return corpus
