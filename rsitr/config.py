@@ -144,7 +144,11 @@ def _merge(base, layer, where: str):
     try:
         return OmegaConf.merge(base, layer)
     except OmegaConfBaseException as err:
-        raise ConfigError(f"{where}: {err}".strip()) from err
+        # OmegaConf adds lines of internals (full_key, reference_type, ...): keep the sentence and the key.
+        problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        key = f" ({err.full_key})" if getattr(err, "full_key", None) else ""
+        raise ConfigError(f"{where}: {problem}{key}. Fix: see rsitr/config.py for every section and field, "
+                          "and configs/ for examples") from err
 
 
 def save_config(config: RunConfig, path: str | Path) -> None:
