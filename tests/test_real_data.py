@@ -1,7 +1,7 @@
 """The real RSICD and UCM-Captions files of ../shared/data load as they are, inspect, merge and evaluate.
 
 Skipped (see the ``shared_data`` fixture) where the data is absent. Hashing the 13k images once takes about
-15 s on two cores; the hashes are shared by the tests through one session cache file.
+25 s of CPU time; the hashes are shared by the tests through one session cache file.
 """
 
 import csv
