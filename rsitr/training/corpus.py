@@ -11,7 +11,7 @@ from rsitr.data import CaptionCorpus, DataError, load_corpus, make_synthetic_dat
 from rsitr.data.phash import HashCache
 
 
-def build_corpus(config: DataConfig, output_dir: Path, seed: int = 0) -> CaptionCorpus:
+def build_corpus(config: DataConfig, output_dir: Path, seed: int = 0, progress: bool = True) -> CaptionCorpus:
     """Load every configured caption file; several are merged without test leakage or near-duplicates (reported).
 
     The images' pHashes are cached in ``output_dir/phash-cache.json``, so a resumed run does not hash again.
@@ -29,7 +29,7 @@ def build_corpus(config: DataConfig, output_dir: Path, seed: int = 0) -> Caption
     if len(corpora) == 1:
         corpus = corpora[0]
     else:
-        corpus, report = merge_corpora(corpora, max_distance=config.dedup_max_distance,
+        corpus, report = merge_corpora(corpora, max_distance=config.dedup_max_distance, progress=progress,
                                        cache=HashCache(Path(output_dir) / "phash-cache.json"))
         tqdm.write(report.summary())
     if not corpus.counts()["train"]["images"]:
