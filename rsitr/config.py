@@ -43,6 +43,7 @@ class DataConfig:
     strict: bool = False  # refuse caption files with empty captions instead of dropping those with a warning
     num_workers: int = 0
     scene_augment_prob: float = 0.0  # CMER scene-label prompt augmentation of training captions
+    random_orientation: bool = False  # random 90-degree rotations and flips of training images (aerial: no "up")
 
 
 @dataclass

@@ -83,8 +83,10 @@ class RetrievalCLIP(nn.Module):
         """Final-layer-normed hidden states of the text transformer, ``[B, L, width]`` (not projected)."""
         clip = self.clip
         cast_dtype = clip.transformer.get_cast_dtype()
-        x = clip.token_embedding(text).to(cast_dtype) + clip.positional_embedding.to(cast_dtype)
-        x = clip.transformer(x, attn_mask=clip.attn_mask)
+        length = text.shape[1]  # may be shorter than the context: the text tower is causal
+        x = clip.token_embedding(text).to(cast_dtype) + clip.positional_embedding[:length].to(cast_dtype)
+        attn_mask = None if clip.attn_mask is None else clip.attn_mask[:length, :length]
+        x = clip.transformer(x, attn_mask=attn_mask)
         return clip.ln_final(x)
 
     def project_text(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -99,6 +101,10 @@ class RetrievalCLIP(nn.Module):
         pooled = text_global_pool(hidden, text, self.clip.text_pool_type,
                                   eos_token_id=getattr(self.clip, "text_eos_id", None))
         return TextFeatures(self.project_text(pooled), self.project_text(hidden), self.real_token_mask(text))
+
+    def trim(self, text: torch.Tensor) -> torch.Tensor:
+        """Token ids cut after the batch's longest real sequence: same features, less work (causal tower)."""
+        return text[:, :max(1, int(self.real_token_mask(text).sum(dim=1).max()))]
 
     def real_token_mask(self, text: torch.Tensor) -> torch.Tensor:
         """True up to and including each sequence's end token (found as the text pooling finds it).

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from rsitr.atomic import write_atomic
 from rsitr.config import RunConfig, save_config
 from rsitr.data import PairDataset, collate
+from rsitr.data.augment import with_random_orientation
 from rsitr.evaluate.report import format_table
 from rsitr.evaluate.runner import Evaluation, evaluate_model
 from rsitr.losses.eba import EliminateBeforeAlign
@@ -101,7 +102,10 @@ class Trainer:
                 self.objective, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True)
 
-        self.dataset = PairDataset(self.train_corpus, self.model.preprocess_train)
+        transform = self.model.preprocess_train
+        if config.data.random_orientation:
+            transform = with_random_orientation(transform)
+        self.dataset = PairDataset(self.train_corpus, transform)
         batches = math.ceil(len(self.dataset) / (config.train.batch_size * self.dist.world_size))
         self.steps_per_epoch = min(batches, config.train.max_steps_per_epoch or batches)
         self.total_steps = self.steps_per_epoch * config.train.epochs
@@ -154,10 +158,12 @@ class Trainer:
 
     def _batch(self, raw: dict, rng: random.Random, generator: torch.Generator) -> Batch:
         captions = self._augment(list(raw["caption"]), raw["image_id"], rng)
-        tokens = self.model.tokenize(captions)
+        tokens = self.model.trim(self.model.tokenize(captions))
         batch = Batch(raw["image"], tokens, raw["image_id"], raw["caption_id"])
         if self.masker is not None:
-            batch.masked_tokens, batch.mask_labels = self.masker(captions, generator=generator)
+            masked, labels = self.masker(captions, generator=generator)
+            length = self.model.trim(masked).shape[1]
+            batch.masked_tokens, batch.mask_labels = masked[:, :length], labels[:, :length]
         return Batch(**{k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
                         for k, v in vars(batch).items()})
 
