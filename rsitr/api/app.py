@@ -9,8 +9,8 @@ Routes (JSON unless noted):
   PIL cannot open as an image get 415 (the bytes decide, not the name)
 - ``GET /api/chips/{id}`` a chip's file, window, bounds and CRS; ``GET /api/chips/{id}/thumbnail?size=256`` (JPEG)
 - ``GET /api/files/preview?path=REL&size=512`` a downscaled whole image of the archive (JPEG); paths are
-  checked with :func:`rsitr.index.resolve_in_root` (400 for absolute / ``..`` / NUL / out-of-root symlinks) and
-  must be indexed files (404)
+  checked with :func:`rsitr.index.resolve_in_root` and must be indexed files: absolute, ``..``, NUL and
+  out-of-root symlink paths answer 404 with the reason, like any other path that is no indexed file
 
 Thumbnails are rendered from the chip window of the source image and kept in an in-memory LRU cache; a
 source deleted or replaced since indexing answers 404 with the reason. At most ``max_concurrent_images``
@@ -57,7 +57,8 @@ class Problem(BaseModel):
 
 
 def _problems(*codes: int) -> dict:
-    reasons = {400: "a path outside the archive", 404: "no such chip or indexed file, or its source changed",
+    reasons = {400: "a malformed multipart body", 404: "no such chip or indexed file (or a path outside the archive), "
+                                                      "or its source changed since indexing",
                413: "the upload's bytes or pixels are over the limit", 415: "the upload is not an image"}
     return {code: {"model": Problem, "description": reasons[code]} for code in codes}
 
@@ -135,7 +136,7 @@ def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | Non
                     k: int = Query(10, ge=1, le=MAX_RESULTS), rerank: bool = True) -> dict:
         return {"query": q, "results": [_hit_json(hit) for hit in index.search_text(q, k, rerank=rerank)]}
 
-    @app.post("/api/search/image", responses=_problems(413, 415))
+    @app.post("/api/search/image", responses=_problems(400, 413, 415))
     def search_image(file: UploadFile = File(...), k: int = Form(10, ge=1, le=MAX_RESULTS)) -> dict:
         data = file.file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
@@ -180,13 +181,13 @@ def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | Non
         # The generation changes with every index update, so a replaced-then-reindexed source is re-rendered.
         return cached_jpeg(("chip", chip_id, index.store.generation, size), lambda: index.chip_image(record, size))
 
-    @app.get("/api/files/preview", response_class=Response, responses={**_JPEG, **_problems(400, 404)})
-    def file_preview(path: str = Query(..., max_length=MAX_PATH_LENGTH),
+    @app.get("/api/files/preview", response_class=Response, responses={**_JPEG, **_problems(404)})
+    def file_preview(path: str = Query(..., min_length=1, max_length=MAX_PATH_LENGTH),
                      size: int = Query(512, ge=16, le=MAX_THUMBNAIL_SIZE)) -> Response:
         try:
             resolve_in_root(index.root, path)
-        except PathOutsideArchiveError as err:
-            raise HTTPException(400, str(err)) from None
+        except PathOutsideArchiveError as err:  # schema-valid strings, so not 400: there is no such indexed file
+            raise HTTPException(404, str(err)) from None
         return cached_jpeg(("file", path, index.store.generation, size), lambda: index.file_preview(path, size))
 
     return app

@@ -73,7 +73,9 @@ def decode_image(data: bytes, name: str, max_pixels: int | None) -> Image.Image:
 def _open_pil(source, name: str) -> Image.Image:
     """``Image.open`` (header only), with PIL's own decompression-bomb refusal as :class:`ImageTooLargeError`."""
     try:
-        return Image.open(source)
+        with warnings.catch_warnings():  # rsitr's own limit (check_pixels) decides, not PIL's warning threshold
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(source)
     except Image.DecompressionBombError as err:
         raise ImageTooLargeError(f"{name}: {err}") from None
 
