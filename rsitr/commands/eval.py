@@ -12,24 +12,27 @@ from __future__ import annotations
 
 import argparse
 
+from rsitr.commands import positive_int
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="caption file: Karpathy JSON, NWPU-Captions JSON or CSV")
     parser.add_argument("--images", required=True, help="folder the caption file's image names are relative to")
-    parser.add_argument("--model", default="ViT-B-32", help="OpenCLIP model name (default ViT-B-32)")
+    parser.add_argument("--model", default=None,
+                        help="OpenCLIP model name (default: the checkpoint's model, else ViT-B-32)")
     parser.add_argument("--pretrained", default=None, help="OpenCLIP tag, OpenCLIP checkpoint or rsitr checkpoint")
     parser.add_argument("--split", default="test", help="train, val or test (default test)")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=positive_int, default=128)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--global-only", action="store_true", help="score with the global cosine only (no local)")
     parser.add_argument("--sar", action="store_true", help="also report SAR (sort after reversed retrieval)")
-    parser.add_argument("--sar-top-k", type=int, default=10)
+    parser.add_argument("--sar-top-k", type=positive_int, default=10)
     parser.add_argument("--scene-prior", type=float, default=0.0, metavar="WEIGHT",
                         help="also report CMER's scene prior: add WEIGHT x P(caption speaks of the image's scene); "
                              "needs scene classes (RSICD/RSITMD file names, NWPU classes or a CSV scene column)")
     parser.add_argument("--two-stage", action="store_true",
                         help="also report FTF two-stage retrieval (coarse recall, fine re-ranking)")
-    parser.add_argument("--recall-k", type=int, default=100, help="candidates per query for --two-stage")
+    parser.add_argument("--recall-k", type=positive_int, default=100, help="candidates per query for --two-stage")
     parser.add_argument("--out", default=None, help="folder for results.json / results.csv")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -39,23 +42,27 @@ def run(args: argparse.Namespace) -> int:
     from rsitr.data import load_corpus
     from rsitr.evaluate.report import format_table, write_reports
     from rsitr.evaluate.runner import encode_corpus, evaluate_encoded
-    from rsitr.models.factory import load_model
+    from rsitr.models.factory import DEFAULT_MODEL, load_model
     from rsitr.training.trainer import resolve_device
 
     device = resolve_device(args.device)
+    corpus = load_corpus(args.data, args.images).split(args.split)  # data errors before the (slow) model
     model, run_config = load_model(args.model, args.pretrained, device)
+    name = getattr(model, "model_name", None) or args.model or DEFAULT_MODEL
+    if args.pretrained:
+        print(f"model: {name}, weights from {args.pretrained}")
+    else:
+        print(f"model: {name} with RANDOM weights (no --pretrained): the figures below are chance level")
     method = MethodConfig(**run_config["method"]) if run_config else MethodConfig()
     if args.global_only:
         method.local = False
     config = EvalConfig(split=args.split, batch_size=args.batch_size, sar=args.sar, sar_top_k=args.sar_top_k,
                         scene_prior=args.scene_prior, two_stage=args.two_stage, recall_k=args.recall_k)
-    corpus = load_corpus(args.data, args.images).split(args.split)
     if len(corpus) == 0:
         raise SystemExit(f"{args.data} has no images in split {args.split!r}")
     print(corpus.summary())
     encoded = encode_corpus(model, corpus, args.batch_size, device, progress=not args.no_progress,
                             scenes=args.scene_prior > 0)
-    name = getattr(model, "model_name", args.model)
     evaluation = evaluate_encoded(encoded, method, config, name=name)
     print(format_table(evaluation.rows, title=f"{corpus.name} ({len(corpus)} images, {encoded.caption_image.numel()} captions)"))
     print("timings: " + ", ".join(f"{k} {v:.3f}s" for k, v in evaluation.timings.items()))
