@@ -106,11 +106,14 @@ def create_model(name: str, pretrained: str | None, device: str | torch.device =
     try:
         with _quiet_open_clip():
             model = create_retrieval_model(name, pretrained, device=device, seed=seed)
-    except RuntimeError as err:
-        if not (pretrained and Path(pretrained).is_file() and "state_dict" in str(err)):
+    except Exception as err:  # noqa: BLE001 - torch and pickle raise many types for a file of the wrong kind
+        if not (pretrained and Path(pretrained).is_file()):
+            raise
+        state = _state_dict_of(pretrained)  # a CheckpointError when torch cannot read it at all
+        if "state_dict" not in str(err):
             raise
         raise CheckpointError(f"{pretrained} holds weights of another architecture "
-                              f"({describe_weights(_state_dict_of(pretrained))}) than the model asked for "
+                              f"({describe_weights(state)}) than the model asked for "
                               f"({describe_model(name)}); pass the matching --model") from None
     if not pretrained and not weights_follow:
         warn_random_weights(name)
