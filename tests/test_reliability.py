@@ -66,6 +66,7 @@ def test_a_run_folder_with_checkpoints_is_refused_without_resume_or_overwrite(on
     assert snapshot(out) == before
     fresh = Trainer(run_config(out, "train.epochs=2"), progress=False, overwrite=True)
     assert not (out / "checkpoints").exists() and not (out / "train_log.csv").exists() and fresh.step == 0
+    assert (out / "keywords.json").is_file()  # this run's own
 
 
 @pytest.mark.parametrize("change", ["model.focus_adapter=true", "method.ker=false"])
@@ -193,20 +194,22 @@ def rsitr_checkpoint(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def test_random_weight_warning_only_for_random_weights_once_in_rsitr_words(tmp_path, caplog, monkeypatch):
+def test_random_weight_warning_only_for_random_weights_once_in_rsitr_words(tmp_path, caplog, capsys, monkeypatch):
     monkeypatch.setattr(factory, "_warned_random", set())
     clip_file = tmp_path / "clip.pt"
     torch.save(create_retrieval_model(TINY_MODEL, None).clip.state_dict(), clip_file)
     trained = rsitr_checkpoint(tmp_path / "rsitr.pt")
     caplog.clear()
+    capsys.readouterr()
     with caplog.at_level(logging.INFO):
         load_model(TINY_MODEL, str(clip_file))
         load_model(None, str(trained))
-        assert not [r for r in caplog.records if "randomly" in r.getMessage()]
+        assert "randomly" not in capsys.readouterr().err
         load_model(TINY_MODEL, None)
         load_model(TINY_MODEL, None)
-    messages = [r.getMessage() for r in caplog.records if "randomly" in r.getMessage()]
-    assert len(messages) == 1 and messages[0].startswith("rsitr: warning:") and TINY_MODEL in messages[0]
+    assert not [r for r in caplog.records if "randomly" in r.getMessage()]  # OpenCLIP's own line is dropped
+    err = capsys.readouterr().err
+    assert err.count("randomly") == 1 and err.startswith(f"rsitr: warning: {TINY_MODEL} has randomly")
 
 
 def test_a_model_that_contradicts_the_checkpoint_is_an_error_naming_both(tmp_path):

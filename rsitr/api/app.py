@@ -13,9 +13,10 @@ Routes (JSON unless noted):
   out-of-root symlink paths answer 404 with the reason, like any other path that is no indexed file
 
 Thumbnails are rendered from the chip window of the source image and kept in an in-memory LRU cache; a
-source deleted or replaced since indexing answers 404 with the reason. At most ``max_concurrent_images``
-images are decoded and encoded at once (uploads and thumbnail renders wait for a slot), so memory does not
-grow with the number of concurrent uploads. No client input answers 5xx, every status and content type is
+source deleted or replaced since indexing answers 404 with the reason. Images are decoded and encoded only
+on a pool of ``max_concurrent_images`` threads (uploads and thumbnail renders wait for one), so memory does
+not grow with the number of concurrent uploads: not in use at once, and not kept either, since the C
+allocator keeps the freed memory of a large decode per thread (arena) that did it. No client input answers 5xx, every status and content type is
 declared in the OpenAPI description, and no response names a server path: file paths are relative to the
 archive root, the root itself appears by name only.
 """
@@ -25,7 +26,8 @@ from __future__ import annotations
 import io
 from collections import OrderedDict
 from pathlib import Path
-from threading import BoundedSemaphore, Lock
+from concurrent.futures import ThreadPoolExecutor
+from threading import Lock
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -110,7 +112,7 @@ def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | Non
             raise ValueError("create_app needs index_dir or index")
         index = ArchiveIndex.open(index_dir, device=device, pretrained=pretrained)
     cache = _ImageCache(thumbnail_cache_size)
-    image_slots = BoundedSemaphore(max_concurrent_images)
+    image_pool = ThreadPoolExecutor(max_concurrent_images, thread_name_prefix="rsitr-image")
     app = FastAPI(title="rsitr archive search")
     app.state.index = index
 
@@ -142,14 +144,12 @@ def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | Non
         if len(data) > max_upload_bytes:
             raise HTTPException(413, f"upload larger than {max_upload_bytes} bytes")
         name = file.filename or "the upload"
-        with image_slots:
-            try:
-                query = decode_image(data, name, max_pixels)
-            except ImageTooLargeError as err:
-                raise HTTPException(413, str(err)) from None
-            except NotAnImageError as err:
-                raise HTTPException(415, str(err)) from None
-            hits = index.search_image(query, k)
+        try:
+            hits = image_pool.submit(lambda: index.search_image(decode_image(data, name, max_pixels), k)).result()
+        except ImageTooLargeError as err:
+            raise HTTPException(413, str(err)) from None
+        except NotAnImageError as err:
+            raise HTTPException(415, str(err)) from None
         return {"query": file.filename, "results": [_hit_json(hit) for hit in hits]}
 
     def chip_or_404(chip_id: int):
@@ -167,11 +167,10 @@ def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | Non
     def cached_jpeg(key: tuple, render) -> Response:
         data = cache.get(key)
         if data is None:
-            with image_slots:
-                try:
-                    data = _jpeg(render(), key[-1])
-                except FileNotFoundError as err:  # not indexed, or the source changed since (SourceChangedError)
-                    raise HTTPException(404, str(err)) from None
+            try:
+                data = image_pool.submit(lambda: _jpeg(render(), key[-1])).result()
+            except FileNotFoundError as err:  # not indexed, or the source changed since (SourceChangedError)
+                raise HTTPException(404, str(err)) from None
             cache.put(key, data)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 

@@ -136,9 +136,10 @@ class ArchiveIndex:
         store = MetadataStore(directory) if existing else None
         stored_model = store.get_meta("model") if store else None
         if encoder is None:
-            if model_name is None and stored_model is None:
-                raise IndexSetupError(f"{directory} is a new index: name the model to encode with (--model)")
-            if model_name is None:
+            if model_name is None and stored_model is None and not pretrained:
+                raise IndexSetupError(f"{directory} is a new index: name the model to encode with (--model, or "
+                                      f"--pretrained with an `rsitr train` checkpoint)")
+            if model_name is None and stored_model is not None:
                 model_name, pretrained = stored_model, _recorded_checkpoint(store, directory, pretrained)
             encoder = Encoder.load(model_name, pretrained, device)
         if stored_model is not None:

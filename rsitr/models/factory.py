@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from pathlib import Path
 
 import torch
@@ -24,7 +25,6 @@ CHECKPOINT_FORMAT = "rsitr-checkpoint-v1"
 DEFAULT_MODEL = "ViT-B-32"
 CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".safetensors"})
 
-logger = logging.getLogger("rsitr")
 _warned_random: set[str] = set()
 
 
@@ -52,8 +52,8 @@ def warn_random_weights(name: str) -> None:
     """Say once per process and model name that ``name`` has random weights."""
     if name not in _warned_random:
         _warned_random.add(name)
-        logger.warning(f"rsitr: warning: {name} has randomly initialised weights (no pretrained tag or checkpoint "
-                       f"given): its embeddings mean nothing until it is trained")
+        print(f"rsitr: warning: {name} has randomly initialised weights (no pretrained tag or checkpoint given): "
+              f"its embeddings mean nothing until it is trained", file=sys.stderr)
 
 
 def describe_weights(state: dict) -> str:

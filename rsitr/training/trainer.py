@@ -140,8 +140,8 @@ class Trainer:
         if checkpoint is not None:
             self._load_state(checkpoint)
         if self.dist.is_main:
-            if overwrite and checkpoint is None:
-                _remove_run_outputs(self.out)
+            if overwrite and checkpoint is None:  # keywords.json was just written by this run when KER is on
+                _remove_run_outputs(self.out, keep={"keywords.json"} if method.ker else set())
             if checkpoint is not None:
                 _truncate_log(self.out / "train_log.csv", "step", self.step)
                 _truncate_log(self.out / "eval_log.csv", "epoch", self.epoch)
@@ -342,8 +342,8 @@ def _check_resumable(checkpoint: dict, config: RunConfig, out: Path) -> None:
                                  f"--overwrite to start over")
 
 
-def _remove_run_outputs(out: Path) -> None:
-    for name in RUN_OUTPUTS:
+def _remove_run_outputs(out: Path, keep: set[str]) -> None:
+    for name in set(RUN_OUTPUTS) - keep:
         target = out / name
         if target.is_dir():
             shutil.rmtree(target)
