@@ -7,6 +7,7 @@ the schema with OmegaConf (type checks, unknown keys rejected) and ``key.sub=val
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -176,7 +177,27 @@ def load_config(paths: str | Path | Sequence[str | Path] | None = None,
             raise ConfigError(f"{section}.{key} must be one of {', '.join(map(str, allowed))}, got {value!r}")
     if not config.data.datasets and config.data.synthetic.n_images <= 0:
         raise ConfigError("config needs data.datasets (caption files) or data.synthetic.n_images > 0")
+    _check_ranges(config)
     return config
+
+
+_AT_LEAST = {
+    1: ["train.epochs", "train.batch_size", "train.log_every", "eval.batch_size", "eval.sar_top_k", "eval.recall_k",
+        "data.synthetic.image_size", "method.keywords_top_k", "model.adapter_dim"],
+    0: ["train.warmup_steps", "train.max_steps_per_epoch", "data.num_workers", "method.negative_queue",
+        "method.drop_epoch", "data.synthetic.n_images"],
+}
+"""Sizes and counts that must be at least 1 (or 0), so a typo fails here, not as a ZeroDivisionError later."""
+
+
+def _check_ranges(config: RunConfig) -> None:
+    for minimum, keys in _AT_LEAST.items():
+        for key in keys:
+            value = functools.reduce(getattr, key.split("."), config)
+            if value < minimum:
+                raise ConfigError(f"{key} must be at least {minimum}, got {value}")
+    if not config.train.lr > 0:
+        raise ConfigError(f"train.lr must be greater than 0, got {config.train.lr}")
 
 
 def _merge(base, layer, where: str):

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import threading
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +55,7 @@ def test_text_search_matches_the_python_api(client, index):
     expected = index.search_text("storage tanks", k=4)
     assert [hit["chip_id"] for hit in body["results"]] == [hit.chip_id for hit in expected]
     assert body["results"][0]["thumbnail"] == f"/api/chips/{expected[0].chip_id}/thumbnail"
-    assert client.get("/api/search", params={"q": "  "}).status_code == 400
+    assert client.get("/api/search", params={"q": " \x1c "}).status_code == 422  # whitespace only: the schema says so
     assert client.get("/api/search", params={"q": "x", "k": 0}).status_code == 422
 
 
@@ -113,8 +117,10 @@ def test_file_preview_never_leaves_the_archive(client, index):
     ok = client.get("/api/files/preview", params={"path": "sub/scene3.png", "size": 32})
     assert ok.status_code == 200 and Image.open(io.BytesIO(ok.content)).size == (32, 24)
     for path in ["../secret.png", "sub/../../secret.png", "/etc/passwd", str(Path(index.root) / "scene0.png")]:
-        assert client.get("/api/files/preview", params={"path": path}).status_code == 400, path
-    assert client.get("/api/files/preview", params={"path": "escape.png"}).status_code == 400  # symlink out
+        response = client.get("/api/files/preview", params={"path": path})
+        assert response.status_code == 404 and "not a relative path inside the archive" in response.json()["detail"]
+    escape = client.get("/api/files/preview", params={"path": "escape.png"})  # a symlink out
+    assert escape.status_code == 404 and "resolves outside the archive" in escape.json()["detail"]
     assert client.get("/api/files/preview", params={"path": "broken.jpg"}).status_code == 404  # not indexed
     assert client.get("/api/files/preview", params={"path": "missing.png"}).status_code == 404
 
@@ -124,3 +130,86 @@ def test_serve_command_reports_a_missing_index(tmp_path, capsys):
 
     assert main(["serve", str(tmp_path / "nowhere"), "--port", "0"]) == 2
     assert "not an rsitr index" in capsys.readouterr().err
+
+
+def png_header_claiming(width: int, height: int) -> bytes:
+    """A tiny real PNG whose IHDR (with a correct CRC) claims ``width x height``: decoding it would fail, so
+    only a check made from the header, before decoding, can answer it."""
+    data = bytearray(png_bytes(noise(1, 8, 8)))
+    ihdr = data[12:29]  # chunk type + 13 bytes of data
+    ihdr[4:12] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    data[12:29] = ihdr
+    data[29:33] = zlib.crc32(bytes(ihdr)).to_bytes(4, "big")
+    return bytes(data)
+
+
+@pytest.mark.parametrize("width", [5_000, 13_000, 100_000])  # over the limit; the largest also over PIL's own bomb limit
+def test_images_over_the_pixel_limit_are_refused_from_the_header(index, width):
+    client = TestClient(create_app(index=index, max_pixels=1_000_000))
+    response = client.post("/api/search/image", files={"file": ("bomb.png", png_header_claiming(width, width),
+                                                                "image/png")})
+    assert response.status_code == 413
+    assert "bomb.png" in response.json()["detail"] and "\n" not in response.json()["detail"]
+    small = client.post("/api/search/image", files={"file": ("ok.png", png_bytes(noise(7, 32, 24)), "image/png")})
+    assert small.status_code == 200
+
+
+def test_concurrent_image_encodings_are_bounded(index, monkeypatch):
+    active, peak, lock = [0], [0], threading.Lock()
+    original = index.search_image
+
+    def slow_search(image, k=10, **kwargs):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.2)
+        with lock:
+            active[0] -= 1
+        return original(image, k, **kwargs)
+
+    monkeypatch.setattr(index, "search_image", slow_search)
+    app = create_app(index=index, max_concurrent_images=2)
+
+    def upload(seed: int) -> int:
+        return TestClient(app).post("/api/search/image", files={"file": ("q.png", png_bytes(noise(seed, 32, 24)),
+                                                                         "image/png")}).status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        assert list(pool.map(upload, range(6))) == [200] * 6
+    assert peak[0] == 2
+
+
+def test_client_input_never_gets_a_server_error(client):
+    assert client.get("/api/files/preview", params={"path": "\0"}).status_code == 404
+    assert client.get("/api/files/preview", params={"path": "scene0.png\0.txt"}).status_code == 404
+    assert client.get("/api/files/preview", params={"path": "x" * 5000}).status_code == 422
+    for chip_id in ["99999999999999999999", str(2**63), "-1"]:
+        response = client.get(f"/api/chips/{chip_id}")
+        assert response.status_code == 404 and chip_id in response.json()["detail"]
+        assert client.get(f"/api/chips/{chip_id}/thumbnail").status_code == 404
+
+
+def test_deleted_or_replaced_sources_answer_404_with_the_reason(tmp_path):
+    root = make_archive(tmp_path / "archive", geotiff=False)
+    index, _ = ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), progress=False, **CHIP_SETTINGS)
+    client = TestClient(create_app(index=index))
+    chips = {hit.path: hit.chip_id for hit in index.search_text("x", k=20, rerank=False)}
+    (root / "scene0.png").unlink()
+    noise(9, 20, 20).save(root / "scene1.png")  # replaced by a smaller image: the chip window no longer fits
+    for path, reason in [("scene0.png", "deleted"), ("scene1.png", "replaced")]:
+        for url, params in [(f"/api/chips/{chips[path]}/thumbnail", {}), ("/api/files/preview", {"path": path})]:
+            response = client.get(url, params=params)
+            assert response.status_code == 404, (url, path)
+            assert reason in response.json()["detail"] and path in response.json()["detail"]
+    assert client.get(f"/api/chips/{chips['scene2.png']}/thumbnail").status_code == 200
+
+
+def test_no_response_names_a_server_path(client, index):
+    root = str(Path(index.root).resolve())
+    assert client.get("/api/info").json()["root"] == Path(root).name
+    responses = [client.get("/api/info"), client.get("/api/search", params={"q": "tanks", "k": 20}),
+                 client.get("/api/files/preview", params={"path": "escape.png"}),
+                 client.get("/api/files/preview", params={"path": "missing.png"}),
+                 client.get("/api/files/preview", params={"path": "/etc/passwd"})]
+    for response in responses:
+        assert root not in response.text and str(Path(root).parent) not in response.text, response.request.url

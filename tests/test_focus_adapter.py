@@ -74,7 +74,7 @@ def test_factory_builds_and_checkpoint_reloads_the_adapter(tmp_path):
     assert isinstance(model, FocusAdapterCLIP) and model.vision_side.global_out[1].out_features == model.embed_dim
     trainer = make_trainer(tmp_path, *CMER, "train.epochs=1")
     trainer.fit()
-    loaded, run_config = load_model("ignored", str(tmp_path / "checkpoints" / "latest.pt"))
+    loaded, run_config = load_model(None, str(tmp_path / "checkpoints" / "latest.pt"))  # the checkpoint's model
     assert isinstance(loaded, FocusAdapterCLIP) and run_config["model"]["focus_adapter"] is True
     images = torch.randn(2, 3, 32, 32)
     trainer.model.eval()

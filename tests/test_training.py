@@ -18,8 +18,8 @@ TINY = ["model.name=rsitr-tiny-ViT", "model.pretrained=null", "device=cpu",
         "train.max_steps_per_epoch=3"]
 
 
-def make_trainer(out, *extra):
-    return Trainer(load_config(None, TINY + [f"output_dir={out}", *extra]), progress=False)
+def make_trainer(out, *extra, resume=False):
+    return Trainer(load_config(None, TINY + [f"output_dir={out}", *extra]), progress=False, resume=resume)
 
 
 def fixed_batch(trainer):
@@ -78,8 +78,8 @@ def test_resume_equals_uninterrupted_run(tmp_path, extra):
     interrupted = make_trainer(tmp_path / "b", "train.epochs=2", *extra)
     interrupted.fit(until_epoch=1)
     del interrupted
-    resumed = make_trainer(tmp_path / "b", "train.epochs=2", *extra)
-    assert resumed.resume() and resumed.epoch == 1
+    resumed = make_trainer(tmp_path / "b", "train.epochs=2", *extra, resume=True)
+    assert resumed.resumed and resumed.epoch == 1
     resumed.fit()
     assert resumed.step == straight.step == 6
     for (name, a), b in zip(straight.objective.state_dict().items(), resumed.objective.state_dict().values()):

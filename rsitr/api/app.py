@@ -5,13 +5,20 @@ Routes (JSON unless noted):
 - ``GET /`` the search page (static HTML + JS); ``GET /api/info`` the index summary
 - ``GET /api/search?q=TEXT&k=10&rerank=true`` text search
 - ``POST /api/search/image`` (multipart ``file``, form ``k``) search by an example image; bodies over
-  ``max_upload_bytes`` get 413 and files PIL cannot open as an image get 415 (the bytes decide, not the name)
+  ``max_upload_bytes`` and images over ``max_pixels`` (read from the header, before decoding) get 413, files
+  PIL cannot open as an image get 415 (the bytes decide, not the name)
 - ``GET /api/chips/{id}`` a chip's file, window, bounds and CRS; ``GET /api/chips/{id}/thumbnail?size=256`` (JPEG)
 - ``GET /api/files/preview?path=REL&size=512`` a downscaled whole image of the archive (JPEG); paths are
-  checked with :func:`rsitr.index.resolve_in_root` (400 for absolute / ``..`` / out-of-root symlinks) and
-  must be indexed files (404)
+  checked with :func:`rsitr.index.resolve_in_root` and must be indexed files: absolute, ``..``, NUL and
+  out-of-root symlink paths answer 404 with the reason, like any other path that is no indexed file
 
-Thumbnails are rendered from the chip window of the source image and kept in an in-memory LRU cache.
+Thumbnails are rendered from the chip window of the source image and kept in an in-memory LRU cache; a
+source deleted or replaced since indexing answers 404 with the reason. Images are decoded and encoded only
+on a pool of ``max_concurrent_images`` threads (uploads and thumbnail renders wait for one), so memory does
+not grow with the number of concurrent uploads: not in use at once, and not kept either, since the C
+allocator keeps the freed memory of a large decode per thread (arena) that did it. No client input answers 5xx, every status and content type is
+declared in the OpenAPI description, and no response names a server path: file paths are relative to the
+archive root, the root itself appears by name only.
 """
 
 from __future__ import annotations
@@ -19,20 +26,46 @@ from __future__ import annotations
 import io
 from collections import OrderedDict
 from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from threading import Lock
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+from pydantic import BaseModel
 
 from rsitr.index import ArchiveIndex, PathOutsideArchiveError, SearchHit, resolve_in_root
+from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS, ImageTooLargeError, NotAnImageError, decode_image
 
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 2**20
+DEFAULT_MAX_CONCURRENT_IMAGES = 2
 MAX_RESULTS = 200
 MAX_THUMBNAIL_SIZE = 1024
+MAX_CHIP_ID = 2**63 - 1
+"""SQLite's largest integer; larger ids cannot exist (and must answer 404, not overflow)."""
+MAX_PATH_LENGTH = 4096
+QUERY_PATTERN = r"[^\s\x1c-\x1f]"
+"""A query holds a character that is not whitespace (``\\s`` differs between regex engines on ``\\x1c-\\x1f``,
+which Python's ``str.strip`` removes: naming them keeps the schema, the validator and the handler in agreement)."""
 _MULTIPART_OVERHEAD = 64 * 2**10
 """Slack over ``max_upload_bytes`` for multipart headers before a request is refused on Content-Length alone."""
+
+
+class Problem(BaseModel):
+    """The body of every 4xx answer but validation errors (422, FastAPI's own schema)."""
+
+    detail: str
+
+
+def _problems(*codes: int) -> dict:
+    reasons = {400: "a malformed multipart body", 404: "no such chip or indexed file (or a path outside the archive), "
+                                                      "or its source changed since indexing",
+               413: "the upload's bytes or pixels are over the limit", 415: "the upload is not an image"}
+    return {code: {"model": Problem, "description": reasons[code]} for code in codes}
+
+
+_JPEG = {200: {"content": {"image/jpeg": {}}, "description": "a JPEG image"}}
 
 
 class _ImageCache:
@@ -69,14 +102,17 @@ def _hit_json(hit: SearchHit) -> dict:
 
 
 def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | None = None,
-               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, thumbnail_cache_size: int = 1024,
-               device: str = "cpu") -> FastAPI:
-    """The app for the index in ``index_dir`` (or an already opened ``index``)."""
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_pixels: int = DEFAULT_MAX_QUERY_PIXELS,
+               max_concurrent_images: int = DEFAULT_MAX_CONCURRENT_IMAGES, thumbnail_cache_size: int = 1024,
+               device: str = "cpu", pretrained: str | None = None) -> FastAPI:
+    """The app for the index in ``index_dir`` (or an already opened ``index``; ``pretrained`` as for
+    :meth:`ArchiveIndex.open`)."""
     if index is None:
         if index_dir is None:
             raise ValueError("create_app needs index_dir or index")
-        index = ArchiveIndex.open(index_dir, device=device)
+        index = ArchiveIndex.open(index_dir, device=device, pretrained=pretrained)
     cache = _ImageCache(thumbnail_cache_size)
+    image_pool = ThreadPoolExecutor(max_concurrent_images, thread_name_prefix="rsitr-image")
     app = FastAPI(title="rsitr archive search")
     app.state.index = index
 
@@ -95,35 +131,34 @@ def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | Non
 
     @app.get("/api/info")
     def info() -> dict:
-        return {**index.info(), "max_upload_bytes": max_upload_bytes}
+        return {**index.info(), "max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels}
 
     @app.get("/api/search")
-    def search_text(q: str = Query(..., min_length=1, max_length=1000), k: int = Query(10, ge=1, le=MAX_RESULTS),
-                    rerank: bool = True) -> dict:
-        if not q.strip():
-            raise HTTPException(400, "the query is empty")
+    def search_text(q: str = Query(..., min_length=1, max_length=1000, pattern=QUERY_PATTERN),
+                    k: int = Query(10, ge=1, le=MAX_RESULTS), rerank: bool = True) -> dict:
         return {"query": q, "results": [_hit_json(hit) for hit in index.search_text(q, k, rerank=rerank)]}
 
-    @app.post("/api/search/image")
+    @app.post("/api/search/image", responses=_problems(400, 413, 415))
     def search_image(file: UploadFile = File(...), k: int = Form(10, ge=1, le=MAX_RESULTS)) -> dict:
         data = file.file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
             raise HTTPException(413, f"upload larger than {max_upload_bytes} bytes")
+        name = file.filename or "the upload"
         try:
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()
-                query = image.convert("RGB")
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-            raise HTTPException(415, f"{file.filename or 'the upload'} is not an image PIL can read") from None
-        return {"query": file.filename, "results": [_hit_json(hit) for hit in index.search_image(query, k)]}
+            hits = image_pool.submit(lambda: index.search_image(decode_image(data, name, max_pixels), k)).result()
+        except ImageTooLargeError as err:
+            raise HTTPException(413, str(err)) from None
+        except NotAnImageError as err:
+            raise HTTPException(415, str(err)) from None
+        return {"query": file.filename, "results": [_hit_json(hit) for hit in hits]}
 
     def chip_or_404(chip_id: int):
-        chip = index.chip(chip_id)
+        chip = index.chip(chip_id) if 0 <= chip_id <= MAX_CHIP_ID else None
         if chip is None:
             raise HTTPException(404, f"no chip {chip_id} in this index")
         return chip
 
-    @app.get("/api/chips/{chip_id}")
+    @app.get("/api/chips/{chip_id}", responses=_problems(404))
     def chip(chip_id: int) -> dict:
         record = chip_or_404(chip_id)
         return {"chip_id": record.id, "path": record.path, "window": vars(record.window), "bounds": record.bounds,
@@ -132,29 +167,26 @@ def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | Non
     def cached_jpeg(key: tuple, render) -> Response:
         data = cache.get(key)
         if data is None:
-            data = render()
+            try:
+                data = image_pool.submit(lambda: _jpeg(render(), key[-1])).result()
+            except FileNotFoundError as err:  # not indexed, or the source changed since (SourceChangedError)
+                raise HTTPException(404, str(err)) from None
             cache.put(key, data)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
-    @app.get("/api/chips/{chip_id}/thumbnail")
+    @app.get("/api/chips/{chip_id}/thumbnail", response_class=Response, responses={**_JPEG, **_problems(404)})
     def thumbnail(chip_id: int, size: int = Query(256, ge=16, le=MAX_THUMBNAIL_SIZE)) -> Response:
         record = chip_or_404(chip_id)
-        return cached_jpeg(("chip", chip_id, size),  # chip ids are never reused
-                           lambda: _jpeg(index.chip_image(record, size), size))
+        # The generation changes with every index update, so a replaced-then-reindexed source is re-rendered.
+        return cached_jpeg(("chip", chip_id, index.store.generation, size), lambda: index.chip_image(record, size))
 
-    @app.get("/api/files/preview")
-    def file_preview(path: str, size: int = Query(512, ge=16, le=MAX_THUMBNAIL_SIZE)) -> Response:
+    @app.get("/api/files/preview", response_class=Response, responses={**_JPEG, **_problems(404)})
+    def file_preview(path: str = Query(..., min_length=1, max_length=MAX_PATH_LENGTH),
+                     size: int = Query(512, ge=16, le=MAX_THUMBNAIL_SIZE)) -> Response:
         try:
             resolve_in_root(index.root, path)
-        except PathOutsideArchiveError as err:
-            raise HTTPException(400, str(err)) from None
-
-        def render() -> bytes:
-            try:
-                return _jpeg(index.file_preview(path, size), size)
-            except FileNotFoundError as err:
-                raise HTTPException(404, str(err)) from None
-
-        return cached_jpeg(("file", path, size, index.store.generation), render)
+        except PathOutsideArchiveError as err:  # schema-valid strings, so not 400: there is no such indexed file
+            raise HTTPException(404, str(err)) from None
+        return cached_jpeg(("file", path, index.store.generation, size), lambda: index.file_preview(path, size))
 
     return app

@@ -93,7 +93,7 @@ def run_synthetic(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     config = load_config(None, SYNTHETIC_SETTINGS + [f"output_dir={args.out}", f"train.epochs={args.epochs}",
                                                      f"train.seed={args.seed}"])
-    trainer = Trainer(config, progress=True)
+    trainer = Trainer(config, progress=True, overwrite=True)  # --out is the demo's own folder
     print(trainer.corpus.summary())
     test = trainer.corpus.split("test")
     before = evaluate_model(trainer.model, test, config.method, config.eval, name="tiny CLIP, random init",

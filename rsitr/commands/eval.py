@@ -13,23 +13,26 @@ from __future__ import annotations
 
 import argparse
 
+from rsitr.commands import positive_int
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True,
                         help="caption file: Karpathy JSON, NWPU-Captions JSON, CSV filepath,caption[,split][,scene] "
                              "or the reference code's CSV filename,title (its rows are taken as --split)")
     parser.add_argument("--images", required=True, help="folder the caption file's image names are relative to")
-    parser.add_argument("--model", default="ViT-B-32", help="OpenCLIP model name (default ViT-B-32)")
+    parser.add_argument("--model", default=None,
+                        help="OpenCLIP model name (default: the checkpoint's model, else ViT-B-32)")
     parser.add_argument("--pretrained", default=None, help="OpenCLIP tag, OpenCLIP checkpoint or rsitr checkpoint")
     parser.add_argument("--split", default="test", choices=("train", "val", "validation", "test"),
                         help="split to evaluate (default test)")
     parser.add_argument("--strict", action="store_true",
                         help="refuse a caption file with empty captions (default: drop them with a warning)")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=positive_int, default=128)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--global-only", action="store_true", help="score with the global cosine only (no local)")
     parser.add_argument("--sar", action="store_true", help="also report SAR (sort after reversed retrieval)")
-    parser.add_argument("--sar-top-k", type=int, default=30)
+    parser.add_argument("--sar-top-k", type=positive_int, default=30)
     parser.add_argument("--sar-variant", choices=("rank_sum", "reverse_rank"), default="rank_sum",
                         help="rank_sum: rsitr's reading of SAR (not in the released code); reverse_rank: GaLR's "
                              "re-sort of the top-k by reverse rank")
@@ -39,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "It uses the gallery's scene labels, which the standard protocol does not give a model")
     parser.add_argument("--two-stage", action="store_true",
                         help="also report FTF two-stage retrieval (coarse recall, fine re-ranking)")
-    parser.add_argument("--recall-k", type=int, default=100, help="candidates per query for --two-stage")
+    parser.add_argument("--recall-k", type=positive_int, default=100, help="candidates per query for --two-stage")
     parser.add_argument("--out", default=None, help="folder for results.json / results.csv")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from rsitr.data import DataError, load_corpus
     from rsitr.evaluate.report import format_table, write_reports
     from rsitr.evaluate.runner import encode_corpus, evaluate_encoded
-    from rsitr.models.factory import load_model
+    from rsitr.models.factory import DEFAULT_MODEL, load_model
     from rsitr.training.trainer import resolve_device
 
     corpus = load_corpus(args.data, args.images, strict=args.strict, split=args.split).split(args.split)
@@ -58,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
                         fix="pick another --split (the summary of `rsitr data inspect` lists the splits)")
     device = resolve_device(args.device)
     model, run_config = load_model(args.model, args.pretrained, device)
+    name = getattr(model, "model_name", None) or args.model or DEFAULT_MODEL
+    if args.pretrained:
+        print(f"model: {name}, weights from {args.pretrained}")
+    else:
+        print(f"model: {name} with RANDOM weights (no --pretrained): the figures below are chance level")
     method = MethodConfig(**run_config["method"]) if run_config else MethodConfig()
     if args.global_only:
         method.local = False
@@ -67,7 +75,6 @@ def run(args: argparse.Namespace) -> int:
     print(corpus.summary())
     encoded = encode_corpus(model, corpus, args.batch_size, device, progress=not args.no_progress,
                             scenes=args.scene_prior > 0, keep_padding=method.local and method.local_include_padding)
-    name = getattr(model, "model_name", args.model)
     evaluation = evaluate_encoded(encoded, method, config, name=name)
     print(format_table(evaluation.rows, title=f"{corpus.name} ({len(corpus)} images, {encoded.caption_image.numel()} captions)"))
     print("timings: " + ", ".join(f"{k} {v:.3f}s" for k, v in evaluation.timings.items()))

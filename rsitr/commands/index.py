@@ -5,6 +5,9 @@ into --chip-size squares overlapping by --chip-overlap pixels; GeoTIFF chips kee
 bounds and CRS. Running it again on the same --out updates the index: new files are added, changed
 ones re-encoded, deleted ones removed, and an interrupted run resumes where it stopped. Unreadable
 images are skipped and listed. The model is recorded in the index; a different one is refused.
+A checkpoint is recorded relative to the index with its SHA-256: move both together, or point
+`rsitr search` / `rsitr serve` at the moved checkpoint with --pretrained. Arguments are checked before
+anything is written.
 """
 
 from __future__ import annotations
@@ -12,19 +15,21 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rsitr.commands import non_negative_int, positive_int
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", required=True, help="folder of images to index (searched recursively)")
     parser.add_argument("--out", required=True, help="index directory (created, or updated if it exists)")
     parser.add_argument("--model", help="OpenCLIP model name (needed for a new index; default: the recorded one)")
     parser.add_argument("--pretrained", help="OpenCLIP pretrained tag or checkpoint path (incl. `rsitr train` ones)")
-    parser.add_argument("--chip-size", type=int, help="chip side in pixels (new index default 224)")
-    parser.add_argument("--chip-overlap", type=int, help="overlap of neighbouring chips in pixels (default 32)")
-    parser.add_argument("--tile-larger-than", type=int, metavar="N",
+    parser.add_argument("--chip-size", type=positive_int, help="chip side in pixels (new index default 224)")
+    parser.add_argument("--chip-overlap", type=non_negative_int, help="overlap of neighbouring chips in pixels (default 32)")
+    parser.add_argument("--tile-larger-than", type=positive_int, metavar="N",
                         help="tile scenes whose longer side exceeds N pixels; smaller ones are one chip (default 1024)")
     parser.add_argument("--index-type", choices=("exact", "ivf", "hnsw"),
                         help="FAISS index: exact (default), ivf or hnsw for large archives; may change on update")
-    parser.add_argument("--batch-size", type=int, default=32, help="chips encoded (and committed) per batch")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="chips encoded (and committed) per batch")
     tokens = parser.add_mutually_exclusive_group()
     tokens.add_argument("--store-local-tokens", dest="store_local_tokens", action="store_true", default=None,
                         help="keep patch tokens for local re-ranking of text queries (default)")

@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
     first = Path(args.config[0])
     published = load_published(args.published or first.parent / "published_results.yaml")
     method = args.method or first.stem
-    trainer = Trainer(config, progress=not args.no_progress)
-    if args.resume and trainer.resume():
+    trainer = Trainer(config, progress=not args.no_progress, resume=args.resume)
+    if trainer.resumed:
         print(f"resumed from epoch {trainer.epoch} (step {trainer.step})")
     print(trainer.corpus.summary())
     trainer.fit()

@@ -11,16 +11,24 @@ import argparse
 import json
 import sys
 
+from rsitr.commands import positive_int
+
+PRETRAINED_HELP = ("where the index's model checkpoint lies now, if it moved (accepted only when its SHA-256 is "
+                   "the recorded one)")
+MAX_PIXELS_HELP = "largest query image in pixels, read from its header before decoding (default 40,000,000)"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("index", help="index directory written by `rsitr index`")
     parser.add_argument("query", nargs="?", help="text query (omit with --image)")
     parser.add_argument("--image", metavar="FILE", help="search by this example image instead of text")
-    parser.add_argument("--top-k", type=int, default=10, help="number of results (default 10)")
-    parser.add_argument("--candidates", type=int, default=100,
+    parser.add_argument("--top-k", type=positive_int, default=10, help="number of results (default 10)")
+    parser.add_argument("--candidates", type=positive_int, default=100,
                         help="FAISS candidates re-ranked for text queries (default 100)")
     parser.add_argument("--no-rerank", action="store_true", help="rank text queries by global cosine only")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--max-pixels", type=positive_int, default=None, help=MAX_PIXELS_HELP)
+    parser.add_argument("--pretrained", metavar="CHECKPOINT", help=PRETRAINED_HELP)
     parser.add_argument("--device", default="cpu", help="torch device for encoding the query (default cpu)")
 
 
@@ -28,15 +36,13 @@ def run(args: argparse.Namespace) -> int:
     if (args.query is None) == (args.image is None):
         print("rsitr search: error: give either a text query or --image FILE", file=sys.stderr)
         return 2
-    if args.top_k < 1:
-        print("rsitr search: error: --top-k must be at least 1", file=sys.stderr)
-        return 2
     from rsitr.index import ArchiveIndex
+    from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS
 
     try:
-        index = ArchiveIndex.open(args.index, device=args.device)
+        index = ArchiveIndex.open(args.index, device=args.device, pretrained=args.pretrained)
         if args.image is not None:
-            hits = index.search_image(args.image, args.top_k)
+            hits = index.search_image(args.image, args.top_k, max_pixels=args.max_pixels or DEFAULT_MAX_QUERY_PIXELS)
         else:
             hits = index.search_text(args.query, args.top_k, rerank=not args.no_rerank, candidates=args.candidates)
     except (ValueError, OSError) as err:

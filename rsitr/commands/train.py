@@ -3,12 +3,14 @@
 Examples:
   rsitr train --config configs/data/rsitmd.yaml configs/methods/ebaker.yaml
   rsitr train --config configs/data/rsicd.yaml configs/methods/iebaker_independent.yaml --output-dir runs/ie --resume
-  rsitr train --config configs/tiny_synthetic.yaml --set method.eba=false train.epochs=2
+  rsitr train --config configs/data/synthetic.yaml configs/methods/ebaker.yaml --set method.eba=false train.epochs=2
 """
 
 from __future__ import annotations
 
 import argparse
+
+INTERRUPTED_HINT = "the last finished epoch is checkpointed: run the same command with --resume to continue"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true",
                         help="refuse caption files with empty captions (default: drop them with a warning)")
     parser.add_argument("--resume", action="store_true", help="continue from <output-dir>/checkpoints/latest.pt")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over in an output folder that holds an earlier run (its checkpoints and logs go)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -39,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from rsitr.training.trainer import Trainer
 
     config = load_config(args.config, overrides(args))
-    trainer = Trainer(config, progress=not args.no_progress)
-    if args.resume and trainer.resume():
+    trainer = Trainer(config, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
+    if trainer.resumed:
         print(f"resumed from epoch {trainer.epoch} (step {trainer.step})")
     print(trainer.corpus.summary())
     trainer.fit()

@@ -10,6 +10,7 @@ measured on a decimated read of the whole scene, so all chips of a scene share o
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -19,19 +20,64 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
+from rsitr.errors import UserError
 from rsitr.index.tiling import Window
 
 PIL_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 RASTERIO_SUFFIXES = frozenset({".tif", ".tiff"})
 SUPPORTED_SUFFIXES = PIL_SUFFIXES | RASTERIO_SUFFIXES
 _STRETCH_SAMPLE_SIDE = 512
+DEFAULT_MAX_QUERY_PIXELS = 40_000_000
+"""Largest query image (width x height) decoded by default: a 6,300 x 6,300 scene, 120 MB as RGB."""
 
 Bounds = tuple[float, float, float, float]
 """Geographic ``(left, bottom, right, top)`` in the scene's CRS."""
 
 
 class PathOutsideArchiveError(ValueError):
-    """A requested path is absolute, climbs with ``..`` or resolves (through a symlink) outside the archive."""
+    """A requested path is absolute, climbs with ``..``, holds a NUL byte or resolves (through a symlink) outside
+    the archive."""
+
+
+class ImageTooLargeError(UserError):
+    """An image whose header declares more pixels than the decoding limit; refused before its pixels are decoded."""
+
+
+class NotAnImageError(UserError):
+    """Bytes that PIL cannot decode as an image."""
+
+
+def check_pixels(name: str, width: int, height: int, max_pixels: int | None) -> None:
+    """Raise :class:`ImageTooLargeError` when ``width x height`` exceeds ``max_pixels`` (None: no limit)."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLargeError(f"{name} is {width} x {height} = {width * height:,} pixels, over the limit of "
+                                 f"{max_pixels:,} pixels (--max-pixels)")
+
+
+def decode_image(data: bytes, name: str, max_pixels: int | None) -> Image.Image:
+    """Decode uploaded bytes to RGB, checking the pixel count from the header before any pixel is decoded.
+
+    Raises :class:`ImageTooLargeError` (also for PIL's decompression-bomb refusal) or :class:`NotAnImageError`.
+    """
+    try:
+        with _open_pil(io.BytesIO(data), name) as image:
+            check_pixels(name, *image.size, max_pixels)
+            image.load()
+            return image.convert("RGB")
+    except ImageTooLargeError:
+        raise
+    except (OSError, ValueError, SyntaxError):  # PIL's UnidentifiedImageError is an OSError
+        raise NotAnImageError(f"{name} is not an image PIL can read") from None
+
+
+def _open_pil(source, name: str) -> Image.Image:
+    """``Image.open`` (header only), with PIL's own decompression-bomb refusal as :class:`ImageTooLargeError`."""
+    try:
+        with warnings.catch_warnings():  # rsitr's own limit (check_pixels) decides, not PIL's warning threshold
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(source)
+    except Image.DecompressionBombError as err:
+        raise ImageTooLargeError(f"{name}: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -45,13 +91,16 @@ class ArchiveFile:
 
 def resolve_in_root(root: Path, relative: str) -> Path:
     """The real path of ``relative`` under ``root``; raises :class:`PathOutsideArchiveError` if it would escape."""
+    if not relative or "\0" in relative:
+        raise PathOutsideArchiveError(f"{relative!r} is not a relative path inside the archive")
     parts = PurePosixPath(relative.replace("\\", "/")).parts
-    if not relative or relative.startswith(("/", "\\")) or Path(relative).is_absolute() or ".." in parts:
+    if relative.startswith(("/", "\\")) or Path(relative).is_absolute() or ".." in parts:
         raise PathOutsideArchiveError(f"{relative!r} is not a relative path inside the archive")
     real_root = root.resolve()
     resolved = (real_root / relative).resolve()
     if not resolved.is_relative_to(real_root):
-        raise PathOutsideArchiveError(f"{relative!r} resolves outside the archive root {real_root}")
+        # The root is not named: this message may reach a web client.
+        raise PathOutsideArchiveError(f"{relative!r} resolves outside the archive")
     return resolved
 
 
@@ -95,8 +144,9 @@ class Scene(Protocol):
 
 
 class _PILScene:
-    def __init__(self, path: Path) -> None:
-        with Image.open(path) as image:
+    def __init__(self, path: Path, max_pixels: int | None = None) -> None:
+        with _open_pil(path, path.name) as image:
+            check_pixels(path.name, *image.size, max_pixels)
             image.load()  # decode now so that truncated or corrupt files fail here, not chip by chip
             self._image = image.convert("RGB")
         self.width, self.height = self._image.size
@@ -150,16 +200,18 @@ class _RasterioScene:
 
 
 class open_scene:  # noqa: N801 - used as a context manager like open()
-    """``with open_scene(path) as scene:`` reads a supported image; raises on unreadable files."""
+    """``with open_scene(path) as scene:`` reads a supported image; raises on unreadable files, and
+    :class:`ImageTooLargeError` before decoding when the header declares more than ``max_pixels``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_pixels: int | None = None) -> None:
         self._path = Path(path)
+        self._max_pixels = max_pixels
         self._dataset = None
 
     def __enter__(self) -> Scene:
         suffix = self._path.suffix.lower()
         if suffix in PIL_SUFFIXES:
-            return _PILScene(self._path)
+            return _PILScene(self._path, self._max_pixels)
         if suffix not in RASTERIO_SUFFIXES:
             raise ValueError(f"{self._path}: unsupported image type {suffix!r}; supported: "
                              f"{', '.join(sorted(SUPPORTED_SUFFIXES))}")
@@ -170,6 +222,7 @@ class open_scene:  # noqa: N801 - used as a context manager like open()
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             self._dataset = rasterio.open(self._path)
             try:
+                check_pixels(self._path.name, self._dataset.width, self._dataset.height, self._max_pixels)
                 return _RasterioScene(self._dataset)
             except BaseException:
                 self._dataset.close()

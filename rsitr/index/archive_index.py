@@ -10,6 +10,7 @@ comparable with the stored ones. The CLI commands and the web service all go thr
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 from pathlib import Path
 
@@ -18,18 +19,57 @@ import numpy as np
 from PIL import Image
 
 from rsitr.retrieval import vector_index
-from rsitr.index.archive import open_scene, resolve_in_root
+from rsitr.errors import UserError
+from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS, content_hash, open_scene, resolve_in_root
 from rsitr.index.encoder import Encoder, Fingerprint
-from rsitr.index.indexer import IndexSettings, UpdateReport, update_index
+from rsitr.index.indexer import IndexSettings, IndexSetupError, UpdateReport, update_index
 from rsitr.index.searcher import DEFAULT_RERANK_CANDIDATES, SearchHit, fused_scores, rank
-from rsitr.index.store import ChipRecord, MetadataStore
+from rsitr.index.store import DATABASE_NAME, ChipRecord, MetadataStore
 from rsitr.index.tiling import Window
 
 VECTORS_NAME = "vectors.faiss"
 
 
-class IndexCompatibilityError(ValueError):
+class IndexCompatibilityError(UserError):
     """The index was built with another model or other chip settings than the ones requested."""
+
+
+class SourceChangedError(FileNotFoundError):
+    """An indexed image was deleted, replaced or became unreadable after it was indexed."""
+
+
+def _checkpoint_record(pretrained: str | None, directory: Path) -> dict:
+    """How an index records its model weights: an OpenCLIP tag as is; a checkpoint file by its path relative to
+    the index directory (so index and checkpoint can move together) and its SHA-256 (so a moved checkpoint
+    can be recognised, see :func:`_recorded_checkpoint`)."""
+    if not pretrained or not Path(pretrained).is_file():
+        return {"pretrained": pretrained, "pretrained_sha256": None}
+    relative = os.path.relpath(Path(pretrained).resolve(), directory.resolve())
+    return {"pretrained": Path(relative).as_posix(), "pretrained_sha256": content_hash(Path(pretrained))}
+
+
+def _recorded_checkpoint(store: MetadataStore, directory: Path, override: str | Path | None) -> str | None:
+    """The model weights to load for an existing index: the recorded tag, the recorded checkpoint file (found
+    relative to the index), or ``override`` when its SHA-256 matches the recorded one."""
+    recorded, digest = store.get_meta("pretrained"), store.get_meta("pretrained_sha256")
+    if override is not None:
+        override = Path(override)
+        if not override.is_file():
+            raise IndexSetupError(f"checkpoint {override} does not exist")
+        if digest is None:
+            raise IndexSetupError(f"index {directory} was built with pretrained {recorded!r}, not a checkpoint file; "
+                                  f"leave out --pretrained")
+        if content_hash(override) != digest:
+            raise IndexSetupError(f"{override} is not the checkpoint index {directory} was built with (SHA-256 "
+                                  f"differs from the recorded {digest[:12]}); pass the checkpoint of that run")
+        return str(override.resolve())
+    if digest is None:
+        return recorded  # an OpenCLIP tag, None, or a path recorded by an older rsitr
+    located = Path(directory, recorded)
+    if not located.is_file():
+        raise IndexSetupError(f"the model checkpoint of index {directory} is not at {located} (recorded relative to "
+                              f"the index); pass --pretrained PATH where it lies now (SHA-256 {digest[:12]}...)")
+    return str(located.resolve())
 
 
 def _describe(model_name: str, pretrained: str | None, fingerprint: Fingerprint) -> str:
@@ -54,13 +94,19 @@ class ArchiveIndex:
 
     # -- opening and building -------------------------------------------------------------------------------
     @classmethod
-    def open(cls, directory: str | Path, *, encoder: Encoder | None = None, device: str = "cpu") -> ArchiveIndex:
-        """Open an index; the encoder is loaded from the recorded model unless one is given (then it is checked)."""
+    def open(cls, directory: str | Path, *, encoder: Encoder | None = None, device: str = "cpu",
+             pretrained: str | Path | None = None) -> ArchiveIndex:
+        """Open an index; the encoder is loaded from the recorded model unless one is given (then it is checked).
+
+        ``pretrained`` points at the index's model checkpoint where it now lies (an index and its checkpoint
+        moved to another machine); it is accepted only when its SHA-256 is the recorded one.
+        """
         store = MetadataStore(Path(directory), read_only=True)
         if store.get_meta("model") is None:
-            raise FileNotFoundError(f"{directory} holds no finished index setup; run `rsitr index` on it again")
+            raise IndexSetupError(f"{directory} holds no finished index setup; run `rsitr index` on it again")
         if encoder is None:
-            encoder = Encoder.load(store.get_meta("model"), store.get_meta("pretrained"), device)
+            source = _recorded_checkpoint(store, Path(directory), pretrained)
+            encoder = Encoder.load(store.get_meta("model"), source, device)
         cls._check_encoder(store, directory, encoder)
         return cls(Path(directory), store, encoder)
 
@@ -75,29 +121,38 @@ class ArchiveIndex:
         Arguments left as None take the values recorded in an existing index, or the defaults of
         :class:`IndexSettings` for a new one; a new index needs ``model_name`` (or ``encoder``).
         Chip settings and the images folder cannot change once an index exists; ``index_type`` can.
+        Every argument (and the model) is checked before anything is written, so a mistake leaves no
+        half-made index behind.
         """
         directory, images = Path(directory), Path(images).resolve()
-        directory.mkdir(parents=True, exist_ok=True)
-        store = MetadataStore(directory)
-        stored_model = store.get_meta("model")
+        if not images.is_dir():
+            raise IndexSetupError(f"image folder {images} does not exist or is not a directory")
+        if batch_size < 1:
+            raise IndexSetupError(f"the batch size must be at least 1, got {batch_size}")
         requested = {"chip_size": chip_size, "chip_overlap": chip_overlap, "tile_larger_than": tile_larger_than,
                      "index_type": index_type, "store_local_tokens": store_local_tokens}
-        if index_type is not None and index_type not in vector_index.INDEX_TYPES:
-            raise ValueError(f"unknown index type {index_type!r}; choose one of {', '.join(vector_index.INDEX_TYPES)}")
+        new_settings = IndexSettings(**{k: v for k, v in requested.items() if v is not None})  # validates them
+        existing = (directory / DATABASE_NAME).is_file()
+        store = MetadataStore(directory) if existing else None
+        stored_model = store.get_meta("model") if store else None
         if encoder is None:
-            if model_name is None and stored_model is None:
-                raise ValueError(f"{directory} is a new index: name the model to encode with (--model)")
-            if model_name is None:
-                model_name, pretrained = stored_model, store.get_meta("pretrained")
+            if model_name is None and stored_model is None and not pretrained:
+                raise IndexSetupError(f"{directory} is a new index: name the model to encode with (--model, or "
+                                      f"--pretrained with an `rsitr train` checkpoint)")
+            if model_name is None and stored_model is not None:
+                model_name, pretrained = stored_model, _recorded_checkpoint(store, directory, pretrained)
             encoder = Encoder.load(model_name, pretrained, device)
+        if stored_model is not None:
+            cls._check_encoder(store, directory, encoder)
+            settings = cls._merged_settings(store, directory, images, requested)
+        directory.mkdir(parents=True, exist_ok=True)
+        store = store or MetadataStore(directory)
         if stored_model is None:
-            settings = IndexSettings(**{k: v for k, v in requested.items() if v is not None})
-            store.set_meta(model=encoder.model_name, pretrained=encoder.pretrained,
+            settings = new_settings
+            store.set_meta(model=encoder.model_name, **_checkpoint_record(encoder.pretrained, directory),
                            fingerprint=encoder.fingerprint().to_dict(), root=str(images),
                            settings=dataclasses.asdict(settings))
         else:
-            cls._check_encoder(store, directory, encoder)
-            settings = cls._merged_settings(store, directory, images, requested)
             store.set_meta(settings=dataclasses.asdict(settings))
         report = update_index(store, encoder, images, settings, batch_size, progress)
         index = cls(directory, store, encoder)
@@ -182,10 +237,14 @@ class ArchiveIndex:
         fused, local = fused_scores(scores, tokens, encoded)
         return self._hits(rank(ids, scores, k, local, fused))
 
-    def search_image(self, image: str | Path | Image.Image, k: int = 10) -> list[SearchHit]:
-        """Top ``k`` chips by global cosine to a query image (a PIL image or a path to a supported file)."""
+    def search_image(self, image: str | Path | Image.Image, k: int = 10,
+                     max_pixels: int | None = DEFAULT_MAX_QUERY_PIXELS) -> list[SearchHit]:
+        """Top ``k`` chips by global cosine to a query image (a PIL image or a path to a supported file).
+
+        A file whose header declares more than ``max_pixels`` pixels is refused before it is decoded
+        (:class:`rsitr.index.archive.ImageTooLargeError`)."""
         if not isinstance(image, Image.Image):
-            with open_scene(Path(image)) as scene:
+            with open_scene(Path(image), max_pixels) as scene:
                 image = scene.read(Window(0, 0, scene.width, scene.height))
         embedding = self.encoder.encode_images([image]).embeddings[0]
         ids, scores = self._candidates(embedding, k)
@@ -207,23 +266,49 @@ class ArchiveIndex:
         return self.store.chips([chip_id]).get(chip_id)
 
     def chip_image(self, chip: ChipRecord, max_side: int | None = None) -> Image.Image:
-        """The chip's pixels, read from its image in the archive (downscaled to ``max_side`` if given)."""
-        with open_scene(resolve_in_root(self.root, chip.path)) as scene:
-            return scene.read(chip.window, max_side)
+        """The chip's pixels, read from its image in the archive (downscaled to ``max_side`` if given).
+
+        Raises :class:`SourceChangedError` when the image was deleted, replaced or became unreadable since it
+        was indexed."""
+        return self._read_source(chip.path, lambda scene: scene.read(chip.window, max_side))
 
     def file_preview(self, path: str, max_side: int) -> Image.Image:
-        """A whole indexed image, downscaled. Raises PathOutsideArchiveError for paths escaping the archive and
-        FileNotFoundError for files that are not (completely) indexed."""
-        full = resolve_in_root(self.root, path)
+        """A whole indexed image, downscaled. Raises PathOutsideArchiveError for paths escaping the archive,
+        FileNotFoundError for files that are not (completely) indexed and :class:`SourceChangedError` for
+        indexed files deleted or replaced since."""
+        resolve_in_root(self.root, path)
         record = self.store.file(path)
         if record is None or not record.complete:
             raise FileNotFoundError(f"{path} is not an indexed image")
-        with open_scene(full) as scene:
-            return scene.read(Window(0, 0, scene.width, scene.height), max_side)
+        return self._read_source(path, lambda scene: scene.read(Window(0, 0, scene.width, scene.height), max_side))
+
+    def _read_source(self, path: str, read) -> Image.Image:
+        """``read(scene)`` on the indexed image ``path``, if it is still the file that was indexed.
+
+        Size and mtime decide (as in :mod:`rsitr.index.indexer`); messages name the path relative to the
+        archive only, since they reach web clients."""
+        record = self.store.file(path)
+        try:
+            full = resolve_in_root(self.root, path)
+            stat = full.stat()
+        except (OSError, ValueError):
+            raise SourceChangedError(f"{path} was deleted or moved since it was indexed; "
+                                     f"run `rsitr index` again") from None
+        if record is None or (record.size, record.mtime_ns) != (stat.st_size, stat.st_mtime_ns):
+            raise SourceChangedError(f"{path} was replaced since it was indexed; run `rsitr index` again")
+        try:
+            with open_scene(full) as scene:
+                return read(scene)
+        except Exception as err:  # decoders raise many types
+            raise SourceChangedError(f"{path} can no longer be read ({type(err).__name__}); "
+                                     f"run `rsitr index` again") from None
 
     def info(self) -> dict:
         fingerprint = Fingerprint.from_dict(self.store.get_meta("fingerprint"))
-        return {"model": self.store.get_meta("model"), "pretrained": self.store.get_meta("pretrained"),
-                "embedding_dim": fingerprint.dim, "fingerprint": fingerprint.digest, "root": str(self.root),
+        pretrained = self.store.get_meta("pretrained")
+        if pretrained and (self.store.get_meta("pretrained_sha256") or Path(pretrained).is_absolute()):
+            pretrained = Path(pretrained).name  # a checkpoint file: by name only, never a server path
+        return {"model": self.store.get_meta("model"), "pretrained": pretrained,
+                "embedding_dim": fingerprint.dim, "fingerprint": fingerprint.digest, "root": self.root.name,
                 "settings": dataclasses.asdict(self.settings), "files": len(self.store.files()),
                 "chips": self.store.chip_count(), "failures": len(self.store.failures())}

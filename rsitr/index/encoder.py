@@ -88,14 +88,15 @@ class Encoder:
         self.dim = int(self.encode_text(PROBE_TEXT).embedding.shape[0])
 
     @classmethod
-    def load(cls, model_name: str, pretrained: str | None, device: str | torch.device = "cpu") -> Encoder:
-        """Load by OpenCLIP name and pretrained tag / OpenCLIP checkpoint / ``rsitr train`` checkpoint."""
+    def load(cls, model_name: str | None, pretrained: str | None, device: str | torch.device = "cpu") -> Encoder:
+        """Load by OpenCLIP name and pretrained tag / OpenCLIP checkpoint / ``rsitr train`` checkpoint (whose
+        model is used when ``model_name`` is None)."""
         from rsitr.models.factory import load_model
 
         if pretrained and Path(pretrained).is_file():
             pretrained = str(Path(pretrained).resolve())  # so the index can reload it from any working directory
         model, _ = load_model(model_name, pretrained, device)
-        return cls(model, model_name, pretrained, device)
+        return cls(model, model_name or model.model_name, pretrained, device)
 
     @torch.no_grad()
     def encode_images(self, images: Sequence[Image.Image]) -> EncodedImages:

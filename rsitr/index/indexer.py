@@ -17,10 +17,16 @@ from typing import Iterator
 from PIL import Image
 from tqdm import tqdm
 
+from rsitr.errors import UserError
 from rsitr.index.archive import ArchiveFile, Bounds, content_hash, open_scene, resolve_in_root, scan_archive
 from rsitr.index.encoder import Encoder
 from rsitr.index.store import FileRecord, MetadataStore, NewChip
 from rsitr.index.tiling import Window, chip_windows
+from rsitr.retrieval import vector_index
+
+
+class IndexSetupError(UserError):
+    """A wrong argument for building or opening an index (found before anything is written)."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,17 @@ class IndexSettings:
     tile_larger_than: int = 1024
     index_type: str = "exact"
     store_local_tokens: bool = True
+
+    def __post_init__(self) -> None:
+        if self.chip_size < 1 or self.tile_larger_than < 1:
+            raise IndexSetupError(f"--chip-size and --tile-larger-than must be at least 1 pixel, got "
+                                  f"{self.chip_size} and {self.tile_larger_than}")
+        if not 0 <= self.chip_overlap < self.chip_size:
+            raise IndexSetupError(f"--chip-overlap must be at least 0 and less than --chip-size ({self.chip_size}), "
+                                  f"got {self.chip_overlap}")
+        if self.index_type not in vector_index.INDEX_TYPES:
+            raise IndexSetupError(f"unknown index type {self.index_type!r}; choose one of "
+                                  f"{', '.join(vector_index.INDEX_TYPES)}")
 
 
 @dataclass

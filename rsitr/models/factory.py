@@ -1,25 +1,134 @@
-"""Build the retrieval model a run configures, and load it back from an ``rsitr train`` checkpoint."""
+"""Build the retrieval model a run configures, and load it back from an ``rsitr train`` checkpoint.
+
+Every model the commands build comes through here, so the messages about weights are rsitr's and honest:
+OpenCLIP's own "initialized randomly" log line is dropped, and :func:`create_model` says once per model
+name, in rsitr's words, when weights really are random (no pretrained tag or file, and no checkpoint to
+load afterwards). Checkpoints that do not fit end as one :class:`CheckpointError` line naming both
+architectures instead of a state_dict dump.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from rsitr.config import ModelConfig
+from rsitr.errors import UserError
 from rsitr.models.clip import create_retrieval_model
+from rsitr.models.pretrained import packaged_tags
 
 CHECKPOINT_FORMAT = "rsitr-checkpoint-v1"
+DEFAULT_MODEL = "ViT-B-32"
+CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".safetensors"})
+
+_warned_random: set[str] = set()
 
 
-def build_model(config: ModelConfig, device: str | torch.device = "cpu", seed: int | None = 0) -> nn.Module:
+class CheckpointError(UserError):
+    """A missing checkpoint, one of another kind or architecture, or a model name that contradicts it."""
+
+
+class _DropRandomInitMessage(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_open_clip():
+    """OpenCLIP logs through the root logger; its random-init line is replaced by :func:`warn_random_weights`."""
+    root, log_filter = logging.getLogger(), _DropRandomInitMessage()
+    root.addFilter(log_filter)
+    try:
+        yield
+    finally:
+        root.removeFilter(log_filter)
+
+
+def warn_random_weights(name: str) -> None:
+    """Say once per process and model name that ``name`` has random weights."""
+    if name not in _warned_random:
+        _warned_random.add(name)
+        print(f"rsitr: warning: {name} has randomly initialised weights (no pretrained tag or checkpoint given): "
+              f"its embeddings mean nothing until it is trained", file=sys.stderr)
+
+
+def describe_weights(state: dict) -> str:
+    """A one-line architecture summary of a CLIP state dict (OpenCLIP's or an rsitr model's, prefixed or not)."""
+    def find(suffix: str):
+        return next((v for k, v in state.items() if k.endswith(suffix) and hasattr(v, "shape")), None)
+
+    conv, projection = find("visual.conv1.weight"), find("text_projection")
+    layers = {k.split("visual.transformer.resblocks.")[1].split(".")[0] for k in state
+              if "visual.transformer.resblocks." in k}
+    parts = []
+    if conv is not None:
+        parts.append(f"ViT width {conv.shape[0]}, patch {conv.shape[-1]}, {len(layers)} layers")
+    if projection is not None:
+        parts.append(f"embedding dim {projection.shape[-1]}")
+    return ", ".join(parts) or f"{len(state)} tensors of an unrecognised layout"
+
+
+def describe_model(name: str) -> str:
+    """The same summary as :func:`describe_weights`, from an OpenCLIP model config."""
+    from rsitr._compat import open_clip
+
+    config = open_clip.get_model_config(name) or {}
+    vision = config.get("vision_cfg", {})
+    patch = vision.get("patch_size")
+    if not patch or not isinstance(vision.get("layers"), int):
+        return name
+    return f"{name}: ViT width {vision.get('width')}, patch {patch}, {vision['layers']} layers, " \
+           f"embedding dim {config.get('embed_dim')}"
+
+
+def _state_dict_of(path: str | Path) -> dict:
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # pickle, zip and torch raise many types for a file that is no checkpoint
+        raise CheckpointError(f"{path} is not a checkpoint torch can read ({type(err).__name__})") from None
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def create_model(name: str | None, pretrained: str | None, device: str | torch.device = "cpu", seed: int | None = 0,
+                 weights_follow: bool = False, quick_gelu: bool | None = None) -> nn.Module:
+    """:func:`create_retrieval_model` with rsitr's messages: a missing checkpoint file, or an OpenCLIP checkpoint
+    of another architecture, is a :class:`CheckpointError`; random weights are announced unless
+    ``weights_follow`` (a checkpoint is loaded into the model next)."""
+    if pretrained and not Path(pretrained).is_file() and Path(pretrained).suffix in CHECKPOINT_SUFFIXES:
+        raise CheckpointError(f"checkpoint {pretrained} does not exist; pass an existing file or an OpenCLIP "
+                              f"pretrained tag")
+    try:
+        with _quiet_open_clip():
+            model = create_retrieval_model(name, pretrained, device=device, seed=seed, quick_gelu=quick_gelu)
+    except Exception as err:  # noqa: BLE001 - torch and pickle raise many types for a file of the wrong kind
+        if not (pretrained and Path(pretrained).is_file()):
+            raise
+        state = _state_dict_of(pretrained)  # a CheckpointError when torch cannot read it at all
+        if "state_dict" not in str(err):
+            raise
+        raise CheckpointError(f"{pretrained} holds weights of another architecture "
+                              f"({describe_weights(state)}) than the model asked for "
+                              f"({describe_model(name)}); pass the matching --model") from None
+    if not pretrained and not weights_follow:
+        warn_random_weights(name)
+    return model
+
+
+def build_model(config: ModelConfig, device: str | torch.device = "cpu", seed: int | None = 0,
+                weights_follow: bool = False) -> nn.Module:
     """The OpenCLIP retrieval model, wrapped in CMER's Focus-Adapter when ``config.focus_adapter``.
 
     ``config.quick_gelu`` is set to the activation built, so a saved config rebuilds the same one without the tag.
     """
-    model = create_retrieval_model(config.name, config.pretrained, device=device, seed=seed,
-                                   quick_gelu=config.quick_gelu)
+    model = create_model(config.name, config.pretrained, device=device, seed=seed, weights_follow=weights_follow,
+                         quick_gelu=config.quick_gelu)
     config.quick_gelu = model.quick_gelu
     if config.focus_adapter:
         from rsitr.models.focus_adapter import FocusAdapterCLIP
@@ -32,22 +141,42 @@ def read_checkpoint(path: str | Path) -> dict | None:
     """An ``rsitr train`` checkpoint as a dict; None when ``path`` is no file or another kind (e.g. OpenCLIP's)."""
     if not Path(path).is_file():
         return None
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # not a torch file (e.g. safetensors): not ours, OpenCLIP may still read it
+        return None
     if isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT:
         return checkpoint
     return None
 
 
-def load_model(name: str, pretrained: str | None, device: str | torch.device = "cpu") -> tuple[nn.Module, dict | None]:
+def load_state_checked(model: nn.Module, state: dict, path: str | Path, name: str) -> None:
+    """``model.load_state_dict(state)``, or one :class:`CheckpointError` line naming both architectures."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        raise CheckpointError(f"{path} holds weights of another architecture ({describe_weights(state)}) than "
+                              f"{name} ({describe_weights(model.state_dict())})") from None
+
+
+def load_model(name: str | None, pretrained: str | None,
+               device: str | torch.device = "cpu") -> tuple[nn.Module, dict | None]:
     """A model by OpenCLIP name + tag/checkpoint, or rebuilt from an ``rsitr train`` checkpoint.
 
     Returns the model and, for an rsitr checkpoint, the run config it was trained with (else None). The
-    architecture (including a Focus-Adapter) then comes from the checkpoint, so ``name`` need not match,
-    and the backbone is built without downloading anything.
+    architecture (including a Focus-Adapter) then comes from the checkpoint and the backbone is built
+    without downloading anything; a ``name`` that contradicts the checkpoint is an error naming both.
+    ``name`` None means the checkpoint's model, or ``DEFAULT_MODEL``.
     """
     checkpoint = read_checkpoint(pretrained) if pretrained else None
     if checkpoint is None:
-        return create_retrieval_model(name, pretrained, device=device), None
-    model = build_model(ModelConfig(**{**checkpoint["config"]["model"], "pretrained": None}), device)
-    model.load_state_dict(checkpoint["model"])
+        if name is None and (pretrained or "") not in packaged_tags():  # a packaged tag names its own model
+            name = DEFAULT_MODEL
+        return create_model(name, pretrained, device=device), None
+    recorded = checkpoint["config"]["model"]
+    if name is not None and name != recorded["name"]:
+        raise CheckpointError(f"--model {name} contradicts checkpoint {pretrained}, which holds a trained "
+                              f"{recorded['name']}; leave out --model or pass --model {recorded['name']}")
+    model = build_model(ModelConfig(**{**recorded, "pretrained": None}), device, weights_follow=True)
+    load_state_checked(model, checkpoint["model"], pretrained, recorded["name"])
     return model, checkpoint["config"]

@@ -3,6 +3,11 @@
 Reproducibility: every epoch re-seeds all random number generators from ``train.seed`` and the epoch
 number, and checkpoints are written at epoch ends with the optimiser, schedule, EBA banks and negative
 queue. So ``--resume`` continues exactly where an uninterrupted run would be.
+
+A run folder that holds checkpoints is never overwritten by accident: a new Trainer refuses it unless it
+resumes it or is told to overwrite it. A resume checks the checkpoint (format, model, every state) before
+anything is written, so a failed resume leaves the folder as it was, and it cuts ``train_log.csv`` and
+``eval_log.csv`` back to the checkpoint, so every step is logged once however often a run is killed.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import functools
 import json
 import math
 import random
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,12 +29,13 @@ from tqdm.auto import tqdm
 
 from rsitr.atomic import write_atomic
 from rsitr.config import RunConfig, save_config
+from rsitr.errors import UserError
 from rsitr.data import PairDataset, collate
 from rsitr.data.augment import with_random_orientation
 from rsitr.evaluate.report import format_table
 from rsitr.evaluate.runner import Evaluation, evaluate_model
 from rsitr.losses.eba import EliminateBeforeAlign
-from rsitr.models.factory import CHECKPOINT_FORMAT, build_model
+from rsitr.models.factory import CHECKPOINT_FORMAT, build_model, load_state_checked, read_checkpoint
 from rsitr.training.corpus import build_corpus, dataset_splits
 from rsitr.training.distributed import init_distributed, main_first
 from rsitr.training.objective import Batch, RetrievalObjective
@@ -67,21 +74,40 @@ def parameter_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
+RUN_OUTPUTS = ("checkpoints", "eba", "train_log.csv", "eval_log.csv", "results.json", "results.csv", "keywords.json")
+"""What a training run writes into its folder (besides config.yaml and the generated data); --overwrite removes it."""
+
+
+class RunFolderError(UserError):
+    """A run folder that would lose an earlier run, or a checkpoint that cannot be resumed."""
+
+
 class Trainer:
-    def __init__(self, config: RunConfig, progress: bool = True) -> None:
+    def __init__(self, config: RunConfig, progress: bool = True, resume: bool = False,
+                 overwrite: bool = False) -> None:
+        """Set up a run in ``config.output_dir``. ``resume`` continues from its ``checkpoints/latest.pt`` (if
+        there is one); ``overwrite`` starts over in a folder that holds an earlier run; a folder with
+        checkpoints and neither flag is refused (:class:`RunFolderError`) before anything is written."""
         self.config, self.progress = config, progress
+        self.out = Path(config.output_dir)
+        checkpoint = _checkpoint_to_resume(self.out, resume, overwrite)
+        if checkpoint is not None:
+            _check_resumable(checkpoint, config, self.out)
         self.device = resolve_device(config.device)
         self.dist = init_distributed(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
-        self.out = Path(config.output_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
         seed_everything(config.train.seed)
+        # The model first: a checkpoint of another architecture is refused before the folder is touched.
+        self.model = build_model(config.model, self.device, seed=config.train.seed, weights_follow=checkpoint is not None)
+        if checkpoint is not None:
+            load_state_checked(self.model, checkpoint["model"], self.out / "checkpoints" / "latest.pt",
+                               config.model.name)
+        self.out.mkdir(parents=True, exist_ok=True)
 
         with main_first(self.dist):
             self.corpus = build_corpus(config.data, self.out, seed=config.train.seed, progress=progress)
         self.train_corpus = self.corpus.split("train")
-        self.model = build_model(config.model, self.device, seed=config.train.seed)
         method = config.method
         self.masker = self._build_masker() if method.ker else None
         ker_head = self._build_ker_head() if method.ker else None
@@ -114,8 +140,20 @@ class Trainer:
             self.optimizer, warmup_cosine(config.train.warmup_steps, self.total_steps))
         self.epoch = 0
         self.step = 0
+        if checkpoint is not None:
+            self._load_state(checkpoint)
         if self.dist.is_main:
+            if overwrite and checkpoint is None:  # keywords.json was just written by this run when KER is on
+                _remove_run_outputs(self.out, keep={"keywords.json"} if method.ker else set())
+            if checkpoint is not None:
+                _truncate_log(self.out / "train_log.csv", "step", self.step)
+                _truncate_log(self.out / "eval_log.csv", "epoch", self.epoch)
             save_config(config, self.out / "config.yaml")
+
+    @property
+    def resumed(self) -> bool:
+        """True when this run continues from a checkpoint."""
+        return self.step > 0
 
     # --- method parts --------------------------------------------------------------------------------
     def _build_masker(self):
@@ -270,28 +308,86 @@ class Trainer:
             write_atomic(target, lambda temporary: torch.save(state, temporary))
         return path
 
-    def load_checkpoint(self, path: str | Path) -> None:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} is not an rsitr training checkpoint")
-        self.model.load_state_dict(checkpoint["model"])
-        self.objective.load_state_dict({**{f"model.{k}": v for k, v in checkpoint["model"].items()},
-                                        **checkpoint["objective"]})
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.scheduler.load_state_dict(checkpoint["scheduler"])
-        if self.objective.eba is not None:
-            self.objective.eba.load_state_dict(checkpoint["eba"])
-        if self.objective.queue is not None:
-            self.objective.queue.load_state_dict(checkpoint["queue"])
+    def _load_state(self, checkpoint: dict) -> None:
+        """Everything but the model (loaded and checked first, in ``__init__``) from a checkpoint."""
+        try:
+            self.objective.load_state_dict({**{f"model.{k}": v for k, v in checkpoint["model"].items()},
+                                            **checkpoint["objective"]})
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+            if self.objective.eba is not None:
+                self.objective.eba.load_state_dict(checkpoint["eba"])
+            if self.objective.queue is not None:
+                self.objective.queue.load_state_dict(checkpoint["queue"])
+        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as err:
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise RunFolderError(f"the checkpoint in {self.out} was trained with another method or data setup "
+                                 f"than the config gives ({first_line[:200]}); resume with the run's own "
+                                 f"{self.out / 'config.yaml'}, or --overwrite to start over") from err
         self.epoch, self.step = checkpoint["epoch"], checkpoint["step"]
 
-    def resume(self) -> bool:
-        """Load ``checkpoints/latest.pt`` of the output folder if there is one."""
-        latest = self.out / "checkpoints" / "latest.pt"
-        if not latest.is_file():
-            return False
-        self.load_checkpoint(latest)
-        return True
+
+def _checkpoint_to_resume(out: Path, resume: bool, overwrite: bool) -> dict | None:
+    """The checkpoint a run continues from (None to start afresh), or :class:`RunFolderError` when starting would
+    lose an earlier run. Reads only."""
+    if resume and overwrite:
+        raise RunFolderError("--resume and --overwrite exclude each other: continue the run, or start it over")
+    checkpoints = sorted((out / "checkpoints").glob("*.pt")) if (out / "checkpoints").is_dir() else []
+    if not resume:
+        if checkpoints and not overwrite:
+            raise RunFolderError(f"{out} holds an earlier run ({len(checkpoints)} checkpoint file(s)); pass --resume "
+                                 f"to continue it, --overwrite to start over, or another --output-dir")
+        return None
+    latest = out / "checkpoints" / "latest.pt"
+    if not latest.is_file():
+        if checkpoints:
+            raise RunFolderError(f"{latest} is missing, so the run in {out} cannot be resumed; pass --overwrite to "
+                                 f"start over")
+        return None  # nothing to resume yet: a first run started with --resume
+    checkpoint = read_checkpoint(latest)
+    if checkpoint is None:
+        raise RunFolderError(f"{latest} is not an rsitr training checkpoint; pass --overwrite to start over")
+    return checkpoint
+
+
+def _check_resumable(checkpoint: dict, config: RunConfig, out: Path) -> None:
+    recorded = checkpoint["config"]["model"]
+    for key in ("name", "focus_adapter"):
+        if recorded.get(key) != getattr(config.model, key):
+            raise RunFolderError(f"the run in {out} was trained with model.{key}={recorded.get(key)!r}, but the config "
+                                 f"gives {getattr(config.model, key)!r}; resume with the run's own config, or "
+                                 f"--overwrite to start over")
+
+
+def _remove_run_outputs(out: Path, keep: set[str]) -> None:
+    for name in set(RUN_OUTPUTS) - keep:
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+
+
+def _truncate_log(path: Path, column: str, last: int) -> None:
+    """Drop the rows of a CSV log past ``last`` in ``column``: they belong to training after the checkpoint,
+    which the resumed run does again and logs anew."""
+    if not path.is_file():
+        return
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return
+    kept = [row for row in rows if int(row[column]) <= last]
+    if len(kept) == len(rows):
+        return
+
+    def write(temporary: str) -> None:
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(kept)
+
+    write_atomic(path, write)
 
 
 def _config_dict(config: RunConfig) -> dict:

@@ -1,0 +1,37 @@
+"""The service against its own OpenAPI description: schemathesis generates requests (valid and invalid) for
+every operation, in process, and every check it has must pass: no 5xx, only declared statuses and content
+types, bodies matching their schemas, invalid input refused and valid input accepted."""
+
+from __future__ import annotations
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import CHECKS
+
+from rsitr.api.app import create_app
+from rsitr.index import ArchiveIndex
+from test_index_support import CHIP_SETTINGS, make_archive, tiny_encoder
+
+
+@pytest.fixture(scope="module")
+def api_schema(tmp_path_factory):
+    base = tmp_path_factory.mktemp("contract")
+    root = make_archive(base / "archive", geotiff=False)
+    index, _ = ArchiveIndex.build(base / "index", root, encoder=tiny_encoder(), progress=False, **CHIP_SETTINGS)
+    # Only the image upload may refuse schema-valid input: whether bytes are an image, and how many pixels
+    # it has, is beyond what JSON Schema can say (413 and 415 are declared in the description).
+    config = schemathesis.Config.from_dict({"operations": [{
+        "include-path": "/api/search/image",
+        "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "413", "415"]}}}]})
+    return schemathesis.openapi.from_asgi("/openapi.json", create_app(index=index, max_upload_bytes=20_000),
+                                          config=config)
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_every_operation_keeps_its_contract(case):
+    case.call_and_validate(checks=CHECKS.get_all())
