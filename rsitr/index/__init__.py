@@ -1,10 +1,10 @@
 """The search product: index an image archive (tiled into chips) and search it by text or by image."""
 
 from rsitr.index.archive import PathOutsideArchiveError, resolve_in_root
-from rsitr.index.archive_index import ArchiveIndex, IndexCompatibilityError
+from rsitr.index.archive_index import ArchiveIndex, IndexCompatibilityError, UnknownChipError
 from rsitr.index.indexer import IndexSettings, UpdateReport
 from rsitr.index.searcher import SearchHit
 from rsitr.index.tiling import Window, chip_windows
 
 __all__ = ["ArchiveIndex", "IndexCompatibilityError", "IndexSettings", "PathOutsideArchiveError", "SearchHit",
-           "UpdateReport", "Window", "chip_windows", "resolve_in_root"]
+           "UnknownChipError", "UpdateReport", "Window", "chip_windows", "resolve_in_root"]

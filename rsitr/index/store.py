@@ -226,6 +226,19 @@ class MetadataStore:
             return ids, np.zeros((0, int(self.get_meta("fingerprint")["dim"])), dtype=np.float32)
         return ids, np.stack([np.frombuffer(row[1], dtype=np.float32) for row in rows])
 
+    def vectors(self, chip_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """The stored global embeddings ``[D]`` of those of ``chip_ids`` that exist."""
+        if not chip_ids:
+            return {}
+        rows = self._query(f"SELECT id, embedding FROM chips WHERE id IN ({','.join('?' * len(chip_ids))})",
+                           list(chip_ids))
+        return {row[0]: np.frombuffer(row[1], dtype=np.float32) for row in rows}
+
+    def scene_size(self, path: str) -> tuple[int, int] | None:
+        """``(width, height)`` in pixels of an indexed image, None if it is not indexed."""
+        rows = self._query("SELECT width, height FROM files WHERE path = ?", (path,))
+        return (int(rows[0][0]), int(rows[0][1])) if rows else None
+
     def tokens(self, chip_ids: Sequence[int], dim: int) -> np.ndarray | None:
         """Local tokens ``[N, P, D]`` (float32) of ``chip_ids`` in that order; None if the index has none."""
         if not chip_ids:
