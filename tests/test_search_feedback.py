@@ -148,3 +148,38 @@ def test_cli_like_feedback_and_formats(index, capsys):
 
     assert main(["search", directory, "--like", "999"]) == 2
     assert "no chip 999" in capsys.readouterr().err
+
+
+def test_api_like_feedback_export_and_declared_statuses(index):
+    from fastapi.testclient import TestClient
+
+    from rsitr.api.app import create_app
+
+    client = TestClient(create_app(index=index))
+    body = client.get("/api/search", params={"like": 4, "k": 3}).json()
+    assert [hit["chip_id"] for hit in body["results"]] == [hit.chip_id for hit in index.search(like=4, k=3)]
+    params = {"q": "a harbour", "k": 10, "positive": [1, 2], "negative": [3]}
+    body = client.get("/api/search", params=params).json()
+    expected = index.search("a harbour", k=10, positive=[1, 2], negative=[3])
+    assert [hit["chip_id"] for hit in body["results"]] == [hit.chip_id for hit in expected]
+    geo = [hit for hit in body["results"] if hit["bounds"]]
+    assert geo and all(hit["wgs84_bounds"][0] >= 15.0 - 1e-9 for hit in geo)
+
+    download = client.get("/api/search", params={**params, "format": "geojson"})
+    assert download.status_code == 200 and download.headers["content-type"] == "application/geo+json"
+    assert "attachment" in download.headers["content-disposition"]
+    assert [f["id"] for f in download.json()["features"]] == [hit.chip_id for hit in expected]
+    table = client.get("/api/search", params={**params, "format": "csv"})
+    assert table.headers["content-type"].startswith("text/csv") and len(table.text.splitlines()) == 11
+
+    assert client.get("/api/search", params={"like": 999}).status_code == 404
+    assert client.get("/api/search", params={"q": "x", "positive": 999}).status_code == 404
+    assert client.get("/api/search", params={"q": "x", "like": 1}).status_code == 400
+    assert client.get("/api/search").status_code == 400
+    assert client.get("/api/search", params={"q": "x", "format": "shp"}).status_code == 422
+    chip = client.get("/api/chips/4").json()
+    assert chip["scene"] == {"width": 300, "height": 200} and chip["path"] == "geo.tif" and chip["wgs84_bounds"]
+    assert not any(str(value).startswith("/") and "thumbnail" not in key for key, value in chip.items())
+    responses = client.get("/openapi.json").json()["paths"]["/api/search"]["get"]["responses"]
+    assert {"200", "400", "404", "422"} <= set(responses)
+    assert {"application/json", "application/geo+json", "text/csv"} <= set(responses["200"]["content"])

@@ -3,7 +3,10 @@
 Routes (JSON unless noted):
 
 - ``GET /`` the search page (static HTML + JS); ``GET /api/info`` the index summary
-- ``GET /api/search?q=TEXT&k=10&rerank=true`` text search
+- ``GET /api/search?q=TEXT&k=10&rerank=true`` text search; ``like=CHIP_ID`` instead of ``q`` searches like an
+  indexed chip (its stored vector); repeated ``positive=ID`` / ``negative=ID`` apply relevance feedback;
+  ``format=geojson|csv`` returns the results as a download (GeoJSON footprints in WGS84). Unknown chip ids get 404
+- ``GET /static/...`` the page's scripts, styles and vendored Leaflet
 - ``POST /api/search/image`` (multipart ``file``, form ``k``) search by an example image; bodies over
   ``max_upload_bytes`` get 413 and files PIL cannot open as an image get 415 (the bytes decide, not the name)
 - ``GET /api/chips/{id}`` a chip's file, window, bounds and CRS; ``GET /api/chips/{id}/thumbnail?size=256`` (JPEG)
@@ -20,12 +23,16 @@ import io
 from collections import OrderedDict
 from pathlib import Path
 from threading import Lock
+from typing import Literal
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
 
-from rsitr.index import ArchiveIndex, PathOutsideArchiveError, SearchHit, resolve_in_root
+from rsitr.errors import UserError
+from rsitr.index import ArchiveIndex, PathOutsideArchiveError, SearchHit, UnknownChipError, resolve_in_root
+from rsitr.index.export import MEDIA_TYPES, export, wgs84_bounds
 
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 2**20
@@ -65,7 +72,16 @@ def _jpeg(image: Image.Image, size: int) -> bytes:
 
 
 def _hit_json(hit: SearchHit) -> dict:
-    return {**hit.to_dict(), "thumbnail": f"/api/chips/{hit.chip_id}/thumbnail"}
+    return {**hit.to_dict(), "wgs84_bounds": wgs84_bounds(hit.bounds, hit.crs),
+            "thumbnail": f"/api/chips/{hit.chip_id}/thumbnail"}
+
+
+_SEARCH_RESPONSES = {
+    200: {"description": "the ranked chips: JSON, or a GeoJSON / CSV download with `format`",
+          "content": {MEDIA_TYPES["geojson"]: {}, MEDIA_TYPES["csv"]: {}}},
+    400: {"description": "nothing to search for, an empty query, or both `q` and `like`"},
+    404: {"description": "`like`, `positive` or `negative` names a chip id the index does not hold"},
+}
 
 
 def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | None = None,
@@ -89,6 +105,8 @@ def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | Non
             return JSONResponse({"detail": f"upload larger than {max_upload_bytes} bytes"}, status_code=413)
         return await call_next(request)
 
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
@@ -97,12 +115,23 @@ def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | Non
     def info() -> dict:
         return {**index.info(), "max_upload_bytes": max_upload_bytes}
 
-    @app.get("/api/search")
-    def search_text(q: str = Query(..., min_length=1, max_length=1000), k: int = Query(10, ge=1, le=MAX_RESULTS),
-                    rerank: bool = True) -> dict:
-        if not q.strip():
-            raise HTTPException(400, "the query is empty")
-        return {"query": q, "results": [_hit_json(hit) for hit in index.search_text(q, k, rerank=rerank)]}
+    @app.get("/api/search", responses=_SEARCH_RESPONSES, response_model=None)
+    def search(q: str | None = Query(None, min_length=1, max_length=1000), k: int = Query(10, ge=1, le=MAX_RESULTS),
+               rerank: bool = True, like: int | None = Query(None, description="search like this indexed chip"),
+               positive: list[int] = Query([], max_length=MAX_RESULTS, description="chip ids marked wanted"),
+               negative: list[int] = Query([], max_length=MAX_RESULTS, description="chip ids marked not wanted"),
+               format: Literal["json", "geojson", "csv"] = "json") -> Response | dict:
+        try:
+            hits = index.search(q, k, like=like, positive=positive, negative=negative, rerank=rerank)
+        except UnknownChipError as err:
+            raise HTTPException(404, str(err)) from None
+        except UserError as err:
+            raise HTTPException(400, str(err)) from None
+        asked = {"query": q, "like": like, "positive": positive, "negative": negative}
+        if format == "json":
+            return {**asked, "results": [_hit_json(hit) for hit in hits]}
+        return Response(export(hits, format, asked), media_type=MEDIA_TYPES[format],
+                        headers={"Content-Disposition": f'attachment; filename="rsitr-results.{format}"'})
 
     @app.post("/api/search/image")
     def search_image(file: UploadFile = File(...), k: int = Form(10, ge=1, le=MAX_RESULTS)) -> dict:
@@ -125,9 +154,10 @@ def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | Non
 
     @app.get("/api/chips/{chip_id}")
     def chip(chip_id: int) -> dict:
-        record = chip_or_404(chip_id)
-        return {"chip_id": record.id, "path": record.path, "window": vars(record.window), "bounds": record.bounds,
-                "crs": record.crs, "thumbnail": f"/api/chips/{record.id}/thumbnail"}
+        details = index.chip_details(chip_id)
+        if details is None:
+            raise HTTPException(404, f"no chip {chip_id} in this index")
+        return {**details, "thumbnail": f"/api/chips/{chip_id}/thumbnail"}
 
     def cached_jpeg(key: tuple, render) -> Response:
         data = cache.get(key)
