@@ -17,7 +17,7 @@ import pytest
 
 from rsitr.api.app import create_app
 from rsitr.index import ArchiveIndex
-from test_index_support import CHIP_SETTINGS, make_archive, tiny_encoder
+from test_index_support import build_test_index
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -32,10 +32,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def index(tmp_path_factory) -> ArchiveIndex:
-    base = tmp_path_factory.mktemp("browser")
-    index, _ = ArchiveIndex.build(base / "index", make_archive(base / "archive"), encoder=tiny_encoder(),
-                                  progress=False, **CHIP_SETTINGS)
-    return index
+    return build_test_index(tmp_path_factory.mktemp("browser"))
 
 
 @pytest.fixture(scope="module")
