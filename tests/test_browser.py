@@ -178,3 +178,16 @@ def test_errors_and_slow_searches_are_sentences(page, server_url):
     status = page.text_content("#status")
     assert status.startswith("The search failed: no chip 999 in this index") and "{" not in status
     assert page.is_hidden("#spinner") and page.locator("#results figure").count() == 0
+
+
+def test_no_results_and_index_being_built_are_sentences(page, server_url):
+    info = {"name": "scenes.index", "model": "m", "pretrained": None, "files": 40, "incomplete_files": 30,
+            "chips": 10, "settings": {"index_type": "flat"}}
+    page.route("**/api/info", lambda route: route.fulfill(json=info))
+    page.route("**/api/search?*", lambda route: route.fulfill(json={"results": []}))
+    page.goto(f"{server_url}/?q=volcano")
+    page.wait_for_function("document.querySelector('#status').textContent !== ''")
+    assert page.text_content("#status") == "No chips match this search (for “volcano”). Try other words or fewer marks."
+    page.wait_for_selector("#notice:not([hidden])")
+    assert page.text_content("#notice") == ("This index is still being built: 10 of 40 files (10 chips) can be searched "
+                                            "so far, and results will grow as indexing goes on.")

@@ -69,6 +69,14 @@ def test_feedback_ranks_by_the_rocchio_vector(index):
     assert sorted(hit.global_score for hit in reranked) == pytest.approx(sorted(hit.global_score for hit in hits))
 
 
+def test_info_names_the_index_and_counts_files_still_being_indexed(tmp_path):
+    index = build_test_index(tmp_path)
+    info = index.info()
+    assert (info["name"], info["files"], info["incomplete_files"]) == ("index", 5, 0)
+    index.store.add_file("new.png", 1, 1, "0" * 64, 64, 48, None)  # registered, not encoded yet: a run under way
+    assert (index.info()["files"], index.info()["incomplete_files"]) == (6, 1)
+
+
 def test_unknown_or_conflicting_requests_are_user_errors(index):
     with pytest.raises(UnknownChipError, match="no chip 999"):
         index.search("a harbour", positive=[999])
