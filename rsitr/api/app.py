@@ -32,7 +32,7 @@ from PIL import Image, UnidentifiedImageError
 
 from rsitr.errors import UserError
 from rsitr.index import ArchiveIndex, PathOutsideArchiveError, SearchHit, UnknownChipError, resolve_in_root
-from rsitr.index.export import MEDIA_TYPES, export, wgs84_bounds
+from rsitr.index.export import MEDIA_TYPES, export, hit_json
 
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 2**20
@@ -72,8 +72,7 @@ def _jpeg(image: Image.Image, size: int) -> bytes:
 
 
 def _hit_json(hit: SearchHit) -> dict:
-    return {**hit.to_dict(), "wgs84_bounds": wgs84_bounds(hit.bounds, hit.crs),
-            "thumbnail": f"/api/chips/{hit.chip_id}/thumbnail"}
+    return {**hit_json(hit), "thumbnail": f"/api/chips/{hit.chip_id}/thumbnail"}
 
 
 _SEARCH_RESPONSES = {

@@ -38,6 +38,11 @@ def wgs84_bounds(bounds: Bounds | None, crs: str | None) -> Bounds | None:
     return float(west), float(south), float(east), float(north)
 
 
+def hit_json(hit: SearchHit) -> dict:
+    """A hit as JSON: its fields (nested window, native bounds) plus ``wgs84_bounds`` for maps."""
+    return {**hit.to_dict(), "wgs84_bounds": wgs84_bounds(hit.bounds, hit.crs)}
+
+
 def hit_properties(hit: SearchHit, rank: int) -> dict:
     """The flat record of one hit (rank counts from 1): the columns of the CSV and the GeoJSON properties."""
     native = hit.bounds or (None,) * 4
@@ -81,6 +86,5 @@ def export(hits: Sequence[SearchHit], fmt: str, query: dict | None = None) -> st
     if fmt == "csv":
         return to_csv(hits)
     if fmt == "json":
-        return json.dumps([{**hit.to_dict(), "wgs84_bounds": wgs84_bounds(hit.bounds, hit.crs)} for hit in hits],
-                          indent=2)
+        return json.dumps([hit_json(hit) for hit in hits], indent=2)
     raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
