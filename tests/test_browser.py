@@ -189,5 +189,5 @@ def test_no_results_and_index_being_built_are_sentences(page, server_url):
     page.wait_for_function("document.querySelector('#status').textContent !== ''")
     assert page.text_content("#status") == "No chips match this search (for “volcano”). Try other words or fewer marks."
     page.wait_for_selector("#notice:not([hidden])")
-    assert page.text_content("#notice") == ("This index is still being built: 10 of 40 files (10 chips) can be searched "
-                                            "so far, and results will grow as indexing goes on.")
+    assert page.text_content("#notice") == ("This index is still being built: 10 of 40 files (10 chips) are indexed so "
+                                            "far; the new chips become searchable when the indexing run finishes.")

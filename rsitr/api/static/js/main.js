@@ -41,8 +41,8 @@ async function loadInfo() {
   const notice = $("notice");
   if (info.incomplete_files > 0) {
     notice.textContent = `This index is still being built: ${info.files - info.incomplete_files} of ` +
-      `${plural(info.files, "file")} (${plural(info.chips, "chip")}) can be searched so far, and results will ` +
-      "grow as indexing goes on.";
+      `${plural(info.files, "file")} (${plural(info.chips, "chip")}) are indexed so far; the new chips become ` +
+      "searchable when the indexing run finishes.";
     notice.hidden = false;
     setTimeout(loadInfo, INFO_REFRESH_MS);
   } else if (info.chips === 0) {
