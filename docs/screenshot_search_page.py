@@ -3,7 +3,7 @@
     python docs/screenshot_search_page.py INDEX_DIR [--query "tennis courts"] [--out docs/search_page.png]
 
 INDEX_DIR is any index of ../shared/data/ucm/images (``benchmarks/feedback.py`` builds one under /tmp). The
-page runs the query, marks the first result wanted and the second not wanted, refines, and is captured at
+page runs the query, marks the first result wanted and the last not wanted, refines, and is captured at
 1400 x 900; the PNG is scaled to 1200 px wide and quantised to 128 colours to stay under 300 KB.
 """
 
@@ -44,7 +44,7 @@ def main() -> None:
             page.wait_for_selector("#results figure")
             ids = page.eval_on_selector_all("#results figure", "f => f.map(x => x.dataset.chipId)")
             page.click(f"#results figure[data-chip-id='{ids[0]}'] .mark-wanted")
-            page.click(f"#results figure[data-chip-id='{ids[1]}'] .mark-unwanted")
+            page.click(f"#results figure[data-chip-id='{ids[-1]}'] .mark-unwanted")
             page.click("#refine")
             page.wait_for_function("document.querySelector('#status').textContent.includes('refined')")
             page.wait_for_function("[...document.querySelectorAll('#results img')].every(i => i.complete)")

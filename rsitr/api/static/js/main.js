@@ -35,7 +35,7 @@ async function loadInfo() {
     $("index-info").textContent = error.message.replace("The search failed", "The index description failed");
     return;
   }
-  const pretrained = info.pretrained ? ` (${info.pretrained})` : "";
+  const pretrained = info.pretrained ? ` (${info.pretrained.split(/[\\/]/).pop()})` : "";  // a checkpoint's name
   $("index-info").textContent = `${info.name} · ${plural(info.files, "file")} · ${plural(info.chips, "chip")} · ` +
     `model ${info.model}${pretrained} · ${info.settings.index_type} index`;
   const notice = $("notice");
