@@ -18,8 +18,13 @@ from rsitr.data import CaptionCorpus, ImageDataset, collate
 from rsitr.data.scene_labels import scene_prior, scene_query_prompts, scene_vocabulary, text_scene_probabilities
 from rsitr.evaluate.metrics import recall_metrics
 from rsitr.models import ImageFeatures, TextFeatures
-from rsitr.retrieval.sar import sar_rerank
+from rsitr.retrieval.sar import sar_label, sar_rerank
 from rsitr.similarity import fuse, global_similarity, local_similarity
+
+
+SCENE_PRIOR_LABEL = "scene prior (uses gallery scene labels)"
+"""Row label of CMER's scene prior: it reads the gallery's ground-truth classes, which the standard protocol does not
+give a retrieval model, so its numbers are not comparable with the other rows."""
 
 
 @dataclass
@@ -55,9 +60,11 @@ def _pad_cat(chunks: list[torch.Tensor], length: int) -> torch.Tensor:
 
 @torch.no_grad()
 def encode_corpus(model, corpus: CaptionCorpus, batch_size: int = 128, device: str | torch.device = "cpu",
-                  num_workers: int = 0, progress: bool = True, scenes: bool = False) -> EncodedCorpus:
+                  num_workers: int = 0, progress: bool = True, scenes: bool = False,
+                  keep_padding: bool = False) -> EncodedCorpus:
     """Global and local features of every image and caption, on the CPU, word tokens trimmed of padding.
 
+    ``keep_padding`` keeps every position of the context instead (``MethodConfig.local_include_padding``).
     With ``scenes`` and images that carry scene classes, also the captions' zero-shot scene distributions.
     """
     model.eval()
@@ -73,7 +80,7 @@ def encode_corpus(model, corpus: CaptionCorpus, batch_size: int = 128, device: s
     text_global, text_tokens, text_mask = [], [], []
     for i in tqdm(range(0, len(captions), batch_size), desc="encode captions", disable=not progress, leave=False):
         features = model.encode_text(model.tokenize(captions[i:i + batch_size]).to(device))
-        keep = int(features.mask.sum(dim=1).max())
+        keep = features.tokens.shape[1] if keep_padding else int(features.mask.sum(dim=1).max())
         text_global.append(features.global_.float().cpu())
         text_tokens.append(features.tokens[:, :keep].float().cpu())
         text_mask.append(features.mask[:, :keep].cpu())
@@ -101,7 +108,8 @@ def fused_similarity(encoded: EncodedCorpus, method: MethodConfig) -> torch.Tens
     """``[N images, M captions]``: global cosine, fused with local similarity when the method uses it."""
     sim = global_similarity(encoded.image.global_, encoded.text.global_)
     if method.local:
-        local = local_similarity(encoded.image.tokens, encoded.text.tokens, encoded.text.mask)
+        mask = None if method.local_include_padding else encoded.text.mask
+        local = local_similarity(encoded.image.tokens, encoded.text.tokens, mask)
         sim = fuse(sim, local, method.global_weight, method.local_weight)
     return sim
 
@@ -115,15 +123,16 @@ def evaluate_encoded(encoded: EncodedCorpus, method: MethodConfig, config: EvalC
     result.rows[name] = recall_metrics(sim, encoded.caption_image)
     if config.sar:
         start = time.perf_counter()
-        reranked = sar_rerank(sim, top_k=config.sar_top_k, reverse_weight=config.sar_reverse_weight)
+        reranked = sar_rerank(sim, top_k=config.sar_top_k, reverse_weight=config.sar_reverse_weight,
+                              variant=config.sar_variant)
         result.timings["sar_seconds"] = time.perf_counter() - start
-        result.rows[f"{name} + SAR"] = recall_metrics(reranked.image_to_text, encoded.caption_image,
-                                                      text_to_image_similarity=reranked.text_to_image)
+        result.rows[f"{name} + {sar_label(config.sar_variant, config.sar_top_k)}"] = recall_metrics(
+            reranked.image_to_text, encoded.caption_image, text_to_image_similarity=reranked.text_to_image)
     if config.scene_prior > 0 and encoded.scenes is not None:
         start = time.perf_counter()
         prior = scene_prior(sim, encoded.scenes.text_scene_probs, encoded.scenes.image_scenes, config.scene_prior)
         result.timings["scene_prior_seconds"] = time.perf_counter() - start
-        result.rows[f"{name} + scene prior"] = recall_metrics(prior, encoded.caption_image)
+        result.rows[f"{name} + {SCENE_PRIOR_LABEL}"] = recall_metrics(prior, encoded.caption_image)
     if config.two_stage:
         _evaluate_two_stage(encoded, config, name, result)
     return result
@@ -148,5 +157,6 @@ def _evaluate_two_stage(encoded: EncodedCorpus, config: EvalConfig, name: str, r
 
 def evaluate_model(model, corpus: CaptionCorpus, method: MethodConfig, config: EvalConfig,
                    device: str | torch.device = "cpu", name: str = "model", progress: bool = True) -> Evaluation:
-    encoded = encode_corpus(model, corpus, config.batch_size, device, progress=progress, scenes=config.scene_prior > 0)
+    encoded = encode_corpus(model, corpus, config.batch_size, device, progress=progress, scenes=config.scene_prior > 0,
+                            keep_padding=method.local and method.local_include_padding)
     return evaluate_encoded(encoded, method, config, name)
