@@ -54,3 +54,12 @@ def tiny_encoder(seed: int = 0) -> Encoder:
     from rsitr.models import create_retrieval_model
 
     return Encoder(create_retrieval_model(TINY_MODEL, None, seed=seed), TINY_MODEL, None)
+
+
+def build_test_index(base: Path):
+    """The index of :func:`make_archive` under ``base`` (archive/ and index/), built with the tiny encoder."""
+    from rsitr.index import ArchiveIndex
+
+    index, _ = ArchiveIndex.build(base / "index", make_archive(base / "archive"), encoder=tiny_encoder(),
+                                  progress=False, **CHIP_SETTINGS)
+    return index

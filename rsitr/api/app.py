@@ -3,7 +3,10 @@
 Routes (JSON unless noted):
 
 - ``GET /`` the search page (static HTML + JS); ``GET /api/info`` the index summary
-- ``GET /api/search?q=TEXT&k=10&rerank=true`` text search
+- ``GET /api/search?q=TEXT&k=10&rerank=true`` text search; ``like=CHIP_ID`` instead of ``q`` searches like an
+  indexed chip (its stored vector); repeated ``positive=ID`` / ``negative=ID`` apply relevance feedback;
+  ``format=geojson|csv`` returns the results as a download (GeoJSON footprints in WGS84). Unknown chip ids get 404
+- ``GET /static/...`` the page's scripts, styles and vendored Leaflet
 - ``POST /api/search/image`` (multipart ``file``, form ``k``) search by an example image; bodies over
   ``max_upload_bytes`` and images over ``max_pixels`` (read from the header, before decoding) get 413, files
   PIL cannot open as an image get 415 (the bytes decide, not the name)
@@ -28,21 +31,24 @@ from collections import OrderedDict
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from threading import Lock
+from typing import Literal
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import BaseModel
 
-from rsitr.index import ArchiveIndex, PathOutsideArchiveError, SearchHit, resolve_in_root
+from rsitr.errors import UserError
+from rsitr.index import ArchiveIndex, PathOutsideArchiveError, SearchHit, UnknownChipError, resolve_in_root
 from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS, ImageTooLargeError, NotAnImageError, decode_image
+from rsitr.index.export import MEDIA_TYPES, export, hit_json
 
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 2**20
 DEFAULT_MAX_CONCURRENT_IMAGES = 2
 MAX_RESULTS = 200
 MAX_THUMBNAIL_SIZE = 1024
-MAX_CHIP_ID = 2**63 - 1
 """SQLite's largest integer; larger ids cannot exist (and must answer 404, not overflow)."""
 MAX_PATH_LENGTH = 4096
 QUERY_PATTERN = r"[^\s\x1c-\x1f]"
@@ -98,7 +104,15 @@ def _jpeg(image: Image.Image, size: int) -> bytes:
 
 
 def _hit_json(hit: SearchHit) -> dict:
-    return {**hit.to_dict(), "thumbnail": f"/api/chips/{hit.chip_id}/thumbnail"}
+    return {**hit_json(hit), "thumbnail": f"/api/chips/{hit.chip_id}/thumbnail"}
+
+
+_SEARCH_RESPONSES = {
+    200: {"description": "the ranked chips: JSON, or a GeoJSON / CSV download with `format`",
+          "content": {MEDIA_TYPES["geojson"]: {}, MEDIA_TYPES["csv"]: {}}},
+    400: {"model": Problem, "description": "nothing to search for, an empty query, or both `q` and `like`"},
+    404: {"model": Problem, "description": "`like`, `positive` or `negative` names a chip id the index does not hold"},
+}
 
 
 def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | None = None,
@@ -125,6 +139,8 @@ def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | Non
             return JSONResponse({"detail": f"upload larger than {max_upload_bytes} bytes"}, status_code=413)
         return await call_next(request)
 
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
@@ -133,10 +149,23 @@ def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | Non
     def info() -> dict:
         return {**index.info(), "max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels}
 
-    @app.get("/api/search")
-    def search_text(q: str = Query(..., min_length=1, max_length=1000, pattern=QUERY_PATTERN),
-                    k: int = Query(10, ge=1, le=MAX_RESULTS), rerank: bool = True) -> dict:
-        return {"query": q, "results": [_hit_json(hit) for hit in index.search_text(q, k, rerank=rerank)]}
+    @app.get("/api/search", responses=_SEARCH_RESPONSES, response_model=None)
+    def search(q: str | None = Query(None, min_length=1, max_length=1000, pattern=QUERY_PATTERN), k: int = Query(10, ge=1, le=MAX_RESULTS),
+               rerank: bool = True, like: int | None = Query(None, description="search like this indexed chip"),
+               positive: list[int] = Query([], max_length=MAX_RESULTS, description="chip ids marked wanted"),
+               negative: list[int] = Query([], max_length=MAX_RESULTS, description="chip ids marked not wanted"),
+               format: Literal["json", "geojson", "csv"] = "json") -> Response | dict:
+        try:
+            hits = index.search(q, k, like=like, positive=positive, negative=negative, rerank=rerank)
+        except UnknownChipError as err:
+            raise HTTPException(404, str(err)) from None
+        except UserError as err:
+            raise HTTPException(400, str(err)) from None
+        asked = {"query": q, "like": like, "positive": positive, "negative": negative}
+        if format == "json":
+            return {**asked, "results": [_hit_json(hit) for hit in hits]}
+        return Response(export(hits, format, asked), media_type=MEDIA_TYPES[format],
+                        headers={"Content-Disposition": f'attachment; filename="rsitr-results.{format}"'})
 
     @app.post("/api/search/image", responses=_problems(400, 413, 415))
     def search_image(file: UploadFile = File(...), k: int = Form(10, ge=1, le=MAX_RESULTS)) -> dict:
@@ -153,16 +182,17 @@ def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | Non
         return {"query": file.filename, "results": [_hit_json(hit) for hit in hits]}
 
     def chip_or_404(chip_id: int):
-        chip = index.chip(chip_id) if 0 <= chip_id <= MAX_CHIP_ID else None
+        chip = index.chip(chip_id)
         if chip is None:
             raise HTTPException(404, f"no chip {chip_id} in this index")
         return chip
 
     @app.get("/api/chips/{chip_id}", responses=_problems(404))
     def chip(chip_id: int) -> dict:
-        record = chip_or_404(chip_id)
-        return {"chip_id": record.id, "path": record.path, "window": vars(record.window), "bounds": record.bounds,
-                "crs": record.crs, "thumbnail": f"/api/chips/{record.id}/thumbnail"}
+        details = index.chip_details(chip_id)
+        if details is None:
+            raise HTTPException(404, f"no chip {chip_id} in this index")
+        return {**details, "thumbnail": f"/api/chips/{chip_id}/thumbnail"}
 
     def cached_jpeg(key: tuple, render) -> Response:
         data = cache.get(key)

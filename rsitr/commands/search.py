@@ -2,7 +2,10 @@
 
 Text queries are ranked by global cosine, then the best --candidates are re-ranked with local
 (patch-word) similarity when the index stores local tokens (--no-rerank skips that). Image queries
-(--image FILE) rank by global cosine.
+(--image FILE) rank by global cosine. --like CHIP_ID searches like an indexed chip, from its stored
+vector (nothing is re-encoded). --positive / --negative chip ids refine any of these by relevance
+feedback (Rocchio: toward the wanted chips, away from the unwanted ones). --format geojson writes the
+footprints in WGS84 for a GIS; --format csv one row per chip.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import sys
 
 from rsitr.commands import positive_int
 
+FORMATS = ("table", "json", "geojson", "csv")
 PRETRAINED_HELP = ("where the index's model checkpoint lies now, if it moved (accepted only when its SHA-256 is "
                    "the recorded one)")
 MAX_PIXELS_HELP = "largest query image in pixels, read from its header before decoding (default 40,000,000)"
@@ -26,31 +30,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--candidates", type=positive_int, default=100,
                         help="FAISS candidates re-ranked for text queries (default 100)")
     parser.add_argument("--no-rerank", action="store_true", help="rank text queries by global cosine only")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--like", type=int, metavar="CHIP_ID", help="search like this indexed chip (its stored vector)")
+    parser.add_argument("--positive", type=int, nargs="+", default=[], metavar="CHIP_ID",
+                        help="chips marked wanted: the ranking moves toward them")
+    parser.add_argument("--negative", type=int, nargs="+", default=[], metavar="CHIP_ID",
+                        help="chips marked not wanted: the ranking moves away from them")
+    parser.add_argument("--format", choices=FORMATS, default="table",
+                        help="table (default), json, geojson (footprints in WGS84) or csv")
+    parser.add_argument("--json", action="store_const", const="json", dest="format", help="same as --format json")
     parser.add_argument("--max-pixels", type=positive_int, default=None, help=MAX_PIXELS_HELP)
     parser.add_argument("--pretrained", metavar="CHECKPOINT", help=PRETRAINED_HELP)
     parser.add_argument("--device", default="cpu", help="torch device for encoding the query (default cpu)")
 
 
 def run(args: argparse.Namespace) -> int:
-    if (args.query is None) == (args.image is None):
-        print("rsitr search: error: give either a text query or --image FILE", file=sys.stderr)
+    if args.image is not None and (args.query is not None or args.like is not None or args.positive or args.negative):
+        print("rsitr search: error: --image searches alone; give a text query, --like or feedback without it",
+              file=sys.stderr)
+        return 2
+    if args.query is None and args.image is None and args.like is None and not args.positive:
+        print("rsitr search: error: give either a text query or --image FILE (or --like CHIP_ID)", file=sys.stderr)
         return 2
     from rsitr.index import ArchiveIndex
     from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS
+    from rsitr.index.export import export
 
     try:
         index = ArchiveIndex.open(args.index, device=args.device, pretrained=args.pretrained)
         if args.image is not None:
             hits = index.search_image(args.image, args.top_k, max_pixels=args.max_pixels or DEFAULT_MAX_QUERY_PIXELS)
         else:
-            hits = index.search_text(args.query, args.top_k, rerank=not args.no_rerank, candidates=args.candidates)
+            hits = index.search(args.query, args.top_k, like=args.like, positive=args.positive,
+                                negative=args.negative, rerank=not args.no_rerank, candidates=args.candidates)
     except (ValueError, OSError) as err:
         print(f"rsitr search: error: {err}", file=sys.stderr)
         return 2
     index.close()
-    if args.json:
-        print(json.dumps([hit.to_dict() for hit in hits], indent=2))
+    if args.format != "table":
+        asked = (("q", args.query), ("image", args.image), ("like", args.like), ("positive", args.positive),
+                 ("negative", args.negative))
+        query = {key: value for key, value in asked if value not in (None, [])}
+        print(export(hits, args.format, query), end="" if args.format == "csv" else "\n")
         return 0
     for rank, hit in enumerate(hits, 1):
         window = f"{hit.window.width}x{hit.window.height}+{hit.window.x}+{hit.window.y}"

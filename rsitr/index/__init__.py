@@ -1,10 +1,11 @@
 """The search product: index an image archive (tiled into chips) and search it by text or by image."""
 
 from rsitr.index.archive import PathOutsideArchiveError, resolve_in_root
-from rsitr.index.archive_index import ArchiveIndex, IndexCompatibilityError, SourceChangedError
+from rsitr.index.archive_index import ArchiveIndex, IndexCompatibilityError, SourceChangedError, UnknownChipError
 from rsitr.index.indexer import IndexSettings, IndexSetupError, UpdateReport
 from rsitr.index.searcher import SearchHit
 from rsitr.index.tiling import Window, chip_windows
 
 __all__ = ["ArchiveIndex", "IndexCompatibilityError", "IndexSettings", "IndexSetupError", "PathOutsideArchiveError",
-           "SearchHit", "SourceChangedError", "UpdateReport", "Window", "chip_windows", "resolve_in_root"]
+           "SearchHit", "SourceChangedError", "UnknownChipError", "UpdateReport", "Window", "chip_windows",
+           "resolve_in_root"]

@@ -13,15 +13,18 @@ import dataclasses
 import os
 import threading
 from pathlib import Path
+from typing import Sequence
 
 import faiss
 import numpy as np
 from PIL import Image
 
-from rsitr.retrieval import vector_index
 from rsitr.errors import UserError
+from rsitr.retrieval import vector_index
 from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS, content_hash, open_scene, resolve_in_root
 from rsitr.index.encoder import Encoder, Fingerprint
+from rsitr.index.export import wgs84_bounds
+from rsitr.index.feedback import rocchio
 from rsitr.index.indexer import IndexSettings, IndexSetupError, UpdateReport, update_index
 from rsitr.index.searcher import DEFAULT_RERANK_CANDIDATES, SearchHit, fused_scores, rank
 from rsitr.index.store import DATABASE_NAME, ChipRecord, MetadataStore
@@ -70,6 +73,8 @@ def _recorded_checkpoint(store: MetadataStore, directory: Path, override: str | 
         raise IndexSetupError(f"the model checkpoint of index {directory} is not at {located} (recorded relative to "
                               f"the index); pass --pretrained PATH where it lies now (SHA-256 {digest[:12]}...)")
     return str(located.resolve())
+class UnknownChipError(UserError, LookupError):
+    """A chip id (to search like, or marked in feedback) that the index does not hold."""
 
 
 def _describe(model_name: str, pretrained: str | None, fingerprint: Fingerprint) -> str:
@@ -226,11 +231,40 @@ class ArchiveIndex:
                     candidates: int = DEFAULT_RERANK_CANDIDATES) -> list[SearchHit]:
         """Top ``k`` chips for a caption; with ``rerank`` the best ``max(k, candidates)`` by global cosine are
         re-ranked with local similarity (when the index stores local tokens)."""
-        if not query.strip():
-            raise ValueError("the text query is empty")
-        encoded = self.encoder.encode_text(query)
-        rerank = rerank and self.settings.store_local_tokens
-        ids, scores = self._candidates(encoded.embedding, max(k, candidates) if rerank else k)
+        return self.search(query, k, rerank=rerank, candidates=candidates)
+
+    def search(self, query: str | None = None, k: int = 10, *, like: int | None = None,
+               positive: Sequence[int] = (), negative: Sequence[int] = (), rerank: bool = True,
+               candidates: int = DEFAULT_RERANK_CANDIDATES) -> list[SearchHit]:
+        """Top ``k`` chips for a text ``query``, or like the indexed chip ``like``, refined by relevance feedback.
+
+        ``like`` starts from that chip's stored vector (nothing is re-encoded). ``positive`` / ``negative``
+        chip ids (wanted / not wanted) move the query vector by Rocchio's formula
+        (:func:`rsitr.index.feedback.rocchio`); marks alone, without a query, search from the wanted chips.
+        Text queries keep the local re-rank on their words, fused with the global cosine of the refined vector.
+        Unknown chip ids raise :class:`UnknownChipError`.
+        """
+        if query is not None and like is not None:
+            raise UserError("give either a text query or a chip to search like, not both")
+        if query is not None and not query.strip():
+            raise UserError("the text query is empty")
+        if query is None and like is None and not positive:
+            raise UserError("nothing to search for: give a text query, a chip to search like, or wanted chips")
+        marked = [*([] if like is None else [like]), *positive, *negative]
+        stored = self.store.vectors(marked)
+        missing = sorted(set(marked) - set(stored))
+        if missing:
+            raise UnknownChipError(f"no chip {', '.join(map(str, missing))} in this index; chip ids come from "
+                                   f"search results")
+        encoded = None if query is None else self.encoder.encode_text(query)
+        vector = encoded.embedding if encoded is not None else None if like is None else stored[like]
+        if positive or negative:
+            def matrix(ids: Sequence[int]) -> np.ndarray:
+                return np.stack([stored[i] for i in ids]) if ids else np.zeros((0, self.encoder.dim), np.float32)
+
+            vector = rocchio(vector, matrix(positive), matrix(negative))
+        rerank = rerank and encoded is not None and self.settings.store_local_tokens
+        ids, scores = self._candidates(vector, max(k, candidates) if rerank else k)
         if not rerank or not len(ids):
             return self._hits(rank(ids, scores, k))
         tokens = self.store.tokens(ids.tolist(), self.encoder.dim)
@@ -303,12 +337,26 @@ class ArchiveIndex:
             raise SourceChangedError(f"{path} can no longer be read ({type(err).__name__}); "
                                      f"run `rsitr index` again") from None
 
+    def chip_details(self, chip_id: int) -> dict | None:
+        """A chip's file, window, bounds (native and WGS84), CRS and its scene's pixel size; None if unknown."""
+        record = self.chip(chip_id)
+        if record is None:
+            return None
+        width, height = self.store.scene_size(record.path) or (None, None)
+        return {"chip_id": record.id, "path": record.path, "window": dataclasses.asdict(record.window),
+                "bounds": record.bounds, "crs": record.crs, "wgs84_bounds": wgs84_bounds(record.bounds, record.crs),
+                "scene": {"width": width, "height": height}}
+
     def info(self) -> dict:
+        """The index summary; ``incomplete_files`` > 0 while an indexing run is under way (or was interrupted)."""
         fingerprint = Fingerprint.from_dict(self.store.get_meta("fingerprint"))
         pretrained = self.store.get_meta("pretrained")
         if pretrained and (self.store.get_meta("pretrained_sha256") or Path(pretrained).is_absolute()):
             pretrained = Path(pretrained).name  # a checkpoint file: by name only, never a server path
-        return {"model": self.store.get_meta("model"), "pretrained": pretrained,
+        files = self.store.files()
+        return {"name": self.directory.resolve().name, "model": self.store.get_meta("model"),
+                "pretrained": pretrained,
                 "embedding_dim": fingerprint.dim, "fingerprint": fingerprint.digest, "root": self.root.name,
-                "settings": dataclasses.asdict(self.settings), "files": len(self.store.files()),
+                "settings": dataclasses.asdict(self.settings), "files": len(files),
+                "incomplete_files": sum(not record.complete for record in files.values()),
                 "chips": self.store.chip_count(), "failures": len(self.store.failures())}

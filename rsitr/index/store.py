@@ -53,6 +53,14 @@ CREATE TABLE IF NOT EXISTS failures (path TEXT PRIMARY KEY, error TEXT NOT NULL)
 """
 
 
+MAX_ROW_ID = 2**63 - 1  # SQLite's largest INTEGER
+
+
+def _row_ids(ids: Sequence[int]) -> list[int]:
+    """The ids a row can have: those outside SQLite's integer range (client input) never exist."""
+    return [row_id for row_id in ids if 0 <= row_id <= MAX_ROW_ID]
+
+
 @dataclass(frozen=True)
 class FileRecord:
     id: int
@@ -226,6 +234,20 @@ class MetadataStore:
             return ids, np.zeros((0, int(self.get_meta("fingerprint")["dim"])), dtype=np.float32)
         return ids, np.stack([np.frombuffer(row[1], dtype=np.float32) for row in rows])
 
+    def vectors(self, chip_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """The stored global embeddings ``[D]`` of those of ``chip_ids`` that exist."""
+        chip_ids = _row_ids(chip_ids)
+        if not chip_ids:
+            return {}
+        rows = self._query(f"SELECT id, embedding FROM chips WHERE id IN ({','.join('?' * len(chip_ids))})",
+                           list(chip_ids))
+        return {row[0]: np.frombuffer(row[1], dtype=np.float32) for row in rows}
+
+    def scene_size(self, path: str) -> tuple[int, int] | None:
+        """``(width, height)`` in pixels of an indexed image, None if it is not indexed."""
+        rows = self._query("SELECT width, height FROM files WHERE path = ?", (path,))
+        return (int(rows[0][0]), int(rows[0][1])) if rows else None
+
     def tokens(self, chip_ids: Sequence[int], dim: int) -> np.ndarray | None:
         """Local tokens ``[N, P, D]`` (float32) of ``chip_ids`` in that order; None if the index has none."""
         if not chip_ids:
@@ -238,6 +260,8 @@ class MetadataStore:
             np.float32)
 
     def chips(self, chip_ids: Sequence[int]) -> dict[int, ChipRecord]:
+        """The chips of ``chip_ids`` that exist."""
+        chip_ids = _row_ids(chip_ids)
         if not chip_ids:
             return {}
         rows = self._query(

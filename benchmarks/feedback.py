@@ -1,0 +1,113 @@
+"""Precision@20 of text search alone versus one and two rounds of relevance feedback, on UC Merced.
+
+Indexes the 2,100 UC Merced images (one chip each) with the product's :class:`rsitr.index.ArchiveIndex`,
+then asks one held-out caption per test-split image (the first of its five UCM-Captions sentences; the
+model never trained on test captions). A hit is relevant when its image has the query image's scene
+(21 classes of 100 images, from ``captions_ucm.csv``). Feedback is what an analyst does on the first
+page: every hit of the 20 shown is marked wanted (same scene) or not wanted, and the search is asked
+again with those marks (Rocchio, :mod:`rsitr.index.feedback`); round two adds the marks of the refined
+page. Marked chips may appear again in the refined results and count as found, as on the page.
+Chance level is 100 / 2100 = 0.048.
+
+    python benchmarks/feedback.py [--data ../shared/data/ucm] [--model rsitr-tiny-ViT] [--pretrained CKPT]
+
+Without ``--pretrained`` the tiny model's weights are random, so text alone is at chance and the
+numbers say only what feedback does from image vectors; say which model produced any number quoted.
+Results are printed and written to ``benchmarks/results/feedback.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rsitr.index import ArchiveIndex
+from rsitr.models import TINY_MODEL
+
+PAGE = 20
+ROUNDS = 2
+
+
+def cpu_model() -> str:
+    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def read_ucm(data: Path) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """Scene per image file, and (test image, its first caption) queries."""
+    scenes, queries = {}, {}
+    with open(data / "captions_ucm.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            scenes[row["filepath"]] = row["scene"]
+            if row["split"] == "test" and row["caption"].strip():
+                queries.setdefault(row["filepath"], row["caption"])
+    return scenes, sorted(queries.items(), key=lambda item: int(Path(item[0]).stem))
+
+
+def feedback_rounds(index: ArchiveIndex, query: str, relevant: set[str]) -> list[float]:
+    """Precision@PAGE of text alone, then after each round of marking the shown page."""
+    wanted, unwanted, precisions = [], [], []
+    for round_ in range(ROUNDS + 1):
+        hits = index.search(query, PAGE, positive=wanted, negative=unwanted)
+        precisions.append(sum(hit.path in relevant for hit in hits) / PAGE)
+        for hit in hits:
+            marks = wanted if hit.path in relevant else unwanted
+            if hit.chip_id not in wanted and hit.chip_id not in unwanted:
+                marks.append(hit.chip_id)
+    return precisions
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / "../shared/data/ucm")
+    parser.add_argument("--model", default=TINY_MODEL)
+    parser.add_argument("--pretrained", help="OpenCLIP tag or checkpoint (an rsitr training run's .pt file)")
+    parser.add_argument("--index-dir", type=Path,
+                        help="where the UCM index is built and reused (default: one per model under /tmp)")
+    parser.add_argument("--queries", type=int, default=0, help="use only the first N queries (0 = all 210)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "feedback.json")
+    args = parser.parse_args()
+    data = args.data.resolve()
+    if not (data / "captions_ucm.csv").is_file():
+        raise SystemExit(f"UC Merced not found at {data} (needs captions_ucm.csv and images/); pass --data")
+
+    print(f"CPU: {cpu_model()}")
+    print(f"model: {args.model}, pretrained: {args.pretrained or 'none (random weights)'}")
+    start = time.perf_counter()
+    index_dir = args.index_dir or Path("/tmp") / (
+        f"rsitr-feedback-ucm-{args.model}-{Path(args.pretrained).stem if args.pretrained else 'random'}.index")
+    index, _ = ArchiveIndex.build(index_dir, data / "images", args.model, args.pretrained, progress=False)
+    print(f"index: {index.info()['chips']} chips in {index_dir} ({time.perf_counter() - start:.0f} s)")
+    scenes, queries = read_ucm(data)
+    if args.queries:
+        queries = queries[:args.queries]
+    by_scene: dict[str, set[str]] = {}
+    for path, scene in scenes.items():
+        by_scene.setdefault(scene, set()).add(path)
+
+    start = time.perf_counter()
+    rounds = np.array([feedback_rounds(index, caption, by_scene[scenes[path]]) for path, caption in queries])
+    seconds = time.perf_counter() - start
+    means = rounds.mean(axis=0)
+    labels = ["text alone", "1 round of feedback", "2 rounds of feedback"]
+    print(f"{len(queries)} held-out test captions, precision@{PAGE} (relevant = same scene, chance 0.048), "
+          f"{seconds / len(queries) / (ROUNDS + 1) * 1e3:.0f} ms per search:")
+    for label, value in zip(labels, means):
+        print(f"  {label:22s} {value:.3f}   x{value / means[0]:.2f} vs text alone")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "cpu": cpu_model(), "model": args.model, "pretrained": args.pretrained, "queries": len(queries),
+        "page": PAGE, "precision_at_20": dict(zip(labels, map(float, means)))}, indent=2) + "\n")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+// The grid of result cards: thumbnail (opens the detail), scores, place, and wanted / not wanted marks.
+
+export function formatBounds(bounds, crs) {
+  if (!bounds) return "";
+  const [left, bottom, right, top] = bounds.map(v => Number(v).toPrecision(8));
+  return `${crs}: ${left}, ${bottom} – ${right}, ${top}`;
+}
+
+export function formatWindow(window) {
+  return `${window.width}×${window.height} at ${window.x},${window.y}`;
+}
+
+function markButton(label, kind, pressed, onClick) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = `mark-${kind}`;
+  button.textContent = label;
+  button.setAttribute("aria-pressed", String(pressed));
+  button.addEventListener("click", onClick);
+  return button;
+}
+
+// handlers: open(hit), mark(hit, kind), like(hit), hover(chipId | null)
+export function renderResults(grid, hits, marks, handlers) {
+  grid.replaceChildren();
+  hits.forEach((hit, index) => {
+    const figure = document.createElement("figure");
+    figure.className = "hit";
+    figure.dataset.chipId = hit.chip_id;
+    const mark = marks.get(hit.chip_id);
+    if (mark) figure.classList.add(mark);
+    const img = document.createElement("img");
+    img.src = hit.thumbnail;
+    img.alt = `${hit.path}, ${formatWindow(hit.window)}`;
+    img.title = "Open the chip detail";
+    img.addEventListener("click", () => handlers.open(hit));
+    const caption = document.createElement("figcaption");
+    const score = document.createElement("div");
+    score.className = "score";
+    score.textContent = `#${index + 1}  score ${hit.score.toFixed(4)}`;
+    const where = document.createElement("div");
+    where.textContent = `${hit.path} [${formatWindow(hit.window)}]`;
+    caption.append(score, where);
+    if (hit.bounds) {
+      const coords = document.createElement("div");
+      coords.className = "coords";
+      coords.textContent = formatBounds(hit.bounds, hit.crs);
+      caption.append(coords);
+    }
+    const buttons = document.createElement("div");
+    buttons.className = "marks";
+    buttons.append(
+      markButton("Wanted", "wanted", mark === "wanted", () => handlers.mark(hit, "wanted")),
+      markButton("Not wanted", "unwanted", mark === "unwanted", () => handlers.mark(hit, "unwanted")),
+      markButton("More like this", "like", false, () => handlers.like(hit)));
+    caption.append(buttons);
+    figure.append(img, caption);
+    figure.addEventListener("mouseenter", () => handlers.hover(hit.chip_id));
+    figure.addEventListener("mouseleave", () => handlers.hover(null));
+    grid.append(figure);
+  });
+}
+
+export function highlightCard(grid, chipId) {
+  for (const figure of grid.querySelectorAll("figure.hit")) {
+    figure.classList.toggle("highlight", Number(figure.dataset.chipId) === chipId);
+  }
+}

@@ -1,0 +1,90 @@
+"""Search results as files a GIS opens: GeoJSON footprints in WGS84, CSV, and JSON.
+
+GeoJSON follows RFC 7946: coordinates are WGS84 longitude/latitude (no ``crs`` member), each hit is a
+Feature whose geometry is the chip's footprint polygon (its bounds reprojected with
+``rasterio.warp.transform_bounds``, which densifies the edges so the box still contains the chip after a
+curved reprojection) or ``null`` for chips of images without georeferencing. Properties are flat
+scalars (rank, chip id, path, window, scores, native bounds and CRS) so that QGIS and geopandas show
+them as attribute columns. Paths are relative to the archive root, never absolute.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from functools import lru_cache
+from typing import Sequence
+
+from rsitr.errors import UserError
+from rsitr.index.archive import Bounds
+from rsitr.index.searcher import SearchHit
+
+FORMATS = ("json", "geojson", "csv")
+MEDIA_TYPES = {"json": "application/json", "geojson": "application/geo+json", "csv": "text/csv"}
+WGS84 = "EPSG:4326"
+CSV_COLUMNS = ("rank", "chip_id", "path", "x", "y", "width", "height", "score", "global_score", "local_score",
+               "crs", "left", "bottom", "right", "top", "lon_min", "lat_min", "lon_max", "lat_max")
+
+
+@lru_cache(maxsize=4096)
+def wgs84_bounds(bounds: Bounds | None, crs: str | None) -> Bounds | None:
+    """``(west, south, east, north)`` in degrees of ``bounds`` given in ``crs``; None when not georeferenced."""
+    if bounds is None or crs is None:
+        return None
+    from rasterio.warp import transform_bounds
+
+    west, south, east, north = transform_bounds(crs, WGS84, *bounds, densify_pts=21)
+    return float(west), float(south), float(east), float(north)
+
+
+def hit_json(hit: SearchHit) -> dict:
+    """A hit as JSON: its fields (nested window, native bounds) plus ``wgs84_bounds`` for maps."""
+    return {**hit.to_dict(), "wgs84_bounds": wgs84_bounds(hit.bounds, hit.crs)}
+
+
+def hit_properties(hit: SearchHit, rank: int) -> dict:
+    """The flat record of one hit (rank counts from 1): the columns of the CSV and the GeoJSON properties."""
+    native = hit.bounds or (None,) * 4
+    degrees = wgs84_bounds(hit.bounds, hit.crs) or (None,) * 4
+    values = (rank, hit.chip_id, hit.path, hit.window.x, hit.window.y, hit.window.width, hit.window.height,
+              hit.score, hit.global_score, hit.local_score, hit.crs, *native, *degrees)
+    return dict(zip(CSV_COLUMNS, values))
+
+
+def _footprint(bounds: Bounds | None) -> dict | None:
+    if bounds is None:
+        return None
+    west, south, east, north = bounds
+    ring = [[west, south], [east, south], [east, north], [west, north], [west, south]]  # counter-clockwise
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+def to_geojson(hits: Sequence[SearchHit], query: dict | None = None) -> dict:
+    """A FeatureCollection of the hits in rank order; ``query`` (what was searched) is kept as a foreign member."""
+    features = [{"type": "Feature", "id": hit.chip_id, "geometry": _footprint(wgs84_bounds(hit.bounds, hit.crs)),
+                 "properties": hit_properties(hit, rank)} for rank, hit in enumerate(hits, 1)]
+    collection = {"type": "FeatureCollection", "features": features}
+    if query:
+        collection["query"] = query
+    return collection
+
+
+def to_csv(hits: Sequence[SearchHit]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for rank, hit in enumerate(hits, 1):
+        writer.writerow(hit_properties(hit, rank))
+    return buffer.getvalue()
+
+
+def export(hits: Sequence[SearchHit], fmt: str, query: dict | None = None) -> str:
+    """The hits as text in ``fmt`` (one of :data:`FORMATS`)."""
+    if fmt == "geojson":
+        return json.dumps(to_geojson(hits, query), indent=1)
+    if fmt == "csv":
+        return to_csv(hits)
+    if fmt == "json":
+        return json.dumps([hit_json(hit) for hit in hits], indent=2)
+    raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
