@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rsitr.errors import UserError
+from rsitr.precision import PRECISIONS
 
 
 @dataclass
@@ -94,7 +95,6 @@ class TrainConfig:
     warmup_steps: int = 200
     grad_clip_norm: float = 50.0
     seed: int = 0
-    amp: bool = True  # mixed precision, used only on CUDA
     log_every: int = 10
     max_steps_per_epoch: int = 0  # 0 = full epochs; >0 truncates (smoke runs)
 
@@ -103,6 +103,7 @@ class TrainConfig:
 class RunConfig:
     output_dir: str = "runs/default"
     device: str = "auto"
+    precision: str = "auto"  # encoders' precision: fp32 | bf16 | fp16 (CUDA) | auto (bf16 where native, else fp32)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
@@ -130,6 +131,8 @@ def load_config(paths: str | Path | Sequence[str | Path] | None = None,
     if overrides:
         config = _merge(config, OmegaConf.from_dotlist(list(overrides)), "config overrides")
     config = OmegaConf.to_object(config)
+    if config.precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
     if config.method.eba_scheme not in ("joint", "independent"):
         raise ConfigError(f"method.eba_scheme must be joint or independent, got {config.method.eba_scheme!r}")
     if config.method.ker_masking not in ("keyword", "random"):

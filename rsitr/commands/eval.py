@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from rsitr.precision import PRECISION_HELP, PRECISIONS
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="caption file: Karpathy JSON, NWPU-Captions JSON or CSV")
@@ -21,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", help="train, val or test (default test)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     parser.add_argument("--global-only", action="store_true", help="score with the global cosine only (no local)")
     parser.add_argument("--sar", action="store_true", help="also report SAR (sort after reversed retrieval)")
     parser.add_argument("--sar-top-k", type=int, default=10)
@@ -40,9 +43,11 @@ def run(args: argparse.Namespace) -> int:
     from rsitr.evaluate.report import format_table, write_reports
     from rsitr.evaluate.runner import encode_corpus, evaluate_encoded
     from rsitr.models.factory import load_model
+    from rsitr.precision import resolve_precision
     from rsitr.training.trainer import resolve_device
 
     device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
     model, run_config = load_model(args.model, args.pretrained, device)
     method = MethodConfig(**run_config["method"]) if run_config else MethodConfig()
     if args.global_only:
@@ -54,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"{args.data} has no images in split {args.split!r}")
     print(corpus.summary())
     encoded = encode_corpus(model, corpus, args.batch_size, device, progress=not args.no_progress,
-                            scenes=args.scene_prior > 0)
+                            scenes=args.scene_prior > 0, precision=precision)
     name = getattr(model, "model_name", args.model)
     evaluation = evaluate_encoded(encoded, method, config, name=name)
     print(format_table(evaluation.rows, title=f"{corpus.name} ({len(corpus)} images, {encoded.caption_image.numel()} captions)"))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rsitr.precision import PRECISION_HELP, PRECISIONS
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", required=True, help="folder of images to index (searched recursively)")
@@ -31,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tokens.add_argument("--no-local-tokens", dest="store_local_tokens", action="store_false",
                         help="store global embeddings only (smaller index, no re-ranking)")
     parser.add_argument("--device", default="cpu", help="torch device for encoding (default cpu)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -42,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
             args.out, args.images, args.model, args.pretrained, chip_size=args.chip_size,
             chip_overlap=args.chip_overlap, tile_larger_than=args.tile_larger_than, index_type=args.index_type,
             store_local_tokens=args.store_local_tokens, batch_size=args.batch_size, progress=not args.quiet,
-            device=args.device)
+            device=args.device, precision=args.precision)
     except (ValueError, OSError) as err:
         print(f"rsitr index: error: {err}", file=sys.stderr)
         return 2

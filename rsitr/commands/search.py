@@ -11,6 +11,8 @@ import argparse
 import json
 import sys
 
+from rsitr.precision import PRECISION_HELP, PRECISIONS
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("index", help="index directory written by `rsitr index`")
@@ -22,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-rerank", action="store_true", help="rank text queries by global cosine only")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--device", default="cpu", help="torch device for encoding the query (default cpu)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from rsitr.index import ArchiveIndex
 
     try:
-        index = ArchiveIndex.open(args.index, device=args.device)
+        index = ArchiveIndex.open(args.index, device=args.device, precision=args.precision)
         if args.image is not None:
             hits = index.search_image(args.image, args.top_k)
         else:

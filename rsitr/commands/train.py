@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from rsitr.precision import PRECISION_HELP, PRECISIONS
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, nargs="+",
@@ -20,13 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="overrides train.epochs")
     parser.add_argument("--batch-size", type=int, help="overrides train.batch_size")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 or auto (overrides device)")
+    parser.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP + " (overrides precision)")
     parser.add_argument("--resume", action="store_true", help="continue from <output-dir>/checkpoints/latest.pt")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
     flat = {"output_dir": args.output_dir, "train.epochs": args.epochs, "train.batch_size": args.batch_size,
-            "device": args.device}
+            "device": args.device, "precision": args.precision}
     return list(args.set) + [f"{key}={value}" for key, value in flat.items() if value is not None]
 
 
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     test = trainer.corpus.split(config.eval.split)
     if len(test):
         evaluation = evaluate_model(trainer.model, test, config.method, config.eval, trainer.device,
-                                    name=config.model.name, progress=not args.no_progress)
+                                    name=config.model.name, progress=not args.no_progress, precision=trainer.precision)
         print(format_table(evaluation.rows, title=f"{config.eval.split} split"))
         json_path, _ = write_reports(evaluation.rows, trainer.out, {"timings": evaluation.timings})
         print(f"results written to {json_path}")

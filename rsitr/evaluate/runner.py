@@ -18,6 +18,8 @@ from rsitr.data import CaptionCorpus, ImageDataset, collate
 from rsitr.data.scene_labels import scene_prior, scene_query_prompts, scene_vocabulary, text_scene_probabilities
 from rsitr.evaluate.metrics import recall_metrics
 from rsitr.models import ImageFeatures, TextFeatures
+from rsitr.models.text import encode_captions
+from rsitr.precision import autocast
 from rsitr.retrieval.sar import sar_rerank
 from rsitr.similarity import fuse, global_similarity, local_similarity
 
@@ -48,17 +50,15 @@ class Evaluation:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _pad_cat(chunks: list[torch.Tensor], length: int) -> torch.Tensor:
-    return torch.cat([torch.nn.functional.pad(c, (0, 0, 0, length - c.shape[1])) if c.dim() == 3
-                      else torch.nn.functional.pad(c, (0, length - c.shape[1])) for c in chunks])
-
-
 @torch.no_grad()
 def encode_corpus(model, corpus: CaptionCorpus, batch_size: int = 128, device: str | torch.device = "cpu",
-                  num_workers: int = 0, progress: bool = True, scenes: bool = False) -> EncodedCorpus:
-    """Global and local features of every image and caption, on the CPU, word tokens trimmed of padding.
+                  num_workers: int = 0, progress: bool = True, scenes: bool = False,
+                  precision: str = "fp32") -> EncodedCorpus:
+    """Float32 global and local features of every image and caption, on the CPU, word tokens trimmed of padding.
 
-    With ``scenes`` and images that carry scene classes, also the captions' zero-shot scene distributions.
+    The towers run under ``precision`` (a resolved one, see :mod:`rsitr.precision`); captions go through
+    :func:`rsitr.models.text.encode_captions`. With ``scenes`` and images that carry scene classes, also
+    the captions' zero-shot scene distributions.
     """
     model.eval()
     start = time.perf_counter()
@@ -66,33 +66,25 @@ def encode_corpus(model, corpus: CaptionCorpus, batch_size: int = 128, device: s
                         collate_fn=collate)
     image_global, image_tokens = [], []
     for batch in tqdm(loader, desc="encode images", disable=not progress, leave=False):
-        features = model.encode_image(batch["image"].to(device))
+        with autocast(precision, device):
+            features = model.encode_image(batch["image"].to(device))
         image_global.append(features.global_.float().cpu())
         image_tokens.append(features.tokens.float().cpu())
-    captions = corpus.captions
-    text_global, text_tokens, text_mask = [], [], []
-    for i in tqdm(range(0, len(captions), batch_size), desc="encode captions", disable=not progress, leave=False):
-        features = model.encode_text(model.tokenize(captions[i:i + batch_size]).to(device))
-        keep = int(features.mask.sum(dim=1).max())
-        text_global.append(features.global_.float().cpu())
-        text_tokens.append(features.tokens[:, :keep].float().cpu())
-        text_mask.append(features.mask[:, :keep].cpu())
-    length = max(t.shape[1] for t in text_tokens)
-    text_global = torch.cat(text_global)
+    text = encode_captions(model, corpus.captions, batch_size, device, precision, progress)
     return EncodedCorpus(
         image=ImageFeatures(torch.cat(image_global), torch.cat(image_tokens)),
-        text=TextFeatures(text_global, _pad_cat(text_tokens, length), _pad_cat(text_mask, length)),
+        text=text,
         caption_image=torch.as_tensor(corpus.caption_image, dtype=torch.long),
         seconds=time.perf_counter() - start,
-        scenes=_estimate_scenes(model, corpus, text_global, device) if scenes else None)
+        scenes=_estimate_scenes(model, corpus, text.global_, device, precision) if scenes else None)
 
 
-def _estimate_scenes(model, corpus: CaptionCorpus, text_global: torch.Tensor,
-                     device: str | torch.device) -> SceneEstimate | None:
+def _estimate_scenes(model, corpus: CaptionCorpus, text_global: torch.Tensor, device: str | torch.device,
+                     precision: str) -> SceneEstimate | None:
     names, image_scenes = scene_vocabulary([image.scene for image in corpus.images])
     if not names:
         return None
-    prompts = model.encode_text(model.tokenize(scene_query_prompts(names)).to(device)).global_.float().cpu()
+    prompts = encode_captions(model, scene_query_prompts(names), device=device, precision=precision).global_
     scale = float(model.logit_scale.exp().clamp(max=100))
     return SceneEstimate(names, image_scenes, text_scene_probabilities(text_global, prompts, scale))
 
@@ -147,6 +139,8 @@ def _evaluate_two_stage(encoded: EncodedCorpus, config: EvalConfig, name: str, r
 
 
 def evaluate_model(model, corpus: CaptionCorpus, method: MethodConfig, config: EvalConfig,
-                   device: str | torch.device = "cpu", name: str = "model", progress: bool = True) -> Evaluation:
-    encoded = encode_corpus(model, corpus, config.batch_size, device, progress=progress, scenes=config.scene_prior > 0)
+                   device: str | torch.device = "cpu", name: str = "model", progress: bool = True,
+                   precision: str = "fp32") -> Evaluation:
+    encoded = encode_corpus(model, corpus, config.batch_size, device, progress=progress, scenes=config.scene_prior > 0,
+                            precision=precision)
     return evaluate_encoded(encoded, method, config, name)

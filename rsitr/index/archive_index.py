@@ -54,13 +54,14 @@ class ArchiveIndex:
 
     # -- opening and building -------------------------------------------------------------------------------
     @classmethod
-    def open(cls, directory: str | Path, *, encoder: Encoder | None = None, device: str = "cpu") -> ArchiveIndex:
+    def open(cls, directory: str | Path, *, encoder: Encoder | None = None, device: str = "cpu",
+             precision: str = "auto") -> ArchiveIndex:
         """Open an index; the encoder is loaded from the recorded model unless one is given (then it is checked)."""
         store = MetadataStore(Path(directory), read_only=True)
         if store.get_meta("model") is None:
             raise FileNotFoundError(f"{directory} holds no finished index setup; run `rsitr index` on it again")
         if encoder is None:
-            encoder = Encoder.load(store.get_meta("model"), store.get_meta("pretrained"), device)
+            encoder = Encoder.load(store.get_meta("model"), store.get_meta("pretrained"), device, precision)
         cls._check_encoder(store, directory, encoder)
         return cls(Path(directory), store, encoder)
 
@@ -69,7 +70,7 @@ class ArchiveIndex:
               pretrained: str | None = None, *, encoder: Encoder | None = None, chip_size: int | None = None,
               chip_overlap: int | None = None, tile_larger_than: int | None = None, index_type: str | None = None,
               store_local_tokens: bool | None = None, batch_size: int = 32, progress: bool = True,
-              device: str = "cpu") -> tuple[ArchiveIndex, UpdateReport]:
+              device: str = "cpu", precision: str = "auto") -> tuple[ArchiveIndex, UpdateReport]:
         """Create the index in ``directory`` for the images under ``images``, or bring an existing one up to date.
 
         Arguments left as None take the values recorded in an existing index, or the defaults of
@@ -89,7 +90,7 @@ class ArchiveIndex:
                 raise ValueError(f"{directory} is a new index: name the model to encode with (--model)")
             if model_name is None:
                 model_name, pretrained = stored_model, store.get_meta("pretrained")
-            encoder = Encoder.load(model_name, pretrained, device)
+            encoder = Encoder.load(model_name, pretrained, device, precision)
         if stored_model is None:
             settings = IndexSettings(**{k: v for k, v in requested.items() if v is not None})
             store.set_meta(model=encoder.model_name, pretrained=encoder.pretrained,

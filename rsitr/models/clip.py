@@ -29,6 +29,10 @@ class ImageFeatures:
     global_: torch.Tensor
     tokens: torch.Tensor
 
+    def float(self) -> ImageFeatures:
+        """The same features in float32 (what scoring uses after a bf16 / fp16 forward pass)."""
+        return ImageFeatures(self.global_.float(), self.tokens.float())
+
 
 @dataclass
 class TextFeatures:
@@ -40,6 +44,10 @@ class TextFeatures:
     global_: torch.Tensor
     tokens: torch.Tensor
     mask: torch.Tensor
+
+    def float(self) -> TextFeatures:
+        """The same features in float32 (what scoring uses after a bf16 / fp16 forward pass)."""
+        return TextFeatures(self.global_.float(), self.tokens.float(), self.mask)
 
 
 class RetrievalCLIP(nn.Module):
@@ -80,11 +88,17 @@ class RetrievalCLIP(nn.Module):
         return ImageFeatures(pooled, tokens)
 
     def text_hidden(self, text: torch.Tensor) -> torch.Tensor:
-        """Final-layer-normed hidden states of the text transformer, ``[B, L, width]`` (not projected)."""
+        """Final-layer-normed hidden states of the text transformer, ``[B, L, width]`` (not projected).
+
+        ``L`` may be shorter than the context length (see :func:`rsitr.models.text.trim_padding`): the
+        tower is causal, so positions up to ``L`` see exactly what they see in the full context.
+        """
         clip = self.clip
+        length = text.shape[1]
         cast_dtype = clip.transformer.get_cast_dtype()
-        x = clip.token_embedding(text).to(cast_dtype) + clip.positional_embedding.to(cast_dtype)
-        x = clip.transformer(x, attn_mask=clip.attn_mask)
+        x = clip.token_embedding(text).to(cast_dtype) + clip.positional_embedding[:length].to(cast_dtype)
+        attn_mask = None if clip.attn_mask is None else clip.attn_mask[:length, :length]
+        x = clip.transformer(x, attn_mask=attn_mask)
         return clip.ln_final(x)
 
     def project_text(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -92,7 +106,7 @@ class RetrievalCLIP(nn.Module):
         return proj(hidden) if isinstance(proj, nn.Linear) else hidden @ proj
 
     def encode_text(self, text: torch.Tensor) -> TextFeatures:
-        """Encode token ids ``[B, L]`` (from :meth:`tokenize`)."""
+        """Encode token ids ``[B, L]`` (from :meth:`tokenize`, full context or trimmed of padding columns)."""
         from open_clip.transformer import text_global_pool
 
         hidden = self.text_hidden(text)
