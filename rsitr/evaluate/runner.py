@@ -38,8 +38,13 @@ class EncodedCorpus:
     image: ImageFeatures
     text: TextFeatures
     caption_image: torch.Tensor
-    seconds: float
+    image_seconds: float
+    text_seconds: float
     scenes: SceneEstimate | None = None
+
+    @property
+    def seconds(self) -> float:
+        return self.image_seconds + self.text_seconds
 
 
 @dataclass
@@ -70,12 +75,13 @@ def encode_corpus(model, corpus: CaptionCorpus, batch_size: int = 128, device: s
             features = model.encode_image(batch["image"].to(device))
         image_global.append(features.global_.float().cpu())
         image_tokens.append(features.tokens.float().cpu())
+    image_seconds = time.perf_counter() - start
     text = encode_captions(model, corpus.captions, batch_size, device, precision, progress)
     return EncodedCorpus(
         image=ImageFeatures(torch.cat(image_global), torch.cat(image_tokens)),
         text=text,
         caption_image=torch.as_tensor(corpus.caption_image, dtype=torch.long),
-        seconds=time.perf_counter() - start,
+        image_seconds=image_seconds, text_seconds=time.perf_counter() - start - image_seconds,
         scenes=_estimate_scenes(model, corpus, text.global_, device, precision) if scenes else None)
 
 
@@ -100,7 +106,8 @@ def fused_similarity(encoded: EncodedCorpus, method: MethodConfig) -> torch.Tens
 
 def evaluate_encoded(encoded: EncodedCorpus, method: MethodConfig, config: EvalConfig, name: str = "model") -> Evaluation:
     """Score encoded features as configured: the fused matrix, plus SAR, scene-prior and two-stage rows when enabled."""
-    result = Evaluation(timings={"encode_seconds": encoded.seconds})
+    result = Evaluation(timings={"encode_seconds": encoded.seconds, "encode_images_seconds": encoded.image_seconds,
+                                 "encode_captions_seconds": encoded.text_seconds})
     start = time.perf_counter()
     sim = fused_similarity(encoded, method)
     result.timings["score_seconds"] = time.perf_counter() - start
