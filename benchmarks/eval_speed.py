@@ -27,7 +27,7 @@ from rsitr.data import CaptionCorpus, load_corpus
 from rsitr.evaluate.metrics import recall_metrics
 from rsitr.evaluate.runner import encode_corpus, fused_similarity
 from rsitr.models import TextFeatures, create_retrieval_model
-from rsitr.precision import resolve_precision
+from rsitr.models.precision import resolve_precision
 from rsitr.similarity import fuse, global_similarity
 
 sys.path.insert(0, str(Path(__file__).parent))

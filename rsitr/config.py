@@ -15,7 +15,6 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rsitr.errors import UserError
-from rsitr.precision import PRECISIONS
 
 
 @dataclass
@@ -43,12 +42,16 @@ class DataConfig:
     split_seed: int = 0  # seeded 80/10/10 split for files without splits
     num_workers: int = 0
     scene_augment_prob: float = 0.0  # CMER scene-label prompt augmentation of training captions
+    random_orientation: bool = False  # random 90-degree rotations and flips of training images (aerial: no "up")
 
 
 @dataclass
 class ModelConfig:
     name: str = "ViT-B-32"
     pretrained: Optional[str] = "openai"  # OpenCLIP tag, OpenCLIP checkpoint or rsitr checkpoint path
+    # Activation of the towers. None: what the pretrained tag was trained with (QuickGELU for openai); true / false
+    # force it, and a value that contradicts the tag is refused (weights trained with one run wrongly with the other).
+    quick_gelu: Optional[bool] = None
     focus_adapter: bool = False  # CMER: train a side-branch Focus-Adapter over a frozen backbone
     adapter_dim: int = 128
 
@@ -60,15 +63,33 @@ class MethodConfig:
     local: bool = True  # EBAKER local similarity (patch x word), in the loss and in the fused score
     global_weight: float = 0.6
     local_weight: float = 0.4
-    temperature: Optional[float] = None  # fixed InfoNCE temperature; None learns CLIP's logit scale
+    # Fixed InfoNCE temperature of the global *and* the local loss; None learns both logit scales (rsitr).
+    # The reference code fixes 0.05 (logit scale 20).
+    temperature: Optional[float] = None
+    # How the two directions of each InfoNCE combine: mean (rsitr) | sum (reference code: MLM then weighs 0.5
+    # against each full InfoNCE, as the paper's Table 5 uses it).
+    infonce_directions: str = "mean"
     eba: bool = True  # Eliminate Before Align
     eba_scheme: str = "joint"  # iEBAKER: joint | independent
     drop_epoch: int = 4
+    # Epoch numbering of drop_epoch: 1 (rsitr: eliminate from the drop_epoch-th epoch on, 1-based, never epoch 1)
+    # | 0 (reference code: eliminate in 0-based epochs drop_epoch..epochs-1, i.e. 3 of 7 with drop_epoch 4).
+    drop_epoch_base: int = 1
     drop_ratio: float = 0.01
+    # frozen (rsitr: drop the pairs at or below last epoch's threshold in last epoch's bank) | live (reference:
+    # drop a pair when its similarity in the current batch is at or below last epoch's threshold).
+    eba_compare: str = "frozen"
     ker: bool = True  # Keyword Explicit Reasoning (masked keyword prediction)
     ker_weight: float = 0.5
     ker_masking: str = "keyword"  # keyword | random (IRR-style)
     keywords_top_k: int = 512
+    # Words never counted as keywords: short (articles, prepositions, auxiliaries; keeps counts and spatial words
+    # such as two, many, near, large) | full (the stop-words package's 1,333-word English list, the old default).
+    keyword_stop_list: str = "short"
+    ker_blocks: int = 4  # transformer blocks of the KER head: 4 in the paper's text, 2 in the reference code
+    # Local similarity over every text position up to the context length (reference code: 77 - L padding columns
+    # included) instead of the real tokens only (rsitr, the paper's equation).
+    local_include_padding: bool = False
     negative_queue: int = 0  # CMER negative-sample recycling: queue length, 0 = off
     ftf_loss: bool = False  # FTF inter- and intra-modal loss
 
@@ -78,9 +99,14 @@ class EvalConfig:
     split: str = "test"
     batch_size: int = 128
     sar: bool = False  # iEBAKER Sort After Reversed retrieval
-    sar_top_k: int = 10
+    sar_top_k: int = 30
+    # SAR is not in the released code. rank_sum: rsitr's reading (forward rank + weight x reverse rank);
+    # reverse_rank: GaLR's published re-sort of the top-k by the reverse rank alone.
+    sar_variant: str = "rank_sum"
     sar_reverse_weight: float = 1.0
-    scene_prior: float = 0.0  # CMER: weight of P(query speaks of the image's scene) added to scores; 0 = off
+    # CMER: weight of P(query speaks of the image's scene) added to scores; 0 = off. Uses the gallery's
+    # ground-truth scene labels, which the standard retrieval protocol does not give a model.
+    scene_prior: float = 0.0
     two_stage: bool = False  # FTF: coarse recall, then fine re-ranking of recall_k candidates
     recall_k: int = 100
 
@@ -111,6 +137,18 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+CHOICES = (
+    ("method", "eba_scheme", ("joint", "independent")),
+    ("method", "eba_compare", ("frozen", "live")),
+    ("method", "drop_epoch_base", (0, 1)),
+    ("method", "infonce_directions", ("mean", "sum")),
+    ("method", "ker_masking", ("keyword", "random")),
+    ("method", "keyword_stop_list", ("short", "full")),
+    ("eval", "sar_variant", ("rank_sum", "reverse_rank")),
+)
+"""Settings with a fixed set of values, checked when a config is loaded."""
+
+
 class ConfigError(UserError):
     """A configuration file or override that does not fit the schema."""
 
@@ -131,12 +169,14 @@ def load_config(paths: str | Path | Sequence[str | Path] | None = None,
     if overrides:
         config = _merge(config, OmegaConf.from_dotlist(list(overrides)), "config overrides")
     config = OmegaConf.to_object(config)
+    from rsitr.models.precision import PRECISIONS  # imported here: rsitr.models pulls in torch and OpenCLIP
+
     if config.precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
-    if config.method.eba_scheme not in ("joint", "independent"):
-        raise ConfigError(f"method.eba_scheme must be joint or independent, got {config.method.eba_scheme!r}")
-    if config.method.ker_masking not in ("keyword", "random"):
-        raise ConfigError(f"method.ker_masking must be keyword or random, got {config.method.ker_masking!r}")
+    for section, key, allowed in CHOICES:
+        value = getattr(getattr(config, section), key)
+        if value not in allowed:
+            raise ConfigError(f"{section}.{key} must be one of {', '.join(map(str, allowed))}, got {value!r}")
     if not config.data.datasets and config.data.synthetic.n_images <= 0:
         raise ConfigError("config needs data.datasets (caption files) or data.synthetic.n_images > 0")
     return config

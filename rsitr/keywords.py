@@ -4,7 +4,10 @@ KER trains an auxiliary masked-language-modelling task: the *keywords* of a capt
 predicted from the image. This module
 
 * counts words over the training captions of each dataset, drops stop words, keeps each dataset's
-  ``top_k`` most frequent words and merges the lists (:func:`build_keywords`, :class:`KeywordVocabulary`);
+  ``top_k`` most frequent words and merges the lists (:func:`build_keywords`, :class:`KeywordVocabulary`).
+  The default stop list is :data:`SHORT_STOP_WORDS` (function words only): the counts, sizes and spatial
+  words at the top of remote-sensing captions (two, many, near, beside, large, area) are what KER should
+  learn to predict, and the ``stop-words`` package's 1,333-word list (``"full"``) removes them;
 * masks captions for the MLM task, either every keyword occurrence (``"keyword"``) or IRRA-style random
   15 % of the word tokens (``"random"``) (:func:`mask_captions`).
 
@@ -35,6 +38,19 @@ WORD_PATTERN = re.compile(r"[^\W\d_]+")
 
 IGNORE_INDEX = -100
 """Label of positions that are not masked (``torch.nn.functional.cross_entropy``'s default ignore_index)."""
+
+SHORT_STOP_WORDS = frozenset("""
+a an the
+of in on at to with by for from into onto as about than
+and or but nor so
+is are was were be been being am has have had do does did can could will would may might shall should must
+it its this that these those there which who whose what
+""".split())
+"""Articles, non-spatial prepositions, conjunctions, auxiliaries and a few pronouns: the default KER stop list.
+
+Spatial prepositions (near, beside, around, next, between, behind, along ...), counts and sizes are not in it."""
+
+STOP_LISTS = ("short", "full")
 
 KEYWORD_FILE_VERSION = 1
 MaskMode = Literal["keyword", "random"]
@@ -108,16 +124,29 @@ class KeywordVocabulary:
                              f"rsitr.keywords.build_keywords(...).save(path)") from err
 
 
+def stop_list(name: str) -> frozenset[str]:
+    """The stop words of ``name``: ``"short"`` (:data:`SHORT_STOP_WORDS`) or ``"full"`` (``stop-words``' English list)."""
+    if name == "short":
+        return SHORT_STOP_WORDS
+    if name == "full":
+        return frozenset(get_stop_words("en"))
+    raise ValueError(f"unknown stop list {name!r}; use one of {STOP_LISTS}")
+
+
 def build_keywords(captions_by_dataset: Mapping[str, Sequence[str]], top_k: int = 512,
                    stop_words: Collection[str] | None = None, min_length: int = 2) -> KeywordVocabulary:
     """Count words per dataset, keep each dataset's ``top_k`` and merge them (EBAKER uses ``top_k=512``).
 
-    ``stop_words`` defaults to the ``stop-words`` package's English list. Datasets are merged in sorted
-    name order so that the result does not depend on the order of the mapping.
+    ``stop_words`` defaults to :data:`SHORT_STOP_WORDS`. Datasets are merged in sorted name order so that the
+    result does not depend on the order of the mapping.
+
+    Known difference from EBAKER's reference code, not copied: its keyword matching is case-sensitive and its
+    mask lands one token *before* each keyword; here words are lower-cased and every BPE id of the keyword
+    itself is masked (:func:`tokenize_with_words`).
     """
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
-    stop = frozenset(get_stop_words("en") if stop_words is None else stop_words)
+    stop = SHORT_STOP_WORDS if stop_words is None else frozenset(stop_words)
     per_dataset = {name: top_words(count_words(captions_by_dataset[name], stop, min_length), top_k)
                    for name in sorted(captions_by_dataset)}
     merged = dict.fromkeys(word for top in per_dataset.values() for word, _ in top)

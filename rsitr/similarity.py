@@ -29,6 +29,12 @@ def global_similarity(image_global: torch.Tensor, text_global: torch.Tensor) -> 
     return F.normalize(image_global, dim=-1) @ F.normalize(text_global, dim=-1).T
 
 
+def paired_similarity(image_global: torch.Tensor, text_global: torch.Tensor) -> torch.Tensor:
+    """Cosine ``[B]`` of matching rows ``[B, D]``, in fp32 (EBA banks and thresholds stay fp32 under AMP)."""
+    with torch.autocast(image_global.device.type, enabled=False):
+        return (F.normalize(image_global.float(), dim=-1) * F.normalize(text_global.float(), dim=-1)).sum(dim=-1)
+
+
 def _gram(tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """The Gram matrices of L2-normalised tokens ``[B, T, D]`` on and above the diagonal, flattened ``[B, G]``.
 
@@ -88,7 +94,9 @@ def local_similarity(image_tokens: torch.Tensor, text_tokens: torch.Tensor, text
                      max_chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> torch.Tensor:
     """Local similarity ``[N, M]`` of patch tokens ``[N, P, D]`` and word tokens ``[M, L, D]``.
 
-    ``text_mask [M, L]`` is True on real tokens; padded tokens are ignored. Differentiable.
+    ``text_mask [M, L]`` is True on real tokens; padded tokens are ignored (the paper's equation). Without a
+    mask every position counts, the padding after the end token included, as EBAKER's reference code does
+    (``local_include_padding``). Differentiable.
     """
     (n, patches, dim), (m, length) = image_tokens.shape, text_tokens.shape[:2]
     if text_tokens.shape[-1] != dim:

@@ -17,3 +17,32 @@ def synthetic_caption_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def synthetic_corpus(synthetic_caption_file: Path) -> CaptionCorpus:
     """A fresh :class:`CaptionCorpus` of the generated data (loading is cheap; files are written once)."""
     return load_corpus(synthetic_caption_file, synthetic_caption_file.parent / "images")
+
+
+CLASS_FOLDERS = ("airport", "bare_land", "BaseballField", "beach", "dense-residential", "forest", "river")
+
+
+@pytest.fixture(scope="session")
+def class_folders(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A UC Merced-style folder: 7 class sub-folders of 3 noisy 32 px images each, one colour per class."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("class_folders")
+    rng = np.random.default_rng(0)
+    for number, name in enumerate(CLASS_FOLDERS):
+        folder = root / name
+        folder.mkdir()
+        colour = np.array([(number * 97) % 256, (number * 53 + 80) % 256, (number * 151 + 30) % 256])
+        for index in range(3):
+            pixels = np.clip(colour + rng.normal(0, 40, (32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{name}_{index:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """The random-init tiny OpenCLIP model (eval mode); session-wide, so tests must not change its weights."""
+    from rsitr.models import TINY_MODEL, create_retrieval_model
+
+    return create_retrieval_model(TINY_MODEL, None, seed=0).eval()

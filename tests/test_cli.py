@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from rsitr._compat import open_clip
 from rsitr.cli import build_parser, main
 from rsitr.models import TINY_MODEL, create_retrieval_model
 
@@ -16,7 +17,7 @@ def test_help_lists_every_command(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for command in ("demo", "eval", "train", "index", "search", "serve"):
+    for command in ("demo", "eval", "train", "reproduce", "index", "search", "serve"):
         assert command in out
 
 
@@ -31,7 +32,7 @@ def test_eval_end_to_end_writes_table_and_reports(synthetic_caption_file, tmp_pa
     out = capsys.readouterr().out
     assert "Image->Text" in out and "+ SAR" in out and "encode_seconds" in out
     assert "FTF two-stage (K=3)" in out and "two_stage_stage2_seconds" in out
-    assert "+ scene prior" in out and "scene_prior_seconds" in out  # scene classes from the <scene>_<n>.png names
+    assert "+ scene prior (uses gallery scene labels)" in out and "scene_prior_seconds" in out  # scene classes from the <scene>_<n>.png names
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     row = results["results"][TINY_MODEL]
     assert set(row) == {"i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "mR"}
@@ -72,7 +73,7 @@ def test_two_epoch_training_then_eval_of_its_checkpoint(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_demo_runs_and_learns(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--epochs", "2"]) == 0
+    assert main(["demo", "--synthetic", "--out", str(tmp_path / "demo"), "--epochs", "2"]) == 0
     results = json.loads((tmp_path / "demo" / "results.json").read_text())["results"]
     before, after = results["tiny CLIP, random init"], results["+ EBAKER fine-tuning (2 epochs)"]
     assert after["mR"] > before["mR"]
@@ -82,3 +83,35 @@ def test_parser_builds_without_heavy_imports():
     parser = build_parser()
     args = parser.parse_args(["eval", "--data", "x.json", "--images", "d"])
     assert args.split == "test" and args.model == "ViT-B-32"
+
+
+def test_reproduce_refuses_missing_data_before_training(tmp_path, capsys):
+    assert main(["reproduce", "--config", str(CONFIGS / "paper" / "ebaker.yaml"), "--output-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rsitr reproduce: error: missing dataset files: rsicd:") and "nwpu" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_reproduce_refuses_missing_weights(tmp_path, capsys, monkeypatch):
+    def offline(cfg, cache_dir=None):
+        raise OSError("no connection")
+
+    monkeypatch.setattr(open_clip.factory, "download_pretrained", offline)
+    code = main(["reproduce", "--config", str(CONFIGS / "data" / "synthetic.yaml"), "--output-dir", str(tmp_path),
+                 "--published", str(CONFIGS / "paper" / "published_results.yaml"), "--set", "model.name=ViT-B-32", "model.pretrained=openai"])
+    assert code == 2 and "could not be downloaded" in capsys.readouterr().err
+
+
+def test_reproduce_runs_end_to_end_on_a_tiny_synthetic_config(tmp_path, capsys):
+    published = tmp_path / "published.yaml"
+    paper = {"i2t_R@1": 1.0, "i2t_R@5": 2.0, "i2t_R@10": 3.0, "t2i_R@1": 4.0, "t2i_R@5": 5.0, "t2i_R@10": 6.0, "mR": 3.5}
+    published.write_text(json.dumps({"source": "a test", "results": {"tiny": {"synthetic": paper}}}))
+    code = main(["reproduce", "--config", str(CONFIGS / "data" / "synthetic.yaml"), "--output-dir", str(tmp_path / "run"),
+                 "--published", str(published), "--method", "tiny", "--epochs", "1", "--no-progress",
+                 "--set", "data.synthetic.n_images=20", "train.max_steps_per_epoch=1", "method.ker=false"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "synthetic test" in out and "tiny (paper)" in out and "(ours)" in out
+    assert "  1.00   2.00   3.00 |   4.00   5.00   6.00 |   3.50" in out
+    results = json.loads((tmp_path / "run" / "reproduce.json").read_text())
+    assert results["published_source"] == "a test" and any(k.startswith("synthetic: ") for k in results["results"])

@@ -95,3 +95,42 @@ def test_invalid_settings():
         EliminateBeforeAlign(4, scheme="both")
     with pytest.raises(ValueError, match="drop_ratio"):
         EliminateBeforeAlign(4, drop_ratio=1.5)
+
+
+def test_reference_semantics_eliminate_in_zero_based_epochs_4_to_6_by_live_comparison():
+    """drop_epoch 4 with 0-based epochs, 7 epochs: the last three eliminate, each batch against its own similarities."""
+    values = torch.linspace(0.0, 0.9, 10)  # bank after every epoch; threshold at ratio 0.2 = 0.1
+    current = torch.tensor([0.95, 0.05, 0.5, 0.08])  # this batch: pair 0 was banked lowest but is now high
+    pairs = torch.tensor([0, 9, 3, 4])
+    eba = EliminateBeforeAlign(num_pairs=10, drop_epoch=4, drop_ratio=0.2, compare="live", epoch_base=0)
+    dropping_epochs = []
+    for epoch in range(1, 8):  # the trainer's 1-based count; 0-based epoch = epoch - 1
+        report = eba.start_epoch(epoch)
+        keep, keep_local = eba.keep(pairs, current) if report.active else (None, None)
+        if report.active:
+            assert report.global_threshold == pytest.approx(0.1)
+            assert keep.tolist() == [True, False, True, False]  # 0.05, 0.08 <= 0.1; the bank is not read
+            assert keep_local.tolist() == keep.tolist()
+            dropping_epochs.append(epoch - 1)
+        eba.record(torch.arange(10), values)
+    assert dropping_epochs == [4, 5, 6]
+    assert [EliminateBeforeAlign(10, drop_epoch=4).eliminates_in(e) for e in range(1, 8)] == [False] * 3 + [True] * 4
+
+
+def test_live_independent_scheme_compares_local_similarities_with_the_local_threshold():
+    eba = EliminateBeforeAlign(num_pairs=4, drop_epoch=1, drop_ratio=0.25, scheme="independent", compare="live",
+                               epoch_base=0)
+    eba.record(torch.arange(4), torch.tensor([0.1, 0.5, 0.6, 0.7]), torch.tensor([3.0, 1.0, 2.0, 4.0]))
+    assert eba.start_epoch(2).active
+    keep_global, keep_local = eba.keep(torch.arange(4), torch.tensor([0.2, 0.1, 0.6, 0.7]),
+                                       torch.tensor([1.0, 5.0, 2.0, 0.5]))
+    assert keep_global.tolist() == [True, False, True, True]  # threshold 0.1
+    assert keep_local.tolist() == [False, True, True, False]  # threshold 1.0
+    with pytest.raises(ValueError, match="local_similarity"):
+        eba.keep(torch.arange(4), torch.zeros(4))
+
+
+def test_bank_stays_fp32_for_bf16_similarities():
+    bank = SimilarityBank(3)
+    bank.record(torch.arange(3), torch.tensor([0.1234567, 0.5, 0.25], dtype=torch.bfloat16))
+    assert bank.values.dtype == torch.float32

@@ -60,3 +60,16 @@ def test_all_rows_eliminated_gives_zero_with_graph():
 def test_rejects_non_square():
     with pytest.raises(ValueError, match="square"):
         info_nce(torch.zeros(2, 3), 1.0)
+
+
+def test_fixed_scale_20_with_summed_directions_is_the_reference_loss():
+    """EBAKER's reference: CE(20 S) + CE(20 S^T), each the mean over rows, summed (not averaged)."""
+    sim = torch.tensor([[0.5, 0.1], [0.2, 0.4]])
+    # image->text rows: logits [10, 2] -> log(1 + e^-8); [4, 8] -> log(1 + e^-4)
+    # text->image rows: logits [10, 4] -> log(1 + e^-6); [2, 8] -> log(1 + e^-6)
+    i2t = (math.log1p(math.exp(-8)) + math.log1p(math.exp(-4))) / 2
+    t2i = math.log1p(math.exp(-6))
+    assert info_nce(sim, 20.0, directions="sum").item() == pytest.approx(i2t + t2i, rel=1e-5)
+    assert info_nce(sim, 20.0).item() == pytest.approx((i2t + t2i) / 2, rel=1e-5)
+    with pytest.raises(ValueError, match="directions"):
+        info_nce(sim, 20.0, directions="max")

@@ -6,8 +6,8 @@ import pytest
 import torch
 from stop_words import get_stop_words
 
-from rsitr.keywords import (IGNORE_INDEX, KeywordVocabulary, build_keywords, mask_captions, mask_token_id,
-                            tokenize_with_words)
+from rsitr.keywords import (IGNORE_INDEX, SHORT_STOP_WORDS, KeywordVocabulary, build_keywords, mask_captions,
+                            mask_token_id, stop_list, tokenize_with_words)
 from rsitr.models import create_retrieval_model
 
 CORPUS = {
@@ -27,7 +27,7 @@ def tokenizer():
 
 
 def test_build_keywords_hand_computed_order():
-    vocab = build_keywords(CORPUS, top_k=4)
+    vocab = build_keywords(CORPUS, top_k=4, stop_words=stop_list("full"))
     # alpha: trees 3, pond 2, then green / storage / tanks at 1 (alphabetical); "and", "around", "the" are
     # stop words and "42" is no word.
     assert vocab.per_dataset["alpha"] == [("trees", 3), ("pond", 2), ("green", 1), ("storage", 1)]
@@ -39,8 +39,25 @@ def test_build_keywords_hand_computed_order():
     assert "airport" in vocab and "parked" not in vocab
 
 
+def test_short_stop_list_is_the_default_and_keeps_counts_sizes_and_spatial_words():
+    keep = {"many", "two", "three", "several", "near", "next", "around", "beside", "large", "small", "area"}
+    assert not keep & SHORT_STOP_WORDS
+    assert keep <= set(get_stop_words("en"))  # the full list drops every one of them
+    assert {"the", "a", "of", "is", "are", "and"} <= SHORT_STOP_WORDS
+    vocab = build_keywords(CORPUS, top_k=4)
+    # alpha: trees 3, pond 2, then around / green at 1 (alphabetical); "and" and "the" are stop words.
+    assert vocab.per_dataset["alpha"] == [("trees", 3), ("pond", 2), ("around", 1), ("green", 1)]
+    assert vocab.per_dataset["beta"] == [("airport", 3), ("near", 2), ("planes", 2), ("runway", 2)]
+    captions = {"d": ["two large buildings near many small trees beside the area next to several houses around "
+                      "three ponds"]}
+    assert keep <= set(build_keywords(captions, top_k=100).words)
+    assert not keep & set(build_keywords(captions, top_k=100, stop_words=stop_list("full")).words)
+    with pytest.raises(ValueError, match="stop list"):
+        stop_list("long")
+
+
 def test_build_keywords_removes_stop_words():
-    vocab = build_keywords(CORPUS, top_k=100)
+    vocab = build_keywords(CORPUS, top_k=100, stop_words=stop_list("full"))
     stop = set(get_stop_words("en"))
     assert {"two", "near", "beside", "the", "and", "around"} <= stop
     assert not stop & set(vocab.words)

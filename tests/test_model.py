@@ -1,8 +1,11 @@
 import pytest
 import torch
 
+from rsitr._compat import open_clip
 from rsitr.config import ModelConfig
+from rsitr.errors import UserError
 from rsitr.models import TINY_MODEL, create_retrieval_model
+from rsitr.models.clip import resolve_quick_gelu
 from rsitr.models.factory import build_model, load_model
 
 
@@ -46,9 +49,9 @@ def test_same_seed_same_weights():
 
 
 def test_unknown_model_and_missing_checkpoint_errors():
-    with pytest.raises(ValueError, match="unknown OpenCLIP model"):
+    with pytest.raises(UserError, match="unknown OpenCLIP model"):
         create_retrieval_model("ViT-Z-99", None)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(UserError, match="does not exist"):
         create_retrieval_model(TINY_MODEL, "/nonexistent/weights.pt")
 
 
@@ -71,3 +74,37 @@ def test_mask_keeps_token_id_zero_inside_a_caption(model):
     mask = model.encode_text(tokens).mask[0]
     end = int(tokens[0].argmax())
     assert mask[: end + 1].all() and not mask[end + 1:].any()
+
+
+def test_openai_weights_build_quickgelu_without_downloading(monkeypatch):
+    """ViT-B-32 + openai must be built with QuickGELU; the download and weight loading are mocked (random weights)."""
+    calls = []
+    monkeypatch.setattr(open_clip.factory, "download_pretrained", lambda cfg, cache_dir=None: calls.append(cfg) or "w.pt")
+    monkeypatch.setattr(open_clip.factory, "load_checkpoint", lambda model, path, **kwargs: calls.append(path))
+    model = create_retrieval_model("ViT-B-32", "openai")
+    assert calls and calls[-1] == "w.pt" and model.quick_gelu
+    activations = {type(m).__name__ for m in model.modules()}
+    assert "QuickGELU" in activations and "GELU" not in activations
+
+
+def test_quickgelu_follows_the_tag_and_refuses_a_mismatch():
+    assert resolve_quick_gelu("ViT-B-32", "openai") is True
+    assert resolve_quick_gelu("ViT-B-32-quickgelu", "openai") is True
+    assert resolve_quick_gelu("ViT-B-32", "laion2b_s34b_b79k") is False
+    assert resolve_quick_gelu("ViT-B-32", None) is False  # random init: the architecture's own activation
+    assert resolve_quick_gelu("ViT-B-32", None, True) is True
+    with pytest.raises(UserError, match="trained with QuickGELU"):
+        resolve_quick_gelu("ViT-B-32", "openai", False)
+    with pytest.raises(UserError, match="trained with GELU"):
+        resolve_quick_gelu("ViT-B-32", "laion2b_s34b_b79k", True)
+    with pytest.raises(UserError, match="QuickGELU architecture"):
+        resolve_quick_gelu("ViT-B-32-quickgelu", None, False)
+
+
+def test_missing_pretrained_weights_are_a_user_error(monkeypatch):
+    def offline(cfg, cache_dir=None):
+        raise OSError("no connection")
+
+    monkeypatch.setattr(open_clip.factory, "download_pretrained", offline)
+    with pytest.raises(UserError, match="could not be downloaded"):
+        create_retrieval_model("ViT-B-32", "openai")

@@ -48,3 +48,25 @@ def test_sar_scores_feed_recall_metrics():
     # Text 0 keeps image 0 first (keys 0 vs 1), text 2 keeps image 2 (keys 2 vs 3), text 1's image 1 is last: 2 of 3.
     assert m["t2i_R@1"] == pytest.approx(100 * 2 / 3)
     assert m["i2t_R@1"] == pytest.approx(100 * 2 / 3)  # image 1's first text is 0, not 1; images 0 and 2 hit
+
+
+def test_galr_reverse_rank_variant_sorts_the_top_k_by_reverse_rank_alone():
+    # Reverse ranks as above. Image 2: forward t1, t2, t0; its reverse ranks t0 2, t1 1, t2 0 -> t2, t1, t0.
+    # (rank_sum would tie t1 = 0 + 1 and t2 = 1 + 0 and keep t1 first by similarity.)
+    # Image 1: forward t0, t2, t1; reverse ranks t0 1, t1 2, t2 1 -> tie t0 / t2 kept in forward order -> t0, t2, t1.
+    galr = sar_rerank(S, top_k=3, variant="reverse_rank").image_to_text
+    assert [order(galr[i]) for i in range(3)] == [[0, 1, 2], [0, 2, 1], [2, 1, 0]]
+    assert order(sar_rerank(S, top_k=3).image_to_text[2]) == [1, 2, 0]
+    # Outside the top-k nothing moves: with top_k 2, image 2 re-sorts t1, t2 only -> t2, t1, then t0.
+    assert order(sar_rerank(S, top_k=2, variant="reverse_rank").image_to_text[2]) == [2, 1, 0]
+    with pytest.raises(ValueError, match="variant"):
+        sar_rerank(S, variant="optim")
+
+
+def test_sar_rows_say_which_reading_they_are():
+    from rsitr.config import EvalConfig
+    from rsitr.retrieval.sar import sar_label
+
+    assert EvalConfig().sar_top_k == 30
+    assert sar_label("rank_sum", 30) == "SAR (rsitr's rank-sum reading, top 30)"
+    assert "GaLR" in sar_label("reverse_rank", 30)

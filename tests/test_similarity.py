@@ -92,3 +92,14 @@ def test_fuse_weights_and_global_only():
     assert fuse(g, l).item() == pytest.approx(0.6 * 1 + 0.4 * 2)
     assert fuse(g, l, 0.5, 0.5).item() == pytest.approx(1.5)
     assert fuse(g, None) is g
+
+
+def test_padding_included_local_score_equals_a_naive_49_x_77_computation():
+    """The reference code's local score: every one of the 77 text positions, the padding ones too."""
+    torch.manual_seed(0)
+    patches, words = torch.randn(2, 49, 16), torch.randn(3, 77, 16)
+    mask = torch.arange(77).unsqueeze(0) < torch.tensor([[9], [14], [12]])  # 9-14 real tokens, the rest padding
+    x, y = F.normalize(patches, dim=-1), F.normalize(words, dim=-1)
+    naive = torch.stack([torch.stack([(x[i] @ y[j].T).norm(dim=1).norm() for j in range(3)]) for i in range(2)])
+    assert torch.allclose(local_similarity(patches, words, None), naive, atol=1e-5)
+    assert not torch.allclose(local_similarity(patches, words, mask), naive, atol=1e-3)  # masking changes it

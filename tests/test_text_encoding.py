@@ -7,12 +7,12 @@ import warnings
 import pytest
 import torch
 
-from rsitr import precision as precision_module
+from rsitr.models import precision as precision_module
 from rsitr.config import ConfigError, load_config
 from rsitr.errors import UserError
 from rsitr.models import TINY_MODEL, RetrievalCLIP, create_retrieval_model
-from rsitr.models.text import encode_captions, trim_padding
-from rsitr.precision import autocast, resolve_precision
+from rsitr.models.encoding import encode_captions, trim_padding
+from rsitr.models.precision import inference_precision, resolve_precision
 from rsitr._compat import open_clip
 
 CAPTIONS = ["a lake", "many buildings and green trees are around a playground with a running track and a pool",
@@ -74,8 +74,6 @@ def test_auto_precision_and_clean_fallback_without_bf16(monkeypatch):
 
 
 def test_bad_precisions_are_user_errors():
-    with pytest.raises(UserError, match="needs a CUDA device"):
-        resolve_precision("fp16", "cpu")
     with pytest.raises(UserError, match="choose one of auto, fp32, bf16, fp16"):
         resolve_precision("fp64", "cpu")
     with pytest.raises(ConfigError, match="precision must be one of"):
@@ -84,11 +82,6 @@ def test_bad_precisions_are_user_errors():
 
 
 def test_bf16_encoding_returns_float32_close_to_fp32(model):
-    weights = torch.randn(8, 8)
-    with autocast("fp32", "cpu"):
-        assert (weights @ weights).dtype == torch.float32
-    with autocast("bf16", "cpu"):
-        assert (weights @ weights).dtype == torch.bfloat16
     exact = encode_captions(model, CAPTIONS)
     fast = encode_captions(model, CAPTIONS, precision="bf16")
     assert fast.global_.dtype == fast.tokens.dtype == torch.float32

@@ -46,6 +46,28 @@ def test_baseline_config_has_only_the_global_loss(tmp_path):
     assert set(parts) == {"global", "kept_rows"}
 
 
+def test_reference_objective_fixed_scale_20_summed_directions_padding_included(tmp_path):
+    """The paper config's loss: 20 x global cosine and 20 x local score (padding included), directions summed."""
+    trainer = make_trainer(tmp_path, "method.ker=false", "method.eba=false", "method.temperature=0.05",
+                           "method.infonce_directions=sum", "method.local_include_padding=true")
+    batch = fixed_batch(trainer)
+    with torch.no_grad():
+        _, parts = trainer.objective(batch)
+        image, text = trainer.model.encode_image(batch.images), trainer.model.encode_text(batch.tokens)
+    ce = torch.nn.functional.cross_entropy
+    labels = torch.arange(batch.images.shape[0])
+
+    def reference(sim):
+        return (ce(20 * sim, labels) + ce(20 * sim.T, labels)).item()
+
+    img, txt = torch.nn.functional.normalize(image.global_, dim=-1), torch.nn.functional.normalize(text.global_, dim=-1)
+    assert parts["global"] == pytest.approx(reference(img @ txt.T), rel=1e-4)
+    patches = torch.nn.functional.normalize(image.tokens, dim=-1)
+    words = torch.nn.functional.normalize(text.tokens, dim=-1)  # every position of the context, padding too
+    local = torch.einsum("ipd,jld->ijpl", patches, words).flatten(2).norm(dim=-1)
+    assert parts["local"] == pytest.approx(reference(local), rel=1e-4)
+
+
 CMER = ["model.focus_adapter=true", "method.negative_queue=8", "data.scene_augment_prob=0.5"]
 
 
@@ -78,22 +100,36 @@ def test_warmup_cosine_schedule():
     assert factor(12) == pytest.approx(0.0)
 
 
-def test_torchrun_two_processes_with_gathered_features(tmp_path):
-    """DistributedDataParallel on CPU (gloo): two ranks train, rank 0 checkpoints and evaluates."""
+def _torchrun_train(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    """``torchrun --nproc-per-node 2 -m rsitr.cli train`` of EBAKER on generated data (CPU, gloo), 2 epochs."""
     if shutil.which("torchrun") is None:
         pytest.skip("torchrun is not on PATH")
     root = Path(__file__).parent.parent / "configs"
     command = ["torchrun", "--nproc-per-node", "2", "-m", "rsitr.cli", "train",
                "--config", str(root / "data" / "synthetic.yaml"), str(root / "methods" / "ebaker.yaml"),
-               "--output-dir", str(tmp_path), "--epochs", "2", "--no-progress",
-               "--set", "data.synthetic.n_images=40", "train.max_steps_per_epoch=2", "train.batch_size=8"]
+               "--output-dir", str(out), "--epochs", "2", "--no-progress",
+               "--set", "data.synthetic.n_images=40", "train.max_steps_per_epoch=2", "train.batch_size=8", *extra]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_torchrun_two_processes_with_gathered_features(tmp_path):
+    """DistributedDataParallel on CPU (gloo): two ranks train, rank 0 checkpoints and evaluates."""
+    _torchrun_train(tmp_path)
     checkpoint = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=False)
     assert checkpoint["epoch"] == 2 and checkpoint["step"] == 4
     # Each rank's batch of 8 was gathered: EBA banks hold similarities for pairs of both ranks' batches.
     seen = (~checkpoint["eba"]["global_bank"]["values"].isnan()).sum().item()
     assert seen > 16
+
+
+def test_torchrun_ftf_loss_with_eba_elimination(tmp_path):
+    """Issue 11's crash: in an eliminating epoch the FTF term got the keep mask of both ranks' pairs."""
+    _torchrun_train(tmp_path, "method.ftf_loss=true", "method.drop_epoch=2", "method.drop_ratio=0.2")
+    eliminated = json.loads((tmp_path / "eba" / "epoch_002.json").read_text())
+    assert eliminated["active"] and eliminated["global_pairs"]
+    assert torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=False)["epoch"] == 2
 
 
 @pytest.mark.parametrize("extra", [

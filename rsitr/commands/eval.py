@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from rsitr.precision import PRECISION_HELP, PRECISIONS
+from rsitr.commands.options import add_precision_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,13 +23,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", help="train, val or test (default test)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+    add_precision_argument(parser)
     parser.add_argument("--global-only", action="store_true", help="score with the global cosine only (no local)")
     parser.add_argument("--sar", action="store_true", help="also report SAR (sort after reversed retrieval)")
-    parser.add_argument("--sar-top-k", type=int, default=10)
+    parser.add_argument("--sar-top-k", type=int, default=30)
+    parser.add_argument("--sar-variant", choices=("rank_sum", "reverse_rank"), default="rank_sum",
+                        help="rank_sum: rsitr's reading of SAR (not in the released code); reverse_rank: GaLR's "
+                             "re-sort of the top-k by reverse rank")
     parser.add_argument("--scene-prior", type=float, default=0.0, metavar="WEIGHT",
                         help="also report CMER's scene prior: add WEIGHT x P(caption speaks of the image's scene); "
-                             "needs scene classes (RSICD/RSITMD file names, NWPU classes or a CSV scene column)")
+                             "needs scene classes (RSICD/RSITMD file names, NWPU classes or a CSV scene column). "
+                             "It uses the gallery's scene labels, which the standard protocol does not give a model")
     parser.add_argument("--two-stage", action="store_true",
                         help="also report FTF two-stage retrieval (coarse recall, fine re-ranking)")
     parser.add_argument("--recall-k", type=int, default=100, help="candidates per query for --two-stage")
@@ -43,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from rsitr.evaluate.report import format_table, write_reports
     from rsitr.evaluate.runner import encode_corpus, evaluate_encoded
     from rsitr.models.factory import load_model
-    from rsitr.precision import resolve_precision
+    from rsitr.models.precision import resolve_precision
     from rsitr.training.trainer import resolve_device
 
     device = resolve_device(args.device)
@@ -53,13 +57,14 @@ def run(args: argparse.Namespace) -> int:
     if args.global_only:
         method.local = False
     config = EvalConfig(split=args.split, batch_size=args.batch_size, sar=args.sar, sar_top_k=args.sar_top_k,
-                        scene_prior=args.scene_prior, two_stage=args.two_stage, recall_k=args.recall_k)
+                        sar_variant=args.sar_variant, scene_prior=args.scene_prior, two_stage=args.two_stage, recall_k=args.recall_k)
     corpus = load_corpus(args.data, args.images).split(args.split)
     if len(corpus) == 0:
         raise SystemExit(f"{args.data} has no images in split {args.split!r}")
     print(corpus.summary())
     encoded = encode_corpus(model, corpus, args.batch_size, device, progress=not args.no_progress,
-                            scenes=args.scene_prior > 0, precision=precision)
+                            scenes=args.scene_prior > 0, precision=precision,
+                            keep_padding=method.local and method.local_include_padding)
     name = getattr(model, "model_name", args.model)
     evaluation = evaluate_encoded(encoded, method, config, name=name)
     print(format_table(evaluation.rows, title=f"{corpus.name} ({len(corpus)} images, {encoded.caption_image.numel()} captions)"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rsitr.precision import PRECISION_HELP, PRECISIONS
+from rsitr.commands.options import add_precision_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tokens.add_argument("--no-local-tokens", dest="store_local_tokens", action="store_false",
                         help="store global embeddings only (smaller index, no re-ranking)")
     parser.add_argument("--device", default="cpu", help="torch device for encoding (default cpu)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+    add_precision_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

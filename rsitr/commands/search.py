@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from rsitr.precision import PRECISION_HELP, PRECISIONS
+from rsitr.commands.options import add_precision_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-rerank", action="store_true", help="rank text queries by global cosine only")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--device", default="cpu", help="torch device for encoding the query (default cpu)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+    add_precision_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

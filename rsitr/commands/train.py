@@ -1,7 +1,7 @@
 """Fine-tune a CLIP model for remote sensing image-text retrieval (EBAKER / iEBAKER / CMER / FTF by config).
 
 Examples:
-  rsitr train --config configs/ebaker_rsitmd.yaml
+  rsitr train --config configs/data/rsitmd.yaml configs/methods/ebaker.yaml
   rsitr train --config configs/data/rsicd.yaml configs/methods/iebaker_independent.yaml --output-dir runs/ie --resume
   rsitr train --config configs/tiny_synthetic.yaml --set method.eba=false train.epochs=2
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from rsitr.precision import PRECISION_HELP, PRECISIONS
+from rsitr.commands.options import add_precision_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,12 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="overrides train.epochs")
     parser.add_argument("--batch-size", type=int, help="overrides train.batch_size")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 or auto (overrides device)")
-    parser.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP + " (overrides precision)")
+    add_precision_argument(parser, default=None)  # None: the config's precision
     parser.add_argument("--resume", action="store_true", help="continue from <output-dir>/checkpoints/latest.pt")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _overrides(args: argparse.Namespace) -> list[str]:
+def overrides(args: argparse.Namespace) -> list[str]:
     flat = {"output_dir": args.output_dir, "train.epochs": args.epochs, "train.batch_size": args.batch_size,
             "device": args.device, "precision": args.precision}
     return list(args.set) + [f"{key}={value}" for key, value in flat.items() if value is not None]
@@ -36,10 +36,9 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from rsitr.config import load_config
     from rsitr.evaluate.report import format_table, write_reports
-    from rsitr.evaluate.runner import evaluate_model
     from rsitr.training.trainer import Trainer
 
-    config = load_config(args.config, _overrides(args))
+    config = load_config(args.config, overrides(args))
     trainer = Trainer(config, progress=not args.no_progress)
     if args.resume and trainer.resume():
         print(f"resumed from epoch {trainer.epoch} (step {trainer.step})")
@@ -47,11 +46,14 @@ def run(args: argparse.Namespace) -> int:
     trainer.fit()
     if not trainer.dist.is_main:
         return 0
-    test = trainer.corpus.split(config.eval.split)
-    if len(test):
-        evaluation = evaluate_model(trainer.model, test, config.method, config.eval, trainer.device,
-                                    name=config.model.name, progress=not args.no_progress, precision=trainer.precision)
-        print(format_table(evaluation.rows, title=f"{config.eval.split} split"))
-        json_path, _ = write_reports(evaluation.rows, trainer.out, {"timings": evaluation.timings})
+    # Each dataset's own test split: a model trained on merged datasets is reported per dataset, as in the papers.
+    evaluations = trainer.test(progress=not args.no_progress)
+    for dataset, evaluation in evaluations.items():
+        print(format_table(evaluation.rows, title=f"{dataset}: {config.eval.split} split"))
+    if evaluations:
+        rows = {(f"{dataset}: {row}" if len(evaluations) > 1 else row): metrics
+                for dataset, evaluation in evaluations.items() for row, metrics in evaluation.rows.items()}
+        timings = {dataset: evaluation.timings for dataset, evaluation in evaluations.items()}
+        json_path, _ = write_reports(rows, trainer.out, {"timings": timings})
         print(f"results written to {json_path}")
     return 0

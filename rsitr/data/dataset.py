@@ -108,3 +108,36 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
         else:
             collated[key] = values
     return collated
+
+
+class ImageFileDataset(Dataset):
+    """Image files by path, for encoding: ``{"image": tensor or None, "index": int, "error": str or None}``.
+
+    An unreadable file gives ``image=None`` and its error message (a string survives DataLoader workers
+    whole) instead of raising, so that one bad file among
+    thousands is skipped and counted (see :func:`collate_readable`) rather than stopping the run.
+    """
+
+    def __init__(self, paths: list[Path], transform: ImageTransform) -> None:
+        self.paths = paths
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        try:
+            return {"image": self.transform(open_rgb(self.paths[index])), "index": index, "error": None}
+        except DataError as err:
+            return {"image": None, "index": index, "error": str(err)}
+
+
+def collate_readable(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack the readable images of an :class:`ImageFileDataset` batch; keep the errors of the others.
+
+    Returns ``{"image": [K, C, H, W] or None, "index": LongTensor [K], "errors": {index: message}}``.
+    """
+    readable = [item for item in batch if item["image"] is not None]
+    return {"image": torch.stack([item["image"] for item in readable]) if readable else None,
+            "index": torch.tensor([item["index"] for item in readable], dtype=torch.long),
+            "errors": {item["index"]: item["error"] for item in batch if item["image"] is None}}

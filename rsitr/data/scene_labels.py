@@ -28,6 +28,8 @@ COMPOUND_SCENES = {
     "railwaystation": "railway station", "storagetanks": "storage tanks", "boatwharf": "boat wharf",
     "tenniscourt": "tennis court", "basketballcourt": "basketball court",
     "footballfield": "football field", "golffield": "golf field", "parkinglot": "parking lot",
+    # UC Merced Land Use folder names
+    "baseballdiamond": "baseball diamond", "golfcourse": "golf course", "mobilehomepark": "mobile home park",
 }
 
 SCENE_PROMPTS = (
@@ -39,9 +41,13 @@ SCENE_QUERY_PROMPT = "an aerial image of {scene}"
 
 
 def scene_phrase(scene: str) -> str:
-    """Readable words for a class name: ``denseresidential`` -> ``dense residential area``, ``golf_course`` -> ``golf course``."""
+    """Readable words for a class name: ``denseresidential`` -> ``dense residential area``, ``golf_course`` -> ``golf course``,
+    ``BaseballField`` (AID) -> ``baseball field``."""
     key = scene.strip().lower()
-    return COMPOUND_SCENES.get(key, re.sub(r"[_\-\s]+", " ", key).strip())
+    if key in COMPOUND_SCENES:
+        return COMPOUND_SCENES[key]
+    words = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", scene.strip())
+    return re.sub(r"[_\-\s]+", " ", words).strip().lower()
 
 
 def augment_caption(caption: str, scene: str | None, prob: float, rng: random.Random) -> str:

@@ -1,11 +1,11 @@
-"""Paper-style result tables (printed, JSON, CSV)."""
+"""Paper-style result tables (printed, JSON, CSV) and the confusion-matrix figure of zero-shot classification."""
 
 from __future__ import annotations
 
 import csv
 import json
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from rsitr.evaluate.metrics import METRIC_NAMES
 
@@ -38,3 +38,41 @@ def write_reports(rows: Mapping[str, Mapping[str, float]], out_dir: str | Path, 
         for name, m in rows.items():
             writer.writerow([name, *(f"{m[k]:.4f}" for k in METRIC_NAMES)])
     return json_path, csv_path
+
+
+def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str], path: str | Path,
+                   title: str = "") -> Path:
+    """Draw a confusion matrix (rows: true class, columns: predicted) with class names to an image file.
+
+    Each row is shown as fractions of its class's images, so classes of different sizes compare; the counts
+    are written in the cells when there are few classes.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    counts = np.asarray(confusion, dtype=float)
+    rows = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = max(4.0, 0.35 * len(class_names) + 2)
+    figure, axes = plt.subplots(figsize=(size + 1, size))
+    shown = axes.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    axes.set_xticks(range(len(class_names)), class_names, rotation=90, fontsize=8)
+    axes.set_yticks(range(len(class_names)), class_names, fontsize=8)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    if len(class_names) <= 12:
+        for (row, column), count in np.ndenumerate(counts):
+            if count:
+                axes.text(column, row, int(count), ha="center", va="center", fontsize=7,
+                          color="white" if rows[row, column] > 0.5 else "black")
+    figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04, label="fraction of the true class")
+    if title:
+        axes.set_title(title)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

@@ -18,10 +18,15 @@ from rsitr.data import CaptionCorpus, ImageDataset, collate
 from rsitr.data.scene_labels import scene_prior, scene_query_prompts, scene_vocabulary, text_scene_probabilities
 from rsitr.evaluate.metrics import recall_metrics
 from rsitr.models import ImageFeatures, TextFeatures
-from rsitr.models.text import encode_captions
-from rsitr.precision import autocast
-from rsitr.retrieval.sar import sar_rerank
+from rsitr.models.encoding import encode_captions
+from rsitr.models.precision import inference_precision
+from rsitr.retrieval.sar import sar_label, sar_rerank
 from rsitr.similarity import fuse, global_similarity, local_similarity
+
+
+SCENE_PRIOR_LABEL = "scene prior (uses gallery scene labels)"
+"""Row label of CMER's scene prior: it reads the gallery's ground-truth classes, which the standard protocol does not
+give a retrieval model, so its numbers are not comparable with the other rows."""
 
 
 @dataclass
@@ -58,12 +63,13 @@ class Evaluation:
 @torch.no_grad()
 def encode_corpus(model, corpus: CaptionCorpus, batch_size: int = 128, device: str | torch.device = "cpu",
                   num_workers: int = 0, progress: bool = True, scenes: bool = False,
-                  precision: str = "fp32") -> EncodedCorpus:
+                  precision: str = "fp32", keep_padding: bool = False) -> EncodedCorpus:
     """Float32 global and local features of every image and caption, on the CPU, word tokens trimmed of padding.
 
-    The towers run under ``precision`` (a resolved one, see :mod:`rsitr.precision`); captions go through
-    :func:`rsitr.models.text.encode_captions`. With ``scenes`` and images that carry scene classes, also
-    the captions' zero-shot scene distributions.
+    The towers run under ``precision`` (see :mod:`rsitr.models.precision`); captions go through
+    :func:`rsitr.models.encoding.encode_captions`. ``keep_padding`` keeps every position of the context instead
+    (``MethodConfig.local_include_padding``). With ``scenes`` and images that carry scene classes, also the
+    captions' zero-shot scene distributions.
     """
     model.eval()
     start = time.perf_counter()
@@ -71,12 +77,12 @@ def encode_corpus(model, corpus: CaptionCorpus, batch_size: int = 128, device: s
                         collate_fn=collate)
     image_global, image_tokens = [], []
     for batch in tqdm(loader, desc="encode images", disable=not progress, leave=False):
-        with autocast(precision, device):
+        with inference_precision(precision, device):
             features = model.encode_image(batch["image"].to(device))
         image_global.append(features.global_.float().cpu())
         image_tokens.append(features.tokens.float().cpu())
     image_seconds = time.perf_counter() - start
-    text = encode_captions(model, corpus.captions, batch_size, device, precision, progress)
+    text = encode_captions(model, corpus.captions, batch_size, device, precision, progress, keep_padding)
     return EncodedCorpus(
         image=ImageFeatures(torch.cat(image_global), torch.cat(image_tokens)),
         text=text,
@@ -99,7 +105,8 @@ def fused_similarity(encoded: EncodedCorpus, method: MethodConfig) -> torch.Tens
     """``[N images, M captions]``: global cosine, fused with local similarity when the method uses it."""
     sim = global_similarity(encoded.image.global_, encoded.text.global_)
     if method.local:
-        local = local_similarity(encoded.image.tokens, encoded.text.tokens, encoded.text.mask)
+        mask = None if method.local_include_padding else encoded.text.mask
+        local = local_similarity(encoded.image.tokens, encoded.text.tokens, mask)
         sim = fuse(sim, local, method.global_weight, method.local_weight)
     return sim
 
@@ -114,15 +121,16 @@ def evaluate_encoded(encoded: EncodedCorpus, method: MethodConfig, config: EvalC
     result.rows[name] = recall_metrics(sim, encoded.caption_image)
     if config.sar:
         start = time.perf_counter()
-        reranked = sar_rerank(sim, top_k=config.sar_top_k, reverse_weight=config.sar_reverse_weight)
+        reranked = sar_rerank(sim, top_k=config.sar_top_k, reverse_weight=config.sar_reverse_weight,
+                              variant=config.sar_variant)
         result.timings["sar_seconds"] = time.perf_counter() - start
-        result.rows[f"{name} + SAR"] = recall_metrics(reranked.image_to_text, encoded.caption_image,
-                                                      text_to_image_similarity=reranked.text_to_image)
+        result.rows[f"{name} + {sar_label(config.sar_variant, config.sar_top_k)}"] = recall_metrics(
+            reranked.image_to_text, encoded.caption_image, text_to_image_similarity=reranked.text_to_image)
     if config.scene_prior > 0 and encoded.scenes is not None:
         start = time.perf_counter()
         prior = scene_prior(sim, encoded.scenes.text_scene_probs, encoded.scenes.image_scenes, config.scene_prior)
         result.timings["scene_prior_seconds"] = time.perf_counter() - start
-        result.rows[f"{name} + scene prior"] = recall_metrics(prior, encoded.caption_image)
+        result.rows[f"{name} + {SCENE_PRIOR_LABEL}"] = recall_metrics(prior, encoded.caption_image)
     if config.two_stage:
         _evaluate_two_stage(encoded, config, name, result)
     return result
@@ -149,5 +157,5 @@ def evaluate_model(model, corpus: CaptionCorpus, method: MethodConfig, config: E
                    device: str | torch.device = "cpu", name: str = "model", progress: bool = True,
                    precision: str = "fp32") -> Evaluation:
     encoded = encode_corpus(model, corpus, config.batch_size, device, progress=progress, scenes=config.scene_prior > 0,
-                            precision=precision)
+                            precision=precision, keep_padding=method.local and method.local_include_padding)
     return evaluate_encoded(encoded, method, config, name)

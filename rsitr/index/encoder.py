@@ -10,8 +10,8 @@ to ``PROBE_TOLERANCE``: that catches another model, another checkpoint behind th
 changed weights, while ignoring float noise between machines. The probe is always encoded in fp32, so an
 index built in one precision opens in another.
 
-Chips and queries are encoded under the encoder's precision (see :mod:`rsitr.precision`); a query goes
-through :func:`rsitr.models.text.encode_captions` (its real length, not the 77-token context).
+Chips and queries are encoded under the encoder's precision (see :mod:`rsitr.models.precision`); a query goes
+through :func:`rsitr.models.encoding.encode_captions` (its real length, not the 77-token context).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from rsitr.models import RetrievalCLIP
-from rsitr.models.text import encode_captions
-from rsitr.precision import autocast, resolve_precision
+from rsitr.models.encoding import encode_captions
+from rsitr.models.precision import inference_precision, resolve_precision
 
 PROBE_TEXT = "an aerial image of a harbour with boats next to a green park"
 PROBE_TOLERANCE = 1e-3
@@ -108,7 +108,7 @@ class Encoder:
     @torch.no_grad()
     def encode_images(self, images: Sequence[Image.Image]) -> EncodedImages:
         batch = torch.stack([self.model.preprocess_val(image.convert("RGB")) for image in images]).to(self.device)
-        with autocast(self.precision, self.device):
+        with inference_precision(self.precision, self.device):
             features = self.model.encode_image(batch).float()
         return EncodedImages(F.normalize(features.global_, dim=-1).cpu().numpy(),
                              F.normalize(features.tokens, dim=-1).cpu().numpy())

@@ -11,7 +11,8 @@ This keeps the coarse stage-1 embedding and the tokens stage 2 reads describing 
 shortlist and the re-ranker agree. InfoNCE (rather than a plain cosine or MSE pull) also pushes samples
 apart, so the pull cannot be met by collapsing every pooled token onto one direction.
 
-Total: ``inter_global + fine_weight * inter_fine + intra_weight * (intra_image + intra_text) / 2``.
+Total: ``inter_global + fine_weight * inter_fine + intra_weight * (intra_image + intra_text) / 2``; a training
+objective that already has the global InfoNCE leaves ``inter_global`` out (``include_global=False``).
 """
 
 from __future__ import annotations
@@ -33,21 +34,27 @@ def _mean_real_tokens(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def inter_intra_modal_loss(image: ImageFeatures, text: TextFeatures, logit_scale: torch.Tensor | float,
                            fine_weight: float = 1.0, intra_weight: float = 1.0,
                            temperature: float = DEFAULT_TEMPERATURE,
-                           keep: torch.Tensor | None = None) -> torch.Tensor:
+                           keep: torch.Tensor | None = None, include_global: bool = True,
+                           directions: str = "mean") -> torch.Tensor:
     """FTF loss of a batch of ``B`` matching image-caption pairs (see the module docstring).
 
     ``logit_scale`` multiplies every similarity (CLIP's ``exp`` of the learned scale); ``temperature`` is the
     interaction's attention temperature. ``keep [B]`` (EBA) drops pairs' rows from the inter-modal terms;
     the intra-modal terms compare each sample only with its own modality, so they keep every row.
+    ``directions`` is :func:`~rsitr.losses.infonce.info_nce`'s.
     """
     batch = image.global_.shape[0]
     if text.global_.shape[0] != batch:
         raise ValueError(f"batch has {batch} images but {text.global_.shape[0]} captions; FTF needs matching pairs")
-    inter_global = info_nce(global_similarity(image.global_, text.global_), logit_scale, keep)
+    if keep is not None and keep.shape[0] != batch:
+        raise ValueError(f"keep has {keep.shape[0]} entries for a batch of {batch} pairs")
     fine = interaction_similarity(image.tokens, text.tokens, text.mask, temperature)
-    inter_fine = info_nce(fine, logit_scale, keep)
+    inter_fine = info_nce(fine, logit_scale, keep, directions=directions)
     pooled_patches = image.tokens.mean(dim=1)
     pooled_words = _mean_real_tokens(text.tokens, text.mask)
-    intra_image = info_nce(global_similarity(image.global_, pooled_patches), logit_scale)
-    intra_text = info_nce(global_similarity(text.global_, pooled_words), logit_scale)
-    return inter_global + fine_weight * inter_fine + intra_weight * (intra_image + intra_text) / 2
+    intra_image = info_nce(global_similarity(image.global_, pooled_patches), logit_scale, directions=directions)
+    intra_text = info_nce(global_similarity(text.global_, pooled_words), logit_scale, directions=directions)
+    total = fine_weight * inter_fine + intra_weight * (intra_image + intra_text) / 2
+    if include_global:
+        total = total + info_nce(global_similarity(image.global_, text.global_), logit_scale, keep, directions=directions)
+    return total

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 def info_nce(similarity: torch.Tensor, logit_scale: torch.Tensor | float, keep: torch.Tensor | None = None,
              extra_text_negatives: torch.Tensor | None = None,
-             extra_image_negatives: torch.Tensor | None = None) -> torch.Tensor:
+             extra_image_negatives: torch.Tensor | None = None, directions: str = "mean") -> torch.Tensor:
     """Symmetric InfoNCE of an ``N x N`` similarity matrix whose diagonal holds the positive pairs.
 
     ``logit_scale`` multiplies the similarities (CLIP's ``exp(learned)`` or ``1 / temperature``).
@@ -17,8 +17,11 @@ def info_nce(similarity: torch.Tensor, logit_scale: torch.Tensor | float, keep: 
     pair still serves as a negative for the others. ``extra_text_negatives [N, Q]`` and
     ``extra_image_negatives [N, Q]`` are similarities of each batch image to queued texts and of each
     batch text to queued images (CMER's recycled negatives), appended as extra columns.
-    The loss is the mean of the two directions; 0 when every row is eliminated.
+    ``directions`` combines the two directions' losses: ``"mean"`` (rsitr) or ``"sum"`` (EBAKER's reference
+    code, where each InfoNCE so weighs twice as much against the 0.5 x MLM term). 0 when every row is eliminated.
     """
+    if directions not in ("mean", "sum"):
+        raise ValueError(f"directions must be mean or sum, got {directions!r}")
     n = similarity.shape[0]
     if similarity.shape != (n, n):
         raise ValueError(f"expected a square similarity matrix, got {tuple(similarity.shape)}")
@@ -35,4 +38,5 @@ def info_nce(similarity: torch.Tensor, logit_scale: torch.Tensor | float, keep: 
             return similarity.sum() * 0.0
     loss_i2t = F.cross_entropy(logit_scale * image_to_text, targets)
     loss_t2i = F.cross_entropy(logit_scale * text_to_image, targets)
-    return (loss_i2t + loss_t2i) / 2
+    total = loss_i2t + loss_t2i
+    return total if directions == "sum" else total / 2

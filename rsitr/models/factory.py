@@ -14,8 +14,13 @@ CHECKPOINT_FORMAT = "rsitr-checkpoint-v1"
 
 
 def build_model(config: ModelConfig, device: str | torch.device = "cpu", seed: int | None = 0) -> nn.Module:
-    """The OpenCLIP retrieval model, wrapped in CMER's Focus-Adapter when ``config.focus_adapter``."""
-    model = create_retrieval_model(config.name, config.pretrained, device=device, seed=seed)
+    """The OpenCLIP retrieval model, wrapped in CMER's Focus-Adapter when ``config.focus_adapter``.
+
+    ``config.quick_gelu`` is set to the activation built, so a saved config rebuilds the same one without the tag.
+    """
+    model = create_retrieval_model(config.name, config.pretrained, device=device, seed=seed,
+                                   quick_gelu=config.quick_gelu)
+    config.quick_gelu = model.quick_gelu
     if config.focus_adapter:
         from rsitr.models.focus_adapter import FocusAdapterCLIP
 

@@ -176,6 +176,9 @@ class FocusAdapterCLIP(nn.Module):
     def real_token_mask(self, text: torch.Tensor) -> torch.Tensor:
         return self.backbone.real_token_mask(text)
 
+    def trim(self, text: torch.Tensor) -> torch.Tensor:
+        return self.backbone.trim(text)
+
     def train(self, mode: bool = True) -> FocusAdapterCLIP:
         """Train the side branches; the frozen backbone stays in eval mode (no dropout in what it feeds them)."""
         super().train(mode)

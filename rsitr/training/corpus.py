@@ -8,10 +8,19 @@ from tqdm.auto import tqdm
 
 from rsitr.config import DataConfig
 from rsitr.data import CaptionCorpus, load_corpus, make_synthetic_dataset, merge_corpora
+from rsitr.data.errors import DataError
 
 
-def build_corpus(config: DataConfig, output_dir: Path, seed: int = 0) -> CaptionCorpus:
-    """Load every configured caption file; several are merged with pHash de-duplication (reported)."""
+def check_files(config: DataConfig) -> None:
+    """Raise :class:`DataError` naming every configured caption file or image folder that does not exist."""
+    missing = [f"{spec.name or Path(spec.captions).stem}: {path}" for spec in config.datasets
+               for path in (spec.captions, spec.images) if not Path(path).exists()]
+    if missing:
+        raise DataError("missing dataset files: " + "; ".join(missing) + ". Fix: download the datasets and put "
+                        "them where configs/data/*.yaml point, or override the paths in the config")
+
+
+def _load_each(config: DataConfig, output_dir: Path, seed: int) -> list[CaptionCorpus]:
     corpora = [load_corpus(spec.captions, spec.images, name=spec.name, seed=config.split_seed)
                for spec in config.datasets]
     if config.synthetic.n_images > 0:
@@ -22,8 +31,23 @@ def build_corpus(config: DataConfig, output_dir: Path, seed: int = 0) -> Caption
         if not caption_file.is_file():
             make_synthetic_dataset(root, spec.n_images, spec.image_size, seed=seed)
         corpora.append(load_corpus(caption_file, root / "images", name="synthetic"))
+    return corpora
+
+
+def build_corpus(config: DataConfig, output_dir: Path, seed: int = 0) -> CaptionCorpus:
+    """Load every configured caption file; several are merged with pHash de-duplication (reported)."""
+    corpora = _load_each(config, output_dir, seed)
     if len(corpora) == 1:
         return corpora[0]
     merged, report = merge_corpora(corpora, max_distance=config.dedup_max_distance)
     tqdm.write(report.summary())
     return merged
+
+
+def dataset_splits(config: DataConfig, output_dir: Path, split: str, seed: int = 0) -> dict[str, CaptionCorpus]:
+    """Each configured dataset's own ``split`` (not the merged union), by dataset name.
+
+    Papers that train one model on merged datasets report it on each dataset's own test split, with every
+    test image of that split (de-duplication only decides what a merged *training* set holds).
+    """
+    return {corpus.name: corpus.split(split) for corpus in _load_each(config, output_dir, seed)}

@@ -24,12 +24,13 @@ from tqdm.auto import tqdm
 from rsitr.atomic import write_atomic
 from rsitr.config import RunConfig, save_config
 from rsitr.data import PairDataset, collate
+from rsitr.data.augment import with_random_orientation
 from rsitr.evaluate.report import format_table
 from rsitr.evaluate.runner import Evaluation, evaluate_model
 from rsitr.losses.eba import EliminateBeforeAlign
 from rsitr.models.factory import CHECKPOINT_FORMAT, build_model
-from rsitr.precision import grad_scaler, resolve_precision
-from rsitr.training.corpus import build_corpus
+from rsitr.models.precision import grad_scaler, resolve_precision
+from rsitr.training.corpus import build_corpus, dataset_splits
 from rsitr.training.distributed import init_distributed, main_first
 from rsitr.training.objective import Batch, RetrievalObjective
 
@@ -87,7 +88,8 @@ class Trainer:
         method = config.method
         self.masker = self._build_masker() if method.ker else None
         ker_head = self._build_ker_head() if method.ker else None
-        eba = (EliminateBeforeAlign(len(self.train_corpus.captions), method.drop_epoch, method.drop_ratio, method.eba_scheme)
+        eba = (EliminateBeforeAlign(len(self.train_corpus.captions), method.drop_epoch, method.drop_ratio,
+                                    method.eba_scheme, method.eba_compare, method.drop_epoch_base)
                if method.eba else None)
         queue = None
         if method.negative_queue > 0:
@@ -104,7 +106,10 @@ class Trainer:
                 self.objective, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True)
 
-        self.dataset = PairDataset(self.train_corpus, self.model.preprocess_train)
+        transform = self.model.preprocess_train
+        if config.data.random_orientation:
+            transform = with_random_orientation(transform)
+        self.dataset = PairDataset(self.train_corpus, transform)
         batches = math.ceil(len(self.dataset) / (config.train.batch_size * self.dist.world_size))
         self.steps_per_epoch = min(batches, config.train.max_steps_per_epoch or batches)
         self.total_steps = self.steps_per_epoch * config.train.epochs
@@ -120,12 +125,13 @@ class Trainer:
 
     # --- method parts --------------------------------------------------------------------------------
     def _build_masker(self):
-        from rsitr.keywords import build_keywords, mask_captions
+        from rsitr.keywords import build_keywords, mask_captions, stop_list
 
         by_source: dict[str, list[str]] = {}
         for image in self.train_corpus.images:
             by_source.setdefault(image.source, []).extend(image.captions)
-        keywords = build_keywords(by_source, top_k=self.config.method.keywords_top_k)
+        keywords = build_keywords(by_source, top_k=self.config.method.keywords_top_k,
+                                  stop_words=stop_list(self.config.method.keyword_stop_list))
         if self.dist.is_main:
             keywords.save(self.out / "keywords.json")
         return functools.partial(mask_captions, tokenizer=self.model.tokenizer, mode=self.config.method.ker_masking,
@@ -134,7 +140,7 @@ class Trainer:
     def _build_ker_head(self):
         from rsitr.models.ker_head import KERHead
 
-        return KERHead(self.model.embed_dim, self.model.vocab_size)
+        return KERHead(self.model.embed_dim, self.model.vocab_size, num_blocks=self.config.method.ker_blocks)
 
     def _augment(self, captions: list[str], image_ids: torch.Tensor, rng: random.Random) -> list[str]:
         prob = self.config.data.scene_augment_prob
@@ -158,7 +164,7 @@ class Trainer:
 
     def _batch(self, raw: dict, rng: random.Random, generator: torch.Generator) -> Batch:
         captions = self._augment(list(raw["caption"]), raw["image_id"], rng)
-        tokens = self.model.tokenize(captions)
+        tokens = self.model.tokenize(captions)  # the objective trims them to the batch's longest caption
         batch = Batch(raw["image"], tokens, raw["image_id"], raw["caption_id"])
         if self.masker is not None:
             batch.masked_tokens, batch.mask_labels = self.masker(captions, generator=generator)
@@ -186,11 +192,14 @@ class Trainer:
         if eba is None:
             return
         report = eba.start_epoch(epoch)
-        self.objective.eliminating = bool(report.global_pairs or report.local_pairs)
+        self.objective.eliminating = report.active
         if self.dist.is_main:
             (self.out / "eba").mkdir(exist_ok=True)
             (self.out / "eba" / f"epoch_{epoch:03d}.json").write_text(json.dumps(asdict(report), indent=1))
-            if epoch >= eba.drop_epoch:
+            if eba.eliminates_in(epoch) and eba.compare == "live":
+                tqdm.write(f"epoch {epoch}: EBA drops batch pairs at or below global {report.global_threshold} / "
+                           f"local {report.local_threshold}")
+            elif eba.eliminates_in(epoch):
                 tqdm.write(f"epoch {epoch}: EBA eliminates {len(report.global_pairs)} global / "
                            f"{len(report.local_pairs)} local pairs (threshold {report.global_threshold})")
 
@@ -232,6 +241,14 @@ class Trainer:
         for name, metrics in evaluation.rows.items():
             _append_csv(self.out / "eval_log.csv", {"epoch": self.epoch, "split": split, "row": name, **metrics})
         return evaluation
+
+    def test(self, progress: bool = True) -> dict[str, Evaluation]:
+        """Evaluate on each configured dataset's own ``eval.split`` (not the merged union), by dataset name."""
+        config = self.config
+        splits = dataset_splits(config.data, self.out, config.eval.split, seed=config.train.seed)
+        return {name: evaluate_model(self.model, corpus, config.method, config.eval, self.device,
+                                     name=config.model.name, progress=progress, precision=self.precision)
+                for name, corpus in splits.items() if len(corpus)}
 
     # --- checkpoints -------------------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -1,0 +1,85 @@
+"""Zero-shot scene classification of a model on the shared data: UC Merced (21 classes) and RSICD (31 scenes).
+
+Fills the README's zero-shot table: runs ``rsitr classify``'s logic (default remote-sensing templates) on the
+test split of each caption file (images the model did not train on), prints the CPU model, each dataset's
+top-1 / mean per-class recall next to chance, and the README row; writes everything to
+``benchmarks/results/zero_shot.json`` under ``--label`` (other labels' entries are kept).
+
+    python benchmarks/zero_shot.py --model rsitr-small --pretrained runs/small/checkpoints/latest.pt \\
+        --label "rsitr-small, from scratch"
+    python benchmarks/zero_shot.py --model rsitr-tiny-ViT --label "rsitr-tiny-ViT, random init"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+from rsitr.data.classes import class_names, read_labeled_images
+from rsitr.evaluate.zero_shot import classify_images, read_templates
+from rsitr.models.factory import load_model
+from rsitr.models.precision import set_threads
+from rsitr.training.trainer import resolve_device
+
+ROOT = Path(__file__).resolve().parent.parent
+DATASETS = {"ucm": ("ucm/captions_ucm.csv", "ucm/images"), "rsicd": ("rsicd/captions_rsicd.csv", "rsicd/images")}
+RESULTS = Path(__file__).resolve().parent / "results" / "zero_shot.json"
+
+
+def cpu_model() -> str:
+    try:
+        lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name"))
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="rsitr-tiny-ViT")
+    parser.add_argument("--pretrained", default=None, help="OpenCLIP tag / checkpoint or rsitr checkpoint")
+    parser.add_argument("--label", required=True, help="the README row's name, e.g. 'rsitr-small, from scratch'")
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="folder holding ucm/ and rsicd/")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+
+    data = Path(args.data)
+    if not all((data / captions).is_file() for captions, _ in DATASETS.values()):
+        raise SystemExit(f"{data} lacks ucm/captions_ucm.csv or rsicd/captions_rsicd.csv; pass --data")
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    model, _ = load_model(args.model, args.pretrained, device)
+    templates = read_templates()
+    print(f"CPU: {cpu_model()}; device {device}; model {args.model} ({args.pretrained or 'random init'}); "
+          f"precision {args.precision}; {len(templates)} default templates; split {args.split}")
+    entry = {"model": args.model, "pretrained": args.pretrained, "split": args.split, "cpu": cpu_model()}
+    for name, (captions, images_dir) in DATASETS.items():
+        images = read_labeled_images(data / captions, data / images_dir, args.split)
+        start = time.perf_counter()
+        run = classify_images(model, images, class_names(images.classes), templates, args.batch_size, device,
+                              args.precision, progress=False)
+        result = run.result
+        entry[name] = {**result.metrics(), "classes": len(images.classes), "images": len(run.kept),
+                       "skipped": len(run.skipped), "seconds": round(time.perf_counter() - start, 1)}
+        print(f"{name}: {len(run.kept)} images, {len(images.classes)} classes: top-1 {100 * result.top1:.1f}% "
+              f"(chance {100 * result.chance:.1f}%), top-5 {100 * result.top5:.1f}%, mean per-class recall "
+              f"{100 * result.mean_per_class_recall:.1f}%")
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    results[args.label] = entry
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    ucm, rsicd = entry["ucm"], entry["rsicd"]
+    print(f"written {RESULTS}\nREADME row:\n| {args.label} | {100 * ucm['top1']:.1f} (chance {100 * ucm['chance_top1']:.1f}) "
+          f"| {100 * rsicd['top1']:.1f} (chance {100 * rsicd['chance_top1']:.1f}) |")
+
+
+if __name__ == "__main__":
+    main()

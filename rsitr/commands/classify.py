@@ -1,0 +1,77 @@
+"""Zero-shot scene classification of labelled images: top-1, top-5 and mean per-class recall.
+
+Examples:
+  rsitr classify data/UCMerced_LandUse/Images --pretrained runs/ebaker/checkpoints/latest.pt
+  rsitr classify captions_ucm.csv --images ucm/images --pretrained ckpt.pt --json ucm_zero_shot.json --confusion ucm.png
+  rsitr classify NWPU-RESISC45 --model ViT-B-32 --pretrained openai --names classnames.txt --templates prompts.txt
+The input is a folder with one sub-folder per class (UC Merced Land Use, AID, NWPU-RESISC45 as they ship), or a
+caption file whose images carry scenes (a CSV scene column, NWPU-Captions groups, <scene>_<n>.jpg file names).
+Class names are the cleaned folder names (baseball_diamond -> "baseball diamond") unless --names gives them:
+one name per line in sorted folder order, or '<folder>: <name>' lines. Each class's classifier is the normalised
+mean of its prompts' text embeddings (default templates: rsitr/evaluate/zero_shot_templates.txt).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from rsitr.commands.options import add_inference_arguments
+
+    parser.add_argument("source", help="folder of class sub-folders, or a caption file with scene classes")
+    parser.add_argument("--images", default=None, help="image folder of a caption file")
+    parser.add_argument("--split", default=None, help="only this split of a caption file (default: every image)")
+    parser.add_argument("--model", default="ViT-B-32", help="OpenCLIP model name (default ViT-B-32)")
+    parser.add_argument("--pretrained", default=None, help="OpenCLIP tag, OpenCLIP checkpoint or rsitr checkpoint")
+    parser.add_argument("--names", default=None, help="class names file (one per line, or '<folder>: <name>')")
+    parser.add_argument("--templates", default=None, help="prompt templates file, one per line with {} for the name")
+    parser.add_argument("--json", default=None, metavar="FILE", help="write metrics, per-class figures and predictions")
+    parser.add_argument("--confusion", default=None, metavar="IMAGE", help="draw the confusion matrix (e.g. out.png)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=0, help="image loading processes (default 0)")
+    add_inference_arguments(parser)
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from rsitr.data.classes import class_names, read_labeled_images
+    from rsitr.evaluate.report import plot_confusion
+    from rsitr.evaluate.zero_shot import classify_images, read_templates
+    from rsitr.models.factory import load_model
+    from rsitr.models.precision import set_threads
+    from rsitr.training.trainer import resolve_device
+
+    images = read_labeled_images(args.source, args.images, args.split)
+    names = class_names(images.classes, args.names)
+    templates = read_templates(args.templates)
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    model, _ = load_model(args.model, args.pretrained, device)
+    print(f"{args.source}: {len(images)} images in {len(names)} classes; {len(templates)} prompt templates")
+    classification = classify_images(model, images, names, templates, args.batch_size, device, args.precision,
+                                     args.workers, progress=not args.no_progress)
+    result = classification.result
+    if classification.skipped:
+        print(f"skipped {len(classification.skipped)} unreadable image(s), e.g. {classification.skipped[0]}")
+    width = max(len(name) for name in names)
+    for name, count, recall in zip(names, result.confusion.sum(dim=1).tolist(), result.per_class_recall):
+        print(f"  {name:<{width}}  {count:5d} images  recall {'-' if count == 0 else f'{100 * recall:5.1f}%'}")
+    top5 = f"{100 * result.top5:.2f}%" if result.top5 is not None else "n/a (5 classes or fewer)"
+    print(f"top-1 {100 * result.top1:.2f}%  top-5 {top5}  mean per-class recall "
+          f"{100 * result.mean_per_class_recall:.2f}%  (chance {100 * result.chance:.2f}%, "
+          f"{len(classification.kept)} images)")
+    if args.json:
+        record = {"source": str(args.source), "model": getattr(model, "model_name", args.model),
+                  "pretrained": args.pretrained, "precision": args.precision, "templates": templates,
+                  **classification.to_dict(images)}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(record, indent=2))
+        print(f"written {args.json}")
+    if args.confusion:
+        title = f"{Path(args.source).name}: top-1 {100 * result.top1:.1f}%"
+        print(f"written {plot_confusion(result.confusion.tolist(), names, args.confusion, title)}")
+    return 0

@@ -1,0 +1,54 @@
+"""Reproduce a paper row: train as configured, evaluate on each dataset's own test split, print the paper's table.
+
+Examples:
+  rsitr reproduce --config configs/paper/ebaker.yaml
+  rsitr reproduce --config configs/paper/iebaker_joint.yaml --output-dir runs/iebaker --resume
+The paper's published numbers come from published_results.yaml beside the config (or --published); a number
+that has not been checked against the paper is not listed there and not printed. Needs RSICD, RSITMD and
+NWPU-Captions where the config points and the OpenAI CLIP weights in the OpenCLIP cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rsitr.commands.train import add_arguments as add_train_arguments, overrides
+
+INTERRUPTED_HINT = "Continue with the same command and --resume."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_train_arguments(parser)
+    parser.add_argument("--published", help="published-results YAML (default: published_results.yaml beside the "
+                                            "first config)")
+    parser.add_argument("--method", help="method key in the published results (default: the first config's stem)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rsitr.config import load_config
+    from rsitr.evaluate.paper import load_published, paper_table
+    from rsitr.evaluate.report import write_reports
+    from rsitr.training.corpus import check_files
+    from rsitr.training.trainer import Trainer
+
+    config = load_config(args.config, overrides(args))
+    check_files(config.data)
+    first = Path(args.config[0])
+    published = load_published(args.published or first.parent / "published_results.yaml")
+    method = args.method or first.stem
+    trainer = Trainer(config, progress=not args.no_progress)
+    if args.resume and trainer.resume():
+        print(f"resumed from epoch {trainer.epoch} (step {trainer.step})")
+    print(trainer.corpus.summary())
+    trainer.fit()
+    if not trainer.dist.is_main:
+        return 0
+    evaluations = trainer.test(progress=not args.no_progress)
+    ours = {dataset: evaluation.rows for dataset, evaluation in evaluations.items()}
+    print(paper_table(ours, published, method, title=f"{method}: paper vs this run ({config.model.name}, "
+                                                     f"{config.model.pretrained or 'random init'})"))
+    rows = {f"{dataset}: {row}": metrics for dataset, rows in ours.items() for row, metrics in rows.items()}
+    json_path, _ = write_reports(rows, trainer.out, {"published_source": published.source}, stem="reproduce")
+    print(f"results written to {json_path}")
+    return 0

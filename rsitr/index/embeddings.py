@@ -1,0 +1,269 @@
+"""Embeddings as Parquet shards: the file stage between encoding and indexing, as clip-retrieval's inference writes.
+
+``rsitr embed`` encodes a folder of images, an image list or a caption file into ``<out>/part-NNNNN.parquet``
+shards plus ``<out>/_manifest.json`` (the manifest: model, its fingerprint, settings, input digest). One row per
+image (folder, list) or per caption (caption file), with columns
+
+- ``id`` (int64): the row's position in the input (a caption file: the caption's flat index),
+- ``path`` (string): the image path relative to the input root, POSIX separators,
+- ``caption`` (string, caption files only),
+- ``image_embedding`` / ``text_embedding``: fixed-size lists of float16 or float32, the model's own
+  ``encode_image`` / ``encode_text`` global vectors, L2-normalised unless asked otherwise.
+
+Shards are written atomically in input order, so an interrupted run resumes at the first missing shard (the
+manifest must match: same input, settings and model fingerprint). Unreadable images get no row; each shard's
+Parquet metadata lists them (``rsitr.skipped``). Any Parquet reader reads the folder: ``pandas.read_parquet(out)``
+or ``pyarrow.parquet.read_table(out)``; :func:`read_embeddings` also returns the matrices. A later index stage
+(or a distributed encoder replacing this one) only needs these files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from rsitr.atomic import write_atomic
+from rsitr.data import DataError, load_corpus
+from rsitr.data.classes import IMAGE_SUFFIXES
+from rsitr.errors import UserError
+from rsitr.index.encoder import Encoder, Fingerprint
+from rsitr.models.encoding import encode_image_files, encode_texts
+
+FORMAT = "rsitr-embeddings-v1"
+MANIFEST = "_manifest.json"  # "_" so that Parquet readers of the folder skip it
+SHARD_NAME = "part-{:05d}.parquet"
+SKIPPED_KEY = b"rsitr.skipped"
+MODALITIES = ("image", "text")
+DTYPES = ("fp16", "fp32")
+CAPTION_SUFFIXES = frozenset({".json", ".csv"})
+
+
+@dataclass(frozen=True)
+class EmbedItem:
+    """One output row before encoding: the image file, its path relative to the root, and a caption (or None)."""
+
+    path: Path
+    relative: str
+    caption: str | None = None
+
+
+@dataclass
+class EmbedInput:
+    """What to encode: ``kind`` is ``folder``, ``list`` or ``captions``; rows in ``items`` order."""
+
+    source: Path
+    root: Path
+    kind: str
+    items: list[EmbedItem]
+
+    def digest(self) -> str:
+        """sha256 of the rows (paths and captions): a resumed run must see the same input."""
+        hasher = hashlib.sha256()
+        for item in self.items:
+            hasher.update(f"{item.relative}\0{item.caption or ''}\n".encode())
+        return hasher.hexdigest()
+
+
+@dataclass(frozen=True)
+class EmbedSettings:
+    modalities: tuple[str, ...] = ("image",)
+    dtype: str = "fp16"
+    normalize: bool = True
+    shard_size: int = 10_000
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if not self.modalities or any(m not in MODALITIES for m in self.modalities):
+            raise UserError(f"modalities must be some of {', '.join(MODALITIES)} (got {self.modalities})")
+        if self.dtype not in DTYPES:
+            raise UserError(f"unknown embedding dtype {self.dtype!r}; choose {' or '.join(DTYPES)}")
+        if self.shard_size < 1:
+            raise UserError(f"shard size must be at least 1 (got {self.shard_size})")
+
+
+@dataclass
+class EmbedSummary:
+    out_dir: Path
+    rows: int
+    shards: int
+    reused_shards: int
+    skipped: list[str] = field(default_factory=list)
+
+
+def read_embed_input(source: str | Path, images_root: str | Path | None = None) -> EmbedInput:
+    """A folder (images found recursively, sorted), a caption file (JSON / CSV: one row per caption) or an image
+    list (a text file, one path per line, relative to ``images_root`` or else to the list's folder)."""
+    source = Path(source)
+    if source.is_dir():
+        root = source
+        paths = sorted((path for path in source.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()),
+                       key=lambda path: path.relative_to(root).as_posix())
+        if not paths:
+            raise DataError(f"holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})", path=source,
+                            fix="pass a folder of images, an image list or a caption file")
+        return EmbedInput(source, root, "folder", [EmbedItem(path, path.relative_to(root).as_posix()) for path in paths])
+    if not source.is_file():
+        raise DataError("not found", path=source, fix="pass a folder of images, an image list or a caption file")
+    if source.suffix.lower() in CAPTION_SUFFIXES:
+        if images_root is None:
+            raise DataError("is a caption file, so its image folder is needed", path=source,
+                            fix="pass the folder the caption file's image names are relative to (--images)")
+        root = Path(images_root)
+        corpus = load_corpus(source, root)
+        return EmbedInput(source, root, "captions",
+                          [EmbedItem(record.path, _relative(record.path, root), caption)
+                           for record in corpus.images for caption in record.captions])
+    return _image_list(source, Path(images_root) if images_root is not None else source.parent)
+
+
+def _relative(path: Path, root: Path) -> str:
+    return Path(os.path.relpath(path, root)).as_posix()
+
+
+def _image_list(source: Path, root: Path) -> EmbedInput:
+    try:
+        lines = [line.strip() for line in source.read_text(encoding="utf-8").splitlines()]
+    except UnicodeDecodeError as err:
+        raise DataError("is not a UTF-8 text file of image paths", path=source,
+                        fix="pass a folder, a caption file (.json / .csv) or a text file with one image path per line") from err
+    paths = [Path(line) if Path(line).is_absolute() else root / line for line in lines if line and not line.startswith("#")]
+    if not paths:
+        raise DataError("lists no images", path=source, fix="write one image path per line")
+    missing = [path for path in paths if not path.is_file()]
+    if missing:
+        raise DataError(f"{len(missing)} listed image(s) not found (first: {missing[0]})", path=source,
+                        fix=f"paths are relative to {root}; pass --images for another root, or fix the list")
+    return EmbedInput(source, root, "list", [EmbedItem(path, _relative(path, root)) for path in paths])
+
+
+def embed_to_parquet(model: nn.Module, data: EmbedInput, out_dir: str | Path, settings: EmbedSettings,
+                     model_name: str, pretrained: str | None, batch_size: int = 64,
+                     device: str | torch.device = "cpu", num_workers: int = 0, progress: bool = True) -> EmbedSummary:
+    """Encode ``data`` into Parquet shards under ``out_dir``, skipping the shards a previous run finished."""
+    if "text" in settings.modalities and data.kind != "captions":
+        raise UserError(f"{data.source} has no captions to embed as text; pass a caption file, or embed images only")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    encoder = Encoder(model, model_name, pretrained, device)
+    manifest = {"format": FORMAT, "model": model_name, "pretrained": pretrained,
+                "fingerprint": encoder.fingerprint().to_dict(), "settings": asdict(settings),
+                "input": {"source": str(data.source), "root": str(data.root), "kind": data.kind,
+                          "rows": len(data.items), "digest": data.digest()}}
+    manifest = json.loads(json.dumps(manifest))  # tuples as lists, as a resumed run reads them back
+    _check_resumable(out_dir, manifest)
+    _write_manifest(out_dir, manifest)
+    shards = range(0, len(data.items), settings.shard_size)
+    summary = EmbedSummary(out_dir, 0, len(shards), 0)
+    bar = tqdm(total=len(data.items), desc=f"embed {data.source.name}", unit="row", disable=not progress)
+    for number, start in enumerate(shards):
+        path = out_dir / SHARD_NAME.format(number)
+        stop = min(start + settings.shard_size, len(data.items))
+        if path.is_file():
+            summary.reused_shards += 1
+        else:
+            table = _encode_shard(encoder, data, start, stop, settings, batch_size, num_workers)
+            write_atomic(path, lambda temporary, table=table: _write_table(table, temporary))
+        metadata = _shard_info(path)
+        summary.rows += metadata["rows"]
+        summary.skipped += metadata["skipped"]
+        bar.update(stop - start)
+    bar.close()
+    _write_manifest(out_dir, {**manifest, "complete": True, "shards": summary.shards, "rows_written": summary.rows,
+                              "skipped": summary.skipped})
+    return summary
+
+
+def _check_resumable(out_dir: Path, manifest: dict) -> None:
+    path = out_dir / MANIFEST
+    if not path.is_file():
+        if any(out_dir.glob("part-*.parquet")):
+            raise UserError(f"{out_dir} holds Parquet shards but no {MANIFEST}; pass an empty or new --out folder")
+        return
+    old = json.loads(path.read_text())
+    changed = [key for key in ("format", "settings", "input") if old.get(key) != manifest[key]]
+    if not Fingerprint.from_dict(old["fingerprint"]).matches(Fingerprint.from_dict(manifest["fingerprint"])):
+        changed.append("model (fingerprint)")
+    if changed:
+        raise UserError(f"{out_dir} holds embeddings made with other {', '.join(changed)}; pass another --out "
+                        f"folder, or delete it to start over (the same command resumes an interrupted run)")
+
+
+def _write_manifest(out_dir: Path, manifest: dict) -> None:
+    write_atomic(out_dir / MANIFEST, lambda temporary: Path(temporary).write_text(json.dumps(manifest, indent=2)))
+
+
+def _vectors(embeddings: torch.Tensor, settings: EmbedSettings) -> np.ndarray:
+    if settings.normalize:
+        embeddings = F.normalize(embeddings, dim=-1)
+    return embeddings.numpy().astype(np.float16 if settings.dtype == "fp16" else np.float32)
+
+
+def _encode_shard(encoder: Encoder, data: EmbedInput, start: int, stop: int, settings: EmbedSettings,
+                  batch_size: int, num_workers: int):
+    """The rows ``start:stop`` of ``data`` as a pyarrow Table (unreadable images dropped, listed in its metadata)."""
+    import pyarrow as pa
+
+    model, device, items = encoder.model, encoder.device, data.items
+    rows = list(range(start, stop))
+    columns: dict[str, object] = {}
+    skipped: list[str] = []
+    if "image" in settings.modalities:
+        # Each distinct image once (a caption file repeats an image on each of its captions' rows).
+        images = list(dict.fromkeys(items[row].path for row in rows))
+        encoded = encode_image_files(model, images, batch_size, device, settings.precision, num_workers,
+                                     progress=False)
+        skipped = [_relative(images[position], data.root) for position in sorted(encoded.skipped)]
+        vectors = dict(zip((images[i] for i in encoded.indices.tolist()), _vectors(encoded.embeddings, settings)))
+        rows = [row for row in rows if items[row].path in vectors]
+        columns["image_embedding"] = [vectors[items[row].path] for row in rows]
+    if "text" in settings.modalities:
+        texts = encode_texts(model, [items[row].caption or "" for row in rows], batch_size, device, settings.precision)
+        columns["text_embedding"] = list(_vectors(texts, settings)) if rows else []
+    value_type = pa.float16() if settings.dtype == "fp16" else pa.float32()
+    arrays = {"id": pa.array(rows, pa.int64()), "path": pa.array([items[row].relative for row in rows], pa.string())}
+    if items[start].caption is not None:
+        arrays["caption"] = pa.array([items[row].caption for row in rows], pa.string())
+    for name, vectors in columns.items():
+        flat = np.concatenate(vectors) if vectors else np.zeros(0, value_type.to_pandas_dtype())
+        arrays[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat, value_type), encoder.dim)
+    table = pa.table(arrays)
+    return table.replace_schema_metadata({SKIPPED_KEY: json.dumps(skipped).encode()})
+
+
+def _write_table(table, path: str) -> None:
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, path)
+
+
+def _shard_info(path: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    metadata = pq.read_metadata(path)
+    skipped = json.loads((metadata.schema.to_arrow_schema().metadata or {}).get(SKIPPED_KEY, b"[]"))
+    return {"rows": metadata.num_rows, "skipped": skipped}
+
+
+def read_embeddings(out_dir: str | Path, column: str = "image_embedding"):
+    """The rows of an ``rsitr embed`` folder as a pyarrow Table, and ``column`` as a float32 ``[N, D]`` array."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shards = sorted(Path(out_dir).glob("part-*.parquet"))
+    if not shards:
+        raise UserError(f"{out_dir} holds no part-*.parquet shards; write them with `rsitr embed`")
+    table = pa.concat_tables([pq.read_table(shard) for shard in shards])
+    if column not in table.column_names:
+        raise UserError(f"{out_dir} has no {column!r} column (columns: {', '.join(table.column_names)})")
+    vectors = table.column(column).combine_chunks()
+    matrix = vectors.flatten().to_numpy(zero_copy_only=False).reshape(len(vectors), -1).astype(np.float32)
+    return table, matrix

@@ -1,0 +1,74 @@
+"""Pretrained tags shipped inside the package: resolution, refusal of a foreign model, fp16 export, the demo."""
+
+import json
+
+import pytest
+import torch
+
+from rsitr.cli import main
+from rsitr.errors import UserError
+from rsitr.models import TINY_MODEL, create_retrieval_model
+from rsitr.models import pretrained
+
+
+@pytest.fixture
+def packaged(tmp_path, monkeypatch):
+    """A registry with one tag, ``tiny-test``: the tiny model's random weights exported in fp16."""
+    source = create_retrieval_model(TINY_MODEL, None, seed=3)
+    pretrained.export_weights(source.clip, tmp_path / "tiny-test.pt")
+    (tmp_path / "pretrained.json").write_text(json.dumps(
+        {"tiny-test": {"model": TINY_MODEL, "file": "tiny-test.pt", "description": "random weights for tests"}}))
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(pretrained, "REGISTRY", tmp_path / "pretrained.json")
+    return source
+
+
+def test_export_writes_fp16_floating_tensors_only(packaged, tmp_path):
+    state = torch.load(tmp_path / "tiny-test.pt")
+    assert {value.dtype for value in state.values() if value.is_floating_point()} == {torch.float16}
+    assert set(state) == set(packaged.clip.state_dict())
+
+
+def test_tag_resolves_to_its_file_and_model_and_loads_the_weights(packaged, tmp_path):
+    assert pretrained.resolve(None, "tiny-test") == (TINY_MODEL, str(tmp_path / "tiny-test.pt"))
+    assert pretrained.resolve("ViT-B-32", "openai") == ("ViT-B-32", "openai")  # other values pass through
+    model = create_retrieval_model(None, "tiny-test", seed=99)
+    for key, value in packaged.clip.state_dict().items():
+        loaded = model.clip.state_dict()[key]
+        assert loaded.dtype == value.dtype  # cast back to the model's fp32
+        torch.testing.assert_close(loaded, value.half().to(value.dtype), rtol=0, atol=0)
+
+
+def test_tag_with_another_model_is_refused(packaged):
+    with pytest.raises(UserError, match=r"'tiny-test' is a 'rsitr-tiny-ViT' model, not 'ViT-B-32'"):
+        pretrained.resolve("ViT-B-32", "tiny-test")
+
+
+def test_missing_weights_file_is_a_user_error(packaged, tmp_path):
+    (tmp_path / "tiny-test.pt").unlink()
+    with pytest.raises(UserError, match="missing from this installation"):
+        create_retrieval_model(None, "tiny-test")
+
+
+def test_no_model_name_without_a_packaged_tag_is_a_user_error():
+    with pytest.raises(UserError, match="no model name"):
+        create_retrieval_model(None, None)
+
+
+def test_demo_indexes_the_shipped_images_and_answers_every_query(packaged, tmp_path, monkeypatch, capsys):
+    from rsitr.commands import demo
+
+    monkeypatch.setattr(demo, "DEMO_TAG", "tiny-test")
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--top-k", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "indexed 210 UC Merced images" in out
+    for query, expected in demo.DEMO_QUERIES:
+        assert f'"{query}"' in out and f"of class {expected})" in out
+    assert out.count("  1. ") == len(demo.DEMO_QUERIES) and "  4. " not in out
+    assert f"rsitr serve {tmp_path / 'demo' / 'ucm-index'}" in out
+
+
+def test_demo_without_shipped_weights_says_what_to_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(pretrained, "REGISTRY", tmp_path / "none.json")
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 2
+    assert "rsitr demo --synthetic" in capsys.readouterr().err
