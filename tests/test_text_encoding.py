@@ -56,6 +56,15 @@ def test_trim_padding_cuts_aligned_tensors_to_the_longest_real_caption(model):
     assert torch.equal(cut, tokens[:, :10]) and torch.equal(cut_labels, labels[:, :10])
 
 
+def test_keep_padding_encodes_the_full_context(model):
+    """For a local score that counts padding (MethodConfig.local_include_padding) nothing may be trimmed."""
+    with torch.no_grad():
+        full = model.encode_text(model.tokenize(CAPTIONS))
+    kept = encode_captions(model, CAPTIONS, batch_size=3, keep_padding=True)
+    torch.testing.assert_close(kept.tokens, full.tokens, atol=1e-5, rtol=1e-5)
+    assert torch.equal(kept.mask, full.mask)
+
+
 def test_no_captions(model):
     empty = encode_captions(model, [])
     assert empty.global_.shape == (0, model.embed_dim) and empty.tokens.shape[0] == empty.mask.shape[0] == 0
