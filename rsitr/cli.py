@@ -17,7 +17,7 @@ from typing import Sequence
 
 from rsitr.errors import UserError
 
-COMMANDS = ("demo", "eval", "train", "reproduce", "index", "search", "serve", "classify", "embed")
+COMMANDS = ("demo", "eval", "train", "reproduce", "data", "index", "search", "serve", "classify", "embed")
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 

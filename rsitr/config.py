@@ -40,6 +40,7 @@ class DataConfig:
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
     dedup_max_distance: int = 2  # pHash Hamming distance at or below which a later image is a duplicate
     split_seed: int = 0  # seeded 80/10/10 split for files without splits
+    strict: bool = False  # refuse caption files with empty captions instead of dropping those with a warning
     num_workers: int = 0
     scene_augment_prob: float = 0.0  # CMER scene-label prompt augmentation of training captions
     random_orientation: bool = False  # random 90-degree rotations and flips of training images (aerial: no "up")
@@ -186,7 +187,11 @@ def _merge(base, layer, where: str):
     try:
         return OmegaConf.merge(base, layer)
     except OmegaConfBaseException as err:
-        raise ConfigError(f"{where}: {err}".strip()) from err
+        # OmegaConf adds lines of internals (full_key, reference_type, ...): keep the sentence and the key.
+        problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        key = f" ({err.full_key})" if getattr(err, "full_key", None) else ""
+        raise ConfigError(f"{where}: {problem}{key}. Fix: see rsitr/config.py for every section and field, "
+                          "and configs/ for examples") from err
 
 
 def save_config(config: RunConfig, path: str | Path) -> None:

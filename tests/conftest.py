@@ -1,4 +1,5 @@
-"""Shared fixtures: a small generated caption corpus (60 images, 5 captions each, 48/6/6 split)."""
+"""Shared fixtures: a small generated caption corpus (60 images, 5 captions each, 48/6/6 split) and the real
+data beside the project (../shared/data), skipped when absent."""
 
 from pathlib import Path
 
@@ -46,3 +47,14 @@ def tiny_model():
     from rsitr.models import TINY_MODEL, create_retrieval_model
 
     return create_retrieval_model(TINY_MODEL, None, seed=0).eval()
+
+
+SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (real RSICD and UCM-Captions, read-only); tests using it skip when it is absent."""
+    if not (SHARED_DATA / "rsicd" / "dataset_rsicd.json").is_file() or not (SHARED_DATA / "ucm").is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (the project's ../shared/data); these tests need it")
+    return SHARED_DATA

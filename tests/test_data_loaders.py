@@ -228,3 +228,57 @@ def test_bad_csv_row(tmp_path: Path, text: str, fragments: tuple[str, ...]) -> N
 def test_unknown_format_argument(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown caption file format 'xml'"):
         load_corpus(tmp_path / "x.xml", tmp_path, fmt="xml")
+
+
+def title_csv(path: Path, names: list[str], extra: str = "", values: str = "") -> Path:
+    """A CSV in the EBAKER reference code's layout: filename,title (five rows per image)."""
+    rows = [f"filename,title{extra}"] + [f"{name},{name} caption {n}{values}" for name in names for n in range(5)]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(("file_name", "split_arg", "split"), [
+    ("rsicd_test.csv", None, "test"), ("rsitmd_train.csv", None, "train"), ("val-captions.csv", None, "val"),
+    ("captions.csv", None, "test"),  # nothing says which: test, as the reference code's files are
+    ("rsicd_test.csv", "validation", "val"),  # --split wins over the file name
+])
+def test_reference_code_csv_takes_its_split_from_split_argument_file_name_or_test(
+        tmp_path: Path, file_name: str, split_arg: str | None, split: str) -> None:
+    touch_images(tmp_path, "airport_1.jpg", "00002.jpg")
+    corpus = load_corpus(title_csv(tmp_path / file_name, ["airport_1.jpg", "00002.jpg"]), tmp_path, split=split_arg)
+    assert [(r.path.name, r.split, r.scene, len(r.captions)) for r in corpus.images] == [
+        ("airport_1.jpg", split, "airport", 5), ("00002.jpg", split, None, 5)]
+    assert corpus.images[0].captions[0] == "airport_1.jpg caption 0"
+
+
+def test_reference_code_csv_with_a_split_column_keeps_it(tmp_path: Path) -> None:
+    touch_images(tmp_path, "a.jpg")
+    corpus = load_corpus(title_csv(tmp_path / "x_test.csv", ["a.jpg"], ",split", ",train"), tmp_path, split="test")
+    assert corpus.images[0].split == "train"
+
+
+def test_author_paths_are_looked_up_by_file_name_in_the_image_folder(tmp_path: Path) -> None:
+    touch_images(tmp_path, "a.jpg", "b.jpg", "sub/c.jpg")
+    names = ["/home/author/RSICD_images/a.jpg", "C:\\Users\\author\\RSICD\\b.jpg", "sub/c.jpg"]
+    corpus = load_corpus(title_csv(tmp_path / "t.csv", names), tmp_path)
+    assert [r.path for r in corpus.images] == [tmp_path / "a.jpg", tmp_path / "b.jpg", tmp_path / "sub" / "c.jpg"]
+    with pytest.raises(DataError) as excinfo:
+        load_corpus(title_csv(tmp_path / "t.csv", ["/home/author/d.jpg"]), tmp_path)
+    assert_data_error(excinfo, tmp_path / "t.csv", "image file not found", "/home/author/d.jpg", str(tmp_path / "d.jpg"))
+
+
+def test_missing_image_folder_is_named_before_any_entry(tmp_path: Path) -> None:
+    caption_file = write_json(tmp_path / "c.json", {"images": [karpathy_image("a.png", FIVE)]})
+    with pytest.raises(DataError) as excinfo:
+        load_corpus(caption_file, tmp_path / "no-such-folder")
+    assert_data_error(excinfo, tmp_path / "no-such-folder", "image folder not found", "--images")
+
+
+def test_unchecked_load_keeps_empty_captions_and_missing_images(tmp_path: Path) -> None:
+    touch_images(tmp_path, "a.png")
+    caption_file = write_json(tmp_path / "c.json", {"images": [karpathy_image("a.png", ["", *FIVE[1:]]),
+                                                               karpathy_image("gone.png", FIVE, "test")]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and nothing is warned about
+        corpus = load_corpus(caption_file, tmp_path, check=False)
+    assert [(r.path, r.captions[0]) for r in corpus.images] == [(tmp_path / "a.png", ""), (tmp_path / "gone.png", "one")]

@@ -4,6 +4,7 @@ Examples:
   rsitr eval --data dataset_RSITMD.json --images RSITMD/images --model ViT-B-32 --pretrained openai
   rsitr eval --data dataset_rsicd.json --images RSICD/images --pretrained runs/ebaker/checkpoints/latest.pt --sar
   rsitr eval --data captions.csv --images imgs --model ViT-B-32 --pretrained my_clip.pt --two-stage --recall-k 50
+  rsitr eval --data ../shared/data/rsicd/rsicd_test.csv --images ../shared/data/rsicd/images --model rsitr-tiny-ViT
 The --pretrained value is an OpenCLIP tag, an OpenCLIP checkpoint file, or an `rsitr train` checkpoint
 (its architecture and fusion weights are taken from the checkpoint).
 """
@@ -16,11 +17,16 @@ from rsitr.commands.options import add_precision_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="caption file: Karpathy JSON, NWPU-Captions JSON or CSV")
+    parser.add_argument("--data", required=True,
+                        help="caption file: Karpathy JSON, NWPU-Captions JSON, CSV filepath,caption[,split][,scene] "
+                             "or the reference code's CSV filename,title (its rows are taken as --split)")
     parser.add_argument("--images", required=True, help="folder the caption file's image names are relative to")
     parser.add_argument("--model", default="ViT-B-32", help="OpenCLIP model name (default ViT-B-32)")
     parser.add_argument("--pretrained", default=None, help="OpenCLIP tag, OpenCLIP checkpoint or rsitr checkpoint")
-    parser.add_argument("--split", default="test", help="train, val or test (default test)")
+    parser.add_argument("--split", default="test", choices=("train", "val", "validation", "test"),
+                        help="split to evaluate (default test)")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse a caption file with empty captions (default: drop them with a warning)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--device", default="auto")
     add_precision_argument(parser)
@@ -43,13 +49,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rsitr.config import EvalConfig, MethodConfig
-    from rsitr.data import load_corpus
+    from rsitr.data import DataError, load_corpus
     from rsitr.evaluate.report import format_table, write_reports
     from rsitr.evaluate.runner import encode_corpus, evaluate_encoded
     from rsitr.models.factory import load_model
     from rsitr.models.precision import resolve_precision
     from rsitr.training.trainer import resolve_device
 
+    corpus = load_corpus(args.data, args.images, strict=args.strict, split=args.split).split(args.split)
+    if len(corpus) == 0:
+        raise DataError(f"has no images in split {args.split!r}", path=args.data,
+                        fix="pick another --split (the summary of `rsitr data inspect` lists the splits)")
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     model, run_config = load_model(args.model, args.pretrained, device)
@@ -57,10 +67,8 @@ def run(args: argparse.Namespace) -> int:
     if args.global_only:
         method.local = False
     config = EvalConfig(split=args.split, batch_size=args.batch_size, sar=args.sar, sar_top_k=args.sar_top_k,
-                        sar_variant=args.sar_variant, scene_prior=args.scene_prior, two_stage=args.two_stage, recall_k=args.recall_k)
-    corpus = load_corpus(args.data, args.images).split(args.split)
-    if len(corpus) == 0:
-        raise SystemExit(f"{args.data} has no images in split {args.split!r}")
+                        sar_variant=args.sar_variant, scene_prior=args.scene_prior, two_stage=args.two_stage,
+                        recall_k=args.recall_k)
     print(corpus.summary())
     encoded = encode_corpus(model, corpus, args.batch_size, device, progress=not args.no_progress,
                             scenes=args.scene_prior > 0, precision=precision,

@@ -1,5 +1,10 @@
 """Caption files to :class:`CaptionCorpus`: Karpathy JSON (RSICD, RSITMD), NWPU-Captions JSON and CSV.
 
+CSV comes in two layouts: ``filepath,caption[,split][,scene]`` and ``filename,title[,split]``, the layout of
+the EBAKER / iEBAKER reference code's files (one file per split, e.g. ``rsicd_test.csv``). Both have one row
+per caption. A file name that does not exist under the image folder (in the wild, often an absolute path
+from the author's machine) is looked up by its base name in the image folder.
+
 Every entry is checked while loading (keys, captions, split, image file exists) so a bad file fails at
 once with a :class:`DataError` naming the file, the entry and the fix, not hours into training.
 Opening the images is left to the datasets (and ``verify_images``): it is too slow to do for every load.
@@ -13,7 +18,7 @@ import json
 import re
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any, Callable, Iterator
 
 from rsitr.data.errors import DataError
@@ -22,10 +27,14 @@ from rsitr.data.records import SPLIT_ALIASES, CaptionCorpus, ImageRecord, random
 LAYOUTS = ("karpathy", "nwpu", "csv")
 EXPECTED_CAPTIONS = 5
 CSV_COLUMNS = ("filepath", "caption", "split", "scene")
+# The reference code's names for the first two columns (its files have no split or scene column).
+CSV_COLUMN_ALIASES = {"filename": "filepath", "title": "caption"}
+DEFAULT_SPLIT = "test"
 _LAYOUT_HELP = ('use a Karpathy JSON {"images": [{"filename", "split", "sentences": [{"raw"}, ...]}, ...]}, '
                 'an NWPU-Captions JSON {"<scene>": [{"filename", "split", "raw", "raw_1", ...}, ...], ...} '
-                'or a CSV with header filepath,caption[,split][,scene]')
+                'or a CSV with header filepath,caption[,split][,scene] (or filename,title[,split])')
 _TRAILING_NUMBER = re.compile(r"_?\d+$")
+_SPLIT_IN_NAME = re.compile(r"(?:^|[_\-.])(train|val|validation|test)(?:$|[_\-.])")
 _NWPU_CAPTION_KEY = re.compile(r"raw(?:_(\d+))?")
 
 
@@ -50,38 +59,54 @@ def scene_from_filename(filename: str) -> str | None:
 
 
 def load_corpus(path: str | Path, images_root: str | Path, name: str | None = None, fmt: str = "auto",
-                seed: int = 0, strict: bool = False) -> CaptionCorpus:
+                seed: int = 0, strict: bool = False, split: str | None = None, check: bool = True) -> CaptionCorpus:
     """Load a caption file; ``fmt`` is ``auto`` (by suffix and JSON keys) or one of :data:`LAYOUTS`.
 
     ``name`` defaults to the file stem without a ``dataset_`` prefix (``dataset_rsicd.json`` -> ``rsicd``)
-    and becomes each record's ``source``. Files without splits get a seeded 80/10/10 split by image.
+    and becomes each record's ``source``. Files without splits get a seeded 80/10/10 split by image, except
+    the reference code's ``filename,title`` CSV: its rows take ``split``, else the split named in the file
+    name (``rsicd_test.csv`` -> test), else "test".
     Empty captions are dropped with one warning that counts them (``strict`` refuses them instead); an
     image left without captions is dropped too.
+
+    ``check=False`` reads the file as it is, for ``rsitr data inspect`` which counts the problems instead:
+    empty captions are kept (as ``""``), image files need not exist, and nothing is warned about.
     """
     path, images_root = Path(path), Path(images_root)
     dropped: list[str] = []
-    clean = functools.partial(_clean_captions, strict=strict, dropped=dropped)
+    clean = functools.partial(_clean_captions, strict=strict, dropped=dropped, keep_empty=not check)
+    find = functools.partial(_existing_image, images_root=images_root, required=check)
     if fmt not in ("auto", *LAYOUTS):
         raise ValueError(f"unknown caption file format {fmt!r}; choose auto or one of {', '.join(LAYOUTS)}")
     if not path.is_file():
         raise DataError("caption file not found", path=path, fix="check the path (and the current directory)")
+    if not images_root.is_dir():
+        raise DataError("image folder not found", path=images_root,
+                        fix=f"pass the folder the image names of {path} are relative to (--images)")
     if fmt == "csv" or (fmt == "auto" and path.suffix.lower() == ".csv"):
-        entries = _csv_entries(path, images_root, clean)
+        entries = _csv_entries(path, clean, find, SPLIT_ALIASES.get(split or "") or _split_from_name(path))
     else:
         data = _read_json(path)
         layout = _json_layout(path, data) if fmt == "auto" else fmt
         if layout == "csv":
             raise DataError("is JSON, not CSV", path=path, fix="pass fmt='auto' or the JSON layout")
         parse = _karpathy_entries if layout == "karpathy" else _nwpu_entries
-        entries = list(parse(path, data, images_root, clean))
+        entries = list(parse(path, data, clean, find))
     entries = _drop_empty(path, entries, dropped)
     if not entries:
         raise DataError("holds no images", path=path, fix=_LAYOUT_HELP)
     _settle_splits(path, entries, seed)
-    _warn_unusual_caption_counts(path, entries)
+    if check:
+        _warn_unusual_caption_counts(path, entries)
     source = name or _default_name(path)
     return CaptionCorpus(source, [ImageRecord(e.path, tuple(e.captions), e.split or "", e.scene, source)
                                   for e in entries])
+
+
+def _split_from_name(path: Path) -> str | None:
+    """The split a file's name states: ``rsicd_test.csv`` -> test, ``train-captions.csv`` -> train, else None."""
+    match = _SPLIT_IN_NAME.search(path.stem.lower())
+    return SPLIT_ALIASES[match.group(1)] if match else None
 
 
 def _default_name(path: Path) -> str:
@@ -120,8 +145,9 @@ def _require(item: Any, key: str, path: Path, where: str, fix: str) -> Any:
 
 
 def _clean_captions(captions: list[Any], path: Path, where: str, strict: bool = False,
-                    dropped: list[str] | None = None) -> list[str]:
-    """Strip captions; empty or whitespace ones are refused with ``strict``, else dropped and noted in ``dropped``.
+                    dropped: list[str] | None = None, keep_empty: bool = False) -> list[str]:
+    """Strip captions; empty or whitespace ones are refused with ``strict``, else dropped and noted in ``dropped``
+    (or kept as ``""`` with ``keep_empty``).
 
     The real RSICD release has three empty captions: one of them must not refuse the other 54,602.
     """
@@ -132,7 +158,7 @@ def _clean_captions(captions: list[Any], path: Path, where: str, strict: bool = 
         if not isinstance(caption, str):
             raise DataError(f"caption {number} is not text ({caption!r})", path=path, entry=where,
                             fix="write the caption as a string or delete it")
-        if not caption.strip():
+        if not caption.strip() and not keep_empty:
             if strict or dropped is None:
                 raise DataError(f"caption {number} is empty", path=path, entry=where,
                                 fix="write the caption or delete it (without strict checking empty captions are "
@@ -152,16 +178,25 @@ def _split(value: Any, path: Path, where: str) -> str | None:
     return split
 
 
-def _existing_image(candidates: list[Path], path: Path, where: str, images_root: Path) -> Path:
+def _existing_image(names: list[str | Path], path: Path, where: str, images_root: Path, required: bool = True) -> Path:
+    """The first of ``images_root / name`` that is a file, else the first name's base name in ``images_root``
+    (caption files in the wild hold absolute paths from their author's machine, with / or \\).
+
+    A missing image raises :class:`DataError`, or with ``required=False`` gives the first candidate.
+    """
+    candidates = list(dict.fromkeys([*(images_root / name for name in names),
+                                     images_root / PureWindowsPath(names[0]).name]))
     for candidate in candidates:
         if candidate.is_file():
             return candidate
+    if not required:
+        return candidates[0]
     looked = " or ".join(str(candidate) for candidate in candidates)
     raise DataError(f"image file not found (looked for {looked})", path=path, entry=where,
-                    fix=f"check images_root ({images_root}) or remove the entry")
+                    fix=f"check the image folder ({images_root}) or remove the entry")
 
 
-def _karpathy_entries(path: Path, data: Any, images_root: Path, clean: Callable) -> Iterator[_Entry]:
+def _karpathy_entries(path: Path, data: Any, clean: Callable, find: Callable) -> Iterator[_Entry]:
     fix = 'each entry needs "filename" and "sentences": [{"raw": "..."}, ...] (and optionally "split")'
     images = _require(data, "images", path, "top level", _LAYOUT_HELP)
     if not isinstance(images, list):
@@ -174,12 +209,12 @@ def _karpathy_entries(path: Path, data: Any, images_root: Path, clean: Callable)
             raise DataError('"sentences" is not a list', path=path, entry=where, fix=fix)
         raws = [_require(sentence, "raw", path, f"{where} sentence {number}", fix)
                 for number, sentence in enumerate(sentences)]
-        yield _Entry(where, _existing_image([images_root / filename], path, where, images_root),
+        yield _Entry(where, find([filename], path, where),
                      clean(raws, path, where), _split(item.get("split"), path, where),
                      scene_from_filename(filename))
 
 
-def _nwpu_entries(path: Path, data: Any, images_root: Path, clean: Callable) -> Iterator[_Entry]:
+def _nwpu_entries(path: Path, data: Any, clean: Callable, find: Callable) -> Iterator[_Entry]:
     fix = 'each entry needs "filename", "raw" (and "raw_1" ... "raw_4", optionally "split")'
     if not isinstance(data, dict):
         raise DataError(f"is a JSON {type(data).__name__}, not an object of scene classes", path=path, fix=_LAYOUT_HELP)
@@ -193,36 +228,40 @@ def _nwpu_entries(path: Path, data: Any, images_root: Path, clean: Callable) -> 
             _require(item, "raw", path, where, fix)
             caption_keys = sorted((m for m in map(_NWPU_CAPTION_KEY.fullmatch, item) if m),
                                   key=lambda match: int(match.group(1) or 0))
-            image = _existing_image([images_root / scene / filename, images_root / filename], path, where, images_root)
+            image = find([Path(scene) / filename, filename], path, where)
             yield _Entry(where, image, clean([item[m.group(0)] for m in caption_keys], path, where),
                          _split(item.get("split"), path, where), scene)
 
 
-def _csv_entries(path: Path, images_root: Path, clean: Callable) -> list[_Entry]:
-    fix = "the header must be filepath,caption[,split][,scene]; one row per caption"
+def _csv_entries(path: Path, clean: Callable, find: Callable, default_split: str | None) -> list[_Entry]:
+    """One entry per image of a one-row-per-caption CSV (``filepath,caption`` or ``filename,title``)."""
+    fix = "the header must be filepath,caption[,split][,scene] or filename,title[,split]; one row per caption"
     try:
         with path.open(newline="", encoding="utf-8-sig") as file:
             reader = csv.DictReader(file)
-            columns = reader.fieldnames or []
+            found = reader.fieldnames or []
+            columns = [CSV_COLUMN_ALIASES.get(column.strip(), column.strip()) for column in found]
             missing = [column for column in CSV_COLUMNS[:2] if column not in columns]
             if missing:
-                raise DataError(f"missing CSV columns {missing} (found {columns})", path=path, entry="header", fix=fix)
+                raise DataError(f"missing CSV columns {missing} (found {found})", path=path, entry="header", fix=fix)
+            reader.fieldnames = columns
+            # The reference code's layout has no split column: its files hold one split each.
+            fixed_split = None if "split" in columns or "filename" not in found else default_split or DEFAULT_SPLIT
             entries: dict[str, _Entry] = {}
             for row in reader:
                 filepath = (row["filepath"] or "").strip()
                 where = f"line {reader.line_num}" + (f" ({filepath})" if filepath else "")
                 if not filepath:
                     raise DataError("empty filepath", path=path, entry=where, fix=fix)
-                captions = clean([row["caption"]], path, where)
-                split = _split(row["split"] or None, path, where) if "split" in columns else None
+                captions = clean([row["caption"] or ""], path, where)
+                split = _split(row["split"] or None, path, where) if "split" in columns else fixed_split
                 entry = entries.get(filepath)
                 if entry is None:
                     if "scene" in columns:
                         scene = (row["scene"] or "").strip() or None
                     else:
-                        scene = scene_from_filename(filepath)
-                    image = _existing_image([images_root / filepath], path, where, images_root)
-                    entries[filepath] = _Entry(where, image, captions, split, scene)
+                        scene = scene_from_filename(PureWindowsPath(filepath).name)
+                    entries[filepath] = _Entry(where, find([filepath], path, where), captions, split, scene)
                 elif entry.split != split:
                     raise DataError(f"split {split!r} differs from {entry.split!r} given at {entry.where}", path=path,
                                     entry=where, fix="give every caption row of an image the same split")

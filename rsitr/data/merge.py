@@ -1,8 +1,9 @@
-"""Merging caption corpora without near-duplicate images, found by perceptual hash (pHash).
+"""Merging caption corpora without test leakage or near-duplicate images, found by perceptual hash (pHash).
 
 RSICD, RSITMD and NWPU-Captions share source imagery (RSITMD re-captions many RSICD images), so a naive
-union leaks test images into training. An image whose pHash lies within ``max_distance`` bits of an image
-already kept (corpora and images taken in order) is dropped with its captions.
+union leaks test images into training. Test images are all kept; a train or val image whose pHash lies
+within ``max_distance`` bits of any test image is removed, and then a training image within
+``max_distance`` of one already kept (corpora and images taken in order) is dropped with its captions.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import imagehash
 import numpy as np
 from tqdm import tqdm
 
-from rsitr.data.dataset import open_rgb
+from rsitr.data.phash import HashCache, hash_images, near_pairs
 from rsitr.data.records import CaptionCorpus, ImageRecord
 
 
@@ -26,62 +26,76 @@ class DroppedImage:
     source: str
     duplicate_of: Path
     distance: int
+    split: str = ""
 
 
 @dataclass
 class MergeReport:
-    """What :func:`merge_corpora` dropped, and images kept / dropped per source corpus."""
+    """What :func:`merge_corpora` removed, and images kept / removed per source corpus.
+
+    ``leaked``: train and val images near a test image (removed first); ``dropped``: near-duplicates among
+    the remaining training images.
+    """
 
     max_distance: int
     dropped: list[DroppedImage] = field(default_factory=list)
+    leaked: list[DroppedImage] = field(default_factory=list)
     kept_per_source: dict[str, int] = field(default_factory=dict)
     dropped_per_source: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
-        kept, dropped = sum(self.kept_per_source.values()), len(self.dropped)
-        lines = [f"kept {kept} of {kept + dropped} images; dropped {dropped} near-duplicates "
-                 f"(pHash Hamming distance <= {self.max_distance})"]
-        lines += [f"  {source}: kept {n}, dropped {self.dropped_per_source[source]}"
+        kept, leaked, dropped = sum(self.kept_per_source.values()), len(self.leaked), len(self.dropped)
+        lines = [f"kept {kept} of {kept + leaked + dropped} images; removed {leaked} train/val images near a test "
+                 f"image (leakage) and {dropped} near-duplicates (pHash Hamming distance <= {self.max_distance})"]
+        lines += [f"  {source}: kept {n}, removed {self.dropped_per_source[source]}"
                   for source, n in self.kept_per_source.items()]
-        lines += [f"  dropped {d.path} (distance {d.distance} to {d.duplicate_of})" for d in self.dropped[:5]]
-        if dropped > 5:
-            lines.append(f"  ... and {dropped - 5} more")
+        for name, removed in (("leaked", self.leaked), ("dropped", self.dropped)):
+            lines += [f"  {name} {d.source}/{d.split} {d.path} (distance {d.distance} to {d.duplicate_of})"
+                      for d in removed[:5]]
+            if len(removed) > 5:
+                lines.append(f"  ... and {len(removed) - 5} more {name}")
         return "\n".join(lines)
 
 
-def phash_words(paths: Sequence[Path], hash_size: int = 8, progress: bool = True) -> np.ndarray:
-    """pHashes of images as rows of uint64 words ``[N, ceil(hash_size**2 / 64)]``, for XOR + bit count."""
-    n_bytes = -(-hash_size * hash_size // 64) * 8
-    rows = np.zeros((len(paths), n_bytes), dtype=np.uint8)
-    for row, path in zip(rows, tqdm(paths, desc="pHash", unit="img", disable=not progress)):
-        bits = np.packbits(imagehash.phash(open_rgb(path), hash_size=hash_size).hash.flatten())
-        row[:bits.size] = bits
-    return rows.view(np.uint64)
-
-
 def merge_corpora(corpora: Sequence[CaptionCorpus], max_distance: int = 2, hash_size: int = 8,
-                  progress: bool = True) -> tuple[CaptionCorpus, MergeReport]:
-    """Union of ``corpora`` in order, dropping each image within ``max_distance`` pHash bits of a kept one.
+                  progress: bool = True, cache: HashCache | None = None) -> tuple[CaptionCorpus, MergeReport]:
+    """Union of ``corpora`` without test leakage or near-duplicate training images.
 
-    Records keep their ``source`` and split. The comparison of each image against all kept ones is one
-    numpy XOR + bit count (about N^2/2 bit operations for N images, fine for the ~47k of RSICD + RSITMD + NWPU).
+    1. Test images are never dropped. 2. A train or val image within ``max_distance`` pHash bits of any test
+    image (of any corpus) is removed and listed in ``report.leaked``. 3. The remaining training images are
+    taken in order (corpora, then images), each dropped when within ``max_distance`` of one already kept.
+    Records keep their ``source`` and split.
     """
     records: list[ImageRecord] = [record for corpus in corpora for record in corpus.images]
-    hashes = phash_words([record.path for record in records], hash_size, progress)
-    kept_hashes = np.empty_like(hashes)
-    kept: list[ImageRecord] = []
+    hashes = hash_images([record.path for record in records], hash_size, cache, progress).checked()
     report = MergeReport(max_distance)
-    for record, word in zip(records, tqdm(hashes, desc="dedup", unit="img", disable=not progress)):
-        if kept:
-            distances = np.bitwise_count(kept_hashes[:len(kept)] ^ word).sum(axis=1, dtype=np.int32)
+    test = [index for index, record in enumerate(records) if record.split == "test"]
+    training = [index for index, record in enumerate(records) if record.split != "test"]
+    nearest_test: dict[int, tuple[int, int]] = {}  # training index -> (test index, distance) of its nearest test image
+    if test and training:
+        for row, column, distance in near_pairs(hashes[training], hashes[test], max_distance):
+            if training[row] not in nearest_test or distance < nearest_test[training[row]][1]:
+                nearest_test[training[row]] = (test[column], distance)
+    report.leaked = [DroppedImage(records[i].path, records[i].source, records[t].path, d, records[i].split)
+                     for i, (t, d) in sorted(nearest_test.items())]
+    kept_hashes = np.empty_like(hashes)
+    kept_training: list[int] = []
+    for index in tqdm([i for i in training if i not in nearest_test], desc="dedup", unit="img", disable=not progress):
+        record = records[index]
+        if kept_training:
+            distances = np.bitwise_count(kept_hashes[:len(kept_training)] ^ hashes[index]).sum(axis=1, dtype=np.int32)
             nearest = int(distances.argmin())
             if distances[nearest] <= max_distance:
-                report.dropped.append(DroppedImage(record.path, record.source, kept[nearest].path, int(distances[nearest])))
+                report.dropped.append(DroppedImage(record.path, record.source, records[kept_training[nearest]].path,
+                                                   int(distances[nearest]), record.split))
                 continue
-        kept_hashes[len(kept)] = word
-        kept.append(record)
-    kept_counts, dropped_counts = Counter(r.source for r in kept), Counter(d.source for d in report.dropped)
+        kept_hashes[len(kept_training)] = hashes[index]
+        kept_training.append(index)
+    kept_indices = set(test) | set(kept_training)
+    kept = [record for index, record in enumerate(records) if index in kept_indices]
+    kept_counts = Counter(r.source for r in kept)
+    removed_counts = Counter(d.source for d in report.dropped + report.leaked)
     sources = dict.fromkeys(record.source for record in records)
     report.kept_per_source = {source: kept_counts[source] for source in sources}
-    report.dropped_per_source = {source: dropped_counts[source] for source in sources}
+    report.dropped_per_source = {source: removed_counts[source] for source in sources}
     return CaptionCorpus("+".join(corpus.name for corpus in corpora), kept), report

@@ -7,8 +7,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from rsitr.config import DataConfig
-from rsitr.data import CaptionCorpus, load_corpus, make_synthetic_dataset, merge_corpora
-from rsitr.data.errors import DataError
+from rsitr.data import CaptionCorpus, DataError, load_corpus, make_synthetic_dataset, merge_corpora
+from rsitr.data.phash import HashCache
 
 
 def check_files(config: DataConfig) -> None:
@@ -21,7 +21,7 @@ def check_files(config: DataConfig) -> None:
 
 
 def _load_each(config: DataConfig, output_dir: Path, seed: int) -> list[CaptionCorpus]:
-    corpora = [load_corpus(spec.captions, spec.images, name=spec.name, seed=config.split_seed)
+    corpora = [load_corpus(spec.captions, spec.images, name=spec.name, seed=config.split_seed, strict=config.strict)
                for spec in config.datasets]
     if config.synthetic.n_images > 0:
         spec = config.synthetic
@@ -34,14 +34,23 @@ def _load_each(config: DataConfig, output_dir: Path, seed: int) -> list[CaptionC
     return corpora
 
 
-def build_corpus(config: DataConfig, output_dir: Path, seed: int = 0) -> CaptionCorpus:
-    """Load every configured caption file; several are merged with pHash de-duplication (reported)."""
+def build_corpus(config: DataConfig, output_dir: Path, seed: int = 0, progress: bool = True) -> CaptionCorpus:
+    """Load every configured caption file; several are merged without test leakage or near-duplicates (reported).
+
+    The images' pHashes are cached in ``output_dir/phash-cache.json``, so a resumed run does not hash again.
+    """
     corpora = _load_each(config, output_dir, seed)
     if len(corpora) == 1:
-        return corpora[0]
-    merged, report = merge_corpora(corpora, max_distance=config.dedup_max_distance)
-    tqdm.write(report.summary())
-    return merged
+        corpus = corpora[0]
+    else:
+        corpus, report = merge_corpora(corpora, max_distance=config.dedup_max_distance, progress=progress,
+                                       cache=HashCache(Path(output_dir) / "phash-cache.json"))
+        tqdm.write(report.summary())
+    if not corpus.counts()["train"]["images"]:
+        raise DataError(f"{corpus.name} has no training images",
+                        fix="give the caption files' entries split 'train' (a file without splits gets a seeded "
+                            "80/10/10 split), or add a dataset with a train split")
+    return corpus
 
 
 def dataset_splits(config: DataConfig, output_dir: Path, split: str, seed: int = 0) -> dict[str, CaptionCorpus]:

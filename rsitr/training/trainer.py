@@ -80,10 +80,8 @@ class Trainer:
         seed_everything(config.train.seed)
 
         with main_first(self.dist):
-            self.corpus = build_corpus(config.data, self.out, seed=config.train.seed)
+            self.corpus = build_corpus(config.data, self.out, seed=config.train.seed, progress=progress)
         self.train_corpus = self.corpus.split("train")
-        if len(self.train_corpus) == 0:
-            raise ValueError(f"{self.corpus.name} has no training images (check the split fields of the caption files)")
         self.model = build_model(config.model, self.device, seed=config.train.seed)
         method = config.method
         self.masker = self._build_masker() if method.ker else None

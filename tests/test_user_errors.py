@@ -1,0 +1,95 @@
+"""User errors of eval, train and data end as one `rsitr <command>: error:` line, exit code 2, no traceback."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rsitr.cli import main
+from rsitr.models import TINY_MODEL
+
+ROOT = Path(__file__).parent.parent
+CONFIGS = ROOT / "configs"
+
+
+def assert_user_error(code: int, err: str, command: str, *fragments: str) -> None:
+    assert code == 2, err
+    assert err.startswith(f"rsitr {command}: error: ") and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, f"{fragment!r} not in {err!r}"
+
+
+def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    return code, capsys.readouterr().err
+
+
+def test_eval_bad_data_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "bad.json").write_text('{"images": [', encoding="utf-8")
+    code, err = run(capsys, "eval", "--data", str(tmp_path / "bad.json"), "--images", str(tmp_path),
+                    "--model", TINY_MODEL, "--no-progress")
+    assert_user_error(code, err, "eval", "bad.json", "invalid JSON", "Fix:")
+
+
+def test_eval_reference_csv_with_unknown_columns(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "t.csv").write_text("name,text\na.jpg,x\n", encoding="utf-8")
+    code, err = run(capsys, "eval", "--data", str(tmp_path / "t.csv"), "--images", str(tmp_path), "--model", TINY_MODEL)
+    assert_user_error(code, err, "eval", "missing CSV columns ['filepath', 'caption']", "filename,title")
+
+
+def test_eval_missing_image_folder(synthetic_caption_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code, err = run(capsys, "eval", "--data", str(synthetic_caption_file), "--images", str(tmp_path / "nowhere"),
+                    "--model", TINY_MODEL, "--no-progress")
+    assert_user_error(code, err, "eval", "nowhere", "image folder not found", "--images")
+
+
+def test_eval_split_without_images(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "a.jpg").touch()
+    (tmp_path / "s.csv").write_text("filepath,caption,split\na.jpg,x,test\n", encoding="utf-8")
+    code, err = run(capsys, "eval", "--data", str(tmp_path / "s.csv"), "--images", str(tmp_path), "--model",
+                    TINY_MODEL, "--split", "val")
+    assert_user_error(code, err, "eval", "s.csv", "has no images in split 'val'")
+
+
+def test_eval_strict_refuses_empty_captions(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "a.jpg").touch()
+    (tmp_path / "c.csv").write_text("filepath,caption,split\na.jpg,x,test\na.jpg, ,test\n", encoding="utf-8")
+    code, err = run(capsys, "eval", "--strict", "--data", str(tmp_path / "c.csv"), "--images", str(tmp_path),
+                    "--model", TINY_MODEL)
+    assert_user_error(code, err, "eval", "line 3 (a.jpg)", "caption 0 is empty")
+
+
+def test_train_bad_config_key(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code, err = run(capsys, "train", "--config", str(CONFIGS / "data" / "synthetic.yaml"), "--output-dir",
+                    str(tmp_path / "run"), "--set", "data.no_such_key=1")
+    assert_user_error(code, err, "train", "Key 'no_such_key' not in 'DataConfig' (data.no_such_key)", "rsitr/config.py")
+    assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
+def test_train_missing_caption_file_in_a_data_config(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code, err = run(capsys, "train", "--config", str(CONFIGS / "data" / "rsicd.yaml"), "--output-dir",
+                    str(tmp_path / "run"), "--strict", "--set",
+                    f"data.datasets=[{{captions: {tmp_path}/missing.json, images: {tmp_path}}}]")
+    assert_user_error(code, err, "train", "missing.json", "caption file not found")
+
+
+def test_data_inspect_needs_a_folder_per_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code, err = run(capsys, "data", "inspect", "a.json", "b.json", "--images", str(tmp_path))
+    assert_user_error(code, err, "data", "2 caption file(s) but 1 --images folder(s)")
+    code, err = run(capsys, "data", "inspect", str(tmp_path / "a.json"), "--images", str(tmp_path))
+    assert_user_error(code, err, "data", "a.json", "caption file not found")
+
+
+def test_a_real_process_prints_one_line_and_exits_2(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "rsitr.cli", "data", "inspect", str(tmp_path / "c.json"), "--images",
+                           str(tmp_path / "nowhere")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert_user_error(done.returncode, done.stderr, "data", "c.json", "caption file not found")
+    assert done.stdout == ""
+
+
+def test_data_is_a_listed_command(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "data" in capsys.readouterr().out
