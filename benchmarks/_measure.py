@@ -7,11 +7,21 @@ set-up are not counted. Each variant runs in its own process so one variant's me
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import gc
+import multiprocessing as mp
+import platform
+import subprocess
 import time
 import traceback
 from typing import Any, Callable
+
+
+def cpu_model() -> str:
+    """``lscpu``'s model name: every benchmark prints the CPU it ran on."""
+    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
 
 
 def _status_mib(field: str) -> float:

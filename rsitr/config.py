@@ -123,7 +123,6 @@ class TrainConfig:
     warmup_steps: int = 200
     grad_clip_norm: float = 50.0
     seed: int = 0
-    amp: bool = True  # mixed precision, used only on CUDA
     log_every: int = 10
     max_steps_per_epoch: int = 0  # 0 = full epochs; >0 truncates (smoke runs)
 
@@ -132,6 +131,7 @@ class TrainConfig:
 class RunConfig:
     output_dir: str = "runs/default"
     device: str = "auto"
+    precision: str = "auto"  # encoders' precision: fp32 | bf16 | fp16 (CUDA) | auto (bf16 where native, else fp32)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
@@ -171,6 +171,10 @@ def load_config(paths: str | Path | Sequence[str | Path] | None = None,
     if overrides:
         config = _merge(config, OmegaConf.from_dotlist(list(overrides)), "config overrides")
     config = OmegaConf.to_object(config)
+    from rsitr.models.precision import PRECISIONS  # imported here: rsitr.models pulls in torch and OpenCLIP
+
+    if config.precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
     for section, key, allowed in CHOICES:
         value = getattr(getattr(config, section), key)
         if value not in allowed:

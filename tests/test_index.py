@@ -168,7 +168,7 @@ def commit_then_die(self, chips, completed):
 
 MetadataStore.add_chips = commit_then_die
 ArchiveIndex.build(sys.argv[1], sys.argv[2], "rsitr-tiny-ViT", batch_size=4, progress=False,
-                   chip_size=128, chip_overlap=32, tile_larger_than=256)
+                   chip_size=128, chip_overlap=32, tile_larger_than=256, precision="fp32")
 """
 
 

@@ -53,7 +53,8 @@ def make_archive(root: Path, geotiff: bool = True) -> Path:
 def tiny_encoder(seed: int = 0) -> Encoder:
     from rsitr.models import create_retrieval_model
 
-    return Encoder(create_retrieval_model(TINY_MODEL, None, seed=seed), TINY_MODEL, None)
+    # fp32: tests compare the index's scores with the model's own fp32 forward pass
+    return Encoder(create_retrieval_model(TINY_MODEL, None, seed=seed), TINY_MODEL, None, precision="fp32")
 
 
 def build_test_index(base: Path):

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from rsitr import similarity
 from rsitr.similarity import fuse, global_similarity, local_similarity
 
 
@@ -41,6 +42,17 @@ def test_local_similarity_is_independent_of_chunking(tokens, chunk_bytes):
     image, text, mask = tokens
     torch.testing.assert_close(local_similarity(image, text, mask, max_chunk_bytes=chunk_bytes),
                                naive_local(image, text, mask), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("path", [similarity._squared_by_gram, similarity._squared_direct])
+def test_both_local_computations_match_the_naive_loop(path):
+    """D = 150 spans two full Gram row blocks and a partial one (GRAM_BLOCK = 64)."""
+    generator = torch.Generator().manual_seed(1)
+    image, text = torch.randn(4, 6, 150, generator=generator), torch.randn(5, 7, 150, generator=generator)
+    mask = torch.arange(7).unsqueeze(0) < torch.tensor([[7], [1], [4], [2], [6]])
+    expected = naive_local(image, text, mask)
+    for chunk_bytes in (1, 2**30):
+        torch.testing.assert_close(path(image, text, mask, chunk_bytes).sqrt(), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_local_similarity_hand_computed():

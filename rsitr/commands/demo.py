@@ -97,10 +97,11 @@ def run_synthetic(args: argparse.Namespace) -> int:
     print(trainer.corpus.summary())
     test = trainer.corpus.split("test")
     before = evaluate_model(trainer.model, test, config.method, config.eval, name="tiny CLIP, random init",
-                            progress=False)
+                            progress=False, precision=trainer.precision)
     trainer.fit()
     after = evaluate_model(trainer.model, test, config.method, config.eval,
-                           name=f"+ EBAKER fine-tuning ({args.epochs} epochs)", progress=False)
+                           name=f"+ EBAKER fine-tuning ({args.epochs} epochs)", progress=False,
+                           precision=trainer.precision)
     rows = {**before.rows, **after.rows}
     print(format_table(rows, title=f"test split of generated data ({len(test)} images, {len(test.captions)} captions)"))
     print("timings: " + ", ".join(f"{k} {v:.3f}s" for k, v in after.timings.items()))

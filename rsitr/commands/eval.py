@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 
 from rsitr.commands import positive_int
+from rsitr.commands.options import add_precision_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="refuse a caption file with empty captions (default: drop them with a warning)")
     parser.add_argument("--batch-size", type=positive_int, default=128)
     parser.add_argument("--device", default="auto")
+    add_precision_argument(parser)
     parser.add_argument("--global-only", action="store_true", help="score with the global cosine only (no local)")
     parser.add_argument("--sar", action="store_true", help="also report SAR (sort after reversed retrieval)")
     parser.add_argument("--sar-top-k", type=positive_int, default=30)
@@ -53,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from rsitr.evaluate.report import format_table, write_reports
     from rsitr.evaluate.runner import encode_corpus, evaluate_encoded
     from rsitr.models.factory import DEFAULT_MODEL, load_model
+    from rsitr.models.precision import resolve_precision
     from rsitr.training.trainer import resolve_device
 
     corpus = load_corpus(args.data, args.images, strict=args.strict, split=args.split).split(args.split)
@@ -60,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"has no images in split {args.split!r}", path=args.data,
                         fix="pick another --split (the summary of `rsitr data inspect` lists the splits)")
     device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
     model, run_config = load_model(args.model, args.pretrained, device)
     name = getattr(model, "model_name", None) or args.model or DEFAULT_MODEL
     if args.pretrained:
@@ -74,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
                         recall_k=args.recall_k)
     print(corpus.summary())
     encoded = encode_corpus(model, corpus, args.batch_size, device, progress=not args.no_progress,
-                            scenes=args.scene_prior > 0, keep_padding=method.local and method.local_include_padding)
+                            scenes=args.scene_prior > 0, precision=precision,
+                            keep_padding=method.local and method.local_include_padding)
     evaluation = evaluate_encoded(encoded, method, config, name=name)
     print(format_table(evaluation.rows, title=f"{corpus.name} ({len(corpus)} images, {encoded.caption_image.numel()} captions)"))
     print("timings: " + ", ".join(f"{k} {v:.3f}s" for k, v in evaluation.timings.items()))

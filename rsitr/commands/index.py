@@ -16,6 +16,7 @@ import argparse
 import sys
 
 from rsitr.commands import non_negative_int, positive_int
+from rsitr.commands.options import add_precision_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tokens.add_argument("--no-local-tokens", dest="store_local_tokens", action="store_false",
                         help="store global embeddings only (smaller index, no re-ranking)")
     parser.add_argument("--device", default="cpu", help="torch device for encoding (default cpu)")
+    add_precision_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             args.out, args.images, args.model, args.pretrained, chip_size=args.chip_size,
             chip_overlap=args.chip_overlap, tile_larger_than=args.tile_larger_than, index_type=args.index_type,
             store_local_tokens=args.store_local_tokens, batch_size=args.batch_size, progress=not args.quiet,
-            device=args.device)
+            device=args.device, precision=args.precision)
     except (ValueError, OSError) as err:
         print(f"rsitr index: error: {err}", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ FORMATS = ("table", "json", "geojson", "csv")
 PRETRAINED_HELP = ("where the index's model checkpoint lies now, if it moved (accepted only when its SHA-256 is "
                    "the recorded one)")
 MAX_PIXELS_HELP = "largest query image in pixels, read from its header before decoding (default 40,000,000)"
+from rsitr.commands.options import add_precision_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pixels", type=positive_int, default=None, help=MAX_PIXELS_HELP)
     parser.add_argument("--pretrained", metavar="CHECKPOINT", help=PRETRAINED_HELP)
     parser.add_argument("--device", default="cpu", help="torch device for encoding the query (default cpu)")
+    add_precision_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from rsitr.index.export import export
 
     try:
-        index = ArchiveIndex.open(args.index, device=args.device, pretrained=args.pretrained)
+        index = ArchiveIndex.open(args.index, device=args.device, pretrained=args.pretrained,
+                                  precision=args.precision)
         if args.image is not None:
             hits = index.search_image(args.image, args.top_k, max_pixels=args.max_pixels or DEFAULT_MAX_QUERY_PIXELS)
         else:

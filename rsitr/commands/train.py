@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 INTERRUPTED_HINT = "the last finished epoch is checkpointed: run the same command with --resume to continue"
+from rsitr.commands.options import add_precision_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="overrides train.epochs")
     parser.add_argument("--batch-size", type=int, help="overrides train.batch_size")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 or auto (overrides device)")
+    add_precision_argument(parser, default=None)  # None: the config's precision
     parser.add_argument("--strict", action="store_true",
                         help="refuse caption files with empty captions (default: drop them with a warning)")
     parser.add_argument("--resume", action="store_true", help="continue from <output-dir>/checkpoints/latest.pt")
@@ -32,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def overrides(args: argparse.Namespace) -> list[str]:
     flat = {"output_dir": args.output_dir, "train.epochs": args.epochs, "train.batch_size": args.batch_size,
-            "device": args.device}
+            "device": args.device, "precision": args.precision}
     flags = ["data.strict=true"] if args.strict else []
     return list(args.set) + flags + [f"{key}={value}" for key, value in flat.items() if value is not None]
 

@@ -18,6 +18,8 @@ from rsitr.data import CaptionCorpus, ImageDataset, collate
 from rsitr.data.scene_labels import scene_prior, scene_query_prompts, scene_vocabulary, text_scene_probabilities
 from rsitr.evaluate.metrics import recall_metrics
 from rsitr.models import ImageFeatures, TextFeatures
+from rsitr.models.encoding import encode_captions
+from rsitr.models.precision import inference_precision
 from rsitr.retrieval.sar import sar_label, sar_rerank
 from rsitr.similarity import fuse, global_similarity, local_similarity
 
@@ -41,8 +43,13 @@ class EncodedCorpus:
     image: ImageFeatures
     text: TextFeatures
     caption_image: torch.Tensor
-    seconds: float
+    image_seconds: float
+    text_seconds: float
     scenes: SceneEstimate | None = None
+
+    @property
+    def seconds(self) -> float:
+        return self.image_seconds + self.text_seconds
 
 
 @dataclass
@@ -53,19 +60,16 @@ class Evaluation:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _pad_cat(chunks: list[torch.Tensor], length: int) -> torch.Tensor:
-    return torch.cat([torch.nn.functional.pad(c, (0, 0, 0, length - c.shape[1])) if c.dim() == 3
-                      else torch.nn.functional.pad(c, (0, length - c.shape[1])) for c in chunks])
-
-
 @torch.no_grad()
 def encode_corpus(model, corpus: CaptionCorpus, batch_size: int = 128, device: str | torch.device = "cpu",
                   num_workers: int = 0, progress: bool = True, scenes: bool = False,
-                  keep_padding: bool = False) -> EncodedCorpus:
-    """Global and local features of every image and caption, on the CPU, word tokens trimmed of padding.
+                  precision: str = "fp32", keep_padding: bool = False) -> EncodedCorpus:
+    """Float32 global and local features of every image and caption, on the CPU, word tokens trimmed of padding.
 
-    ``keep_padding`` keeps every position of the context instead (``MethodConfig.local_include_padding``).
-    With ``scenes`` and images that carry scene classes, also the captions' zero-shot scene distributions.
+    The towers run under ``precision`` (see :mod:`rsitr.models.precision`); captions go through
+    :func:`rsitr.models.encoding.encode_captions`. ``keep_padding`` keeps every position of the context instead
+    (``MethodConfig.local_include_padding``). With ``scenes`` and images that carry scene classes, also the
+    captions' zero-shot scene distributions.
     """
     model.eval()
     start = time.perf_counter()
@@ -73,33 +77,26 @@ def encode_corpus(model, corpus: CaptionCorpus, batch_size: int = 128, device: s
                         collate_fn=collate)
     image_global, image_tokens = [], []
     for batch in tqdm(loader, desc="encode images", disable=not progress, leave=False):
-        features = model.encode_image(batch["image"].to(device))
+        with inference_precision(precision, device):
+            features = model.encode_image(batch["image"].to(device))
         image_global.append(features.global_.float().cpu())
         image_tokens.append(features.tokens.float().cpu())
-    captions = corpus.captions
-    text_global, text_tokens, text_mask = [], [], []
-    for i in tqdm(range(0, len(captions), batch_size), desc="encode captions", disable=not progress, leave=False):
-        features = model.encode_text(model.tokenize(captions[i:i + batch_size]).to(device))
-        keep = features.tokens.shape[1] if keep_padding else int(features.mask.sum(dim=1).max())
-        text_global.append(features.global_.float().cpu())
-        text_tokens.append(features.tokens[:, :keep].float().cpu())
-        text_mask.append(features.mask[:, :keep].cpu())
-    length = max(t.shape[1] for t in text_tokens)
-    text_global = torch.cat(text_global)
+    image_seconds = time.perf_counter() - start
+    text = encode_captions(model, corpus.captions, batch_size, device, precision, progress, keep_padding)
     return EncodedCorpus(
         image=ImageFeatures(torch.cat(image_global), torch.cat(image_tokens)),
-        text=TextFeatures(text_global, _pad_cat(text_tokens, length), _pad_cat(text_mask, length)),
+        text=text,
         caption_image=torch.as_tensor(corpus.caption_image, dtype=torch.long),
-        seconds=time.perf_counter() - start,
-        scenes=_estimate_scenes(model, corpus, text_global, device) if scenes else None)
+        image_seconds=image_seconds, text_seconds=time.perf_counter() - start - image_seconds,
+        scenes=_estimate_scenes(model, corpus, text.global_, device, precision) if scenes else None)
 
 
-def _estimate_scenes(model, corpus: CaptionCorpus, text_global: torch.Tensor,
-                     device: str | torch.device) -> SceneEstimate | None:
+def _estimate_scenes(model, corpus: CaptionCorpus, text_global: torch.Tensor, device: str | torch.device,
+                     precision: str) -> SceneEstimate | None:
     names, image_scenes = scene_vocabulary([image.scene for image in corpus.images])
     if not names:
         return None
-    prompts = model.encode_text(model.tokenize(scene_query_prompts(names)).to(device)).global_.float().cpu()
+    prompts = encode_captions(model, scene_query_prompts(names), device=device, precision=precision).global_
     scale = float(model.logit_scale.exp().clamp(max=100))
     return SceneEstimate(names, image_scenes, text_scene_probabilities(text_global, prompts, scale))
 
@@ -116,7 +113,8 @@ def fused_similarity(encoded: EncodedCorpus, method: MethodConfig) -> torch.Tens
 
 def evaluate_encoded(encoded: EncodedCorpus, method: MethodConfig, config: EvalConfig, name: str = "model") -> Evaluation:
     """Score encoded features as configured: the fused matrix, plus SAR, scene-prior and two-stage rows when enabled."""
-    result = Evaluation(timings={"encode_seconds": encoded.seconds})
+    result = Evaluation(timings={"encode_seconds": encoded.seconds, "encode_images_seconds": encoded.image_seconds,
+                                 "encode_captions_seconds": encoded.text_seconds})
     start = time.perf_counter()
     sim = fused_similarity(encoded, method)
     result.timings["score_seconds"] = time.perf_counter() - start
@@ -156,7 +154,8 @@ def _evaluate_two_stage(encoded: EncodedCorpus, config: EvalConfig, name: str, r
 
 
 def evaluate_model(model, corpus: CaptionCorpus, method: MethodConfig, config: EvalConfig,
-                   device: str | torch.device = "cpu", name: str = "model", progress: bool = True) -> Evaluation:
+                   device: str | torch.device = "cpu", name: str = "model", progress: bool = True,
+                   precision: str = "fp32") -> Evaluation:
     encoded = encode_corpus(model, corpus, config.batch_size, device, progress=progress, scenes=config.scene_prior > 0,
-                            keep_padding=method.local and method.local_include_padding)
+                            precision=precision, keep_padding=method.local and method.local_include_padding)
     return evaluate_encoded(encoded, method, config, name)

@@ -100,7 +100,7 @@ class ArchiveIndex:
     # -- opening and building -------------------------------------------------------------------------------
     @classmethod
     def open(cls, directory: str | Path, *, encoder: Encoder | None = None, device: str = "cpu",
-             pretrained: str | Path | None = None) -> ArchiveIndex:
+             pretrained: str | Path | None = None, precision: str = "auto") -> ArchiveIndex:
         """Open an index; the encoder is loaded from the recorded model unless one is given (then it is checked).
 
         ``pretrained`` points at the index's model checkpoint where it now lies (an index and its checkpoint
@@ -111,7 +111,7 @@ class ArchiveIndex:
             raise IndexSetupError(f"{directory} holds no finished index setup; run `rsitr index` on it again")
         if encoder is None:
             source = _recorded_checkpoint(store, Path(directory), pretrained)
-            encoder = Encoder.load(store.get_meta("model"), source, device)
+            encoder = Encoder.load(store.get_meta("model"), source, device, precision)
         cls._check_encoder(store, directory, encoder)
         return cls(Path(directory), store, encoder)
 
@@ -120,7 +120,7 @@ class ArchiveIndex:
               pretrained: str | None = None, *, encoder: Encoder | None = None, chip_size: int | None = None,
               chip_overlap: int | None = None, tile_larger_than: int | None = None, index_type: str | None = None,
               store_local_tokens: bool | None = None, batch_size: int = 32, progress: bool = True,
-              device: str = "cpu") -> tuple[ArchiveIndex, UpdateReport]:
+              device: str = "cpu", precision: str = "auto") -> tuple[ArchiveIndex, UpdateReport]:
         """Create the index in ``directory`` for the images under ``images``, or bring an existing one up to date.
 
         Arguments left as None take the values recorded in an existing index, or the defaults of
@@ -146,7 +146,7 @@ class ArchiveIndex:
                                       f"--pretrained with an `rsitr train` checkpoint)")
             if model_name is None and stored_model is not None:
                 model_name, pretrained = stored_model, _recorded_checkpoint(store, directory, pretrained)
-            encoder = Encoder.load(model_name, pretrained, device)
+            encoder = Encoder.load(model_name, pretrained, device, precision)
         if stored_model is not None:
             cls._check_encoder(store, directory, encoder)
             settings = cls._merged_settings(store, directory, images, requested)

@@ -7,7 +7,11 @@ L2-normalised too before they are stored as float16 (values in [-1, 1] keep floa
 The fingerprint is the embedding dimension plus the global embeddings of a fixed synthetic probe
 image and probe caption. Two encoders are compatible when dims match and the probe embeddings agree
 to ``PROBE_TOLERANCE``: that catches another model, another checkpoint behind the same path, or
-changed weights, while ignoring float noise between machines.
+changed weights, while ignoring float noise between machines. The probe is always encoded in fp32, so an
+index built in one precision opens in another.
+
+Chips and queries are encoded under the encoder's precision (see :mod:`rsitr.models.precision`); a query goes
+through :func:`rsitr.models.encoding.encode_captions` (its real length, not the 77-token context).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from rsitr.models import RetrievalCLIP
+from rsitr.models.encoding import encode_captions
+from rsitr.models.precision import inference_precision, resolve_precision
 
 PROBE_TEXT = "an aerial image of a harbour with boats next to a green park"
 PROBE_TOLERANCE = 1e-3
@@ -41,7 +47,7 @@ class EncodedText:
     embedding: np.ndarray
     """``[D]`` float32, L2-normalised."""
     tokens: np.ndarray
-    """``[L, D]`` float32 word tokens, each L2-normalised; padding included."""
+    """``[L, D]`` float32 word tokens, each L2-normalised; ``L`` is the query's real length."""
     mask: np.ndarray
     """``[L]`` bool, True on real tokens."""
 
@@ -77,18 +83,20 @@ def _probe_image() -> Image.Image:
 
 class Encoder:
     """A retrieval model (:class:`RetrievalCLIP` or a wrapper with its interface) in eval mode, with the
-    model name and pretrained value it was loaded from."""
+    model name and pretrained value it was loaded from, and the precision it encodes in."""
 
     def __init__(self, model: RetrievalCLIP, model_name: str, pretrained: str | None,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", precision: str = "auto") -> None:
         self.model = model.eval().to(device)
         self.model_name = model_name
         self.pretrained = pretrained
         self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
         self.dim = int(self.encode_text(PROBE_TEXT).embedding.shape[0])
 
     @classmethod
-    def load(cls, model_name: str | None, pretrained: str | None, device: str | torch.device = "cpu") -> Encoder:
+    def load(cls, model_name: str | None, pretrained: str | None, device: str | torch.device = "cpu",
+             precision: str = "auto") -> Encoder:
         """Load by OpenCLIP name and pretrained tag / OpenCLIP checkpoint / ``rsitr train`` checkpoint (whose
         model is used when ``model_name`` is None)."""
         from rsitr.models.factory import load_model
@@ -96,23 +104,27 @@ class Encoder:
         if pretrained and Path(pretrained).is_file():
             pretrained = str(Path(pretrained).resolve())  # so the index can reload it from any working directory
         model, _ = load_model(model_name, pretrained, device)
-        return cls(model, model_name or model.model_name, pretrained, device)
+        return cls(model, model_name or model.model_name, pretrained, device, precision)
 
     @torch.no_grad()
     def encode_images(self, images: Sequence[Image.Image]) -> EncodedImages:
         batch = torch.stack([self.model.preprocess_val(image.convert("RGB")) for image in images]).to(self.device)
-        features = self.model.encode_image(batch)
-        return EncodedImages(F.normalize(features.global_, dim=-1).float().cpu().numpy(),
-                             F.normalize(features.tokens, dim=-1).float().cpu().numpy())
+        with inference_precision(self.precision, self.device):
+            features = self.model.encode_image(batch).float()
+        return EncodedImages(F.normalize(features.global_, dim=-1).cpu().numpy(),
+                             F.normalize(features.tokens, dim=-1).cpu().numpy())
 
-    @torch.no_grad()
     def encode_text(self, text: str) -> EncodedText:
-        features = self.model.encode_text(self.model.tokenize([text]).to(self.device))
-        return EncodedText(F.normalize(features.global_[0], dim=-1).float().cpu().numpy(),
-                           F.normalize(features.tokens[0], dim=-1).float().cpu().numpy(),
-                           features.mask[0].cpu().numpy())
+        """The query's features; ``tokens`` and ``mask`` are as long as its real tokens (no padding)."""
+        features = encode_captions(self.model, [text], device=self.device, precision=self.precision)
+        return EncodedText(F.normalize(features.global_[0], dim=-1).numpy(),
+                           F.normalize(features.tokens[0], dim=-1).numpy(), features.mask[0].numpy())
 
     def fingerprint(self) -> Fingerprint:
-        probe = np.concatenate([self.encode_images([_probe_image()]).embeddings[0],
-                                self.encode_text(PROBE_TEXT).embedding])
+        precision, self.precision = self.precision, "fp32"
+        try:
+            probe = np.concatenate([self.encode_images([_probe_image()]).embeddings[0],
+                                    self.encode_text(PROBE_TEXT).embedding])
+        finally:
+            self.precision = precision
         return Fingerprint(self.dim, tuple(float(v) for v in probe))

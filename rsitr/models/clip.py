@@ -31,6 +31,10 @@ class ImageFeatures:
     global_: torch.Tensor
     tokens: torch.Tensor
 
+    def float(self) -> ImageFeatures:
+        """The same features in float32 (what scoring uses after a bf16 / fp16 forward pass)."""
+        return ImageFeatures(self.global_.float(), self.tokens.float())
+
 
 @dataclass
 class TextFeatures:
@@ -42,6 +46,10 @@ class TextFeatures:
     global_: torch.Tensor
     tokens: torch.Tensor
     mask: torch.Tensor
+
+    def float(self) -> TextFeatures:
+        """The same features in float32 (what scoring uses after a bf16 / fp16 forward pass)."""
+        return TextFeatures(self.global_.float(), self.tokens.float(), self.mask)
 
 
 class RetrievalCLIP(nn.Module):
@@ -96,7 +104,7 @@ class RetrievalCLIP(nn.Module):
         return proj(hidden) if isinstance(proj, nn.Linear) else hidden @ proj
 
     def encode_text(self, text: torch.Tensor) -> TextFeatures:
-        """Encode token ids ``[B, L]`` (from :meth:`tokenize`)."""
+        """Encode token ids ``[B, L]`` (from :meth:`tokenize`, full context or trimmed of padding columns)."""
         from open_clip.transformer import text_global_pool
 
         hidden = self.text_hidden(text)

@@ -173,6 +173,9 @@ class FocusAdapterCLIP(nn.Module):
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         return self.backbone.tokenize(texts)
 
+    def real_token_mask(self, text: torch.Tensor) -> torch.Tensor:
+        return self.backbone.real_token_mask(text)
+
     def trim(self, text: torch.Tensor) -> torch.Tensor:
         return self.backbone.trim(text)
 

@@ -14,6 +14,10 @@ DistributedDataParallel sync all of them through a single forward call. Switches
 - ``negative_queue``: CMER's recycled negatives as extra columns of the global InfoNCE;
 - ``ker``: ``ker_weight`` x masked keyword prediction from the image (see :mod:`rsitr.models.ker_head`);
 - ``ftf_loss``: FTF's inter- and intra-modal loss.
+
+The towers and the KER head run under ``precision`` (autocast) on token ids trimmed to the batch's longest
+real caption (the full context when the local score counts padding, ``local_include_padding``); features are
+cast back to float32 before any similarity or loss.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from torch import nn
 from rsitr.config import MethodConfig
 from rsitr.losses.eba import EliminateBeforeAlign
 from rsitr.losses.infonce import info_nce
+from rsitr.models import TextFeatures
+from rsitr.models.encoding import pad_length, trim_padding
+from rsitr.models.precision import inference_precision
 from rsitr.similarity import global_similarity, local_similarity, paired_similarity
 from rsitr.training.distributed import DistInfo, gather
 
@@ -46,9 +53,11 @@ class Batch:
 
 class RetrievalObjective(nn.Module):
     def __init__(self, model: nn.Module, method: MethodConfig, ker_head: nn.Module | None = None,
-                 eba: EliminateBeforeAlign | None = None, queue=None, dist_info: DistInfo | None = None) -> None:
+                 eba: EliminateBeforeAlign | None = None, queue=None, dist_info: DistInfo | None = None,
+                 precision: str = "fp32") -> None:
+        """``precision``: see :mod:`rsitr.models.precision`."""
         super().__init__()
-        self.model, self.method, self.ker_head = model, method, ker_head
+        self.model, self.method, self.ker_head, self.precision = model, method, ker_head, precision
         self.eba, self.queue = eba, queue
         self.dist_info = dist_info or DistInfo()
         self.local_logit_scale = nn.Parameter(torch.tensor(math.log(LOCAL_LOGIT_SCALE_INIT)))
@@ -75,7 +84,16 @@ class RetrievalObjective(nn.Module):
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         method, info = self.method, self.dist_info
         directions = method.infonce_directions
-        image, text = self.model.encode_image(batch.images), self.model.encode_text(batch.tokens)
+        device = batch.images.device
+        tokens = batch.tokens
+        if not (method.local and method.local_include_padding):  # a padding-counting local score needs them all
+            (tokens,) = trim_padding(self.model, tokens)
+        with inference_precision(self.precision, device):
+            image, text = self.model.encode_image(batch.images), self.model.encode_text(tokens)
+        image, text = image.float(), text.float()
+        if info.enabled and text.tokens.shape[1] < batch.tokens.shape[1]:  # all_gather needs one length on all ranks
+            text = TextFeatures(text.global_, pad_length(text.tokens, batch.tokens.shape[1]),
+                                pad_length(text.mask, batch.tokens.shape[1]))
         image_global, text_global = gather(image.global_, info), gather(text.global_, info)
         pair_ids, image_ids = gather(batch.pair_ids, info), gather(batch.image_ids, info)
 
@@ -99,9 +117,11 @@ class RetrievalObjective(nn.Module):
         if local is not None:
             losses["local"] = info_nce(local, self._scale(self.local_logit_scale), keep_local, directions=directions)
         if self.ker_head is not None and batch.masked_tokens is not None:
-            masked = self.model.encode_text(batch.masked_tokens)
-            losses["ker"] = method.ker_weight * self.ker_head.masked_loss(masked.tokens, image.tokens, masked.mask,
-                                                                          batch.mask_labels)
+            masked_tokens, labels = trim_padding(self.model, batch.masked_tokens, batch.mask_labels)
+            with inference_precision(self.precision, device):
+                masked = self.model.encode_text(masked_tokens)
+                ker_loss = self.ker_head.masked_loss(masked.tokens, image.tokens, masked.mask, labels)
+            losses["ker"] = method.ker_weight * ker_loss.float()
         if method.ftf_loss:
             from rsitr.losses.ftf import inter_intra_modal_loss
 

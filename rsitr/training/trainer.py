@@ -36,6 +36,7 @@ from rsitr.evaluate.report import format_table
 from rsitr.evaluate.runner import Evaluation, evaluate_model
 from rsitr.losses.eba import EliminateBeforeAlign
 from rsitr.models.factory import CHECKPOINT_FORMAT, build_model, load_state_checked, read_checkpoint
+from rsitr.models.precision import grad_scaler, resolve_precision
 from rsitr.training.corpus import build_corpus, dataset_splits
 from rsitr.training.distributed import init_distributed, main_first
 from rsitr.training.objective import Batch, RetrievalObjective
@@ -119,7 +120,9 @@ class Trainer:
             from rsitr.losses.negative_queue import NegativeQueue
 
             queue = NegativeQueue(method.negative_queue, self.model.embed_dim)
-        self.objective = RetrievalObjective(self.model, method, ker_head, eba, queue, self.dist).to(self.device)
+        self.precision = resolve_precision(config.precision, self.device)
+        self.objective = RetrievalObjective(self.model, method, ker_head, eba, queue, self.dist,
+                                            self.precision).to(self.device)
         self.trainable = self.objective
         if self.dist.enabled:
             # Unused parameters exist in some method combinations (e.g. CLIP's logit scale with a fixed temperature).
@@ -138,6 +141,7 @@ class Trainer:
         self.optimizer = optimizer_cls(parameter_groups(self.objective, config.train.weight_decay), lr=config.train.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(config.train.warmup_steps, self.total_steps))
+        self.scaler = grad_scaler(self.precision, self.device)  # fp16 (CUDA AMP) only; a pass-through otherwise
         self.epoch = 0
         self.step = 0
         if checkpoint is not None:
@@ -196,25 +200,23 @@ class Trainer:
 
     def _batch(self, raw: dict, rng: random.Random, generator: torch.Generator) -> Batch:
         captions = self._augment(list(raw["caption"]), raw["image_id"], rng)
-        tokens = self.model.trim(self.model.tokenize(captions))
+        tokens = self.model.tokenize(captions)  # the objective trims them to the batch's longest caption
         batch = Batch(raw["image"], tokens, raw["image_id"], raw["caption_id"])
         if self.masker is not None:
-            masked, labels = self.masker(captions, generator=generator)
-            length = self.model.trim(masked).shape[1]
-            batch.masked_tokens, batch.mask_labels = masked[:, :length], labels[:, :length]
+            batch.masked_tokens, batch.mask_labels = self.masker(captions, generator=generator)
         return Batch(**{k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
                         for k, v in vars(batch).items()})
 
     def train_step(self, batch: Batch) -> dict[str, float]:
         self.trainable.train()
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda" and self.config.train.amp)
-        with autocast:
-            loss, logs = self.trainable(batch)
+        loss, logs = self.trainable(batch)  # the objective runs the encoders under self.precision
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
         if self.config.train.grad_clip_norm > 0:
+            self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.objective.parameters(), self.config.train.grad_clip_norm)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.scheduler.step()
         self.step += 1
         logs["loss"] = float(loss.detach())
@@ -270,7 +272,7 @@ class Trainer:
         if len(corpus) == 0:
             return None
         evaluation = evaluate_model(self.model, corpus, self.config.method, self.config.eval, self.device,
-                                    name=f"epoch {self.epoch}", progress=False)
+                                    name=f"epoch {self.epoch}", progress=False, precision=self.precision)
         tqdm.write(format_table(evaluation.rows, title=f"{split} after epoch {self.epoch}"))
         for name, metrics in evaluation.rows.items():
             _append_csv(self.out / "eval_log.csv", {"epoch": self.epoch, "split": split, "row": name, **metrics})
@@ -281,7 +283,7 @@ class Trainer:
         config = self.config
         splits = dataset_splits(config.data, self.out, config.eval.split, seed=config.train.seed)
         return {name: evaluate_model(self.model, corpus, config.method, config.eval, self.device,
-                                     name=config.model.name, progress=progress)
+                                     name=config.model.name, progress=progress, precision=self.precision)
                 for name, corpus in splits.items() if len(corpus)}
 
     # --- checkpoints -------------------------------------------------------------------------------------
@@ -295,6 +297,7 @@ class Trainer:
             "objective": {k: v for k, v in objective.state_dict().items() if not k.startswith("model.")},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "eba": None if objective.eba is None else objective.eba.state_dict(),
             "queue": None if objective.queue is None else objective.queue.state_dict(),
         }
@@ -315,6 +318,8 @@ class Trainer:
                                             **checkpoint["objective"]})
             self.optimizer.load_state_dict(checkpoint["optimizer"])
             self.scheduler.load_state_dict(checkpoint["scheduler"])
+            if checkpoint.get("scaler"):
+                self.scaler.load_state_dict(checkpoint["scaler"])
             if self.objective.eba is not None:
                 self.objective.eba.load_state_dict(checkpoint["eba"])
             if self.objective.queue is not None:
