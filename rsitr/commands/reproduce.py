@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rsitr.commands.train import add_arguments as add_train_arguments, overrides
+from rsitr.commands.train import add_arguments as add_train_arguments, fit_and_test, overrides
 
 INTERRUPTED_HINT = "Continue with the same command and --resume."
 
@@ -30,21 +30,15 @@ def run(args: argparse.Namespace) -> int:
     from rsitr.evaluate.paper import load_published, paper_table
     from rsitr.evaluate.report import write_reports
     from rsitr.training.corpus import check_files
-    from rsitr.training.trainer import Trainer
 
     config = load_config(args.config, overrides(args))
     check_files(config.data)
     first = Path(args.config[0])
     published = load_published(args.published or first.parent / "published_results.yaml")
     method = args.method or first.stem
-    trainer = Trainer(config, progress=not args.no_progress, resume=args.resume)
-    if trainer.resumed:
-        print(f"resumed from epoch {trainer.epoch} (step {trainer.step})")
-    print(trainer.corpus.summary())
-    trainer.fit()
-    if not trainer.dist.is_main:
+    trainer, evaluations = fit_and_test(config, args)
+    if evaluations is None:
         return 0
-    evaluations = trainer.test(progress=not args.no_progress)
     ours = {dataset: evaluation.rows for dataset, evaluation in evaluations.items()}
     print(paper_table(ours, published, method, title=f"{method}: paper vs this run ({config.model.name}, "
                                                      f"{config.model.pretrained or 'random init'})"))

@@ -39,21 +39,29 @@ def overrides(args: argparse.Namespace) -> list[str]:
     return list(args.set) + flags + [f"{key}={value}" for key, value in flat.items() if value is not None]
 
 
-def run(args: argparse.Namespace) -> int:
-    from rsitr.config import load_config
-    from rsitr.evaluate.report import format_table, write_reports
+def fit_and_test(config, args: argparse.Namespace):
+    """Train (continuing with ``--resume``), then evaluate each dataset's own test split, as the papers report a
+    model trained on merged datasets. Returns the trainer and the evaluations by dataset (None off rank 0)."""
     from rsitr.training.trainer import Trainer
 
-    config = load_config(args.config, overrides(args))
     trainer = Trainer(config, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
     if trainer.resumed:
         print(f"resumed from epoch {trainer.epoch} (step {trainer.step})")
     print(trainer.corpus.summary())
     trainer.fit()
     if not trainer.dist.is_main:
+        return trainer, None
+    return trainer, trainer.test(progress=not args.no_progress)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rsitr.config import load_config
+    from rsitr.evaluate.report import format_table, write_reports
+
+    config = load_config(args.config, overrides(args))
+    trainer, evaluations = fit_and_test(config, args)
+    if evaluations is None:
         return 0
-    # Each dataset's own test split: a model trained on merged datasets is reported per dataset, as in the papers.
-    evaluations = trainer.test(progress=not args.no_progress)
     for dataset, evaluation in evaluations.items():
         print(format_table(evaluation.rows, title=f"{dataset}: {config.eval.split} split"))
     if evaluations:

@@ -66,3 +66,22 @@ def export_weights(clip: torch.nn.Module, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)
     return path
+
+
+def package_run(run_dir: str | Path, tag: str, description: str, results: dict) -> Path:
+    """Ship an ``rsitr train`` run's model as ``tag``: fp16 weights, its training config and its figures.
+
+    Writes ``weights/<tag>.pt`` and ``weights/<tag>.yaml`` (the run's ``config.yaml``) and adds the tag to
+    ``weights/pretrained.json``. A maintainer's step (the package is then rebuilt), not a user command.
+    """
+    from rsitr.models.factory import load_model
+
+    run_dir = Path(run_dir)
+    model, config = load_model(None, str(run_dir / "checkpoints" / "latest.pt"))
+    path = export_weights(model.clip, WEIGHTS_DIR / f"{tag}.pt")
+    (WEIGHTS_DIR / f"{tag}.yaml").write_text((run_dir / "config.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    entries = json.loads(REGISTRY.read_text(encoding="utf-8")) if REGISTRY.is_file() else {}
+    entries[tag] = {"model": config["model"]["name"], "file": path.name, "config": f"{tag}.yaml",
+                    "description": description, "results": results}
+    REGISTRY.write_text(json.dumps(entries, indent=1) + "\n", encoding="utf-8")
+    return path

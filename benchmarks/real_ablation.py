@@ -1,0 +1,146 @@
+"""The papers' ablation rows trained from scratch on real RSICD, on this CPU, and one table of what each adds.
+
+Each row is `rsitr train --config configs/real/base.yaml configs/real/<row>.yaml` (rsitr-small from random
+weights: no pretrained CLIP exists on these machines), in its own folder under --out, resumed when it is
+there already (a finished run is only evaluated again). Every trained model is then evaluated on the RSICD
+and UC Merced test splits (`../shared/data`), as trained and with the inference-time rows: + SAR (rsitr's
+rank-sum reading) and FTF two-stage retrieval. Rows with several seeds print mean +- std of mR.
+
+    python benchmarks/real_ablation.py                       # all rows; 3 seeds for baseline and EBAKER
+    python benchmarks/real_ablation.py --quick               # a smoke run: 20 steps per row, 1 epoch
+    python benchmarks/real_ablation.py --rows baseline ebaker --seeds 0
+
+Results: printed, and written as JSON to --json (default docs/results/real_ablation.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _measure import cpu_model  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+ROWS = ("baseline", "local", "ker", "eba", "ebaker", "iebaker_independent")
+SEEDED_ROWS = ("baseline", "ebaker")  # rows run with every seed of --seeds; the others with the first only
+TEST_SETS = {"rsicd": ("../shared/data/rsicd/dataset_rsicd.json", "../shared/data/rsicd/images"),
+             "ucm": ("../shared/data/ucm/dataset_ucm.json", "../shared/data/ucm/images")}
+QUICK = ["train.max_steps_per_epoch=20", "train.epochs=1", "method.drop_epoch=1"]
+METRICS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "mR")
+
+
+def train(row: str, seed: int, out: Path, extra: list[str]) -> float:
+    """Train (or resume) one row; returns the wall time of this call in seconds."""
+    start = time.perf_counter()
+    command = [sys.executable, "-m", "rsitr.cli", "train", "--config", "configs/real/base.yaml",
+               f"configs/real/{row}.yaml", "--output-dir", str(out), "--resume", "--no-progress",
+               "--set", f"train.seed={seed}", *extra]
+    subprocess.run(command, cwd=REPO, check=True)
+    return time.perf_counter() - start
+
+
+def evaluate(checkpoint: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """Rows (as trained, + SAR, FTF two-stage) on each test set."""
+    import warnings
+
+    from rsitr.config import EvalConfig, MethodConfig
+    from rsitr.data import load_corpus
+    from rsitr.evaluate.runner import evaluate_model
+    from rsitr.models.factory import load_model
+
+    model, run_config = load_model(None, str(checkpoint))
+    method = MethodConfig(**run_config["method"])
+    config = EvalConfig(batch_size=256, sar=True, two_stage=True, recall_k=50)
+    results = {}
+    for name, (captions, images) in TEST_SETS.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # RSICD's 3 empty captions: reported by `rsitr data inspect`
+            corpus = load_corpus(REPO / captions, REPO / images, name=name).split("test")
+        evaluation = evaluate_model(model, corpus, method, config, name="model", progress=False)
+        results[name] = {_row_name(key): value for key, value in evaluation.rows.items()}
+    return results
+
+
+def _row_name(key: str) -> str:
+    if key == "model":
+        return "as trained"
+    if "SAR" in key:
+        return "+ SAR"
+    if "two-stage" in key:
+        return "FTF two-stage"
+    return key.removeprefix("model ")
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """One line per (row, inference variant, test set): mean (and std over seeds) of each metric."""
+    lines = {}
+    for run in runs:
+        for test_set, variants in run["results"].items():
+            for variant, metrics in variants.items():
+                lines.setdefault((run["row"], variant, test_set), []).append((metrics, run["seconds"]))
+    table = []
+    for (row, variant, test_set), items in lines.items():
+        line = {"row": row, "variant": variant, "test_set": test_set, "seeds": len(items),
+                "train_minutes": statistics.mean(seconds for _, seconds in items) / 60}
+        for metric in METRICS:
+            values = [metrics[metric] for metrics, _ in items]
+            line[metric] = statistics.mean(values)
+            line[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else None
+        table.append(line)
+    return table
+
+
+def format_lines(table: list[dict]) -> str:
+    header = (f"{'row':22s} {'variant':14s} {'test':6s} {'seeds':>5s} | "
+              + " ".join(f"{m:>8s}" for m in METRICS[:-1]) + f" | {'mR':>13s} | train min")
+    text = [header, "-" * len(header)]
+    for line in table:
+        std = f" +- {line['mR_std']:.2f}" if line["mR_std"] is not None else ""
+        text.append(f"{line['row']:22s} {line['variant']:14s} {line['test_set']:6s} {line['seeds']:5d} | "
+                    + " ".join(f"{line[m]:8.2f}" for m in METRICS[:-1])
+                    + f" | {line['mR']:6.2f}{std:7s} | {line['train_minutes']:9.1f}")
+    return "\n".join(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 20 steps of one epoch per row")
+    parser.add_argument("--out", default="runs/real-ablation", help="folder of the runs (resumed if present)")
+    parser.add_argument("--json", default="docs/results/real_ablation.json")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra config overrides")
+    args = parser.parse_args()
+    extra = (QUICK if args.quick else []) + list(args.set)
+    print(f"CPU: {cpu_model()}; model rsitr-small trained from scratch (random init) on RSICD train"
+          f"{' (--quick)' if args.quick else ''}")
+    runs = []
+    for row in args.rows:
+        for seed in (args.seeds if row in SEEDED_ROWS else args.seeds[:1]):
+            folder = REPO / args.out / f"{row}-seed{seed}"
+            seconds = train(row, seed, folder, extra)
+            log = folder / "train_seconds.json"  # the first (training) call's time survives later re-evaluations
+            if not log.is_file():
+                log.write_text(json.dumps({"seconds": seconds}))
+            runs.append({"row": row, "seed": seed, "seconds": json.loads(log.read_text())["seconds"],
+                         "results": evaluate(folder / "checkpoints" / "latest.pt")})
+            print(f"{row} seed {seed}: RSICD test mR {runs[-1]['results']['rsicd']['as trained']['mR']:.2f}",
+                  flush=True)
+    table = summarize(runs)
+    print(format_lines(table))
+    out = REPO / args.json
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"cpu": cpu_model(), "quick": args.quick, "overrides": extra, "runs": runs,
+                               "table": table}, indent=1))
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()
