@@ -57,7 +57,7 @@ def evaluate(checkpoint: Path) -> dict[str, dict[str, dict[str, float]]]:
 
     model, run_config = load_model(None, str(checkpoint))
     method = MethodConfig(**run_config["method"])
-    config = EvalConfig(batch_size=256, sar=True, two_stage=True, recall_k=50)
+    config = EvalConfig(batch_size=256, sar=True, two_stage=True, recall_k=50, fine_exhaustive=False)
     results = {}
     for name, (captions, images) in TEST_SETS.items():
         with warnings.catch_warnings():

@@ -111,6 +111,7 @@ class EvalConfig:
     scene_prior: float = 0.0
     two_stage: bool = False  # FTF: coarse recall, then fine re-ranking of recall_k candidates
     recall_k: int = 100
+    fine_exhaustive: bool = True  # with two_stage: also the row scoring every pair finely (N x M interactions: slow)
 
 
 @dataclass
