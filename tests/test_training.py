@@ -40,6 +40,13 @@ def test_one_training_step_lowers_the_loss_on_a_fixed_batch(tmp_path):
     assert all(after_parts[k] < parts[k] for k in ("global", "local", "ker"))
 
 
+@pytest.mark.parametrize("blocks", [2, 4])
+def test_ker_blocks_sets_the_depth_of_the_ker_head(tmp_path, blocks):
+    """method.ker_blocks: 2 in the reference code, 4 in the paper's text."""
+    trainer = make_trainer(tmp_path, "method.local=false", "method.eba=false", f"method.ker_blocks={blocks}")
+    assert len(trainer.objective.ker_head.blocks.layers) == blocks
+
+
 def test_baseline_config_has_only_the_global_loss(tmp_path):
     trainer = make_trainer(tmp_path, "method.local=false", "method.ker=false", "method.eba=false")
     _, parts = trainer.objective(fixed_batch(trainer))

@@ -72,7 +72,7 @@ def test_train_missing_caption_file_in_a_data_config(tmp_path: Path, capsys: pyt
     code, err = run(capsys, "train", "--config", str(CONFIGS / "data" / "rsicd.yaml"), "--output-dir",
                     str(tmp_path / "run"), "--strict", "--set",
                     f"data.datasets=[{{captions: {tmp_path}/missing.json, images: {tmp_path}}}]")
-    assert_user_error(code, err, "train", "missing.json", "caption file not found")
+    assert_user_error(code, err, "train", "missing.json", "missing dataset files")
 
 
 def test_data_inspect_needs_a_folder_per_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

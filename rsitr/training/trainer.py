@@ -37,7 +37,7 @@ from rsitr.evaluate.runner import Evaluation, evaluate_model
 from rsitr.losses.eba import EliminateBeforeAlign
 from rsitr.models.factory import CHECKPOINT_FORMAT, build_model, load_state_checked, read_checkpoint
 from rsitr.models.precision import grad_scaler, resolve_precision
-from rsitr.training.corpus import build_corpus, dataset_splits
+from rsitr.training.corpus import build_corpus, check_files, dataset_splits
 from rsitr.training.distributed import init_distributed, main_first
 from rsitr.training.objective import Batch, RetrievalObjective
 
@@ -98,6 +98,7 @@ class Trainer:
         self.dist = init_distributed(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
+        check_files(config.data)  # data files before the (slow) model, which may need a download
         seed_everything(config.train.seed)
         # The model first: a checkpoint of another architecture is refused before the folder is touched.
         self.model = build_model(config.model, self.device, seed=config.train.seed, weights_follow=checkpoint is not None)
