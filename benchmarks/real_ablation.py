@@ -109,6 +109,27 @@ def format_lines(table: list[dict]) -> str:
     return "\n".join(text)
 
 
+def format_markdown(table: list[dict]) -> str:
+    """The README's table: a line per row and inference variant, RSICD recalls, mR on RSICD and UC Merced."""
+    by_key = {(line["row"], line["variant"], line["test_set"]): line for line in table}
+    text = ["| row | inference | RSICD i2t R@1/5/10 | RSICD t2i R@1/5/10 | RSICD mR | UCM mR | seeds | train min |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for (row, variant, test_set), rsicd in by_key.items():
+        if test_set != "rsicd":
+            continue
+        ucm = by_key.get((row, variant, "ucm"))
+
+        def mr(line: dict | None) -> str:
+            if line is None:
+                return ""
+            return f"{line['mR']:.2f}" + (f" +- {line['mR_std']:.2f}" if line["mR_std"] is not None else "")
+
+        recalls = [" / ".join(f"{rsicd[f'{d}_R@{k}']:.2f}" for k in (1, 5, 10)) for d in ("i2t", "t2i")]
+        text.append(f"| {row} | {variant} | {recalls[0]} | {recalls[1]} | {mr(rsicd)} | {mr(ucm)} | "
+                    f"{rsicd['seeds']} | {rsicd['train_minutes']:.0f} |")
+    return "\n".join(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
@@ -135,6 +156,7 @@ def main() -> None:
                   flush=True)
     table = summarize(runs)
     print(format_lines(table))
+    print(format_markdown(table))
     out = REPO / args.json
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"cpu": cpu_model(), "quick": args.quick, "overrides": extra, "runs": runs,
