@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rsitr.commands import positive_int
+
 DEMO_IMAGES = Path(__file__).resolve().parent.parent / "demo_data" / "ucm"
 DEMO_TAG = "rsitr-small-rsicd"
 # (query, the UC Merced class a person would expect it to find)
@@ -38,10 +40,10 @@ SYNTHETIC_SETTINGS = [
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="rsitr-demo", help="folder for the index (or generated data and run)")
-    parser.add_argument("--top-k", type=int, default=5, help="hits printed per query (default 5)")
+    parser.add_argument("--top-k", type=positive_int, default=5, help="hits printed per query (default 5)")
     parser.add_argument("--synthetic", action="store_true",
                         help="the training demo on generated shapes with the tiny model instead")
-    parser.add_argument("--epochs", type=int, default=3, help="--synthetic: fine-tuning epochs")
+    parser.add_argument("--epochs", type=positive_int, default=3, help="--synthetic: fine-tuning epochs")
     parser.add_argument("--seed", type=int, default=0, help="--synthetic: seed")
 
 
