@@ -79,7 +79,7 @@ def run_search(args: argparse.Namespace) -> int:
     index.close()
     total = len(DEMO_QUERIES) * args.top_k
     print(f"\n{found}/{total} hits of the expected class (chance {total / 21:.1f}); "
-          f"{time.perf_counter() - start:.1f}s in all")
+          f"{time.perf_counter() - start:.1f}s to load the model, index and search (after Python start-up)")
     print(f"Browse it: rsitr serve {index_dir}   (then open http://127.0.0.1:8000)")
     return 0
 
