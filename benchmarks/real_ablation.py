@@ -2,9 +2,10 @@
 
 Each row is `rsitr train --config configs/real/base.yaml configs/real/<row>.yaml` (rsitr-small from random
 weights: no pretrained CLIP exists on these machines), in its own folder under --out, resumed when it is
-there already (a finished run is only evaluated again). Every trained model is then evaluated on the RSICD
-and UC Merced test splits (`../shared/data`), as trained and with the inference-time rows: + SAR (rsitr's
-rank-sum reading) and FTF two-stage retrieval. Rows with several seeds print mean +- std of mR.
+there already (a finished run is not trained again; its test results are kept in its folder and reused while
+its checkpoint is unchanged). Every trained model is evaluated on the RSICD and UC Merced test splits
+(`../shared/data`), as trained and with the inference-time rows: + SAR (rsitr's rank-sum reading) and FTF
+two-stage retrieval. Rows with several seeds print mean +- std of mR.
 
     python benchmarks/real_ablation.py                       # all rows; 3 seeds for baseline and EBAKER
     python benchmarks/real_ablation.py --quick               # a smoke run: 20 steps per row, 1 epoch
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -65,6 +67,19 @@ def evaluate(checkpoint: Path) -> dict[str, dict[str, dict[str, float]]]:
             corpus = load_corpus(REPO / captions, REPO / images, name=name).split("test")
         evaluation = evaluate_model(model, corpus, method, config, name="model", progress=False)
         results[name] = {_row_name(key): value for key, value in evaluation.rows.items()}
+    return results
+
+
+def evaluated(checkpoint: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """`evaluate`, kept beside the checkpoint and reused while the checkpoint is unchanged."""
+    cache = checkpoint.parent.parent / "test_results.json"
+    stamp = checkpoint.stat().st_mtime_ns
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved.get("checkpoint_mtime_ns") == stamp:
+            return saved["results"]
+    results = evaluate(checkpoint)
+    cache.write_text(json.dumps({"checkpoint_mtime_ns": stamp, "results": results}, indent=1))
     return results
 
 
@@ -149,9 +164,12 @@ def main() -> None:
             seconds = train(row, seed, folder, extra)
             log = folder / "train_seconds.json"  # the first (training) call's time survives later re-evaluations
             if not log.is_file():
-                log.write_text(json.dumps({"seconds": seconds}))
-            runs.append({"row": row, "seed": seed, "seconds": json.loads(log.read_text())["seconds"],
-                         "results": evaluate(folder / "checkpoints" / "latest.pt")})
+                # the load average tells whether the wall time was measured on free cores or shared ones
+                log.write_text(json.dumps({"seconds": seconds, "load_average": os.getloadavg()[1]}))
+            timing = json.loads(log.read_text())
+            runs.append({"row": row, "seed": seed, "seconds": timing["seconds"],
+                         "load_average": timing.get("load_average"),
+                         "results": evaluated(folder / "checkpoints" / "latest.pt")})
             print(f"{row} seed {seed}: RSICD test mR {runs[-1]['results']['rsicd']['as trained']['mR']:.2f}",
                   flush=True)
     table = summarize(runs)
