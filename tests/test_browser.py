@@ -7,10 +7,13 @@ otherwise. The server runs in a thread on 127.0.0.1, and the page is only allowe
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,8 +38,9 @@ def index(tmp_path_factory) -> ArchiveIndex:
     return build_test_index(tmp_path_factory.mktemp("browser"))
 
 
-@pytest.fixture(scope="module")
-def server_url(index):
+@contextmanager
+def serving(index: ArchiveIndex) -> Iterator[str]:
+    """``rsitr serve`` on ``index`` in a thread on a free local port; yields its URL."""
     import uvicorn
 
     port = free_port()
@@ -48,9 +52,17 @@ def server_url(index):
         if time.monotonic() > deadline or not thread.is_alive():
             pytest.fail("the test server did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server_url(index):
+    with serving(index) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +78,14 @@ def browser():
 
 @pytest.fixture
 def page(browser, server_url):
+    with confined_page(browser, server_url) as page:
+        yield page
+
+
+@contextmanager
+def confined_page(browser, server_url: str, **context_options) -> Iterator:
     """A fresh page that may only reach the test server (requests elsewhere are aborted and listed)."""
-    context = browser.new_context(accept_downloads=True)
+    context = browser.new_context(accept_downloads=True, **context_options)
     page = context.new_page()
     page.outside = []
     page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(server_url)
@@ -191,3 +209,65 @@ def test_no_results_and_index_being_built_are_sentences(page, server_url):
     page.wait_for_selector("#notice:not([hidden])")
     assert page.text_content("#notice") == ("This index is still being built: 10 of 40 files (10 chips) are indexed so "
                                             "far; the new chips become searchable when the indexing run finishes.")
+
+
+RSICD_QUERY = "many planes are parked near the airport terminal"
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "search_page_rsicd.png"
+
+
+@pytest.fixture(scope="module")
+def rsicd_index(shared_data, tmp_path_factory) -> Iterator[ArchiveIndex]:
+    """The shipped ``rsitr-small-rsicd`` indexing the 1,093 RSICD test images (real data: skipped without it)."""
+    import warnings
+
+    from rsitr.data import load_corpus
+    from rsitr.models.pretrained import packaged_tags
+
+    packaged = packaged_tags().get("rsitr-small-rsicd")
+    if packaged is None:
+        pytest.skip("this installation ships no rsitr-small-rsicd weights")
+    rsicd = shared_data / "rsicd"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # RSICD's 3 empty captions
+        test = load_corpus(rsicd / "dataset_rsicd.json", rsicd / "images", name="rsicd").split("test")
+    base = tmp_path_factory.mktemp("rsicd")
+    (base / "images").mkdir()
+    for record in test.images:  # copies: the archive scanner does not follow links out of the folder
+        shutil.copyfile(record.path, base / "images" / record.path.name)
+    index, _ = ArchiveIndex.build(base / "index", base / "images", packaged.model, "rsitr-small-rsicd",
+                                  progress=False)
+    yield index
+    index.close()
+
+
+def test_a_real_query_on_rsicd_with_the_shipped_model(browser, rsicd_index, tmp_path):
+    """The README's screenshot: a real query, one result marked wanted and one not, refined.
+
+    ``RSITR_UPDATE_SCREENSHOT=1`` writes it to docs/search_page_rsicd.png (1200 px wide, 128 colours)."""
+    with serving(rsicd_index) as url:
+        with confined_page(browser, url, viewport={"width": 1400, "height": 900}) as page:
+            page.goto(f"{url}/?q={RSICD_QUERY.replace(' ', '+')}&k=15")
+            ids = shown_ids(page)
+            scenes = [Path(hit.path).stem.rsplit("_", 1)[0] for hit in rsicd_index.search_text(RSICD_QUERY, k=15)]
+            # the shipped model finds airports: 15 random test images hold 0.6 of them (42 of 1,093)
+            assert scenes.count("airport") >= 5, scenes
+            wanted = ids[scenes.index("airport")]
+            unwanted = ids[max(i for i, scene in enumerate(scenes) if scene != "airport")]
+            page.click(f"#results figure[data-chip-id='{wanted}'] .mark-wanted")
+            page.click(f"#results figure[data-chip-id='{unwanted}'] .mark-unwanted")
+            before = page.text_content("#status")
+            page.click("#refine")
+            wait_for_new_results(page, before)
+            refined = shown_ids(page)
+            assert refined == [hit.chip_id for hit in rsicd_index.search(RSICD_QUERY, k=15, positive=[wanted],
+                                                                           negative=[unwanted])]
+            assert unwanted not in refined[:5]
+            shot = tmp_path / "search_page.png"
+            page.screenshot(path=str(shot))
+    from PIL import Image
+
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1400, 900)
+    if os.environ.get("RSITR_UPDATE_SCREENSHOT") == "1":
+        image.resize((1200, 1200 * image.height // image.width), Image.LANCZOS).quantize(128).save(
+            SCREENSHOT, optimize=True)
