@@ -100,6 +100,24 @@ def test_resume_equals_uninterrupted_run(tmp_path, extra):
     assert (tmp_path / "b" / "keywords.json").is_file()
 
 
+def test_a_run_starts_from_another_runs_checkpoint(tmp_path):
+    first = make_trainer(tmp_path / "first", "train.epochs=1")
+    first.fit()
+    checkpoint = tmp_path / "first" / "checkpoints" / "latest.pt"
+    trained = torch.load(checkpoint, weights_only=False)["model"]
+    second = make_trainer(tmp_path / "second", f"model.pretrained={checkpoint}", "train.epochs=1", "train.lr=1e-4")
+    for (name, a), b in zip(second.objective.model.state_dict().items(), trained.values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    second.fit()
+    assert second.step == 3
+    # another architecture's run is refused with the name to set, before anything is written
+    from rsitr.models.factory import CheckpointError
+
+    with pytest.raises(CheckpointError, match="holds a trained rsitr-tiny-ViT, not ViT-B-32"):
+        make_trainer(tmp_path / "third", f"model.pretrained={checkpoint}", "model.name=ViT-B-32")
+    assert not (tmp_path / "third" / "checkpoints").exists()
+
+
 def test_warmup_cosine_schedule():
     factor = warmup_cosine(warmup_steps=4, total_steps=12)
     assert [factor(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]

@@ -125,15 +125,27 @@ def build_model(config: ModelConfig, device: str | torch.device = "cpu", seed: i
                 weights_follow: bool = False) -> nn.Module:
     """The OpenCLIP retrieval model, wrapped in CMER's Focus-Adapter when ``config.focus_adapter``.
 
+    ``config.pretrained`` may be an ``rsitr train`` checkpoint: the model starts from that run's weights (a
+    warm restart; optimiser, schedule and training heads start anew), which must be of the same architecture.
     ``config.quick_gelu`` is set to the activation built, so a saved config rebuilds the same one without the tag.
     """
-    model = create_model(config.name, config.pretrained, device=device, seed=seed, weights_follow=weights_follow,
-                         quick_gelu=config.quick_gelu)
+    run = read_checkpoint(config.pretrained) if config.pretrained else None
+    quick_gelu = config.quick_gelu
+    if run is not None:
+        recorded = run["config"]["model"]
+        if recorded["name"] != config.name:
+            raise CheckpointError(f"{config.pretrained} holds a trained {recorded['name']}, not {config.name}; "
+                                  f"set model.name to {recorded['name']} to start from it")
+        quick_gelu = recorded.get("quick_gelu") if quick_gelu is None else quick_gelu
+    model = create_model(config.name, None if run else config.pretrained, device=device, seed=seed,
+                         weights_follow=weights_follow or run is not None, quick_gelu=quick_gelu)
     config.quick_gelu = model.quick_gelu
     if config.focus_adapter:
         from rsitr.models.focus_adapter import FocusAdapterCLIP
 
         model = FocusAdapterCLIP(model, adapter_dim=config.adapter_dim).to(device)
+    if run is not None:
+        load_state_checked(model, run["model"], config.pretrained, config.name)
     return model
 
 
