@@ -11,7 +11,8 @@ two-stage retrieval, and, for models trained with local similarity, the global s
     python benchmarks/real_ablation.py --quick               # a smoke run: 20 steps per row, 1 epoch
     python benchmarks/real_ablation.py --rows baseline ebaker --seeds 0
 
-Results: printed, and written as JSON to --json (default docs/results/real_ablation.json).
+Results: printed, and written as JSON to --json (default docs/results/real_ablation.json; a --quick run keeps
+to runs/real-ablation-quick/).
 """
 
 from __future__ import annotations
@@ -157,8 +158,10 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 steps of one epoch per row")
-    parser.add_argument("--out", default="runs/real-ablation", help="folder of the runs (resumed if present)")
-    parser.add_argument("--json", default="docs/results/real_ablation.json")
+    parser.add_argument("--out", help="folder of the runs, resumed if present (default runs/real-ablation, "
+                                      "runs/real-ablation-quick with --quick)")
+    parser.add_argument("--json", help="where the results go (default docs/results/real_ablation.json; with "
+                                       "--quick runs/real-ablation-quick/real_ablation.json)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra config overrides")
     args = parser.parse_args()
     extra = (QUICK if args.quick else []) + list(args.set)
@@ -167,10 +170,11 @@ def main() -> None:
     runs = []
     for row in args.rows:
         for seed in (args.seeds if row in SEEDED_ROWS else args.seeds[:1]):
-            folder = REPO / args.out / f"{row}-seed{seed}"
-            seconds = train(row, seed, folder, extra)
-            log = folder / "train_seconds.json"  # the first (training) call's time survives later re-evaluations
+            folder = REPO / (args.out or ("runs/real-ablation-quick" if args.quick else "runs/real-ablation"))
+            folder = folder / f"{row}-seed{seed}"
+            log = folder / "train_seconds.json"  # written when training finished; keeps the training call's time
             if not log.is_file():
+                seconds = train(row, seed, folder, extra)
                 # the load average tells whether the wall time was measured on free cores or shared ones
                 log.write_text(json.dumps({"seconds": seconds, "load_average": os.getloadavg()[1]}))
             timing = json.loads(log.read_text())
@@ -182,7 +186,8 @@ def main() -> None:
     table = summarize(runs)
     print(format_lines(table))
     print(format_markdown(table))
-    out = REPO / args.json
+    out = REPO / (args.json or ("runs/real-ablation-quick/real_ablation.json" if args.quick
+                                else "docs/results/real_ablation.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"cpu": cpu_model(), "quick": args.quick, "overrides": extra, "runs": runs,
                                "table": table}, indent=1))
