@@ -3,9 +3,10 @@
 Each command module has a docstring (its help text), ``add_arguments(parser)`` and ``run(args) -> int``.
 Modules are imported only to build the parser; heavy imports happen inside ``run``.
 
-User errors (:class:`rsitr.errors.UserError`: a bad data file, config key, checkpoint ...) end as one
-``rsitr <command>: error: ...`` line and exit code 2, as argparse does for bad flags; Ctrl-C ends with one
-line and exit code 130. ``--debug`` shows the traceback instead.
+User errors (:class:`rsitr.errors.UserError`: a bad data file, config key, checkpoint ...) and file-system
+errors (``OSError``: a missing file, no permission, a full disk) end as one ``rsitr <command>: error: ...``
+line and exit code 2, as argparse does for bad flags; Ctrl-C ends with one line and exit code 130.
+``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except UserError as err:
+    except (UserError, OSError) as err:
         if args.debug:
             raise
         print(f"rsitr {args.command}: error: {err}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""User errors of eval, train and data end as one `rsitr <command>: error:` line, exit code 2, no traceback."""
+"""User errors of eval, train, data, index and search end as one `rsitr <command>: error:` line, exit code 2, no
+traceback."""
 
 import subprocess
 import sys
@@ -80,6 +81,47 @@ def test_data_inspect_needs_a_folder_per_file(tmp_path: Path, capsys: pytest.Cap
     assert_user_error(code, err, "data", "2 caption file(s) but 1 --images folder(s)")
     code, err = run(capsys, "data", "inspect", str(tmp_path / "a.json"), "--images", str(tmp_path))
     assert_user_error(code, err, "data", "a.json", "caption file not found")
+
+
+@pytest.fixture(scope="module")
+def built_index(tmp_path_factory: pytest.TempPathFactory):
+    from test_index_support import build_test_index
+
+    index = build_test_index(tmp_path_factory.mktemp("user_errors"))
+    index.close()
+    return index.directory
+
+
+def test_search_in_a_folder_that_is_no_index(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code, err = run(capsys, "search", str(tmp_path), "a harbour")
+    assert_user_error(code, err, "search", f"{tmp_path} is not an rsitr index", "rsitr index --images DIR")
+
+
+def search_image(capsys: pytest.CaptureFixture, index: Path, image: Path) -> tuple[int, str]:
+    """``rsitr search INDEX --image IMAGE`` without the test index's own "random weights" warning line."""
+    code, err = run(capsys, "search", str(index), "--image", str(image))
+    return code, "".join(line for line in err.splitlines(True) if not line.startswith("rsitr: warning: "))
+
+
+def test_search_by_a_query_image_that_is_missing_or_not_an_image(built_index: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    code, err = search_image(capsys, built_index, tmp_path / "query.png")
+    assert_user_error(code, err, "search", "No such file", "query.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    code, err = search_image(capsys, built_index, tmp_path / "notes.txt")
+    assert_user_error(code, err, "search", "notes.txt: unsupported image type '.txt'", ".png")
+    (tmp_path / "broken.png").write_bytes(b"not a PNG")
+    code, err = search_image(capsys, built_index, tmp_path / "broken.png")
+    assert_user_error(code, err, "search", "broken.png")
+
+
+def test_index_out_that_is_a_file_loses_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "out").write_text("my notes")
+    code, err = run(capsys, "index", "--images", str(tmp_path / "images"), "--out", str(tmp_path / "out"),
+                    "--model", TINY_MODEL)
+    assert_user_error(code, err, "index", str(tmp_path / "out"))
+    assert (tmp_path / "out").read_text() == "my notes"
 
 
 def test_a_real_process_prints_one_line_and_exits_2(tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ anything is written.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from rsitr.commands import non_negative_int, positive_int
 from rsitr.commands.options import add_precision_argument
@@ -44,15 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rsitr.index import ArchiveIndex
 
-    try:
-        index, report = ArchiveIndex.build(
-            args.out, args.images, args.model, args.pretrained, chip_size=args.chip_size,
-            chip_overlap=args.chip_overlap, tile_larger_than=args.tile_larger_than, index_type=args.index_type,
-            store_local_tokens=args.store_local_tokens, batch_size=args.batch_size, progress=not args.quiet,
-            device=args.device, precision=args.precision)
-    except (ValueError, OSError) as err:
-        print(f"rsitr index: error: {err}", file=sys.stderr)
-        return 2
+    index, report = ArchiveIndex.build(
+        args.out, args.images, args.model, args.pretrained, chip_size=args.chip_size,
+        chip_overlap=args.chip_overlap, tile_larger_than=args.tile_larger_than, index_type=args.index_type,
+        store_local_tokens=args.store_local_tokens, batch_size=args.batch_size, progress=not args.quiet,
+        device=args.device, precision=args.precision)
     info = index.info()
     index.close()
     print(f"{args.out}: {info['chips']} chips from {info['files']} files "

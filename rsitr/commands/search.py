@@ -57,17 +57,13 @@ def run(args: argparse.Namespace) -> int:
     from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS
     from rsitr.index.export import export
 
-    try:
-        index = ArchiveIndex.open(args.index, device=args.device, pretrained=args.pretrained,
-                                  precision=args.precision)
-        if args.image is not None:
-            hits = index.search_image(args.image, args.top_k, max_pixels=args.max_pixels or DEFAULT_MAX_QUERY_PIXELS)
-        else:
-            hits = index.search(args.query, args.top_k, like=args.like, positive=args.positive,
-                                negative=args.negative, rerank=not args.no_rerank, candidates=args.candidates)
-    except (ValueError, OSError) as err:
-        print(f"rsitr search: error: {err}", file=sys.stderr)
-        return 2
+    index = ArchiveIndex.open(args.index, device=args.device, pretrained=args.pretrained,
+                              precision=args.precision)
+    if args.image is not None:
+        hits = index.search_image(args.image, args.top_k, max_pixels=args.max_pixels or DEFAULT_MAX_QUERY_PIXELS)
+    else:
+        hits = index.search(args.query, args.top_k, like=args.like, positive=args.positive,
+                            negative=args.negative, rerank=not args.no_rerank, candidates=args.candidates)
     index.close()
     if args.format != "table":
         asked = (("q", args.query), ("image", args.image), ("like", args.like), ("positive", args.positive),

@@ -6,7 +6,6 @@ Binds to 127.0.0.1 by default; the page is at http://HOST:PORT/ and the API desc
 from __future__ import annotations
 
 import argparse
-import sys
 
 from rsitr.commands import positive_float, positive_int
 from rsitr.commands.search import MAX_PIXELS_HELP, PRETRAINED_HELP
@@ -31,13 +30,9 @@ def run(args: argparse.Namespace) -> int:
     from rsitr.api.app import create_app
     from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS
 
-    try:
-        app = create_app(args.index, max_upload_bytes=int(args.max_upload_mb * 2**20),
-                         max_pixels=args.max_pixels or DEFAULT_MAX_QUERY_PIXELS,
-                         max_concurrent_images=args.max_concurrent_images, device=args.device,
-                         pretrained=args.pretrained)
-    except (ValueError, OSError) as err:
-        print(f"rsitr serve: error: {err}", file=sys.stderr)
-        return 2
+    app = create_app(args.index, max_upload_bytes=int(args.max_upload_mb * 2**20),
+                     max_pixels=args.max_pixels or DEFAULT_MAX_QUERY_PIXELS,
+                     max_concurrent_images=args.max_concurrent_images, device=args.device,
+                     pretrained=args.pretrained)
     uvicorn.run(app, host=args.host, port=args.port)
     return 0

@@ -43,6 +43,10 @@ class ImageTooLargeError(UserError):
     """An image whose header declares more pixels than the decoding limit; refused before its pixels are decoded."""
 
 
+class UnsupportedImageError(UserError, ValueError):
+    """A file whose type (suffix) rsitr does not read."""
+
+
 class NotAnImageError(UserError):
     """Bytes that PIL cannot decode as an image."""
 
@@ -213,7 +217,7 @@ class open_scene:  # noqa: N801 - used as a context manager like open()
         if suffix in PIL_SUFFIXES:
             return _PILScene(self._path, self._max_pixels)
         if suffix not in RASTERIO_SUFFIXES:
-            raise ValueError(f"{self._path}: unsupported image type {suffix!r}; supported: "
+            raise UnsupportedImageError(f"{self._path}: unsupported image type {suffix!r}; supported: "
                              f"{', '.join(sorted(SUPPORTED_SUFFIXES))}")
         import rasterio
         from rasterio.errors import NotGeoreferencedWarning

@@ -21,6 +21,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from rsitr.errors import UserError
 from rsitr.index.archive import Bounds
 from rsitr.index.tiling import Window
 
@@ -91,13 +92,17 @@ class NewChip:
     tokens: np.ndarray | None
 
 
+class NotAnIndexError(UserError, FileNotFoundError):
+    """A folder given as an index holds no rsitr index database."""
+
+
 class MetadataStore:
     """One SQLite connection, shared between threads behind a lock (the web service runs handlers in a pool)."""
 
     def __init__(self, directory: Path, read_only: bool = False) -> None:
         path = Path(directory) / DATABASE_NAME
         if read_only and not path.is_file():
-            raise FileNotFoundError(f"{directory} is not an rsitr index (no {DATABASE_NAME}); build one with "
+            raise NotAnIndexError(f"{directory} is not an rsitr index (no {DATABASE_NAME}); build one with "
                                     f"`rsitr index --images DIR --out {directory}`")
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
