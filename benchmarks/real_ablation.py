@@ -5,7 +5,8 @@ weights: no pretrained CLIP exists on these machines), in its own folder under -
 there already (a finished run is not trained again; its test results are kept in its folder and reused while
 its checkpoint is unchanged). Every trained model is evaluated on the RSICD and UC Merced test splits
 (`../shared/data`), as trained and with the inference-time rows: + SAR (rsitr's rank-sum reading), FTF
-two-stage retrieval, and, for models trained with local similarity, the global score alone. Rows with several seeds print mean +- std of mR.
+two-stage retrieval, and, for models trained with local similarity, the global score alone. Rows with several
+seeds print mean +- std of mR.
 
     python benchmarks/real_ablation.py                       # all rows; 3 seeds for baseline and EBAKER
     python benchmarks/real_ablation.py --quick               # a smoke run: 20 steps per row, 1 epoch
