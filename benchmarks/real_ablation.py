@@ -1,7 +1,11 @@
-"""The papers' ablation rows trained from scratch on real RSICD, on this CPU, and one table of what each adds.
+"""The papers' ablation rows trained on real data, on this CPU, and one table of what each adds.
 
-Each row is `rsitr train --config configs/real/base.yaml configs/real/<row>.yaml` (rsitr-small from random
-weights: no pretrained CLIP exists on these machines), in its own folder under --out, resumed when it is
+Two suites. `small` (default): each row is `rsitr train --config configs/real/base.yaml configs/real/<row>.yaml`
+(rsitr-small from random weights on RSICD train: no pretrained CLIP exists on these machines). `minilm`: each row
+is `rsitr train --config configs/data/rsicd_ucm.yaml configs/real/minilm/base.yaml configs/real/minilm/<row>.yaml`
+(the pretrained all-MiniLM-L6-v2 text tower with a random-init image tower, on RSICD + UC Merced train): text
+tower (from scratch / frozen / last 2 layers trained) x image tower (ViT-64 / ResNet-18), then EBAKER's parts on
+the MiniLM + ResNet-18 pair. Each run lies in its own folder under --out, resumed when it is
 there already (a finished run is not trained again; its test results are kept in its folder and reused while
 its checkpoint is unchanged). Every trained model is evaluated on the RSICD and UC Merced test splits
 (`../shared/data`), as trained and with the inference-time rows: + SAR (rsitr's rank-sum reading), FTF
@@ -11,6 +15,7 @@ seeds print mean +- std of mR.
     python benchmarks/real_ablation.py                       # all rows; 3 seeds for baseline and EBAKER
     python benchmarks/real_ablation.py --quick               # a smoke run: 20 steps per row, 1 epoch
     python benchmarks/real_ablation.py --rows baseline ebaker --seeds 0
+    python benchmarks/real_ablation.py --suite minilm        # the pretrained-language-tower suite
 
 Results: printed, and written as JSON to --json (default docs/results/real_ablation.json; a --quick run keeps
 to runs/real-ablation-quick/).
@@ -26,14 +31,38 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _measure import cpu_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-ROWS = ("baseline", "local", "ker", "eba", "ebaker", "iebaker_independent")
-SEEDED_ROWS = ("baseline", "ebaker")  # rows run with every seed of --seeds; the others with the first only
+
+
+class Suite(NamedTuple):
+    """A family of rows: the configs every row composes with, the rows, and where results go by default."""
+
+    base: tuple[str, ...]
+    row_dir: str
+    rows: tuple[str, ...]
+    seeded: tuple[str, ...]  # rows run with every seed of --seeds; the others with the first only
+    out: str
+    json: str
+    models: str  # what the numbers come from, printed with them
+
+
+SUITES = {
+    "small": Suite(("configs/real/base.yaml",), "configs/real", ("baseline", "local", "ker", "eba", "ebaker",
+                                                                 "iebaker_independent"),
+                   ("baseline", "ebaker"), "runs/real-ablation", "docs/results/real_ablation.json",
+                   "model rsitr-small trained from scratch (random init) on RSICD train"),
+    "minilm": Suite(("configs/data/rsicd_ucm.yaml", "configs/real/minilm/base.yaml"), "configs/real/minilm",
+                    ("baseline", "vit64", "scratch_text", "unfrozen2", "eba", "local", "ker", "ebaker"),
+                    ("baseline",), "runs/real-ablation-minilm", "docs/results/minilm_ablation.json",
+                    "pretrained all-MiniLM-L6-v2 text tower (frozen unless the row says) + image tower from random "
+                    "init, trained on RSICD + UC Merced train"),
+}
 TEST_SETS = {"rsicd": ("../shared/data/rsicd/dataset_rsicd.json", "../shared/data/rsicd/images"),
              "ucm": ("../shared/data/ucm/dataset_ucm.json", "../shared/data/ucm/images")}
 QUICK = ["train.max_steps_per_epoch=20", "train.epochs=1", "method.drop_epoch=1"]
@@ -41,11 +70,11 @@ ROWS_VERSION = 2  # raise when `evaluate` gains or changes rows, so kept test re
 METRICS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "mR")
 
 
-def train(row: str, seed: int, out: Path, extra: list[str]) -> float:
+def train(suite: Suite, row: str, seed: int, out: Path, extra: list[str]) -> float:
     """Train (or resume) one row; returns the wall time of this call in seconds."""
     start = time.perf_counter()
-    command = [sys.executable, "-m", "rsitr.cli", "train", "--config", "configs/real/base.yaml",
-               f"configs/real/{row}.yaml", "--output-dir", str(out), "--resume", "--no-progress",
+    command = [sys.executable, "-m", "rsitr.cli", "train", "--config", *suite.base,
+               f"{suite.row_dir}/{row}.yaml", "--output-dir", str(out), "--resume", "--no-progress",
                "--set", f"train.seed={seed}", *extra]
     subprocess.run(command, cwd=REPO, check=True)
     return time.perf_counter() - start
@@ -156,26 +185,31 @@ def format_markdown(table: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
+    parser.add_argument("--suite", choices=sorted(SUITES), default="small")
+    parser.add_argument("--rows", nargs="+", help="rows of the suite (default: all of them)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 steps of one epoch per row")
-    parser.add_argument("--out", help="folder of the runs, resumed if present (default runs/real-ablation, "
-                                      "runs/real-ablation-quick with --quick)")
-    parser.add_argument("--json", help="where the results go (default docs/results/real_ablation.json; with "
-                                       "--quick runs/real-ablation-quick/real_ablation.json)")
+    parser.add_argument("--out", help="folder of the runs, resumed if present (default the suite's, e.g. "
+                                      "runs/real-ablation; with --quick that folder + '-quick')")
+    parser.add_argument("--json", help="where the results go (default the suite's, e.g. "
+                                       "docs/results/real_ablation.json; with --quick in the --quick runs' folder)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra config overrides")
     args = parser.parse_args()
+    suite = SUITES[args.suite]
+    rows = args.rows or list(suite.rows)
+    unknown = sorted(set(rows) - set(suite.rows))
+    if unknown:
+        parser.error(f"rows not in suite {args.suite}: {', '.join(unknown)} (choose from {', '.join(suite.rows)})")
     extra = (QUICK if args.quick else []) + list(args.set)
-    print(f"CPU: {cpu_model()}; model rsitr-small trained from scratch (random init) on RSICD train"
-          f"{' (--quick)' if args.quick else ''}")
+    print(f"CPU: {cpu_model()}; {suite.models}{' (--quick)' if args.quick else ''}")
     runs = []
-    for row in args.rows:
-        for seed in (args.seeds if row in SEEDED_ROWS else args.seeds[:1]):
-            folder = REPO / (args.out or ("runs/real-ablation-quick" if args.quick else "runs/real-ablation"))
-            folder = folder / f"{row}-seed{seed}"
+    quick_out = f"{suite.out}-quick"
+    for row in rows:
+        for seed in (args.seeds if row in suite.seeded else args.seeds[:1]):
+            folder = REPO / (args.out or (quick_out if args.quick else suite.out)) / f"{row}-seed{seed}"
             log = folder / "train_seconds.json"  # written when training finished; keeps the training call's time
             if not log.is_file():
-                seconds = train(row, seed, folder, extra)
+                seconds = train(suite, row, seed, folder, extra)
                 # the load average tells whether the wall time was measured on free cores or shared ones
                 log.write_text(json.dumps({"seconds": seconds, "load_average": os.getloadavg()[1]}))
             timing = json.loads(log.read_text())
@@ -187,10 +221,9 @@ def main() -> None:
     table = summarize(runs)
     print(format_lines(table))
     print(format_markdown(table))
-    out = REPO / (args.json or ("runs/real-ablation-quick/real_ablation.json" if args.quick
-                                else "docs/results/real_ablation.json"))
+    out = REPO / (args.json or (f"{quick_out}/{Path(suite.json).name}" if args.quick else suite.json))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"cpu": cpu_model(), "quick": args.quick, "overrides": extra, "runs": runs,
+    out.write_text(json.dumps({"cpu": cpu_model(), "suite": args.suite, "models": suite.models, "quick": args.quick, "overrides": extra, "runs": runs,
                                "table": table}, indent=1))
     print(f"written {out}")
 

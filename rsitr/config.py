@@ -56,6 +56,12 @@ class ModelConfig:
     quick_gelu: Optional[bool] = None
     focus_adapter: bool = False  # CMER: train a side-branch Focus-Adapter over a frozen backbone
     adapter_dim: int = 128
+    # A pretrained Hugging Face text tower (text_cfg.hf_model_name): None trains it whole (at train.text_lr), 0
+    # freezes it (LiT's locked tower; its outputs are computed once and cached), n trains only its last n layers.
+    text_unlocked_layers: Optional[int] = None
+    # With a frozen text tower: its outputs for the corpus' captions are computed once and kept on disk (under
+    # $RSITR_CACHE_DIR, default ~/.cache/rsitr), keyed by the tower's weights and the captions.
+    text_cache: bool = True
 
 
 @dataclass
@@ -120,6 +126,7 @@ class TrainConfig:
     batch_size: int = 100
     optimizer: str = "adamw"  # adam | adamw
     lr: float = 1.5e-5
+    text_lr: Optional[float] = None  # learning rate of a pretrained (Hugging Face) text tower's layers; None: lr
     weight_decay: float = 0.7
     warmup_steps: int = 200
     grad_clip_norm: float = 50.0
@@ -201,8 +208,12 @@ def _check_ranges(config: RunConfig) -> None:
             value = functools.reduce(getattr, key.split("."), config)
             if value < minimum:
                 raise ConfigError(f"{key} must be at least {minimum}, got {value}")
-    if not config.train.lr > 0:
-        raise ConfigError(f"train.lr must be greater than 0, got {config.train.lr}")
+    for key in ("lr", "text_lr"):
+        value = getattr(config.train, key)
+        if value is not None and not value > 0:
+            raise ConfigError(f"train.{key} must be greater than 0, got {value}")
+    if config.model.text_unlocked_layers is not None and config.model.text_unlocked_layers < 0:
+        raise ConfigError(f"model.text_unlocked_layers must be at least 0, got {config.model.text_unlocked_layers}")
 
 
 def _merge(base, layer, where: str):

@@ -15,6 +15,10 @@ Masking works on OpenCLIP's ``SimpleTokenizer`` (CLIP BPE). The tokenizer first 
 into pre-tokens with its own regex (``\\p{L}+`` letter runs, single digits, punctuation runs) and then
 BPE-encodes each pre-token into one or more ids. Keywords are letter runs too (:data:`WORD_PATTERN`), so a
 keyword occurrence is always one whole pre-token and masking it masks all of its BPE ids.
+
+Keyword masking also works on a Hugging Face fast tokenizer (OpenCLIP's ``HFTokenizer``, e.g. MiniLM's
+WordPiece): its ``word_ids`` say which word pieces each word became, and every piece of a keyword is masked
+with the tokenizer's own ``[MASK]`` id.
 """
 
 from __future__ import annotations
@@ -154,8 +158,10 @@ def build_keywords(captions_by_dataset: Mapping[str, Sequence[str]], top_k: int 
                              caption_counts={name: len(captions_by_dataset[name]) for name in per_dataset})
 
 
-def mask_token_id(tokenizer: open_clip.tokenizer.SimpleTokenizer) -> int:
-    """The id used as ``[MASK]``: the BPE token of a word-final space byte (``"Ġ</w>"``, 476 in CLIP).
+def mask_token_id(tokenizer: open_clip.tokenizer.SimpleTokenizer | open_clip.tokenizer.HFTokenizer) -> int:
+    """The id used as ``[MASK]``: a Hugging Face tokenizer's own mask token; for CLIP's BPE, as follows.
+
+    The id used as ``[MASK]``: the BPE token of a word-final space byte (``"Ġ</w>"``, 476 in CLIP).
 
     CLIP's 49408-token vocabulary has no mask token, and the id must not be padding (0), start
     (49406) or end (49407) -- the text tower pools at the argmax id, which must stay the end token. The
@@ -163,6 +169,8 @@ def mask_token_id(tokenizer: open_clip.tokenizer.SimpleTokenizer) -> int:
     this id is never produced from any text: it cannot collide with a real word, and its embedding,
     untouched by CLIP's pretraining, is a free slot that KER training turns into a mask embedding.
     """
+    if isinstance(tokenizer, open_clip.tokenizer.HFTokenizer):
+        return int(tokenizer.tokenizer.mask_token_id)
     return tokenizer.encoder[tokenizer.byte_encoder[ord(" ")] + "</w>"]
 
 
@@ -178,6 +186,12 @@ class TokenizedCaption:
     words: list[tuple[str, int, int]]
 
 
+def _require_maskable_tokenizer(tokenizer: object):
+    if isinstance(tokenizer, open_clip.tokenizer.HFTokenizer):
+        return tokenizer
+    return _require_simple_tokenizer(tokenizer)
+
+
 def _require_simple_tokenizer(tokenizer: object) -> open_clip.tokenizer.SimpleTokenizer:
     if not isinstance(tokenizer, open_clip.tokenizer.SimpleTokenizer) or tokenizer.reduction_fn is not None:
         raise TypeError(f"KER masking needs OpenCLIP's SimpleTokenizer (CLIP BPE) without a reduction mask, "
@@ -185,13 +199,18 @@ def _require_simple_tokenizer(tokenizer: object) -> open_clip.tokenizer.SimpleTo
     return tokenizer
 
 
-def tokenize_with_words(caption: str, tokenizer: open_clip.tokenizer.SimpleTokenizer) -> TokenizedCaption:
+def tokenize_with_words(caption: str, tokenizer) -> TokenizedCaption:
     """Tokenize like ``tokenizer([caption])`` while recording which ids each word became.
+
+    A Hugging Face tokenizer (OpenCLIP's ``HFTokenizer``) reports it itself (``word_ids``, character offsets);
+    for CLIP's ``SimpleTokenizer``:
 
     Runs the tokenizer's own steps (``clean_fn``, pre-token regex ``pat``, byte encoding, ``bpe``) one
     pre-token at a time, then truncates as ``SimpleTokenizer.__call__`` does (keep ``context_length``
     ids, the last one replaced by the end token).
     """
+    if isinstance(tokenizer, open_clip.tokenizer.HFTokenizer):
+        return _hf_tokenize_with_words(caption, tokenizer)
     ids = [tokenizer.sot_token_id]
     words = []
     for piece in tokenizer.pat.findall(tokenizer.clean_fn(caption)):
@@ -206,6 +225,21 @@ def tokenize_with_words(caption: str, tokenizer: open_clip.tokenizer.SimpleToken
         ids[-1] = tokenizer.eot_token_id
     last_word_position = len(ids) - 1
     return TokenizedCaption(ids, [(w, s, e) for w, s, e in words if e <= last_word_position])
+
+
+def _hf_tokenize_with_words(caption: str, tokenizer: open_clip.tokenizer.HFTokenizer) -> TokenizedCaption:
+    encoding = tokenizer.tokenizer(caption, truncation=True, max_length=tokenizer.context_length,
+                                   return_offsets_mapping=True)
+    ids, spans = list(encoding["input_ids"]), {}
+    for position, (word, (start, end)) in enumerate(zip(encoding.word_ids(), encoding["offset_mapping"])):
+        if word is not None:
+            first, _, char_start, _ = spans.get(word, (position, position, start, end))
+            spans[word] = (first, position + 1, char_start, end)
+    truncated = len(ids) >= tokenizer.context_length  # the last word may have lost pieces: never masked
+    last = max(spans) if spans else None
+    words = [(caption[c0:c1].lower(), p0, p1) for word, (p0, p1, c0, c1) in spans.items()
+             if WORD_PATTERN.fullmatch(caption[c0:c1]) and not (truncated and word == last)]
+    return TokenizedCaption(ids, words)
 
 
 def _keyword_positions(caption: TokenizedCaption, keywords: frozenset[str], probability: float,
@@ -237,10 +271,11 @@ def mask_captions(captions: Sequence[str], tokenizer: open_clip.tokenizer.Simple
     token (ids ``1 .. start-1``; 0 is the padding id) with 0.1, and stays itself with 0.1 (BERT's rule).
     It picks BPE tokens independently, as IRRA does, not whole words.
 
-    All sampling draws from ``generator``, so a seeded generator reproduces the masks.
+    All sampling draws from ``generator``, so a seeded generator reproduces the masks. Keyword masking takes
+    CLIP's ``SimpleTokenizer`` or a Hugging Face ``HFTokenizer``; random masking CLIP's only.
     """
-    tokenizer = _require_simple_tokenizer(tokenizer)
     if mode == "keyword":
+        tokenizer = _require_maskable_tokenizer(tokenizer)
         if keywords is None:
             raise ValueError("mode='keyword' needs keywords (a KeywordVocabulary from build_keywords)")
         if not 0.0 <= keyword_probability <= 1.0:
@@ -250,6 +285,7 @@ def mask_captions(captions: Sequence[str], tokenizer: open_clip.tokenizer.Simple
         keyword_set = keywords.word_set if isinstance(keywords, KeywordVocabulary) else frozenset(keywords)
         return _mask_keywords(captions, tokenizer, keyword_set, keyword_probability, max_masked_words, generator)
     if mode == "random":
+        tokenizer = _require_simple_tokenizer(tokenizer)
         if not 0.0 <= random_probability <= 1.0:
             raise ValueError(f"random_probability must be in [0, 1], got {random_probability}")
         return _mask_random(captions, tokenizer, random_probability, generator)

@@ -3,12 +3,20 @@
 EBAKER's local similarity, KER's cross-attention, FTF's fine stage and the search index all need
 the projected patch tokens of an image and the projected word tokens of a caption next to the usual
 global (cls / eos) embeddings. ``RetrievalCLIP`` returns both from one forward pass of each tower.
+
+
+Towers: OpenCLIP's own ViT or a timm CNN (``vision_cfg.timm_model_name``, pooled and projected by a linear
+head: its feature map's cells, projected by the same head, are the patch tokens), and OpenCLIP's own text
+transformer or a pretrained Hugging Face encoder (``text_cfg.hf_model_name``, mean-pooled word pieces; see
+:mod:`rsitr.models.hf_text`). A Hugging Face tower can be locked (``lock_text``): frozen, or all but its
+last layers, and a frozen tower's outputs can come from a :class:`~rsitr.models.text_cache.TextFeatureCache`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable, Sequence
 
 import torch
@@ -16,6 +24,8 @@ from torch import nn
 
 from rsitr._compat import open_clip
 from rsitr.errors import UserError
+from rsitr.models.hf_text import quiet_transformers, resolve_text_tower
+from rsitr.models.pretrained import FROZEN_TEXT_PREFIX, packaged_tags
 from rsitr.models.pretrained import resolve as resolve_pretrained
 
 TINY_MODEL = "rsitr-tiny-ViT"
@@ -53,44 +63,119 @@ class TextFeatures:
 
 
 class RetrievalCLIP(nn.Module):
-    """An OpenCLIP ``CLIP`` model whose towers also return projected local tokens."""
+    """An OpenCLIP ``CLIP`` (or ``CustomTextCLIP`` with a Hugging Face text tower) whose towers also return
+    projected local tokens."""
 
     def __init__(self, clip: nn.Module, tokenizer: Callable, preprocess_train: Callable, preprocess_val: Callable,
                  model_name: str) -> None:
         super().__init__()
-        if not hasattr(clip, "visual") or not hasattr(clip, "token_embedding"):
-            raise TypeError(f"{model_name}: only OpenCLIP CLIP models with a native text tower are supported")
+        text = getattr(clip, "text", None)
+        if not hasattr(clip, "visual") or (not isinstance(text, open_clip.hf_model.HFTextEncoder)
+                                           and not hasattr(clip, "token_embedding")):
+            raise TypeError(f"{model_name}: only OpenCLIP CLIP models with a native or Hugging Face text tower "
+                            f"are supported")
+        visual = clip.visual
+        self.timm_visual = isinstance(visual, open_clip.timm_model.TimmModel)
+        if self.timm_visual and not (hasattr(visual.head, "proj") and visual.trunk.num_classes == 0):
+            raise TypeError(f"{model_name}: a timm image tower needs timm_pool 'avg' and timm_proj 'linear' "
+                            f"(its patch tokens are the projected feature-map cells)")
         self.clip = clip
         self.tokenizer = tokenizer
         self.preprocess_train = preprocess_train
         self.preprocess_val = preprocess_val
         self.model_name = model_name
-        self.clip.visual.output_tokens = True
+        self.text_cache = None
+        self.text_unlocked_layers: int | None = None  # None: the text tower trains whole
+        if self.timm_visual:
+            visual.trunk.to(memory_format=torch.channels_last)  # oneDNN's fast convolution layout on CPU
+        else:
+            visual.output_tokens = True
+
+    @property
+    def hf_text(self) -> nn.Module | None:
+        """The Hugging Face text tower (OpenCLIP's ``HFTextEncoder``), or None for CLIP's own text transformer."""
+        text = getattr(self.clip, "text", None)
+        return text if isinstance(text, open_clip.hf_model.HFTextEncoder) else None
 
     @property
     def embed_dim(self) -> int:
+        if self.hf_text is not None:
+            proj = self.hf_text.proj
+            return int(proj.out_features if isinstance(proj, nn.Linear) else proj[-1].out_features)
         return int(self.clip.text_projection.shape[-1])
 
     @property
     def vocab_size(self) -> int:
+        if self.hf_text is not None:
+            return int(self.hf_text.config.vocab_size)
         return int(self.clip.vocab_size)
 
     @property
     def logit_scale(self) -> torch.Tensor:
         return self.clip.logit_scale
 
+    @property
+    def pad_token_id(self) -> int:
+        return int(self.hf_text.config.pad_token_id) if self.hf_text is not None else 0
+
+    @property
+    def text_frozen(self) -> bool:
+        """True when the text tower is a Hugging Face encoder locked whole (its outputs can be cached)."""
+        return self.hf_text is not None and self.text_unlocked_layers == 0
+
+    def lock_text(self, unlocked_layers: int | None) -> None:
+        """Freeze the Hugging Face text tower but its last ``unlocked_layers`` layers (0: all of it; None: train
+        it whole). Locked layers stay in eval mode (no dropout), so a frozen tower computes a fixed function."""
+        if unlocked_layers is None:
+            return
+        if self.hf_text is None:
+            raise UserError(f"{self.model_name} has no pretrained text tower to lock; model.text_unlocked_layers "
+                            f"applies to models with a Hugging Face text tower (text_cfg.hf_model_name)")
+        layers = len(self.hf_text.transformer.encoder.layer)
+        if not 0 <= unlocked_layers <= layers:
+            raise UserError(f"model.text_unlocked_layers must be between 0 and {layers}, got {unlocked_layers}")
+        transformer = self.hf_text.transformer
+        transformer.requires_grad_(False)
+        for layer in list(transformer.encoder.layer)[layers - unlocked_layers:]:
+            layer.requires_grad_(True)
+        self.text_unlocked_layers = unlocked_layers
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> RetrievalCLIP:
+        super().train(mode)
+        if self.text_unlocked_layers is not None:
+            transformer = self.hf_text.transformer
+            layers = list(transformer.encoder.layer)
+            transformer.eval()
+            for layer in layers[len(layers) - self.text_unlocked_layers:]:
+                layer.train(mode)
+        return self
+
+    def attach_text_cache(self, cache) -> None:
+        """Serve the frozen text tower's outputs from ``cache`` (:class:`~rsitr.models.text_cache.TextFeatureCache`)
+        where it holds the caption; ``None`` detaches it."""
+        if cache is not None and not self.text_frozen:
+            raise ValueError("a text feature cache needs a frozen Hugging Face text tower (text_unlocked_layers=0)")
+        self.text_cache = cache
+
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         return self.tokenizer(list(texts))
 
     def encode_image(self, images: torch.Tensor) -> ImageFeatures:
         visual = self.clip.visual
+        if self.timm_visual:
+            feature_map = visual.trunk.forward_features(images.contiguous(memory_format=torch.channels_last))
+            pooled = visual.head(visual.trunk.forward_head(feature_map))
+            return ImageFeatures(pooled, visual.head.proj(feature_map.flatten(2).transpose(1, 2)))
         pooled, tokens = visual(images)
         if visual.proj is not None:
             tokens = tokens @ visual.proj
         return ImageFeatures(pooled, tokens)
 
     def text_hidden(self, text: torch.Tensor) -> torch.Tensor:
-        """Final-layer-normed hidden states of the text transformer, ``[B, L, width]`` (not projected)."""
+        """Last hidden states of the text tower, ``[B, L, width]`` (not projected; layer-normed)."""
+        if self.hf_text is not None:
+            return self._hf_hidden(text)
         clip = self.clip
         cast_dtype = clip.transformer.get_cast_dtype()
         length = text.shape[1]  # may be shorter than the context: the text tower is causal
@@ -99,28 +184,48 @@ class RetrievalCLIP(nn.Module):
         x = clip.transformer(x, attn_mask=attn_mask)
         return clip.ln_final(x)
 
+    def _hf_hidden(self, text: torch.Tensor) -> torch.Tensor:
+        cached = self.text_cache.lookup(text) if self.text_cache is not None else None
+        if cached is not None:
+            return cached
+        mask = self.real_token_mask(text).long()
+        if self.text_frozen:
+            with torch.no_grad():
+                return self.hf_text.transformer(input_ids=text, attention_mask=mask).last_hidden_state
+        return self.hf_text.transformer(input_ids=text, attention_mask=mask).last_hidden_state
+
     def project_text(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.hf_text is not None:
+            return self.hf_text.proj(hidden)
         proj = self.clip.text_projection
         return proj(hidden) if isinstance(proj, nn.Linear) else hidden @ proj
 
     def encode_text(self, text: torch.Tensor) -> TextFeatures:
         """Encode token ids ``[B, L]`` (from :meth:`tokenize`, full context or trimmed of padding columns)."""
-        from open_clip.transformer import text_global_pool
-
         hidden = self.text_hidden(text)
-        pooled = text_global_pool(hidden, text, self.clip.text_pool_type,
-                                  eos_token_id=getattr(self.clip, "text_eos_id", None))
-        return TextFeatures(self.project_text(pooled), self.project_text(hidden), self.real_token_mask(text))
+        mask = self.real_token_mask(text)
+        if self.hf_text is not None:
+            pooled = self.hf_text.pooler(SimpleNamespace(last_hidden_state=hidden), mask.long())
+        else:
+            from open_clip.transformer import text_global_pool
+
+            pooled = text_global_pool(hidden, text, self.clip.text_pool_type,
+                                      eos_token_id=getattr(self.clip, "text_eos_id", None))
+        return TextFeatures(self.project_text(pooled), self.project_text(hidden), mask)
 
     def trim(self, text: torch.Tensor) -> torch.Tensor:
-        """Token ids cut after the batch's longest real sequence: same features, less work (causal tower)."""
+        """Token ids cut after the batch's longest real sequence: same features, less work (causal tower, or a
+        bidirectional one that masks its padding)."""
         return text[:, :max(1, int(self.real_token_mask(text).sum(dim=1).max()))]
 
     def real_token_mask(self, text: torch.Tensor) -> torch.Tensor:
         """True up to and including each sequence's end token (found as the text pooling finds it).
 
-        Not ``text != 0``: id 0 is CLIP's padding but also a real token ("!" inside punctuation runs).
+        Not ``text != 0`` for CLIP: id 0 is CLIP's padding but also a real token ("!" inside punctuation runs).
+        A Hugging Face tokenizer's padding id is never a real token.
         """
+        if self.hf_text is not None:
+            return text != self.pad_token_id
         pool_type, eos_id = self.clip.text_pool_type, getattr(self.clip, "text_eos_id", None)
         if pool_type == "argmax":
             end = text.argmax(dim=-1)
@@ -172,7 +277,11 @@ def create_retrieval_model(model_name: str | None = TINY_MODEL, pretrained: str 
     weights that no checkpoint provides. ``quick_gelu``: see :func:`resolve_quick_gelu`; the model's
     ``quick_gelu`` attribute records what was built.
     """
+    packaged = packaged_tags().get(pretrained or "")
     model_name, pretrained = resolve_pretrained(model_name, pretrained)
+    trained_parts = None
+    if packaged is not None and packaged.text_tower:  # the file holds all but the frozen text tower's weights
+        trained_parts, pretrained = pretrained, None
     if model_name is None:
         raise UserError(f"no model name for pretrained {pretrained!r}: pass an OpenCLIP model name (--model)")
     if seed is not None:
@@ -181,9 +290,15 @@ def create_retrieval_model(model_name: str | None = TINY_MODEL, pretrained: str 
         raise UserError(f"checkpoint {pretrained} does not exist; pass an existing file or an OpenCLIP "
                                 f"pretrained tag (see `open_clip.list_pretrained()`)")
     activation = resolve_quick_gelu(model_name, pretrained, quick_gelu)
+    text_cfg = (open_clip.get_model_config(model_name) or {}).get("text_cfg", {})
+    overrides, tower = {}, None
+    if text_cfg.get("hf_model_name"):
+        tower = resolve_text_tower(text_cfg["hf_model_name"])
+        overrides["text_cfg"] = {**text_cfg, "hf_model_name": tower, "hf_tokenizer_name": tower}
+        quiet_transformers()
     try:
         clip, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
-            model_name, pretrained=pretrained, device=device, force_quick_gelu=activation)
+            model_name, pretrained=pretrained, device=device, force_quick_gelu=activation, **overrides)
     except RuntimeError as err:
         if "Failed to download" in str(err):
             raise UserError(f"the {pretrained!r} weights of {model_name} are not in the OpenCLIP cache and could "
@@ -193,7 +308,18 @@ def create_retrieval_model(model_name: str | None = TINY_MODEL, pretrained: str 
             raise
         raise UserError(f"unknown OpenCLIP model {model_name!r}; choose one of open_clip.list_models() "
                          f"or {TINY_MODEL!r}") from err
-    tokenizer = open_clip.get_tokenizer(model_name)
+    tokenizer = (open_clip.tokenizer.HFTokenizer(tower, context_length=text_cfg.get("context_length", 64))
+                 if tower else open_clip.get_tokenizer(model_name))
+    if trained_parts is not None:
+        _load_trained_parts(clip, trained_parts)
     model = RetrievalCLIP(clip, tokenizer, preprocess_train, preprocess_val, model_name)
     model.quick_gelu = activation
     return model
+
+
+def _load_trained_parts(clip: nn.Module, path: str) -> None:
+    """Load a shipped file that leaves out the frozen text tower (built from its package's weights just before)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    missing, unexpected = clip.load_state_dict(state, strict=False)
+    if unexpected or any(not key.startswith(FROZEN_TEXT_PREFIX) for key in missing):
+        raise UserError(f"{path} does not fit its model: reinstall rsitr")

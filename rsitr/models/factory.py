@@ -35,7 +35,8 @@ class CheckpointError(UserError):
 
 class _DropRandomInitMessage(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return "initialized randomly" not in record.getMessage()
+        message = record.getMessage()
+        return "initialized randomly" not in message and "initialized partially" not in message
 
 
 @contextlib.contextmanager
@@ -49,12 +50,15 @@ def _quiet_open_clip():
         root.removeFilter(log_filter)
 
 
-def warn_random_weights(name: str) -> None:
-    """Say once per process and model name that ``name`` has random weights."""
+def warn_random_weights(name: str, pretrained_text: bool = False) -> None:
+    """Say once per process and model name that ``name`` has random weights (only its image tower's, when its
+    text tower is a pretrained Hugging Face encoder)."""
     if name not in _warned_random:
         _warned_random.add(name)
-        print(f"rsitr: warning: {name} has randomly initialised weights (no pretrained tag or checkpoint given): "
-              f"its embeddings mean nothing until it is trained", file=sys.stderr)
+        which = f"{name}'s image tower has randomly initialised weights (its text tower is pretrained)" \
+            if pretrained_text else f"{name} has randomly initialised weights"
+        print(f"rsitr: warning: {which}; no pretrained tag or checkpoint was given, so its embeddings mean "
+              f"nothing until it is trained", file=sys.stderr)
 
 
 def describe_weights(state: dict) -> str:
@@ -117,7 +121,7 @@ def create_model(name: str | None, pretrained: str | None, device: str | torch.d
                               f"({describe_weights(state)}) than the model asked for "
                               f"({describe_model(name)}); pass the matching --model") from None
     if not pretrained and not weights_follow:
-        warn_random_weights(name)
+        warn_random_weights(name, pretrained_text=model.hf_text is not None)
     return model
 
 
@@ -140,6 +144,7 @@ def build_model(config: ModelConfig, device: str | torch.device = "cpu", seed: i
     model = create_model(config.name, None if run else config.pretrained, device=device, seed=seed,
                          weights_follow=weights_follow or run is not None, quick_gelu=quick_gelu)
     config.quick_gelu = model.quick_gelu
+    model.lock_text(config.text_unlocked_layers)
     if config.focus_adapter:
         from rsitr.models.focus_adapter import FocusAdapterCLIP
 

