@@ -18,7 +18,7 @@ from pathlib import Path
 from rsitr.commands import positive_int
 
 DEMO_IMAGES = Path(__file__).resolve().parent.parent / "demo_data" / "ucm"
-DEMO_TAG = "rsitr-small-rsicd"
+DEMO_TAG = "rsitr-minilm-r18-rsicd-ucm"
 # (query, the UC Merced class a person would expect it to find)
 DEMO_QUERIES = [
     ("many planes are parked near the terminal of an airport", "airplane"),

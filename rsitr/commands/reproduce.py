@@ -25,6 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", help="method key in the published results (default: the first config's stem)")
 
 
+def _text_tower_note(model_name: str) -> str:
+    """' except its pretrained text tower X' for models with a Hugging Face text tower, else ''."""
+    from rsitr._compat import open_clip
+
+    tower = ((open_clip.get_model_config(model_name) or {}).get("text_cfg") or {}).get("hf_model_name")
+    return f" except its pretrained text tower {tower}" if tower else ""
+
+
 def run(args: argparse.Namespace) -> int:
     from rsitr.config import load_config
     from rsitr.evaluate.paper import load_published, paper_table
@@ -40,8 +48,11 @@ def run(args: argparse.Namespace) -> int:
     if evaluations is None:
         return 0
     ours = {dataset: evaluation.rows for dataset, evaluation in evaluations.items()}
-    print(paper_table(ours, published, method, title=f"{method}: paper vs this run ({config.model.name}, "
-                                                     f"{config.model.pretrained or 'random init'})"))
+    data = ", ".join(spec.name or Path(spec.captions).stem for spec in config.data.datasets) or "generated data"
+    print(paper_table(ours, published, method,
+                      title=f"{method}: paper ({published.source or 'published'}) vs this run ({config.model.name}, "
+                            f"initialised from {config.model.pretrained or 'random weights'}"
+                            f"{'' if config.model.pretrained else _text_tower_note(config.model.name)}; trained on {data} train)"))
     rows = {f"{dataset}: {row}": metrics for dataset, rows in ours.items() for row, metrics in rows.items()}
     json_path, _ = write_reports(rows, trainer.out, {"published_source": published.source}, stem="reproduce")
     print(f"results written to {json_path}")

@@ -263,7 +263,7 @@ class ArchiveIndex:
                 return np.stack([stored[i] for i in ids]) if ids else np.zeros((0, self.encoder.dim), np.float32)
 
             vector = rocchio(vector, matrix(positive), matrix(negative))
-        rerank = rerank and encoded is not None and self.settings.store_local_tokens
+        rerank = rerank and encoded is not None and self.settings.store_local_tokens and self.encoder.uses_local
         ids, scores = self._candidates(vector, max(k, candidates) if rerank else k)
         if not rerank or not len(ids):
             return self._hits(rank(ids, scores, k))

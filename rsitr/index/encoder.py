@@ -83,11 +83,14 @@ def _probe_image() -> Image.Image:
 
 class Encoder:
     """A retrieval model (:class:`RetrievalCLIP` or a wrapper with its interface) in eval mode, with the
-    model name and pretrained value it was loaded from, and the precision it encodes in."""
+    model name and pretrained value it was loaded from, and the precision it encodes in. ``uses_local``: the
+    model was trained with EBAKER's local similarity (or is not known not to be), so text queries are
+    re-ranked with it; a model trained on the global score alone ranks by its global cosine."""
 
     def __init__(self, model: RetrievalCLIP, model_name: str, pretrained: str | None,
-                 device: str | torch.device = "cpu", precision: str = "auto") -> None:
+                 device: str | torch.device = "cpu", precision: str = "auto", uses_local: bool = True) -> None:
         self.model = model.eval().to(device)
+        self.uses_local = uses_local
         self.model_name = model_name
         self.pretrained = pretrained
         self.device = torch.device(device)
@@ -103,8 +106,9 @@ class Encoder:
 
         if pretrained and Path(pretrained).is_file():
             pretrained = str(Path(pretrained).resolve())  # so the index can reload it from any working directory
-        model, _ = load_model(model_name, pretrained, device)
-        return cls(model, model_name or model.model_name, pretrained, device, precision)
+        model, run_config = load_model(model_name, pretrained, device)
+        uses_local = bool(run_config["method"].get("local", True)) if run_config else True
+        return cls(model, model_name or model.model_name, pretrained, device, precision, uses_local)
 
     @torch.no_grad()
     def encode_images(self, images: Sequence[Image.Image]) -> EncodedImages:

@@ -20,7 +20,7 @@ from torch import nn
 from rsitr.config import ModelConfig
 from rsitr.errors import UserError
 from rsitr.models.clip import create_retrieval_model
-from rsitr.models.pretrained import packaged_tags
+from rsitr.models.pretrained import packaged_config, packaged_tags
 
 CHECKPOINT_FORMAT = "rsitr-checkpoint-v1"
 DEFAULT_MODEL = "ViT-B-32"
@@ -180,7 +180,8 @@ def load_model(name: str | None, pretrained: str | None,
                device: str | torch.device = "cpu") -> tuple[nn.Module, dict | None]:
     """A model by OpenCLIP name + tag/checkpoint, or rebuilt from an ``rsitr train`` checkpoint.
 
-    Returns the model and, for an rsitr checkpoint, the run config it was trained with (else None). The
+    Returns the model and, for an rsitr checkpoint or a packaged tag, the run config it was trained with (else
+    None), so that it is scored as it was trained (local score on or off, fusion weights). The
     architecture (including a Focus-Adapter) then comes from the checkpoint and the backbone is built
     without downloading anything; a ``name`` that contradicts the checkpoint is an error naming both.
     ``name`` None means the checkpoint's model, or ``DEFAULT_MODEL``.
@@ -189,7 +190,7 @@ def load_model(name: str | None, pretrained: str | None,
     if checkpoint is None:
         if name is None and (pretrained or "") not in packaged_tags():  # a packaged tag names its own model
             name = DEFAULT_MODEL
-        return create_model(name, pretrained, device=device), None
+        return create_model(name, pretrained, device=device), packaged_config(pretrained)
     recorded = checkpoint["config"]["model"]
     if name is not None and name != recorded["name"]:
         raise CheckpointError(f"--model {name} contradicts checkpoint {pretrained}, which holds a trained "

@@ -46,6 +46,21 @@ def packaged_tags() -> dict[str, PackagedWeights]:
             for tag, entry in entries.items()}
 
 
+def packaged_config(tag: str | None) -> dict | None:
+    """The training config a packaged tag was trained with (its method: local score, fusion weights), or None
+    for anything that is not a packaged tag with a config."""
+    packaged = packaged_tags().get(tag or "")
+    if packaged is None:
+        return None
+    entry = json.loads(REGISTRY.read_text(encoding="utf-8"))[tag]
+    path = WEIGHTS_DIR / entry.get("config", "")
+    if not entry.get("config") or not path.is_file():
+        return None
+    import yaml
+
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
 def resolve(model_name: str | None, pretrained: str | None) -> tuple[str | None, str | None]:
     """``(model name, pretrained)`` with a packaged tag replaced by its file and its model name filled in.
 
