@@ -171,6 +171,20 @@ def test_check_model_arguments_lets_real_values_through(tmp_path: Path) -> None:
         check_model_arguments(model, pretrained)
 
 
+@pytest.mark.parametrize("model, pretrained, message", [
+    ("ViT-B-32", "opneai", "unknown pretrained tag 'opneai' for model 'ViT-B-32'; closest: openai"),
+    (None, "opneai", "unknown pretrained tag 'opneai' for model 'ViT-B-32'; closest: openai"),
+    ("ViT-B-23", None, "unknown model 'ViT-B-23'; closest: ViT-B-32"),
+    (DEFAULT_MODEL_NAME, "openai", f"unknown pretrained tag 'openai' for model '{DEFAULT_MODEL_NAME}'"),
+])
+def test_check_model_arguments_names_the_closest_open_clip_names(model: str | None, pretrained: str | None,
+                                                                 message: str) -> None:
+    from rsitr.errors import UserError
+
+    with pytest.raises(UserError, match=message):
+        check_model_arguments(model, pretrained)
+
+
 def test_index_progress_bar_has_a_fixed_total(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The total is counted before encoding: it equals the chips encoded and never changes while the bar runs."""
     from rsitr.index import ArchiveIndex, indexer

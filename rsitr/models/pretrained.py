@@ -28,6 +28,8 @@ REGISTRY = WEIGHTS_DIR / "pretrained.json"
 CONFIGS_DIR = Path(__file__).parent / "configs"
 DEFAULT_PRETRAINED = "rsitr-small-rsicd"
 """The shipped tag used when a command is given neither ``--model`` nor ``--pretrained``."""
+DEFAULT_MODEL = "ViT-B-32"
+"""The OpenCLIP model an OpenCLIP tag (``openai`` ...) is loaded with when no model name is given."""
 CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".safetensors"})
 
 
@@ -95,10 +97,9 @@ def check_model_arguments(model_name: str | None, pretrained: str | None) -> Non
 
 
 def _check_open_clip_names(model_name: str | None, tag: str | None) -> None:
-    from rsitr.models.clip import open_clip  # with rsitr's model configs registered
-    from rsitr.models.factory import DEFAULT_MODEL
+    from rsitr._compat import open_clip
 
-    models = open_clip.list_models()
+    models = open_clip.list_models() + sorted(path.stem for path in CONFIGS_DIR.glob("*.json"))
     if model_name is not None and model_name not in models:
         raise UserError(f"unknown model {model_name!r}; closest: "
                         f"{_names(difflib.get_close_matches(model_name, models, n=5))} "
