@@ -27,12 +27,6 @@ def add_precision_argument(parser: argparse.ArgumentParser, default: str | None 
                              "CUDA and on CPUs with native bf16, else fp32")
 
 
-def add_device_argument(parser: argparse.ArgumentParser) -> None:
-    """``--device`` of every command that runs a model; ``auto`` is resolved by
-    :func:`rsitr.training.trainer.resolve_device`."""
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default auto: cuda when available)")
-
-
 def add_progress_argument(parser: argparse.ArgumentParser) -> None:
     """``--no-progress`` (``--quiet`` is the older spelling of ``rsitr index``)."""
     parser.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true",
@@ -50,8 +44,9 @@ def add_workers_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--device``, ``--precision`` and ``--threads`` of commands that run a model."""
-    add_device_argument(parser)
+    """``--device`` (``auto`` is resolved by :func:`rsitr.training.trainer.resolve_device`), ``--precision`` and
+    ``--threads`` of commands that run a model."""
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default auto: cuda when available)")
     add_precision_argument(parser)
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="CPU threads for torch (default: torch's choice)")
