@@ -14,18 +14,49 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from importlib import metadata
 from typing import Sequence
 
+from rsitr import __version__
 from rsitr.errors import UserError
+from rsitr.models.pretrained import DEFAULT_PRETRAINED
 
-COMMANDS = ("demo", "eval", "train", "reproduce", "data", "index", "search", "serve", "classify", "embed")
+COMMANDS = ("demo", "eval", "train", "reproduce", "data", "index", "search", "serve", "classify", "embed", "models")
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+
+
+def version_text() -> str:
+    """rsitr's version, the torch and open_clip it runs on (read from the installed metadata: nothing is imported)
+    and the default model."""
+    def installed(distribution: str) -> str:
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return (f"rsitr {__version__} (torch {installed('torch')}, open_clip {installed('open_clip_torch')}; "
+            f"default model {DEFAULT_PRETRAINED})")
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: prints :func:`version_text` and exits (computed only when asked)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, default: str = argparse.SUPPRESS,
+                 help: str | None = None) -> None:  # noqa: A002 - argparse's keyword
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        print(version_text())
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rsitr", description="Remote sensing image-text retrieval: train, evaluate, index and search.")
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print the versions of rsitr, torch and open_clip and the default model")
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of errors")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:

@@ -129,6 +129,9 @@ def test_serve_command_reports_a_missing_index(tmp_path, capsys):
     from rsitr.cli import main
 
     assert main(["serve", str(tmp_path / "nowhere"), "--port", "0"]) == 2
+    assert "nowhere not found" in capsys.readouterr().err
+    (tmp_path / "folder").mkdir()
+    assert main(["serve", str(tmp_path / "folder"), "--port", "0"]) == 2
     assert "not an rsitr index" in capsys.readouterr().err
 
 

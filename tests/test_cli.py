@@ -82,7 +82,7 @@ def test_demo_runs_and_learns(tmp_path, capsys):
 def test_parser_builds_without_heavy_imports():
     parser = build_parser()
     args = parser.parse_args(["eval", "--data", "x.json", "--images", "d"])
-    assert args.split == "test" and args.model is None  # the checkpoint's model, else ViT-B-32
+    assert args.split == "test" and args.model is None  # the tag's or checkpoint's model, else the shipped default
 
 
 def test_reproduce_refuses_missing_data_before_training(tmp_path, capsys):

@@ -247,7 +247,7 @@ def test_cli_search_prints_json_and_table(built, tmp_path, capsys):
     assert main(["search", str(index.directory)]) == 2
     assert "either a text query or --image" in capsys.readouterr().err
     assert main(["search", str(tmp_path / "nowhere"), "x"]) == 2
-    assert "not an rsitr index" in capsys.readouterr().err
+    assert "nowhere not found" in capsys.readouterr().err
 
 
 def test_without_local_tokens_text_search_ranks_by_global_cosine(tmp_path, encoder):

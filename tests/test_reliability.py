@@ -120,15 +120,12 @@ def test_train_command_refuses_the_folder_and_ctrl_c_says_how_to_resume(one_epoc
 
 # -- indexes -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("mistake", [["--images", "{missing}"], ["--chip-size", "0"], ["--chip-overlap", "-1"],
-                                     ["--no-model"], ["--batch-size", "0"]])
+                                     ["--pretrained", "{missing}/model.pt"], ["--batch-size", "0"]])
 def test_index_argument_errors_exit_2_and_create_nothing(tmp_path, capsys, mistake):
     root = make_archive(tmp_path / "archive", geotiff=False)
     out = tmp_path / "index"
     args = {"--images": str(root), "--out": str(out), "--model": TINY_MODEL}
-    if mistake == ["--no-model"]:
-        del args["--model"]
-    else:
-        args[mistake[0]] = mistake[1].format(missing=tmp_path / "missing")
+    args[mistake[0]] = mistake[1].format(missing=tmp_path / "missing")
     argv = ["index", "--quiet", *[item for pair in args.items() for item in pair]]
     try:
         code = main(argv)

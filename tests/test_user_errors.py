@@ -43,7 +43,7 @@ def test_eval_reference_csv_with_unknown_columns(tmp_path: Path, capsys: pytest.
 def test_eval_missing_image_folder(synthetic_caption_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code, err = run(capsys, "eval", "--data", str(synthetic_caption_file), "--images", str(tmp_path / "nowhere"),
                     "--model", TINY_MODEL, "--no-progress")
-    assert_user_error(code, err, "eval", "nowhere", "image folder not found", "--images")
+    assert_user_error(code, err, "eval", "nowhere", "not found", "--images")
 
 
 def test_eval_split_without_images(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -106,7 +106,7 @@ def search_image(capsys: pytest.CaptureFixture, index: Path, image: Path) -> tup
 def test_search_by_a_query_image_that_is_missing_or_not_an_image(built_index: Path, tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture) -> None:
     code, err = search_image(capsys, built_index, tmp_path / "query.png")
-    assert_user_error(code, err, "search", "No such file", "query.png")
+    assert_user_error(code, err, "search", "not found", "query.png")
     (tmp_path / "notes.txt").write_text("not an image")
     code, err = search_image(capsys, built_index, tmp_path / "notes.txt")
     assert_user_error(code, err, "search", "notes.txt: unsupported image type '.txt'", ".png")

@@ -118,13 +118,13 @@ _SEARCH_RESPONSES = {
 def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | None = None,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_pixels: int = DEFAULT_MAX_QUERY_PIXELS,
                max_concurrent_images: int = DEFAULT_MAX_CONCURRENT_IMAGES, thumbnail_cache_size: int = 1024,
-               device: str = "cpu", pretrained: str | None = None) -> FastAPI:
-    """The app for the index in ``index_dir`` (or an already opened ``index``; ``pretrained`` as for
-    :meth:`ArchiveIndex.open`)."""
+               device: str = "cpu", pretrained: str | None = None, precision: str = "auto") -> FastAPI:
+    """The app for the index in ``index_dir`` (or an already opened ``index``; ``device``, ``pretrained`` and
+    ``precision`` as for :meth:`ArchiveIndex.open`)."""
     if index is None:
         if index_dir is None:
             raise ValueError("create_app needs index_dir or index")
-        index = ArchiveIndex.open(index_dir, device=device, pretrained=pretrained)
+        index = ArchiveIndex.open(index_dir, device=device, pretrained=pretrained, precision=precision)
     cache = _ImageCache(thumbnail_cache_size)
     image_pool = ThreadPoolExecutor(max_concurrent_images, thread_name_prefix="rsitr-image")
     app = FastAPI(title="rsitr archive search")

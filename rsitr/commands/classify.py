@@ -1,43 +1,50 @@
 """Zero-shot scene classification of labelled images: top-1, top-5 and mean per-class recall.
 
 Examples:
+  rsitr classify data/UCMerced_LandUse/Images
+  rsitr classify captions_ucm.csv --images ucm/images --split test --json ucm_zero_shot.json --confusion ucm.png
   rsitr classify data/UCMerced_LandUse/Images --pretrained runs/ebaker/checkpoints/latest.pt
-  rsitr classify captions_ucm.csv --images ucm/images --pretrained ckpt.pt --json ucm_zero_shot.json --confusion ucm.png
   rsitr classify NWPU-RESISC45 --model ViT-B-32 --pretrained openai --names classnames.txt --templates prompts.txt
 The input is a folder with one sub-folder per class (UC Merced Land Use, AID, NWPU-RESISC45 as they ship), or a
 caption file whose images carry scenes (a CSV scene column, NWPU-Captions groups, <scene>_<n>.jpg file names).
 Class names are the cleaned folder names (baseball_diamond -> "baseball diamond") unless --names gives them:
 one name per line in sorted folder order, or '<folder>: <name>' lines. Each class's classifier is the normalised
 mean of its prompts' text embeddings (default templates: rsitr/evaluate/zero_shot_templates.txt).
+With neither --model nor --pretrained the shipped model is used (`rsitr models` lists it).
 """
 
 from __future__ import annotations
 
 import argparse
 
+from rsitr.commands.options import (SPLIT_CHOICES, add_batch_size_argument, add_inference_arguments,
+                                    add_model_arguments, add_progress_argument, add_workers_argument, check_readable,
+                                    model_arguments)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from rsitr.commands.options import add_inference_arguments
-
     parser.add_argument("source", help="folder of class sub-folders, or a caption file with scene classes")
     parser.add_argument("--images", default=None, help="image folder of a caption file")
-    parser.add_argument("--split", default=None, help="only this split of a caption file (default: every image)")
-    parser.add_argument("--model", default="ViT-B-32", help="OpenCLIP model name (default ViT-B-32)")
-    parser.add_argument("--pretrained", default=None, help="OpenCLIP tag, OpenCLIP checkpoint or rsitr checkpoint")
+    parser.add_argument("--split", choices=SPLIT_CHOICES, default=None,
+                        help="only this split of a caption file (default: every image)")
+    add_model_arguments(parser)
     parser.add_argument("--names", default=None, help="class names file (one per line, or '<folder>: <name>')")
     parser.add_argument("--templates", default=None, help="prompt templates file, one per line with {} for the name")
     parser.add_argument("--json", default=None, metavar="FILE", help="write metrics, per-class figures and predictions")
     parser.add_argument("--confusion", default=None, metavar="IMAGE", help="draw the confusion matrix (e.g. out.png)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=0, help="image loading processes (default 0)")
+    add_batch_size_argument(parser)
+    add_workers_argument(parser)
     add_inference_arguments(parser)
-    parser.add_argument("--no-progress", action="store_true")
+    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    check_readable(("source", args.source), ("--images", args.images), ("--names", args.names),
+                   ("--templates", args.templates))
+    model_name, pretrained = model_arguments(args)
     from rsitr.data.classes import class_names, read_labeled_images
     from rsitr.evaluate.report import plot_confusion
     from rsitr.evaluate.zero_shot import classify_images, read_templates
@@ -50,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     templates = read_templates(args.templates)
     set_threads(args.threads)
     device = resolve_device(args.device)
-    model, _ = load_model(args.model, args.pretrained, device)
+    model, _ = load_model(model_name, pretrained, device)
+    print(f"model: {model.model_name}, pretrained {pretrained}")
     print(f"{args.source}: {len(images)} images in {len(names)} classes; {len(templates)} prompt templates")
     classification = classify_images(model, images, names, templates, args.batch_size, device, args.precision,
                                      args.workers, progress=not args.no_progress)
@@ -65,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
           f"{100 * result.mean_per_class_recall:.2f}%  (chance {100 * result.chance:.2f}%, "
           f"{len(classification.kept)} images)")
     if args.json:
-        record = {"source": str(args.source), "model": getattr(model, "model_name", args.model),
-                  "pretrained": args.pretrained, "precision": args.precision, "templates": templates,
+        record = {"source": str(args.source), "model": model.model_name,
+                  "pretrained": pretrained, "precision": args.precision, "templates": templates,
                   **classification.to_dict(images)}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(record, indent=2))

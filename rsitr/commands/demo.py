@@ -1,9 +1,8 @@
 """Search real aerial images by text, offline, in under a minute on a CPU.
 
 Indexes the 210 UC Merced Land Use images shipped with rsitr (public-domain USGS orthoimagery, 10 per class)
-with the shipped `rsitr-small-rsicd` model (trained here from scratch on RSICD: see
-rsitr/models/weights/pretrained.json for its training and numbers), runs a few text queries and prints the
-best hits with their land-use classes, then says how to browse the index in `rsitr serve`.
+with the shipped default model (`rsitr models` says what it is and how it was trained), runs a few text queries
+and prints the best hits with their land-use classes, then says how to browse the index in `rsitr serve`.
 
 `rsitr demo --synthetic` runs the training path instead: it writes small coloured-shape "aerial" images and
 captions, evaluates the tiny random OpenCLIP model, fine-tunes it with the full EBAKER objective (global + local
@@ -16,9 +15,9 @@ import argparse
 from pathlib import Path
 
 from rsitr.commands import positive_int
+from rsitr.models.pretrained import DEFAULT_PRETRAINED
 
 DEMO_IMAGES = Path(__file__).resolve().parent.parent / "demo_data" / "ucm"
-DEMO_TAG = "rsitr-minilm-r18-rsicd-ucm"
 # (query, the UC Merced class a person would expect it to find)
 DEMO_QUERIES = [
     ("many planes are parked near the terminal of an airport", "airplane"),
@@ -58,14 +57,15 @@ def run_search(args: argparse.Namespace) -> int:
     from rsitr.models.pretrained import packaged_tags
 
     start = time.perf_counter()
-    packaged = packaged_tags().get(DEMO_TAG)
+    packaged = packaged_tags().get(DEFAULT_PRETRAINED)
     if packaged is None:
         from rsitr.errors import UserError
 
-        raise UserError(f"this installation ships no {DEMO_TAG!r} weights; run `rsitr demo --synthetic` instead")
-    print(f"model: {packaged.model}, pretrained {DEMO_TAG}: {packaged.description}")
+        raise UserError(f"this installation ships no {DEFAULT_PRETRAINED!r} weights; run `rsitr demo --synthetic` "
+                        f"instead")
+    print(f"model: {packaged.model}, pretrained {DEFAULT_PRETRAINED}: {packaged.description}")
     index_dir = Path(args.out) / "ucm-index"
-    index, _ = ArchiveIndex.build(index_dir, DEMO_IMAGES, packaged.model, DEMO_TAG, progress=False)
+    index, _ = ArchiveIndex.build(index_dir, DEMO_IMAGES, packaged.model, DEFAULT_PRETRAINED, progress=False)
     info = index.info()
     print(f"indexed {info['chips']} UC Merced images (10 per land-use class) into {index_dir}\n")
     found = 0

@@ -1,12 +1,14 @@
 """Evaluate a model on a dataset split and print the paper-style R@K / mR table.
 
 Examples:
+  rsitr eval --data dataset_rsicd.json --images RSICD/images
   rsitr eval --data dataset_RSITMD.json --images RSITMD/images --model ViT-B-32 --pretrained openai
   rsitr eval --data dataset_rsicd.json --images RSICD/images --pretrained runs/ebaker/checkpoints/latest.pt --sar
   rsitr eval --data captions.csv --images imgs --model ViT-B-32 --pretrained my_clip.pt --two-stage --recall-k 50
   rsitr eval --data ../shared/data/rsicd/rsicd_test.csv --images ../shared/data/rsicd/images --model rsitr-tiny-ViT
 The --pretrained value is an OpenCLIP tag, an OpenCLIP checkpoint file, or an `rsitr train` checkpoint
-(its architecture and fusion weights are taken from the checkpoint).
+(its architecture and fusion weights are taken from the checkpoint). With neither --model nor --pretrained the
+shipped model is used (`rsitr models` lists it).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from __future__ import annotations
 import argparse
 
 from rsitr.commands import positive_int
-from rsitr.commands.options import add_precision_argument
+from rsitr.commands.options import (SPLIT_CHOICES, add_batch_size_argument, add_inference_arguments,
+                                    add_model_arguments, add_progress_argument, add_workers_argument, check_readable,
+                                    model_arguments)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,16 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="caption file: Karpathy JSON, NWPU-Captions JSON, CSV filepath,caption[,split][,scene] "
                              "or the reference code's CSV filename,title (its rows are taken as --split)")
     parser.add_argument("--images", required=True, help="folder the caption file's image names are relative to")
-    parser.add_argument("--model", default=None,
-                        help="OpenCLIP model name (default: the checkpoint's model, else ViT-B-32)")
-    parser.add_argument("--pretrained", default=None, help="OpenCLIP tag, OpenCLIP checkpoint or rsitr checkpoint")
-    parser.add_argument("--split", default="test", choices=("train", "val", "validation", "test"),
+    add_model_arguments(parser)
+    parser.add_argument("--split", default="test", choices=SPLIT_CHOICES,
                         help="split to evaluate (default test)")
     parser.add_argument("--strict", action="store_true",
                         help="refuse a caption file with empty captions (default: drop them with a warning)")
-    parser.add_argument("--batch-size", type=positive_int, default=128)
-    parser.add_argument("--device", default="auto")
-    add_precision_argument(parser)
+    add_batch_size_argument(parser)
+    add_workers_argument(parser)
+    add_inference_arguments(parser)
     parser.add_argument("--global-only", action="store_true", help="score with the global cosine only (no local)")
     parser.add_argument("--sar", action="store_true", help="also report SAR (sort after reversed retrieval)")
     parser.add_argument("--sar-top-k", type=positive_int, default=30)
@@ -46,28 +48,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also report FTF two-stage retrieval (coarse recall, fine re-ranking)")
     parser.add_argument("--recall-k", type=positive_int, default=100, help="candidates per query for --two-stage")
     parser.add_argument("--out", default=None, help="folder for results.json / results.csv")
-    parser.add_argument("--no-progress", action="store_true")
+    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    check_readable(("--data", args.data), ("--images", args.images))
+    model_name, pretrained = model_arguments(args)
     from rsitr.config import EvalConfig, MethodConfig
     from rsitr.data import DataError, load_corpus
     from rsitr.evaluate.report import format_table, write_reports
     from rsitr.evaluate.runner import encode_corpus, evaluate_encoded
-    from rsitr.models.factory import DEFAULT_MODEL, load_model
-    from rsitr.models.precision import resolve_precision
+    from rsitr.models.factory import load_model
+    from rsitr.models.precision import resolve_precision, set_threads
     from rsitr.training.trainer import resolve_device
 
     corpus = load_corpus(args.data, args.images, strict=args.strict, split=args.split).split(args.split)
     if len(corpus) == 0:
         raise DataError(f"has no images in split {args.split!r}", path=args.data,
                         fix="pick another --split (the summary of `rsitr data inspect` lists the splits)")
+    set_threads(args.threads)
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
-    model, run_config = load_model(args.model, args.pretrained, device)
-    name = getattr(model, "model_name", None) or args.model or DEFAULT_MODEL
-    if args.pretrained:
-        print(f"model: {name}, weights from {args.pretrained}")
+    model, run_config = load_model(model_name, pretrained, device)
+    name = model.model_name
+    if pretrained:
+        print(f"model: {name}, weights from {pretrained}")
     else:
         print(f"model: {name} with RANDOM weights (no --pretrained): the figures below are chance level")
     method = MethodConfig(**run_config["method"]) if run_config else MethodConfig()
@@ -77,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
                         sar_variant=args.sar_variant, scene_prior=args.scene_prior, two_stage=args.two_stage,
                         recall_k=args.recall_k)
     print(corpus.summary())
-    encoded = encode_corpus(model, corpus, args.batch_size, device, progress=not args.no_progress,
+    encoded = encode_corpus(model, corpus, args.batch_size, device, args.workers, progress=not args.no_progress,
                             scenes=args.scene_prior > 0, precision=precision,
                             keep_padding=method.local and method.local_include_padding)
     evaluation = evaluate_encoded(encoded, method, config, name=name)

@@ -4,7 +4,8 @@ Walks IMAGES (JPEG, PNG, TIFF, GeoTIFF). Scenes whose longer side exceeds --tile
 into --chip-size squares overlapping by --chip-overlap pixels; GeoTIFF chips keep their geographic
 bounds and CRS. Running it again on the same --out updates the index: new files are added, changed
 ones re-encoded, deleted ones removed, and an interrupted run resumes where it stopped. Unreadable
-images are skipped and listed. The model is recorded in the index; a different one is refused.
+images are skipped and listed. The model is recorded in the index; a different one is refused. A new index
+is encoded with the shipped model unless --model or --pretrained names another (`rsitr models` lists them).
 A checkpoint is recorded relative to the index with its SHA-256: move both together, or point
 `rsitr search` / `rsitr serve` at the moved checkpoint with --pretrained. Arguments are checked before
 anything is written.
@@ -15,39 +16,45 @@ from __future__ import annotations
 import argparse
 
 from rsitr.commands import non_negative_int, positive_int
-from rsitr.commands.options import add_precision_argument
+from rsitr.commands.options import (add_batch_size_argument, add_inference_arguments, add_model_arguments,
+                                    add_progress_argument, check_readable)
+from rsitr.models.pretrained import check_model_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", required=True, help="folder of images to index (searched recursively)")
     parser.add_argument("--out", required=True, help="index directory (created, or updated if it exists)")
-    parser.add_argument("--model", help="OpenCLIP model name (needed for a new index; default: the recorded one)")
-    parser.add_argument("--pretrained", help="OpenCLIP pretrained tag or checkpoint path (incl. `rsitr train` ones)")
+    add_model_arguments(parser, default="with neither flag, the index's recorded model, or for a new index the "
+                                        "shipped one")
     parser.add_argument("--chip-size", type=positive_int, help="chip side in pixels (new index default 224)")
     parser.add_argument("--chip-overlap", type=non_negative_int, help="overlap of neighbouring chips in pixels (default 32)")
     parser.add_argument("--tile-larger-than", type=positive_int, metavar="N",
                         help="tile scenes whose longer side exceeds N pixels; smaller ones are one chip (default 1024)")
     parser.add_argument("--index-type", choices=("exact", "ivf", "hnsw"),
                         help="FAISS index: exact (default), ivf or hnsw for large archives; may change on update")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="chips encoded (and committed) per batch")
+    add_batch_size_argument(parser, "chips")
     tokens = parser.add_mutually_exclusive_group()
     tokens.add_argument("--store-local-tokens", dest="store_local_tokens", action="store_true", default=None,
                         help="keep patch tokens for local re-ranking of text queries (default)")
     tokens.add_argument("--no-local-tokens", dest="store_local_tokens", action="store_false",
                         help="store global embeddings only (smaller index, no re-ranking)")
-    parser.add_argument("--device", default="cpu", help="torch device for encoding (default cpu)")
-    add_precision_argument(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_inference_arguments(parser)
+    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    check_readable(("--images", args.images))
+    check_model_arguments(args.model, args.pretrained)  # mistyped names are refused before torch loads
     from rsitr.index import ArchiveIndex
+    from rsitr.models.precision import set_threads
+    from rsitr.training.trainer import resolve_device
 
+    set_threads(args.threads)
     index, report = ArchiveIndex.build(
         args.out, args.images, args.model, args.pretrained, chip_size=args.chip_size,
         chip_overlap=args.chip_overlap, tile_larger_than=args.tile_larger_than, index_type=args.index_type,
-        store_local_tokens=args.store_local_tokens, batch_size=args.batch_size, progress=not args.quiet,
-        device=args.device, precision=args.precision)
+        store_local_tokens=args.store_local_tokens, batch_size=args.batch_size, progress=not args.no_progress,
+        device=str(resolve_device(args.device)), precision=args.precision)
     info = index.info()
     index.close()
     print(f"{args.out}: {info['chips']} chips from {info['files']} files "

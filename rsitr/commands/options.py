@@ -1,11 +1,23 @@
-"""Command-line options several commands share (not a command itself: :data:`rsitr.cli.COMMANDS` lists those)."""
+"""Command-line options several commands share, defined once so that they mean the same everywhere (not a
+command itself: :data:`rsitr.cli.COMMANDS` lists those).
+
+Building a parser with them imports no torch: :mod:`rsitr.models.pretrained` reads the shipped tags without it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+
+from rsitr.commands import non_negative_int, positive_int
+from rsitr.errors import UserError
+from rsitr.models.pretrained import DEFAULT_PRETRAINED, check_model_arguments
 
 # The values of rsitr.models.precision.PRECISIONS, repeated so that building the parser imports no torch.
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+DEFAULT_BATCH_SIZE = 64
+SPLIT_CHOICES = ("train", "val", "validation", "test")
+PRETRAINED_HELP = "rsitr tag (see `rsitr models`), OpenCLIP tag, OpenCLIP checkpoint or `rsitr train` checkpoint"
 
 
 def add_precision_argument(parser: argparse.ArgumentParser, default: str | None = "auto") -> None:
@@ -15,8 +27,54 @@ def add_precision_argument(parser: argparse.ArgumentParser, default: str | None 
                              "CUDA and on CPUs with native bf16, else fp32")
 
 
+def add_progress_argument(parser: argparse.ArgumentParser) -> None:
+    """``--no-progress`` (``--quiet`` is the older spelling of ``rsitr index``)."""
+    parser.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true",
+                        help="no progress bars")
+
+
+def add_batch_size_argument(parser: argparse.ArgumentParser, what: str = "images") -> None:
+    parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
+                        help=f"{what} encoded per batch (default {DEFAULT_BATCH_SIZE})")
+
+
+def add_workers_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=non_negative_int, default=0,
+                        help="image loading processes (default 0: in the main process)")
+
+
 def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--device``, ``--precision`` and ``--threads`` of commands that run a model."""
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    """``--device`` (``auto`` is resolved by :func:`rsitr.training.trainer.resolve_device`), ``--precision`` and
+    ``--threads`` of commands that run a model."""
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default auto: cuda when available)")
     add_precision_argument(parser)
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="CPU threads for torch (default: torch's choice)")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    """``--model`` and ``--pretrained`` of commands that build a model (see :func:`model_arguments`)."""
+    default = default or f"with neither flag, the shipped {DEFAULT_PRETRAINED}"
+    parser.add_argument("--model", default=None,
+                        help=f"OpenCLIP model name (default: the model of --pretrained; {default})")
+    parser.add_argument("--pretrained", default=None, help=PRETRAINED_HELP)
+
+
+def model_arguments(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """``(model name, pretrained)`` to load: the shipped default when neither flag is given. Mistyped names
+    are refused here, before any model is loaded (see :func:`check_model_arguments`)."""
+    if args.model is None and args.pretrained is None:
+        return None, DEFAULT_PRETRAINED
+    check_model_arguments(args.model, args.pretrained)
+    return args.model, args.pretrained
+
+
+def check_readable(*paths: tuple[str, str | None]) -> None:
+    """Refuse ``(what, path)`` inputs that do not exist or cannot be read, before anything heavy is imported."""
+    for what, path in paths:
+        if path is None:
+            continue
+        if not os.path.exists(path):
+            raise UserError(f"{what} {path} not found")
+        if not os.access(path, os.R_OK | (os.X_OK if os.path.isdir(path) else 0)):
+            raise UserError(f"{what} {path} cannot be read (permission denied)")

@@ -15,12 +15,12 @@ import json
 import sys
 
 from rsitr.commands import positive_int
+from rsitr.commands.options import add_inference_arguments, check_readable
 
 FORMATS = ("table", "json", "geojson", "csv")
 PRETRAINED_HELP = ("where the index's model checkpoint lies now, if it moved (accepted only when its SHA-256 is "
                    "the recorded one)")
 MAX_PIXELS_HELP = "largest query image in pixels, read from its header before decoding (default 40,000,000)"
-from rsitr.commands.options import add_precision_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,8 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_const", const="json", dest="format", help="same as --format json")
     parser.add_argument("--max-pixels", type=positive_int, default=None, help=MAX_PIXELS_HELP)
     parser.add_argument("--pretrained", metavar="CHECKPOINT", help=PRETRAINED_HELP)
-    parser.add_argument("--device", default="cpu", help="torch device for encoding the query (default cpu)")
-    add_precision_argument(parser)
+    add_inference_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,11 +52,15 @@ def run(args: argparse.Namespace) -> int:
     if args.query is None and args.image is None and args.like is None and not args.positive:
         print("rsitr search: error: give either a text query or --image FILE (or --like CHIP_ID)", file=sys.stderr)
         return 2
+    check_readable(("index", args.index), ("--image", args.image))
     from rsitr.index import ArchiveIndex
     from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS
     from rsitr.index.export import export
+    from rsitr.models.precision import set_threads
+    from rsitr.training.trainer import resolve_device
 
-    index = ArchiveIndex.open(args.index, device=args.device, pretrained=args.pretrained,
+    set_threads(args.threads)
+    index = ArchiveIndex.open(args.index, device=str(resolve_device(args.device)), pretrained=args.pretrained,
                               precision=args.precision)
     if args.image is not None:
         hits = index.search_image(args.image, args.top_k, max_pixels=args.max_pixels or DEFAULT_MAX_QUERY_PIXELS)

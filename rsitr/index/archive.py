@@ -203,6 +203,24 @@ class _RasterioScene:
         return float(min(xs)), float(min(ys)), float(max(xs)), float(max(ys))
 
 
+def scene_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of a supported image from its header, decoding no pixels (as :class:`open_scene` reads
+    the file: PIL or rasterio by suffix)."""
+    path = Path(path)
+    if path.suffix.lower() in PIL_SUFFIXES:
+        with _open_pil(path, path.name) as image:
+            return image.size
+    if path.suffix.lower() not in RASTERIO_SUFFIXES:
+        raise UnsupportedImageError(f"{path}: unsupported image type {path.suffix.lower()!r}")
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path) as dataset:
+            return dataset.width, dataset.height
+
+
 class open_scene:  # noqa: N801 - used as a context manager like open()
     """``with open_scene(path) as scene:`` reads a supported image; raises on unreadable files, and
     :class:`ImageTooLargeError` before decoding when the header declares more than ``max_pixels``."""

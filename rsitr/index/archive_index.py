@@ -29,6 +29,7 @@ from rsitr.index.indexer import IndexSettings, IndexSetupError, UpdateReport, up
 from rsitr.index.searcher import DEFAULT_RERANK_CANDIDATES, SearchHit, fused_scores, rank
 from rsitr.index.store import DATABASE_NAME, ChipRecord, MetadataStore
 from rsitr.index.tiling import Window
+from rsitr.models.pretrained import DEFAULT_PRETRAINED
 
 VECTORS_NAME = "vectors.faiss"
 
@@ -56,12 +57,15 @@ def _recorded_checkpoint(store: MetadataStore, directory: Path, override: str | 
     relative to the index), or ``override`` when its SHA-256 matches the recorded one."""
     recorded, digest = store.get_meta("pretrained"), store.get_meta("pretrained_sha256")
     if override is not None:
+        if digest is None:
+            if str(override) == recorded:
+                return recorded  # the recorded tag, named again
+            raise IndexCompatibilityError(f"index {directory} was built with model {store.get_meta('model')!r}, "
+                                          f"pretrained {recorded!r}, not {str(override)!r}; leave out --pretrained "
+                                          f"(it only says where a moved checkpoint lies)")
         override = Path(override)
         if not override.is_file():
             raise IndexSetupError(f"checkpoint {override} does not exist")
-        if digest is None:
-            raise IndexSetupError(f"index {directory} was built with pretrained {recorded!r}, not a checkpoint file; "
-                                  f"leave out --pretrained")
         if content_hash(override) != digest:
             raise IndexSetupError(f"{override} is not the checkpoint index {directory} was built with (SHA-256 "
                                   f"differs from the recorded {digest[:12]}); pass the checkpoint of that run")
@@ -124,7 +128,7 @@ class ArchiveIndex:
         """Create the index in ``directory`` for the images under ``images``, or bring an existing one up to date.
 
         Arguments left as None take the values recorded in an existing index, or the defaults of
-        :class:`IndexSettings` for a new one; a new index needs ``model_name`` (or ``encoder``).
+        :class:`IndexSettings` and the shipped model (:data:`DEFAULT_PRETRAINED`) for a new one.
         Chip settings and the images folder cannot change once an index exists; ``index_type`` can.
         Every argument (and the model) is checked before anything is written, so a mistake leaves no
         half-made index behind.
@@ -132,6 +136,8 @@ class ArchiveIndex:
         directory, images = Path(directory), Path(images).resolve()
         if not images.is_dir():
             raise IndexSetupError(f"image folder {images} does not exist or is not a directory")
+        if directory.exists() and not directory.is_dir():
+            raise IndexSetupError(f"{directory} is a file, not an index folder; pass another --out")
         if batch_size < 1:
             raise IndexSetupError(f"the batch size must be at least 1, got {batch_size}")
         requested = {"chip_size": chip_size, "chip_overlap": chip_overlap, "tile_larger_than": tile_larger_than,
@@ -142,8 +148,11 @@ class ArchiveIndex:
         stored_model = store.get_meta("model") if store else None
         if encoder is None:
             if model_name is None and stored_model is None and not pretrained:
-                raise IndexSetupError(f"{directory} is a new index: name the model to encode with (--model, or "
-                                      f"--pretrained with an `rsitr train` checkpoint)")
+                pretrained = DEFAULT_PRETRAINED
+            if model_name not in (None, stored_model) and stored_model is not None:
+                raise IndexCompatibilityError(f"index {directory} was built with model {stored_model!r}, not "
+                                              f"{model_name!r}; leave out --model to update it, or build a new index "
+                                              f"in another directory")
             if model_name is None and stored_model is not None:
                 model_name, pretrained = stored_model, _recorded_checkpoint(store, directory, pretrained)
             encoder = Encoder.load(model_name, pretrained, device, precision)

