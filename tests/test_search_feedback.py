@@ -179,6 +179,24 @@ def test_cli_like_feedback_and_formats(index, capsys):
     assert "no chip 999" in capsys.readouterr().err
 
 
+def test_cli_table_prints_bounds_with_every_digit(tmp_path, capsys):
+    from test_index_support import build_far_index
+
+    index = build_far_index(tmp_path)
+    hits = index.search("a field", k=3)
+    assert main(["search", str(index.directory), "a field", "--top-k", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and sum(hit.bounds is not None for hit in hits) == 2
+    for line, hit in zip(lines, hits):
+        if hit.bounds is None:
+            assert "bounds" not in line
+            continue
+        printed = line.split("  bounds ")[1]
+        assert printed.endswith(" EPSG:32633")
+        assert [float(value) for value in printed.split()[0].split(",")] == list(hit.bounds)  # not rounded
+    assert "412345.678," in "\n".join(lines) or "482345.678," in "\n".join(lines)
+
+
 def test_api_like_feedback_export_and_declared_statuses(index):
     from fastapi.testclient import TestClient
 
