@@ -168,7 +168,8 @@ def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | Non
 
     @app.get("/api/info")
     def info() -> dict:
-        return {**index.info(), "max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels}
+        return {**index.info(), "max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels,
+                "max_results": MAX_RESULTS}
 
     @app.get("/api/search", responses=_SEARCH_RESPONSES, response_model=None)
     def search(q: str | None = Query(None, min_length=1, max_length=1000, pattern=QUERY_PATTERN), k: int = Query(10, ge=1, le=MAX_RESULTS),
