@@ -6,14 +6,15 @@ model never trained on test captions). A hit is relevant when its image has the 
 (21 classes of 100 images, from ``captions_ucm.csv``). Feedback is what an analyst does on the first
 page: every hit of the 20 shown is marked wanted (same scene) or not wanted, and the search is asked
 again with those marks (Rocchio, :mod:`rsitr.index.feedback`); round two adds the marks of the refined
-page. Marked chips may appear again in the refined results and count as found, as on the page.
-Chance level is 100 / 2100 = 0.048.
+page. As on the page, chips marked not wanted are left out of the refined results, and wanted ones may
+appear again and count as found. Chance level is 100 / 2100 = 0.048.
 
-    python benchmarks/feedback.py [--data ../shared/data/ucm] [--model rsitr-tiny-ViT] [--pretrained CKPT]
+    python benchmarks/feedback.py [--data ../shared/data/ucm] [--model NAME] [--pretrained TAG_OR_CKPT]
 
-Without ``--pretrained`` the tiny model's weights are random, so text alone is at chance and the
-numbers say only what feedback does from image vectors; say which model produced any number quoted.
-Results are printed and written to ``benchmarks/results/feedback.json``.
+Without ``--model`` and ``--pretrained`` the model is the one rsitr ships as its default
+(:data:`rsitr.models.pretrained.DEFAULT_TAG`); ``--model rsitr-tiny-ViT`` alone is a random tiny model
+(text at chance: the numbers then say only what feedback does from image vectors). Say which model
+produced any number quoted. Results are printed and written to ``docs/results/feedback.json``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from rsitr.index import ArchiveIndex
-from rsitr.models import TINY_MODEL
+from rsitr.models.pretrained import DEFAULT_TAG, packaged_tags
 
 PAGE = 20
 ROUNDS = 2
@@ -68,13 +69,17 @@ def feedback_rounds(index: ArchiveIndex, query: str, relevant: set[str]) -> list
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / "../shared/data/ucm")
-    parser.add_argument("--model", default=TINY_MODEL)
-    parser.add_argument("--pretrained", help="OpenCLIP tag or checkpoint (an rsitr training run's .pt file)")
+    parser.add_argument("--model", help=f"model config name (default: the shipped {DEFAULT_TAG}'s)")
+    parser.add_argument("--pretrained", help=f"OpenCLIP or rsitr tag, or an rsitr training run's .pt file "
+                                             f"(default {DEFAULT_TAG} when --model is not given either)")
     parser.add_argument("--index-dir", type=Path,
                         help="where the UCM index is built and reused (default: one per model under /tmp)")
     parser.add_argument("--queries", type=int, default=0, help="use only the first N queries (0 = all 210)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "feedback.json")
+    parser.add_argument("--out", type=Path,
+                        default=Path(__file__).resolve().parents[1] / "docs" / "results" / "feedback.json")
     args = parser.parse_args()
+    if args.model is None and args.pretrained is None:
+        args.model, args.pretrained = packaged_tags()[DEFAULT_TAG].model, DEFAULT_TAG
     data = args.data.resolve()
     if not (data / "captions_ucm.csv").is_file():
         raise SystemExit(f"UC Merced not found at {data} (needs captions_ucm.csv and images/); pass --data")

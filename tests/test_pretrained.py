@@ -58,7 +58,7 @@ def test_no_model_name_without_a_packaged_tag_is_a_user_error():
 def test_demo_indexes_the_shipped_images_and_answers_every_query(packaged, tmp_path, monkeypatch, capsys):
     from rsitr.commands import demo
 
-    monkeypatch.setattr(demo, "DEMO_TAG", "tiny-test")
+    monkeypatch.setattr(pretrained, "DEFAULT_TAG", "tiny-test")
     assert main(["demo", "--out", str(tmp_path / "demo"), "--top-k", "3"]) == 0
     out = capsys.readouterr().out
     assert "indexed 210 UC Merced images" in out

@@ -18,7 +18,6 @@ from pathlib import Path
 from rsitr.commands import positive_int
 
 DEMO_IMAGES = Path(__file__).resolve().parent.parent / "demo_data" / "ucm"
-DEMO_TAG = "rsitr-small-rsicd"
 # (query, the UC Merced class a person would expect it to find)
 DEMO_QUERIES = [
     ("many planes are parked near the terminal of an airport", "airplane"),
@@ -55,17 +54,17 @@ def run_search(args: argparse.Namespace) -> int:
     import time
 
     from rsitr.index import ArchiveIndex
-    from rsitr.models.pretrained import packaged_tags
+    from rsitr.models.pretrained import DEFAULT_TAG, packaged_tags
 
     start = time.perf_counter()
-    packaged = packaged_tags().get(DEMO_TAG)
+    packaged = packaged_tags().get(DEFAULT_TAG)
     if packaged is None:
         from rsitr.errors import UserError
 
-        raise UserError(f"this installation ships no {DEMO_TAG!r} weights; run `rsitr demo --synthetic` instead")
-    print(f"model: {packaged.model}, pretrained {DEMO_TAG}: {packaged.description}")
+        raise UserError(f"this installation ships no {DEFAULT_TAG!r} weights; run `rsitr demo --synthetic` instead")
+    print(f"model: {packaged.model}, pretrained {DEFAULT_TAG}: {packaged.description}")
     index_dir = Path(args.out) / "ucm-index"
-    index, _ = ArchiveIndex.build(index_dir, DEMO_IMAGES, packaged.model, DEMO_TAG, progress=False)
+    index, _ = ArchiveIndex.build(index_dir, DEMO_IMAGES, packaged.model, DEFAULT_TAG, progress=False)
     info = index.info()
     print(f"indexed {info['chips']} UC Merced images (10 per land-use class) into {index_dir}\n")
     found = 0

@@ -18,6 +18,8 @@ from rsitr.errors import UserError
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 REGISTRY = WEIGHTS_DIR / "pretrained.json"
+DEFAULT_TAG = "rsitr-small-rsicd"
+"""The shipped model used where none is named (``rsitr demo``, the benchmarks)."""
 
 
 @dataclass(frozen=True)
