@@ -269,7 +269,12 @@ def test_an_image_query_lives_in_the_url_and_shows_the_image(page, server_url, i
     assert page.text_content("#status") == ("9 results like the example image, refined by 1 wanted and 1 not wanted "
                                             "(1 not-wanted chip removed).")
 
-    # a text search hides the image again; an id the server no longer keeps is a sentence
+    # a text search hides the image again; an id the server does not keep (any longer) is a sentence
+    before = page.text_content("#status")
+    page.fill("#query", "a harbour")
+    page.click("#text-form button")
+    wait_for_new_results(page, before)
+    assert page.is_hidden("#query-image") and "image=" not in page.url
     page.goto(f"{server_url}/?image=0123456789abcdef")
     page.wait_for_function("document.querySelector('#status').classList.contains('error')", timeout=20_000)
     assert page.text_content("#status").startswith("The search failed: no query image 0123456789abcdef on this server")
@@ -306,8 +311,9 @@ def test_the_detail_explains_the_score(page, server_url, index):
     assert hit.score == pytest.approx(0.6 * hit.global_score + 0.4 * hit.local_score, abs=1e-5)
     assert rows["global (cosine)"].startswith(f"{hit.global_score:.4f}: ") and "from −1 to 1" in rows["global (cosine)"]
     assert "not bounded by 1" in page.text_content("#detail-scores")
+    before = page.text_content("#status")
     page.click("#detail-like")  # more like this ranks by the global cosine alone: the score is that cosine
-    page.wait_for_function(f"location.search.includes('like={hit.chip_id}')")
+    wait_for_new_results(page, before)
     first = shown_ids(page)[0]
     page.click(f"#results figure[data-chip-id='{first}'] img")
     page.wait_for_function("document.querySelector('#detail').open")

@@ -47,26 +47,23 @@ function refreshMarks(actions) {
   }
 }
 
-const GLOBAL_MEANING = "the whole chip against the whole query: a cosine, from −1 to 1 (1: the same direction)";
-
 // The score's parts as rows, and a sentence on how to read them. fusion: the API's {global_weight, local_weight}.
 function scoreRows(hit, fusion) {
   const explain = document.getElementById("detail-scores");
-  const fused = hit.local_score !== null && hit.local_score !== undefined && fusion;
-  if (!fused) {
+  const rows = [row("score", `${hit.score.toFixed(4)} (ranks the results, highest first)`),
+                row("global (cosine)", `${hit.global_score.toFixed(4)}: the whole chip against the whole query, ` +
+                                       "from −1 to 1 (1: the same direction)")];
+  if (hit.local_score === null || hit.local_score === undefined) {
     explain.textContent = "This search ranks by the global cosine alone (searches by example image, by a chip " +
       "and without re-ranking do), so the score is that cosine. Compare scores within one search.";
-    return [row("score", `${hit.score.toFixed(4)} (ranks the results, highest first)`),
-            row("global (cosine)", `${hit.global_score.toFixed(4)}: ${GLOBAL_MEANING}`),
-            row("local (patch–word)", "not used for this search")];
+    return [...rows, row("local (patch–word)", "not used for this search")];
   }
-  const { global_weight: a, local_weight: b } = fusion;
+  const { global_weight: a, local_weight: b } = fusion || { global_weight: "a", local_weight: "b" };
   explain.textContent = `The score fuses two similarities: ${a} × global + ${b} × local. The local part ` +
     "compares every patch of the chip with every word of the query (the root of the summed squared cosines of " +
     "all patch–word pairs): it grows with the number of pairs that match and is not bounded by 1, so a fused " +
     "score can exceed 1. Compare scores within one search, not across searches.";
-  return [row("score", `${hit.score.toFixed(4)} (ranks the results, highest first)`),
-          row("global (cosine)", `${hit.global_score.toFixed(4)}: ${GLOBAL_MEANING}`),
+  return [...rows,
           row("local (patch–word)", `${hit.local_score.toFixed(4)}: each patch against each word, 0 and up`),
           row("fused", `${a} × ${hit.global_score.toFixed(4)} + ${b} × ${hit.local_score.toFixed(4)} = ` +
                        hit.score.toFixed(4))];

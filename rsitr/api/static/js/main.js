@@ -181,11 +181,14 @@ $("image-form").addEventListener("submit", event => {
   marks.clear();
   $("query").value = "";
   // The server keeps the image under an id: the id goes into the URL like a text query does.
+  const mine = serial + 1;  // the number run() gives this search; a later search supersedes it
   run(async () => {
     const body = await getJSON("/api/search/image", { method: "POST", body: data });
-    state = { q: "", k, like: null, image: body.image, positive: [], negative: [] };
-    pushState(state);
-    showQueryImage();
+    if (mine === serial) {
+      state = { q: "", k, like: null, image: body.image, positive: [], negative: [] };
+      pushState(state);
+      showQueryImage();
+    }
     return body;
   });
 });
