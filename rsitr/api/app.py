@@ -57,8 +57,6 @@ DEFAULT_MAX_UPLOAD_BYTES = 10 * 2**20
 DEFAULT_MAX_CONCURRENT_IMAGES = 2
 MAX_RESULTS = 200
 MAX_THUMBNAIL_SIZE = 1024
-QUERY_IMAGE_SIZE = 256
-SWAGGER_UI = "/static/vendor/swagger-ui"
 """SQLite's largest integer; larger ids cannot exist (and must answer 404, not overflow)."""
 MAX_PATH_LENGTH = 4096
 QUERY_PATTERN = r"[^\s\x1c-\x1f]"
@@ -66,6 +64,9 @@ QUERY_PATTERN = r"[^\s\x1c-\x1f]"
 which Python's ``str.strip`` removes: naming them keeps the schema, the validator and the handler in agreement)."""
 _MULTIPART_OVERHEAD = 64 * 2**10
 """Slack over ``max_upload_bytes`` for multipart headers before a request is refused on Content-Length alone."""
+QUERY_IMAGE_SIZE = 256
+"""Largest side of the JPEG kept of a query image, to show it."""
+SWAGGER_UI = "/static/vendor/swagger-ui"
 
 
 class Problem(BaseModel):
@@ -120,7 +121,8 @@ def _hit_json(hit: SearchHit) -> dict:
 _SEARCH_RESPONSES = {
     200: {"description": "the ranked chips: JSON, or a GeoJSON / CSV download with `format`",
           "content": {MEDIA_TYPES["geojson"]: {}, MEDIA_TYPES["csv"]: {}}},
-    400: {"model": Problem, "description": "nothing to search for, an empty query, or both `q` and `like`"},
+    400: {"model": Problem, "description": "nothing to search for, an empty query, or more than one of `q`, "
+                                           "`like` and `image`"},
     404: {"model": Problem, "description": "`like`, `positive` or `negative` names a chip id the index does not "
                                            "hold, or `image` a query image the server does not keep (any longer)"},
 }
