@@ -84,6 +84,8 @@ def test_not_wanted_chips_are_removed_and_counted(index):
     assert index.search(like=1, k=10, negative=unwanted).removed == 3  # all 10 chips: every unwanted one ranked
     assert len(index.search(like=1, k=10, negative=unwanted)) == 7
     assert index.search(like=1, k=5).removed == 0
+    kept = index.search(like=1, k=10, negative=unwanted, remove_unwanted=False)  # only the vector moves
+    assert [hit.chip_id for hit in kept] == ranking and kept.removed == 0
 
 
 def test_a_query_image_embedding_searches_like_the_image(index):

@@ -236,14 +236,16 @@ class ArchiveIndex:
 
     def search(self, query: str | None = None, k: int = 10, *, like: int | None = None,
                image: np.ndarray | None = None, positive: Sequence[int] = (), negative: Sequence[int] = (),
-               rerank: bool = True, candidates: int = DEFAULT_RERANK_CANDIDATES) -> SearchResults:
+               rerank: bool = True, candidates: int = DEFAULT_RERANK_CANDIDATES,
+               remove_unwanted: bool = True) -> SearchResults:
         """Top ``k`` chips for a text ``query``, like the indexed chip ``like``, or like a query ``image``'s
         embedding (:meth:`embed_image`), refined by relevance feedback.
 
         ``like`` starts from that chip's stored vector (nothing is re-encoded). ``positive`` / ``negative``
         chip ids (wanted / not wanted) move the query vector by Rocchio's formula
         (:func:`rsitr.index.feedback.rocchio`); marks alone, without a query, search from the wanted chips.
-        Chips marked not wanted are left out of the results (``removed`` counts those that ranked among them).
+        Chips marked not wanted are left out of the results (``removed`` counts those that ranked among them),
+        unless ``remove_unwanted`` is False (then only the query vector moves away from them).
         Text queries keep the local re-rank on their words, fused with the global cosine of the refined vector;
         the others rank by global cosine. Unknown chip ids raise :class:`UnknownChipError`.
         """
@@ -266,7 +268,7 @@ class ArchiveIndex:
                 return np.stack([stored[i] for i in ids]) if ids else np.zeros((0, self.encoder.dim), np.float32)
 
             vector = rocchio(vector, matrix(positive), matrix(negative))
-        unwanted = frozenset(negative)
+        unwanted = frozenset(negative if remove_unwanted else ())
         rerank = rerank and encoded is not None and self.settings.store_local_tokens
         count = k + len(unwanted)
         ids, scores = self._candidates(vector, max(count, candidates) if rerank else count)
