@@ -7,7 +7,9 @@ model never trained on test captions). A hit is relevant when its image has the 
 page: every hit of the 20 shown is marked wanted (same scene) or not wanted, and the search is asked
 again with those marks (Rocchio, :mod:`rsitr.index.feedback`); round two adds the marks of the refined
 page. As on the page, chips marked not wanted are left out of the refined results, and wanted ones may
-appear again and count as found. Chance level is 100 / 2100 = 0.048.
+appear again and count as found. Beside it, in the same run, the same marking with the rejected chips kept
+in the results (``remove_unwanted=False``: only Rocchio's query vector moves), to show what each part adds.
+Chance level is 100 / 2100 = 0.048.
 
     python benchmarks/feedback.py [--data ../shared/data/ucm] [--model NAME] [--pretrained TAG_OR_CKPT]
 
@@ -53,11 +55,11 @@ def read_ucm(data: Path) -> tuple[dict[str, str], list[tuple[str, str]]]:
     return scenes, sorted(queries.items(), key=lambda item: int(Path(item[0]).stem))
 
 
-def feedback_rounds(index: ArchiveIndex, query: str, relevant: set[str]) -> list[float]:
+def feedback_rounds(index: ArchiveIndex, query: str, relevant: set[str], remove_unwanted: bool) -> list[float]:
     """Precision@PAGE of text alone, then after each round of marking the shown page."""
     wanted, unwanted, precisions = [], [], []
     for round_ in range(ROUNDS + 1):
-        hits = index.search(query, PAGE, positive=wanted, negative=unwanted)
+        hits = index.search(query, PAGE, positive=wanted, negative=unwanted, remove_unwanted=remove_unwanted)
         precisions.append(sum(hit.path in relevant for hit in hits) / PAGE)
         for hit in hits:
             marks = wanted if hit.path in relevant else unwanted
@@ -98,19 +100,24 @@ def main() -> None:
     for path, scene in scenes.items():
         by_scene.setdefault(scene, set()).add(path)
 
-    start = time.perf_counter()
-    rounds = np.array([feedback_rounds(index, caption, by_scene[scenes[path]]) for path, caption in queries])
-    seconds = time.perf_counter() - start
-    means = rounds.mean(axis=0)
     labels = ["text alone", "1 round of feedback", "2 rounds of feedback"]
-    print(f"{len(queries)} held-out test captions, precision@{PAGE} (relevant = same scene, chance 0.048), "
-          f"{seconds / len(queries) / (ROUNDS + 1) * 1e3:.0f} ms per search:")
-    for label, value in zip(labels, means):
-        print(f"  {label:22s} {value:.3f}   x{value / means[0]:.2f} vs text alone")
+    variants = {"rejected chips removed (the page)": True, "rejected chips kept (Rocchio alone)": False}
+    results = {}
+    for variant, remove_unwanted in variants.items():
+        start = time.perf_counter()
+        rounds = np.array([feedback_rounds(index, caption, by_scene[scenes[path]], remove_unwanted)
+                           for path, caption in queries])
+        seconds = time.perf_counter() - start
+        means = rounds.mean(axis=0)
+        results[variant] = dict(zip(labels, map(float, means)))
+        print(f"{len(queries)} held-out test captions, precision@{PAGE} (relevant = same scene, chance 0.048), "
+              f"{variant}, {seconds / len(queries) / (ROUNDS + 1) * 1e3:.0f} ms per search:")
+        for label, value in zip(labels, means):
+            print(f"  {label:22s} {value:.3f}   x{value / means[0]:.2f}  {value - means[0]:+.3f} vs text alone")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "cpu": cpu_model(), "model": args.model, "pretrained": args.pretrained, "queries": len(queries),
-        "page": PAGE, "precision_at_20": dict(zip(labels, map(float, means)))}, indent=2) + "\n")
+        "page": PAGE, "precision_at_20": results}, indent=2) + "\n")
     print(f"written to {args.out}")
 
 
