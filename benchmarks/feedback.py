@@ -6,14 +6,17 @@ model never trained on test captions). A hit is relevant when its image has the 
 (21 classes of 100 images, from ``captions_ucm.csv``). Feedback is what an analyst does on the first
 page: every hit of the 20 shown is marked wanted (same scene) or not wanted, and the search is asked
 again with those marks (Rocchio, :mod:`rsitr.index.feedback`); round two adds the marks of the refined
-page. Marked chips may appear again in the refined results and count as found, as on the page.
+page. As on the page, chips marked not wanted are left out of the refined results, and wanted ones may
+appear again and count as found. Beside it, in the same run, the same marking with the rejected chips kept
+in the results (``remove_unwanted=False``: only Rocchio's query vector moves), to show what each part adds.
 Chance level is 100 / 2100 = 0.048.
 
-    python benchmarks/feedback.py [--data ../shared/data/ucm] [--model rsitr-tiny-ViT] [--pretrained CKPT]
+    python benchmarks/feedback.py [--data ../shared/data/ucm] [--model NAME] [--pretrained TAG_OR_CKPT]
 
-Without ``--pretrained`` the tiny model's weights are random, so text alone is at chance and the
-numbers say only what feedback does from image vectors; say which model produced any number quoted.
-Results are printed and written to ``benchmarks/results/feedback.json``.
+Without ``--model`` and ``--pretrained`` the model is the one rsitr ships as its default
+(:data:`rsitr.models.pretrained.DEFAULT_PRETRAINED`); ``--model rsitr-tiny-ViT`` alone is a random tiny model
+(text at chance: the numbers then say only what feedback does from image vectors). Say which model
+produced any number quoted. Results are printed and written to ``docs/results/feedback.json``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from rsitr.index import ArchiveIndex
-from rsitr.models import TINY_MODEL
+from rsitr.models.pretrained import DEFAULT_PRETRAINED, packaged_tags
 
 PAGE = 20
 ROUNDS = 2
@@ -52,11 +55,11 @@ def read_ucm(data: Path) -> tuple[dict[str, str], list[tuple[str, str]]]:
     return scenes, sorted(queries.items(), key=lambda item: int(Path(item[0]).stem))
 
 
-def feedback_rounds(index: ArchiveIndex, query: str, relevant: set[str]) -> list[float]:
+def feedback_rounds(index: ArchiveIndex, query: str, relevant: set[str], remove_unwanted: bool) -> list[float]:
     """Precision@PAGE of text alone, then after each round of marking the shown page."""
     wanted, unwanted, precisions = [], [], []
     for round_ in range(ROUNDS + 1):
-        hits = index.search(query, PAGE, positive=wanted, negative=unwanted)
+        hits = index.search(query, PAGE, positive=wanted, negative=unwanted, remove_unwanted=remove_unwanted)
         precisions.append(sum(hit.path in relevant for hit in hits) / PAGE)
         for hit in hits:
             marks = wanted if hit.path in relevant else unwanted
@@ -68,13 +71,17 @@ def feedback_rounds(index: ArchiveIndex, query: str, relevant: set[str]) -> list
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / "../shared/data/ucm")
-    parser.add_argument("--model", default=TINY_MODEL)
-    parser.add_argument("--pretrained", help="OpenCLIP tag or checkpoint (an rsitr training run's .pt file)")
+    parser.add_argument("--model", help=f"model config name (default: the shipped {DEFAULT_PRETRAINED}'s)")
+    parser.add_argument("--pretrained", help=f"OpenCLIP or rsitr tag, or an rsitr training run's .pt file "
+                                             f"(default {DEFAULT_PRETRAINED} when --model is not given either)")
     parser.add_argument("--index-dir", type=Path,
                         help="where the UCM index is built and reused (default: one per model under /tmp)")
     parser.add_argument("--queries", type=int, default=0, help="use only the first N queries (0 = all 210)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "feedback.json")
+    parser.add_argument("--out", type=Path,
+                        default=Path(__file__).resolve().parents[1] / "docs" / "results" / "feedback.json")
     args = parser.parse_args()
+    if args.model is None and args.pretrained is None:
+        args.model, args.pretrained = packaged_tags()[DEFAULT_PRETRAINED].model, DEFAULT_PRETRAINED
     data = args.data.resolve()
     if not (data / "captions_ucm.csv").is_file():
         raise SystemExit(f"UC Merced not found at {data} (needs captions_ucm.csv and images/); pass --data")
@@ -93,19 +100,24 @@ def main() -> None:
     for path, scene in scenes.items():
         by_scene.setdefault(scene, set()).add(path)
 
-    start = time.perf_counter()
-    rounds = np.array([feedback_rounds(index, caption, by_scene[scenes[path]]) for path, caption in queries])
-    seconds = time.perf_counter() - start
-    means = rounds.mean(axis=0)
     labels = ["text alone", "1 round of feedback", "2 rounds of feedback"]
-    print(f"{len(queries)} held-out test captions, precision@{PAGE} (relevant = same scene, chance 0.048), "
-          f"{seconds / len(queries) / (ROUNDS + 1) * 1e3:.0f} ms per search:")
-    for label, value in zip(labels, means):
-        print(f"  {label:22s} {value:.3f}   x{value / means[0]:.2f} vs text alone")
+    variants = {"rejected chips removed (the page)": True, "rejected chips kept (Rocchio alone)": False}
+    results = {}
+    for variant, remove_unwanted in variants.items():
+        start = time.perf_counter()
+        rounds = np.array([feedback_rounds(index, caption, by_scene[scenes[path]], remove_unwanted)
+                           for path, caption in queries])
+        seconds = time.perf_counter() - start
+        means = rounds.mean(axis=0)
+        results[variant] = dict(zip(labels, map(float, means)))
+        print(f"{len(queries)} held-out test captions, precision@{PAGE} (relevant = same scene, chance 0.048), "
+              f"{variant}, {seconds / len(queries) / (ROUNDS + 1) * 1e3:.0f} ms per search:")
+        for label, value in zip(labels, means):
+            print(f"  {label:22s} {value:.3f}   x{value / means[0]:.2f}  {value - means[0]:+.3f} vs text alone")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "cpu": cpu_model(), "model": args.model, "pretrained": args.pretrained, "queries": len(queries),
-        "page": PAGE, "precision_at_20": dict(zip(labels, map(float, means)))}, indent=2) + "\n")
+        "page": PAGE, "precision_at_20": results}, indent=2) + "\n")
     print(f"written to {args.out}")
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import re
 import threading
 import time
 import zlib
@@ -16,6 +18,7 @@ from PIL import Image
 
 from rsitr.api.app import create_app
 from rsitr.index import ArchiveIndex
+from rsitr.index.query_images import QueryImages, UnknownQueryImageError
 from test_index_support import CHIP_SETTINGS, GEO_CRS, make_archive, noise, tiny_encoder
 
 MAX_UPLOAD = 4000
@@ -65,6 +68,65 @@ def test_image_upload_returns_k_hits_with_scores_in_order(client):
     assert response.status_code == 200
     scores = [hit["score"] for hit in response.json()["results"]]
     assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+
+
+def test_an_uploaded_image_gets_an_id_that_searches_refines_exports_and_shows_it(client, index):
+    data = png_bytes(noise(7, 32, 24))
+    upload = client.post("/api/search/image", files={"file": ("q.png", data, "image/png")}, data={"k": "5"}).json()
+    image_id = upload["image"]
+    assert image_id == hashlib.sha256(data).hexdigest()[:16]
+    again = client.get("/api/search", params={"image": image_id, "k": 5}).json()
+    assert again["results"] == upload["results"] and again["image"] == image_id and again["removed"] == 0
+    ids = [hit["chip_id"] for hit in again["results"]]
+    refined = client.get("/api/search", params={"image": image_id, "k": 5, "positive": ids[2], "negative": ids[0]})
+    expected = index.search(image=index.embed_image(noise(7, 32, 24)), k=5, positive=[ids[2]], negative=[ids[0]])
+    assert [hit["chip_id"] for hit in refined.json()["results"]] == [hit.chip_id for hit in expected]
+    assert ids[0] not in [hit["chip_id"] for hit in refined.json()["results"]]
+    geojson = client.get("/api/search", params={"image": image_id, "k": 5, "format": "geojson"}).json()
+    assert [feature["id"] for feature in geojson["features"]] == ids and geojson["query"]["image"] == image_id
+    shown = client.get(f"/api/query-images/{image_id}")
+    assert shown.status_code == 200 and shown.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(shown.content)).size == (32, 24)  # small images are not enlarged
+
+    for url, params in [("/api/search", {"image": "0123456789abcdef"}), ("/api/query-images/0123456789abcdef", {})]:
+        response = client.get(url, params=params)
+        assert response.status_code == 404
+        assert response.json()["detail"].startswith("no query image 0123456789abcdef on this server")
+    assert client.get("/api/search", params={"image": "../../etc"}).status_code == 422
+    assert client.get("/api/search", params={"image": image_id, "q": "x"}).status_code == 400
+
+
+def test_query_images_are_bounded_in_count_and_age():
+    now = [0.0]
+    store = QueryImages(capacity=2, max_age_s=60, clock=lambda: now[0])
+    vector = np.ones(4, np.float32)
+    first, second = store.add(b"a", vector, b"jpeg-a"), store.add(b"b", vector, b"jpeg-b")
+    assert store.get(first).jpeg == b"jpeg-a"  # now the most recently used
+    third = store.add(b"c", vector, b"jpeg-c")  # over capacity: the least recently used (second) goes
+    assert len(store) == 2 and store.get(first) and store.get(third)
+    with pytest.raises(UnknownQueryImageError, match="the last 2 of them"):
+        store.get(second)
+    now[0] = 59.0
+    assert store.get(first).jpeg == b"jpeg-a"
+    now[0] = 60.0  # a minute after it was uploaded, it is forgotten, used or not
+    with pytest.raises(UnknownQueryImageError, match="kept for 1 minutes"):
+        store.get(first)
+    assert len(store) == 0  # the other one too
+    assert store.add(b"a", vector, b"jpeg-a") == first and len(store) == 1  # uploading it again brings it back
+
+
+def test_api_docs_are_served_from_local_assets(client):
+    page = client.get("/docs")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assets = re.findall(r"""(?:src|href)=["']([^"']+)["']|url: ?["']([^"']+)["']""", page.text)
+    urls = [url for pair in assets for url in pair if url]
+    assert sorted(urls) == ["/openapi.json", "/static/vendor/swagger-ui/favicon-32x32.png",
+                            "/static/vendor/swagger-ui/swagger-ui-bundle.js",
+                            "/static/vendor/swagger-ui/swagger-ui.css"]
+    assert "validatorUrl" in page.text and "https://" not in page.text.replace("https://fastapi.tiangolo.com", "")
+    for url in urls:
+        assert client.get(url).status_code == 200, url
+    assert client.get("/redoc").status_code == 404  # ReDoc would load its script from a CDN
 
 
 def test_exact_copy_upload_ranks_first(index):
@@ -159,18 +221,18 @@ def test_images_over_the_pixel_limit_are_refused_from_the_header(index, width):
 
 def test_concurrent_image_encodings_are_bounded(index, monkeypatch):
     active, peak, lock = [0], [0], threading.Lock()
-    original = index.search_image
+    original = index.embed_image
 
-    def slow_search(image, k=10, **kwargs):
+    def slow_embed(image, *args, **kwargs):
         with lock:
             active[0] += 1
             peak[0] = max(peak[0], active[0])
         time.sleep(0.2)
         with lock:
             active[0] -= 1
-        return original(image, k, **kwargs)
+        return original(image, *args, **kwargs)
 
-    monkeypatch.setattr(index, "search_image", slow_search)
+    monkeypatch.setattr(index, "embed_image", slow_embed)
     app = create_app(index=index, max_concurrent_images=2)
 
     def upload(seed: int) -> int:

@@ -27,12 +27,13 @@ def noise(seed: int, width: int, height: int) -> Image.Image:
     return Image.fromarray(pixels, "RGB")
 
 
-def write_geotiff(path: Path, seed: int = 99, width: int = 300, height: int = 200) -> None:
+def write_geotiff(path: Path, seed: int = 99, width: int = 300, height: int = 200,
+                  origin: tuple[float, float] = GEO_ORIGIN, pixel: float = GEO_PIXEL) -> None:
     import rasterio
     from affine import Affine
 
     pixels = np.asarray(noise(seed, width, height)).transpose(2, 0, 1)
-    transform = Affine(GEO_PIXEL, 0, GEO_ORIGIN[0], 0, -GEO_PIXEL, GEO_ORIGIN[1])
+    transform = Affine(pixel, 0, origin[0], 0, -pixel, origin[1])
     with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=3, dtype="uint8",
                        crs=GEO_CRS, transform=transform) as dataset:
         dataset.write(pixels)
@@ -63,4 +64,21 @@ def build_test_index(base: Path):
 
     index, _ = ArchiveIndex.build(base / "index", make_archive(base / "archive"), encoder=tiny_encoder(),
                                   progress=False, **CHIP_SETTINGS)
+    return index
+
+
+FAR_ORIGINS = [(412345.678, 5818765.4321), (482345.678, 5818765.4321)]
+"""Two GeoTIFFs 70 km apart (EPSG:32633), at coordinates that need every digit."""
+
+
+def build_far_index(base: Path):
+    """Two 128 px GeoTIFFs of 0.3 m pixels (one chip each, 38 m across) at :data:`FAR_ORIGINS` and a PNG."""
+    from rsitr.index import ArchiveIndex
+
+    root = base / "archive"
+    root.mkdir(parents=True)
+    for number, origin in enumerate(FAR_ORIGINS):
+        write_geotiff(root / f"scene{number}.tif", seed=10 + number, width=128, height=128, origin=origin, pixel=0.3)
+    noise(5, 64, 48).save(root / "plain.png")
+    index, _ = ArchiveIndex.build(base / "index", root, encoder=tiny_encoder(), progress=False, **CHIP_SETTINGS)
     return index

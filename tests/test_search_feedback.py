@@ -59,14 +59,52 @@ def test_feedback_ranks_by_the_rocchio_vector(index):
     wanted, unwanted = plain[-1], plain[0]  # mark the last wanted and the first not wanted
     vectors = index.store.vectors([wanted, unwanted])
     refined = rocchio(text, vectors[wanted][None], vectors[unwanted][None])
-    hits = index.search("a harbour", k=10, positive=[wanted], negative=[unwanted], rerank=False)
-    assert [hit.chip_id for hit in hits] == brute_force(index, refined)
-    assert [hit.chip_id for hit in hits] != plain
-    assert [hit.chip_id for hit in hits].index(unwanted) > 0
+    hits = index.search("a harbour", k=9, positive=[wanted], negative=[unwanted], rerank=False)
+    assert [hit.chip_id for hit in hits] == [i for i in brute_force(index, refined) if i != unwanted]
+    assert [hit.chip_id for hit in hits] != plain[1:] and unwanted not in [hit.chip_id for hit in hits]
+    assert hits.removed == 1  # the unwanted chip still ranked among the 9 (of 10 chips) and was left out
     assert index.search(k=1, positive=[wanted])[0].chip_id == wanted  # marks alone: the wanted chip is the query
     reranked = index.search("a harbour", k=10, positive=[wanted], negative=[unwanted])
     assert all(hit.local_score is not None for hit in reranked)
     assert sorted(hit.global_score for hit in reranked) == pytest.approx(sorted(hit.global_score for hit in hits))
+
+
+def test_not_wanted_chips_are_removed_and_counted(index):
+    plain = [hit.chip_id for hit in index.search(like=1, k=10)]
+    # chips 2nd and 4th in the ranking are not wanted, and so is the last one: with k = 5, two ranked among
+    # the first five shown and are removed, the next chips take their places
+    unwanted = [plain[1], plain[3], plain[-1]]
+    expected_vector = rocchio(index.store.vectors([1])[1], np.zeros((0, index.encoder.dim)),
+                              np.stack([index.store.vectors(unwanted)[i] for i in unwanted]))
+    hits = index.search(like=1, k=5, negative=unwanted)
+    ranking = brute_force(index, expected_vector)  # all 10 chips, the unwanted ones included
+    shown = [i for i in ranking if i not in unwanted][:5]
+    assert [hit.chip_id for hit in hits] == shown
+    assert hits.removed == sum(i in unwanted for i in ranking[:ranking.index(shown[-1])]) >= 1
+    assert index.search(like=1, k=10, negative=unwanted).removed == 3  # all 10 chips: every unwanted one ranked
+    assert len(index.search(like=1, k=10, negative=unwanted)) == 7
+    assert index.search(like=1, k=5).removed == 0
+    kept = index.search(like=1, k=10, negative=unwanted, remove_unwanted=False)  # only the vector moves
+    assert [hit.chip_id for hit in kept] == ranking and kept.removed == 0
+
+
+def test_a_query_image_embedding_searches_like_the_image(index):
+    from test_index_support import noise
+
+    image = noise(2, 64, 48)
+    vector = index.embed_image(image)
+    assert vector.shape == (index.encoder.dim,) and np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)
+    by_image = index.search_image(image, k=10)
+    assert [hit.chip_id for hit in index.search(image=vector, k=10)] == [hit.chip_id for hit in by_image]
+    assert [hit.chip_id for hit in by_image] == brute_force(index, vector)
+    assert all(hit.local_score is None for hit in by_image)  # image queries rank by global cosine
+    wanted, unwanted = by_image[3].chip_id, by_image[1].chip_id
+    vectors = index.store.vectors([wanted, unwanted])
+    refined = index.search(image=vector, k=9, positive=[wanted], negative=[unwanted])
+    expected = rocchio(vector, vectors[wanted][None], vectors[unwanted][None])
+    assert [hit.chip_id for hit in refined] == [i for i in brute_force(index, expected) if i != unwanted]
+    with pytest.raises(ValueError, match="not both"):
+        index.search("a harbour", image=vector)
 
 
 def test_info_names_the_index_and_counts_files_still_being_indexed(tmp_path):
@@ -132,15 +170,33 @@ def test_cli_like_feedback_and_formats(index, capsys):
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     expected = index.search("a harbour", k=10, positive=[1, 2], negative=[3])
     assert [int(row["chip_id"]) for row in rows] == [hit.chip_id for hit in expected]
-    assert [row["rank"] for row in rows] == [str(rank) for rank in range(1, 11)]
+    assert [row["rank"] for row in rows] == [str(rank) for rank in range(1, 10)]  # 10 chips, 1 not wanted
 
     assert main([*args, "--format", "geojson"]) == 0
     collection = json.loads(capsys.readouterr().out)
     assert collection["query"] == {"q": "a harbour", "positive": [1, 2], "negative": [3]}
-    assert sum(feature["geometry"] is not None for feature in collection["features"]) == 6
+    assert sum(feature["geometry"] is not None for feature in collection["features"]) == 5  # chip 3 is a GeoTIFF's
 
     assert main(["search", directory, "--like", "999"]) == 2
     assert "no chip 999" in capsys.readouterr().err
+
+
+def test_cli_table_prints_bounds_with_every_digit(tmp_path, capsys):
+    from test_index_support import build_far_index
+
+    index = build_far_index(tmp_path)
+    hits = index.search("a field", k=3)
+    assert main(["search", str(index.directory), "a field", "--top-k", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and sum(hit.bounds is not None for hit in hits) == 2
+    for line, hit in zip(lines, hits):
+        if hit.bounds is None:
+            assert "bounds" not in line
+            continue
+        printed = line.split("  bounds ")[1]
+        assert printed.endswith(" EPSG:32633")
+        assert [float(value) for value in printed.split()[0].split(",")] == list(hit.bounds)  # not rounded
+    assert "412345.678," in "\n".join(lines) or "482345.678," in "\n".join(lines)
 
 
 def test_api_like_feedback_export_and_declared_statuses(index):
@@ -155,6 +211,7 @@ def test_api_like_feedback_export_and_declared_statuses(index):
     body = client.get("/api/search", params=params).json()
     expected = index.search("a harbour", k=10, positive=[1, 2], negative=[3])
     assert [hit["chip_id"] for hit in body["results"]] == [hit.chip_id for hit in expected]
+    assert body["removed"] == expected.removed == 1 and 3 not in [hit["chip_id"] for hit in body["results"]]
     geo = [hit for hit in body["results"] if hit["bounds"]]
     assert geo and all(hit["wgs84_bounds"][0] >= 15.0 - 1e-9 for hit in geo)
 
@@ -163,7 +220,7 @@ def test_api_like_feedback_export_and_declared_statuses(index):
     assert "attachment" in download.headers["content-disposition"]
     assert [f["id"] for f in download.json()["features"]] == [hit.chip_id for hit in expected]
     table = client.get("/api/search", params={**params, "format": "csv"})
-    assert table.headers["content-type"].startswith("text/csv") and len(table.text.splitlines()) == 11
+    assert table.headers["content-type"].startswith("text/csv") and len(table.text.splitlines()) == 1 + 9
 
     assert client.get("/api/search", params={"like": 999}).status_code == 404
     assert client.get("/api/search", params={"q": "x", "positive": 999}).status_code == 404

@@ -2,12 +2,17 @@
 
 Routes (JSON unless noted):
 
-- ``GET /`` the search page (static HTML + JS); ``GET /api/info`` the index summary
+- ``GET /`` the search page (static HTML + JS); ``GET /api/info`` the index summary; ``GET /docs`` the API's
+  description (Swagger UI, vendored: nothing is fetched from outside)
 - ``GET /api/search?q=TEXT&k=10&rerank=true`` text search; ``like=CHIP_ID`` instead of ``q`` searches like an
-  indexed chip (its stored vector); repeated ``positive=ID`` / ``negative=ID`` apply relevance feedback;
-  ``format=geojson|csv`` returns the results as a download (GeoJSON footprints in WGS84). Unknown chip ids get 404
-- ``GET /static/...`` the page's scripts, styles and vendored Leaflet
-- ``POST /api/search/image`` (multipart ``file``, form ``k``) search by an example image; bodies over
+  indexed chip (its stored vector), ``image=ID`` like an uploaded query image; repeated ``positive=ID`` /
+  ``negative=ID`` apply relevance feedback (not-wanted chips are left out; ``removed`` says how many ranked
+  among the results); ``format=geojson|csv`` returns the results as a download (GeoJSON footprints in WGS84).
+  Unknown chip or query image ids get 404
+- ``GET /static/...`` the page's scripts, styles and vendored Leaflet and Swagger UI
+- ``POST /api/search/image`` (multipart ``file``, form ``k``) search by an example image, which is kept
+  (:class:`rsitr.index.query_images.QueryImages`, bounded in count and age) under the ``image`` id the
+  answer names, for later searches and ``GET /api/query-images/{id}`` (a JPEG of it); bodies over
   ``max_upload_bytes`` and images over ``max_pixels`` (read from the header, before decoding) get 413, files
   PIL cannot open as an image get 415 (the bytes decide, not the name)
 - ``GET /api/chips/{id}`` a chip's file, window, bounds and CRS; ``GET /api/chips/{id}/thumbnail?size=256`` (JPEG)
@@ -33,8 +38,10 @@ from concurrent.futures import ThreadPoolExecutor
 from threading import Lock
 from typing import Literal
 
-from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse, Response
+import numpy as np
+from fastapi import FastAPI, File, Form, HTTPException, Path as PathParam, Query, Request, UploadFile
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import BaseModel
@@ -43,6 +50,7 @@ from rsitr.errors import UserError
 from rsitr.index import ArchiveIndex, PathOutsideArchiveError, SearchHit, UnknownChipError, resolve_in_root
 from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS, ImageTooLargeError, NotAnImageError, decode_image
 from rsitr.index.export import MEDIA_TYPES, export, hit_json
+from rsitr.index.query_images import ID_PATTERN, QueryImages, UnknownQueryImageError
 
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 2**20
@@ -56,6 +64,9 @@ QUERY_PATTERN = r"[^\s\x1c-\x1f]"
 which Python's ``str.strip`` removes: naming them keeps the schema, the validator and the handler in agreement)."""
 _MULTIPART_OVERHEAD = 64 * 2**10
 """Slack over ``max_upload_bytes`` for multipart headers before a request is refused on Content-Length alone."""
+QUERY_IMAGE_SIZE = 256
+"""Largest side of the JPEG kept of a query image, to show it."""
+SWAGGER_UI = "/static/vendor/swagger-ui"
 
 
 class Problem(BaseModel):
@@ -65,8 +76,8 @@ class Problem(BaseModel):
 
 
 def _problems(*codes: int) -> dict:
-    reasons = {400: "a malformed multipart body", 404: "no such chip or indexed file (or a path outside the archive), "
-                                                      "or its source changed since indexing",
+    reasons = {400: "a malformed multipart body", 404: "no such chip, query image or indexed file (or a path "
+                                                      "outside the archive), or its source changed since indexing",
                413: "the upload's bytes or pixels are over the limit", 415: "the upload is not an image"}
     return {code: {"model": Problem, "description": reasons[code]} for code in codes}
 
@@ -110,24 +121,29 @@ def _hit_json(hit: SearchHit) -> dict:
 _SEARCH_RESPONSES = {
     200: {"description": "the ranked chips: JSON, or a GeoJSON / CSV download with `format`",
           "content": {MEDIA_TYPES["geojson"]: {}, MEDIA_TYPES["csv"]: {}}},
-    400: {"model": Problem, "description": "nothing to search for, an empty query, or both `q` and `like`"},
-    404: {"model": Problem, "description": "`like`, `positive` or `negative` names a chip id the index does not hold"},
+    400: {"model": Problem, "description": "nothing to search for, an empty query, or more than one of `q`, "
+                                           "`like` and `image`"},
+    404: {"model": Problem, "description": "`like`, `positive` or `negative` names a chip id the index does not "
+                                           "hold, or `image` a query image the server does not keep (any longer)"},
 }
 
 
 def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | None = None,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_pixels: int = DEFAULT_MAX_QUERY_PIXELS,
                max_concurrent_images: int = DEFAULT_MAX_CONCURRENT_IMAGES, thumbnail_cache_size: int = 1024,
-               device: str = "cpu", pretrained: str | None = None, precision: str = "auto") -> FastAPI:
+               device: str = "cpu", pretrained: str | None = None, precision: str = "auto",
+               query_images: QueryImages | None = None) -> FastAPI:
     """The app for the index in ``index_dir`` (or an already opened ``index``; ``device``, ``pretrained`` and
-    ``precision`` as for :meth:`ArchiveIndex.open`)."""
+    ``precision`` as for :meth:`ArchiveIndex.open`); uploaded query images are kept in ``query_images`` (default
+    bounds if None)."""
     if index is None:
         if index_dir is None:
             raise ValueError("create_app needs index_dir or index")
         index = ArchiveIndex.open(index_dir, device=device, pretrained=pretrained, precision=precision)
     cache = _ImageCache(thumbnail_cache_size)
     image_pool = ThreadPoolExecutor(max_concurrent_images, thread_name_prefix="rsitr-image")
-    app = FastAPI(title="rsitr archive search")
+    query_images = query_images or QueryImages()
+    app = FastAPI(title="rsitr archive search", docs_url=None, redoc_url=None)
     app.state.index = index
 
     @app.middleware("http")
@@ -145,25 +161,37 @@ def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | Non
     def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title}: API",
+                                   swagger_js_url=f"{SWAGGER_UI}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{SWAGGER_UI}/swagger-ui.css",
+                                   swagger_favicon_url=f"{SWAGGER_UI}/favicon-32x32.png",
+                                   swagger_ui_parameters={"validatorUrl": None})  # the validator is online
+
     @app.get("/api/info")
     def info() -> dict:
-        return {**index.info(), "max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels}
+        return {**index.info(), "max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels,
+                "max_results": MAX_RESULTS}
 
     @app.get("/api/search", responses=_SEARCH_RESPONSES, response_model=None)
     def search(q: str | None = Query(None, min_length=1, max_length=1000, pattern=QUERY_PATTERN), k: int = Query(10, ge=1, le=MAX_RESULTS),
                rerank: bool = True, like: int | None = Query(None, description="search like this indexed chip"),
+               image: str | None = Query(None, pattern=ID_PATTERN,
+                                         description="search like this uploaded query image (its id)"),
                positive: list[int] = Query([], max_length=MAX_RESULTS, description="chip ids marked wanted"),
                negative: list[int] = Query([], max_length=MAX_RESULTS, description="chip ids marked not wanted"),
                format: Literal["json", "geojson", "csv"] = "json") -> Response | dict:
         try:
-            hits = index.search(q, k, like=like, positive=positive, negative=negative, rerank=rerank)
-        except UnknownChipError as err:
+            vector = None if image is None else query_images.get(image).embedding
+            hits = index.search(q, k, like=like, image=vector, positive=positive, negative=negative, rerank=rerank)
+        except (UnknownChipError, UnknownQueryImageError) as err:
             raise HTTPException(404, str(err)) from None
         except UserError as err:
             raise HTTPException(400, str(err)) from None
-        asked = {"query": q, "like": like, "positive": positive, "negative": negative}
+        asked = {"query": q, "like": like, "image": image, "positive": positive, "negative": negative}
         if format == "json":
-            return {**asked, "results": [_hit_json(hit) for hit in hits]}
+            return {**asked, "results": [_hit_json(hit) for hit in hits], "removed": hits.removed}
         return Response(export(hits, format, asked), media_type=MEDIA_TYPES[format],
                         headers={"Content-Disposition": f'attachment; filename="rsitr-results.{format}"'})
 
@@ -173,13 +201,27 @@ def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | Non
         if len(data) > max_upload_bytes:
             raise HTTPException(413, f"upload larger than {max_upload_bytes} bytes")
         name = file.filename or "the upload"
+
+        def encode() -> tuple[str, np.ndarray]:
+            decoded = decode_image(data, name, max_pixels)
+            embedding = index.embed_image(decoded)
+            return query_images.add(data, embedding, _jpeg(decoded, QUERY_IMAGE_SIZE)), embedding
+
         try:
-            hits = image_pool.submit(lambda: index.search_image(decode_image(data, name, max_pixels), k)).result()
+            image_id, embedding = image_pool.submit(encode).result()
         except ImageTooLargeError as err:
             raise HTTPException(413, str(err)) from None
         except NotAnImageError as err:
             raise HTTPException(415, str(err)) from None
-        return {"query": file.filename, "results": [_hit_json(hit) for hit in hits]}
+        hits = index.search(k=k, image=embedding)
+        return {"query": file.filename, "image": image_id, "results": [_hit_json(hit) for hit in hits]}
+
+    @app.get("/api/query-images/{image_id}", response_class=Response, responses={**_JPEG, **_problems(404)})
+    def query_image(image_id: str = PathParam(..., pattern=ID_PATTERN)) -> Response:
+        try:
+            return Response(query_images.get(image_id).jpeg, media_type="image/jpeg")
+        except UnknownQueryImageError as err:
+            raise HTTPException(404, str(err)) from None
 
     def chip_or_404(chip_id: int):
         chip = index.chip(chip_id)

@@ -76,6 +76,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for rank, hit in enumerate(hits, 1):
         window = f"{hit.window.width}x{hit.window.height}+{hit.window.x}+{hit.window.y}"
-        where = "" if hit.bounds is None else "  bounds " + ",".join(f"{v:.6g}" for v in hit.bounds) + f" {hit.crs}"
+        where = "" if hit.bounds is None else "  bounds " + ",".join(map(repr, hit.bounds)) + f" {hit.crs}"
         print(f"{rank:3d}  {hit.score:8.4f}  {hit.path} [{window}]  chip {hit.chip_id}{where}")
     return 0

@@ -3,9 +3,9 @@
 from rsitr.index.archive import PathOutsideArchiveError, resolve_in_root
 from rsitr.index.archive_index import ArchiveIndex, IndexCompatibilityError, SourceChangedError, UnknownChipError
 from rsitr.index.indexer import IndexSettings, IndexSetupError, UpdateReport
-from rsitr.index.searcher import SearchHit
+from rsitr.index.searcher import SearchHit, SearchResults
 from rsitr.index.tiling import Window, chip_windows
 
 __all__ = ["ArchiveIndex", "IndexCompatibilityError", "IndexSettings", "IndexSetupError", "PathOutsideArchiveError",
-           "SearchHit", "SourceChangedError", "UnknownChipError", "UpdateReport", "Window", "chip_windows",
-           "resolve_in_root"]
+           "SearchHit", "SearchResults", "SourceChangedError", "UnknownChipError", "UpdateReport", "Window",
+           "chip_windows", "resolve_in_root"]

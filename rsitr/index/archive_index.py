@@ -21,12 +21,13 @@ from PIL import Image
 
 from rsitr.errors import UserError
 from rsitr.retrieval import vector_index
+from rsitr.similarity import DEFAULT_GLOBAL_WEIGHT, DEFAULT_LOCAL_WEIGHT
 from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS, content_hash, open_scene, resolve_in_root
 from rsitr.index.encoder import Encoder, Fingerprint
 from rsitr.index.export import wgs84_bounds
 from rsitr.index.feedback import rocchio
 from rsitr.index.indexer import IndexSettings, IndexSetupError, UpdateReport, update_index
-from rsitr.index.searcher import DEFAULT_RERANK_CANDIDATES, SearchHit, fused_scores, rank
+from rsitr.index.searcher import DEFAULT_RERANK_CANDIDATES, SearchHit, SearchResults, fused_scores, rank
 from rsitr.index.store import DATABASE_NAME, ChipRecord, MetadataStore
 from rsitr.index.tiling import Window
 from rsitr.models.pretrained import DEFAULT_PRETRAINED
@@ -243,21 +244,25 @@ class ArchiveIndex:
         return self.search(query, k, rerank=rerank, candidates=candidates)
 
     def search(self, query: str | None = None, k: int = 10, *, like: int | None = None,
-               positive: Sequence[int] = (), negative: Sequence[int] = (), rerank: bool = True,
-               candidates: int = DEFAULT_RERANK_CANDIDATES) -> list[SearchHit]:
-        """Top ``k`` chips for a text ``query``, or like the indexed chip ``like``, refined by relevance feedback.
+               image: np.ndarray | None = None, positive: Sequence[int] = (), negative: Sequence[int] = (),
+               rerank: bool = True, candidates: int = DEFAULT_RERANK_CANDIDATES,
+               remove_unwanted: bool = True) -> SearchResults:
+        """Top ``k`` chips for a text ``query``, like the indexed chip ``like``, or like a query ``image``'s
+        embedding (:meth:`embed_image`), refined by relevance feedback.
 
         ``like`` starts from that chip's stored vector (nothing is re-encoded). ``positive`` / ``negative``
         chip ids (wanted / not wanted) move the query vector by Rocchio's formula
         (:func:`rsitr.index.feedback.rocchio`); marks alone, without a query, search from the wanted chips.
-        Text queries keep the local re-rank on their words, fused with the global cosine of the refined vector.
-        Unknown chip ids raise :class:`UnknownChipError`.
+        Chips marked not wanted are left out of the results (``removed`` counts those that ranked among them),
+        unless ``remove_unwanted`` is False (then only the query vector moves away from them).
+        Text queries keep the local re-rank on their words, fused with the global cosine of the refined vector;
+        the others rank by global cosine. Unknown chip ids raise :class:`UnknownChipError`.
         """
-        if query is not None and like is not None:
-            raise UserError("give either a text query or a chip to search like, not both")
+        if sum(given is not None for given in (query, like, image)) > 1:
+            raise UserError("give one of a text query, a chip to search like or a query image, not both")
         if query is not None and not query.strip():
             raise UserError("the text query is empty")
-        if query is None and like is None and not positive:
+        if query is None and like is None and image is None and not positive:
             raise UserError("nothing to search for: give a text query, a chip to search like, or wanted chips")
         marked = [*([] if like is None else [like]), *positive, *negative]
         stored = self.store.vectors(marked)
@@ -266,43 +271,51 @@ class ArchiveIndex:
             raise UnknownChipError(f"no chip {', '.join(map(str, missing))} in this index; chip ids come from "
                                    f"search results")
         encoded = None if query is None else self.encoder.encode_text(query)
-        vector = encoded.embedding if encoded is not None else None if like is None else stored[like]
+        vector = encoded.embedding if encoded is not None else stored[like] if like is not None else image
         if positive or negative:
             def matrix(ids: Sequence[int]) -> np.ndarray:
                 return np.stack([stored[i] for i in ids]) if ids else np.zeros((0, self.encoder.dim), np.float32)
 
             vector = rocchio(vector, matrix(positive), matrix(negative))
+        unwanted = frozenset(negative if remove_unwanted else ())
         rerank = rerank and encoded is not None and self.settings.store_local_tokens and self.encoder.uses_local
-        ids, scores = self._candidates(vector, max(k, candidates) if rerank else k)
+        count = k + len(unwanted)
+        ids, scores = self._candidates(vector, max(count, candidates) if rerank else count)
         if not rerank or not len(ids):
-            return self._hits(rank(ids, scores, k))
+            return self._hits(*rank(ids, scores, k, unwanted=unwanted))
         tokens = self.store.tokens(ids.tolist(), self.encoder.dim)
         fused, local = fused_scores(scores, tokens, encoded)
-        return self._hits(rank(ids, scores, k, local, fused))
+        return self._hits(*rank(ids, scores, k, local, fused, unwanted))
 
-    def search_image(self, image: str | Path | Image.Image, k: int = 10,
-                     max_pixels: int | None = DEFAULT_MAX_QUERY_PIXELS) -> list[SearchHit]:
-        """Top ``k`` chips by global cosine to a query image (a PIL image or a path to a supported file).
+    def embed_image(self, image: str | Path | Image.Image,
+                    max_pixels: int | None = DEFAULT_MAX_QUERY_PIXELS) -> np.ndarray:
+        """The unit embedding ``[D]`` of a query image (a PIL image or a path to a supported file), to search
+        with (``search(image=...)``).
 
         A file whose header declares more than ``max_pixels`` pixels is refused before it is decoded
         (:class:`rsitr.index.archive.ImageTooLargeError`)."""
         if not isinstance(image, Image.Image):
             with open_scene(Path(image), max_pixels) as scene:
                 image = scene.read(Window(0, 0, scene.width, scene.height))
-        embedding = self.encoder.encode_images([image]).embeddings[0]
-        ids, scores = self._candidates(embedding, k)
-        return self._hits(rank(ids, scores, k))
+        return self.encoder.encode_images([image]).embeddings[0]
+
+    def search_image(self, image: str | Path | Image.Image, k: int = 10,
+                     max_pixels: int | None = DEFAULT_MAX_QUERY_PIXELS) -> SearchResults:
+        """Top ``k`` chips by global cosine to a query image (see :meth:`embed_image`)."""
+        return self.search(k=k, image=self.embed_image(image, max_pixels))
 
     def _candidates(self, embedding: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         scores, ids = vector_index.search_vectors(self._current_vectors(), embedding[None], count)
         keep = ids[0] >= 0
         return ids[0][keep], scores[0][keep]
 
-    def _hits(self, ranked: list[tuple[int, float, float, float | None]]) -> list[SearchHit]:
+    def _hits(self, ranked: list[tuple[int, float, float, float | None]], removed: int = 0) -> SearchResults:
         records = self.store.chips([chip_id for chip_id, *_ in ranked])
-        return [SearchHit(chip_id, records[chip_id].path, records[chip_id].window, records[chip_id].bounds,
-                          records[chip_id].crs, score, global_score, local_score)
-                for chip_id, score, global_score, local_score in ranked if chip_id in records]
+        return SearchResults([SearchHit(chip_id, records[chip_id].path, records[chip_id].window,
+                                        records[chip_id].bounds, records[chip_id].crs, score, global_score,
+                                        local_score)
+                              for chip_id, score, global_score, local_score in ranked if chip_id in records],
+                             removed)
 
     # -- chips and files ---------------------------------------------------------------------------------------
     def chip(self, chip_id: int) -> ChipRecord | None:
@@ -357,7 +370,8 @@ class ArchiveIndex:
                 "scene": {"width": width, "height": height}}
 
     def info(self) -> dict:
-        """The index summary; ``incomplete_files`` > 0 while an indexing run is under way (or was interrupted)."""
+        """The index summary; ``incomplete_files`` > 0 while an indexing run is under way (or was interrupted);
+        ``fusion`` the weights of a text search's fused score (global cosine and local similarity)."""
         fingerprint = Fingerprint.from_dict(self.store.get_meta("fingerprint"))
         pretrained = self.store.get_meta("pretrained")
         if pretrained and (self.store.get_meta("pretrained_sha256") or Path(pretrained).is_absolute()):
@@ -368,4 +382,5 @@ class ArchiveIndex:
                 "embedding_dim": fingerprint.dim, "fingerprint": fingerprint.digest, "root": self.root.name,
                 "settings": dataclasses.asdict(self.settings), "files": len(files),
                 "incomplete_files": sum(not record.complete for record in files.values()),
-                "chips": self.store.chip_count(), "failures": len(self.store.failures())}
+                "chips": self.store.chip_count(), "failures": len(self.store.failures()),
+                "fusion": {"global_weight": DEFAULT_GLOBAL_WEIGHT, "local_weight": DEFAULT_LOCAL_WEIGHT}}

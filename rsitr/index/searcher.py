@@ -40,6 +40,15 @@ class SearchHit:
         return asdict(self)
 
 
+class SearchResults(list):
+    """The hits of one search in rank order (a list of :class:`SearchHit`), and ``removed``: how many chips
+    marked not wanted ranked among them and were left out (the list holds the next ones instead)."""
+
+    def __init__(self, hits=(), removed: int = 0) -> None:
+        super().__init__(hits)
+        self.removed = removed
+
+
 def fused_scores(global_scores: np.ndarray, chip_tokens: np.ndarray,
                  query: EncodedText) -> tuple[np.ndarray, np.ndarray]:
     """Fused and local scores ``[N]`` of ``N`` candidate chips (tokens ``[N, P, D]``) for one text query."""
@@ -50,9 +59,19 @@ def fused_scores(global_scores: np.ndarray, chip_tokens: np.ndarray,
 
 
 def rank(ids: np.ndarray, global_scores: np.ndarray, k: int, local_scores: np.ndarray | None = None,
-         fused: np.ndarray | None = None) -> list[tuple[int, float, float, float | None]]:
-    """The top ``k`` as ``(chip_id, score, global, local)``, by fused score when given, ties broken by id."""
+         fused: np.ndarray | None = None, unwanted: frozenset[int] = frozenset()
+         ) -> tuple[list[tuple[int, float, float, float | None]], int]:
+    """The top ``k`` as ``(chip_id, score, global, local)``, by fused score when given, ties broken by id, with
+    the ``unwanted`` chip ids left out; and how many unwanted chips ranked among those ``k`` (were removed)."""
     scores = global_scores if fused is None else fused
-    order = sorted(range(len(ids)), key=lambda i: (-float(scores[i]), int(ids[i])))[:k]
-    return [(int(ids[i]), float(scores[i]), float(global_scores[i]),
-             None if local_scores is None else float(local_scores[i])) for i in order]
+    order = sorted(range(len(ids)), key=lambda i: (-float(scores[i]), int(ids[i])))
+    kept, removed = [], 0
+    for i in order:
+        if len(kept) == k:
+            break
+        if int(ids[i]) in unwanted:
+            removed += 1
+            continue
+        kept.append((int(ids[i]), float(scores[i]), float(global_scores[i]),
+                     None if local_scores is None else float(local_scores[i])))
+    return kept, removed

@@ -29,7 +29,7 @@ function outline(chip) {
   box.style.height = `${100 * chip.window.height / height}%`;
 }
 
-// actions: like(hit), mark(hit, kind), markOf(chipId)
+// actions: like(hit), mark(hit, kind), markOf(chipId), fusion() (the API's fused-score weights)
 export function setupDetail(actions) {
   document.getElementById("detail-like").addEventListener("click", () => { dialog.close(); actions.like(current); });
   for (const kind of ["wanted", "unwanted"]) {
@@ -47,6 +47,28 @@ function refreshMarks(actions) {
   }
 }
 
+// The score's parts as rows, and a sentence on how to read them. fusion: the API's {global_weight, local_weight}.
+function scoreRows(hit, fusion) {
+  const explain = document.getElementById("detail-scores");
+  const rows = [row("score", `${hit.score.toFixed(4)} (ranks the results, highest first)`),
+                row("global (cosine)", `${hit.global_score.toFixed(4)}: the whole chip against the whole query, ` +
+                                       "from −1 to 1 (1: the same direction)")];
+  if (hit.local_score === null || hit.local_score === undefined) {
+    explain.textContent = "This search ranks by the global cosine alone (searches by example image, by a chip " +
+      "and without re-ranking do), so the score is that cosine. Compare scores within one search.";
+    return [...rows, row("local (patch–word)", "not used for this search")];
+  }
+  const { global_weight: a, local_weight: b } = fusion || { global_weight: "a", local_weight: "b" };
+  explain.textContent = `The score fuses two similarities: ${a} × global + ${b} × local. The local part ` +
+    "compares every patch of the chip with every word of the query (the root of the summed squared cosines of " +
+    "all patch–word pairs): it grows with the number of pairs that match and is not bounded by 1, so a fused " +
+    "score can exceed 1. Compare scores within one search, not across searches.";
+  return [...rows,
+          row("local (patch–word)", `${hit.local_score.toFixed(4)}: each patch against each word, 0 and up`),
+          row("fused", `${a} × ${hit.global_score.toFixed(4)} + ${b} × ${hit.local_score.toFixed(4)} = ` +
+                       hit.score.toFixed(4))];
+}
+
 export async function openDetail(hit, actions) {
   current = hit;
   document.getElementById("detail-image").src = `/api/chips/${hit.chip_id}/thumbnail?size=512`;
@@ -54,10 +76,7 @@ export async function openDetail(hit, actions) {
   facts.replaceChildren(
     row("file", hit.path),
     row("window", formatWindow(hit.window)),
-    row("score", hit.score.toFixed(4)),
-    row("global (cosine)", hit.global_score.toFixed(4)),
-    row("local (patch–word)", hit.local_score === null || hit.local_score === undefined ? "not used for this search"
-                                                                                      : hit.local_score.toFixed(4)),
+    ...scoreRows(hit, actions.fusion()),
     row("bounds", hit.bounds ? formatBounds(hit.bounds, hit.crs) : "the image is not georeferenced"));
   if (hit.wgs84_bounds) facts.append(row("WGS84", formatBounds(hit.wgs84_bounds, "lon/lat")));
   refreshMarks(actions);

@@ -15,7 +15,7 @@ const grid = $("results");
 let state = readState();  // the search the shown results answer
 const marks = new Map();  // chip id -> "wanted" | "unwanted"; sent to the API on "Refine"
 let hits = [];
-let fromImage = false;
+let removed = 0;  // not-wanted chips the API left out of these results
 let info = null;
 let serial = 0;
 
@@ -54,11 +54,12 @@ async function loadInfo() {
 }
 
 function describe(current) {
-  const what = fromImage ? "for the example image" : current.q ? `for “${current.q}”` :
+  const what = current.image !== null ? "like the example image" : current.q ? `for “${current.q}”` :
     current.like !== null ? `like chip ${current.like}` : "from your marks";
   const feedback = current.positive.length + current.negative.length ?
     `, refined by ${current.positive.length} wanted and ${current.negative.length} not wanted` : "";
-  return `${what}${feedback}`;
+  const left = removed ? ` (${plural(removed, "not-wanted chip")} removed)` : "";
+  return `${what}${feedback}${left}`;
 }
 
 function updateFeedbackBar() {
@@ -69,12 +70,15 @@ function updateFeedbackBar() {
   $("marks").textContent = `${wanted} wanted, ${unwanted} not wanted`;
 }
 
-function show(results) {
-  hits = results;
+function show(body) {
+  hits = body.results;
+  removed = body.removed || 0;
   renderGrid();
   showFootprints(hits, hover);
+  // fewer hits than asked for: every chip the search can reach is shown
+  $("more").hidden = hits.length < state.k || state.k >= maxResults();
   const exports = $("exports");
-  exports.hidden = fromImage || hits.length === 0;
+  exports.hidden = hits.length === 0;
   if (!exports.hidden) {
     $("export-geojson").href = `/api/search?${toParams(state)}&format=geojson`;
     $("export-csv").href = `/api/search?${toParams(state)}&format=csv`;
@@ -94,10 +98,10 @@ async function run(request) {
   setStatus("");
   try {
     const body = await request();
-    if (mine === serial) show(body.results);
+    if (mine === serial) show(body);
   } catch (error) {
     if (mine !== serial) return;
-    show([]);
+    show({ results: [] });
     setStatus(error.message, true);
   } finally {
     clearTimeout(timer);
@@ -105,15 +109,24 @@ async function run(request) {
   }
 }
 
+function maxResults() {
+  return info ? info.max_results : Number($("k").max);
+}
+
+function showQueryImage() {
+  $("query-image").hidden = state.image === null;
+  if (state.image !== null) $("query-image-img").src = `/api/query-images/${state.image}`;
+}
+
 function searchFromState() {
-  fromImage = false;
   marks.clear();
   state.positive.forEach(id => marks.set(id, "wanted"));
   state.negative.forEach(id => marks.set(id, "unwanted"));
   $("query").value = state.q;
   $("k").value = state.k;
+  showQueryImage();
   if (!hasQuery(state)) {
-    show([]);
+    show({ results: [] });
     setStatus("Type what you look for, or pick an example image.");
     return;
   }
@@ -138,7 +151,7 @@ function mark(hit, kind) {
 }
 
 function like(hit) {
-  go({ q: "", k: state.k, like: hit.chip_id, positive: [], negative: [] });
+  go({ q: "", k: state.k, like: hit.chip_id, image: null, positive: [], negative: [] });
 }
 
 function hover(chipId) {
@@ -146,7 +159,7 @@ function hover(chipId) {
   highlightFootprint(chipId);
 }
 
-const detailActions = { like, mark, markOf: chipId => marks.get(chipId) };
+const detailActions = { like, mark, markOf: chipId => marks.get(chipId), fusion: () => info && info.fusion };
 setupDetail(detailActions);
 
 $("text-form").addEventListener("submit", event => {
@@ -156,7 +169,7 @@ $("text-form").addEventListener("submit", event => {
     setStatus("Type what you look for first, or pick an example image.");
     return;
   }
-  go({ q, k: Number($("k").value) || 12, like: null, positive: [], negative: [] });
+  go({ q, k: Number($("k").value) || 12, like: null, image: null, positive: [], negative: [] });
 });
 
 $("image-form").addEventListener("submit", event => {
@@ -164,11 +177,27 @@ $("image-form").addEventListener("submit", event => {
   const data = new FormData();
   data.append("file", $("image").files[0]);
   data.append("k", $("k").value);
-  state = { q: "", k: Number($("k").value) || 12, like: null, positive: [], negative: [] };
-  window.history.pushState(null, "", window.location.pathname);  // an upload cannot live in a link
+  const k = Number($("k").value) || 12;
   marks.clear();
-  fromImage = true;
-  run(() => getJSON("/api/search/image", { method: "POST", body: data }));
+  $("query").value = "";
+  // The server keeps the image under an id: the id goes into the URL like a text query does.
+  const mine = serial + 1;  // the number run() gives this search; a later search supersedes it
+  run(async () => {
+    const body = await getJSON("/api/search/image", { method: "POST", body: data });
+    if (mine === serial) {
+      state = { q: "", k, like: null, image: body.image, positive: [], negative: [] };
+      pushState(state);
+      showQueryImage();
+    }
+    return body;
+  });
+});
+
+$("more").addEventListener("click", () => {
+  // the same search, shown longer: marks not yet applied stay
+  state = { ...state, k: Math.min(state.k + (Number($("k").value) || 12), maxResults()) };
+  pushState(state, true);
+  run(() => getJSON(`/api/search?${toParams(state)}`));
 });
 
 $("refine").addEventListener("click", () => {
@@ -182,7 +211,7 @@ $("refine").addEventListener("click", () => {
 });
 
 $("clear-marks").addEventListener("click", () => {
-  if (state.positive.length + state.negative.length && (state.q || state.like !== null)) {
+  if (state.positive.length + state.negative.length && hasQuery({ ...state, positive: [] })) {
     go({ ...state, positive: [], negative: [] });
   } else {
     marks.clear();

@@ -1,17 +1,21 @@
 // The footprint map (Leaflet, vendored): each georeferenced hit's WGS84 bounds as an outlined rectangle with
-// its thumbnail placed at those bounds. No tiles unless a basemap URL is set (kept in localStorage).
+// its thumbnail placed at those bounds, the view fitted to the hits. A footprint smaller than a few pixels at
+// the current zoom (hits far apart) also gets a round marker of fixed size, so every hit stays visible.
+// No tiles unless a basemap URL is set (kept in localStorage).
 
 const BASEMAP_KEY = "rsitr.basemap";
+const MIN_FOOTPRINT_PX = 8;  // narrower or lower than this on screen: drawn as a marker too
 const panel = document.getElementById("map-panel");
 let map = null;
 let layers = null;
 let basemap = null;
-const footprints = new Map();
+const footprints = new Map();  // chip id -> { rectangle, marker }
 
 function ensureMap() {
   if (map) return;
   map = L.map("map", { attributionControl: true, zoomSnap: 0.25 });
   layers = L.layerGroup().addTo(map);
+  map.on("zoomend", showSmallFootprintsAsMarkers);
   setBasemap(localStorage.getItem(BASEMAP_KEY) || "");
 }
 
@@ -27,6 +31,32 @@ export function savedBasemap() {
   return localStorage.getItem(BASEMAP_KEY) || "";
 }
 
+function onScreenSize(rectangle) {
+  const bounds = rectangle.getBounds();
+  const a = map.latLngToLayerPoint(bounds.getSouthWest());
+  const b = map.latLngToLayerPoint(bounds.getNorthEast());
+  return Math.min(Math.abs(b.x - a.x), Math.abs(b.y - a.y));
+}
+
+function showSmallFootprintsAsMarkers() {
+  for (const { rectangle, marker } of footprints.values()) {
+    const small = onScreenSize(rectangle) < MIN_FOOTPRINT_PX;
+    if (small && !layers.hasLayer(marker)) {
+      marker.addTo(layers);
+      marker.getElement().dataset.chipId = rectangle.getElement().dataset.chipId;
+    } else if (!small && layers.hasLayer(marker)) {
+      marker.remove();
+    }
+  }
+}
+
+function hoverable(layer, hit, onHover) {
+  layer.bindTooltip(`${hit.path} (chip ${hit.chip_id})`);
+  layer.on("mouseover", () => onHover(hit.chip_id));
+  layer.on("mouseout", () => onHover(null));
+  return layer;
+}
+
 // onHover(chipId | null)
 export function showFootprints(hits, onHover) {
   const placed = hits.filter(hit => hit.wgs84_bounds);
@@ -37,24 +67,28 @@ export function showFootprints(hits, onHover) {
   layers.clearLayers();
   const cornersOf = hit => [[hit.wgs84_bounds[1], hit.wgs84_bounds[0]], [hit.wgs84_bounds[3], hit.wgs84_bounds[2]]];
   map.invalidateSize();
-  map.fitBounds(L.latLngBounds(placed.flatMap(cornersOf)), { padding: [20, 20] });  // paths render once a view is set
+  // paths render once a view is set; the view holds every hit (not animated, so it is set at once)
+  map.fitBounds(L.latLngBounds(placed.flatMap(cornersOf)), { padding: [24, 24], animate: false });
   for (const hit of placed) {
     const corners = cornersOf(hit);
     L.imageOverlay(hit.thumbnail, corners, { opacity: 0.9 }).addTo(layers);
-    const rectangle = L.rectangle(corners, { className: "footprint", weight: 2, color: "#1c7ed6", fill: true,
-                                             fillOpacity: 0 });
-    rectangle.bindTooltip(`${hit.path} (chip ${hit.chip_id})`);
-    rectangle.on("mouseover", () => onHover(hit.chip_id));
-    rectangle.on("mouseout", () => onHover(null));
+    const rectangle = hoverable(L.rectangle(corners, { className: "footprint", weight: 2, color: "#1c7ed6",
+                                                       fill: true, fillOpacity: 0 }), hit, onHover);
     rectangle.addTo(layers);
     rectangle.getElement().dataset.chipId = hit.chip_id;
-    footprints.set(hit.chip_id, rectangle);
+    const marker = hoverable(L.circleMarker(L.latLngBounds(corners).getCenter(), {
+      className: "footprint-marker", radius: 7, weight: 2, color: "#1c7ed6", fillColor: "#1c7ed6", fillOpacity: 0.35,
+    }), hit, onHover);
+    footprints.set(hit.chip_id, { rectangle, marker });
   }
+  showSmallFootprintsAsMarkers();
 }
 
 export function highlightFootprint(chipId) {
-  for (const [id, rectangle] of footprints) {
-    rectangle.getElement()?.classList.toggle("highlight", id === chipId);
-    if (id === chipId) rectangle.bringToFront();
+  for (const [id, { rectangle, marker }] of footprints) {
+    for (const layer of [rectangle, marker]) {
+      layer.getElement()?.classList.toggle("highlight", id === chipId);
+      if (id === chipId && layers.hasLayer(layer)) layer.bringToFront();
+    }
   }
 }

@@ -1,8 +1,9 @@
 // The grid of result cards: thumbnail (opens the detail), scores, place, and wanted / not wanted marks.
 
+// Every digit the API sends (JavaScript prints the shortest text that reads back as the same number).
 export function formatBounds(bounds, crs) {
   if (!bounds) return "";
-  const [left, bottom, right, top] = bounds.map(v => Number(v).toPrecision(8));
+  const [left, bottom, right, top] = bounds.map(String);
   return `${crs}: ${left}, ${bottom} – ${right}, ${top}`;
 }
 

@@ -1,34 +1,43 @@
-// The search lives in the URL (q, k, like, positive, negative: the API's own parameters), so a reload,
-// back/forward and a pasted link reproduce the same results.
+// The search lives in the URL (q, k, like, image, positive, negative: the API's own parameters), so a reload,
+// back/forward and a pasted link reproduce the same results. `image` is the id the server gave an uploaded
+// query image; the server keeps the image for a while (see /api/query-images).
+
+const IMAGE_ID = /^[0-9a-f]{16}$/;
 
 export function readState(search = window.location.search) {
   const params = new URLSearchParams(search);
   const ids = name => params.getAll(name).flatMap(v => v.split(",")).map(Number).filter(Number.isInteger);
   const like = params.get("like");
+  const image = params.get("image");
   return {
     q: params.get("q") || "",
     k: Number(params.get("k")) || 12,
     like: like !== null && Number.isInteger(Number(like)) ? Number(like) : null,
+    image: image !== null && IMAGE_ID.test(image) ? image : null,
     positive: ids("positive"),
     negative: ids("negative"),
   };
 }
 
 export function hasQuery(state) {
-  return Boolean(state.q) || state.like !== null || state.positive.length > 0;
+  return Boolean(state.q) || state.like !== null || state.image !== null || state.positive.length > 0;
 }
 
 export function toParams(state) {
   const params = new URLSearchParams();
   if (state.q) params.set("q", state.q);
   if (state.like !== null) params.set("like", state.like);
+  if (state.image !== null) params.set("image", state.image);
   params.set("k", state.k);
   for (const id of state.positive) params.append("positive", id);
   for (const id of state.negative) params.append("negative", id);
   return params;
 }
 
-export function pushState(state) {
+// replace: the same search shown longer ("more results"), not a new entry in the history
+export function pushState(state, replace = false) {
   const url = `${window.location.pathname}?${toParams(state)}`;
-  if (url !== `${window.location.pathname}${window.location.search}`) window.history.pushState(null, "", url);
+  if (url === `${window.location.pathname}${window.location.search}`) return;
+  if (replace) window.history.replaceState(null, "", url);
+  else window.history.pushState(null, "", url);
 }
