@@ -9,21 +9,27 @@ from __future__ import annotations
 
 import http.client
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from rsitr.api.app import create_app, host_name
+from rsitr.cli import main
 from rsitr.index import ArchiveIndex
 from rsitr.index.archive import ImageTooLargeError, decode_image, open_scene
+from rsitr.models import TINY_MODEL
+from rsitr.retrieval import vector_index
 from test_index_support import CHIP_SETTINGS, declared_tiff, make_archive, tiny_encoder
 
 MAX_UPLOAD = 4000
+SMALL_DISK_PAGES = 10
 TILE_BOMBS = {"one 32768 x 32768 tile": {"tile": (32768, 32768)},
               "three 16-bit bands in 8192 x 8192 tiles": {"tile": (8192, 8192), "samples": 3, "bits": 16},
               "a 6000 x 6000 strip of 16-bit RGBA": {"rows_per_strip": 6000, "samples": 4, "bits": 16}}
@@ -173,7 +179,6 @@ def test_a_forged_host_header_is_refused_and_allowed_names_are_served(index):
 def test_serve_allows_the_bound_address_localhost_and_allowed_hosts(monkeypatch, tmp_path):
     import uvicorn
 
-    from rsitr.cli import main
     import rsitr.api.app as api
 
     seen = {}
@@ -181,3 +186,131 @@ def test_serve_allows_the_bound_address_localhost_and_allowed_hosts(monkeypatch,
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
     assert main(["serve", str(tmp_path), "--host", "10.0.0.5", "--allowed-host", "archive.lan"]) == 0
     assert set(seen["allowed_hosts"]) == {"10.0.0.5", "127.0.0.1", "localhost", "::1", "archive.lan"}
+
+
+# -- index files --------------------------------------------------------------------------------------------
+def index_argv(root: Path, out: Path, *extra: str) -> list[str]:
+    settings = [item for key, value in CHIP_SETTINGS.items() for item in (f"--{key.replace('_', '-')}", str(value))]
+    return ["index", "--images", str(root), "--out", str(out), "--model", TINY_MODEL, "--quiet", *settings, *extra]
+
+
+@pytest.fixture
+def built(tmp_path, capsys) -> tuple[Path, Path]:
+    root, out = make_archive(tmp_path / "archive", geotiff=False), tmp_path / "index"
+    assert main(index_argv(root, out)) == 0
+    capsys.readouterr()
+    return root, out
+
+
+def one_error_line(capsys, command: str) -> str:
+    """The one error line on stderr (after any one-line ``rsitr: warning:``), with no traceback."""
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and lines[-1].startswith(f"rsitr {command}: error: "), lines
+    assert all(line.startswith("rsitr") for line in lines) and sum("error:" in line for line in lines) == 1, lines
+    return lines[-1]
+
+
+def garbage(data: bytes) -> bytes:
+    return np.random.default_rng(0).integers(0, 256, len(data), dtype=np.uint8).tobytes()
+
+
+DAMAGES = {"truncated": lambda data: data[:len(data) // 2], "zeroed": lambda data: bytes(len(data)),
+           "garbage": garbage}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_index_database_is_refused_in_one_line_until_rebuild(built, capsys, damage):
+    root, out = built
+    database = out / "index.sqlite"
+    database.write_bytes(DAMAGES[damage](database.read_bytes()))
+    damaged = database.read_bytes()
+    assert main(["search", str(out), "a harbour"]) == 2
+    assert "damaged" in (err := one_error_line(capsys, "search")) and "--rebuild" in err
+    assert main(index_argv(root, out)) == 2
+    assert "--rebuild" in one_error_line(capsys, "index")
+    assert database.read_bytes() == damaged  # refused without touching it
+    assert main(index_argv(root, out, "--rebuild")) == 0
+    assert main(["search", str(out), "a harbour", "--top-k", "2"]) == 0
+
+
+def test_an_emptied_index_database_is_no_index_in_one_line(built, capsys):
+    _, out = built
+    (out / "index.sqlite").write_bytes(b"")
+    assert main(["search", str(out), "a harbour"]) == 2
+    assert "no rsitr index" in one_error_line(capsys, "search")
+
+
+@pytest.mark.parametrize("damage", [*DAMAGES, "another index"])
+def test_a_damaged_vectors_file_is_searched_from_the_store_and_rewritten_by_index(built, capsys, damage):
+    root, out = built
+    vectors = out / "vectors.faiss"
+    assert main(["search", str(out), "a harbour", "--top-k", "3"]) == 0
+    expected = capsys.readouterr().out
+    if damage == "another index":
+        vector_index.save_atomic(vector_index.build_vector_index(np.eye(4, dtype=np.float32), np.arange(4)), vectors)
+    else:
+        vectors.write_bytes(DAMAGES[damage](vectors.read_bytes()))
+    assert main(["search", str(out), "a harbour", "--top-k", "3"]) == 0
+    answer = capsys.readouterr()
+    assert answer.out == expected and "warning" in answer.err and "vectors.faiss" in answer.err
+    assert main(index_argv(root, out)) == 0
+    capsys.readouterr()
+    assert main(["search", str(out), "a harbour", "--top-k", "3"]) == 0
+    assert capsys.readouterr() == (expected, "")  # the file was rewritten: no warning
+
+
+def test_a_full_disk_while_indexing_is_one_line_and_a_rerun_completes(tmp_path, capsys, monkeypatch):
+    root = make_archive(tmp_path / "archive", geotiff=False)
+    connect = sqlite3.connect
+
+    def small_disk(*args, **kwargs) -> sqlite3.Connection:
+        connection = connect(*args, **kwargs)
+        connection.execute(f"PRAGMA max_page_count = {SMALL_DISK_PAGES}")  # SQLite's own "disk is full" past it
+        return connection
+
+    monkeypatch.setattr(sqlite3, "connect", small_disk)
+    assert main(index_argv(root, tmp_path / "index", "--batch-size", "1")) == 2
+    err = one_error_line(capsys, "index")
+    assert "full" in err and "free disk space" in err
+    monkeypatch.undo()
+    assert main(index_argv(root, tmp_path / "index")) == 0
+    assert main(index_argv(root, tmp_path / "fresh")) == 0
+    resumed, fresh = (ArchiveIndex.open(tmp_path / name, encoder=tiny_encoder()) for name in ("index", "fresh"))
+    assert resumed.info()["chips"] == fresh.info()["chips"] > 0
+    ids, vectors = resumed.store.embeddings()
+    assert np.array_equal(vectors, fresh.store.embeddings()[1])
+
+
+def test_a_locked_index_is_one_line(built, capsys):
+    root, out = built
+    holder = sqlite3.connect(out / "index.sqlite", isolation_level=None, timeout=0)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        assert main(index_argv(root, out)) == 2
+        assert "another process" in one_error_line(capsys, "index")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_sqlite_errors_of_the_users_making_are_one_line_and_bugs_keep_their_traceback(tmp_path, capsys, monkeypatch):
+    import rsitr.commands.search as search_command
+
+    sqlite3.connect(tmp_path / "db.sqlite").close()
+    read_only = sqlite3.connect(f"file:{tmp_path / 'db.sqlite'}?mode=ro", uri=True)
+
+    def write_read_only(args) -> int:
+        read_only.execute("CREATE TABLE t (x)")
+        return 0
+
+    monkeypatch.setattr(search_command, "run", write_read_only)
+    assert main(["search", str(tmp_path), "x"]) == 2
+    assert "read-only" in one_error_line(capsys, "search")
+
+    def a_bug(args) -> int:
+        read_only.execute("SELEC 1")
+        return 0
+
+    monkeypatch.setattr(search_command, "run", a_bug)
+    with pytest.raises(sqlite3.OperationalError, match="syntax"):
+        main(["search", str(tmp_path), "x"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Sequence
@@ -93,6 +94,7 @@ class ArchiveIndex:
         self.settings = IndexSettings(**store.get_meta("settings"))
         self._lock = threading.Lock()
         self._vectors: faiss.Index | None = None
+        self._vectors_on_disk = False
         self._generation = -1
         self._saved_generation = None
         self._refresh_vectors()
@@ -120,14 +122,17 @@ class ArchiveIndex:
               pretrained: str | None = None, *, encoder: Encoder | None = None, chip_size: int | None = None,
               chip_overlap: int | None = None, tile_larger_than: int | None = None, index_type: str | None = None,
               store_local_tokens: bool | None = None, batch_size: int = 32, progress: bool = True,
-              device: str = "cpu", precision: str = "auto") -> tuple[ArchiveIndex, UpdateReport]:
+              device: str = "cpu", precision: str = "auto", relocate: bool = False,
+              rebuild: bool = False) -> tuple[ArchiveIndex, UpdateReport]:
         """Create the index in ``directory`` for the images under ``images``, or bring an existing one up to date.
 
         Arguments left as None take the values recorded in an existing index, or the defaults of
         :class:`IndexSettings` for a new one; a new index needs ``model_name`` (or ``encoder``).
-        Chip settings and the images folder cannot change once an index exists; ``index_type`` can.
-        Every argument (and the model) is checked before anything is written, so a mistake leaves no
-        half-made index behind.
+        Chip settings and the images folder cannot change once an index exists; ``index_type`` can, and
+        ``relocate`` re-points the index at ``images`` when its folder moved (files are matched by their path
+        relative to it, and by content where size or mtime differ, so nothing unchanged is encoded again).
+        ``rebuild`` discards the index's files (a damaged database) and builds anew. Every argument (and the
+        model) is checked before anything is written, so a mistake leaves no half-made index behind.
         """
         directory, images = Path(directory), Path(images).resolve()
         if not images.is_dir():
@@ -137,7 +142,7 @@ class ArchiveIndex:
         requested = {"chip_size": chip_size, "chip_overlap": chip_overlap, "tile_larger_than": tile_larger_than,
                      "index_type": index_type, "store_local_tokens": store_local_tokens}
         new_settings = IndexSettings(**{k: v for k, v in requested.items() if v is not None})  # validates them
-        existing = (directory / DATABASE_NAME).is_file()
+        existing = (directory / DATABASE_NAME).is_file() and not rebuild
         store = MetadataStore(directory) if existing else None
         stored_model = store.get_meta("model") if store else None
         if encoder is None:
@@ -149,7 +154,10 @@ class ArchiveIndex:
             encoder = Encoder.load(model_name, pretrained, device, precision)
         if stored_model is not None:
             cls._check_encoder(store, directory, encoder)
-            settings = cls._merged_settings(store, directory, images, requested)
+            settings = cls._merged_settings(store, directory, images, requested, relocate)
+        if rebuild:
+            for name in (DATABASE_NAME, f"{DATABASE_NAME}-wal", f"{DATABASE_NAME}-shm", VECTORS_NAME):
+                (directory / name).unlink(missing_ok=True)
         directory.mkdir(parents=True, exist_ok=True)
         store = store or MetadataStore(directory)
         if stored_model is None:
@@ -158,7 +166,7 @@ class ArchiveIndex:
                            fingerprint=encoder.fingerprint().to_dict(), root=str(images),
                            settings=dataclasses.asdict(settings))
         else:
-            store.set_meta(settings=dataclasses.asdict(settings))
+            store.set_meta(settings=dataclasses.asdict(settings), root=str(images))
         report = update_index(store, encoder, images, settings, batch_size, progress)
         index = cls(directory, store, encoder)
         index._save_vectors()
@@ -176,10 +184,12 @@ class ArchiveIndex:
                 f"comparable. Use the recorded model, or build a new index in another directory.")
 
     @staticmethod
-    def _merged_settings(store: MetadataStore, directory: Path, images: Path, requested: dict) -> IndexSettings:
-        if Path(store.get_meta("root")) != images:
-            raise IndexCompatibilityError(f"index {directory} covers {store.get_meta('root')}, not {images}; "
-                                          f"build a new index in another directory for another folder")
+    def _merged_settings(store: MetadataStore, directory: Path, images: Path, requested: dict,
+                         relocate: bool) -> IndexSettings:
+        if Path(store.get_meta("root")) != images and not relocate:
+            raise IndexCompatibilityError(f"index {directory} covers {store.get_meta('root')}, not {images}; if the "
+                                          f"folder moved there, add --relocate; for another folder build a new index "
+                                          f"in another directory")
         recorded = store.get_meta("settings")
         for key, value in requested.items():
             if value is not None and key != "index_type" and value != recorded[key]:
@@ -200,20 +210,30 @@ class ArchiveIndex:
             self.store.get_meta("vectors_type") == self.settings.index_type
 
     def _refresh_vectors(self) -> None:
-        """Load the saved FAISS index if it matches the database, else rebuild it in memory from the stored vectors."""
+        """Load the saved FAISS index if it matches the database and is sound, else rebuild it in memory from the
+        stored vectors (a damaged file is named in a warning: it is derived data, which `rsitr index` rewrites)."""
         self._generation = self.store.generation
         self._saved_generation = self.store.get_meta("vectors_generation")
+        self._vectors = None
         if self._vectors_saved():
-            self._vectors = vector_index.load(self.directory / VECTORS_NAME)
-        else:
+            try:
+                self._vectors = vector_index.load(self.directory / VECTORS_NAME, self.store.chip_count(),
+                                                  self.encoder.dim)
+            except vector_index.DamagedVectorsError as err:
+                print(f"rsitr: warning: {err}; its vectors are rebuilt from {DATABASE_NAME} in memory (`rsitr index` "
+                      f"on this index rewrites the file)", file=sys.stderr)
+        self._vectors_on_disk = self._vectors is not None
+        if self._vectors is None:
             ids, vectors = self.store.embeddings()
             self._vectors = vector_index.build_vector_index(vectors, ids, self.settings.index_type)
 
     def _save_vectors(self) -> None:
-        """Write the FAISS index if the saved one is stale. Only writers (build) save; readers rebuild in memory."""
-        if not self._vectors_saved():
+        """Write the FAISS index unless it was loaded from a current, sound file. Only writers (build) save;
+        readers rebuild in memory."""
+        if not self._vectors_on_disk:
             vector_index.save_atomic(self._vectors, self.directory / VECTORS_NAME)
             self.store.set_meta(vectors_generation=self._generation, vectors_type=self.settings.index_type)
+            self._vectors_on_disk = True
 
     def _current_vectors(self) -> faiss.Index:
         """The FAISS index, reloaded once an indexing run (possibly another process) has saved a newer one.
