@@ -8,6 +8,7 @@ interrupted before its first checkpoint, a moved images folder and stale search 
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import sqlite3
 import subprocess
@@ -26,7 +27,7 @@ from rsitr.index import ArchiveIndex
 from rsitr.index.archive import ImageTooLargeError, decode_image, open_scene
 from rsitr.models import TINY_MODEL
 from rsitr.retrieval import vector_index
-from test_index_support import CHIP_SETTINGS, declared_tiff, make_archive, tiny_encoder
+from test_index_support import CHIP_SETTINGS, declared_tiff, make_archive, noise, tiny_encoder
 
 MAX_UPLOAD = 4000
 SMALL_DISK_PAGES = 10
@@ -314,3 +315,96 @@ def test_sqlite_errors_of_the_users_making_are_one_line_and_bugs_keep_their_trac
     monkeypatch.setattr(search_command, "run", a_bug)
     with pytest.raises(sqlite3.OperationalError, match="syntax"):
         main(["search", str(tmp_path), "x"])
+
+
+# -- caption files ------------------------------------------------------------------------------------------
+def karpathy(*images: dict) -> bytes:
+    return json.dumps({"images": list(images)}).encode()
+
+
+def entry(filename: str = "a.png", *captions: str, split: str = "test") -> dict:
+    return {"filename": filename, "split": split, "sentences": [{"raw": c} for c in captions or ("a field",) * 5]}
+
+
+CSV_HEADER = "filepath,caption,split\n"
+BAD_CAPTION_FILES = {
+    # name: (file name, bytes, a fragment of the one error line, or None when the file loads)
+    "deeply nested JSON": ("deep.json", b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    "deeply nested entry": ("deep_entry.json", b'{"images": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "nested"),
+    "JSON that is a number": ("number.json", b"42", "unknown caption file layout"),
+    "invalid JSON": ("broken.json", b'{"images": [', "invalid JSON"),
+    "JSON not UTF-8": ("latin.json", '{"images": []}  é'.encode("latin-1"), "UTF-8"),
+    "an empty file": ("empty.json", b"", "invalid JSON"),
+    "entry not an object": ("list_entry.json", karpathy([1, 2]), "not an object"),
+    "caption not text": ("number_caption.json", karpathy({**entry(), "sentences": [{"raw": 5}]}), "not text"),
+    "NUL in a JSON file name": ("nul.json", karpathy(entry("a\0.png")), "control character"),
+    "newline in a JSON file name": ("newline.json", karpathy(entry("a\n.png")), "control character"),
+    "escape in a JSON file name": ("escape.json", karpathy(entry("\x1b[31ma.png")), "control character"),
+    "a 200,000-character caption": ("long.csv", (CSV_HEADER + "a.png," + "x" * 200_000 + ",test\n").encode(), None),
+    "a 2,000,000-character field": ("huge.csv", (CSV_HEADER + "a.png," + "x" * 2_000_000 + ",test\n").encode(),
+                                    "line"),
+    "an unclosed quote": ("quote.csv", (CSV_HEADER + 'a.png,"never closed\n' + "b.png,x,test\n" * 10).encode(), None),
+    "NUL in a CSV path": ("nul.csv", (CSV_HEADER + "a.png,a field,test\na\0.png,a field,test\n").encode(),
+                          "line 3"),
+    "NUL bytes in a CSV": ("nuls.csv", CSV_HEADER.encode() + bytes(100), None),
+    "CSV without header": ("noheader.csv", b"a.png,a field,test\n", "missing CSV columns"),
+    "CSV not UTF-8": ("latin.csv", (CSV_HEADER + "a.png,caf\xe9,test\n").encode("latin-1"), "UTF-8"),
+    "binary garbage as CSV": ("garbage.csv", bytes(range(256)) * 40, None),
+    "a path outside the image folder": ("outside.csv", (CSV_HEADER + "../../etc/passwd,a field,test\n").encode(),
+                                        None),  # eval refuses it (not found), inspect counts it as missing
+}
+
+
+@pytest.fixture(scope="module")
+def caption_images(tmp_path_factory) -> Path:
+    images = tmp_path_factory.mktemp("caption_images")
+    for seed, name in enumerate(("a.png", "b.png")):
+        noise(seed, 32, 32).save(images / name)
+    return images
+
+
+@pytest.mark.parametrize("command", ["eval", "data inspect"])
+@pytest.mark.parametrize("kind", BAD_CAPTION_FILES)
+def test_bad_caption_files_end_in_one_line_never_a_traceback(tmp_path, capsys, caption_images, command, kind):
+    name, data, fragment = BAD_CAPTION_FILES[kind]
+    path = tmp_path / name
+    path.write_bytes(data)
+    if command == "eval":
+        argv = ["eval", "--data", str(path), "--images", str(caption_images), "--model", TINY_MODEL,
+                "--device", "cpu", "--global-only"]
+    else:
+        argv = ["data", "inspect", str(path), "--images", str(caption_images), "--no-progress",
+                "--cache", str(tmp_path / "phash.json")]
+    code = main(argv)
+    if code != 0:
+        assert code == 2
+        line = one_error_line(capsys, command.split()[0])
+        assert "\0" not in line and "\x1b" not in line
+        if fragment is not None:
+            assert fragment in line, line
+    else:
+        assert fragment is None, f"{kind} was accepted"
+        assert "Traceback" not in capsys.readouterr().err
+
+
+def test_csv_fields_return_to_the_csv_module_limit_after_reading(tmp_path, caption_images):
+    import csv
+
+    from rsitr.data import load_corpus
+
+    before = csv.field_size_limit()
+    path = tmp_path / "long.csv"
+    path.write_text(CSV_HEADER + "a.png," + "x" * 200_000 + ",test\n")
+    assert len(load_corpus(path, caption_images, check=False).images[0].captions[0]) == 200_000
+    assert csv.field_size_limit() == before
+
+
+def test_warnings_of_valid_files_are_one_rsitr_line_without_python_source(tmp_path, capsys, caption_images):
+    # RSICD's layout: one of an image's captions is empty, so it is dropped (with one warning line).
+    path = tmp_path / "dataset_x.json"
+    path.write_bytes(karpathy(entry("a.png", "a field", "", "a road", "a field", "a lake"), entry("b.png")))
+    assert main(["eval", "--data", str(path), "--images", str(caption_images), "--model", TINY_MODEL,
+                 "--device", "cpu", "--global-only"]) == 0
+    err = capsys.readouterr().err
+    assert "rsitr eval: warning: " in err and "dropped 1 empty caption" in err
+    assert "UserWarning" not in err and "warnings.warn" not in err
