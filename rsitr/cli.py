@@ -1,7 +1,8 @@
 """The ``rsitr`` command line: one subcommand per module in :mod:`rsitr.commands`.
 
 Each command module has a docstring (its help text), ``add_arguments(parser)`` and ``run(args) -> int``.
-Modules are imported only to build the parser; heavy imports happen inside ``run``.
+Modules are imported only to build the parser; heavy imports happen inside ``run``. A module's
+``INTERRUPTED_HINT`` (text, or a function of the parsed arguments) is added to the line Ctrl-C ends with.
 
 User errors (:class:`rsitr.errors.UserError`: a bad data file, config key, checkpoint ...), file-system
 errors (``OSError``: a missing file, no permission, a full disk) and SQLite's errors of the same kinds (a full
@@ -77,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         if args.debug:
             raise
-        hint = f" {args.interrupted_hint}" if args.interrupted_hint else ""
+        hint = args.interrupted_hint(args) if callable(args.interrupted_hint) else args.interrupted_hint
+        hint = f" {hint}" if hint else ""
         print(f"rsitr {args.command}: interrupted.{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
 

@@ -7,6 +7,7 @@ interrupted before its first checkpoint, a moved images folder and stale search 
 
 from __future__ import annotations
 
+import csv
 import http.client
 import json
 import socket
@@ -28,6 +29,9 @@ from rsitr.index.archive import ImageTooLargeError, decode_image, open_scene
 from rsitr.models import TINY_MODEL
 from rsitr.retrieval import vector_index
 from test_index_support import CHIP_SETTINGS, declared_tiff, make_archive, noise, tiny_encoder
+from test_training import TINY
+
+REPO = Path(__file__).parent.parent
 
 MAX_UPLOAD = 4000
 SMALL_DISK_PAGES = 10
@@ -408,3 +412,39 @@ def test_warnings_of_valid_files_are_one_rsitr_line_without_python_source(tmp_pa
     err = capsys.readouterr().err
     assert "rsitr eval: warning: " in err and "dropped 1 empty caption" in err
     assert "UserWarning" not in err and "warnings.warn" not in err
+
+
+# -- training interrupted before its first checkpoint -------------------------------------------------------
+def train_argv(out: Path, *extra: str) -> list[str]:
+    return ["train", "--config", str(REPO / "configs" / "data" / "synthetic.yaml"), "--output-dir", str(out),
+            "--no-progress", "--set", *TINY, "train.epochs=1", "train.log_every=1", *extra]
+
+
+def logged_steps(out: Path) -> list[int]:
+    with (out / "train_log.csv").open() as handle:
+        return [int(row["step"]) for row in csv.DictReader(handle)]
+
+
+@pytest.mark.parametrize("again", [["--resume"], []])
+def test_ctrl_c_before_the_first_checkpoint_says_so_and_the_rerun_starts_clean(tmp_path, capsys, monkeypatch, again):
+    from rsitr.training.trainer import Trainer
+
+    out = tmp_path / "run"
+    step = Trainer.train_step
+
+    def interrupted_at_step_3(self, batch):
+        if self.step == 2:
+            raise KeyboardInterrupt
+        return step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted_at_step_3)
+    assert main(train_argv(out)) == 130
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert "nothing is checkpointed" in err and "--resume to continue" not in err
+    assert logged_steps(out) == [1, 2] and not (out / "checkpoints").exists()
+    monkeypatch.undo()
+    assert main(train_argv(out, *again)) == 0
+    said = capsys.readouterr().out
+    assert "starts from the beginning" in said and "the 2 logged steps of the interrupted attempt" in said
+    assert logged_steps(out) == [1, 2, 3]
+    assert (out / "checkpoints" / "latest.pt").is_file()
