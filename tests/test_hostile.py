@@ -448,3 +448,49 @@ def test_ctrl_c_before_the_first_checkpoint_says_so_and_the_rerun_starts_clean(t
     assert "starts from the beginning" in said and "the 2 logged steps of the interrupted attempt" in said
     assert logged_steps(out) == [1, 2, 3]
     assert (out / "checkpoints" / "latest.pt").is_file()
+
+
+# -- a moved images folder and stale results ------------------------------------------------------------------
+def test_a_moved_images_folder_is_relocated_without_encoding_again(built, tmp_path, capsys):
+    root, out = built
+    index = ArchiveIndex.open(out, encoder=tiny_encoder())
+    chip = index.chip(1)
+    before = index.store.embeddings()
+    index.close()
+    moved = tmp_path / "moved"
+    root.rename(moved)
+    index = ArchiveIndex.open(out, encoder=tiny_encoder())
+    with pytest.raises(FileNotFoundError, match="--relocate"):
+        index.chip_image(chip)
+    index.close()
+    assert main(index_argv(moved, out)) == 2
+    assert "--relocate" in one_error_line(capsys, "index")
+    assert main(index_argv(moved, out, "--relocate")) == 0
+    assert "0 chips encoded" in capsys.readouterr().out
+    index = ArchiveIndex.open(out, encoder=tiny_encoder())
+    assert index.root == moved.resolve() and index.chip_image(chip).size == (chip.window.width, chip.window.height)
+    after = index.store.embeddings()
+    assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1])
+    index.close()
+
+
+def test_search_results_flag_chips_whose_source_changed_or_vanished(built, capsys):
+    root, out = built
+    (root / "scene0.png").unlink()
+    noise(7, 64, 48).save(root / "scene1.png")  # replaced: other pixels, other size
+    index = ArchiveIndex.open(out, encoder=tiny_encoder())
+    hits = index.search("a field", k=10)
+    stale = {hit.path for hit in hits if hit.stale}
+    assert stale == {"scene0.png", "scene1.png"} and len(hits) > len(stale)
+    index.close()
+    assert main(["search", str(out), "a field", "--top-k", "10"]) == 0
+    printed = capsys.readouterr().out
+    assert sum("STALE" in line for line in printed.splitlines() if "scene0.png" in line or "scene1.png" in line) == 2
+    assert "2 result(s) marked STALE" in printed
+    assert main(["search", str(out), "a field", "--top-k", "10", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert {row["path"] for row in rows if row["stale"] == "True"} == {"scene0.png", "scene1.png"}
+    assert main(index_argv(root, out)) == 0
+    capsys.readouterr()
+    assert main(["search", str(out), "a field", "--top-k", "10"]) == 0
+    assert "STALE" not in capsys.readouterr().out

@@ -311,8 +311,10 @@ class ArchiveIndex:
 
     def _hits(self, ranked: list[tuple[int, float, float, float | None]]) -> list[SearchHit]:
         records = self.store.chips([chip_id for chip_id, *_ in ranked])
+        changes = {record.path: self._source_change(record.path, record.source_stat) for record in records.values()}
         return [SearchHit(chip_id, records[chip_id].path, records[chip_id].window, records[chip_id].bounds,
-                          records[chip_id].crs, score, global_score, local_score)
+                          records[chip_id].crs, score, global_score, local_score,
+                          changes[records[chip_id].path] is not None)
                 for chip_id, score, global_score, local_score in ranked if chip_id in records]
 
     # -- chips and files ---------------------------------------------------------------------------------------
@@ -336,22 +338,30 @@ class ArchiveIndex:
             raise FileNotFoundError(f"{path} is not an indexed image")
         return self._read_source(path, lambda scene: scene.read(Window(0, 0, scene.width, scene.height), max_side))
 
+    def _source_change(self, path: str, indexed_stat: tuple[int, int] | None) -> str | None:
+        """How the image ``path`` changed since it was indexed with ``(size, mtime_ns)`` (None: not indexed):
+        ``"deleted or moved"``, ``"replaced"``, or None when it is still the file that was indexed. Size and mtime
+        decide, as in :mod:`rsitr.index.indexer`."""
+        try:
+            stat = resolve_in_root(self.root, path).stat()
+        except (OSError, ValueError):
+            return "deleted or moved"
+        return None if indexed_stat == (stat.st_size, stat.st_mtime_ns) else "replaced"
+
     def _read_source(self, path: str, read) -> Image.Image:
         """``read(scene)`` on the indexed image ``path``, if it is still the file that was indexed.
 
-        Size and mtime decide (as in :mod:`rsitr.index.indexer`); messages name the path relative to the
-        archive only, since they reach web clients."""
+        Messages name the path relative to the archive (and the archive folder by name) only, since they reach
+        web clients."""
         record = self.store.file(path)
+        change = self._source_change(path, None if record is None else (record.size, record.mtime_ns))
+        if change is not None:
+            fix = "run `rsitr index` again" if self.root.is_dir() else \
+                f"the images folder {self.root.name!r} is gone: if it moved, run `rsitr index --images NEW_FOLDER " \
+                f"--out INDEX --relocate`"
+            raise SourceChangedError(f"{path} was {change} since it was indexed; {fix}")
         try:
-            full = resolve_in_root(self.root, path)
-            stat = full.stat()
-        except (OSError, ValueError):
-            raise SourceChangedError(f"{path} was deleted or moved since it was indexed; "
-                                     f"run `rsitr index` again") from None
-        if record is None or (record.size, record.mtime_ns) != (stat.st_size, stat.st_mtime_ns):
-            raise SourceChangedError(f"{path} was replaced since it was indexed; run `rsitr index` again")
-        try:
-            with open_scene(full) as scene:
+            with open_scene(resolve_in_root(self.root, path)) as scene:
                 return read(scene)
         except Exception as err:  # decoders raise many types
             raise SourceChangedError(f"{path} can no longer be read ({type(err).__name__}); "

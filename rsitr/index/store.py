@@ -79,6 +79,8 @@ class ChipRecord:
     window: Window
     bounds: Bounds | None
     crs: str | None
+    source_stat: tuple[int, int]
+    """``(size, mtime_ns)`` of the image file when it was indexed."""
 
 
 @dataclass(frozen=True)
@@ -301,8 +303,9 @@ class MetadataStore:
         if not chip_ids:
             return {}
         rows = self._query(
-            "SELECT chips.id, files.path, x, y, chips.width, chips.height, left, bottom, right, top, files.crs "
+            "SELECT chips.id, files.path, x, y, chips.width, chips.height, left, bottom, right, top, files.crs, "
+            "files.size, files.mtime_ns "
             f"FROM chips JOIN files ON files.id = chips.file_id WHERE chips.id IN ({','.join('?' * len(chip_ids))})",
             list(chip_ids))
-        return {row[0]: ChipRecord(row[0], row[1], Window(*row[2:6]),
-                                   None if row[6] is None else tuple(row[6:10]), row[10]) for row in rows}
+        return {row[0]: ChipRecord(row[0], row[1], Window(*row[2:6]), None if row[6] is None else tuple(row[6:10]),
+                                   row[10], (row[11], row[12])) for row in rows}
