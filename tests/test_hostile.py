@@ -162,6 +162,12 @@ def test_a_chunked_body_without_content_length_is_refused_at_the_limit(index):
         thread.join(timeout=30)
 
 
+def test_a_refused_body_closes_the_connection_so_its_rest_is_not_read(client):
+    declared = client.post("/api/search/image", content=bytes(MAX_UPLOAD + 70_000),
+                           headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert declared.status_code == 413 and declared.headers["connection"] == "close"
+
+
 # -- Host header ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("header, expected", [("localhost:8000", "localhost"), ("[::1]:8000", "::1"),
                                               ("Example.ORG.", "example.org"), ("127.0.0.1", "127.0.0.1"),

@@ -64,8 +64,13 @@ _MULTIPART_OVERHEAD = 64 * 2**10
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-def _problem(status: int, detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status)
+_CLOSE = {"Connection": "close"}
+"""Ends the connection after the answer: the server would otherwise read (and discard) the rest of a refused body
+to keep the connection for another request."""
+
+
+def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
 def host_name(header: str) -> str:
@@ -110,7 +115,7 @@ class _BodyLimit:
             return await self.app(scope, receive, send)
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > self.limit:
-            return await _problem(413, self.too_large)(scope, receive, send)
+            return await _problem(413, self.too_large, _CLOSE)(scope, receive, send)
         received = 0
 
         async def counted() -> Message:
@@ -118,7 +123,7 @@ class _BodyLimit:
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.limit:  # raised inside the route's body parsing; FastAPI answers it
-                raise HTTPException(413, self.too_large)
+                raise HTTPException(413, self.too_large, _CLOSE)
             return message
 
         await self.app(scope, counted, send)
