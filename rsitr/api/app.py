@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from threading import Lock
 from typing import Iterable, Literal
 
-from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, Query, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
@@ -101,9 +101,9 @@ class _HostCheck:
 
 
 class _BodyLimit:
-    """ASGI middleware refusing request bodies over ``max_upload_bytes`` (and multipart slack) with 413: on a declared Content-Length before
-    reading, else counted while the body streams (chunked uploads), so at most ``limit`` plus one received
-    chunk is read (and spooled) before the answer."""
+    """ASGI middleware refusing request bodies over ``max_upload_bytes`` (plus multipart slack) with 413: on a
+    declared Content-Length before reading, else counted while the body streams (chunked uploads), so at most the
+    limit plus one received chunk is read (and spooled) before the answer."""
 
     def __init__(self, app: ASGIApp, max_upload_bytes: int) -> None:
         self.app = app
