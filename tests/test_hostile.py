@@ -360,6 +360,15 @@ BAD_CAPTION_FILES = {
     "CSV without header": ("noheader.csv", b"a.png,a field,test\n", "missing CSV columns"),
     "CSV not UTF-8": ("latin.csv", (CSV_HEADER + "a.png,caf\xe9,test\n").encode("latin-1"), "UTF-8"),
     "binary garbage as CSV": ("garbage.csv", bytes(range(256)) * 40, None),
+    "a 5,000-digit number": ("bigint.json", b'{"images": [{"id": ' + b"1" * 5000 + b"}]}", "cannot read"),
+    "a 5,000-character file name": ("longname.json", karpathy(entry("a" * 5000 + ".png")), None),
+    "an unpaired surrogate in a file name": ("surrogate.json", karpathy(entry("a\ud800.png")), "unpaired surrogate"),
+    "NUL in an NWPU file name": ("nwpu.json", json.dumps({"airport": [{"filename": "a\0.png", "raw": "x",
+                                                                       "split": "test"}]}).encode(), "control"),
+    "UTF-16 JSON": ("utf16.json", json.dumps({"images": []}).encode("utf-16"), "UTF-8"),
+    "sentences not a list": ("sentences.json", karpathy({**entry(), "sentences": {"raw": "x"}}), "not a list"),
+    "a numeric split": ("split.json", karpathy({**entry(), "split": 3}), "unknown split"),
+    "a null file name": ("null.json", karpathy({**entry(), "filename": None}), None),
     "a path outside the image folder": ("outside.csv", (CSV_HEADER + "../../etc/passwd,a field,test\n").encode(),
                                         None),  # eval refuses it (not found), inspect counts it as missing
 }

@@ -36,7 +36,8 @@ _LAYOUT_HELP = ('use a Karpathy JSON {"images": [{"filename", "split", "sentence
 _TRAILING_NUMBER = re.compile(r"_?\d+$")
 _SPLIT_IN_NAME = re.compile(r"(?:^|[_\-.])(train|val|validation|test)(?:$|[_\-.])")
 _NWPU_CAPTION_KEY = re.compile(r"raw(?:_(\d+))?")
-_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+"""Characters no image path of a dataset holds: C0 controls, DEL and unpaired surrogates (JSON's ``\\ud800``)."""
 MAX_CSV_FIELD = 2**20
 """Longest CSV field read (characters): far over any caption, and a bound on what an unclosed quote swallows."""
 
@@ -128,6 +129,9 @@ def _read_json(path: Path) -> Any:
                         fix="repair the file, e.g. re-download it or check it with `python -m json.tool`") from err
     except UnicodeDecodeError as err:
         raise DataError("is not UTF-8 text", path=path, fix="save the caption file as UTF-8") from err
+    except ValueError as err:  # a number of over 4,300 digits, which Python refuses to convert
+        raise DataError(f"holds a value Python cannot read ({str(err).split(';')[0]})", path=path,
+                        fix="repair the file, e.g. re-download it") from None
 
 
 def _json_layout(path: Path, data: Any) -> str:
@@ -185,8 +189,10 @@ def _split(value: Any, path: Path, where: str) -> str | None:
 
 
 def _visible(text: str) -> str:
-    """``text`` with control characters written as ``\\xNN``, to name them in a message without printing them."""
-    return _CONTROL_CHARACTER.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+    """``text`` with control characters (and surrogates) written as escapes, to name them in a message without
+    printing them."""
+    return _CONTROL_CHARACTER.sub(lambda match: match.group().encode("unicode_escape", "backslashreplace").decode(),
+                                  text)
 
 
 def _existing_image(names: list[str | Path], path: Path, where: str, images_root: Path, required: bool = True) -> Path:
@@ -199,13 +205,16 @@ def _existing_image(names: list[str | Path], path: Path, where: str, images_root
     """
     for name in map(str, names):
         if _CONTROL_CHARACTER.search(name):
-            raise DataError(f"image path {_visible(name)!r} holds a control character", path=path,
-                            entry=_visible(where), fix="correct the file name in the caption file")
+            raise DataError(f"image path '{_visible(name)}' holds a control character or an unpaired surrogate",
+                            path=path, entry=_visible(where), fix="correct the file name in the caption file")
     candidates = list(dict.fromkeys([*(images_root / name for name in names),
                                      images_root / PureWindowsPath(names[0]).name]))
     for candidate in candidates:
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError:  # a name longer than the file system allows
+            continue
     if not required:
         return candidates[0]
     looked = " or ".join(str(candidate) for candidate in candidates)
