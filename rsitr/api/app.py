@@ -22,9 +22,8 @@ not grow with the number of concurrent uploads: not in use at once, and not kept
 allocator keeps the freed memory of a large decode per thread (arena) that did it. Request bodies are counted
 while they stream, so a chunked upload without Content-Length is refused at the limit too, and a request whose
 ``Host`` is not an allowed name (DNS rebinding) is answered 400 before it is read. No client input answers 5xx,
-every status and content type is
-declared in the OpenAPI description, and no response names a server path: file paths are relative to the
-archive root, the root itself appears by name only.
+every status and content type is declared in the OpenAPI description, and no response names a server path:
+file paths are relative to the archive root, the root itself appears by name only.
 """
 
 from __future__ import annotations
