@@ -1,19 +1,23 @@
 """The ``rsitr`` command line: one subcommand per module in :mod:`rsitr.commands`.
 
 Each command module has a docstring (its help text), ``add_arguments(parser)`` and ``run(args) -> int``.
-Modules are imported only to build the parser; heavy imports happen inside ``run``.
+Modules are imported only to build the parser; heavy imports happen inside ``run``. A module's
+``INTERRUPTED_HINT`` (text, or a function of the parsed arguments) is added to the line Ctrl-C ends with.
 
-User errors (:class:`rsitr.errors.UserError`: a bad data file, config key, checkpoint ...) and file-system
-errors (``OSError``: a missing file, no permission, a full disk) end as one ``rsitr <command>: error: ...``
-line and exit code 2, as argparse does for bad flags; Ctrl-C ends with one line and exit code 130.
-``--debug`` shows the traceback instead.
+User errors (:class:`rsitr.errors.UserError`: a bad data file, config key, checkpoint ...), file-system
+errors (``OSError``: a missing file, no permission, a full disk) and SQLite's errors of the same kinds (a full
+disk, a read-only or locked index) end as one ``rsitr <command>: error: ...`` line and exit code 2, as argparse
+does for bad flags; Ctrl-C ends with one line and exit code 130. ``--debug`` shows the traceback instead.
+Warnings are shown as one ``rsitr <command>: warning: ...`` line each, without Python's source line.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import sqlite3
 import sys
+import warnings
 from importlib import metadata
 from typing import Sequence
 
@@ -24,6 +28,16 @@ from rsitr.models.pretrained import DEFAULT_PRETRAINED
 COMMANDS = ("demo", "eval", "train", "reproduce", "data", "index", "search", "serve", "classify", "embed", "models")
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+SQLITE_USER_ERRORS = {
+    sqlite3.SQLITE_FULL: "free disk space and run the command again: what was written is kept",
+    sqlite3.SQLITE_READONLY: "the index's files or folder are read-only: give write permission, or use a copy",
+    sqlite3.SQLITE_PERM: "the index's files or folder are read-only: give write permission, or use a copy",
+    sqlite3.SQLITE_CANTOPEN: "check the index folder exists and you may read (and write) it",
+    sqlite3.SQLITE_BUSY: "another process (an `rsitr index` run?) holds the index: wait for it and run again",
+    sqlite3.SQLITE_LOCKED: "another process (an `rsitr index` run?) holds the index: wait for it and run again",
+    sqlite3.SQLITE_IOERR: "the disk failed to read or write: check it (and its free space) and run again",
+}
+"""SQLite's primary result codes that a user's situation causes, with the fix."""
 
 
 def version_text() -> str:
@@ -73,17 +87,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+
+    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"rsitr {args.command}: warning: {message}", file=sys.stderr)
+
     try:
-        return int(args.run(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            return int(args.run(args) or 0)
     except (UserError, OSError) as err:
         if args.debug:
             raise
         print(f"rsitr {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except sqlite3.Error as err:
+        fix = SQLITE_USER_ERRORS.get(getattr(err, "sqlite_errorcode", -1) & 0xFF)
+        if args.debug or fix is None:
+            raise
+        print(f"rsitr {args.command}: error: {err} ({fix})", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         if args.debug:
             raise
-        hint = f" {args.interrupted_hint}" if args.interrupted_hint else ""
+        hint = args.interrupted_hint(args) if callable(args.interrupted_hint) else args.interrupted_hint
+        hint = f" {hint}" if hint else ""
         print(f"rsitr {args.command}: interrupted.{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
 

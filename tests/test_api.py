@@ -36,7 +36,7 @@ def index(tmp_path_factory) -> ArchiveIndex:
 
 @pytest.fixture(scope="module")
 def client(index) -> TestClient:
-    return TestClient(create_app(index=index, max_upload_bytes=MAX_UPLOAD))
+    return TestClient(create_app(index=index, max_upload_bytes=MAX_UPLOAD), base_url="http://localhost")
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -131,7 +131,7 @@ def test_api_docs_are_served_from_local_assets(client):
 
 def test_exact_copy_upload_ranks_first(index):
     image = noise(2, 64, 48)
-    client = TestClient(create_app(index=index, max_upload_bytes=len(png_bytes(image))))
+    client = TestClient(create_app(index=index, max_upload_bytes=len(png_bytes(image))), base_url="http://localhost")
     hits = client.post("/api/search/image", files={"file": ("copy.png", png_bytes(image), "image/png")}).json()
     assert hits["results"][0]["path"] == "scene2.png"
     assert hits["results"][0]["score"] == pytest.approx(1.0, abs=1e-5)
@@ -210,7 +210,7 @@ def png_header_claiming(width: int, height: int) -> bytes:
 
 @pytest.mark.parametrize("width", [5_000, 13_000, 100_000])  # over the limit; the largest also over PIL's own bomb limit
 def test_images_over_the_pixel_limit_are_refused_from_the_header(index, width):
-    client = TestClient(create_app(index=index, max_pixels=1_000_000))
+    client = TestClient(create_app(index=index, max_pixels=1_000_000), base_url="http://localhost")
     response = client.post("/api/search/image", files={"file": ("bomb.png", png_header_claiming(width, width),
                                                                 "image/png")})
     assert response.status_code == 413
@@ -236,8 +236,8 @@ def test_concurrent_image_encodings_are_bounded(index, monkeypatch):
     app = create_app(index=index, max_concurrent_images=2)
 
     def upload(seed: int) -> int:
-        return TestClient(app).post("/api/search/image", files={"file": ("q.png", png_bytes(noise(seed, 32, 24)),
-                                                                         "image/png")}).status_code
+        files = {"file": ("q.png", png_bytes(noise(seed, 32, 24)), "image/png")}
+        return TestClient(app, base_url="http://localhost").post("/api/search/image", files=files).status_code
 
     with ThreadPoolExecutor(6) as pool:
         assert list(pool.map(upload, range(6))) == [200] * 6
@@ -257,7 +257,7 @@ def test_client_input_never_gets_a_server_error(client):
 def test_deleted_or_replaced_sources_answer_404_with_the_reason(tmp_path):
     root = make_archive(tmp_path / "archive", geotiff=False)
     index, _ = ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), progress=False, **CHIP_SETTINGS)
-    client = TestClient(create_app(index=index))
+    client = TestClient(create_app(index=index), base_url="http://localhost")
     chips = {hit.path: hit.chip_id for hit in index.search_text("x", k=20, rerank=False)}
     (root / "scene0.png").unlink()
     noise(9, 20, 20).save(root / "scene1.png")  # replaced by a smaller image: the chip window no longer fits

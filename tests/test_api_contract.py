@@ -28,7 +28,8 @@ def api_schema(tmp_path_factory):
          "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "413", "415"]}}},
         {"include-path": "/api/search", "include-method": "GET",
          "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "404"]}}}]})
-    return schemathesis.openapi.from_asgi("/openapi.json", create_app(index=index, max_upload_bytes=20_000),
+    return schemathesis.openapi.from_asgi("/openapi.json", create_app(index=index, max_upload_bytes=20_000,
+                                                                                 allowed_hosts=["testserver"]),
                                           config=config)
 
 

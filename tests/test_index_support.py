@@ -6,6 +6,7 @@ tells them apart; the GeoTIFF has a hand-checkable affine transform.
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,25 @@ def make_archive(root: Path, geotiff: bool = True) -> Path:
         write_geotiff(root / "geo.tif")
     (root / "broken.jpg").write_bytes(b"this is not a JPEG")
     return root
+
+
+def declared_tiff(width: int, height: int, *, tile: tuple[int, int] | None = None, rows_per_strip: int | None = None,
+                  samples: int = 1, bits: int = 8, compression: int = 8) -> bytes:
+    """A little-endian TIFF of a ``width x height`` image whose header declares one tile (or strip) of the given
+    size, ``samples`` bands of ``bits`` bits and ``compression`` (8: deflate, decoded by libtiff), followed by 16
+    bytes of data: a decompression bomb of a hundred-odd bytes when the tile or strip is large."""
+    data = bytes(16)
+    entries = {256: (4, width), 257: (4, height), 258: (3, bits), 259: (3, compression),
+               262: (3, 2 if samples >= 3 else 1), 277: (3, samples)}
+    place = (322, 323, 324, 325) if tile else (273, 278, 279)
+    data_offset = 8 + 2 + 12 * (len(entries) + len(place)) + 4
+    if tile:
+        entries.update({322: (4, tile[0]), 323: (4, tile[1]), 324: (4, data_offset), 325: (4, len(data))})
+    else:
+        entries.update({273: (4, data_offset), 278: (4, rows_per_strip or height), 279: (4, len(data))})
+    ifd = b"".join(struct.pack("<HHIHH" if kind == 3 else "<HHII", tag, kind, 1, value, *((0,) if kind == 3 else ()))
+                   for tag, (kind, value) in sorted(entries.items()))
+    return b"II*\0" + struct.pack("<IH", 8, len(entries)) + ifd + struct.pack("<I", 0) + data
 
 
 def tiny_encoder(seed: int = 0) -> Encoder:

@@ -204,7 +204,7 @@ def test_api_like_feedback_export_and_declared_statuses(index):
 
     from rsitr.api.app import create_app
 
-    client = TestClient(create_app(index=index))
+    client = TestClient(create_app(index=index), base_url="http://localhost")
     body = client.get("/api/search", params={"like": 4, "k": 3}).json()
     assert [hit["chip_id"] for hit in body["results"]] == [hit.chip_id for hit in index.search(like=4, k=3)]
     params = {"q": "a harbour", "k": 10, "positive": [1, 2], "negative": [3]}

@@ -15,8 +15,11 @@ CONFIGS = ROOT / "configs"
 
 
 def assert_user_error(code: int, err: str, command: str, *fragments: str) -> None:
+    """One error line, after at most some one-line warnings."""
     assert code == 2, err
-    assert err.startswith(f"rsitr {command}: error: ") and len(err.strip().splitlines()) == 1, err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith(f"rsitr {command}: error: "), err
+    assert all(line.startswith(f"rsitr {command}: warning: ") for line in lines[:-1]), err
     assert "Traceback" not in err
     for fragment in fragments:
         assert fragment in err, f"{fragment!r} not in {err!r}"

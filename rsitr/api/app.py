@@ -24,9 +24,11 @@ Thumbnails are rendered from the chip window of the source image and kept in an 
 source deleted or replaced since indexing answers 404 with the reason. Images are decoded and encoded only
 on a pool of ``max_concurrent_images`` threads (uploads and thumbnail renders wait for one), so memory does
 not grow with the number of concurrent uploads: not in use at once, and not kept either, since the C
-allocator keeps the freed memory of a large decode per thread (arena) that did it. No client input answers 5xx, every status and content type is
-declared in the OpenAPI description, and no response names a server path: file paths are relative to the
-archive root, the root itself appears by name only.
+allocator keeps the freed memory of a large decode per thread (arena) that did it. Request bodies are counted
+while they stream, so a chunked upload without Content-Length is refused at the limit too, and a request whose
+``Host`` is not an allowed name (DNS rebinding) is answered 400 before it is read. No client input answers 5xx,
+every status and content type is declared in the OpenAPI description, and no response names a server path:
+file paths are relative to the archive root, the root itself appears by name only.
 """
 
 from __future__ import annotations
@@ -36,15 +38,17 @@ from collections import OrderedDict
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from threading import Lock
-from typing import Literal
+from typing import Iterable, Literal
 
 import numpy as np
-from fastapi import FastAPI, File, Form, HTTPException, Path as PathParam, Query, Request, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, Path as PathParam, Query, UploadFile
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import BaseModel
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rsitr.errors import UserError
 from rsitr.index import ArchiveIndex, PathOutsideArchiveError, SearchHit, UnknownChipError, resolve_in_root
@@ -63,10 +67,76 @@ QUERY_PATTERN = r"[^\s\x1c-\x1f]"
 """A query holds a character that is not whitespace (``\\s`` differs between regex engines on ``\\x1c-\\x1f``,
 which Python's ``str.strip`` removes: naming them keeps the schema, the validator and the handler in agreement)."""
 _MULTIPART_OVERHEAD = 64 * 2**10
-"""Slack over ``max_upload_bytes`` for multipart headers before a request is refused on Content-Length alone."""
+"""Slack over ``max_upload_bytes`` for multipart headers before a request body is refused."""
 QUERY_IMAGE_SIZE = 256
 """Largest side of the JPEG kept of a query image, to show it."""
 SWAGGER_UI = "/static/vendor/swagger-ui"
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+_CLOSE = {"Connection": "close"}
+"""Ends the connection after the answer: the server would otherwise read (and discard) the rest of a refused body
+to keep the connection for another request."""
+
+
+def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def host_name(header: str) -> str:
+    """The host of a ``Host`` header without its port: ``[::1]:8000`` -> ``::1``, ``Example.org.:80`` ->
+    ``example.org``."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else ""
+    return header.rsplit(":", 1)[0].rstrip(".") if header.count(":") == 1 else header.rstrip(".")
+
+
+class _HostCheck:
+    """ASGI middleware answering 400 to a ``Host`` that is not allowed, before the request is read: a web page
+    that rebinds its own DNS name to this machine's address (DNS rebinding) names itself, not this server."""
+
+    def __init__(self, app: ASGIApp, allowed: Iterable[str]) -> None:
+        self.app = app
+        self.allowed = {host_name(host) for host in allowed}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and "*" not in self.allowed:
+            host = host_name(Headers(scope=scope).get("host", ""))
+            if host not in self.allowed:
+                detail = (f"this server does not answer to host {host[:100]!r}; start `rsitr serve` with "
+                          f"--allowed-host NAME to allow a name")
+                return await _problem(400, detail)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+class _BodyLimit:
+    """ASGI middleware refusing request bodies over ``max_upload_bytes`` (plus multipart slack) with 413: on a
+    declared Content-Length before reading, else counted while the body streams (chunked uploads), so at most the
+    limit plus one received chunk is read (and spooled) before the answer."""
+
+    def __init__(self, app: ASGIApp, max_upload_bytes: int) -> None:
+        self.app = app
+        self.limit = max_upload_bytes + _MULTIPART_OVERHEAD
+        self.too_large = f"upload larger than {max_upload_bytes} bytes"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            return await _problem(413, self.too_large, _CLOSE)(scope, receive, send)
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:  # raised inside the route's body parsing; FastAPI answers it
+                raise HTTPException(413, self.too_large, _CLOSE)
+            return message
+
+        await self.app(scope, counted, send)
 
 
 class Problem(BaseModel):
@@ -132,10 +202,10 @@ def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | Non
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_pixels: int = DEFAULT_MAX_QUERY_PIXELS,
                max_concurrent_images: int = DEFAULT_MAX_CONCURRENT_IMAGES, thumbnail_cache_size: int = 1024,
                device: str = "cpu", pretrained: str | None = None, precision: str = "auto",
-               query_images: QueryImages | None = None) -> FastAPI:
+               query_images: QueryImages | None = None, allowed_hosts: Iterable[str] = LOCAL_HOSTS) -> FastAPI:
     """The app for the index in ``index_dir`` (or an already opened ``index``; ``device``, ``pretrained`` and
     ``precision`` as for :meth:`ArchiveIndex.open`); uploaded query images are kept in ``query_images`` (default
-    bounds if None)."""
+    bounds if None). Requests whose ``Host`` is not one of ``allowed_hosts`` (``*``: any) get 400."""
     if index is None:
         if index_dir is None:
             raise ValueError("create_app needs index_dir or index")
@@ -143,17 +213,13 @@ def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | Non
     cache = _ImageCache(thumbnail_cache_size)
     image_pool = ThreadPoolExecutor(max_concurrent_images, thread_name_prefix="rsitr-image")
     query_images = query_images or QueryImages()
-    app = FastAPI(title="rsitr archive search", docs_url=None, redoc_url=None)
+    app = FastAPI(title="rsitr archive search", docs_url=None, redoc_url=None, responses={
+        400: {"model": Problem, "description": "a Host header this server does not answer to"},
+        413: {"model": Problem, "description": "a request body over the upload limit"}})
     app.state.index = index
-
-    @app.middleware("http")
-    async def refuse_large_uploads_early(request: Request, call_next):
-        # Checked before FastAPI parses (and spools) the multipart body; the handler re-checks the bytes read,
-        # which also covers chunked requests without a Content-Length.
-        declared = request.headers.get("content-length", "")
-        if request.method == "POST" and declared.isdigit() and int(declared) > max_upload_bytes + _MULTIPART_OVERHEAD:
-            return JSONResponse({"detail": f"upload larger than {max_upload_bytes} bytes"}, status_code=413)
-        return await call_next(request)
+    # Added last runs first: the Host is checked before anything of the request is read.
+    app.add_middleware(_BodyLimit, max_upload_bytes=max_upload_bytes)
+    app.add_middleware(_HostCheck, allowed=allowed_hosts)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

@@ -8,7 +8,8 @@ images are skipped and listed. The model is recorded in the index; a different o
 is encoded with the shipped model unless --model or --pretrained names another (`rsitr models` lists them).
 A checkpoint is recorded relative to the index with its SHA-256: move both together, or point
 `rsitr search` / `rsitr serve` at the moved checkpoint with --pretrained. Arguments are checked before
-anything is written.
+anything is written. A moved images folder is re-pointed with --relocate; a damaged index database is
+refused (one line naming the damage) until --rebuild; a damaged vectors.faiss is rewritten, being derived.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="store global embeddings only (smaller index, no re-ranking)")
     add_inference_arguments(parser)
     add_progress_argument(parser)
+    parser.add_argument("--relocate", action="store_true",
+                        help="the images folder moved to --images: re-point the index at it (unchanged files are "
+                             "kept, matched by their path inside the folder)")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="discard the index's files and build it anew (a damaged index.sqlite; needs --model)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
         args.out, args.images, args.model, args.pretrained, chip_size=args.chip_size,
         chip_overlap=args.chip_overlap, tile_larger_than=args.tile_larger_than, index_type=args.index_type,
         store_local_tokens=args.store_local_tokens, batch_size=args.batch_size, progress=not args.no_progress,
-        device=str(resolve_device(args.device)), precision=args.precision)
+        device=str(resolve_device(args.device)), precision=args.precision, relocate=args.relocate,
+        rebuild=args.rebuild)
     info = index.info()
     index.close()
     print(f"{args.out}: {info['chips']} chips from {info['files']} files "

@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rsitr.commands.train import INTERRUPTED_HINT as INTERRUPTED_HINT  # the same run folder, the same hint
 from rsitr.commands.train import add_arguments as add_train_arguments, fit_and_test, overrides
-
-INTERRUPTED_HINT = "Continue with the same command and --resume."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -77,5 +77,10 @@ def run(args: argparse.Namespace) -> int:
     for rank, hit in enumerate(hits, 1):
         window = f"{hit.window.width}x{hit.window.height}+{hit.window.x}+{hit.window.y}"
         where = "" if hit.bounds is None else "  bounds " + ",".join(map(repr, hit.bounds)) + f" {hit.crs}"
-        print(f"{rank:3d}  {hit.score:8.4f}  {hit.path} [{window}]  chip {hit.chip_id}{where}")
+        stale = "  STALE" if hit.stale else ""
+        print(f"{rank:3d}  {hit.score:8.4f}  {hit.path} [{window}]  chip {hit.chip_id}{where}{stale}")
+    stale = sum(hit.stale for hit in hits)
+    if stale:
+        print(f"{stale} result(s) marked STALE: their image was deleted, moved or replaced since it was indexed; run "
+              f"`rsitr index` on this index (with --relocate if the images folder moved)")
     return 0

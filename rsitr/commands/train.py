@@ -9,8 +9,8 @@ Examples:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-INTERRUPTED_HINT = "the last finished epoch is checkpointed: run the same command with --resume to continue"
 from rsitr.commands.options import add_precision_argument
 
 
@@ -39,6 +39,17 @@ def overrides(args: argparse.Namespace) -> list[str]:
     return list(args.set) + flags + [f"{key}={value}" for key, value in flat.items() if value is not None]
 
 
+def INTERRUPTED_HINT(args: argparse.Namespace) -> str:  # noqa: N802 - the name the command line looks up
+    """What Ctrl-C leaves behind: a run to resume from its last finished epoch, or nothing checkpointed yet."""
+    from rsitr.config import load_config
+
+    out = Path(load_config(args.config, overrides(args)).output_dir)
+    if (out / "checkpoints" / "latest.pt").is_file():
+        return "the last finished epoch is checkpointed: run the same command with --resume to continue"
+    return (f"no epoch had finished, so nothing is checkpointed in {out}: run the same command again to start "
+            f"over (its log is cleared)")
+
+
 def fit_and_test(config, args: argparse.Namespace):
     """Train (continuing with ``--resume``), then evaluate each dataset's own test split, as the papers report a
     model trained on merged datasets. Returns the trainer and the evaluations by dataset (None off rank 0)."""
@@ -47,6 +58,11 @@ def fit_and_test(config, args: argparse.Namespace):
     trainer = Trainer(config, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
     if trainer.resumed:
         print(f"resumed from epoch {trainer.epoch} (step {trainer.step})")
+    elif args.resume or trainer.dropped_log_rows:
+        dropped = f"; the {trainer.dropped_log_rows} logged steps of the interrupted attempt are dropped from " \
+                  f"train_log.csv" if trainer.dropped_log_rows else ""
+        print(f"no checkpoint in {trainer.out} to resume (no epoch had finished): training starts from the "
+              f"beginning{dropped}")
     print(trainer.corpus.summary())
     trainer.fit()
     if not trainer.dist.is_main:

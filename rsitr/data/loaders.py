@@ -36,6 +36,10 @@ _LAYOUT_HELP = ('use a Karpathy JSON {"images": [{"filename", "split", "sentence
 _TRAILING_NUMBER = re.compile(r"_?\d+$")
 _SPLIT_IN_NAME = re.compile(r"(?:^|[_\-.])(train|val|validation|test)(?:$|[_\-.])")
 _NWPU_CAPTION_KEY = re.compile(r"raw(?:_(\d+))?")
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+"""Characters no image path of a dataset holds: C0 controls, DEL and unpaired surrogates (JSON's ``\\ud800``)."""
+MAX_CSV_FIELD = 2**20
+"""Longest CSV field read (characters): far over any caption, and a bound on what an unclosed quote swallows."""
 
 
 @dataclass
@@ -117,11 +121,17 @@ def _default_name(path: Path) -> str:
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:  # Python's JSON reader stops at its recursion limit (about 1,000 levels)
+        raise DataError("is nested too deeply (arrays or objects about 1,000 levels deep) for a caption file",
+                        path=path, fix=_LAYOUT_HELP) from None
     except json.JSONDecodeError as err:
         raise DataError(f"invalid JSON ({err.msg} at line {err.lineno}, column {err.colno})", path=path,
                         fix="repair the file, e.g. re-download it or check it with `python -m json.tool`") from err
     except UnicodeDecodeError as err:
         raise DataError("is not UTF-8 text", path=path, fix="save the caption file as UTF-8") from err
+    except ValueError as err:  # a number of over 4,300 digits, which Python refuses to convert
+        raise DataError(f"holds a value Python cannot read ({str(err).split(';')[0]})", path=path,
+                        fix="repair the file, e.g. re-download it") from None
 
 
 def _json_layout(path: Path, data: Any) -> str:
@@ -178,17 +188,33 @@ def _split(value: Any, path: Path, where: str) -> str | None:
     return split
 
 
+def _visible(text: str) -> str:
+    """``text`` with control characters (and surrogates) written as escapes, to name them in a message without
+    printing them."""
+    return _CONTROL_CHARACTER.sub(lambda match: match.group().encode("unicode_escape", "backslashreplace").decode(),
+                                  text)
+
+
 def _existing_image(names: list[str | Path], path: Path, where: str, images_root: Path, required: bool = True) -> Path:
     """The first of ``images_root / name`` that is a file, else the first name's base name in ``images_root``
     (caption files in the wild hold absolute paths from their author's machine, with / or \\).
 
-    A missing image raises :class:`DataError`, or with ``required=False`` gives the first candidate.
+    A name holding a NUL or another control character is refused (no file system has such names in a dataset,
+    and NUL cannot reach the operating system); a missing image raises :class:`DataError`, or with
+    ``required=False`` gives the first candidate.
     """
+    for name in map(str, names):
+        if _CONTROL_CHARACTER.search(name):
+            raise DataError(f"image path '{_visible(name)}' holds a control character or an unpaired surrogate",
+                            path=path, entry=_visible(where), fix="correct the file name in the caption file")
     candidates = list(dict.fromkeys([*(images_root / name for name in names),
                                      images_root / PureWindowsPath(names[0]).name]))
     for candidate in candidates:
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError:  # a name longer than the file system allows
+            continue
     if not required:
         return candidates[0]
     looked = " or ".join(str(candidate) for candidate in candidates)
@@ -236,6 +262,8 @@ def _nwpu_entries(path: Path, data: Any, clean: Callable, find: Callable) -> Ite
 def _csv_entries(path: Path, clean: Callable, find: Callable, default_split: str | None) -> list[_Entry]:
     """One entry per image of a one-row-per-caption CSV (``filepath,caption`` or ``filename,title``)."""
     fix = "the header must be filepath,caption[,split][,scene] or filename,title[,split]; one row per caption"
+    previous_limit = csv.field_size_limit(MAX_CSV_FIELD)
+    reader = None
     try:
         with path.open(newline="", encoding="utf-8-sig") as file:
             reader = csv.DictReader(file)
@@ -269,6 +297,13 @@ def _csv_entries(path: Path, clean: Callable, find: Callable, default_split: str
                     entry.captions.extend(captions)
     except UnicodeDecodeError as err:
         raise DataError("is not UTF-8 text", path=path, fix="save the caption file as UTF-8") from err
+    except csv.Error as err:  # a field over MAX_CSV_FIELD characters, or broken quoting
+        where = f"line {reader.line_num}" if reader is not None else "header"
+        raise DataError(f"is not readable CSV ({err})", path=path, entry=where,
+                        fix=f"check the quoting (an unclosed quote runs on to the end of the file); fields are "
+                            f"at most {MAX_CSV_FIELD:,} characters") from None
+    finally:
+        csv.field_size_limit(previous_limit)
     return list(entries.values())
 
 

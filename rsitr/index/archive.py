@@ -29,6 +29,9 @@ SUPPORTED_SUFFIXES = PIL_SUFFIXES | RASTERIO_SUFFIXES
 _STRETCH_SAMPLE_SIDE = 512
 DEFAULT_MAX_QUERY_PIXELS = 40_000_000
 """Largest query image (width x height) decoded by default: a 6,300 x 6,300 scene, 120 MB as RGB."""
+DECODE_BYTES_PER_PIXEL = 4
+"""The decoder's budget per allowed pixel: the widest image PIL decodes to (RGBA, 32-bit grey or float)."""
+_TIFF_BITS, _TIFF_SAMPLES, _TIFF_ROWS_PER_STRIP, _TIFF_TILE_WIDTH, _TIFF_TILE_LENGTH = 258, 277, 278, 322, 323
 
 Bounds = tuple[float, float, float, float]
 """Geographic ``(left, bottom, right, top)`` in the scene's CRS."""
@@ -58,14 +61,50 @@ def check_pixels(name: str, width: int, height: int, max_pixels: int | None) -> 
                                  f"{max_pixels:,} pixels (--max-pixels)")
 
 
+def decode_budget(max_pixels: int | None) -> int:
+    """Bytes a decoder may allocate for one image, tile or strip: ``max_pixels`` (default
+    :data:`DEFAULT_MAX_QUERY_PIXELS`) at :data:`DECODE_BYTES_PER_PIXEL`."""
+    return (max_pixels or DEFAULT_MAX_QUERY_PIXELS) * DECODE_BYTES_PER_PIXEL
+
+
+def check_block(name: str, kind: str, width: int, height: int, samples: int, bits: int, max_pixels: int | None) -> None:
+    """Raise :class:`ImageTooLargeError` when one ``kind`` (tile, strip, block) as the header declares it, with
+    ``samples`` bands of ``bits`` bits, needs more than :func:`decode_budget` bytes: decoders allocate a whole
+    one at once, whatever the image's own size (a 100-byte TIFF can declare a 32,768 x 32,768 tile)."""
+    size = width * height * samples * -(-bits // 8)
+    if size > decode_budget(max_pixels):
+        raise ImageTooLargeError(f"{name} declares a {width} x {height} {kind} of {samples} band(s) at {bits} bits "
+                                 f"({size:,} bytes to decode at once), over the decoding limit of "
+                                 f"{decode_budget(max_pixels):,} bytes (--max-pixels x {DECODE_BYTES_PER_PIXEL}); "
+                                 f"re-tile it, e.g. `gdal_translate -co TILED=YES`")
+
+
+def _check_pil_decoder(name: str, image: Image.Image, max_pixels: int | None) -> None:
+    """The pixel limit, and for TIFF the declared tile or strip (bands and bit depth included), before decoding."""
+    check_pixels(name, *image.size, max_pixels)
+    tags = getattr(image, "tag_v2", None)
+    if tags is None:
+        return
+    bits = max(tags.get(_TIFF_BITS, (1,)) or (1,))
+    samples = int(tags.get(_TIFF_SAMPLES, 1))
+    width, height = image.size
+    if _TIFF_TILE_WIDTH in tags or _TIFF_TILE_LENGTH in tags:
+        check_block(name, "tile", int(tags.get(_TIFF_TILE_WIDTH, 0)), int(tags.get(_TIFF_TILE_LENGTH, 0)),
+                    samples, bits, max_pixels)
+    else:
+        rows = min(int(tags.get(_TIFF_ROWS_PER_STRIP, height)), height)
+        check_block(name, "strip", width, rows, samples, bits, max_pixels)
+
+
 def decode_image(data: bytes, name: str, max_pixels: int | None) -> Image.Image:
-    """Decode uploaded bytes to RGB, checking the pixel count from the header before any pixel is decoded.
+    """Decode uploaded bytes to RGB, checking from the header, before any pixel is decoded, the pixel count and
+    (TIFF) the tile or strip the decoder would allocate (:func:`check_block`).
 
     Raises :class:`ImageTooLargeError` (also for PIL's decompression-bomb refusal) or :class:`NotAnImageError`.
     """
     try:
         with _open_pil(io.BytesIO(data), name) as image:
-            check_pixels(name, *image.size, max_pixels)
+            _check_pil_decoder(name, image, max_pixels)
             image.load()
             return image.convert("RGB")
     except ImageTooLargeError:
@@ -150,7 +189,7 @@ class Scene(Protocol):
 class _PILScene:
     def __init__(self, path: Path, max_pixels: int | None = None) -> None:
         with _open_pil(path, path.name) as image:
-            check_pixels(path.name, *image.size, max_pixels)
+            _check_pil_decoder(path.name, image, max_pixels)
             image.load()  # decode now so that truncated or corrupt files fail here, not chip by chip
             self._image = image.convert("RGB")
         self.width, self.height = self._image.size
@@ -244,11 +283,23 @@ class open_scene:  # noqa: N801 - used as a context manager like open()
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             self._dataset = rasterio.open(self._path)
             try:
-                check_pixels(self._path.name, self._dataset.width, self._dataset.height, self._max_pixels)
+                self._check_decoder()
                 return _RasterioScene(self._dataset)
             except BaseException:
                 self._dataset.close()
                 raise
+
+    def _check_decoder(self) -> None:
+        """The pixel limit, and GDAL's blocks before a pixel is read: one holds every band of a pixel-interleaved
+        file; of a band-interleaved one, the (up to) three bands read are decoded side by side."""
+        from rasterio.enums import Interleaving
+
+        dataset, name = self._dataset, self._path.name
+        check_pixels(name, dataset.width, dataset.height, self._max_pixels)
+        rows, columns = dataset.block_shapes[0]
+        bands = min(dataset.count, 3) if dataset.interleaving == Interleaving.band else dataset.count
+        bits = max(np.dtype(dtype).itemsize for dtype in dataset.dtypes) * 8
+        check_block(name, "block", columns, rows, bands, bits, self._max_pixels)
 
     def __exit__(self, *exc_info) -> None:
         if self._dataset is not None:

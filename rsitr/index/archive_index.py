@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Sequence
@@ -98,6 +99,7 @@ class ArchiveIndex:
         self.settings = IndexSettings(**store.get_meta("settings"))
         self._lock = threading.Lock()
         self._vectors: faiss.Index | None = None
+        self._vectors_on_disk = False
         self._generation = -1
         self._saved_generation = None
         self._refresh_vectors()
@@ -125,14 +127,17 @@ class ArchiveIndex:
               pretrained: str | None = None, *, encoder: Encoder | None = None, chip_size: int | None = None,
               chip_overlap: int | None = None, tile_larger_than: int | None = None, index_type: str | None = None,
               store_local_tokens: bool | None = None, batch_size: int = 32, progress: bool = True,
-              device: str = "cpu", precision: str = "auto") -> tuple[ArchiveIndex, UpdateReport]:
+              device: str = "cpu", precision: str = "auto", relocate: bool = False,
+              rebuild: bool = False) -> tuple[ArchiveIndex, UpdateReport]:
         """Create the index in ``directory`` for the images under ``images``, or bring an existing one up to date.
 
         Arguments left as None take the values recorded in an existing index, or the defaults of
         :class:`IndexSettings` and the shipped model (:data:`DEFAULT_PRETRAINED`) for a new one.
-        Chip settings and the images folder cannot change once an index exists; ``index_type`` can.
-        Every argument (and the model) is checked before anything is written, so a mistake leaves no
-        half-made index behind.
+        Chip settings and the images folder cannot change once an index exists; ``index_type`` can, and
+        ``relocate`` re-points the index at ``images`` when its folder moved (files are matched by their path
+        relative to it, and by content where size or mtime differ, so nothing unchanged is encoded again).
+        ``rebuild`` discards the index's files (a damaged database) and builds anew. Every argument (and the
+        model) is checked before anything is written, so a mistake leaves no half-made index behind.
         """
         directory, images = Path(directory), Path(images).resolve()
         if not images.is_dir():
@@ -144,7 +149,7 @@ class ArchiveIndex:
         requested = {"chip_size": chip_size, "chip_overlap": chip_overlap, "tile_larger_than": tile_larger_than,
                      "index_type": index_type, "store_local_tokens": store_local_tokens}
         new_settings = IndexSettings(**{k: v for k, v in requested.items() if v is not None})  # validates them
-        existing = (directory / DATABASE_NAME).is_file()
+        existing = (directory / DATABASE_NAME).is_file() and not rebuild
         store = MetadataStore(directory) if existing else None
         stored_model = store.get_meta("model") if store else None
         if encoder is None:
@@ -159,7 +164,10 @@ class ArchiveIndex:
             encoder = Encoder.load(model_name, pretrained, device, precision)
         if stored_model is not None:
             cls._check_encoder(store, directory, encoder)
-            settings = cls._merged_settings(store, directory, images, requested)
+            settings = cls._merged_settings(store, directory, images, requested, relocate)
+        if rebuild:
+            for name in (DATABASE_NAME, f"{DATABASE_NAME}-wal", f"{DATABASE_NAME}-shm", VECTORS_NAME):
+                (directory / name).unlink(missing_ok=True)
         directory.mkdir(parents=True, exist_ok=True)
         store = store or MetadataStore(directory)
         if stored_model is None:
@@ -168,7 +176,7 @@ class ArchiveIndex:
                            fingerprint=encoder.fingerprint().to_dict(), root=str(images),
                            settings=dataclasses.asdict(settings))
         else:
-            store.set_meta(settings=dataclasses.asdict(settings))
+            store.set_meta(settings=dataclasses.asdict(settings), root=str(images))
         report = update_index(store, encoder, images, settings, batch_size, progress)
         index = cls(directory, store, encoder)
         index._save_vectors()
@@ -186,10 +194,12 @@ class ArchiveIndex:
                 f"comparable. Use the recorded model, or build a new index in another directory.")
 
     @staticmethod
-    def _merged_settings(store: MetadataStore, directory: Path, images: Path, requested: dict) -> IndexSettings:
-        if Path(store.get_meta("root")) != images:
-            raise IndexCompatibilityError(f"index {directory} covers {store.get_meta('root')}, not {images}; "
-                                          f"build a new index in another directory for another folder")
+    def _merged_settings(store: MetadataStore, directory: Path, images: Path, requested: dict,
+                         relocate: bool) -> IndexSettings:
+        if Path(store.get_meta("root")) != images and not relocate:
+            raise IndexCompatibilityError(f"index {directory} covers {store.get_meta('root')}, not {images}; if the "
+                                          f"folder moved there, add --relocate; for another folder build a new index "
+                                          f"in another directory")
         recorded = store.get_meta("settings")
         for key, value in requested.items():
             if value is not None and key != "index_type" and value != recorded[key]:
@@ -210,20 +220,30 @@ class ArchiveIndex:
             self.store.get_meta("vectors_type") == self.settings.index_type
 
     def _refresh_vectors(self) -> None:
-        """Load the saved FAISS index if it matches the database, else rebuild it in memory from the stored vectors."""
+        """Load the saved FAISS index if it matches the database and is sound, else rebuild it in memory from the
+        stored vectors (a damaged file is named in a warning: it is derived data, which `rsitr index` rewrites)."""
         self._generation = self.store.generation
         self._saved_generation = self.store.get_meta("vectors_generation")
+        self._vectors = None
         if self._vectors_saved():
-            self._vectors = vector_index.load(self.directory / VECTORS_NAME)
-        else:
+            try:
+                self._vectors = vector_index.load(self.directory / VECTORS_NAME, self.store.chip_count(),
+                                                  self.encoder.dim)
+            except vector_index.DamagedVectorsError as err:
+                print(f"rsitr: warning: {err}; its vectors are rebuilt from {DATABASE_NAME} in memory (`rsitr index` "
+                      f"on this index rewrites the file)", file=sys.stderr)
+        self._vectors_on_disk = self._vectors is not None
+        if self._vectors is None:
             ids, vectors = self.store.embeddings()
             self._vectors = vector_index.build_vector_index(vectors, ids, self.settings.index_type)
 
     def _save_vectors(self) -> None:
-        """Write the FAISS index if the saved one is stale. Only writers (build) save; readers rebuild in memory."""
-        if not self._vectors_saved():
+        """Write the FAISS index unless it was loaded from a current, sound file. Only writers (build) save;
+        readers rebuild in memory."""
+        if not self._vectors_on_disk:
             vector_index.save_atomic(self._vectors, self.directory / VECTORS_NAME)
             self.store.set_meta(vectors_generation=self._generation, vectors_type=self.settings.index_type)
+            self._vectors_on_disk = True
 
     def _current_vectors(self) -> faiss.Index:
         """The FAISS index, reloaded once an indexing run (possibly another process) has saved a newer one.
@@ -311,9 +331,10 @@ class ArchiveIndex:
 
     def _hits(self, ranked: list[tuple[int, float, float, float | None]], removed: int = 0) -> SearchResults:
         records = self.store.chips([chip_id for chip_id, *_ in ranked])
+        changes = {record.path: self._source_change(record.path, record.source_stat) for record in records.values()}
         return SearchResults([SearchHit(chip_id, records[chip_id].path, records[chip_id].window,
                                         records[chip_id].bounds, records[chip_id].crs, score, global_score,
-                                        local_score)
+                                        local_score, changes[records[chip_id].path] is not None)
                               for chip_id, score, global_score, local_score in ranked if chip_id in records],
                              removed)
 
@@ -338,22 +359,30 @@ class ArchiveIndex:
             raise FileNotFoundError(f"{path} is not an indexed image")
         return self._read_source(path, lambda scene: scene.read(Window(0, 0, scene.width, scene.height), max_side))
 
+    def _source_change(self, path: str, indexed_stat: tuple[int, int] | None) -> str | None:
+        """How the image ``path`` changed since it was indexed with ``(size, mtime_ns)`` (None: not indexed):
+        ``"deleted or moved"``, ``"replaced"``, or None when it is still the file that was indexed. Size and mtime
+        decide, as in :mod:`rsitr.index.indexer`."""
+        try:
+            stat = resolve_in_root(self.root, path).stat()
+        except (OSError, ValueError):
+            return "deleted or moved"
+        return None if indexed_stat == (stat.st_size, stat.st_mtime_ns) else "replaced"
+
     def _read_source(self, path: str, read) -> Image.Image:
         """``read(scene)`` on the indexed image ``path``, if it is still the file that was indexed.
 
-        Size and mtime decide (as in :mod:`rsitr.index.indexer`); messages name the path relative to the
-        archive only, since they reach web clients."""
+        Messages name the path relative to the archive (and the archive folder by name) only, since they reach
+        web clients."""
         record = self.store.file(path)
+        change = self._source_change(path, None if record is None else (record.size, record.mtime_ns))
+        if change is not None:
+            fix = "run `rsitr index` again" if self.root.is_dir() else \
+                f"the images folder {self.root.name!r} is gone: if it moved, run `rsitr index --images NEW_FOLDER " \
+                f"--out INDEX --relocate`"
+            raise SourceChangedError(f"{path} was {change} since it was indexed; {fix}")
         try:
-            full = resolve_in_root(self.root, path)
-            stat = full.stat()
-        except (OSError, ValueError):
-            raise SourceChangedError(f"{path} was deleted or moved since it was indexed; "
-                                     f"run `rsitr index` again") from None
-        if record is None or (record.size, record.mtime_ns) != (stat.st_size, stat.st_mtime_ns):
-            raise SourceChangedError(f"{path} was replaced since it was indexed; run `rsitr index` again")
-        try:
-            with open_scene(full) as scene:
+            with open_scene(resolve_in_root(self.root, path)) as scene:
                 return read(scene)
         except Exception as err:  # decoders raise many types
             raise SourceChangedError(f"{path} can no longer be read ({type(err).__name__}); "

@@ -24,7 +24,7 @@ FORMATS = ("json", "geojson", "csv")
 MEDIA_TYPES = {"json": "application/json", "geojson": "application/geo+json", "csv": "text/csv"}
 WGS84 = "EPSG:4326"
 CSV_COLUMNS = ("rank", "chip_id", "path", "x", "y", "width", "height", "score", "global_score", "local_score",
-               "crs", "left", "bottom", "right", "top", "lon_min", "lat_min", "lon_max", "lat_max")
+               "crs", "left", "bottom", "right", "top", "lon_min", "lat_min", "lon_max", "lat_max", "stale")
 
 
 @lru_cache(maxsize=4096)
@@ -48,7 +48,7 @@ def hit_properties(hit: SearchHit, rank: int) -> dict:
     native = hit.bounds or (None,) * 4
     degrees = wgs84_bounds(hit.bounds, hit.crs) or (None,) * 4
     values = (rank, hit.chip_id, hit.path, hit.window.x, hit.window.y, hit.window.width, hit.window.height,
-              hit.score, hit.global_score, hit.local_score, hit.crs, *native, *degrees)
+              hit.score, hit.global_score, hit.local_score, hit.crs, *native, *degrees, hit.stale)
     return dict(zip(CSV_COLUMNS, values))
 
 

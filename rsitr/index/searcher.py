@@ -35,6 +35,9 @@ class SearchHit:
     """The ranking score: fused global + local similarity when re-ranked, else the global cosine."""
     global_score: float
     local_score: float | None
+    stale: bool
+    """The source image was deleted, moved or replaced since it was indexed: the chip's vector describes pixels
+    that are no longer there (run `rsitr index` to bring the index up to date)."""
 
     def to_dict(self) -> dict:
         return asdict(self)

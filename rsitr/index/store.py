@@ -79,6 +79,8 @@ class ChipRecord:
     window: Window
     bounds: Bounds | None
     crs: str | None
+    source_stat: tuple[int, int]
+    """``(size, mtime_ns)`` of the image file when it was indexed."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,13 @@ class NotAnIndexError(UserError, FileNotFoundError):
     """A folder given as an index holds no rsitr index database."""
 
 
+class DamagedIndexError(UserError):
+    """An index database that SQLite finds damaged (truncated, zeroed, overwritten): only a rebuild helps."""
+
+
+_DAMAGED = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
 class MetadataStore:
     """One SQLite connection, shared between threads behind a lock (the web service runs handlers in a pool)."""
 
@@ -106,6 +115,11 @@ class MetadataStore:
                                     f"`rsitr index --images DIR --out {directory}`")
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            self._check(Path(directory), read_only)
+        except BaseException:
+            self._conn.close()
+            raise
         self._conn.execute("PRAGMA foreign_keys = ON")
         if not read_only:
             self._conn.execute("PRAGMA journal_mode = WAL")
@@ -114,6 +128,22 @@ class MetadataStore:
                 if self.get_meta("schema_version") is None:
                     self._set_meta("schema_version", SCHEMA_VERSION)
                     self._set_meta("generation", 0)
+
+    def _check(self, directory: Path, read_only: bool) -> None:
+        """SQLite's quick check of the whole file (it reads every page once), before anything is read or written;
+        a reader also needs the index's tables."""
+        try:
+            verdict = self._conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+        except sqlite3.DatabaseError as err:
+            if err.sqlite_errorcode not in _DAMAGED:
+                raise  # locked, unreadable ...: the command line says what it is
+            verdict = str(err)
+        if verdict != "ok":
+            raise DamagedIndexError(f"{directory / DATABASE_NAME} is damaged ({verdict}); rebuild the index with "
+                                    f"`rsitr index --images DIR --out {directory} --model MODEL --rebuild`")
+        if read_only and not self._conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchall():
+            raise NotAnIndexError(f"{directory} holds no rsitr index ({DATABASE_NAME} has no index tables); build "
+                                  f"one with `rsitr index --images DIR --out {directory}`")
 
     def close(self) -> None:
         with self._lock:
@@ -130,7 +160,10 @@ class MetadataStore:
 
             def __exit__(self, exc_type, *_) -> None:
                 try:
-                    store._conn.execute("ROLLBACK" if exc_type else "COMMIT")
+                    if exc_type is None:
+                        store._conn.execute("COMMIT")
+                    elif store._conn.in_transaction:  # SQLite ends it by itself after some errors (a full disk)
+                        store._conn.execute("ROLLBACK")
                 finally:
                     store._lock.release()
 
@@ -270,8 +303,9 @@ class MetadataStore:
         if not chip_ids:
             return {}
         rows = self._query(
-            "SELECT chips.id, files.path, x, y, chips.width, chips.height, left, bottom, right, top, files.crs "
+            "SELECT chips.id, files.path, x, y, chips.width, chips.height, left, bottom, right, top, files.crs, "
+            "files.size, files.mtime_ns "
             f"FROM chips JOIN files ON files.id = chips.file_id WHERE chips.id IN ({','.join('?' * len(chip_ids))})",
             list(chip_ids))
-        return {row[0]: ChipRecord(row[0], row[1], Window(*row[2:6]),
-                                   None if row[6] is None else tuple(row[6:10]), row[10]) for row in rows}
+        return {row[0]: ChipRecord(row[0], row[1], Window(*row[2:6]), None if row[6] is None else tuple(row[6:10]),
+                                   row[10], (row[11], row[12])) for row in rows}

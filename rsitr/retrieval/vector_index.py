@@ -13,6 +13,7 @@ and ``os.replace`` so that a reader or a killed writer never sees a half-written
 from __future__ import annotations
 
 import math
+import struct
 from pathlib import Path
 
 import faiss
@@ -94,7 +95,34 @@ def save_atomic(index: faiss.Index, path: Path) -> None:
     write_atomic(path, lambda temporary: faiss.write_index(index, temporary))
 
 
-def load(path: Path) -> faiss.Index:
-    index = faiss.read_index(str(path))
+class DamagedVectorsError(ValueError):
+    """A saved index file whose header or size does not fit the vectors it should hold, or that FAISS cannot read."""
+
+
+_HEADER = struct.Struct("<4siq")
+"""The start of a saved ``IndexIDMap2``: its four-character code, the dimension and the number of vectors."""
+
+
+def load(path: Path, count: int, dim: int) -> faiss.Index:
+    """Read an index saved by :func:`save_atomic` that should hold ``count`` vectors of ``dim`` dimensions.
+
+    The header and the file size are checked against them before FAISS reads (and allocates) anything, so a
+    truncated, zeroed or foreign file raises :class:`DamagedVectorsError` instead of a crash or a huge allocation.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        header = handle.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        raise DamagedVectorsError(f"{path.name} is truncated ({size} bytes)")
+    code, stored_dim, stored_count = _HEADER.unpack(header)
+    if code != b"IxM2" or (stored_dim, stored_count) != (dim, count):
+        raise DamagedVectorsError(f"{path.name} is not a FAISS index of {count} vectors of {dim} dimensions (header "
+                                  f"{header[:4]!r}, {stored_dim} dimensions, {stored_count} vectors)")
+    if size < count * (dim * 4 + 8):  # every stored vector and its id, at the least
+        raise DamagedVectorsError(f"{path.name} is truncated ({size:,} bytes for {count} vectors of {dim} dimensions)")
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError as err:  # FAISS's read errors
+        raise DamagedVectorsError(f"{path.name} cannot be read ({str(err).splitlines()[0][:200]})") from None
     set_search_breadth(index)
     return index

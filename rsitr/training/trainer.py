@@ -159,14 +159,16 @@ class Trainer:
         self.scaler = grad_scaler(self.precision, self.device)  # fp16 (CUDA AMP) only; a pass-through otherwise
         self.epoch = 0
         self.step = 0
+        self.dropped_log_rows = 0
+        """Rows of ``train_log.csv`` dropped at the start: steps of an interrupted attempt that this run redoes."""
         if checkpoint is not None:
             self._load_state(checkpoint)
         if self.dist.is_main:
             if overwrite and checkpoint is None:  # keywords.json was just written by this run when KER is on
                 _remove_run_outputs(self.out, keep={"keywords.json"} if method.ker else set())
-            if checkpoint is not None:
-                _truncate_log(self.out / "train_log.csv", "step", self.step)
-                _truncate_log(self.out / "eval_log.csv", "epoch", self.epoch)
+            # Rows past the checkpoint are done again; without one (a run interrupted before its first), all are.
+            self.dropped_log_rows = _truncate_log(self.out / "train_log.csv", "step", self.step)
+            _truncate_log(self.out / "eval_log.csv", "epoch", self.epoch)
             save_config(config, self.out / "config.yaml")
 
     @property
@@ -388,18 +390,16 @@ def _remove_run_outputs(out: Path, keep: set[str]) -> None:
             target.unlink(missing_ok=True)
 
 
-def _truncate_log(path: Path, column: str, last: int) -> None:
+def _truncate_log(path: Path, column: str, last: int) -> int:
     """Drop the rows of a CSV log past ``last`` in ``column``: they belong to training after the checkpoint,
-    which the resumed run does again and logs anew."""
+    which the resumed run does again and logs anew. Returns how many were dropped."""
     if not path.is_file():
-        return
+        return 0
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    if not rows:
-        return
     kept = [row for row in rows if int(row[column]) <= last]
     if len(kept) == len(rows):
-        return
+        return 0
 
     def write(temporary: str) -> None:
         with open(temporary, "w", newline="") as handle:
@@ -408,6 +408,7 @@ def _truncate_log(path: Path, column: str, last: int) -> None:
             writer.writerows(kept)
 
     write_atomic(path, write)
+    return len(rows) - len(kept)
 
 
 def _config_dict(config: RunConfig) -> dict:

@@ -42,6 +42,12 @@ export function renderResults(grid, hits, marks, handlers) {
     const where = document.createElement("div");
     where.textContent = `${hit.path} [${formatWindow(hit.window)}]`;
     caption.append(score, where);
+    if (hit.stale) {
+      const stale = document.createElement("div");
+      stale.className = "stale";
+      stale.textContent = "Stale: the image changed or vanished since indexing";
+      caption.append(stale);
+    }
     if (hit.bounds) {
       const coords = document.createElement("div");
       coords.className = "coords";

@@ -1,0 +1,511 @@
+"""The hostile suite: what an attacker or a careless user tries, with generated files and loopback only.
+
+Each test keeps one break of issue 22 fixed: decompression bombs in TIFF tiles and strips, chunked bodies
+without a Content-Length, forged Host headers, corrupt or full index files, bad caption files, training
+interrupted before its first checkpoint, a moved images folder and stale search results.
+"""
+
+from __future__ import annotations
+
+import csv
+import http.client
+import json
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from rsitr.api.app import create_app, host_name
+from rsitr.cli import main
+from rsitr.index import ArchiveIndex
+from rsitr.index.archive import ImageTooLargeError, decode_image, open_scene
+from rsitr.models import TINY_MODEL
+from rsitr.retrieval import vector_index
+from test_index_support import CHIP_SETTINGS, declared_tiff, make_archive, noise, tiny_encoder
+from test_training import TINY
+
+REPO = Path(__file__).parent.parent
+
+MAX_UPLOAD = 4000
+SMALL_DISK_PAGES = 10
+TILE_BOMBS = {"one 32768 x 32768 tile": {"tile": (32768, 32768)},
+              "three 16-bit bands in 8192 x 8192 tiles": {"tile": (8192, 8192), "samples": 3, "bits": 16},
+              "a 6000 x 6000 strip of 16-bit RGBA": {"rows_per_strip": 6000, "samples": 4, "bits": 16}}
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory) -> ArchiveIndex:
+    base = tmp_path_factory.mktemp("hostile")
+    root = make_archive(base / "archive")
+    index, _ = ArchiveIndex.build(base / "index", root, encoder=tiny_encoder(), progress=False, **CHIP_SETTINGS)
+    return index
+
+
+@pytest.fixture(scope="module")
+def client(index) -> TestClient:
+    return TestClient(create_app(index=index, max_upload_bytes=MAX_UPLOAD), base_url="http://localhost")
+
+
+def bomb(name: str) -> bytes:
+    settings = TILE_BOMBS[name]
+    side = 6000 if "rows_per_strip" in settings else 64
+    return declared_tiff(side, side, **settings)
+
+
+# -- decompression bombs ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", TILE_BOMBS)
+def test_a_tiff_declaring_a_huge_tile_or_strip_is_refused_413_from_its_header(client, name):
+    data = bomb(name)
+    assert len(data) < 200
+    with pytest.raises(ImageTooLargeError, match="declares a .* over the decoding limit"):
+        decode_image(data, "bomb.tif", 40_000_000)
+    answer = client.post("/api/search/image", files={"file": ("bomb.tif", data, "image/tiff")})
+    assert answer.status_code == 413 and "decoding limit" in answer.json()["detail"]
+
+
+@pytest.mark.parametrize("name", TILE_BOMBS)
+def test_a_tiff_bomb_in_the_archive_is_refused_by_rasterio_too(tmp_path, name):
+    path = tmp_path / "bomb.tif"
+    path.write_bytes(bomb(name))
+    with pytest.raises(ImageTooLargeError, match="block"):
+        with open_scene(path):
+            pass
+
+
+def test_refusing_a_tile_bomb_allocates_nothing(tmp_path):
+    # The peak resident size of a fresh process, before and after decoding a 1 GiB tile bomb (the break cost 1 GB).
+    path = tmp_path / "bomb.tif"
+    path.write_bytes(bomb("one 32768 x 32768 tile"))
+    script = (f"import resource; from rsitr.index.archive import decode_image, ImageTooLargeError\n"
+              f"before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+              f"try: decode_image(open({str(path)!r}, 'rb').read(), 'bomb.tif', 40_000_000)\n"
+              f"except ImageTooLargeError: pass\n"
+              f"print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)")
+    grown_mib = int(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                                   cwd=Path(__file__).parent.parent).stdout)
+    assert grown_mib < 50
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_ordinary_tiled_tiffs_still_decode(tmp_path):
+    import numpy as np
+    import rasterio
+
+    path = tmp_path / "tiled.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=300, height=200, count=3, dtype="uint8", tiled=True,
+                       blockxsize=256, blockysize=256, compress="deflate") as dataset:
+        dataset.write((np.arange(3 * 200 * 300) % 251).astype(np.uint8).reshape(3, 200, 300))
+    with open_scene(path, 40_000_000) as scene:
+        assert (scene.width, scene.height) == (300, 200)
+    assert decode_image(path.read_bytes(), "tiled.tif", 40_000_000).size == (300, 200)
+
+
+# -- request bodies ---------------------------------------------------------------------------------------
+class _BytesRead:
+    """ASGI wrapper counting the request body bytes the app took from the server."""
+
+    def __init__(self, app) -> None:
+        self.app, self.count = app, 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        async def counted():
+            message = await receive()
+            self.count += len(message.get("body", b""))
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_chunked_body_without_content_length_is_refused_at_the_limit(index):
+    import uvicorn
+
+    app = _BytesRead(create_app(index=index, max_upload_bytes=MAX_UPLOAD))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive()
+        time.sleep(0.05)
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.putrequest("POST", "/api/search/image")
+        connection.putheader("Content-Type", "multipart/form-data; boundary=x")
+        connection.putheader("Transfer-Encoding", "chunked")
+        connection.endheaders()
+        chunk = b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"q.png\"\r\n\r\n" + bytes(65_000)
+        status = None
+        try:
+            for _ in range(32):  # 2 MB: it fits the socket buffers, so sending never waits for the server
+                connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            status = connection.getresponse().status
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # the server answered and closed while the client was still sending
+        chunk_size = 65_536  # uvicorn reads the socket in pieces of at most this
+        assert app.count <= MAX_UPLOAD + 64 * 2**10 + chunk_size
+        assert status in (413, None)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_a_refused_body_closes_the_connection_so_its_rest_is_not_read(client):
+    declared = client.post("/api/search/image", content=bytes(MAX_UPLOAD + 70_000),
+                           headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert declared.status_code == 413 and declared.headers["connection"] == "close"
+
+
+# -- Host header ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("header, expected", [("localhost:8000", "localhost"), ("[::1]:8000", "::1"),
+                                              ("Example.ORG.", "example.org"), ("127.0.0.1", "127.0.0.1"),
+                                              ("[::1", ""), ("::1", "::1")])
+def test_host_names_are_read_without_port_case_or_final_dot(header, expected):
+    assert host_name(header) == expected
+
+
+def test_a_forged_host_header_is_refused_and_allowed_names_are_served(index):
+    client = TestClient(create_app(index=index, allowed_hosts=["127.0.0.1", "localhost", "::1", "archive.lan"]),
+                        base_url="http://localhost")
+    assert client.get("/api/info", headers={"Host": "attacker.example"}).status_code == 400
+    assert "--allowed-host" in client.get("/api/search?q=x", headers={"Host": "attacker.example"}).json()["detail"]
+    for host in ("localhost:8000", "127.0.0.1:8000", "[::1]:8000", "ARCHIVE.lan"):
+        assert client.get("/api/info", headers={"Host": host}).status_code == 200, host
+    anyone = TestClient(create_app(index=index, allowed_hosts=["*"]), base_url="http://attacker.example")
+    assert anyone.get("/api/info").status_code == 200
+
+
+def test_serve_allows_the_bound_address_localhost_and_allowed_hosts(monkeypatch, tmp_path):
+    import uvicorn
+
+    import rsitr.api.app as api
+
+    seen = {}
+    monkeypatch.setattr(api, "create_app", lambda *args, **kwargs: seen.update(kwargs) or "app")
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
+    assert main(["serve", str(tmp_path), "--host", "10.0.0.5", "--allowed-host", "archive.lan"]) == 0
+    assert set(seen["allowed_hosts"]) == {"10.0.0.5", "127.0.0.1", "localhost", "::1", "archive.lan"}
+
+
+# -- index files --------------------------------------------------------------------------------------------
+def index_argv(root: Path, out: Path, *extra: str) -> list[str]:
+    settings = [item for key, value in CHIP_SETTINGS.items() for item in (f"--{key.replace('_', '-')}", str(value))]
+    return ["index", "--images", str(root), "--out", str(out), "--model", TINY_MODEL, "--quiet", *settings, *extra]
+
+
+@pytest.fixture
+def built(tmp_path, capsys) -> tuple[Path, Path]:
+    root, out = make_archive(tmp_path / "archive", geotiff=False), tmp_path / "index"
+    assert main(index_argv(root, out)) == 0
+    capsys.readouterr()
+    return root, out
+
+
+def one_error_line(capsys, command: str) -> str:
+    """The one error line on stderr (after any one-line ``rsitr: warning:``), with no traceback."""
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and lines[-1].startswith(f"rsitr {command}: error: "), lines
+    assert all(line.startswith("rsitr") for line in lines) and sum("error:" in line for line in lines) == 1, lines
+    return lines[-1]
+
+
+def garbage(data: bytes) -> bytes:
+    return np.random.default_rng(0).integers(0, 256, len(data), dtype=np.uint8).tobytes()
+
+
+DAMAGES = {"truncated": lambda data: data[:len(data) // 2], "zeroed": lambda data: bytes(len(data)),
+           "garbage": garbage}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_index_database_is_refused_in_one_line_until_rebuild(built, capsys, damage):
+    root, out = built
+    database = out / "index.sqlite"
+    database.write_bytes(DAMAGES[damage](database.read_bytes()))
+    damaged = database.read_bytes()
+    assert main(["search", str(out), "a harbour"]) == 2
+    assert "damaged" in (err := one_error_line(capsys, "search")) and "--rebuild" in err
+    assert main(index_argv(root, out)) == 2
+    assert "--rebuild" in one_error_line(capsys, "index")
+    assert database.read_bytes() == damaged  # refused without touching it
+    assert main(index_argv(root, out, "--rebuild")) == 0
+    assert main(["search", str(out), "a harbour", "--top-k", "2"]) == 0
+
+
+def test_an_emptied_index_database_is_no_index_in_one_line(built, capsys):
+    _, out = built
+    (out / "index.sqlite").write_bytes(b"")
+    assert main(["search", str(out), "a harbour"]) == 2
+    assert "no rsitr index" in one_error_line(capsys, "search")
+
+
+@pytest.mark.parametrize("damage", [*DAMAGES, "another index"])
+def test_a_damaged_vectors_file_is_searched_from_the_store_and_rewritten_by_index(built, capsys, damage):
+    root, out = built
+    vectors = out / "vectors.faiss"
+    assert main(["search", str(out), "a harbour", "--top-k", "3"]) == 0
+    expected = capsys.readouterr().out
+    if damage == "another index":
+        vector_index.save_atomic(vector_index.build_vector_index(np.eye(4, dtype=np.float32), np.arange(4)), vectors)
+    else:
+        vectors.write_bytes(DAMAGES[damage](vectors.read_bytes()))
+    assert main(["search", str(out), "a harbour", "--top-k", "3"]) == 0
+    answer = capsys.readouterr()
+    assert answer.out == expected and "warning" in answer.err and "vectors.faiss" in answer.err
+    assert main(index_argv(root, out)) == 0
+    capsys.readouterr()
+    assert main(["search", str(out), "a harbour", "--top-k", "3"]) == 0
+    assert capsys.readouterr() == (expected, "")  # the file was rewritten: no warning
+
+
+def test_a_full_disk_while_indexing_is_one_line_and_a_rerun_completes(tmp_path, capsys, monkeypatch):
+    root = make_archive(tmp_path / "archive", geotiff=False)
+    connect = sqlite3.connect
+
+    def small_disk(*args, **kwargs) -> sqlite3.Connection:
+        connection = connect(*args, **kwargs)
+        connection.execute(f"PRAGMA max_page_count = {SMALL_DISK_PAGES}")  # SQLite's own "disk is full" past it
+        return connection
+
+    monkeypatch.setattr(sqlite3, "connect", small_disk)
+    assert main(index_argv(root, tmp_path / "index", "--batch-size", "1")) == 2
+    err = one_error_line(capsys, "index")
+    assert "full" in err and "free disk space" in err
+    monkeypatch.undo()
+    assert main(index_argv(root, tmp_path / "index")) == 0
+    assert main(index_argv(root, tmp_path / "fresh")) == 0
+    resumed, fresh = (ArchiveIndex.open(tmp_path / name, encoder=tiny_encoder()) for name in ("index", "fresh"))
+    assert resumed.info()["chips"] == fresh.info()["chips"] > 0
+    ids, vectors = resumed.store.embeddings()
+    assert np.array_equal(vectors, fresh.store.embeddings()[1])
+
+
+def test_a_locked_index_is_one_line(built, capsys):
+    root, out = built
+    holder = sqlite3.connect(out / "index.sqlite", isolation_level=None, timeout=0)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        assert main(index_argv(root, out)) == 2
+        assert "another process" in one_error_line(capsys, "index")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_sqlite_errors_of_the_users_making_are_one_line_and_bugs_keep_their_traceback(tmp_path, capsys, monkeypatch):
+    import rsitr.commands.search as search_command
+
+    sqlite3.connect(tmp_path / "db.sqlite").close()
+    read_only = sqlite3.connect(f"file:{tmp_path / 'db.sqlite'}?mode=ro", uri=True)
+
+    def write_read_only(args) -> int:
+        read_only.execute("CREATE TABLE t (x)")
+        return 0
+
+    monkeypatch.setattr(search_command, "run", write_read_only)
+    assert main(["search", str(tmp_path), "x"]) == 2
+    assert "read-only" in one_error_line(capsys, "search")
+
+    def a_bug(args) -> int:
+        read_only.execute("SELEC 1")
+        return 0
+
+    monkeypatch.setattr(search_command, "run", a_bug)
+    with pytest.raises(sqlite3.OperationalError, match="syntax"):
+        main(["search", str(tmp_path), "x"])
+
+
+# -- caption files ------------------------------------------------------------------------------------------
+def karpathy(*images: dict) -> bytes:
+    return json.dumps({"images": list(images)}).encode()
+
+
+def entry(filename: str = "a.png", *captions: str, split: str = "test") -> dict:
+    return {"filename": filename, "split": split, "sentences": [{"raw": c} for c in captions or ("a field",) * 5]}
+
+
+CSV_HEADER = "filepath,caption,split\n"
+BAD_CAPTION_FILES = {
+    # name: (file name, bytes, a fragment of the one error line, or None when the file loads)
+    "deeply nested JSON": ("deep.json", b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    "deeply nested entry": ("deep_entry.json", b'{"images": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "nested"),
+    "JSON that is a number": ("number.json", b"42", "unknown caption file layout"),
+    "invalid JSON": ("broken.json", b'{"images": [', "invalid JSON"),
+    "JSON not UTF-8": ("latin.json", '{"images": []}  é'.encode("latin-1"), "UTF-8"),
+    "an empty file": ("empty.json", b"", "invalid JSON"),
+    "entry not an object": ("list_entry.json", karpathy([1, 2]), "not an object"),
+    "caption not text": ("number_caption.json", karpathy({**entry(), "sentences": [{"raw": 5}]}), "not text"),
+    "NUL in a JSON file name": ("nul.json", karpathy(entry("a\0.png")), "control character"),
+    "newline in a JSON file name": ("newline.json", karpathy(entry("a\n.png")), "control character"),
+    "escape in a JSON file name": ("escape.json", karpathy(entry("\x1b[31ma.png")), "control character"),
+    "a 200,000-character caption": ("long.csv", (CSV_HEADER + "a.png," + "x" * 200_000 + ",test\n").encode(), None),
+    "a 2,000,000-character field": ("huge.csv", (CSV_HEADER + "a.png," + "x" * 2_000_000 + ",test\n").encode(),
+                                    "line"),
+    "an unclosed quote": ("quote.csv", (CSV_HEADER + 'a.png,"never closed\n' + "b.png,x,test\n" * 10).encode(), None),
+    "NUL in a CSV path": ("nul.csv", (CSV_HEADER + "a.png,a field,test\na\0.png,a field,test\n").encode(),
+                          "line 3"),
+    "NUL bytes in a CSV": ("nuls.csv", CSV_HEADER.encode() + bytes(100), None),
+    "CSV without header": ("noheader.csv", b"a.png,a field,test\n", "missing CSV columns"),
+    "CSV not UTF-8": ("latin.csv", (CSV_HEADER + "a.png,caf\xe9,test\n").encode("latin-1"), "UTF-8"),
+    "binary garbage as CSV": ("garbage.csv", bytes(range(256)) * 40, None),
+    "a 5,000-digit number": ("bigint.json", b'{"images": [{"id": ' + b"1" * 5000 + b"}]}", "cannot read"),
+    "a 5,000-character file name": ("longname.json", karpathy(entry("a" * 5000 + ".png")), None),
+    "an unpaired surrogate in a file name": ("surrogate.json", karpathy(entry("a\ud800.png")), "unpaired surrogate"),
+    "NUL in an NWPU file name": ("nwpu.json", json.dumps({"airport": [{"filename": "a\0.png", "raw": "x",
+                                                                       "split": "test"}]}).encode(), "control"),
+    "UTF-16 JSON": ("utf16.json", json.dumps({"images": []}).encode("utf-16"), "UTF-8"),
+    "sentences not a list": ("sentences.json", karpathy({**entry(), "sentences": {"raw": "x"}}), "not a list"),
+    "a numeric split": ("split.json", karpathy({**entry(), "split": 3}), "unknown split"),
+    "a null file name": ("null.json", karpathy({**entry(), "filename": None}), None),
+    "a path outside the image folder": ("outside.csv", (CSV_HEADER + "../../etc/passwd,a field,test\n").encode(),
+                                        None),  # eval refuses it (not found), inspect counts it as missing
+}
+
+
+@pytest.fixture(scope="module")
+def caption_images(tmp_path_factory) -> Path:
+    images = tmp_path_factory.mktemp("caption_images")
+    for seed, name in enumerate(("a.png", "b.png")):
+        noise(seed, 32, 32).save(images / name)
+    return images
+
+
+@pytest.mark.parametrize("command", ["eval", "data inspect"])
+@pytest.mark.parametrize("kind", BAD_CAPTION_FILES)
+def test_bad_caption_files_end_in_one_line_never_a_traceback(tmp_path, capsys, caption_images, command, kind):
+    name, data, fragment = BAD_CAPTION_FILES[kind]
+    path = tmp_path / name
+    path.write_bytes(data)
+    if command == "eval":
+        argv = ["eval", "--data", str(path), "--images", str(caption_images), "--model", TINY_MODEL,
+                "--device", "cpu", "--global-only"]
+    else:
+        argv = ["data", "inspect", str(path), "--images", str(caption_images), "--no-progress",
+                "--cache", str(tmp_path / "phash.json")]
+    code = main(argv)
+    if code != 0:
+        assert code == 2
+        line = one_error_line(capsys, command.split()[0])
+        assert "\0" not in line and "\x1b" not in line
+        if fragment is not None:
+            assert fragment in line, line
+    else:
+        assert fragment is None, f"{kind} was accepted"
+        assert "Traceback" not in capsys.readouterr().err
+
+
+def test_csv_fields_return_to_the_csv_module_limit_after_reading(tmp_path, caption_images):
+    import csv
+
+    from rsitr.data import load_corpus
+
+    before = csv.field_size_limit()
+    path = tmp_path / "long.csv"
+    path.write_text(CSV_HEADER + "a.png," + "x" * 200_000 + ",test\n")
+    assert len(load_corpus(path, caption_images, check=False).images[0].captions[0]) == 200_000
+    assert csv.field_size_limit() == before
+
+
+def test_warnings_of_valid_files_are_one_rsitr_line_without_python_source(tmp_path, capsys, caption_images):
+    # RSICD's layout: one of an image's captions is empty, so it is dropped (with one warning line).
+    path = tmp_path / "dataset_x.json"
+    path.write_bytes(karpathy(entry("a.png", "a field", "", "a road", "a field", "a lake"), entry("b.png")))
+    assert main(["eval", "--data", str(path), "--images", str(caption_images), "--model", TINY_MODEL,
+                 "--device", "cpu", "--global-only"]) == 0
+    err = capsys.readouterr().err
+    assert "rsitr eval: warning: " in err and "dropped 1 empty caption" in err
+    assert "UserWarning" not in err and "warnings.warn" not in err
+
+
+# -- training interrupted before its first checkpoint -------------------------------------------------------
+def train_argv(out: Path, *extra: str) -> list[str]:
+    return ["train", "--config", str(REPO / "configs" / "data" / "synthetic.yaml"), "--output-dir", str(out),
+            "--no-progress", "--set", *TINY, "train.epochs=1", "train.log_every=1", *extra]
+
+
+def logged_steps(out: Path) -> list[int]:
+    with (out / "train_log.csv").open() as handle:
+        return [int(row["step"]) for row in csv.DictReader(handle)]
+
+
+@pytest.mark.parametrize("again", [["--resume"], []])
+def test_ctrl_c_before_the_first_checkpoint_says_so_and_the_rerun_starts_clean(tmp_path, capsys, monkeypatch, again):
+    from rsitr.training.trainer import Trainer
+
+    out = tmp_path / "run"
+    step = Trainer.train_step
+
+    def interrupted_at_step_3(self, batch):
+        if self.step == 2:
+            raise KeyboardInterrupt
+        return step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted_at_step_3)
+    assert main(train_argv(out)) == 130
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert "nothing is checkpointed" in err and "--resume to continue" not in err
+    assert logged_steps(out) == [1, 2] and not (out / "checkpoints").exists()
+    monkeypatch.undo()
+    assert main(train_argv(out, *again)) == 0
+    said = capsys.readouterr().out
+    assert "starts from the beginning" in said and "the 2 logged steps of the interrupted attempt" in said
+    assert logged_steps(out) == [1, 2, 3]
+    assert (out / "checkpoints" / "latest.pt").is_file()
+
+
+# -- a moved images folder and stale results ------------------------------------------------------------------
+def test_a_moved_images_folder_is_relocated_without_encoding_again(built, tmp_path, capsys):
+    root, out = built
+    index = ArchiveIndex.open(out, encoder=tiny_encoder())
+    chip = index.chip(1)
+    before = index.store.embeddings()
+    index.close()
+    moved = tmp_path / "moved"
+    root.rename(moved)
+    index = ArchiveIndex.open(out, encoder=tiny_encoder())
+    with pytest.raises(FileNotFoundError, match="--relocate"):
+        index.chip_image(chip)
+    index.close()
+    assert main(index_argv(moved, out)) == 2
+    assert "--relocate" in one_error_line(capsys, "index")
+    assert main(index_argv(moved, out, "--relocate")) == 0
+    assert "0 chips encoded" in capsys.readouterr().out
+    index = ArchiveIndex.open(out, encoder=tiny_encoder())
+    assert index.root == moved.resolve() and index.chip_image(chip).size == (chip.window.width, chip.window.height)
+    after = index.store.embeddings()
+    assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1])
+    index.close()
+
+
+def test_search_results_flag_chips_whose_source_changed_or_vanished(built, capsys):
+    root, out = built
+    (root / "scene0.png").unlink()
+    noise(7, 64, 48).save(root / "scene1.png")  # replaced: other pixels, other size
+    index = ArchiveIndex.open(out, encoder=tiny_encoder())
+    hits = index.search("a field", k=10)
+    stale = {hit.path for hit in hits if hit.stale}
+    assert stale == {"scene0.png", "scene1.png"} and len(hits) > len(stale)
+    index.close()
+    assert main(["search", str(out), "a field", "--top-k", "10"]) == 0
+    printed = capsys.readouterr().out
+    assert sum("STALE" in line for line in printed.splitlines() if "scene0.png" in line or "scene1.png" in line) == 2
+    assert "2 result(s) marked STALE" in printed
+    assert main(["search", str(out), "a field", "--top-k", "10", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert {row["path"] for row in rows if row["stale"] == "True"} == {"scene0.png", "scene1.png"}
+    assert main(index_argv(root, out)) == 0
+    capsys.readouterr()
+    assert main(["search", str(out), "a field", "--top-k", "10"]) == 0
+    assert "STALE" not in capsys.readouterr().out
