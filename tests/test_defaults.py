@@ -54,7 +54,7 @@ def test_search_and_serve_use_the_index_model(default_index: Path, capsys: pytes
     served = {}
     monkeypatch.setattr("uvicorn.run", lambda app, host, port: served.update(app=app, port=port))
     assert main(["serve", str(default_index), "--port", "8123"]) == 0
-    info = TestClient(served["app"]).get("/api/info").json()
+    info = TestClient(served["app"], base_url="http://localhost").get("/api/info").json()
     assert served["port"] == 8123 and (info["model"], info["pretrained"]) == (DEFAULT_MODEL_NAME, DEFAULT_PRETRAINED)
 
 
