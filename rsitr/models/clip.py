@@ -188,11 +188,9 @@ class RetrievalCLIP(nn.Module):
         cached = self.text_cache.lookup(text) if self.text_cache is not None else None
         if cached is not None:
             return cached
-        mask = self.real_token_mask(text).long()
-        if self.text_frozen:
-            with torch.no_grad():
-                return self.hf_text.transformer(input_ids=text, attention_mask=mask).last_hidden_state
-        return self.hf_text.transformer(input_ids=text, attention_mask=mask).last_hidden_state
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.text_frozen):
+            return self.hf_text.transformer(input_ids=text,
+                                            attention_mask=self.real_token_mask(text).long()).last_hidden_state
 
     def project_text(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.hf_text is not None:

@@ -98,24 +98,16 @@ class TextFeatureCache:
         tokens = model.tokenize(captions)
         lengths = model.real_token_mask(tokens).sum(dim=1)
         order = torch.argsort(lengths, descending=True, stable=True).tolist()
-        transformer = model.hf_text.transformer
-        was_training = transformer.training
-        transformer.eval()
         ids, hidden, offsets = [], [], [0]
-        try:
-            with torch.no_grad():
-                for start in tqdm(range(0, len(order), batch_size), desc="cache text features", disable=not progress,
-                                  leave=False):
-                    batch = order[start:start + batch_size]
-                    length = int(lengths[batch[0]])
-                    batch_ids = tokens[batch, :length]
-                    out = transformer(input_ids=batch_ids,
-                                      attention_mask=model.real_token_mask(batch_ids).long()).last_hidden_state
-                    for row, index in enumerate(batch):
-                        n = int(lengths[index])
-                        ids.append(batch_ids[row, :n].to(torch.int32))
-                        hidden.append(out[row, :n].half())
-                        offsets.append(offsets[-1] + n)
-        finally:
-            transformer.train(was_training)
+        # A frozen tower stays in eval mode (RetrievalCLIP.train) and runs without gradients (text_hidden).
+        for start in tqdm(range(0, len(order), batch_size), desc="cache text features", disable=not progress,
+                          leave=False):
+            batch = order[start:start + batch_size]
+            batch_ids = tokens[batch, :int(lengths[batch[0]])]
+            out = model.text_hidden(batch_ids)
+            for row, index in enumerate(batch):
+                n = int(lengths[index])
+                ids.append(batch_ids[row, :n].to(torch.int32))
+                hidden.append(out[row, :n].half())
+                offsets.append(offsets[-1] + n)
         return cls(torch.cat(ids), torch.tensor(offsets), torch.cat(hidden), model.pad_token_id)
