@@ -228,6 +228,7 @@ def tokenize_with_words(caption: str, tokenizer) -> TokenizedCaption:
 
 
 def _hf_tokenize_with_words(caption: str, tokenizer: open_clip.tokenizer.HFTokenizer) -> TokenizedCaption:
+    caption = tokenizer.clean_fn(caption)  # as HFTokenizer.__call__ does (e.g. a curly apostrophe straightened)
     encoding = tokenizer.tokenizer(caption, truncation=True, max_length=tokenizer.context_length,
                                    return_offsets_mapping=True)
     ids, spans = list(encoding["input_ids"]), {}

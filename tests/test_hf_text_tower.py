@@ -133,6 +133,15 @@ def test_keyword_masking_masks_every_word_piece_of_a_keyword(frozen):
     assert (labels[0, :start] == -100).all() and (labels[0, end:] == -100).all()
 
 
+def test_keyword_masking_aligns_with_the_tokenizers_own_text_cleaning(frozen):
+    # HFTokenizer cleans a caption (curly quotes straightened, runs of spaces joined) before tokenizing: the word
+    # alignment must see the same text (RSICD: "the water’s edge" once stopped a KER training run)
+    caption = "two  white storage tanks at the water’s edge"
+    masked, labels = mask_captions([caption], frozen.tokenizer, "keyword", keywords={"tanks", "edge"})
+    assert masked[0].tolist()[:labels.shape[1]] != frozen.tokenizer([caption])[0].tolist()
+    assert (labels[0] != -100).sum() == 2
+
+
 def test_the_text_towers_layers_learn_at_their_own_rate():
     from rsitr.training.trainer import parameter_groups
 
