@@ -19,11 +19,11 @@ import subprocess
 import time
 from pathlib import Path
 
+from rsitr.commands.options import add_device_argument
 from rsitr.data.classes import class_names, read_labeled_images
 from rsitr.evaluate.zero_shot import classify_images, read_templates
 from rsitr.models.factory import load_model
-from rsitr.models.precision import set_threads
-from rsitr.training.trainer import resolve_device
+from rsitr.runtime import resolve_device, set_threads
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASETS = {"ucm": ("ucm/captions_ucm.csv", "ucm/images"), "rsicd": ("rsicd/captions_rsicd.csv", "rsicd/images")}
@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="folder holding ucm/ and rsicd/")
     parser.add_argument("--split", default="test")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--device", default="auto")
+    add_device_argument(parser)
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()

@@ -59,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
     from rsitr.evaluate.report import format_table, write_reports
     from rsitr.evaluate.runner import encode_corpus, evaluate_encoded
     from rsitr.models.factory import load_model
-    from rsitr.models.precision import resolve_precision, set_threads
-    from rsitr.training.trainer import resolve_device
+    from rsitr.models.precision import resolve_precision
+    from rsitr.runtime import resolve_device, set_threads
 
     corpus = load_corpus(args.data, args.images, strict=args.strict, split=args.split).split(args.split)
     if len(corpus) == 0:

@@ -21,7 +21,6 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 from torch.utils.data.distributed import DistributedSampler
@@ -39,19 +38,8 @@ from rsitr.models.factory import CHECKPOINT_FORMAT, build_model, load_state_chec
 from rsitr.models.precision import grad_scaler, resolve_precision
 from rsitr.training.corpus import build_corpus, check_files, dataset_splits
 from rsitr.training.distributed import init_distributed, main_first
+from rsitr.runtime import resolve_device, seed_everything
 from rsitr.training.objective import Batch, RetrievalObjective
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int):
