@@ -34,7 +34,8 @@ from rsitr.data.augment import with_random_orientation
 from rsitr.evaluate.report import format_table
 from rsitr.evaluate.runner import Evaluation, evaluate_model
 from rsitr.losses.eba import EliminateBeforeAlign
-from rsitr.models.factory import CHECKPOINT_FORMAT, build_model, load_state_checked, read_checkpoint
+from rsitr.models.checkpoint import CHECKPOINT_FORMAT, read_checkpoint
+from rsitr.models.factory import build_model, load_state_checked
 from rsitr.models.precision import grad_scaler, resolve_precision
 from rsitr.training.corpus import build_corpus, check_files, dataset_splits
 from rsitr.training.distributed import init_distributed, main_first
