@@ -22,7 +22,8 @@ from rsitr.models import TINY_MODEL, create_retrieval_model
 from rsitr.models import factory
 from rsitr.models.checkpoint import CHECKPOINT_FORMAT, CheckpointError
 from rsitr.models.factory import load_model
-from rsitr.training.trainer import RunFolderError, Trainer
+from rsitr.training.run_folder import RunFolderError
+from rsitr.training.trainer import Trainer
 from test_index_support import CHIP_SETTINGS, make_archive, noise
 from test_training import TINY
 
