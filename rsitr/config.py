@@ -98,6 +98,11 @@ class MethodConfig:
     negative_queue: int = 0  # CMER negative-sample recycling: queue length, 0 = off
     ftf_loss: bool = False  # FTF inter- and intra-modal loss
 
+    @property
+    def keeps_padding(self) -> bool:
+        """True when captions must be encoded over the whole context: the local score is on and counts padding."""
+        return self.local and self.local_include_padding
+
 
 @dataclass
 class EvalConfig:
