@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_readable(("source", args.source), ("--images", args.images))
     model_name, pretrained = model_arguments(args)
-    from rsitr.index.embeddings import EmbedSettings, embed_to_parquet, read_embed_input
+    from rsitr.embeddings import EmbedSettings, embed_to_parquet, read_embed_input
     from rsitr.models.factory import load_model
     from rsitr.runtime import resolve_device, set_threads
 
