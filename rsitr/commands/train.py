@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rsitr.commands.options import add_device_argument, add_precision_argument
+from rsitr.commands.options import add_device_argument, add_precision_argument, add_progress_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from <output-dir>/checkpoints/latest.pt")
     parser.add_argument("--overwrite", action="store_true",
                         help="start over in an output folder that holds an earlier run (its checkpoints and logs go)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_argument(parser)
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
