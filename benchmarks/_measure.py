@@ -18,10 +18,14 @@ from typing import Any, Callable
 
 def cpu_model() -> str:
     """``lscpu``'s model name: every benchmark prints the CPU it ran on."""
-    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+    try:
+        lines = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+    except OSError:  # no lscpu on this machine
+        lines = []
+    for line in lines:
         if line.startswith("Model name:"):
             return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+    return platform.processor() or "unknown CPU"
 
 
 def _status_mib(field: str) -> float:

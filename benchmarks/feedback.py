@@ -24,24 +24,20 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from rsitr.index import ArchiveIndex
-from rsitr.models.pretrained import DEFAULT_PRETRAINED, packaged_tags
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _measure import cpu_model  # noqa: E402
+from rsitr.index import ArchiveIndex  # noqa: E402
+from rsitr.models.pretrained import DEFAULT_PRETRAINED, packaged_tags  # noqa: E402
 
 PAGE = 20
 ROUNDS = 2
-
-
-def cpu_model() -> str:
-    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def read_ucm(data: Path) -> tuple[dict[str, str], list[tuple[str, str]]]:

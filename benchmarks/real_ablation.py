@@ -37,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _measure import cpu_model  # noqa: E402
 
+from rsitr.evaluate.metrics import METRIC_NAMES  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -67,7 +69,6 @@ TEST_SETS = {"rsicd": ("../shared/data/rsicd/dataset_rsicd.json", "../shared/dat
              "ucm": ("../shared/data/ucm/dataset_ucm.json", "../shared/data/ucm/images")}
 QUICK = ["train.max_steps_per_epoch=20", "train.epochs=1", "method.drop_epoch=1"]
 ROWS_VERSION = 2  # raise when `evaluate` gains or changes rows, so kept test results are computed again
-METRICS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "mR")
 
 
 def train(suite: Suite, row: str, seed: int, out: Path, extra: list[str]) -> float:
@@ -99,7 +100,7 @@ def evaluate(checkpoint: Path) -> dict[str, dict[str, dict[str, float]]]:
             warnings.simplefilter("ignore")  # RSICD's 3 empty captions: reported by `rsitr data inspect`
             corpus = load_corpus(REPO / captions, REPO / images, name=name).split("test")
         encoded = encode_corpus(model, corpus, config.batch_size, progress=False,
-                                keep_padding=method.local and method.local_include_padding)
+                                keep_padding=method.keeps_padding)
         evaluation = evaluate_encoded(encoded, method, config, name="model")
         results[name] = {_row_name(key): value for key, value in evaluation.rows.items()}
         if method.local:  # what the local score adds at inference, apart from what its loss did to the model
@@ -142,7 +143,7 @@ def summarize(runs: list[dict]) -> list[dict]:
     for (row, variant, test_set), items in lines.items():
         line = {"row": row, "variant": variant, "test_set": test_set, "seeds": len(items),
                 "train_minutes": statistics.mean(seconds for _, seconds in items) / 60}
-        for metric in METRICS:
+        for metric in METRIC_NAMES:
             values = [metrics[metric] for metrics, _ in items]
             line[metric] = statistics.mean(values)
             line[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else None
@@ -152,12 +153,12 @@ def summarize(runs: list[dict]) -> list[dict]:
 
 def format_lines(table: list[dict]) -> str:
     header = (f"{'row':22s} {'variant':14s} {'test':6s} {'seeds':>5s} | "
-              + " ".join(f"{m:>8s}" for m in METRICS[:-1]) + f" | {'mR':>13s} | train min")
+              + " ".join(f"{m:>8s}" for m in METRIC_NAMES[:-1]) + f" | {'mR':>13s} | train min")
     text = [header, "-" * len(header)]
     for line in table:
         std = f" +- {line['mR_std']:.2f}" if line["mR_std"] is not None else ""
         text.append(f"{line['row']:22s} {line['variant']:14s} {line['test_set']:6s} {line['seeds']:5d} | "
-                    + " ".join(f"{line[m]:8.2f}" for m in METRICS[:-1])
+                    + " ".join(f"{line[m]:8.2f}" for m in METRIC_NAMES[:-1])
                     + f" | {line['mR']:6.2f}{std:7s} | {line['train_minutes']:9.1f}")
     return "\n".join(text)
 

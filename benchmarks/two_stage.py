@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from rsitr.evaluate.metrics import KS, image_to_text_ranks, text_to_image_ranks
-from rsitr.retrieval.two_stage import exhaustive_fine_similarity, two_stage_similarity
+from rsitr.retrieval.ftf_two_stage import exhaustive_fine_similarity, two_stage_similarity
 from rsitr.retrieval.vector_index import INDEX_TYPES
 from rsitr.similarity import global_similarity
 

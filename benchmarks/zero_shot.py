@@ -14,28 +14,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
+import sys
 import time
 from pathlib import Path
 
-from rsitr.data.classes import class_names, read_labeled_images
-from rsitr.evaluate.zero_shot import classify_images, read_templates
-from rsitr.models.factory import load_model
-from rsitr.models.precision import set_threads
-from rsitr.training.trainer import resolve_device
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _measure import cpu_model  # noqa: E402
+from rsitr.commands.options import add_device_argument  # noqa: E402
+from rsitr.data.classes import class_names, read_labeled_images  # noqa: E402
+from rsitr.evaluate.zero_shot import classify_images, read_templates  # noqa: E402
+from rsitr.models.factory import load_model  # noqa: E402
+from rsitr.runtime import resolve_device, set_threads  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASETS = {"ucm": ("ucm/captions_ucm.csv", "ucm/images"), "rsicd": ("rsicd/captions_rsicd.csv", "rsicd/images")}
 RESULTS = Path(__file__).resolve().parent / "results" / "zero_shot.json"
-
-
-def cpu_model() -> str:
-    try:
-        lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines()
-        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
@@ -46,7 +40,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="folder holding ucm/ and rsicd/")
     parser.add_argument("--split", default="test")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--device", default="auto")
+    add_device_argument(parser)
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()

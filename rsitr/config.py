@@ -12,9 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
 from rsitr.errors import UserError
 
 
@@ -101,6 +98,11 @@ class MethodConfig:
     negative_queue: int = 0  # CMER negative-sample recycling: queue length, 0 = off
     ftf_loss: bool = False  # FTF inter- and intra-modal loss
 
+    @property
+    def keeps_padding(self) -> bool:
+        """True when captions must be encoded over the whole context: the local score is on and counts padding."""
+        return self.local and self.local_include_padding
+
 
 @dataclass
 class EvalConfig:
@@ -133,6 +135,10 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     max_steps_per_epoch: int = 0  # 0 = full epochs; >0 truncates (smoke runs)
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+"""The encoders' precisions (see :mod:`rsitr.models.precision`): ``precision`` here, ``--precision`` on the command line."""
 
 
 @dataclass
@@ -170,6 +176,8 @@ def load_config(paths: str | Path | Sequence[str | Path] | None = None,
     Several files compose like the papers' ablation rows: a data file plus a method file, e.g.
     ``configs/data/rsitmd.yaml configs/methods/ebaker.yaml``.
     """
+    from omegaconf import OmegaConf  # imported here, so that the command line reads PRECISIONS without it
+
     paths = [] if paths is None else [paths] if isinstance(paths, (str, Path)) else list(paths)
     config = OmegaConf.structured(RunConfig)
     for path in map(Path, paths):
@@ -179,8 +187,6 @@ def load_config(paths: str | Path | Sequence[str | Path] | None = None,
     if overrides:
         config = _merge(config, OmegaConf.from_dotlist(list(overrides)), "config overrides")
     config = OmegaConf.to_object(config)
-    from rsitr.models.precision import PRECISIONS  # imported here: rsitr.models pulls in torch and OpenCLIP
-
     if config.precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
     for section, key, allowed in CHOICES:
@@ -217,6 +223,9 @@ def _check_ranges(config: RunConfig) -> None:
 
 
 def _merge(base, layer, where: str):
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
         return OmegaConf.merge(base, layer)
     except OmegaConfBaseException as err:
@@ -228,4 +237,6 @@ def _merge(base, layer, where: str):
 
 
 def save_config(config: RunConfig, path: str | Path) -> None:
+    from omegaconf import OmegaConf
+
     OmegaConf.save(OmegaConf.structured(config), Path(path))

@@ -3,13 +3,9 @@
 import pytest
 import torch
 
-from rsitr.commands.options import PRECISION_CHOICES
 from rsitr.errors import UserError
-from rsitr.models.precision import PRECISIONS, inference_precision, set_threads
-
-
-def test_parser_choices_are_the_helpers_precisions():
-    assert PRECISION_CHOICES == PRECISIONS
+from rsitr.models.precision import inference_precision
+from rsitr.runtime import set_threads
 
 
 @pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16),

@@ -9,13 +9,14 @@ from rsitr.cli import main
 from rsitr.errors import UserError
 from rsitr.models import TINY_MODEL, create_retrieval_model
 from rsitr.models import pretrained
+from rsitr.models.packaging import export_weights
 
 
 @pytest.fixture
 def packaged(tmp_path, monkeypatch):
     """A registry with one tag, ``tiny-test``: the tiny model's random weights exported in fp16."""
     source = create_retrieval_model(TINY_MODEL, None, seed=3)
-    pretrained.export_weights(source.clip, tmp_path / "tiny-test.pt")
+    export_weights(source.clip, tmp_path / "tiny-test.pt")
     (tmp_path / "pretrained.json").write_text(json.dumps(
         {"tiny-test": {"model": TINY_MODEL, "file": "tiny-test.pt", "description": "random weights for tests"}}))
     monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)

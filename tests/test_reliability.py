@@ -20,8 +20,10 @@ from rsitr.config import ConfigError, ModelConfig, load_config
 from rsitr.index import ArchiveIndex, IndexSetupError
 from rsitr.models import TINY_MODEL, create_retrieval_model
 from rsitr.models import factory
-from rsitr.models.factory import CHECKPOINT_FORMAT, CheckpointError, load_model
-from rsitr.training.trainer import RunFolderError, Trainer
+from rsitr.models.checkpoint import CHECKPOINT_FORMAT, CheckpointError
+from rsitr.models.factory import load_model
+from rsitr.training.run_folder import RunFolderError
+from rsitr.training.trainer import Trainer
 from test_index_support import CHIP_SETTINGS, make_archive, noise
 from test_training import TINY
 

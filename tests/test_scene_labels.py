@@ -3,8 +3,8 @@ import random
 import pytest
 import torch
 
-from rsitr.data.scene_labels import (augment_caption, scene_phrase, scene_prior, scene_query_prompts,
-                                     scene_vocabulary, text_scene_probabilities)
+from rsitr.data.scene_labels import augment_caption, scene_phrase
+from rsitr.retrieval.scene_prior import scene_prior, scene_query_prompts, scene_vocabulary, text_scene_probabilities
 
 
 @pytest.mark.parametrize("name, phrase", [

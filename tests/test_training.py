@@ -111,7 +111,7 @@ def test_a_run_starts_from_another_runs_checkpoint(tmp_path):
     second.fit()
     assert second.step == 3
     # another architecture's run is refused with the name to set, before anything is written
-    from rsitr.models.factory import CheckpointError
+    from rsitr.models.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="holds a trained rsitr-tiny-ViT, not ViT-B-32"):
         make_trainer(tmp_path / "third", f"model.pretrained={checkpoint}", "model.name=ViT-B-32")

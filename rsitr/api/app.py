@@ -61,7 +61,7 @@ DEFAULT_MAX_UPLOAD_BYTES = 10 * 2**20
 DEFAULT_MAX_CONCURRENT_IMAGES = 2
 MAX_RESULTS = 200
 MAX_THUMBNAIL_SIZE = 1024
-"""SQLite's largest integer; larger ids cannot exist (and must answer 404, not overflow)."""
+"""Largest side of a chip thumbnail or file preview a client may ask for."""
 MAX_PATH_LENGTH = 4096
 QUERY_PATTERN = r"[^\s\x1c-\x1f]"
 """A query holds a character that is not whitespace (``\\s`` differs between regex engines on ``\\x1c-\\x1f``,
@@ -289,18 +289,15 @@ def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | Non
         except UnknownQueryImageError as err:
             raise HTTPException(404, str(err)) from None
 
-    def chip_or_404(chip_id: int):
-        chip = index.chip(chip_id)
-        if chip is None:
+    def known_chip(chip_id: int, found):
+        """``found`` (what the index returned for ``chip_id``), or 404 when the index holds no such chip."""
+        if found is None:
             raise HTTPException(404, f"no chip {chip_id} in this index")
-        return chip
+        return found
 
     @app.get("/api/chips/{chip_id}", responses=_problems(404))
     def chip(chip_id: int) -> dict:
-        details = index.chip_details(chip_id)
-        if details is None:
-            raise HTTPException(404, f"no chip {chip_id} in this index")
-        return {**details, "thumbnail": f"/api/chips/{chip_id}/thumbnail"}
+        return {**known_chip(chip_id, index.chip_details(chip_id)), "thumbnail": f"/api/chips/{chip_id}/thumbnail"}
 
     def cached_jpeg(key: tuple, render) -> Response:
         data = cache.get(key)
@@ -314,9 +311,9 @@ def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | Non
 
     @app.get("/api/chips/{chip_id}/thumbnail", response_class=Response, responses={**_JPEG, **_problems(404)})
     def thumbnail(chip_id: int, size: int = Query(256, ge=16, le=MAX_THUMBNAIL_SIZE)) -> Response:
-        record = chip_or_404(chip_id)
+        record = known_chip(chip_id, index.chip(chip_id))
         # The generation changes with every index update, so a replaced-then-reindexed source is re-rendered.
-        return cached_jpeg(("chip", chip_id, index.store.generation, size), lambda: index.chip_image(record, size))
+        return cached_jpeg(("chip", chip_id, index.generation, size), lambda: index.chip_image(record, size))
 
     @app.get("/api/files/preview", response_class=Response, responses={**_JPEG, **_problems(404)})
     def file_preview(path: str = Query(..., min_length=1, max_length=MAX_PATH_LENGTH),
@@ -325,6 +322,6 @@ def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | Non
             resolve_in_root(index.root, path)
         except PathOutsideArchiveError as err:  # schema-valid strings, so not 400: there is no such indexed file
             raise HTTPException(404, str(err)) from None
-        return cached_jpeg(("file", path, index.store.generation, size), lambda: index.file_preview(path, size))
+        return cached_jpeg(("file", path, index.generation, size), lambda: index.file_preview(path, size))
 
     return app

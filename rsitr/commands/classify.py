@@ -49,8 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from rsitr.evaluate.report import plot_confusion
     from rsitr.evaluate.zero_shot import classify_images, read_templates
     from rsitr.models.factory import load_model
-    from rsitr.models.precision import set_threads
-    from rsitr.training.trainer import resolve_device
+    from rsitr.runtime import resolve_device, set_threads
 
     images = read_labeled_images(args.source, args.images, args.split)
     names = class_names(images.classes, args.names)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from rsitr.commands.options import add_progress_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -25,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="pHash Hamming distance at or below which two images are near-duplicates (default 2)")
     inspect.add_argument("--list", type=int, default=10, metavar="N", help="pairs listed per kind (default 10)")
     inspect.add_argument("--cache", help="pHash cache file (default: beside --json, else ~/.cache/rsitr/phash.json)")
-    inspect.add_argument("--no-progress", action="store_true")
+    add_progress_argument(inspect)
 
 
 class _ImagesThenFiles(argparse.Action):

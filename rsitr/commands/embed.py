@@ -49,10 +49,9 @@ def run(args: argparse.Namespace) -> int:
 
     check_readable(("source", args.source), ("--images", args.images))
     model_name, pretrained = model_arguments(args)
-    from rsitr.index.embeddings import EmbedSettings, embed_to_parquet, read_embed_input
+    from rsitr.embeddings import EmbedSettings, embed_to_parquet, read_embed_input
     from rsitr.models.factory import load_model
-    from rsitr.models.precision import set_threads
-    from rsitr.training.trainer import resolve_device
+    from rsitr.runtime import resolve_device, set_threads
 
     data = read_embed_input(args.source, args.images, args.split)
     modality = args.modality or ("both" if data.kind == "captions" else "image")

@@ -59,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
     from rsitr.evaluate.report import format_table, write_reports
     from rsitr.evaluate.runner import encode_corpus, evaluate_encoded
     from rsitr.models.factory import load_model
-    from rsitr.models.precision import resolve_precision, set_threads
-    from rsitr.training.trainer import resolve_device
+    from rsitr.models.precision import resolve_precision
+    from rsitr.runtime import resolve_device, set_threads
 
     corpus = load_corpus(args.data, args.images, strict=args.strict, split=args.split).split(args.split)
     if len(corpus) == 0:
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     print(corpus.summary())
     encoded = encode_corpus(model, corpus, args.batch_size, device, args.workers, progress=not args.no_progress,
                             scenes=args.scene_prior > 0, precision=precision,
-                            keep_padding=method.local and method.local_include_padding)
+                            keep_padding=method.keeps_padding)
     evaluation = evaluate_encoded(encoded, method, config, name=name)
     print(format_table(evaluation.rows, title=f"{corpus.name} ({len(corpus)} images, {encoded.caption_image.numel()} captions)"))
     print("timings: " + ", ".join(f"{k} {v:.3f}s" for k, v in evaluation.timings.items()))

@@ -52,8 +52,7 @@ def run(args: argparse.Namespace) -> int:
     check_readable(("--images", args.images))
     check_model_arguments(args.model, args.pretrained)  # mistyped names are refused before torch loads
     from rsitr.index import ArchiveIndex
-    from rsitr.models.precision import set_threads
-    from rsitr.training.trainer import resolve_device
+    from rsitr.runtime import resolve_device, set_threads
 
     set_threads(args.threads)
     index, report = ArchiveIndex.build(

@@ -1,7 +1,8 @@
 """Command-line options several commands share, defined once so that they mean the same everywhere (not a
 command itself: :data:`rsitr.cli.COMMANDS` lists those).
 
-Building a parser with them imports no torch: :mod:`rsitr.models.pretrained` reads the shipped tags without it.
+Building a parser with them imports no torch: :mod:`rsitr.models.pretrained` reads the shipped tags without it, and
+the precisions are :mod:`rsitr.config`'s, which imports neither.
 """
 
 from __future__ import annotations
@@ -10,11 +11,10 @@ import argparse
 import os
 
 from rsitr.commands import non_negative_int, positive_int
+from rsitr.config import PRECISIONS
 from rsitr.errors import UserError
 from rsitr.models.pretrained import DEFAULT_PRETRAINED, check_model_arguments
 
-# The values of rsitr.models.precision.PRECISIONS, repeated so that building the parser imports no torch.
-PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 DEFAULT_BATCH_SIZE = 64
 SPLIT_CHOICES = ("train", "val", "validation", "test")
 PRETRAINED_HELP = "rsitr tag (see `rsitr models`), OpenCLIP tag, OpenCLIP checkpoint or `rsitr train` checkpoint"
@@ -22,7 +22,7 @@ PRETRAINED_HELP = "rsitr tag (see `rsitr models`), OpenCLIP tag, OpenCLIP checkp
 
 def add_precision_argument(parser: argparse.ArgumentParser, default: str | None = "auto") -> None:
     """``--precision`` (see :mod:`rsitr.models.precision`)."""
-    parser.add_argument("--precision", choices=PRECISION_CHOICES, default=default,
+    parser.add_argument("--precision", choices=PRECISIONS, default=default,
                         help="encoders' numeric precision: fp32, or bf16 / fp16 autocast; auto (default): bf16 on "
                              "CUDA and on CPUs with native bf16, else fp32")
 
@@ -43,10 +43,15 @@ def add_workers_argument(parser: argparse.ArgumentParser) -> None:
                         help="image loading processes (default 0: in the main process)")
 
 
+def add_device_argument(parser: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    """``--device``, resolved by :func:`rsitr.runtime.resolve_device` (``default`` None: the config's device)."""
+    where = "default auto" if default == "auto" else "default: the config's device; auto"
+    parser.add_argument("--device", default=default, help=f"cpu, cuda, cuda:1 ... ({where}: cuda when available)")
+
+
 def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--device`` (``auto`` is resolved by :func:`rsitr.training.trainer.resolve_device`), ``--precision`` and
-    ``--threads`` of commands that run a model."""
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default auto: cuda when available)")
+    """``--device``, ``--precision`` and ``--threads`` of commands that run a model."""
+    add_device_argument(parser)
     add_precision_argument(parser)
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="CPU threads for torch (default: torch's choice)")

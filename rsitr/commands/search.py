@@ -56,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from rsitr.index import ArchiveIndex
     from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS
     from rsitr.index.export import export
-    from rsitr.models.precision import set_threads
-    from rsitr.training.trainer import resolve_device
+    from rsitr.runtime import resolve_device, set_threads
 
     set_threads(args.threads)
     index = ArchiveIndex.open(args.index, device=str(resolve_device(args.device)), pretrained=args.pretrained,

@@ -39,8 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rsitr.api.app import LOCAL_HOSTS, create_app
     from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS
-    from rsitr.models.precision import set_threads
-    from rsitr.training.trainer import resolve_device
+    from rsitr.runtime import resolve_device, set_threads
 
     set_threads(args.threads)
     app = create_app(args.index, max_upload_bytes=int(args.max_upload_mb * 2**20),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rsitr.commands.options import add_precision_argument
+from rsitr.commands.options import add_device_argument, add_precision_argument, add_progress_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,14 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", help="where checkpoints, logs and results go (overrides output_dir)")
     parser.add_argument("--epochs", type=int, help="overrides train.epochs")
     parser.add_argument("--batch-size", type=int, help="overrides train.batch_size")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 or auto (overrides device)")
-    add_precision_argument(parser, default=None)  # None: the config's precision
+    add_device_argument(parser, default=None)  # None: the config's device and precision
+    add_precision_argument(parser, default=None)
     parser.add_argument("--strict", action="store_true",
                         help="refuse caption files with empty captions (default: drop them with a warning)")
     parser.add_argument("--resume", action="store_true", help="continue from <output-dir>/checkpoints/latest.pt")
     parser.add_argument("--overwrite", action="store_true",
                         help="start over in an output folder that holds an earlier run (its checkpoints and logs go)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_argument(parser)
 
 
 def overrides(args: argparse.Namespace) -> list[str]:

@@ -15,12 +15,12 @@ from tqdm.auto import tqdm
 
 from rsitr.config import EvalConfig, MethodConfig
 from rsitr.data import CaptionCorpus, ImageDataset, collate
-from rsitr.data.scene_labels import scene_prior, scene_query_prompts, scene_vocabulary, text_scene_probabilities
 from rsitr.evaluate.metrics import recall_metrics
 from rsitr.models import ImageFeatures, TextFeatures
 from rsitr.models.encoding import encode_captions
 from rsitr.models.precision import inference_precision
 from rsitr.retrieval.sar import sar_label, sar_rerank
+from rsitr.retrieval.scene_prior import scene_prior, scene_query_prompts, scene_vocabulary, text_scene_probabilities
 from rsitr.similarity import fuse, global_similarity, local_similarity
 
 
@@ -139,7 +139,7 @@ def evaluate_encoded(encoded: EncodedCorpus, method: MethodConfig, config: EvalC
 def _evaluate_two_stage(encoded: EncodedCorpus, config: EvalConfig, name: str, result: Evaluation) -> None:
     """FTF rows: coarse recall of ``recall_k`` images then fine scoring, and (``config.fine_exhaustive``) fine
     scoring of every pair, the row it approximates."""
-    from rsitr.retrieval.two_stage import exhaustive_fine_similarity, two_stage_similarity
+    from rsitr.retrieval.ftf_two_stage import exhaustive_fine_similarity, two_stage_similarity
 
     image, text = encoded.image, encoded.text
     if config.fine_exhaustive:
@@ -159,5 +159,5 @@ def evaluate_model(model, corpus: CaptionCorpus, method: MethodConfig, config: E
                    device: str | torch.device = "cpu", name: str = "model", progress: bool = True,
                    precision: str = "fp32") -> Evaluation:
     encoded = encode_corpus(model, corpus, config.batch_size, device, progress=progress, scenes=config.scene_prior > 0,
-                            precision=precision, keep_padding=method.local and method.local_include_padding)
+                            precision=precision, keep_padding=method.keeps_padding)
     return evaluate_encoded(encoded, method, config, name)

@@ -1,7 +1,8 @@
 """The search product: index an image archive (tiled into chips) and search it by text or by image."""
 
 from rsitr.index.archive import PathOutsideArchiveError, resolve_in_root
-from rsitr.index.archive_index import ArchiveIndex, IndexCompatibilityError, SourceChangedError, UnknownChipError
+from rsitr.index.archive_index import ArchiveIndex, SourceChangedError, UnknownChipError
+from rsitr.index.compatibility import IndexCompatibilityError
 from rsitr.index.indexer import IndexSettings, IndexSetupError, UpdateReport
 from rsitr.index.searcher import SearchHit, SearchResults
 from rsitr.index.tiling import Window, chip_windows

@@ -10,7 +10,6 @@ comparable with the stored ones. The CLI commands and the web service all go thr
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import threading
 from pathlib import Path
@@ -23,8 +22,10 @@ from PIL import Image
 from rsitr.errors import UserError
 from rsitr.retrieval import vector_index
 from rsitr.similarity import DEFAULT_GLOBAL_WEIGHT, DEFAULT_LOCAL_WEIGHT
-from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS, content_hash, open_scene, resolve_in_root
-from rsitr.index.encoder import Encoder, Fingerprint
+from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS, open_scene, resolve_in_root
+from rsitr.index.compatibility import (IndexCompatibilityError, check_encoder, checkpoint_record, merged_settings,
+                                       recorded_checkpoint)
+from rsitr.index.index_encoder import Encoder, Fingerprint
 from rsitr.index.export import wgs84_bounds
 from rsitr.index.feedback import rocchio
 from rsitr.index.indexer import IndexSettings, IndexSetupError, UpdateReport, update_index
@@ -36,56 +37,12 @@ from rsitr.models.pretrained import DEFAULT_PRETRAINED
 VECTORS_NAME = "vectors.faiss"
 
 
-class IndexCompatibilityError(UserError):
-    """The index was built with another model or other chip settings than the ones requested."""
-
-
 class SourceChangedError(FileNotFoundError):
     """An indexed image was deleted, replaced or became unreadable after it was indexed."""
 
 
-def _checkpoint_record(pretrained: str | None, directory: Path) -> dict:
-    """How an index records its model weights: an OpenCLIP tag as is; a checkpoint file by its path relative to
-    the index directory (so index and checkpoint can move together) and its SHA-256 (so a moved checkpoint
-    can be recognised, see :func:`_recorded_checkpoint`)."""
-    if not pretrained or not Path(pretrained).is_file():
-        return {"pretrained": pretrained, "pretrained_sha256": None}
-    relative = os.path.relpath(Path(pretrained).resolve(), directory.resolve())
-    return {"pretrained": Path(relative).as_posix(), "pretrained_sha256": content_hash(Path(pretrained))}
-
-
-def _recorded_checkpoint(store: MetadataStore, directory: Path, override: str | Path | None) -> str | None:
-    """The model weights to load for an existing index: the recorded tag, the recorded checkpoint file (found
-    relative to the index), or ``override`` when its SHA-256 matches the recorded one."""
-    recorded, digest = store.get_meta("pretrained"), store.get_meta("pretrained_sha256")
-    if override is not None:
-        if digest is None:
-            if str(override) == recorded:
-                return recorded  # the recorded tag, named again
-            raise IndexCompatibilityError(f"index {directory} was built with model {store.get_meta('model')!r}, "
-                                          f"pretrained {recorded!r}, not {str(override)!r}; leave out --pretrained "
-                                          f"(it only says where a moved checkpoint lies)")
-        override = Path(override)
-        if not override.is_file():
-            raise IndexSetupError(f"checkpoint {override} does not exist")
-        if content_hash(override) != digest:
-            raise IndexSetupError(f"{override} is not the checkpoint index {directory} was built with (SHA-256 "
-                                  f"differs from the recorded {digest[:12]}); pass the checkpoint of that run")
-        return str(override.resolve())
-    if digest is None:
-        return recorded  # an OpenCLIP tag, None, or a path recorded by an older rsitr
-    located = Path(directory, recorded)
-    if not located.is_file():
-        raise IndexSetupError(f"the model checkpoint of index {directory} is not at {located} (recorded relative to "
-                              f"the index); pass --pretrained PATH where it lies now (SHA-256 {digest[:12]}...)")
-    return str(located.resolve())
 class UnknownChipError(UserError, LookupError):
     """A chip id (to search like, or marked in feedback) that the index does not hold."""
-
-
-def _describe(model_name: str, pretrained: str | None, fingerprint: Fingerprint) -> str:
-    return (f"model {model_name!r} (pretrained {pretrained!r}, embedding dim {fingerprint.dim}, "
-            f"fingerprint {fingerprint.digest})")
 
 
 class ArchiveIndex:
@@ -117,9 +74,9 @@ class ArchiveIndex:
         if store.get_meta("model") is None:
             raise IndexSetupError(f"{directory} holds no finished index setup; run `rsitr index` on it again")
         if encoder is None:
-            source = _recorded_checkpoint(store, Path(directory), pretrained)
+            source = recorded_checkpoint(store, Path(directory), pretrained)
             encoder = Encoder.load(store.get_meta("model"), source, device, precision)
-        cls._check_encoder(store, directory, encoder)
+        check_encoder(store, directory, encoder)
         return cls(Path(directory), store, encoder)
 
     @classmethod
@@ -160,11 +117,11 @@ class ArchiveIndex:
                                               f"{model_name!r}; leave out --model to update it, or build a new index "
                                               f"in another directory")
             if model_name is None and stored_model is not None:
-                model_name, pretrained = stored_model, _recorded_checkpoint(store, directory, pretrained)
+                model_name, pretrained = stored_model, recorded_checkpoint(store, directory, pretrained)
             encoder = Encoder.load(model_name, pretrained, device, precision)
         if stored_model is not None:
-            cls._check_encoder(store, directory, encoder)
-            settings = cls._merged_settings(store, directory, images, requested, relocate)
+            check_encoder(store, directory, encoder)
+            settings = merged_settings(store, directory, images, requested, relocate)
         if rebuild:
             for name in (DATABASE_NAME, f"{DATABASE_NAME}-wal", f"{DATABASE_NAME}-shm", VECTORS_NAME):
                 (directory / name).unlink(missing_ok=True)
@@ -172,7 +129,7 @@ class ArchiveIndex:
         store = store or MetadataStore(directory)
         if stored_model is None:
             settings = new_settings
-            store.set_meta(model=encoder.model_name, **_checkpoint_record(encoder.pretrained, directory),
+            store.set_meta(model=encoder.model_name, **checkpoint_record(encoder.pretrained, directory),
                            fingerprint=encoder.fingerprint().to_dict(), root=str(images),
                            settings=dataclasses.asdict(settings))
         else:
@@ -181,34 +138,6 @@ class ArchiveIndex:
         index = cls(directory, store, encoder)
         index._save_vectors()
         return index, report
-
-    @staticmethod
-    def _check_encoder(store: MetadataStore, directory: str | Path, encoder: Encoder) -> None:
-        recorded = Fingerprint.from_dict(store.get_meta("fingerprint"))
-        given = encoder.fingerprint()
-        if not recorded.matches(given):
-            built_with = _describe(store.get_meta("model"), store.get_meta("pretrained"), recorded)
-            raise IndexCompatibilityError(
-                f"index {directory} was built with {built_with} "
-                f"but {_describe(encoder.model_name, encoder.pretrained, given)} was given; its embeddings are not "
-                f"comparable. Use the recorded model, or build a new index in another directory.")
-
-    @staticmethod
-    def _merged_settings(store: MetadataStore, directory: Path, images: Path, requested: dict,
-                         relocate: bool) -> IndexSettings:
-        if Path(store.get_meta("root")) != images and not relocate:
-            raise IndexCompatibilityError(f"index {directory} covers {store.get_meta('root')}, not {images}; if the "
-                                          f"folder moved there, add --relocate; for another folder build a new index "
-                                          f"in another directory")
-        recorded = store.get_meta("settings")
-        for key, value in requested.items():
-            if value is not None and key != "index_type" and value != recorded[key]:
-                raise IndexCompatibilityError(
-                    f"index {directory} was built with {key}={recorded[key]!r}, not {value!r}; chip settings "
-                    f"cannot change in place: build a new index in another directory")
-        if requested["index_type"] is not None:
-            recorded["index_type"] = requested["index_type"]
-        return IndexSettings(**recorded)
 
     def close(self) -> None:
         self.store.close()
@@ -339,6 +268,12 @@ class ArchiveIndex:
                              removed)
 
     # -- chips and files ---------------------------------------------------------------------------------------
+    @property
+    def generation(self) -> int:
+        """How often the index was updated: it changes with every indexing run (so what was rendered from an
+        earlier state, e.g. a cached thumbnail, can be told apart)."""
+        return self.store.generation
+
     def chip(self, chip_id: int) -> ChipRecord | None:
         return self.store.chips([chip_id]).get(chip_id)
 

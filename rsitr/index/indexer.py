@@ -21,7 +21,7 @@ from tqdm import tqdm
 from rsitr.errors import UserError
 from rsitr.index.archive import (ArchiveFile, Bounds, content_hash, open_scene, resolve_in_root, scan_archive,
                                  scene_size)
-from rsitr.index.encoder import Encoder
+from rsitr.index.index_encoder import Encoder
 from rsitr.index.store import FileRecord, MetadataStore, NewChip
 from rsitr.index.tiling import Window, chip_windows
 from rsitr.retrieval import vector_index

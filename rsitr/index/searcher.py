@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from rsitr.index.archive import Bounds
-from rsitr.index.encoder import EncodedText
+from rsitr.index.index_encoder import EncodedText
 from rsitr.index.tiling import Window
 from rsitr.similarity import fuse, local_similarity
 

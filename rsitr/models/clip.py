@@ -24,6 +24,7 @@ from torch import nn
 
 from rsitr._compat import open_clip
 from rsitr.errors import UserError
+from rsitr.models.checkpoint import check_exists
 from rsitr.models.hf_text import quiet_transformers, resolve_text_tower
 from rsitr.models.pretrained import FROZEN_TEXT_PREFIX, packaged_tags
 from rsitr.models.pretrained import resolve as resolve_pretrained
@@ -284,9 +285,7 @@ def create_retrieval_model(model_name: str | None = TINY_MODEL, pretrained: str 
         raise UserError(f"no model name for pretrained {pretrained!r}: pass an OpenCLIP model name (--model)")
     if seed is not None:
         torch.manual_seed(seed)
-    if pretrained and not Path(pretrained).is_file() and Path(pretrained).suffix in {".pt", ".pth", ".bin", ".safetensors"}:
-        raise UserError(f"checkpoint {pretrained} does not exist; pass an existing file or an OpenCLIP "
-                                f"pretrained tag (see `open_clip.list_pretrained()`)")
+    check_exists(pretrained)
     activation = resolve_quick_gelu(model_name, pretrained, quick_gelu)
     text_cfg = (open_clip.get_model_config(model_name) or {}).get("text_cfg", {})
     overrides, tower = {}, None

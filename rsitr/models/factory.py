@@ -18,17 +18,11 @@ import torch
 from torch import nn
 
 from rsitr.config import ModelConfig
-from rsitr.errors import UserError
+from rsitr.models.checkpoint import CheckpointError, read_checkpoint, read_state_dict
 from rsitr.models.clip import create_retrieval_model
-from rsitr.models.pretrained import CHECKPOINT_SUFFIXES, DEFAULT_MODEL, packaged_config, packaged_tags
-
-CHECKPOINT_FORMAT = "rsitr-checkpoint-v1"
+from rsitr.models.pretrained import DEFAULT_MODEL, packaged_config, packaged_tags
 
 _warned_random: set[str] = set()
-
-
-class CheckpointError(UserError):
-    """A missing checkpoint, one of another kind or architecture, or a model name that contradicts it."""
 
 
 class _DropRandomInitMessage(logging.Filter):
@@ -88,31 +82,18 @@ def describe_model(name: str) -> str:
            f"embedding dim {config.get('embed_dim')}"
 
 
-def _state_dict_of(path: str | Path) -> dict:
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # pickle, zip and torch raise many types for a file that is no checkpoint
-        raise CheckpointError(f"{path} is not a checkpoint torch can read ({type(err).__name__})") from None
-    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
-        loaded = loaded["state_dict"]
-    return loaded if isinstance(loaded, dict) else {}
-
-
 def create_model(name: str | None, pretrained: str | None, device: str | torch.device = "cpu", seed: int | None = 0,
                  weights_follow: bool = False, quick_gelu: bool | None = None) -> nn.Module:
     """:func:`create_retrieval_model` with rsitr's messages: a missing checkpoint file, or an OpenCLIP checkpoint
     of another architecture, is a :class:`CheckpointError`; random weights are announced unless
     ``weights_follow`` (a checkpoint is loaded into the model next)."""
-    if pretrained and not Path(pretrained).is_file() and Path(pretrained).suffix in CHECKPOINT_SUFFIXES:
-        raise CheckpointError(f"checkpoint {pretrained} does not exist; pass an existing file or an OpenCLIP "
-                              f"pretrained tag")
     try:
         with _quiet_open_clip():
             model = create_retrieval_model(name, pretrained, device=device, seed=seed, quick_gelu=quick_gelu)
     except Exception as err:  # noqa: BLE001 - torch and pickle raise many types for a file of the wrong kind
         if not (pretrained and Path(pretrained).is_file()):
             raise
-        state = _state_dict_of(pretrained)  # a CheckpointError when torch cannot read it at all
+        state = read_state_dict(pretrained)  # a CheckpointError when torch cannot read it at all
         if "state_dict" not in str(err):
             raise
         raise CheckpointError(f"{pretrained} holds weights of another architecture "
@@ -150,19 +131,6 @@ def build_model(config: ModelConfig, device: str | torch.device = "cpu", seed: i
     if run is not None:
         load_state_checked(model, run["model"], config.pretrained, config.name)
     return model
-
-
-def read_checkpoint(path: str | Path) -> dict | None:
-    """An ``rsitr train`` checkpoint as a dict; None when ``path`` is no file or another kind (e.g. OpenCLIP's)."""
-    if not Path(path).is_file():
-        return None
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # not a torch file (e.g. safetensors): not ours, OpenCLIP may still read it
-        return None
-    if isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT:
-        return checkpoint
-    return None
 
 
 def load_state_checked(model: nn.Module, state: dict, path: str | Path, name: str) -> None:

@@ -1,4 +1,4 @@
-"""Numeric precision and CPU threads of the encoders: one place that turns ``precision`` / ``--threads`` into torch settings.
+"""Numeric precision of the encoders: one place that turns ``precision`` into torch settings.
 
 ``fp32`` runs as is; ``bf16`` and ``fp16`` run the towers (and the KER head) under :func:`torch.autocast` on
 their device, so weights stay float32 and only matmuls and convolutions run in low precision. Everything
@@ -21,9 +21,9 @@ from typing import ContextManager
 
 import torch
 
+from rsitr.config import PRECISIONS
 from rsitr.errors import UserError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -67,12 +67,3 @@ def grad_scaler(precision: str, device: str | torch.device = "cpu") -> torch.amp
     """The loss scaler fp16 training on CUDA needs (fp16 gradients underflow without it); disabled otherwise."""
     kind = torch.device(device).type
     return torch.amp.GradScaler(kind, enabled=resolve_precision(precision, device) == "fp16" and kind == "cuda")
-
-
-def set_threads(threads: int | None) -> None:
-    """Use ``threads`` CPU threads for torch operations (None keeps torch's default)."""
-    if threads is None:
-        return
-    if threads < 1:
-        raise UserError(f"--threads must be at least 1 (got {threads})")
-    torch.set_num_threads(threads)

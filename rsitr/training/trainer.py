@@ -4,24 +4,20 @@ Reproducibility: every epoch re-seeds all random number generators from ``train.
 number, and checkpoints are written at epoch ends with the optimiser, schedule, EBA banks and negative
 queue. So ``--resume`` continues exactly where an uninterrupted run would be.
 
-A run folder that holds checkpoints is never overwritten by accident: a new Trainer refuses it unless it
-resumes it or is told to overwrite it. A resume checks the checkpoint (format, model, every state) before
-anything is written, so a failed resume leaves the folder as it was, and it cuts ``train_log.csv`` and
-``eval_log.csv`` back to the checkpoint, so every step is logged once however often a run is killed.
+The run folder's policy (refusing to lose an earlier run, resuming, logs cut back to the checkpoint) is
+:mod:`rsitr.training.run_folder`'s; a resume checks every state before anything is written, so a failed
+resume leaves the folder as it was.
 """
 
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import math
 import random
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 from torch.utils.data.distributed import DistributedSampler
@@ -29,29 +25,20 @@ from tqdm.auto import tqdm
 
 from rsitr.atomic import write_atomic
 from rsitr.config import RunConfig, save_config
-from rsitr.errors import UserError
 from rsitr.data import PairDataset, collate
 from rsitr.data.augment import with_random_orientation
 from rsitr.evaluate.report import format_table
 from rsitr.evaluate.runner import Evaluation, evaluate_model
 from rsitr.losses.eba import EliminateBeforeAlign
-from rsitr.models.factory import CHECKPOINT_FORMAT, build_model, load_state_checked, read_checkpoint
+from rsitr.models.checkpoint import CHECKPOINT_FORMAT
+from rsitr.models.factory import build_model, load_state_checked
 from rsitr.models.precision import grad_scaler, resolve_precision
+from rsitr.runtime import resolve_device, seed_everything
 from rsitr.training.corpus import build_corpus, check_files, dataset_splits
 from rsitr.training.distributed import init_distributed, main_first
 from rsitr.training.objective import Batch, RetrievalObjective
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+from rsitr.training.run_folder import (RunFolderError, append_csv, check_resumable, checkpoint_to_resume,
+                                       remove_run_outputs, truncate_log)
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int):
@@ -82,14 +69,6 @@ def parameter_groups(module: torch.nn.Module, weight_decay: float, lr: float,
             for (exclude, pretrained_text), params in sorted(groups.items())]
 
 
-RUN_OUTPUTS = ("checkpoints", "eba", "train_log.csv", "eval_log.csv", "results.json", "results.csv", "keywords.json")
-"""What a training run writes into its folder (besides config.yaml and the generated data); --overwrite removes it."""
-
-
-class RunFolderError(UserError):
-    """A run folder that would lose an earlier run, or a checkpoint that cannot be resumed."""
-
-
 class Trainer:
     def __init__(self, config: RunConfig, progress: bool = True, resume: bool = False,
                  overwrite: bool = False) -> None:
@@ -98,9 +77,9 @@ class Trainer:
         checkpoints and neither flag is refused (:class:`RunFolderError`) before anything is written."""
         self.config, self.progress = config, progress
         self.out = Path(config.output_dir)
-        checkpoint = _checkpoint_to_resume(self.out, resume, overwrite)
+        checkpoint = checkpoint_to_resume(self.out, resume, overwrite)
         if checkpoint is not None:
-            _check_resumable(checkpoint, config, self.out)
+            check_resumable(checkpoint, config, self.out)
         self.device = resolve_device(config.device)
         self.dist = init_distributed(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
@@ -165,10 +144,10 @@ class Trainer:
             self._load_state(checkpoint)
         if self.dist.is_main:
             if overwrite and checkpoint is None:  # keywords.json was just written by this run when KER is on
-                _remove_run_outputs(self.out, keep={"keywords.json"} if method.ker else set())
+                remove_run_outputs(self.out, keep={"keywords.json"} if method.ker else set())
             # Rows past the checkpoint are done again; without one (a run interrupted before its first), all are.
-            self.dropped_log_rows = _truncate_log(self.out / "train_log.csv", "step", self.step)
-            _truncate_log(self.out / "eval_log.csv", "epoch", self.epoch)
+            self.dropped_log_rows = truncate_log(self.out / "train_log.csv", "step", self.step)
+            truncate_log(self.out / "eval_log.csv", "epoch", self.epoch)
             save_config(config, self.out / "config.yaml")
 
     @property
@@ -276,7 +255,7 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{logs['loss']:.3f}")
                 if self.dist.is_main and (self.step % cfg.log_every == 0 or index == self.steps_per_epoch - 1):
-                    _append_csv(log_path, {"epoch": epoch, "step": self.step, **logs})
+                    append_csv(log_path, {"epoch": epoch, "step": self.step, **logs})
             bar.close()
             self.epoch = epoch
             if self.dist.is_main:
@@ -292,7 +271,7 @@ class Trainer:
                                     name=f"epoch {self.epoch}", progress=False, precision=self.precision)
         tqdm.write(format_table(evaluation.rows, title=f"{split} after epoch {self.epoch}"))
         for name, metrics in evaluation.rows.items():
-            _append_csv(self.out / "eval_log.csv", {"epoch": self.epoch, "split": split, "row": name, **metrics})
+            append_csv(self.out / "eval_log.csv", {"epoch": self.epoch, "split": split, "row": name, **metrics})
         return evaluation
 
     def test(self, progress: bool = True) -> dict[str, Evaluation]:
@@ -349,76 +328,5 @@ class Trainer:
         self.epoch, self.step = checkpoint["epoch"], checkpoint["step"]
 
 
-def _checkpoint_to_resume(out: Path, resume: bool, overwrite: bool) -> dict | None:
-    """The checkpoint a run continues from (None to start afresh), or :class:`RunFolderError` when starting would
-    lose an earlier run. Reads only."""
-    if resume and overwrite:
-        raise RunFolderError("--resume and --overwrite exclude each other: continue the run, or start it over")
-    checkpoints = sorted((out / "checkpoints").glob("*.pt")) if (out / "checkpoints").is_dir() else []
-    if not resume:
-        if checkpoints and not overwrite:
-            raise RunFolderError(f"{out} holds an earlier run ({len(checkpoints)} checkpoint file(s)); pass --resume "
-                                 f"to continue it, --overwrite to start over, or another --output-dir")
-        return None
-    latest = out / "checkpoints" / "latest.pt"
-    if not latest.is_file():
-        if checkpoints:
-            raise RunFolderError(f"{latest} is missing, so the run in {out} cannot be resumed; pass --overwrite to "
-                                 f"start over")
-        return None  # nothing to resume yet: a first run started with --resume
-    checkpoint = read_checkpoint(latest)
-    if checkpoint is None:
-        raise RunFolderError(f"{latest} is not an rsitr training checkpoint; pass --overwrite to start over")
-    return checkpoint
-
-
-def _check_resumable(checkpoint: dict, config: RunConfig, out: Path) -> None:
-    recorded = checkpoint["config"]["model"]
-    for key in ("name", "focus_adapter"):
-        if recorded.get(key) != getattr(config.model, key):
-            raise RunFolderError(f"the run in {out} was trained with model.{key}={recorded.get(key)!r}, but the config "
-                                 f"gives {getattr(config.model, key)!r}; resume with the run's own config, or "
-                                 f"--overwrite to start over")
-
-
-def _remove_run_outputs(out: Path, keep: set[str]) -> None:
-    for name in set(RUN_OUTPUTS) - keep:
-        target = out / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        else:
-            target.unlink(missing_ok=True)
-
-
-def _truncate_log(path: Path, column: str, last: int) -> int:
-    """Drop the rows of a CSV log past ``last`` in ``column``: they belong to training after the checkpoint,
-    which the resumed run does again and logs anew. Returns how many were dropped."""
-    if not path.is_file():
-        return 0
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    kept = [row for row in rows if int(row[column]) <= last]
-    if len(kept) == len(rows):
-        return 0
-
-    def write(temporary: str) -> None:
-        with open(temporary, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(kept)
-
-    write_atomic(path, write)
-    return len(rows) - len(kept)
-
-
 def _config_dict(config: RunConfig) -> dict:
     return json.loads(json.dumps(asdict(config)))
-
-
-def _append_csv(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)

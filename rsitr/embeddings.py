@@ -35,7 +35,7 @@ from rsitr.atomic import write_atomic
 from rsitr.data import DataError, load_corpus
 from rsitr.data.classes import IMAGE_SUFFIXES
 from rsitr.errors import UserError
-from rsitr.index.encoder import Encoder, Fingerprint
+from rsitr.index.index_encoder import Encoder, Fingerprint
 from rsitr.models.encoding import encode_image_files, encode_texts
 
 FORMAT = "rsitr-embeddings-v1"

@@ -6,9 +6,9 @@ from torch import nn
 
 import rsitr.losses.ftf
 import rsitr.retrieval.interaction
-import rsitr.retrieval.two_stage
+import rsitr.retrieval.ftf_two_stage
 from rsitr.retrieval.interaction import candidate_interaction, interaction_similarity, prepare_patches
-from rsitr.retrieval.two_stage import (CoarseIndexConfig, exhaustive_fine_similarity, two_stage_similarity)
+from rsitr.retrieval.ftf_two_stage import (CoarseIndexConfig, exhaustive_fine_similarity, two_stage_similarity)
 from rsitr.similarity import global_similarity
 
 N_IMAGES, N_TEXTS, PATCHES, WORDS, DIM = 40, 9, 6, 5, 8
@@ -114,7 +114,7 @@ def test_ivf_short_answers_are_padded_and_never_fine_scored(features):
 
 
 def test_ftf_is_parameter_free():
-    for module in (rsitr.retrieval.interaction, rsitr.retrieval.two_stage, rsitr.losses.ftf):
+    for module in (rsitr.retrieval.interaction, rsitr.retrieval.ftf_two_stage, rsitr.losses.ftf):
         for value in vars(module).values():
             assert not isinstance(value, nn.Parameter)
             assert not (isinstance(value, type) and issubclass(value, nn.Module)), value

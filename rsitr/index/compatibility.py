@@ -1,0 +1,92 @@
+"""Whether an index may be opened or extended as asked: the model it was built with (recorded by tag, or by a
+checkpoint's relative path and SHA-256 so that index and checkpoint can move together), the encoder's fingerprint,
+the images folder and the chip settings. :class:`~rsitr.index.archive_index.ArchiveIndex` asks before it writes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rsitr.errors import UserError
+from rsitr.index.archive import content_hash
+from rsitr.index.index_encoder import Encoder, Fingerprint
+from rsitr.index.indexer import IndexSettings, IndexSetupError
+from rsitr.index.store import MetadataStore
+
+
+class IndexCompatibilityError(UserError):
+    """The index was built with another model or other chip settings than the ones requested."""
+
+
+def checkpoint_record(pretrained: str | None, directory: Path) -> dict:
+    """How an index records its model weights: an OpenCLIP tag as is; a checkpoint file by its path relative to
+    the index directory (so index and checkpoint can move together) and its SHA-256 (so a moved checkpoint
+    can be recognised, see :func:`recorded_checkpoint`)."""
+    if not pretrained or not Path(pretrained).is_file():
+        return {"pretrained": pretrained, "pretrained_sha256": None}
+    relative = os.path.relpath(Path(pretrained).resolve(), directory.resolve())
+    return {"pretrained": Path(relative).as_posix(), "pretrained_sha256": content_hash(Path(pretrained))}
+
+
+def recorded_checkpoint(store: MetadataStore, directory: Path, override: str | Path | None) -> str | None:
+    """The model weights to load for an existing index: the recorded tag, the recorded checkpoint file (found
+    relative to the index), or ``override`` when its SHA-256 matches the recorded one."""
+    recorded, digest = store.get_meta("pretrained"), store.get_meta("pretrained_sha256")
+    if override is not None:
+        if digest is None:
+            if str(override) == recorded:
+                return recorded  # the recorded tag, named again
+            raise IndexCompatibilityError(f"index {directory} was built with model {store.get_meta('model')!r}, "
+                                          f"pretrained {recorded!r}, not {str(override)!r}; leave out --pretrained "
+                                          f"(it only says where a moved checkpoint lies)")
+        override = Path(override)
+        if not override.is_file():
+            raise IndexSetupError(f"checkpoint {override} does not exist")
+        if content_hash(override) != digest:
+            raise IndexSetupError(f"{override} is not the checkpoint index {directory} was built with (SHA-256 "
+                                  f"differs from the recorded {digest[:12]}); pass the checkpoint of that run")
+        return str(override.resolve())
+    if digest is None:
+        return recorded  # an OpenCLIP tag, None, or a path recorded by an older rsitr
+    located = Path(directory, recorded)
+    if not located.is_file():
+        raise IndexSetupError(f"the model checkpoint of index {directory} is not at {located} (recorded relative to "
+                              f"the index); pass --pretrained PATH where it lies now (SHA-256 {digest[:12]}...)")
+    return str(located.resolve())
+
+
+def _describe(model_name: str, pretrained: str | None, fingerprint: Fingerprint) -> str:
+    return (f"model {model_name!r} (pretrained {pretrained!r}, embedding dim {fingerprint.dim}, "
+            f"fingerprint {fingerprint.digest})")
+
+
+def check_encoder(store: MetadataStore, directory: str | Path, encoder: Encoder) -> None:
+    """Refuse an encoder whose fingerprint differs from the index's: its embeddings are not comparable."""
+    recorded = Fingerprint.from_dict(store.get_meta("fingerprint"))
+    given = encoder.fingerprint()
+    if not recorded.matches(given):
+        built_with = _describe(store.get_meta("model"), store.get_meta("pretrained"), recorded)
+        raise IndexCompatibilityError(
+            f"index {directory} was built with {built_with} "
+            f"but {_describe(encoder.model_name, encoder.pretrained, given)} was given; its embeddings are not "
+            f"comparable. Use the recorded model, or build a new index in another directory.")
+
+
+def merged_settings(store: MetadataStore, directory: Path, images: Path, requested: dict,
+                    relocate: bool) -> IndexSettings:
+    """The recorded settings with ``requested``'s ``index_type`` (the one that may change); another images folder
+    (unless ``relocate``) or other chip settings are refused."""
+    if Path(store.get_meta("root")) != images and not relocate:
+        raise IndexCompatibilityError(f"index {directory} covers {store.get_meta('root')}, not {images}; if the "
+                                      f"folder moved there, add --relocate; for another folder build a new index "
+                                      f"in another directory")
+    recorded = store.get_meta("settings")
+    for key, value in requested.items():
+        if value is not None and key != "index_type" and value != recorded[key]:
+            raise IndexCompatibilityError(
+                f"index {directory} was built with {key}={recorded[key]!r}, not {value!r}; chip settings "
+                f"cannot change in place: build a new index in another directory")
+    if requested["index_type"] is not None:
+        recorded["index_type"] = requested["index_type"]
+    return IndexSettings(**recorded)

@@ -1,0 +1,64 @@
+"""Checkpoint files: the one place that reads them with torch, and the one check that a named file is there.
+
+An ``rsitr train`` checkpoint is a dict marked ``format: CHECKPOINT_FORMAT`` (model, config, optimiser ...);
+anything else a ``pretrained`` value names (an OpenCLIP checkpoint, a safetensors file) is OpenCLIP's to load.
+:func:`read_checkpoint` tells them apart cheaply: it memory-maps the file, so probing a large OpenCLIP file
+reads its structure, not its tensors, and an rsitr checkpoint is read once, by that same call.
+
+Importing this module imports no torch (the command line checks ``--pretrained`` values with it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rsitr.errors import UserError
+
+CHECKPOINT_FORMAT = "rsitr-checkpoint-v1"
+CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".safetensors"})
+
+
+class CheckpointError(UserError):
+    """A missing checkpoint, one of another kind or architecture, or a model name that contradicts it."""
+
+    @classmethod
+    def missing(cls, path: str | Path) -> CheckpointError:
+        return cls(f"checkpoint {path} does not exist; pass an existing file or a pretrained tag")
+
+
+def check_exists(pretrained: str | None) -> None:
+    """Refuse a ``pretrained`` value that names a checkpoint file (by its suffix) that is not there."""
+    if pretrained and Path(pretrained).suffix in CHECKPOINT_SUFFIXES and not Path(pretrained).is_file():
+        raise CheckpointError.missing(pretrained)
+
+
+def _torch_load(path: str | Path, mmap: bool) -> object:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+
+
+def read_checkpoint(path: str | Path) -> dict | None:
+    """An ``rsitr train`` checkpoint as a dict (its tensors memory-mapped until used); None when ``path`` is no
+    file or another kind (e.g. OpenCLIP's, or not torch's zip format, which every rsitr checkpoint is)."""
+    if not Path(path).is_file():
+        return None
+    try:
+        checkpoint = _torch_load(path, mmap=True)
+    except Exception:  # noqa: BLE001 - not a torch zip file (e.g. safetensors): not ours, OpenCLIP may still read it
+        return None
+    if isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT:
+        return checkpoint
+    return None
+
+
+def read_state_dict(path: str | Path) -> dict:
+    """The weights a file holds (a ``state_dict``, bare or under that key; {} for another layout), or a
+    :class:`CheckpointError` when torch cannot read the file at all."""
+    try:
+        loaded = _torch_load(path, mmap=False)
+    except Exception as err:  # pickle, zip and torch raise many types for a file that is no checkpoint
+        raise CheckpointError(f"{path} is not a checkpoint torch can read ({type(err).__name__})") from None
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    return loaded if isinstance(loaded, dict) else {}

@@ -1,0 +1,47 @@
+"""Ship an ``rsitr train`` run's model inside the package as a pretrained tag (a maintainer's step, then the
+package is rebuilt; see :mod:`rsitr.models.pretrained` for the registry it writes to)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from rsitr.models import pretrained
+from rsitr.models.factory import load_model
+from rsitr.models.pretrained import FROZEN_TEXT_PREFIX
+
+
+def export_weights(clip: torch.nn.Module, path: str | Path, frozen_text: bool = False) -> Path:
+    """Write an OpenCLIP model's ``state_dict`` in fp16 (floating tensors only; others unchanged), without the
+    text tower's own weights when ``frozen_text`` (they are the installed package's, unchanged by training)."""
+    state = {key: value.half() if value.is_floating_point() else value for key, value in clip.state_dict().items()
+             if not (frozen_text and key.startswith(FROZEN_TEXT_PREFIX))}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path
+
+
+def package_run(run_dir: str | Path, tag: str, description: str, results: dict) -> Path:
+    """Ship an ``rsitr train`` run's model as ``tag``: fp16 weights, its training config and its figures.
+
+    Writes ``weights/<tag>.pt`` and ``weights/<tag>.yaml`` (the run's ``config.yaml``) and adds the tag to
+    ``weights/pretrained.json``. A maintainer's step (the package is then rebuilt), not a user command.
+    """
+    run_dir = Path(run_dir)
+    model, config = load_model(None, str(run_dir / "checkpoints" / "latest.pt"))
+    frozen_text = config["model"].get("text_unlocked_layers") == 0
+    path = export_weights(model.clip, pretrained.WEIGHTS_DIR / f"{tag}.pt", frozen_text=frozen_text)
+    config_text = (run_dir / "config.yaml").read_text(encoding="utf-8")
+    (pretrained.WEIGHTS_DIR / f"{tag}.yaml").write_text(config_text, encoding="utf-8")
+    entries = json.loads(pretrained.REGISTRY.read_text(encoding="utf-8")) if pretrained.REGISTRY.is_file() else {}
+    entries[tag] = {"model": config["model"]["name"], "file": path.name, "config": f"{tag}.yaml",
+                    "description": description, "results": results}
+    if frozen_text:
+        from rsitr._compat import open_clip
+
+        entries[tag]["text_tower"] = open_clip.get_model_config(config["model"]["name"])["text_cfg"]["hf_model_name"]
+    pretrained.REGISTRY.write_text(json.dumps(entries, indent=1) + "\n", encoding="utf-8")
+    return path
