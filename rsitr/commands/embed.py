@@ -40,6 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-size", type=positive_int, default=10_000, help="rows per Parquet shard (default 10000)")
     add_batch_size_argument(parser)
     add_workers_argument(parser)
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local (default), or ray: shards encoded by a Ray actor pool (images only; needs "
+                             "`pip install 'rsitr[ray]'`; --out must be shared by the cluster's nodes)")
+    parser.add_argument("--address", default=None,
+                        help="--engine ray: the cluster to join (e.g. 10.0.0.5:6379 or ray://head:10001); default a "
+                             "local cluster")
+    parser.add_argument("--ray-actors", type=positive_int, default=2,
+                        help="--engine ray: model copies encoding shards at once (default 2)")
     add_inference_arguments(parser)
     add_progress_argument(parser)
 
@@ -49,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
 
     check_readable(("source", args.source), ("--images", args.images))
     model_name, pretrained = model_arguments(args)
+    if args.engine == "ray":
+        from rsitr.ray_embeddings import import_ray
+
+        import_ray()  # a missing extra is one line before the model loads
     from rsitr.embeddings import EmbedSettings, embed_to_parquet, read_embed_input
     from rsitr.models.factory import load_model
     from rsitr.runtime import resolve_device, set_threads
@@ -65,8 +77,14 @@ def run(args: argparse.Namespace) -> int:
     name = model.model_name
     print(f"{args.source}: {len(data.items)} rows ({data.kind}); embedding {modality} with {name}, pretrained "
           f"{pretrained}")
-    summary = embed_to_parquet(model, data, args.out, settings, name, pretrained, args.batch_size, device,
-                               args.workers, progress=not args.no_progress)
+    if args.engine == "ray":
+        from rsitr.ray_embeddings import embed_with_ray
+
+        summary = embed_with_ray(model.cpu(), data, args.out, settings, name, pretrained, args.batch_size,
+                                 args.address, args.threads, args.ray_actors)
+    else:
+        summary = embed_to_parquet(model, data, args.out, settings, name, pretrained, args.batch_size, device,
+                                   args.workers, progress=not args.no_progress)
     resumed = f" ({summary.reused_shards} kept from an earlier run)" if summary.reused_shards else ""
     print(f"written {summary.rows} rows in {summary.shards} shard(s){resumed} to {summary.out_dir}")
     if summary.skipped:

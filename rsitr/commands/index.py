@@ -31,8 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chip-overlap", type=non_negative_int, help="overlap of neighbouring chips in pixels (default 32)")
     parser.add_argument("--tile-larger-than", type=positive_int, metavar="N",
                         help="tile scenes whose longer side exceeds N pixels; smaller ones are one chip (default 1024)")
-    parser.add_argument("--index-type", choices=("exact", "ivf", "hnsw"),
-                        help="FAISS index: exact (default), ivf or hnsw for large archives; may change on update")
+    # The values of rsitr.retrieval.vector_index.INDEX_CHOICES, repeated so that building the parser imports no faiss.
+    parser.add_argument("--index-type", choices=("auto", "exact", "ivf", "hnsw", "ivfpq"),
+                        help="FAISS index: auto (default: exact below 200,000 chips, else ivfpq), exact, ivf, hnsw or "
+                             "ivfpq (IVF-PQ re-scored in float16: about half the RAM); may change on update")
+    parser.add_argument("--backend", choices=("faiss", "lancedb"),
+                        help="vector store searched: faiss (default; vectors.faiss) or lancedb (a LanceDB table that "
+                             "searchers can share; needs `pip install 'rsitr[lancedb]'`); may change on update")
+    parser.add_argument("--vector-uri", metavar="URI",
+                        help="--backend lancedb: the table's location, a path or object-store URI such as "
+                             "s3://bucket/archive (default: vectors.lance in --out)")
     add_batch_size_argument(parser, "chips")
     tokens = parser.add_mutually_exclusive_group()
     tokens.add_argument("--store-local-tokens", dest="store_local_tokens", action="store_true", default=None,
@@ -51,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     check_readable(("--images", args.images))
     check_model_arguments(args.model, args.pretrained)  # mistyped names are refused before torch loads
+    if args.backend == "lancedb":
+        from rsitr.index.lance_store import import_lancedb
+
+        import_lancedb()  # a missing extra is one line before anything is encoded
     from rsitr.index import ArchiveIndex
     from rsitr.runtime import resolve_device, set_threads
 
@@ -58,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     index, report = ArchiveIndex.build(
         args.out, args.images, args.model, args.pretrained, chip_size=args.chip_size,
         chip_overlap=args.chip_overlap, tile_larger_than=args.tile_larger_than, index_type=args.index_type,
-        store_local_tokens=args.store_local_tokens, batch_size=args.batch_size, progress=not args.no_progress,
+        store_local_tokens=args.store_local_tokens, backend=args.backend, vector_uri=args.vector_uri,
+        batch_size=args.batch_size, progress=not args.no_progress,
         device=str(resolve_device(args.device)), precision=args.precision, relocate=args.relocate,
         rebuild=args.rebuild)
     info = index.info()

@@ -29,12 +29,14 @@ from rsitr.index.index_encoder import Encoder, Fingerprint
 from rsitr.index.export import wgs84_bounds
 from rsitr.index.feedback import rocchio
 from rsitr.index.indexer import IndexSettings, IndexSetupError, UpdateReport, update_index
+from rsitr.index.lance_store import LanceVectors
 from rsitr.index.searcher import DEFAULT_RERANK_CANDIDATES, SearchHit, SearchResults, fused_scores, rank
 from rsitr.index.store import DATABASE_NAME, ChipRecord, MetadataStore
 from rsitr.index.tiling import Window
 from rsitr.models.pretrained import DEFAULT_PRETRAINED
 
 VECTORS_NAME = "vectors.faiss"
+LANCE_NAME = "vectors.lance"
 
 
 class SourceChangedError(FileNotFoundError):
@@ -55,7 +57,7 @@ class ArchiveIndex:
         self.root = Path(store.get_meta("root"))
         self.settings = IndexSettings(**store.get_meta("settings"))
         self._lock = threading.Lock()
-        self._vectors: faiss.Index | None = None
+        self._vectors: faiss.Index | LanceVectors | None = None
         self._vectors_on_disk = False
         self._generation = -1
         self._saved_generation = None
@@ -83,14 +85,16 @@ class ArchiveIndex:
     def build(cls, directory: str | Path, images: str | Path, model_name: str | None = None,
               pretrained: str | None = None, *, encoder: Encoder | None = None, chip_size: int | None = None,
               chip_overlap: int | None = None, tile_larger_than: int | None = None, index_type: str | None = None,
-              store_local_tokens: bool | None = None, batch_size: int = 32, progress: bool = True,
+              store_local_tokens: bool | None = None, backend: str | None = None, vector_uri: str | None = None,
+              batch_size: int = 32, progress: bool = True,
               device: str = "cpu", precision: str = "auto", relocate: bool = False,
               rebuild: bool = False) -> tuple[ArchiveIndex, UpdateReport]:
         """Create the index in ``directory`` for the images under ``images``, or bring an existing one up to date.
 
         Arguments left as None take the values recorded in an existing index, or the defaults of
         :class:`IndexSettings` and the shipped model (:data:`DEFAULT_PRETRAINED`) for a new one.
-        Chip settings and the images folder cannot change once an index exists; ``index_type`` can, and
+        Chip settings and the images folder cannot change once an index exists; ``index_type``, ``backend``
+        (``faiss`` or ``lancedb``) and ``vector_uri`` (the LanceDB location) can, and
         ``relocate`` re-points the index at ``images`` when its folder moved (files are matched by their path
         relative to it, and by content where size or mtime differ, so nothing unchanged is encoded again).
         ``rebuild`` discards the index's files (a damaged database) and builds anew. Every argument (and the
@@ -104,7 +108,8 @@ class ArchiveIndex:
         if batch_size < 1:
             raise IndexSetupError(f"the batch size must be at least 1, got {batch_size}")
         requested = {"chip_size": chip_size, "chip_overlap": chip_overlap, "tile_larger_than": tile_larger_than,
-                     "index_type": index_type, "store_local_tokens": store_local_tokens}
+                     "index_type": index_type, "store_local_tokens": store_local_tokens, "backend": backend,
+                     "vector_uri": vector_uri}
         new_settings = IndexSettings(**{k: v for k, v in requested.items() if v is not None})  # validates them
         existing = (directory / DATABASE_NAME).is_file() and not rebuild
         store = MetadataStore(directory) if existing else None
@@ -143,10 +148,21 @@ class ArchiveIndex:
         self.store.close()
 
     # -- the FAISS index ---------------------------------------------------------------------------------------
+    def _index_type(self) -> str:
+        """The FAISS index type to hold: the setting, with ``auto`` chosen for the chips stored now."""
+        return vector_index.resolve_index_type(self.settings.index_type, self.store.chip_count())
+
+    def _vector_uri(self) -> str:
+        return self.settings.vector_uri or str(self.directory / LANCE_NAME)
+
+    def _saved_as(self) -> str:
+        """What ``vectors_type`` records for the current settings: the FAISS type, or ``lancedb:<location>``."""
+        return f"lancedb:{self._vector_uri()}" if self.settings.backend == "lancedb" else self._index_type()
+
     def _vectors_saved(self) -> bool:
-        return (self.directory / VECTORS_NAME).is_file() and \
+        return (self.settings.backend == "lancedb" or (self.directory / VECTORS_NAME).is_file()) and \
             self.store.get_meta("vectors_generation") == self._generation and \
-            self.store.get_meta("vectors_type") == self.settings.index_type
+            self.store.get_meta("vectors_type") == self._saved_as()
 
     def _refresh_vectors(self) -> None:
         """Load the saved FAISS index if it matches the database and is sound, else rebuild it in memory from the
@@ -154,27 +170,39 @@ class ArchiveIndex:
         self._generation = self.store.generation
         self._saved_generation = self.store.get_meta("vectors_generation")
         self._vectors = None
-        if self._vectors_saved():
+        if self._vectors_saved() and self.settings.backend == "lancedb":
+            try:
+                self._vectors = LanceVectors.open(self._vector_uri())
+            except (OSError, ValueError, RuntimeError) as err:  # gone, or not a table (lancedb raises these)
+                print(f"rsitr: warning: the LanceDB vectors at {self._vector_uri()} cannot be opened "
+                      f"({str(err).splitlines()[0][:200]}); searching a FAISS index built from {DATABASE_NAME} in "
+                      f"memory (`rsitr index` on this index rewrites them)", file=sys.stderr)
+        elif self._vectors_saved():
             try:
                 self._vectors = vector_index.load(self.directory / VECTORS_NAME, self.store.chip_count(),
-                                                  self.encoder.dim)
+                                                  self.encoder.dim, self._index_type())
             except vector_index.DamagedVectorsError as err:
                 print(f"rsitr: warning: {err}; its vectors are rebuilt from {DATABASE_NAME} in memory (`rsitr index` "
                       f"on this index rewrites the file)", file=sys.stderr)
         self._vectors_on_disk = self._vectors is not None
         if self._vectors is None:
             ids, vectors = self.store.embeddings()
-            self._vectors = vector_index.build_vector_index(vectors, ids, self.settings.index_type)
+            self._vectors = vector_index.build_vector_index(vectors, ids, self._index_type())
 
     def _save_vectors(self) -> None:
         """Write the FAISS index unless it was loaded from a current, sound file. Only writers (build) save;
         readers rebuild in memory."""
         if not self._vectors_on_disk:
-            vector_index.save_atomic(self._vectors, self.directory / VECTORS_NAME)
-            self.store.set_meta(vectors_generation=self._generation, vectors_type=self.settings.index_type)
+            if self.settings.backend == "lancedb":
+                ids, vectors = self.store.embeddings()
+                self._vectors = LanceVectors.write(self._vector_uri(), ids, vectors, self.store.bounds(),
+                                                   index=self._index_type() != "exact")
+            else:
+                vector_index.save_atomic(self._vectors, self.directory / VECTORS_NAME)
+            self.store.set_meta(vectors_generation=self._generation, vectors_type=self._saved_as())
             self._vectors_on_disk = True
 
-    def _current_vectors(self) -> faiss.Index:
+    def _current_vectors(self) -> faiss.Index | LanceVectors:
         """The FAISS index, reloaded once an indexing run (possibly another process) has saved a newer one.
 
         Reloading on every committed batch would rebuild the index per query while a run is under way;
@@ -254,7 +282,10 @@ class ArchiveIndex:
         return self.search(k=k, image=self.embed_image(image, max_pixels))
 
     def _candidates(self, embedding: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-        scores, ids = vector_index.search_vectors(self._current_vectors(), embedding[None], count)
+        vectors = self._current_vectors()
+        if isinstance(vectors, LanceVectors):
+            return vectors.search(embedding, count)
+        scores, ids = vector_index.search_vectors(vectors, embedding[None], count)
         keep = ids[0] >= 0
         return ids[0][keep], scores[0][keep]
 

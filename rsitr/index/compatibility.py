@@ -19,6 +19,10 @@ class IndexCompatibilityError(UserError):
     """The index was built with another model or other chip settings than the ones requested."""
 
 
+CHANGEABLE = ("index_type", "backend", "vector_uri")
+"""Settings an update may change: they say how the vectors are searched, not what was encoded."""
+
+
 def checkpoint_record(pretrained: str | None, directory: Path) -> dict:
     """How an index records its model weights: an OpenCLIP tag as is; a checkpoint file by its path relative to
     the index directory (so index and checkpoint can move together) and its SHA-256 (so a moved checkpoint
@@ -75,18 +79,17 @@ def check_encoder(store: MetadataStore, directory: str | Path, encoder: Encoder)
 
 def merged_settings(store: MetadataStore, directory: Path, images: Path, requested: dict,
                     relocate: bool) -> IndexSettings:
-    """The recorded settings with ``requested``'s ``index_type`` (the one that may change); another images folder
-    (unless ``relocate``) or other chip settings are refused."""
+    """The recorded settings with ``requested``'s :data:`CHANGEABLE` ones; another images folder (unless
+    ``relocate``) or other chip settings are refused."""
     if Path(store.get_meta("root")) != images and not relocate:
         raise IndexCompatibilityError(f"index {directory} covers {store.get_meta('root')}, not {images}; if the "
                                       f"folder moved there, add --relocate; for another folder build a new index "
                                       f"in another directory")
     recorded = store.get_meta("settings")
     for key, value in requested.items():
-        if value is not None and key != "index_type" and value != recorded[key]:
+        if value is not None and key not in CHANGEABLE and value != recorded.get(key):
             raise IndexCompatibilityError(
-                f"index {directory} was built with {key}={recorded[key]!r}, not {value!r}; chip settings "
+                f"index {directory} was built with {key}={recorded.get(key)!r}, not {value!r}; chip settings "
                 f"cannot change in place: build a new index in another directory")
-    if requested["index_type"] is not None:
-        recorded["index_type"] = requested["index_type"]
+    recorded.update({key: requested[key] for key in CHANGEABLE if requested[key] is not None})
     return IndexSettings(**recorded)

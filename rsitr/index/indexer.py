@@ -27,6 +27,9 @@ from rsitr.index.tiling import Window, chip_windows
 from rsitr.retrieval import vector_index
 
 
+BACKENDS = ("faiss", "lancedb")
+
+
 class IndexSetupError(UserError):
     """A wrong argument for building or opening an index (found before anything is written)."""
 
@@ -38,8 +41,13 @@ class IndexSettings:
     chip_size: int = 224
     chip_overlap: int = 32
     tile_larger_than: int = 1024
-    index_type: str = "exact"
+    index_type: str = vector_index.AUTO
+    """A FAISS type, or ``auto``: chosen from the number of chips each time the index is rebuilt."""
     store_local_tokens: bool = True
+    backend: str = "faiss"
+    """Where the global vectors are searched: ``faiss`` (``vectors.faiss``) or ``lancedb`` (:mod:`.lance_store`)."""
+    vector_uri: str | None = None
+    """The LanceDB location (a path or object-store URI); None: ``vectors.lance`` in the index folder."""
 
     def __post_init__(self) -> None:
         if self.chip_size < 1 or self.tile_larger_than < 1:
@@ -48,9 +56,11 @@ class IndexSettings:
         if not 0 <= self.chip_overlap < self.chip_size:
             raise IndexSetupError(f"--chip-overlap must be at least 0 and less than --chip-size ({self.chip_size}), "
                                   f"got {self.chip_overlap}")
-        if self.index_type not in vector_index.INDEX_TYPES:
+        if self.backend not in BACKENDS:
+            raise IndexSetupError(f"unknown vector backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        if self.index_type not in vector_index.INDEX_CHOICES:
             raise IndexSetupError(f"unknown index type {self.index_type!r}; choose one of "
-                                  f"{', '.join(vector_index.INDEX_TYPES)}")
+                                  f"{', '.join(vector_index.INDEX_CHOICES)}")
 
 
 @dataclass

@@ -272,6 +272,12 @@ class MetadataStore:
             return ids, np.zeros((0, int(self.get_meta("fingerprint")["dim"])), dtype=np.float32)
         return ids, np.stack([np.frombuffer(row[1], dtype=np.float32) for row in rows])
 
+    def bounds(self) -> np.ndarray:
+        """``[N, 4]`` (left, bottom, right, top) of every chip, ordered by id as :meth:`embeddings`; NaN where a chip
+        has none."""
+        rows = self._query("SELECT left, bottom, right, top FROM chips ORDER BY id")
+        return np.array(rows, dtype=np.float64).reshape(len(rows), 4)
+
     def vectors(self, chip_ids: Sequence[int]) -> dict[int, np.ndarray]:
         """The stored global embeddings ``[D]`` of those of ``chip_ids`` that exist."""
         chip_ids = _row_ids(chip_ids)
