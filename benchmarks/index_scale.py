@@ -51,7 +51,7 @@ SEARCH_BREADTHS = {"exact": [None], "ivf": [16, 64], "ivfpq": [16, 32, 64], "hns
 # -- vectors -------------------------------------------------------------------------------------------------------
 def real_embeddings(images: Path, cache: Path) -> np.ndarray:
     """The default model's image embeddings of every image under ``images``, encoded once into ``cache``."""
-    from rsitr.index.embeddings import EmbedSettings, embed_to_parquet, read_embed_input, read_embeddings
+    from rsitr.embeddings import EmbedSettings, embed_to_parquet, read_embed_input, read_embeddings
     from rsitr.models.factory import load_model
     from rsitr.models.pretrained import DEFAULT_PRETRAINED
 
@@ -219,7 +219,7 @@ def main() -> None:
 
     import torch
 
-    from rsitr.index.encoder import Encoder
+    from rsitr.index.index_encoder import Encoder
     from rsitr.models.pretrained import DEFAULT_PRETRAINED
     from rsitr.retrieval.vector_index import choose_index_type
 

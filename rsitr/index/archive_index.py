@@ -366,7 +366,8 @@ class ArchiveIndex:
 
     def info(self) -> dict:
         """The index summary; ``incomplete_files`` > 0 while an indexing run is under way (or was interrupted);
-        ``fusion`` the weights of a text search's fused score (global cosine and local similarity)."""
+        ``index_type`` the vector index searched now (``auto`` resolved for the chips stored); ``fusion`` the
+        weights of a text search's fused score (global cosine and local similarity)."""
         fingerprint = Fingerprint.from_dict(self.store.get_meta("fingerprint"))
         pretrained = self.store.get_meta("pretrained")
         if pretrained and (self.store.get_meta("pretrained_sha256") or Path(pretrained).is_absolute()):
@@ -378,4 +379,5 @@ class ArchiveIndex:
                 "settings": dataclasses.asdict(self.settings), "files": len(files),
                 "incomplete_files": sum(not record.complete for record in files.values()),
                 "chips": self.store.chip_count(), "failures": len(self.store.failures()),
+                "index_type": self._index_type(),
                 "fusion": {"global_weight": DEFAULT_GLOBAL_WEIGHT, "local_weight": DEFAULT_LOCAL_WEIGHT}}

@@ -37,7 +37,7 @@ async function loadInfo() {
   }
   const pretrained = info.pretrained ? ` (${info.pretrained.split(/[\\/]/).pop()})` : "";  // a checkpoint's name
   $("index-info").textContent = `${info.name} · ${plural(info.files, "file")} · ${plural(info.chips, "chip")} · ` +
-    `model ${info.model}${pretrained} · ${info.settings.index_type} index`;
+    `model ${info.model}${pretrained} · ${info.index_type} index${info.settings.backend === "lancedb" ? " (LanceDB)" : ""}`;
   const notice = $("notice");
   if (info.incomplete_files > 0) {
     notice.textContent = `This index is still being built: ${info.files - info.incomplete_files} of ` +
