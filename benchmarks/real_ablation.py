@@ -16,6 +16,7 @@ seeds print mean +- std of mR.
     python benchmarks/real_ablation.py --quick               # a smoke run: 20 steps per row, 1 epoch
     python benchmarks/real_ablation.py --rows baseline ebaker --seeds 0
     python benchmarks/real_ablation.py --suite minilm        # the pretrained-language-tower suite
+    python benchmarks/real_ablation.py --suite minilm --trained-only   # the table of the runs finished so far
 
 Results: printed, and written as JSON to --json (default docs/results/real_ablation.json; a --quick run keeps
 to runs/real-ablation-quick/).
@@ -190,6 +191,8 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", help="rows of the suite (default: all of them)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 steps of one epoch per row")
+    parser.add_argument("--trained-only", action="store_true",
+                        help="train nothing: report the runs whose training finished, list the others as missing")
     parser.add_argument("--out", help="folder of the runs, resumed if present (default the suite's, e.g. "
                                       "runs/real-ablation; with --quick that folder + '-quick')")
     parser.add_argument("--json", help="where the results go (default the suite's, e.g. "
@@ -203,12 +206,16 @@ def main() -> None:
         parser.error(f"rows not in suite {args.suite}: {', '.join(unknown)} (choose from {', '.join(suite.rows)})")
     extra = (QUICK if args.quick else []) + list(args.set)
     print(f"CPU: {cpu_model()}; {suite.models}{' (--quick)' if args.quick else ''}")
-    runs = []
+    runs, missing = [], []
     quick_out = f"{suite.out}-quick"
     for row in rows:
         for seed in (args.seeds if row in suite.seeded else args.seeds[:1]):
             folder = REPO / (args.out or (quick_out if args.quick else suite.out)) / f"{row}-seed{seed}"
             log = folder / "train_seconds.json"  # written when training finished; keeps the training call's time
+            if not log.is_file() and args.trained_only:
+                missing.append({"row": row, "seed": seed})
+                print(f"{row} seed {seed}: not trained (--trained-only)", flush=True)
+                continue
             if not log.is_file():
                 seconds = train(suite, row, seed, folder, extra)
                 # the load average tells whether the wall time was measured on free cores or shared ones
@@ -225,6 +232,7 @@ def main() -> None:
     out = REPO / (args.json or (f"{quick_out}/{Path(suite.json).name}" if args.quick else suite.json))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"cpu": cpu_model(), "suite": args.suite, "models": suite.models, "quick": args.quick, "overrides": extra, "runs": runs,
+                               "not_trained": missing,
                                "table": table}, indent=1))
     print(f"written {out}")
 
