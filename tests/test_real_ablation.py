@@ -54,3 +54,21 @@ def test_test_results_are_reused_until_the_checkpoint_changes(real_ablation, tmp
     stat = checkpoint.stat()
     os.utime(checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # a resumed run saved again
     assert real_ablation.evaluated(checkpoint) == {"rsicd": {"n": 2}}
+
+
+def test_trained_only_reports_finished_runs_and_trains_nothing(real_ablation, tmp_path, monkeypatch):
+    import json
+
+    finished = tmp_path / "runs" / "baseline-seed0"
+    (finished / "checkpoints").mkdir(parents=True)
+    (finished / "checkpoints" / "latest.pt").write_bytes(b"weights")
+    (finished / "train_seconds.json").write_text(json.dumps({"seconds": 600.0, "load_average": 1.0}))
+    monkeypatch.setattr(real_ablation, "train", lambda *a: pytest.fail("--trained-only must not train"))
+    monkeypatch.setattr(real_ablation, "evaluated", lambda path: run(real_ablation, "baseline", 0, 8.0, 600)["results"])
+    out = tmp_path / "table.json"
+    monkeypatch.setattr(sys, "argv", ["real_ablation.py", "--rows", "baseline", "ker", "--seeds", "0", "1",
+                                      "--out", str(tmp_path / "runs"), "--json", str(out), "--trained-only"])
+    real_ablation.main()
+    written = json.loads(out.read_text())
+    assert [(r["row"], r["seed"]) for r in written["runs"]] == [("baseline", 0)]
+    assert written["not_trained"] == [{"row": "baseline", "seed": 1}, {"row": "ker", "seed": 0}]
