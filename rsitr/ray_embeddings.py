@@ -40,13 +40,12 @@ import numpy as np
 from torch import nn
 
 from rsitr.atomic import write_atomic
-from rsitr.embeddings import (FORMAT, MANIFEST, SHARD_NAME, SKIPPED_KEY, EmbedInput, EmbedSettings, EmbedSummary, _check_resumable,
-                              _encode_shard, _shard_info, _write_manifest, _write_table)
+from rsitr.embeddings import (FORMAT, MANIFEST, SHARD_NAME, SKIPPED_KEY, EmbedInput, EmbedSettings, EmbedSummary,
+                              _check_resumable, _encode_shard, _shard_info, _write_manifest, _write_table)
 from rsitr.errors import UserError
 from rsitr.index.archive_index import ArchiveIndex
 from rsitr.index.index_encoder import Encoder, Fingerprint
-from rsitr.index.indexer import (EncodedChip, EncodedFile, FileToEncode, IndexSettings, UpdateReport,
-                                 encode_files)
+from rsitr.index.indexer import EncodedChip, EncodedFile, FileToEncode, IndexSettings, UpdateReport, encode_files
 from rsitr.index.lance_store import MissingExtraError
 from rsitr.index.tiling import Window
 
@@ -118,7 +117,9 @@ def embed_with_ray(model: nn.Module, data: EmbedInput, out_dir: str | Path, sett
     out_dir.mkdir(parents=True, exist_ok=True)
     encoder = Encoder(model, model_name, pretrained, "cpu")
     manifest = {"format": FORMAT, "model": model_name, "pretrained": pretrained,
-                "fingerprint": encoder.fingerprint().to_dict(), "settings": asdict(settings),
+                "fingerprint": encoder.fingerprint().to_dict(),
+            "settings": {key: value for key, value in asdict(settings).items()  # what changes a chip's rows
+                         if key in ("chip_size", "chip_overlap", "tile_larger_than", "store_local_tokens")},
                 "input": {"source": str(data.source), "root": str(data.root), "kind": data.kind,
                           "rows": len(data.items), "digest": data.digest()}}
     manifest = json.loads(json.dumps(manifest))
@@ -212,10 +213,11 @@ def _read_chip_shard(path: Path, dim: int) -> dict[tuple[str, str], EncodedFile]
     files = {(f["path"], f["sha256"]): EncodedFile(f["path"], f["width"], f["height"], f["crs"], [], f["error"])
              for f in json.loads(table.schema.metadata[FILES_KEY])}
     columns = {name: table.column(name).to_pylist() for name in ("path", "sha256", *_WINDOW, *_BOUNDS)}
-    vectors = table.column("image_embedding").combine_chunks().flatten().to_numpy().reshape(-1, dim)
+    vectors = table.column("image_embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
     tokens = None
     if "tokens" in table.column_names:
-        tokens = table.column("tokens").combine_chunks().flatten().to_numpy().reshape(len(vectors), -1, dim)
+        tokens = table.column("tokens").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        tokens = tokens.reshape(len(vectors), -1, dim)
     for row in range(table.num_rows):
         bounds = tuple(columns[name][row] for name in _BOUNDS)
         files[columns["path"][row], columns["sha256"][row]].chips.append(EncodedChip(
@@ -238,7 +240,9 @@ class RayChipEncoder:
         ray = import_ray()
         manifest = json.loads(json.dumps({
             "format": CHIP_FORMAT, "model": encoder.model_name, "pretrained": encoder.pretrained,
-            "fingerprint": encoder.fingerprint().to_dict(), "settings": asdict(settings),
+            "fingerprint": encoder.fingerprint().to_dict(),
+            "settings": {key: value for key, value in asdict(settings).items()  # what changes a chip's rows
+                         if key in ("chip_size", "chip_overlap", "tile_larger_than", "store_local_tokens")},
             "precision": encoder.precision}))
         self._reset_unless(manifest)
         self.out_dir.mkdir(parents=True, exist_ok=True)

@@ -81,7 +81,8 @@ def test_ray_index_resumes_by_shard(tmp_path, archive, local_index, ray_cluster)
     assert {p.name: p.stat().st_mtime_ns for p in shards.glob("part-*.parquet")} == \
         {**{k: v for k, v in written.items() if k != "part-00001.parquet"},
          "part-00003.parquet": (shards / "part-00003.parquet").stat().st_mtime_ns}
-    assert report.resumed == ["geo.tif"]  # its chips were stored before the driver died, not its completion
+    # Registered before the driver died: geo.tif with its chips (not its completion), scene0.png with none.
+    assert report.resumed == ["geo.tif", "scene0.png"]
     assert_same_index(local_index, index, same_ids=False)
     index.close()
 
