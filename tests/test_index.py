@@ -267,3 +267,31 @@ def test_an_open_index_picks_up_a_finished_update(tmp_path, encoder):
     noise(20, 64, 48).save(root / "late.png")
     ArchiveIndex.build(tmp_path / "index", root, encoder=encoder, progress=False)
     assert serving.search_image(noise(20, 64, 48), k=1)[0].path == "late.png"
+
+
+def test_an_index_encoded_by_a_chip_encoder_equals_the_embedded_one(tmp_path, encoder):
+    """The ingest path of `rsitr index --engine ray` (chips encoded elsewhere by :func:`encode_files`, handed back
+    file by file) builds the embedded path's index: the same chips, ids, vectors, tokens and top-10."""
+    from rsitr.index.indexer import encode_files
+    from test_index_support import assert_same_index
+
+    calls = []
+
+    def chip_encoder(encoder, root, settings, files, batch_size):
+        calls.append([f.path for f in files])
+        return encode_files(encoder, root, settings, [f.path for f in files], batch_size)
+
+    archive = make_archive(tmp_path / "archive")
+    local, local_report = ArchiveIndex.build(tmp_path / "local", archive, encoder=encoder, progress=False,
+                                             batch_size=4, **CHIP_SETTINGS)
+    remote, remote_report = ArchiveIndex.build(tmp_path / "remote", archive, encoder=encoder, progress=False,
+                                               batch_size=4, chip_encoder=chip_encoder, **CHIP_SETTINGS)
+    assert calls == [["broken.jpg", "geo.tif", "scene0.png", "scene1.png", "scene2.png", "sub/scene3.png"]]
+    assert (remote_report.new, remote_report.chips_encoded, remote_report.failures) == \
+        (local_report.new, local_report.chips_encoded, local_report.failures)
+    assert_same_index(local, remote)
+    # Incremental like the embedded path: an unchanged archive asks for nothing; a new file only for it.
+    noise(7, 64, 48).save(archive / "added.png")
+    _, report = ArchiveIndex.build(tmp_path / "remote", archive, encoder=encoder, progress=False,
+                                   chip_encoder=chip_encoder)
+    assert calls[-1] == report.new == ["added.png", "broken.jpg"] and report.chips_encoded == 1

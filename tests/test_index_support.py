@@ -102,3 +102,33 @@ def build_far_index(base: Path):
     noise(5, 64, 48).save(root / "plain.png")
     index, _ = ArchiveIndex.build(base / "index", root, encoder=tiny_encoder(), progress=False, **CHIP_SETTINGS)
     return index
+
+
+TEXT_QUERIES = ("a harbour with boats", "dense residential area", "green forest next to a river")
+
+
+def assert_same_index(first, second, *, same_ids: bool = True) -> None:
+    """Two :class:`ArchiveIndex` of one archive hold the same chips (windows, bounds), vectors and local tokens
+    (within float tolerance), the same failures, and give the same top-10 for :data:`TEXT_QUERIES`."""
+    def chips(index):
+        ids, vectors = index.store.embeddings()
+        records = index.store.chips(ids.tolist())
+        keys = [(records[i].path, records[i].window, records[i].bounds, records[i].crs) for i in ids.tolist()]
+        return ids, keys, vectors, index.store.tokens(ids.tolist(), index.encoder.dim)
+
+    (ids_a, keys_a, vectors_a, tokens_a), (ids_b, keys_b, vectors_b, tokens_b) = chips(first), chips(second)
+    order_a, order_b = np.argsort([repr(k) for k in keys_a]), np.argsort([repr(k) for k in keys_b])
+    assert [keys_a[i] for i in order_a] == [keys_b[i] for i in order_b]
+    if same_ids:
+        np.testing.assert_array_equal(ids_a, ids_b)
+        assert keys_a == keys_b
+    np.testing.assert_allclose(vectors_a[order_a], vectors_b[order_b], atol=1e-5)
+    assert (tokens_a is None) == (tokens_b is None)
+    if tokens_a is not None:
+        np.testing.assert_allclose(tokens_a[order_a], tokens_b[order_b], atol=2e-3)
+    assert first.store.failures() == second.store.failures()
+    assert first.info()["incomplete_files"] == second.info()["incomplete_files"] == 0
+    for query in TEXT_QUERIES:
+        hits_a, hits_b = first.search_text(query, k=10), second.search_text(query, k=10)
+        assert [(h.path, h.window) for h in hits_a] == [(h.path, h.window) for h in hits_b], query
+        np.testing.assert_allclose([h.score for h in hits_a], [h.score for h in hits_b], atol=1e-4)

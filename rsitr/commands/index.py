@@ -10,6 +10,8 @@ A checkpoint is recorded relative to the index with its SHA-256: move both toget
 `rsitr search` / `rsitr serve` at the moved checkpoint with --pretrained. Arguments are checked before
 anything is written. A moved images folder is re-pointed with --relocate; a damaged index database is
 refused (one line naming the damage) until --rebuild; a damaged vectors.faiss is rewritten, being derived.
+--engine ray encodes the chips on a Ray cluster (a local one, or --address): the same index, resumable by shard
+(docs/SCALE.md).
 """
 
 from __future__ import annotations
@@ -42,6 +44,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--backend lancedb: the table's location, a path or object-store URI such as "
                              "s3://bucket/archive (default: vectors.lance in --out)")
     add_batch_size_argument(parser, "chips")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local (default), or ray: chips encoded by a Ray actor pool into Parquet shards that the "
+                             "index ingests (the same index; needs `pip install 'rsitr[ray]'`; --out and --images must "
+                             "be on storage every node sees)")
+    parser.add_argument("--address", default=None,
+                        help="--engine ray: the cluster to join (e.g. 10.0.0.5:6379 or ray://head:10001); default a "
+                             "local cluster with --threads CPUs")
+    parser.add_argument("--ray-actors", type=positive_int, default=2,
+                        help="--engine ray: model copies encoding chips at once (default 2)")
     tokens = parser.add_mutually_exclusive_group()
     tokens.add_argument("--store-local-tokens", dest="store_local_tokens", action="store_true", default=None,
                         help="keep patch tokens for local re-ranking of text queries (default)")
@@ -63,11 +74,22 @@ def run(args: argparse.Namespace) -> int:
         from rsitr.index.lance_store import import_lancedb
 
         import_lancedb()  # a missing extra is one line before anything is encoded
+    if args.engine == "ray":
+        from rsitr.ray_embeddings import import_ray
+
+        import_ray()  # a missing extra is one line before the model loads
     from rsitr.index import ArchiveIndex
     from rsitr.runtime import resolve_device, set_threads
 
     set_threads(args.threads)
-    index, report = ArchiveIndex.build(
+    build = ArchiveIndex.build
+    if args.engine == "ray":
+        from functools import partial
+
+        from rsitr.ray_embeddings import build_index_with_ray
+
+        build = partial(build_index_with_ray, address=args.address, num_cpus=args.threads, actors=args.ray_actors)
+    index, report = build(
         args.out, args.images, args.model, args.pretrained, chip_size=args.chip_size,
         chip_overlap=args.chip_overlap, tile_larger_than=args.tile_larger_than, index_type=args.index_type,
         store_local_tokens=args.store_local_tokens, backend=args.backend, vector_uri=args.vector_uri,

@@ -28,7 +28,7 @@ from rsitr.index.compatibility import (IndexCompatibilityError, check_encoder, c
 from rsitr.index.index_encoder import Encoder, Fingerprint
 from rsitr.index.export import wgs84_bounds
 from rsitr.index.feedback import rocchio
-from rsitr.index.indexer import IndexSettings, IndexSetupError, UpdateReport, update_index
+from rsitr.index.indexer import ChipEncoder, IndexSettings, IndexSetupError, UpdateReport, update_index
 from rsitr.index.lance_store import LanceVectors
 from rsitr.index.searcher import DEFAULT_RERANK_CANDIDATES, SearchHit, SearchResults, fused_scores, rank
 from rsitr.index.store import DATABASE_NAME, ChipRecord, MetadataStore
@@ -88,7 +88,7 @@ class ArchiveIndex:
               store_local_tokens: bool | None = None, backend: str | None = None, vector_uri: str | None = None,
               batch_size: int = 32, progress: bool = True,
               device: str = "cpu", precision: str = "auto", relocate: bool = False,
-              rebuild: bool = False) -> tuple[ArchiveIndex, UpdateReport]:
+              rebuild: bool = False, chip_encoder: ChipEncoder | None = None) -> tuple[ArchiveIndex, UpdateReport]:
         """Create the index in ``directory`` for the images under ``images``, or bring an existing one up to date.
 
         Arguments left as None take the values recorded in an existing index, or the defaults of
@@ -99,6 +99,8 @@ class ArchiveIndex:
         relative to it, and by content where size or mtime differ, so nothing unchanged is encoded again).
         ``rebuild`` discards the index's files (a damaged database) and builds anew. Every argument (and the
         model) is checked before anything is written, so a mistake leaves no half-made index behind.
+        ``chip_encoder`` encodes the chips elsewhere (:func:`rsitr.ray_embeddings.build_index_with_ray`); the index is
+        the same.
         """
         directory, images = Path(directory), Path(images).resolve()
         if not images.is_dir():
@@ -139,7 +141,7 @@ class ArchiveIndex:
                            settings=dataclasses.asdict(settings))
         else:
             store.set_meta(settings=dataclasses.asdict(settings), root=str(images))
-        report = update_index(store, encoder, images, settings, batch_size, progress)
+        report = update_index(store, encoder, images, settings, batch_size, progress, chip_encoder)
         index = cls(directory, store, encoder)
         index._save_vectors()
         return index, report

@@ -7,14 +7,21 @@ incomplete; the next run keeps their committed chips and encodes only the missin
 order, so the result is the same as one uninterrupted run. Files that cannot be read are recorded as
 failures and skipped; they are retried on every run. The chips to encode are counted from the image headers
 first, so the progress bar has a fixed total.
+
+Encoding elsewhere (``rsitr index --engine ray``): :func:`update_index` given a ``chip_encoder`` plans the same files,
+hands them (path and content hash) to it, and ingests the :class:`EncodedFile` results it yields, in the files'
+order, through the same store calls and batch commits as the embedded path (the same chips, ids and vectors).
+A chip encoder runs :func:`encode_files` wherever it likes (a Ray actor pool writing Parquet shards, see
+:mod:`rsitr.ray_embeddings`); this module imports nothing of it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
+import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
@@ -92,6 +99,75 @@ class _PendingChip:
     bounds: Bounds | None
 
 
+@dataclass(frozen=True)
+class FileToEncode:
+    """A file a chip encoder is asked for: its path relative to the archive and its content hash (a cache key)."""
+
+    path: str
+    sha256: str
+
+
+@dataclass
+class EncodedChip:
+    window: Window
+    bounds: Bounds | None
+    embedding: np.ndarray
+    """``[D]`` float32, L2-normalised (:meth:`Encoder.encode_images`)."""
+    tokens: np.ndarray | None
+    """``[P, D]`` local tokens, or None when the index stores none."""
+
+
+@dataclass
+class EncodedFile:
+    """Every chip of one file (all its windows, in tiling order), or the error that made it unreadable."""
+
+    path: str
+    width: int = 0
+    height: int = 0
+    crs: str | None = None
+    chips: list[EncodedChip] = field(default_factory=list)
+    error: str | None = None
+
+
+ChipEncoder = Callable[[Encoder, Path, IndexSettings, list[FileToEncode], int], Iterable[EncodedFile]]
+"""``(encoder, root, settings, files, batch_size)`` -> one :class:`EncodedFile` per file, in the files' order."""
+
+
+def encode_files(encoder: Encoder, root: Path, settings: IndexSettings, paths: list[str],
+                 batch_size: int = 32) -> list[EncodedFile]:
+    """Read and encode every chip of ``paths`` (relative to ``root``) as :func:`update_index` does, chips batched
+    across files by ``batch_size``; an unreadable file gets its ``error`` and no chips."""
+    files: list[EncodedFile] = []
+    pending: list[tuple[EncodedFile, Window, Bounds | None, Image.Image]] = []
+
+    def flush() -> None:
+        if pending:
+            encoded = encoder.encode_images([image for *_, image in pending])
+            tokens = encoded.tokens if settings.store_local_tokens else [None] * len(pending)
+            for (file, window, bounds, _), embedding, chip_tokens in zip(pending, encoded.embeddings, tokens):
+                file.chips.append(EncodedChip(window, bounds, embedding, chip_tokens))
+            pending.clear()
+
+    for path in paths:
+        file = EncodedFile(path)
+        chips = []
+        try:
+            with open_scene(resolve_in_root(root, path)) as scene:
+                file.width, file.height, file.crs = scene.width, scene.height, scene.crs
+                for window in _windows(scene.width, scene.height, settings):
+                    chips.append((file, window, scene.bounds(window), scene.read(window)))
+        except Exception as err:  # noqa: BLE001 - decoders raise many types; one unreadable file must not stop a run
+            file.error = f"{type(err).__name__}: {err}"
+            chips = []
+        files.append(file)
+        for chip in chips:
+            pending.append(chip)
+            if len(pending) >= batch_size:
+                flush()
+    flush()
+    return files
+
+
 def _plan(store: MetadataStore, files: list[ArchiveFile], root: Path, report: UpdateReport) -> list[_Job]:
     known = store.files()
     jobs = []
@@ -151,8 +227,9 @@ def _read_chips(store: MetadataStore, root: Path, job: _Job, settings: IndexSett
 
 
 def update_index(store: MetadataStore, encoder: Encoder, root: Path, settings: IndexSettings, batch_size: int = 32,
-                 progress: bool = True) -> UpdateReport:
-    """Synchronise ``store`` with the images under ``root``; see the module docstring."""
+                 progress: bool = True, chip_encoder: ChipEncoder | None = None) -> UpdateReport:
+    """Synchronise ``store`` with the images under ``root``; see the module docstring. ``chip_encoder`` encodes the
+    files elsewhere (e.g. on Ray); without it they are read and encoded here."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     root = Path(root)
@@ -162,6 +239,11 @@ def update_index(store: MetadataStore, encoder: Encoder, root: Path, settings: I
     store.remove_files(report.removed)
     store.remove_failures_except({f.path for f in on_disk})
     jobs = _plan(store, on_disk, root, report)
+    if chip_encoder is not None:
+        _ingest(store, jobs, chip_encoder(encoder, root, settings, [FileToEncode(job.file.path, job.sha256)
+                                                                     for job in jobs], batch_size),
+                batch_size, report, progress)
+        return report
 
     pending: list[_PendingChip] = []
     completed: list[int] = []
@@ -204,3 +286,42 @@ def update_index(store: MetadataStore, encoder: Encoder, root: Path, settings: I
     flush()
     bar.close()
     return report
+
+
+def _ingest(store: MetadataStore, jobs: list[_Job], encoded_files: Iterable[EncodedFile], batch_size: int,
+            report: UpdateReport, progress: bool) -> None:
+    """Store what a chip encoder yields for ``jobs``, with the embedded path's store calls and batch commits: a file
+    is registered (new or changed) when its chips arrive, a resumed one gets only the windows it lacks, and a batch
+    of chips is committed with the files it completes."""
+    pending: list[NewChip] = []
+    completed: list[int] = []
+
+    def flush() -> None:
+        store.add_chips(pending, completed)
+        report.chips_encoded += len(pending)
+        pending.clear()
+        completed.clear()
+
+    encoded_files = iter(encoded_files)
+    for job in tqdm(jobs, unit="file", desc="indexing", disable=not progress):
+        encoded = next(encoded_files, None)
+        if encoded is None or encoded.path != job.file.path:
+            raise RuntimeError(f"the chip encoder returned {encoded and encoded.path!r} for {job.file.path!r}")
+        if encoded.error is not None:
+            store.record_failure(job.file.path, encoded.error)
+            report.failures.append((job.file.path, encoded.error))
+            continue
+        if job.record is None:
+            file_id = store.add_file(job.file.path, job.file.size, job.file.mtime_ns, job.sha256, encoded.width,
+                                     encoded.height, encoded.crs)
+            done: set[Window] = set()
+        else:
+            file_id = job.record.id
+            done = store.windows_of(file_id)
+        for chip in encoded.chips:
+            if chip.window not in done:
+                pending.append(NewChip(file_id, chip.window, chip.bounds, chip.embedding, chip.tokens))
+                if len(pending) >= batch_size:
+                    flush()
+        completed.append(file_id)
+    flush()
