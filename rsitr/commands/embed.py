@@ -18,9 +18,9 @@ from __future__ import annotations
 import argparse
 
 from rsitr.commands import positive_int
-from rsitr.commands.options import (SPLIT_CHOICES, add_batch_size_argument, add_inference_arguments,
-                                    add_model_arguments, add_progress_argument, add_workers_argument, check_readable,
-                                    model_arguments)
+from rsitr.commands.options import (SPLIT_CHOICES, add_batch_size_argument, add_engine_arguments,
+                                    add_inference_arguments, add_model_arguments, add_progress_argument,
+                                    add_workers_argument, check_readable, model_arguments)
 
 INTERRUPTED_HINT = "Run the same command again to resume: finished shards are kept."
 
@@ -40,14 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-size", type=positive_int, default=10_000, help="rows per Parquet shard (default 10000)")
     add_batch_size_argument(parser)
     add_workers_argument(parser)
-    parser.add_argument("--engine", choices=("local", "ray"), default="local",
-                        help="local (default), or ray: shards encoded by a Ray actor pool (images only; needs "
-                             "`pip install 'rsitr[ray]'`; --out must be shared by the cluster's nodes)")
-    parser.add_argument("--address", default=None,
-                        help="--engine ray: the cluster to join (e.g. 10.0.0.5:6379 or ray://head:10001); default a "
-                             "local cluster")
-    parser.add_argument("--ray-actors", type=positive_int, default=2,
-                        help="--engine ray: model copies encoding shards at once (default 2)")
+    add_engine_arguments(parser, "shards encoded by a Ray actor pool (images only; needs `pip install 'rsitr[ray]'`; "
+                                 "--out must be shared by the cluster's nodes)")
     add_inference_arguments(parser)
     add_progress_argument(parser)
 

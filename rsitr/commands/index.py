@@ -19,8 +19,8 @@ from __future__ import annotations
 import argparse
 
 from rsitr.commands import non_negative_int, positive_int
-from rsitr.commands.options import (add_batch_size_argument, add_inference_arguments, add_model_arguments,
-                                    add_progress_argument, check_readable)
+from rsitr.commands.options import (add_batch_size_argument, add_engine_arguments, add_inference_arguments,
+                                    add_model_arguments, add_progress_argument, check_readable)
 from rsitr.models.pretrained import check_model_arguments
 
 
@@ -44,15 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--backend lancedb: the table's location, a path or object-store URI such as "
                              "s3://bucket/archive (default: vectors.lance in --out)")
     add_batch_size_argument(parser, "chips")
-    parser.add_argument("--engine", choices=("local", "ray"), default="local",
-                        help="local (default), or ray: chips encoded by a Ray actor pool into Parquet shards that the "
-                             "index ingests (the same index; needs `pip install 'rsitr[ray]'`; --out and --images must "
-                             "be on storage every node sees)")
-    parser.add_argument("--address", default=None,
-                        help="--engine ray: the cluster to join (e.g. 10.0.0.5:6379 or ray://head:10001); default a "
-                             "local cluster with --threads CPUs")
-    parser.add_argument("--ray-actors", type=positive_int, default=2,
-                        help="--engine ray: model copies encoding chips at once (default 2)")
+    add_engine_arguments(parser, "chips encoded by a Ray actor pool into Parquet shards that the index ingests (the "
+                                 "same index; needs `pip install 'rsitr[ray]'`; --out and --images must be on storage "
+                                 "every node sees)", " with --threads CPUs")
     tokens = parser.add_mutually_exclusive_group()
     tokens.add_argument("--store-local-tokens", dest="store_local_tokens", action="store_true", default=None,
                         help="keep patch tokens for local re-ranking of text queries (default)")

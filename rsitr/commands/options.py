@@ -43,6 +43,18 @@ def add_workers_argument(parser: argparse.ArgumentParser) -> None:
                         help="image loading processes (default 0: in the main process)")
 
 
+def add_engine_arguments(parser: argparse.ArgumentParser, ray_does: str, local_cluster: str = "") -> None:
+    """``--engine local|ray``, ``--address`` and ``--ray-actors``; ``ray_does`` says what the Ray engine does for this
+    command, ``local_cluster`` how the default local cluster is sized."""
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help=f"local (default), or ray: {ray_does}")
+    parser.add_argument("--address", default=None,
+                        help="--engine ray: the cluster to join (e.g. 10.0.0.5:6379 or ray://head:10001); default a "
+                             f"local cluster{local_cluster}")
+    parser.add_argument("--ray-actors", type=positive_int, default=2,
+                        help="--engine ray: model copies encoding at once (default 2)")
+
+
 def add_device_argument(parser: argparse.ArgumentParser, default: str | None = "auto") -> None:
     """``--device``, resolved by :func:`rsitr.runtime.resolve_device` (``default`` None: the config's device)."""
     where = "default auto" if default == "auto" else "default: the config's device; auto"
