@@ -81,6 +81,13 @@ def start_ray(address: str | None, num_cpus: int | None):
     return ray
 
 
+def check_engine(address: str | None) -> None:
+    """Fail before any input is read or model loaded: the ray extra is missing, or ``address`` answers nothing."""
+    import_ray()
+    if address and address != "auto":
+        _check_reachable(address)
+
+
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """Refuse an address whose head port does not answer: ``ray.init`` would retry it for minutes."""
     host, _, port = address.removeprefix("ray://").rpartition(":")
@@ -89,6 +96,11 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     except (OSError, ValueError) as err:
         raise UnreachableClusterError(f"cannot reach the Ray cluster at {address} ({err or 'no port'}); start it "
                                       f"with `ray start --head`, or leave out --address for a local one") from None
+
+
+def _actor_pool(ray, actors: int, tasks: int):
+    """A pool of at most ``actors`` model holders, no more than there are shards to write."""
+    return ray.data.ActorPoolStrategy(size=max(1, min(actors, tasks)))
 
 
 class _ShardWriter:
@@ -131,7 +143,7 @@ def embed_with_ray(model: nn.Module, data: EmbedInput, out_dir: str | Path, sett
     missing = [r for r in ranges if not (out_dir / SHARD_NAME.format(r[0])).is_file()]
     if missing:
         shards = ray.data.from_items([{"shard": n, "start": s, "stop": e} for n, s, e in missing])
-        shards.map_batches(_ShardWriter, batch_size=1, concurrency=max(1, min(actors, len(missing))), num_cpus=1,
+        shards.map_batches(_ShardWriter, batch_size=1, compute=_actor_pool(ray, actors, len(missing)), num_cpus=1,
                            fn_constructor_kwargs={"model": model, "model_name": model_name, "pretrained": pretrained,
                                                   "data": data, "out_dir": str(out_dir), "settings": settings,
                                                   "batch_size": batch_size}).materialize()
@@ -260,7 +272,7 @@ class RayChipEncoder:
             items = [{"shard": first + n, "files": json.dumps([asdict(f) for f in group])}
                      for n, group in enumerate(groups)]
             ray.data.from_items(items).map_batches(
-                _ChipShardWriter, batch_size=1, concurrency=max(1, min(self.actors, len(groups))), num_cpus=1,
+                _ChipShardWriter, batch_size=1, compute=_actor_pool(ray, self.actors, len(groups)), num_cpus=1,
                 fn_constructor_kwargs={"model": model, "model_name": encoder.model_name,
                                        "pretrained": encoder.pretrained,
                                        "precision": encoder.precision if on_cpu else "auto", "root": str(root),

@@ -78,6 +78,17 @@ def test_last_n_unlocked_layers_are_the_only_ones_that_learn():
         model.lock_text(7)
 
 
+def test_too_many_unlocked_layers_is_refused_before_any_random_weights_warning(monkeypatch, capsys):
+    from rsitr.models import factory
+
+    monkeypatch.setattr(factory, "_warned_random", set())
+    with pytest.raises(UserError, match="between 0 and 6, got 7"):
+        build_model(ModelConfig(name=MODEL, pretrained=None, text_unlocked_layers=7), seed=0)
+    assert "warning" not in capsys.readouterr().err
+    build_model(ModelConfig(name=MODEL, pretrained=None, text_unlocked_layers=6), seed=0)
+    assert "image tower has randomly initialised weights" in capsys.readouterr().err
+
+
 def test_cached_text_features_equal_live_ones(frozen, tmp_path):
     frozen.eval()
     tokens = frozen.trim(frozen.tokenize(CAPTIONS))

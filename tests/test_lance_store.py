@@ -82,3 +82,49 @@ def test_missing_lancedb_extra_is_one_error_line(tmp_path, capsys, monkeypatch):
     code = main(["index", "--images", str(root), "--out", str(tmp_path / "index"), "--backend", "lancedb"])
     assert_user_error(code, capsys.readouterr().err, "index", "pip install 'rsitr[lancedb]'")
     assert not (tmp_path / "index").exists()
+
+
+class _RecordingTable:
+    """A LanceDB table stand-in of ``rows`` indexed rows that records the probes a search asks for."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows, self.probes = rows, None
+
+    def count_rows(self) -> int:
+        return self.rows
+
+    def list_indices(self) -> list[str]:
+        return ["vector_idx"]
+
+    def search(self, *args, **kwargs):
+        return self
+
+    def distance_type(self, *args):
+        return self
+
+    def limit(self, *args):
+        return self
+
+    def select(self, *args):
+        return self
+
+    def refine_factor(self, *args):
+        return self
+
+    def nprobes(self, probes: int):
+        self.probes = probes
+        return self
+
+    def to_arrow(self):
+        import pyarrow as pa
+
+        return pa.table({"id": pa.array([0], pa.int64()), "_distance": pa.array([0.0], pa.float32())})
+
+
+@pytest.mark.parametrize("rows, probes", [(10_000, 16), (1_000_000, 32), (30_000_000, 172)])
+def test_lancedb_probes_as_many_cells_as_faiss_ivf(rows, probes):
+    table = _RecordingTable(rows)
+    LanceVectors(table).search(np.ones(4, np.float32) / 2, 10)
+    assert table.probes == probes == vector_index.default_probes(vector_index.ivf_cells(rows))
+    LanceVectors(table).search(np.ones(4, np.float32) / 2, 10, nprobes=5)
+    assert table.probes == 5

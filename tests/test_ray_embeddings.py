@@ -64,8 +64,10 @@ def test_unreachable_ray_address_is_one_error_line(tmp_path, capsys):
     images.mkdir()
     noise(0, 32, 32).save(images / "a.png")
     code = main(["embed", str(images), "--out", str(tmp_path / "out"), "--engine", "ray", "--address", "127.0.0.1:1"])
-    assert_user_error(code, capsys.readouterr().err, "embed", "cannot reach the Ray cluster at 127.0.0.1:1")
-    assert not list((tmp_path / "out").glob("part-*"))
+    captured = capsys.readouterr()
+    assert_user_error(code, captured.err, "embed", "cannot reach the Ray cluster at 127.0.0.1:1")
+    assert captured.out == ""  # refused before the input is read or the model loads
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_ray_extra_is_one_error_line(tmp_path, capsys, monkeypatch):

@@ -52,9 +52,9 @@ def run(args: argparse.Namespace) -> int:
     check_readable(("source", args.source), ("--images", args.images))
     model_name, pretrained = model_arguments(args)
     if args.engine == "ray":
-        from rsitr.ray_embeddings import import_ray
+        from rsitr.ray_embeddings import check_engine
 
-        import_ray()  # a missing extra is one line before the model loads
+        check_engine(args.address)  # a missing extra or a dead address is one line before the model loads
     from rsitr.embeddings import EmbedSettings, embed_to_parquet, read_embed_input
     from rsitr.models.factory import load_model
     from rsitr.runtime import resolve_device, set_threads

@@ -69,9 +69,9 @@ def run(args: argparse.Namespace) -> int:
 
         import_lancedb()  # a missing extra is one line before anything is encoded
     if args.engine == "ray":
-        from rsitr.ray_embeddings import import_ray
+        from rsitr.ray_embeddings import check_engine
 
-        import_ray()  # a missing extra is one line before the model loads
+        check_engine(args.address)  # a missing extra or a dead address is one line before the model loads
     from rsitr.index import ArchiveIndex
     from rsitr.runtime import resolve_device, set_threads
 

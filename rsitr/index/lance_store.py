@@ -20,13 +20,13 @@ with ``nprobes`` cells and a ``refine_factor`` re-score of full vectors, as FAIS
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from rsitr.errors import UserError
-from rsitr.retrieval.vector_index import DEFAULT_NPROBE, REFINE_FACTOR, choose_index_type, pq_subquantizers
+from rsitr.retrieval.vector_index import (REFINE_FACTOR, choose_index_type, default_probes, ivf_cells,
+                                          pq_subquantizers)
 
 TABLE = "chips"
 VECTOR_COLUMN = "vector"
@@ -90,20 +90,21 @@ class LanceVectors:
             from lancedb.index import IvfPq
 
             table.create_index(VECTOR_COLUMN, config=IvfPq(distance_type="dot",
-                                                           num_partitions=max(1, round(math.sqrt(count))),
+                                                           num_partitions=ivf_cells(count),
                                                            num_sub_vectors=pq_subquantizers(dim)))
         return cls(table)
 
-    def search(self, query: np.ndarray, k: int, bbox: BoundingBox | None = None, nprobes: int = DEFAULT_NPROBE,
+    def search(self, query: np.ndarray, k: int, bbox: BoundingBox | None = None, nprobes: int | None = None,
                refine_factor: int = REFINE_FACTOR) -> tuple[np.ndarray, np.ndarray]:
         """Ids ``[<=k]`` and cosines of the best matches of the unit ``query [D]``, best first; with ``bbox`` only
-        chips inside it (filtered before the vector search, so ``k`` are found when ``k`` exist)."""
+        chips inside it (filtered before the vector search, so ``k`` are found when ``k`` exist). ``nprobes``
+        defaults to FAISS' IVF default for as many cells (:func:`default_probes`)."""
         if k <= 0 or self.ntotal == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         search = self.table.search(np.asarray(query, np.float32), vector_column_name=VECTOR_COLUMN)
         search = search.distance_type("dot").limit(k).select(["id"])
         if self.indexed:
-            search = search.nprobes(nprobes).refine_factor(refine_factor)
+            search = search.nprobes(nprobes or default_probes(ivf_cells(self.ntotal))).refine_factor(refine_factor)
         if bbox is not None:
             search = search.where(bbox.where(), prefilter=True)
         result = search.to_arrow()

@@ -121,9 +121,11 @@ def build_model(config: ModelConfig, device: str | torch.device = "cpu", seed: i
                                   f"set model.name to {recorded['name']} to start from it")
         quick_gelu = recorded.get("quick_gelu") if quick_gelu is None else quick_gelu
     model = create_model(config.name, None if run else config.pretrained, device=device, seed=seed,
-                         weights_follow=weights_follow or run is not None, quick_gelu=quick_gelu)
+                         weights_follow=True, quick_gelu=quick_gelu)  # warned below, once the config is valid
     config.quick_gelu = model.quick_gelu
     model.lock_text(config.text_unlocked_layers)
+    if not (config.pretrained or weights_follow):
+        warn_random_weights(config.name, pretrained_text=model.hf_text is not None)
     if config.focus_adapter:
         from rsitr.models.focus_adapter import FocusAdapterCLIP
 
