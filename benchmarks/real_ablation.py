@@ -4,8 +4,8 @@ Two suites. `small` (default): each row is `rsitr train --config configs/real/ba
 (rsitr-small from random weights on RSICD train: no pretrained CLIP exists on these machines). `minilm`: each row
 is `rsitr train --config configs/data/rsicd_ucm.yaml configs/real/minilm/base.yaml configs/real/minilm/<row>.yaml`
 (the pretrained all-MiniLM-L6-v2 text tower with a random-init image tower, on RSICD + UC Merced train): text
-tower (from scratch / frozen / last 2 layers trained) x image tower (ViT-64 / ResNet-18), then EBAKER's parts on
-the MiniLM + ResNet-18 pair. Each run lies in its own folder under --out, resumed when it is
+tower (from scratch / frozen / last 2 layers trained) x image tower (ViT-64 / ResNet-18), the baseline trained
+twice as long (`epochs4`), then EBAKER's parts on the MiniLM + ResNet-18 pair. Each run lies in its own folder under --out, resumed when it is
 there already (a finished run is not trained again; its test results are kept in its folder and reused while
 its checkpoint is unchanged). Every trained model is evaluated on the RSICD and UC Merced test splits
 (`../shared/data`), as trained and with the inference-time rows: + SAR (rsitr's rank-sum reading), FTF
@@ -61,7 +61,7 @@ SUITES = {
                    ("baseline", "ebaker"), "runs/real-ablation", "docs/results/real_ablation.json",
                    "model rsitr-small trained from scratch (random init) on RSICD train"),
     "minilm": Suite(("configs/data/rsicd_ucm.yaml", "configs/real/minilm/base.yaml"), "configs/real/minilm",
-                    ("baseline", "vit64", "scratch_text", "unfrozen2", "eba", "local", "ker", "ebaker"),
+                    ("baseline", "epochs4", "vit64", "scratch_text", "unfrozen2", "eba", "local", "ker", "ebaker"),
                     ("baseline",), "runs/real-ablation-minilm", "docs/results/minilm_ablation.json",
                     "pretrained all-MiniLM-L6-v2 text tower (frozen unless the row says) + image tower from random "
                     "init, trained on RSICD + UC Merced train"),
