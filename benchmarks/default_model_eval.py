@@ -31,10 +31,10 @@ def main() -> None:
     from rsitr.evaluate.runner import encode_corpus, evaluate_encoded
     from rsitr.models.factory import load_model
     from rsitr.models.precision import resolve_precision
-    from rsitr.models.pretrained import packaged_tags
+    from rsitr.models.pretrained import DEFAULT_PRETRAINED, packaged_tags
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pretrained", default="rsitr-minilm-r18-rsicd-ucm", choices=sorted(packaged_tags()))
+    parser.add_argument("--pretrained", default=DEFAULT_PRETRAINED, choices=sorted(packaged_tags()))
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "rsicd" / "dataset_rsicd.json"))
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--out", default=str(REPO / "docs" / "results" / "default_model_eval.json"))

@@ -4,15 +4,15 @@ Two suites. `small` (default): each row is `rsitr train --config configs/real/ba
 (rsitr-small from random weights on RSICD train: no pretrained CLIP exists on these machines). `minilm`: each row
 is `rsitr train --config configs/data/rsicd_ucm.yaml configs/real/minilm/base.yaml configs/real/minilm/<row>.yaml`
 (the pretrained all-MiniLM-L6-v2 text tower with a random-init image tower, on RSICD + UC Merced train): text
-tower (from scratch / frozen / last 2 layers trained) x image tower (ViT-64 / ResNet-18), the baseline trained
-twice as long (`epochs4`), then EBAKER's parts on the MiniLM + ResNet-18 pair. Each run lies in its own folder under --out, resumed when it is
-there already (a finished run is not trained again; its test results are kept in its folder and reused while
-its checkpoint is unchanged). Every trained model is evaluated on the RSICD and UC Merced test splits
-(`../shared/data`), as trained and with the inference-time rows: + SAR (rsitr's rank-sum reading), FTF
-two-stage retrieval, and, for models trained with local similarity, the global score alone. Rows with several
-seeds print mean +- std of mR.
+tower (from scratch / frozen / last 2 layers trained) x image tower (ViT-64 / ResNet-18), the last-2-layers row
+trained twice as long (`unfrozen2_epochs4`), then EBAKER's parts on the MiniLM + ResNet-18 pair. Each run lies
+in its own folder under --out, resumed when it is there already (a finished run is not trained again; its test
+results are kept in its folder and reused while its checkpoint is unchanged). Every trained model is evaluated
+on the RSICD and UC Merced test splits (`../shared/data`), as trained and with the inference-time rows: + SAR
+(rsitr's rank-sum reading), FTF two-stage retrieval, and, for models trained with local similarity, the global
+score alone. Rows with several seeds print mean +- std of mR.
 
-    python benchmarks/real_ablation.py                       # all rows; 3 seeds for baseline and EBAKER
+    python benchmarks/real_ablation.py                       # all rows; 3 seeds for the seeded rows
     python benchmarks/real_ablation.py --quick               # a smoke run: 20 steps per row, 1 epoch
     python benchmarks/real_ablation.py --rows baseline ebaker --seeds 0
     python benchmarks/real_ablation.py --suite minilm        # the pretrained-language-tower suite
@@ -61,7 +61,8 @@ SUITES = {
                    ("baseline", "ebaker"), "runs/real-ablation", "docs/results/real_ablation.json",
                    "model rsitr-small trained from scratch (random init) on RSICD train"),
     "minilm": Suite(("configs/data/rsicd_ucm.yaml", "configs/real/minilm/base.yaml"), "configs/real/minilm",
-                    ("baseline", "epochs4", "vit64", "scratch_text", "unfrozen2", "eba", "local", "ker", "ebaker"),
+                    ("baseline", "vit64", "scratch_text", "unfrozen2", "unfrozen2_epochs4", "eba", "local", "ker",
+                     "ebaker"),
                     ("baseline", "unfrozen2"), "runs/real-ablation-minilm", "docs/results/minilm_ablation.json",
                     "pretrained all-MiniLM-L6-v2 text tower (frozen unless the row says) + image tower from random "
                     "init, trained on RSICD + UC Merced train"),

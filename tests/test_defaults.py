@@ -121,7 +121,7 @@ def test_a_mistyped_tag_names_the_closest_one(command: str, tmp_path: Path, caps
                 "index": ["--images", str(tmp_path), "--out", str(tmp_path / "o")]}[command]
     code = main([command, *required, "--pretrained", DEFAULT_PRETRAINED + "x"])
     assert_user_error(code, capsys.readouterr().err, command, f"unknown pretrained tag '{DEFAULT_PRETRAINED}x'",
-                      f"did you mean {DEFAULT_PRETRAINED}?")
+                      f"did you mean {DEFAULT_PRETRAINED}")  # the closest first
     assert not (tmp_path / "o").exists()
 
 
