@@ -91,7 +91,7 @@ def test_the_shipped_model_finds_real_aerial_scenes_by_text(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
     found, total = map(int, out.split(" hits of the expected class")[0].rsplit("\n", 1)[-1].split("/"))
-    assert total == 5 * len(demo.DEMO_QUERIES) and found >= 10  # measured 21 with rsitr-small-rsicd, 19 with rsitr-minilm-r18-rsicd-ucm, 20 with -text2
+    assert total == 5 * len(demo.DEMO_QUERIES) and found >= 10  # measured 21 with rsitr-small-rsicd, 19 with rsitr-minilm-r18-rsicd-ucm, 23 with -text2
 
 
 def test_the_shipped_model_is_far_above_chance_on_rsicd_test(shared_data):
@@ -165,7 +165,7 @@ def test_the_default_tag_beats_the_from_scratch_tag_on_rsicd_test(shared_data):
         corpus = load_corpus(shared_data / "rsicd" / "dataset_rsicd.json", shared_data / "rsicd" / "images").split("test")
     model = create_retrieval_model(None, MINILM_TEXT2_TAG)
     rows = evaluate_model(model, corpus, MethodConfig(local=False), EvalConfig(batch_size=256), progress=False).rows
-    assert rows["model"]["mR"] > 11  # measured 12.43 (fp16); the frozen-MiniLM tag 11.51; rsitr-small-rsicd 9.85
+    assert rows["model"]["mR"] > 13  # measured 15.22 (fp16); the frozen-MiniLM tag 11.51; rsitr-small-rsicd 9.85
 
 
 def test_a_partly_trained_text_tower_ships_only_its_trained_layers(tmp_path, monkeypatch):
