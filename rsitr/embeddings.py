@@ -165,11 +165,7 @@ def embed_to_parquet(model: nn.Module, data: EmbedInput, out_dir: str | Path, se
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     encoder = Encoder(model, model_name, pretrained, device)
-    manifest = {"format": FORMAT, "model": model_name, "pretrained": pretrained,
-                "fingerprint": encoder.fingerprint().to_dict(), "settings": asdict(settings),
-                "input": {"source": str(data.source), "root": str(data.root), "kind": data.kind,
-                          "rows": len(data.items), "digest": data.digest()}}
-    manifest = json.loads(json.dumps(manifest))  # tuples as lists, as a resumed run reads them back
+    manifest = _manifest(encoder, data, settings)
     _check_resumable(out_dir, manifest)
     _write_manifest(out_dir, manifest)
     shards = range(0, len(data.items), settings.shard_size)
@@ -191,6 +187,15 @@ def embed_to_parquet(model: nn.Module, data: EmbedInput, out_dir: str | Path, se
     _write_manifest(out_dir, {**manifest, "complete": True, "shards": summary.shards, "rows_written": summary.rows,
                               "skipped": summary.skipped})
     return summary
+
+
+def _manifest(encoder: Encoder, data: EmbedInput, settings: EmbedSettings) -> dict:
+    """What a run's shards were made from: a resumed run (on either engine) must find the same."""
+    manifest = {"format": FORMAT, "model": encoder.model_name, "pretrained": encoder.pretrained,
+                "fingerprint": encoder.fingerprint().to_dict(), "settings": asdict(settings),
+                "input": {"source": str(data.source), "root": str(data.root), "kind": data.kind,
+                          "rows": len(data.items), "digest": data.digest()}}
+    return json.loads(json.dumps(manifest))  # tuples as lists, as a resumed run reads them back
 
 
 def _check_resumable(out_dir: Path, manifest: dict) -> None:

@@ -40,10 +40,11 @@ import numpy as np
 from torch import nn
 
 from rsitr.atomic import write_atomic
-from rsitr.embeddings import (FORMAT, MANIFEST, SHARD_NAME, SKIPPED_KEY, EmbedInput, EmbedSettings, EmbedSummary,
-                              _check_resumable, _encode_shard, _shard_info, _write_manifest, _write_table)
+from rsitr.embeddings import (MANIFEST, SHARD_NAME, SKIPPED_KEY, EmbedInput, EmbedSettings, EmbedSummary,
+                              _check_resumable, _encode_shard, _manifest, _shard_info, _write_manifest, _write_table)
 from rsitr.errors import UserError
 from rsitr.index.archive_index import ArchiveIndex
+from rsitr.index.compatibility import CHANGEABLE
 from rsitr.index.index_encoder import Encoder, Fingerprint
 from rsitr.index.indexer import EncodedChip, EncodedFile, FileToEncode, IndexSettings, UpdateReport, encode_files
 from rsitr.index.lance_store import MissingExtraError
@@ -128,13 +129,7 @@ def embed_with_ray(model: nn.Module, data: EmbedInput, out_dir: str | Path, sett
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     encoder = Encoder(model, model_name, pretrained, "cpu")
-    manifest = {"format": FORMAT, "model": model_name, "pretrained": pretrained,
-                "fingerprint": encoder.fingerprint().to_dict(),
-            "settings": {key: value for key, value in asdict(settings).items()  # what changes a chip's rows
-                         if key in ("chip_size", "chip_overlap", "tile_larger_than", "store_local_tokens")},
-                "input": {"source": str(data.source), "root": str(data.root), "kind": data.kind,
-                          "rows": len(data.items), "digest": data.digest()}}
-    manifest = json.loads(json.dumps(manifest))
+    manifest = _manifest(encoder, data, settings)
     _check_resumable(out_dir, manifest)
     ray = start_ray(address, num_cpus)
     _write_manifest(out_dir, manifest)
@@ -254,7 +249,7 @@ class RayChipEncoder:
             "format": CHIP_FORMAT, "model": encoder.model_name, "pretrained": encoder.pretrained,
             "fingerprint": encoder.fingerprint().to_dict(),
             "settings": {key: value for key, value in asdict(settings).items()  # what changes a chip's rows
-                         if key in ("chip_size", "chip_overlap", "tile_larger_than", "store_local_tokens")},
+                         if key not in CHANGEABLE},
             "precision": encoder.precision}))
         self._reset_unless(manifest)
         self.out_dir.mkdir(parents=True, exist_ok=True)

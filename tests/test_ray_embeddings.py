@@ -59,6 +59,24 @@ def test_ray_shards_hold_the_embedded_vectors_and_resume(tmp_path, ray_cluster):
     np.testing.assert_array_equal(read_embeddings(tmp_path / "ray")[1], ray_vectors)
 
 
+def test_ray_resumes_embedded_shards_of_the_same_settings_only(tmp_path, ray_cluster):
+    """Both engines write and check one manifest: the same settings resume, other settings are refused."""
+    from rsitr.errors import UserError
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for seed in range(3):
+        noise(seed, 32, 32).save(images / f"scene_{seed}.png")
+    encoder = tiny_encoder()
+    data = read_embed_input(images)
+    embed_to_parquet(encoder.model, data, tmp_path / "out", EmbedSettings(dtype="fp32"), "tiny", None, 4,
+                     progress=False)
+    resumed = embed_with_ray(encoder.model, data, tmp_path / "out", EmbedSettings(dtype="fp32"), "tiny", None, 4)
+    assert (resumed.rows, resumed.reused_shards) == (3, 1)
+    with pytest.raises(UserError, match="other settings"):
+        embed_with_ray(encoder.model, data, tmp_path / "out", EmbedSettings(dtype="fp16"), "tiny", None, 4)
+
+
 def test_unreachable_ray_address_is_one_error_line(tmp_path, capsys):
     images = tmp_path / "images"
     images.mkdir()
