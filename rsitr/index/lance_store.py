@@ -104,7 +104,8 @@ class LanceVectors:
         search = self.table.search(np.asarray(query, np.float32), vector_column_name=VECTOR_COLUMN)
         search = search.distance_type("dot").limit(k).select(["id"])
         if self.indexed:
-            search = search.nprobes(nprobes or default_probes(ivf_cells(self.ntotal))).refine_factor(refine_factor)
+            probes = default_probes(ivf_cells(self.ntotal)) if nprobes is None else nprobes
+            search = search.nprobes(probes).refine_factor(refine_factor)
         if bbox is not None:
             search = search.where(bbox.where(), prefilter=True)
         result = search.to_arrow()
