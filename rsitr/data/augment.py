@@ -14,17 +14,23 @@ from typing import Callable
 from PIL import Image
 
 ROTATIONS = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)
+ORIENTATIONS = 8
+"""Orientation ``v`` is rotation ``ROTATIONS[v // 2]``, mirrored when ``v`` is odd; 0 is the image as it is."""
+
+
+def orient(image: Image.Image, view: int) -> Image.Image:
+    """``image`` in orientation ``view`` (0-7, see :data:`ORIENTATIONS`)."""
+    rotation = ROTATIONS[view // 2]
+    if rotation is not None:
+        image = image.transpose(rotation)
+    return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if view % 2 else image
 
 
 def random_orientation(image: Image.Image, rng: random.Random | None = None) -> Image.Image:
     """``image`` in one of its 8 orientations, drawn uniformly (``rng`` defaults to the ``random`` module)."""
     draw = rng or random
-    rotation = ROTATIONS[draw.randrange(4)]
-    if rotation is not None:
-        image = image.transpose(rotation)
-    if draw.random() < 0.5:
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return image
+    rotation = draw.randrange(4)
+    return orient(image, 2 * rotation + (draw.random() < 0.5))
 
 
 def with_random_orientation(transform: Callable[[Image.Image], object]) -> Callable[[Image.Image], object]:

@@ -58,17 +58,24 @@ def _corrupt(path: Path, entry: str | None, err: Exception) -> DataError:
 
 
 class ImageDataset(Dataset):
-    """Each image of a corpus once: ``{"image": tensor, "image_id": int}`` (for encoding at evaluation)."""
+    """Each image of a corpus once: ``{"image": tensor, "image_id": int}`` (for encoding at evaluation).
 
-    def __init__(self, corpus: CaptionCorpus, transform: ImageTransform) -> None:
+    ``load``, when given, replaces decoding and ``transform``: it returns an image's tensor by path (a locked
+    image tower's cached feature map, see :mod:`rsitr.models.image_cache`)."""
+
+    def __init__(self, corpus: CaptionCorpus, transform: ImageTransform,
+                 load: Callable[[Path], torch.Tensor] | None = None) -> None:
         self.corpus = corpus
         self.transform = transform
+        self.load = load
 
     def __len__(self) -> int:
         return len(self.corpus.images)
 
     def load_image(self, image_id: int) -> torch.Tensor:
         record = self.corpus.images[image_id]
+        if self.load is not None:
+            return self.load(record.path)
         return self.transform(open_rgb(record.path, entry=f"image {image_id} of {self.corpus.name}"))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -82,8 +89,9 @@ class PairDataset(ImageDataset):
     pair id (the EBA similarity bank is keyed by it).
     """
 
-    def __init__(self, corpus: CaptionCorpus, transform: ImageTransform) -> None:
-        super().__init__(corpus, transform)
+    def __init__(self, corpus: CaptionCorpus, transform: ImageTransform,
+                 load: Callable[[Path], torch.Tensor] | None = None) -> None:
+        super().__init__(corpus, transform, load)
         self.captions = corpus.captions
         self.caption_image = corpus.caption_image
 

@@ -6,6 +6,8 @@ separately: the first is what a GPU speeds up, the second is what the retrieval 
 
 from __future__ import annotations
 
+import functools
+
 import time
 from dataclasses import dataclass, field
 
@@ -73,8 +75,11 @@ def encode_corpus(model, corpus: CaptionCorpus, batch_size: int = 128, device: s
     """
     model.eval()
     start = time.perf_counter()
-    loader = DataLoader(ImageDataset(corpus, model.preprocess_val), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=collate)
+    cache = getattr(model, "image_cache", None)  # a locked image tower's cached features, when they hold the corpus
+    load = (functools.partial(cache.features, view=0)
+            if cache is not None and cache.holds([image.path for image in corpus.images]) else None)
+    loader = DataLoader(ImageDataset(corpus, model.preprocess_val, load), batch_size=batch_size,
+                        num_workers=num_workers, collate_fn=collate)
     image_global, image_tokens = [], []
     for batch in tqdm(loader, desc="encode images", disable=not progress, leave=False):
         with inference_precision(precision, device):

@@ -26,6 +26,7 @@ from rsitr._compat import open_clip
 from rsitr.errors import UserError
 from rsitr.models.checkpoint import check_exists
 from rsitr.models.hf_text import quiet_transformers, resolve_text_tower
+from rsitr.models.image_towers import load_packaged_weights, packaged_image_tower, trunk_stages, weights_file
 from rsitr.models.pretrained import FROZEN_TEXT_PREFIX, packaged_tags
 from rsitr.models.pretrained import resolve as resolve_pretrained
 
@@ -77,9 +78,9 @@ class RetrievalCLIP(nn.Module):
                             f"are supported")
         visual = clip.visual
         self.timm_visual = isinstance(visual, open_clip.timm_model.TimmModel)
-        if self.timm_visual and not (hasattr(visual.head, "proj") and visual.trunk.num_classes == 0):
-            raise TypeError(f"{model_name}: a timm image tower needs timm_pool 'avg' and timm_proj 'linear' "
-                            f"(its patch tokens are the projected feature-map cells)")
+        if self.timm_visual and not (_image_projection(visual) is not None and visual.trunk.num_classes == 0):
+            raise TypeError(f"{model_name}: a timm image tower needs timm_pool 'avg' and timm_proj 'linear' or "
+                            f"'mlp' (its patch tokens are the projected feature-map cells)")
         self.clip = clip
         self.tokenizer = tokenizer
         self.preprocess_train = preprocess_train
@@ -87,6 +88,9 @@ class RetrievalCLIP(nn.Module):
         self.model_name = model_name
         self.text_cache = None
         self.text_unlocked_layers: int | None = None  # None: the text tower trains whole
+        self.image_unlocked_layers: int | None = None  # None: the image tower trains whole
+        self.image_cache = None
+        self.image_pretrained = False  # True when the image tower's weights came from its package (image_towers)
         if self.timm_visual:
             visual.trunk.to(memory_format=torch.channels_last)  # oneDNN's fast convolution layout on CPU
         else:
@@ -142,6 +146,51 @@ class RetrievalCLIP(nn.Module):
         self.text_unlocked_layers = unlocked_layers
         self.train(self.training)
 
+    def lock_image(self, unlocked_layers: int | None) -> None:
+        """Freeze a timm EfficientNet image tower but its last ``unlocked_layers`` stages (the head convolution
+        counts as one, each block stage as one; 0: all of it; None: train it whole). Locked stages stay in eval
+        mode, their batch norms with the pretrained statistics."""
+        if unlocked_layers is None:
+            return
+        if not self.timm_visual:
+            raise UserError(f"{self.model_name} has no timm image tower to lock; model.image_unlocked_layers "
+                            f"applies to timm EfficientNet towers")
+        stages = trunk_stages(self.clip.visual.trunk)
+        if not 0 <= unlocked_layers <= len(stages):
+            raise UserError(f"model.image_unlocked_layers must be between 0 and {len(stages)}, got {unlocked_layers}")
+        self.clip.visual.trunk.requires_grad_(False)
+        for stage in stages[len(stages) - unlocked_layers:]:
+            stage.requires_grad_(True)
+        self.image_unlocked_layers = unlocked_layers
+        self.train(self.training)
+
+    @property
+    def image_cache_cut(self) -> int:
+        """The stage whose input an image feature cache holds: the first unlocked stage, and never later than the
+        last block stage (so that one cache serves 0, 1 or 2 unlocked stages)."""
+        if self.image_unlocked_layers is None:
+            raise ValueError("an image feature cache needs a locked image tower (model.image_unlocked_layers)")
+        return len(trunk_stages(self.clip.visual.trunk)) - max(self.image_unlocked_layers, 2)
+
+    def frozen_image_state(self, cut: int) -> dict[str, torch.Tensor]:
+        """The weights of the image stages before ``cut`` (what a cache of their output depends on)."""
+        return {f"{index}.{name}": tensor for index, stage in enumerate(trunk_stages(self.clip.visual.trunk)[:cut])
+                for name, tensor in stage.state_dict().items()}
+
+    def frozen_image_stages(self, images: torch.Tensor, cut: int) -> torch.Tensor:
+        """The output of the image stages before ``cut`` for pixels ``[B, 3, H, W]``."""
+        x = images.contiguous(memory_format=torch.channels_last)
+        for stage in trunk_stages(self.clip.visual.trunk)[:cut]:
+            x = stage(x)
+        return x
+
+    def attach_image_cache(self, cache) -> None:
+        """Let :meth:`encode_image` take ``cache``'s feature maps (:class:`~rsitr.models.image_cache.
+        ImageFeatureCache`) in place of pixels; ``None`` detaches it."""
+        if cache is not None and cache.cut != self.image_cache_cut:
+            raise ValueError(f"the image cache holds stage {cache.cut}'s input, the model needs {self.image_cache_cut}'s")
+        self.image_cache = cache
+
     def train(self, mode: bool = True) -> RetrievalCLIP:
         super().train(mode)
         if self.text_unlocked_layers is not None:
@@ -150,6 +199,11 @@ class RetrievalCLIP(nn.Module):
             transformer.eval()
             for layer in layers[len(layers) - self.text_unlocked_layers:]:
                 layer.train(mode)
+        if self.image_unlocked_layers is not None:
+            stages = trunk_stages(self.clip.visual.trunk)
+            self.clip.visual.trunk.eval()
+            for stage in stages[len(stages) - self.image_unlocked_layers:]:
+                stage.train(mode)
         return self
 
     def attach_text_cache(self, cache) -> None:
@@ -165,13 +219,24 @@ class RetrievalCLIP(nn.Module):
     def encode_image(self, images: torch.Tensor) -> ImageFeatures:
         visual = self.clip.visual
         if self.timm_visual:
-            feature_map = visual.trunk.forward_features(images.contiguous(memory_format=torch.channels_last))
+            feature_map = self._image_feature_map(images.contiguous(memory_format=torch.channels_last))
             pooled = visual.head(visual.trunk.forward_head(feature_map))
-            return ImageFeatures(pooled, visual.head.proj(feature_map.flatten(2).transpose(1, 2)))
+            return ImageFeatures(pooled, _image_projection(visual)(feature_map.flatten(2).transpose(1, 2)))
         pooled, tokens = visual(images)
         if visual.proj is not None:
             tokens = tokens @ visual.proj
         return ImageFeatures(pooled, tokens)
+
+    def _image_feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """The trunk's feature map for pixels, or for an attached cache's feature maps (``[B, C, h, w]`` with the
+        cache's channels): then only the stages from the cache's cut on run."""
+        trunk = self.clip.visual.trunk
+        if self.image_cache is None or images.shape[1] != self.image_cache.channels:
+            return trunk.forward_features(images)
+        x = images
+        for stage in trunk_stages(trunk)[self.image_cache.cut:]:
+            x = stage(x)
+        return x
 
     def text_hidden(self, text: torch.Tensor) -> torch.Tensor:
         """Last hidden states of the text tower, ``[B, L, width]`` (not projected; layer-normed)."""
@@ -238,6 +303,12 @@ class RetrievalCLIP(nn.Module):
         return self.encode_image(images), self.encode_text(text)
 
 
+def _image_projection(visual: nn.Module) -> nn.Module | None:
+    """A timm tower's projection into the joint space (OpenCLIP's ``timm_proj`` 'linear' or 'mlp'), which maps the
+    pooled feature and, cell by cell, the feature map's patch tokens."""
+    return getattr(visual.head, "proj", None) or getattr(visual.head, "mlp", None)
+
+
 def resolve_quick_gelu(model_name: str, pretrained: str | None, requested: bool | None = None) -> bool:
     """Whether the towers use QuickGELU: what the pretrained tag was trained with, unless ``requested`` says.
 
@@ -287,8 +358,15 @@ def create_retrieval_model(model_name: str | None = TINY_MODEL, pretrained: str 
         torch.manual_seed(seed)
     check_exists(pretrained)
     activation = resolve_quick_gelu(model_name, pretrained, quick_gelu)
-    text_cfg = (open_clip.get_model_config(model_name) or {}).get("text_cfg", {})
+    model_cfg = open_clip.get_model_config(model_name) or {}
+    text_cfg, vision_cfg = model_cfg.get("text_cfg", {}), model_cfg.get("vision_cfg", {})
     overrides, tower = {}, None
+    image_tower = vision_cfg.get("timm_model_name") if vision_cfg.get("timm_model_pretrained") else None
+    if image_tower is not None:  # ImageNet weights from an installed package, loaded below (no hub)
+        packaged_tower = packaged_image_tower(image_tower)
+        weights_file(image_tower)  # a missing package is refused before the model is built
+        overrides["vision_cfg"] = {**vision_cfg, "timm_model_pretrained": False}
+        overrides.update(image_mean=packaged_tower.mean, image_std=packaged_tower.std)
     if text_cfg.get("hf_model_name"):
         tower = resolve_text_tower(text_cfg["hf_model_name"])
         overrides["text_cfg"] = {**text_cfg, "hf_model_name": tower, "hf_tokenizer_name": tower}
@@ -307,10 +385,13 @@ def create_retrieval_model(model_name: str | None = TINY_MODEL, pretrained: str 
                          f"or {TINY_MODEL!r}") from err
     tokenizer = (open_clip.tokenizer.HFTokenizer(tower, context_length=text_cfg.get("context_length", 64))
                  if tower else open_clip.get_tokenizer(model_name))
+    if image_tower is not None and pretrained is None:
+        load_packaged_weights(clip.visual.trunk, image_tower)
     if trained_parts is not None:
         _load_trained_parts(clip, trained_parts)
     model = RetrievalCLIP(clip, tokenizer, preprocess_train, preprocess_val, model_name)
     model.quick_gelu = activation
+    model.image_pretrained = image_tower is not None
     return model
 
 

@@ -42,13 +42,17 @@ def _quiet_open_clip():
         root.removeFilter(log_filter)
 
 
-def warn_random_weights(name: str, pretrained_text: bool = False) -> None:
+def warn_random_weights(name: str, pretrained_text: bool = False, pretrained_image: bool = False) -> None:
     """Say once per process and model name that ``name`` has random weights (only its image tower's, when its
-    text tower is a pretrained Hugging Face encoder)."""
+    text tower is a pretrained Hugging Face encoder; only its projections', when both towers are pretrained)."""
     if name not in _warned_random:
         _warned_random.add(name)
-        which = f"{name}'s image tower has randomly initialised weights (its text tower is pretrained)" \
-            if pretrained_text else f"{name} has randomly initialised weights"
+        if pretrained_text and pretrained_image:
+            which = f"{name}'s projection heads have randomly initialised weights (its towers are pretrained)"
+        elif pretrained_text:
+            which = f"{name}'s image tower has randomly initialised weights (its text tower is pretrained)"
+        else:
+            which = f"{name} has randomly initialised weights"
         print(f"rsitr: warning: {which}; no pretrained tag or checkpoint was given, so its embeddings mean "
               f"nothing until it is trained", file=sys.stderr)
 
@@ -100,7 +104,7 @@ def create_model(name: str | None, pretrained: str | None, device: str | torch.d
                               f"({describe_weights(state)}) than the model asked for "
                               f"({describe_model(name)}); pass the matching --model") from None
     if not pretrained and not weights_follow:
-        warn_random_weights(name, pretrained_text=model.hf_text is not None)
+        warn_random_weights(name, model.hf_text is not None, model.image_pretrained)
     return model
 
 
@@ -124,8 +128,9 @@ def build_model(config: ModelConfig, device: str | torch.device = "cpu", seed: i
                          weights_follow=True, quick_gelu=quick_gelu)  # warned below, once the config is valid
     config.quick_gelu = model.quick_gelu
     model.lock_text(config.text_unlocked_layers)
+    model.lock_image(config.image_unlocked_layers)
     if not (config.pretrained or weights_follow):
-        warn_random_weights(config.name, pretrained_text=model.hf_text is not None)
+        warn_random_weights(config.name, model.hf_text is not None, model.image_pretrained)
     if config.focus_adapter:
         from rsitr.models.focus_adapter import FocusAdapterCLIP
 

@@ -52,21 +52,24 @@ def warmup_cosine(warmup_steps: int, total_steps: int):
 
 
 def parameter_groups(module: torch.nn.Module, weight_decay: float, lr: float,
-                     text_lr: float | None = None) -> list[dict]:
+                     text_lr: float | None = None, image_lr: float | None = None) -> list[dict]:
     """OpenCLIP's rule: no weight decay on gains, biases, norms, embeddings' scales and logit scales.
 
-    A pretrained (Hugging Face) text tower's own layers learn at ``text_lr`` (when given); its projection
-    into the joint space learns with the rest."""
-    groups: dict[tuple[bool, bool], list] = {}
+    A pretrained (Hugging Face) text tower's own layers learn at ``text_lr`` and a timm image tower's trunk at
+    ``image_lr`` (when given); their projections into the joint space learn with the rest at ``lr``."""
+    groups: dict[tuple[bool, float], list] = {}
     for name, param in module.named_parameters():
         if not param.requires_grad:
             continue
         exclude = param.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
-        pretrained_text = text_lr is not None and ".text.transformer." in f".{name}"
-        groups.setdefault((exclude, pretrained_text), []).append(param)
-    return [{"params": params, "weight_decay": 0.0 if exclude else weight_decay,
-             "lr": text_lr if pretrained_text else lr}
-            for (exclude, pretrained_text), params in sorted(groups.items())]
+        rate = lr
+        if text_lr is not None and ".text.transformer." in f".{name}":
+            rate = text_lr
+        elif image_lr is not None and ".visual.trunk." in f".{name}":
+            rate = image_lr
+        groups.setdefault((exclude, rate), []).append(param)
+    return [{"params": params, "weight_decay": 0.0 if exclude else weight_decay, "lr": rate}
+            for (exclude, rate), params in sorted(groups.items())]
 
 
 class Trainer:
@@ -102,6 +105,7 @@ class Trainer:
             captions = [c for split in ("train", "val") for image in self.corpus.split(split).images
                         for c in image.captions]
             self.model.attach_text_cache(TextFeatureCache.for_captions(self.model, captions, progress=progress))
+        image_cache = self._image_cache() if config.model.image_cache_views else None
         method = config.method
         self.masker = self._build_masker() if method.ker else None
         ker_head = self._build_ker_head() if method.ker else None
@@ -126,13 +130,14 @@ class Trainer:
         transform = self.model.preprocess_train
         if config.data.random_orientation:
             transform = with_random_orientation(transform)
-        self.dataset = PairDataset(self.train_corpus, transform)
+        self.dataset = PairDataset(self.train_corpus, transform, image_cache.random_view if image_cache else None)
         batches = math.ceil(len(self.dataset) / (config.train.batch_size * self.dist.world_size))
         self.steps_per_epoch = min(batches, config.train.max_steps_per_epoch or batches)
         self.total_steps = self.steps_per_epoch * config.train.epochs
         optimizer_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[config.train.optimizer]
         self.optimizer = optimizer_cls(parameter_groups(self.objective, config.train.weight_decay, config.train.lr,
-                                                        config.train.text_lr), lr=config.train.lr)
+                                                        config.train.text_lr, config.train.image_lr),
+                                      lr=config.train.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(config.train.warmup_steps, self.total_steps))
         self.scaler = grad_scaler(self.precision, self.device)  # fp16 (CUDA AMP) only; a pass-through otherwise
@@ -154,6 +159,25 @@ class Trainer:
     def resumed(self) -> bool:
         """True when this run continues from a checkpoint."""
         return self.step > 0
+
+    def _image_cache(self):
+        """A locked image tower's frozen stages, computed once for the training images in each configured
+        orientation (and for every split's images as they are, which validation and testing then reuse), attached
+        to the model; None when the tower is not locked or not cacheable."""
+        model = self.model
+        unlocked = getattr(model, "image_unlocked_layers", None)
+        if unlocked is None or unlocked > 2:
+            return None
+        from rsitr.models.image_cache import ImageFeatureCache
+
+        every = [image.path for split in ("train", "val", "test") for image in self.corpus.split(split).images]
+        train = [image.path for image in self.train_corpus.images]
+        cache = ImageFeatureCache.for_images(
+            model, {view: every if view == 0 else train for view in self.config.model.image_cache_views},
+            precision=resolve_precision(self.config.precision, self.device),
+            progress=self.progress and self.dist.is_main)
+        model.attach_image_cache(cache)
+        return cache
 
     # --- method parts --------------------------------------------------------------------------------
     def _build_masker(self):
