@@ -30,7 +30,7 @@ from rsitr.models.checkpoint import CHECKPOINT_SUFFIXES, CheckpointError
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 REGISTRY = WEIGHTS_DIR / "pretrained.json"
 CONFIGS_DIR = Path(__file__).parent / "configs"
-DEFAULT_PRETRAINED = "rsitr-minilm-r18-rsicd-ucm-text2"
+DEFAULT_PRETRAINED = "rsitr-minilm-lite0-rsicd-ucm"
 """The shipped tag used when a command is given neither ``--model`` nor ``--pretrained``."""
 DEFAULT_MODEL = "ViT-B-32"
 """The OpenCLIP model an OpenCLIP tag (``openai`` ...) is loaded with when no model name is given."""
