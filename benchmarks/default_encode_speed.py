@@ -56,12 +56,17 @@ def onnx_encoder(encoder: Encoder, batch: int):
     model = encoder.model.eval()
 
     class Tower(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
         def forward(self, images: torch.Tensor) -> torch.Tensor:
-            return model.encode_image(images).global_
+            return self.model.encode_image(images).global_
 
     path = Path(tempfile.mkdtemp()) / "tower.onnx"
-    torch.onnx.export(Tower(), torch.randn(batch, 3, 224, 224), path, input_names=["images"], output_names=["emb"],
-                      dynamic_axes={"images": {0: "batch"}}, dynamo=False)
+    with torch.no_grad():
+        torch.onnx.export(Tower(), torch.randn(batch, 3, 224, 224), path, input_names=["images"],
+                          output_names=["emb"], dynamic_axes={"images": {0: "batch"}}, dynamo=False)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
