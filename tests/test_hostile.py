@@ -28,7 +28,7 @@ from rsitr.index import ArchiveIndex
 from rsitr.index.archive import ImageTooLargeError, decode_image, open_scene
 from rsitr.models import TINY_MODEL
 from rsitr.retrieval import vector_index
-from test_index_support import CHIP_SETTINGS, declared_tiff, make_archive, noise, tiny_encoder
+from test_index_support import CHIP_SETTINGS, assert_same_index, declared_tiff, make_archive, noise, tiny_encoder
 from test_training import TINY
 
 REPO = Path(__file__).parent.parent
@@ -290,8 +290,10 @@ def test_a_full_disk_while_indexing_is_one_line_and_a_rerun_completes(tmp_path, 
     assert main(index_argv(root, tmp_path / "fresh")) == 0
     resumed, fresh = (ArchiveIndex.open(tmp_path / name, encoder=tiny_encoder()) for name in ("index", "fresh"))
     assert resumed.info()["chips"] == fresh.info()["chips"] > 0
-    ids, vectors = resumed.store.embeddings()
-    assert np.array_equal(vectors, fresh.store.embeddings()[1])
+    # The same chips under the same ids; the vectors agree to assert_same_index's tolerance, not bit for bit: the
+    # resumed chips were encoded one per batch, the fresh ones in one batch, and a CPU's kernels may sum a batch in
+    # another order (7th digit on an AMD EPYC).
+    assert_same_index(resumed, fresh)
 
 
 def test_a_locked_index_is_one_line(built, capsys):
