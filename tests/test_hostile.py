@@ -196,7 +196,11 @@ def test_serve_allows_the_bound_address_localhost_and_allowed_hosts(monkeypatch,
 
     seen = {}
     monkeypatch.setattr(api, "create_app", lambda *args, **kwargs: seen.update(kwargs) or "app")
+    import rsitr.commands.serve as serve
+
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
+    monkeypatch.setattr(serve, "free_port", lambda host, port: port)  # 10.0.0.5 is no address of this machine
+    (tmp_path / "index.sqlite").touch()  # what `rsitr serve` checks before it loads the index (create_app here)
     assert main(["serve", str(tmp_path), "--host", "10.0.0.5", "--allowed-host", "archive.lan"]) == 0
     assert set(seen["allowed_hosts"]) == {"10.0.0.5", "127.0.0.1", "localhost", "::1", "archive.lan"}
 
@@ -435,7 +439,7 @@ def test_warnings_of_valid_files_are_one_rsitr_line_without_python_source(tmp_pa
 
 # -- training interrupted before its first checkpoint -------------------------------------------------------
 def train_argv(out: Path, *extra: str) -> list[str]:
-    return ["train", "--config", str(REPO / "configs" / "data" / "synthetic.yaml"), "--output-dir", str(out),
+    return ["train", "--config", str(REPO / "configs" / "data" / "synthetic.yaml"), "--out", str(out),
             "--no-progress", "--set", *TINY, "train.epochs=1", "train.log_every=1", *extra]
 
 

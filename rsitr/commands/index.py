@@ -7,11 +7,15 @@ ones re-encoded, deleted ones removed, and an interrupted run resumes where it s
 images are skipped and listed. The model is recorded in the index; a different one is refused. A new index
 is encoded with the shipped model unless --model or --pretrained names another (`rsitr models` lists them).
 A checkpoint is recorded relative to the index with its SHA-256: move both together, or point
-`rsitr search` / `rsitr serve` at the moved checkpoint with --pretrained. Arguments are checked before
+`rsitr search` / `rsitr serve` at the moved checkpoint with --checkpoint. Arguments are checked before
 anything is written. A moved images folder is re-pointed with --relocate; a damaged index database is
 refused (one line naming the damage) until --rebuild; a damaged vectors.faiss is rewritten, being derived.
 --engine ray encodes the chips on a Ray cluster (a local one, or --address): the same index, resumable by shard
 (docs/SCALE.md).
+
+Examples:
+  rsitr index --images rsitr/demo_data/ucm --out ucm.index
+  rsitr index --images rsitr/demo_data/ucm --out ucm-small.index --no-local-tokens --index-type exact
 """
 
 from __future__ import annotations
