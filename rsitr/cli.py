@@ -8,7 +8,10 @@ User errors (:class:`rsitr.errors.UserError`: a bad data file, config key, check
 errors (``OSError``: a missing file, no permission, a full disk) and SQLite's errors of the same kinds (a full
 disk, a read-only or locked index) end as one ``rsitr <command>: error: ...`` line and exit code 2, as argparse
 does for bad flags; Ctrl-C ends with one line and exit code 130. ``--debug`` shows the traceback instead.
-Warnings are shown as one ``rsitr <command>: warning: ...`` line each, without Python's source line.
+Warnings are shown as one ``rsitr <command>: warning: ...`` line each, without Python's source line; the
+libraries' own warnings and log lines only with ``--verbose``. A mistyped command, choice or flag is refused by
+the parser of the command it belongs to, with the closest known name. A module docstring's last block,
+``Examples...``, ends the command's ``--help``.
 """
 
 from __future__ import annotations

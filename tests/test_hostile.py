@@ -254,7 +254,7 @@ def test_an_emptied_index_database_is_no_index_in_one_line(built, capsys):
     _, out = built
     (out / "index.sqlite").write_bytes(b"")
     assert main(["search", str(out), "a harbour"]) == 2
-    assert "no rsitr index" in one_error_line(capsys, "search")
+    assert "not an rsitr index (its index.sqlite has no index tables)" in one_error_line(capsys, "search")
 
 
 @pytest.mark.parametrize("damage", [*DAMAGES, "another index"])
