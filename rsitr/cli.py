@@ -154,7 +154,7 @@ LIBRARY_LOGGERS = ("ray", "lancedb", "transformers", "open_clip", "timm", "urlli
 
 
 QUIET_ENVIRONMENT = {"TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
-                     "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+                     "HF_HUB_DISABLE_PROGRESS_BARS": "1", "LANCEDB_LOG": "error"}
 """Variables the libraries read at import to stay quiet (where the user has not set them)."""
 
 
