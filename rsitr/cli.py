@@ -88,9 +88,12 @@ class _Parser(argparse.ArgumentParser):
             choices = [str(choice) for choice in action.choices]
             near = difflib.get_close_matches(str(value), choices, n=1)
             hint = f"did you mean {near[0]}? " if near else ""
-            raise argparse.ArgumentError(action, f"invalid choice: {value!r}; {hint}(choose from {', '.join(choices)})")
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r}; {hint}(choose from "
+                                                 f"{', '.join(choices)})")
 
     def error(self, message: str) -> NoReturn:
+        if any(isinstance(action, argparse._SubParsersAction) for action in self._actions):
+            super().error(message)  # the flags after a command are its own: no hint from this parser's
         known = [flag for action in self._actions for flag in action.option_strings]
         flags = {token.split("=", 1)[0] for token in self.typed if token.startswith("--")}
         near = {flag: difflib.get_close_matches(flag, known, n=1) for flag in sorted(flags - set(known))}

@@ -1,4 +1,4 @@
-"""Fine-tune a retrieval model (EBAKER / iEBAKER / CMER / FTF by config); by default rsitr's own default model's recipe.
+"""Fine-tune a retrieval model (EBAKER / iEBAKER / CMER / FTF by config); by default the default model's recipe.
 
 A config that names no model (no model.name or model.pretrained) trains the recipe of the shipped default model
 (`rsitr models` marks it): its architecture and pretrained text tower, how much of the tower is trained, its
