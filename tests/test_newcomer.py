@@ -128,7 +128,7 @@ def test_search_on_a_folder_or_file_that_is_no_index_does_not_advise_writing_int
     for path, what in ((tmp_path, "not an rsitr index"), (tmp_path / "notes.md", "a file, not an index folder")):
         code = main(["search", str(path), "a harbour"])
         err = capsys.readouterr().err
-        assert_user_error(code, err, "search", f"{path} is {what}", "rsitr index --images IMAGES --out NEW_INDEX")
+        assert_user_error(code, err, "search", f"{path} is {what}", "rsitr index IMAGES --out NEW_INDEX")
         assert f"--out {path}" not in err
 
 
@@ -195,6 +195,14 @@ def test_each_flag_name_has_one_meaning_across_commands() -> None:
 def test_every_command_that_encodes_has_the_shared_flags(command: str) -> None:
     flags = {flag for action in subparser(command)._actions for flag in action.option_strings}
     assert {"--device", "--precision", "--threads", "--batch-size", "--no-progress"} <= flags, command
+
+
+def test_index_takes_its_folder_as_embed_and_classify_do(capsys: pytest.CaptureFixture) -> None:
+    for argv in (["index", "photos", "--out", "o"], ["index", "--images", "photos", "--out", "o"],
+                 ["index", "--out", "o", "photos"]):
+        assert build_parser().parse_args(argv).source == "photos", argv
+    assert_user_error(main(["index", "--out", "o"]), capsys.readouterr().err, "index",
+                      "give the folder of images to index: rsitr index IMAGES --out INDEX")
 
 
 def test_train_flags_reach_the_config() -> None:

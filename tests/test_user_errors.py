@@ -97,7 +97,7 @@ def built_index(tmp_path_factory: pytest.TempPathFactory):
 
 def test_search_in_a_folder_that_is_no_index(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code, err = run(capsys, "search", str(tmp_path), "a harbour")
-    assert_user_error(code, err, "search", f"{tmp_path} is not an rsitr index", "rsitr index --images IMAGES")
+    assert_user_error(code, err, "search", f"{tmp_path} is not an rsitr index", "rsitr index IMAGES --out NEW_INDEX")
 
 
 def search_image(capsys: pytest.CaptureFixture, index: Path, image: Path) -> tuple[int, str]:

@@ -7,7 +7,7 @@ vector (nothing is re-encoded). --positive / --negative chip ids refine any of t
 feedback (Rocchio: toward the wanted chips, away from the unwanted ones). --format geojson writes the
 footprints in WGS84 for a GIS; --format csv one row per chip.
 
-Examples (after `rsitr index --images rsitr/demo_data/ucm --out ucm.index`):
+Examples (after `rsitr index rsitr/demo_data/ucm --out ucm.index`):
   rsitr search ucm.index "a baseball field next to green trees" --top-k 10
   rsitr search ucm.index --image rsitr/demo_data/ucm/forest_01.jpg
   rsitr search ucm.index --like 12

@@ -4,7 +4,7 @@ Binds to 127.0.0.1 by default; the page is at http://HOST:PORT/ and the API desc
 Requests are answered only when their Host header names the bound address, localhost or an --allowed-host
 (so a web page cannot reach the server by rebinding its own DNS name to this machine).
 
-Examples (after `rsitr index --images rsitr/demo_data/ucm --out ucm.index`):
+Examples (after `rsitr index rsitr/demo_data/ucm --out ucm.index`):
   rsitr serve ucm.index
   rsitr serve ucm.index --port 8080 --host 0.0.0.0 --allowed-host archive.lan
 """

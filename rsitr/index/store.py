@@ -103,7 +103,7 @@ def not_an_index(path: Path, why: str) -> str:
     write. It does not advise indexing into ``path``, which may be the user's images or any other folder."""
     what = "a file, not an index folder" if path.is_file() else f"not an rsitr index ({why})"
     return (f"{path} is {what}: give the folder that `rsitr index --out` wrote, or build one with "
-            f"`rsitr index --images IMAGES --out NEW_INDEX`")
+            f"`rsitr index IMAGES --out NEW_INDEX`")
 
 
 class DamagedIndexError(UserError):
@@ -147,7 +147,7 @@ class MetadataStore:
             verdict = str(err)
         if verdict != "ok":
             raise DamagedIndexError(f"{directory / DATABASE_NAME} is damaged ({verdict}); rebuild the index with "
-                                    f"`rsitr index --images DIR --out {directory} --model MODEL --rebuild`")
+                                    f"`rsitr index IMAGES --out {directory} --model MODEL --rebuild`")
         if read_only and not self._conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchall():
             raise NotAnIndexError(not_an_index(directory, f"its {DATABASE_NAME} has no index tables"))
 
