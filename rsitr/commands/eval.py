@@ -7,7 +7,7 @@ its weights in the Hugging Face cache or a connection.
 
 Examples (RSICD and UCM-Captions lie in ../shared/data in a checkout):
   rsitr eval --data ../shared/data/ucm/dataset_ucm.json --images ../shared/data/ucm/images --sar
-  rsitr eval --data ../shared/data/rsicd/rsicd_test.csv --images ../shared/data/rsicd/images --two-stage --recall-k 50
+  rsitr eval --data ../shared/data/ucm/captions_ucm.csv --images ../shared/data/ucm/images --two-stage --recall-k 50
   rsitr eval --data ../shared/data/rsicd/dataset_rsicd.json --images ../shared/data/rsicd/images \
       --pretrained runs/ucm/checkpoints/latest.pt   # after the first `rsitr train --help` example
 """
