@@ -85,7 +85,7 @@ def train(suite: Suite, row: str, seed: int, out: Path, extra: list[str]) -> flo
     """Train (or resume) one row; returns the wall time of this call in seconds."""
     start = time.perf_counter()
     command = [sys.executable, "-m", "rsitr.cli", "train", "--config", *suite.base,
-               f"{suite.row_dir}/{row}.yaml", "--output-dir", str(out), "--resume", "--no-progress",
+               f"{suite.row_dir}/{row}.yaml", "--out", str(out), "--resume", "--no-progress",
                "--set", f"train.seed={seed}", *extra]
     subprocess.run(command, cwd=REPO, check=True)
     return time.perf_counter() - start

@@ -8,18 +8,26 @@ User errors (:class:`rsitr.errors.UserError`: a bad data file, config key, check
 errors (``OSError``: a missing file, no permission, a full disk) and SQLite's errors of the same kinds (a full
 disk, a read-only or locked index) end as one ``rsitr <command>: error: ...`` line and exit code 2, as argparse
 does for bad flags; Ctrl-C ends with one line and exit code 130. ``--debug`` shows the traceback instead.
-Warnings are shown as one ``rsitr <command>: warning: ...`` line each, without Python's source line.
+Warnings are shown as one ``rsitr <command>: warning: ...`` line each, without Python's source line; the
+libraries' own warnings and log lines only with ``--verbose``. A mistyped command, choice or flag is refused by
+the parser of the command it belongs to, with the closest known name. A module docstring's last block,
+``Examples...``, ends the command's ``--help``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
 import importlib
+import logging
+import os
 import sqlite3
 import sys
 import warnings
 from importlib import metadata
-from typing import Sequence
+from pathlib import Path
+from typing import Iterator, NoReturn, Sequence
 
 from rsitr import __version__
 from rsitr.errors import UserError
@@ -66,33 +74,127 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, with a did-you-mean for a mistyped choice (a subcommand, ``--format tabel``) or flag.
+
+    Python 3.14's ``suggest_on_error`` does the first; rsitr supports older Pythons. The flags of the command line
+    being parsed are kept (``typed``) so that an error of this parser can name the known flag closest to one it
+    does not know, also when the typo left a required flag missing (``--image`` for ``--images``)."""
+
+    typed: Sequence[str] = ()
+
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        if action.choices is not None and value not in action.choices:
+            choices = [str(choice) for choice in action.choices]
+            near = difflib.get_close_matches(str(value), choices, n=1)
+            hint = f"did you mean {near[0]}? " if near else ""
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r}; {hint}(choose from "
+                                                 f"{', '.join(choices)})")
+
+    def error(self, message: str) -> NoReturn:
+        if any(isinstance(action, argparse._SubParsersAction) for action in self._actions):
+            super().error(message)  # the flags after a command are its own: no hint from this parser's
+        known = [flag for action in self._actions for flag in action.option_strings]
+        flags = {token.split("=", 1)[0] for token in self.typed if token.startswith("--")}
+        near = {flag: difflib.get_close_matches(flag, known, n=1) for flag in sorted(flags - set(known))}
+        hints = [f"did you mean {found[0]} for {flag}?" for flag, found in near.items() if found]
+        super().error("; ".join([message, *hints]))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="rsitr", description="Remote sensing image-text retrieval: train, evaluate, index and search.")
+    parser = _Parser(
+        prog="rsitr", description="Remote sensing image-text retrieval: train, evaluate, index and search.",
+        epilog="`rsitr COMMAND --help` describes a command and ends with examples that run in a checkout.")
     parser.add_argument("--version", action=_VersionAction,
                         help="print the versions of rsitr, torch and open_clip and the default model")
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of errors")
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the libraries' own warnings and log lines (Ray, LanceDB, transformers, OpenCLIP, "
+                             "uvicorn), which a normal run keeps off the terminal")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
         module = importlib.import_module(f"rsitr.commands.{name}")
         doc = (module.__doc__ or "").strip()
-        sub = subparsers.add_parser(name, help=doc.splitlines()[0] if doc else None, description=doc,
+        description, examples = doc.split("\n\nExamples", 1) if "\n\nExamples" in doc else (doc, None)
+        sub = subparsers.add_parser(name, help=summary(doc), description=description,
+                                    epilog=f"Examples{examples}" if examples else None,
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                          help="show the Python traceback of errors")
+        sub.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="show the libraries' own warnings and log lines")
         module.add_arguments(sub)
         sub.set_defaults(run=module.run, interrupted_hint=getattr(module, "INTERRUPTED_HINT", None))
     return parser
 
 
+def summary(doc: str) -> str | None:
+    """A command docstring's first sentence, for the list of commands (its first line may end mid-sentence)."""
+    paragraph = " ".join(doc.split("\n\n", 1)[0].split())
+    return paragraph.split(". ", 1)[0].rstrip(".") if paragraph else None
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The parsed command line; an unknown flag is refused by its command's parser (``rsitr search: error:``),
+    with the closest known flag."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _Parser.typed = argv
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        while True:  # down to the (sub)command that was given: `rsitr data inspect`
+            nested = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+            if not nested:
+                break
+            parser = nested[0].choices[getattr(args, nested[0].dest)]
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
+LIBRARY_LOGGERS = ("ray", "lancedb", "transformers", "open_clip", "timm", "urllib3", "huggingface_hub", "uvicorn",
+                   "filelock", "fsspec")
+"""Loggers of the libraries rsitr runs, kept at CRITICAL unless ``--verbose`` (OpenCLIP logs through the root one)."""
+
+
+QUIET_ENVIRONMENT = {"TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+                     "HF_HUB_DISABLE_PROGRESS_BARS": "1", "LANCEDB_LOG": "error"}
+"""Variables the libraries read at import to stay quiet (where the user has not set them)."""
+
+
+@contextlib.contextmanager
+def quiet_libraries(verbose: bool) -> Iterator[None]:
+    """Keep the libraries' log lines and advisory chatter off a normal run's terminal (``--verbose`` keeps them);
+    what is changed is put back afterwards, for a caller of :func:`main` in its own process."""
+    if verbose:
+        yield
+        return
+    loggers = [logging.getLogger(), *map(logging.getLogger, LIBRARY_LOGGERS)]
+    levels = [logger.level for logger in loggers]
+    added = {key: value for key, value in QUIET_ENVIRONMENT.items() if key not in os.environ}
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+        for key in added:
+            os.environ.pop(key, None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
+    args.verbose = getattr(args, "verbose", False)
+    own = str(Path(__file__).resolve().parent)
 
     def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-        print(f"rsitr {args.command}: warning: {message}", file=sys.stderr)
+        """rsitr's own warnings as one line each; the libraries' only with ``--verbose``."""
+        if args.verbose or str(Path(filename).resolve()).startswith(own):
+            print(f"rsitr {args.command}: warning: {message}", file=sys.stderr)
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), quiet_libraries(args.verbose):
             warnings.showwarning = show_warning
             return int(args.run(args) or 0)
     except (UserError, OSError) as err:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 from rsitr.errors import UserError
 
@@ -178,22 +178,31 @@ class ConfigError(UserError):
 
 
 def load_config(paths: str | Path | Sequence[str | Path] | None = None,
-                overrides: Sequence[str] | None = None) -> RunConfig:
+                overrides: Sequence[str] | None = None, recipe: Mapping | None = None) -> RunConfig:
     """Merge YAML files in order into :class:`RunConfig`, then apply ``section.key=value`` overrides.
 
     Several files compose like the papers' ablation rows: a data file plus a method file, e.g.
-    ``configs/data/rsitmd.yaml configs/methods/ebaker.yaml``.
+    ``configs/data/rsitmd.yaml configs/methods/ebaker.yaml``. ``recipe`` (sections of a config) goes under the
+    files when none of them, and no override, names a model (``model.name`` or ``model.pretrained``): ``rsitr
+    train`` passes the shipped default model's recipe, so that a config without a model trains that, offline,
+    rather than this schema's OpenCLIP ViT-B-32, whose weights are downloaded.
     """
     from omegaconf import OmegaConf  # imported here, so that the command line reads PRECISIONS without it
 
     paths = [] if paths is None else [paths] if isinstance(paths, (str, Path)) else list(paths)
-    config = OmegaConf.structured(RunConfig)
+    layers = []
     for path in map(Path, paths):
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist (see configs/ for examples)")
-        config = _merge(config, OmegaConf.load(path), f"config {path}")
+        layers.append((OmegaConf.load(path), f"config {path}"))
     if overrides:
-        config = _merge(config, OmegaConf.from_dotlist(list(overrides)), "config overrides")
+        layers.append((OmegaConf.from_dotlist(list(overrides)), "config overrides"))
+    if recipe is not None and all(OmegaConf.select(layer, f"model.{key}") is None
+                                  for layer, _ in layers for key in ("name", "pretrained")):
+        layers.insert(0, (OmegaConf.create(dict(recipe)), "the default model's recipe"))
+    config = OmegaConf.structured(RunConfig)
+    for layer, where in layers:
+        config = _merge(config, layer, where)
     config = OmegaConf.to_object(config)
     if config.precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import shutil
 import socket
 from dataclasses import asdict
@@ -70,11 +71,14 @@ def start_ray(address: str | None, num_cpus: int | None):
         _check_reachable(address)  # also when this process is already attached to a cluster
     if ray.is_initialized():
         return ray
+    # Ray's own log lines at the level of the root logger (the command line's: ERROR unless --verbose)
+    quiet = {"log_to_driver": False, "include_dashboard": False,
+             "logging_level": logging.getLogger().getEffectiveLevel()}
     try:
         if address:
-            ray.init(address=address, log_to_driver=False, include_dashboard=False)
+            ray.init(address=address, **quiet)
         else:
-            ray.init(num_cpus=num_cpus, log_to_driver=False, include_dashboard=False)
+            ray.init(num_cpus=num_cpus, **quiet)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as err:
         raise UnreachableClusterError(f"cannot join the Ray cluster at {address or 'a new local cluster'} "
                                       f"({str(err).splitlines()[0][:200]}); start it with `ray start --head` or "

@@ -57,7 +57,7 @@ def test_debug_flag_shows_the_exception(tmp_path):
 def test_two_epoch_training_then_eval_of_its_checkpoint(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["train", "--config", str(CONFIGS / "data" / "synthetic.yaml"), str(CONFIGS / "methods" / "ebaker.yaml"),
-                 "--output-dir", str(out), "--epochs", "2", "--no-progress",
+                 "--out", str(out), "--epochs", "2", "--no-progress",
                  "--set", "data.synthetic.n_images=40", "train.max_steps_per_epoch=4"])
     assert code == 0
     assert (out / "checkpoints" / "epoch_002.pt").is_file() and (out / "results.json").is_file()
@@ -86,7 +86,7 @@ def test_parser_builds_without_heavy_imports():
 
 
 def test_reproduce_refuses_missing_data_before_training(tmp_path, capsys):
-    assert main(["reproduce", "--config", str(CONFIGS / "paper" / "ebaker.yaml"), "--output-dir", str(tmp_path / "run")]) == 2
+    assert main(["reproduce", "--config", str(CONFIGS / "paper" / "ebaker.yaml"), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("rsitr reproduce: error: missing dataset files: rsicd:") and "nwpu" in err
     assert not (tmp_path / "run").exists()
@@ -97,7 +97,7 @@ def test_reproduce_refuses_missing_weights(tmp_path, capsys, monkeypatch):
         raise OSError("no connection")
 
     monkeypatch.setattr(open_clip.factory, "download_pretrained", offline)
-    code = main(["reproduce", "--config", str(CONFIGS / "data" / "synthetic.yaml"), "--output-dir", str(tmp_path),
+    code = main(["reproduce", "--config", str(CONFIGS / "data" / "synthetic.yaml"), "--out", str(tmp_path),
                  "--published", str(CONFIGS / "paper" / "published_results.yaml"), "--set", "model.name=ViT-B-32", "model.pretrained=openai"])
     assert code == 2 and "could not be downloaded" in capsys.readouterr().err
 
@@ -106,7 +106,7 @@ def test_reproduce_runs_end_to_end_on_a_tiny_synthetic_config(tmp_path, capsys):
     published = tmp_path / "published.yaml"
     paper = {"i2t_R@1": 1.0, "i2t_R@5": 2.0, "i2t_R@10": 3.0, "t2i_R@1": 4.0, "t2i_R@5": 5.0, "t2i_R@10": 6.0, "mR": 3.5}
     published.write_text(json.dumps({"source": "a test", "results": {"tiny": {"synthetic": paper}}}))
-    code = main(["reproduce", "--config", str(CONFIGS / "data" / "synthetic.yaml"), "--output-dir", str(tmp_path / "run"),
+    code = main(["reproduce", "--config", str(CONFIGS / "data" / "synthetic.yaml"), "--out", str(tmp_path / "run"),
                  "--published", str(published), "--method", "tiny", "--epochs", "1", "--no-progress",
                  "--set", "data.synthetic.n_images=20", "train.max_steps_per_epoch=1", "method.ker=false"])
     out = capsys.readouterr().out

@@ -52,7 +52,7 @@ def test_search_and_serve_use_the_index_model(default_index: Path, capsys: pytes
     assert main(["search", str(default_index), "green trees", "--top-k", "2", "--format", "json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 2
     served = {}
-    monkeypatch.setattr("uvicorn.run", lambda app, host, port: served.update(app=app, port=port))
+    monkeypatch.setattr("uvicorn.run", lambda app, host, port, **kwargs: served.update(app=app, port=port))
     assert main(["serve", str(default_index), "--port", "8123"]) == 0
     info = TestClient(served["app"], base_url="http://localhost").get("/api/info").json()
     assert served["port"] == 8123 and (info["model"], info["pretrained"]) == (DEFAULT_MODEL_NAME, DEFAULT_PRETRAINED)
@@ -67,7 +67,7 @@ def test_eval_without_a_model_flag_uses_the_default(synthetic_caption_file: Path
 
 def test_classify_without_a_model_flag_uses_the_default(class_folders: Path, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture) -> None:
-    assert main(["classify", str(class_folders), "--json", str(tmp_path / "c.json"), "--no-progress"]) == 0
+    assert main(["classify", str(class_folders), "--out", str(tmp_path / "c.json"), "--no-progress"]) == 0
     assert f"model: {DEFAULT_MODEL_NAME}, pretrained {DEFAULT_PRETRAINED}" in capsys.readouterr().out
     record = json.loads((tmp_path / "c.json").read_text())
     assert (record["model"], record["pretrained"]) == (DEFAULT_MODEL_NAME, DEFAULT_PRETRAINED)
@@ -173,7 +173,8 @@ def test_check_model_arguments_lets_real_values_through(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("model, pretrained, message", [
     ("ViT-B-32", "opneai", "unknown pretrained tag 'opneai' for model 'ViT-B-32'; closest: openai"),
-    (None, "opneai", "unknown pretrained tag 'opneai' for model 'ViT-B-32'; closest: openai"),
+    (None, "opneai", f"unknown pretrained tag 'opneai'; rsitr ships {DEFAULT_PRETRAINED} \\(the default\\).*; "
+                     "closest OpenCLIP tags: openai \\(each with its --model\\)"),  # no model the user did not give
     ("ViT-B-23", None, "unknown model 'ViT-B-23'; closest: ViT-B-32"),
     (DEFAULT_MODEL_NAME, "openai", f"unknown pretrained tag 'openai' for model '{DEFAULT_MODEL_NAME}'"),
 ])

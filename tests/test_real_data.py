@@ -133,7 +133,7 @@ def test_data_inspect_command_prints_and_writes_the_report(rsicd: Path, ucm: Pat
                                                           tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "inspect.json"
     code = main(["data", "inspect", str(rsicd / "dataset_rsicd.json"), "--images", str(rsicd / "images"),
-                 str(ucm / "dataset_ucm.json"), "--images", str(ucm / "images"), "--json", str(out),
+                 str(ucm / "dataset_ucm.json"), "--images", str(ucm / "images"), "--out", str(out),
                  "--cache", str(hash_cache), "--no-progress"])
     assert code == 0
     printed = capsys.readouterr().out

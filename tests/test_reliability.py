@@ -105,7 +105,7 @@ def test_the_log_holds_each_step_once_after_kill_and_resume(one_epoch_run, tmp_p
 def test_train_command_refuses_the_folder_and_ctrl_c_says_how_to_resume(one_epoch_run, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     shutil.copytree(one_epoch_run, out)
-    args = ["train", "--config", str(REPO / "configs" / "data" / "synthetic.yaml"), "--output-dir", str(out),
+    args = ["train", "--config", str(REPO / "configs" / "data" / "synthetic.yaml"), "--out", str(out),
             "--no-progress", "--set", *TINY]
     assert main(args) == 2
     err = capsys.readouterr().err
@@ -163,13 +163,13 @@ def test_a_moved_checkpoint_is_found_by_hash(tmp_path, capsys):
     assert main(["search", str(tmp_path / "b" / "index"), "a harbour", "--top-k", "2"]) == 0
     shutil.move(tmp_path / "b" / "models", tmp_path / "elsewhere")  # the checkpoint moved alone
     assert main(["search", str(tmp_path / "b" / "index"), "a harbour"]) == 2
-    assert "--pretrained" in capsys.readouterr().err
+    assert "--checkpoint" in capsys.readouterr().err
     assert main(["search", str(tmp_path / "b" / "index"), "a harbour", "--top-k", "2",
-                 "--pretrained", str(tmp_path / "elsewhere" / "tiny.pt")]) == 0
+                 "--checkpoint", str(tmp_path / "elsewhere" / "tiny.pt")]) == 0
     other = tmp_path / "other.pt"
     torch.save(create_retrieval_model(TINY_MODEL, None, seed=4).clip.state_dict(), other)
     capsys.readouterr()
-    assert main(["search", str(tmp_path / "b" / "index"), "a harbour", "--pretrained", str(other)]) == 2
+    assert main(["search", str(tmp_path / "b" / "index"), "a harbour", "--checkpoint", str(other)]) == 2
     assert "SHA-256" in capsys.readouterr().err
 
 

@@ -133,7 +133,7 @@ def _torchrun_train(out: Path, *extra: str) -> subprocess.CompletedProcess:
     root = Path(__file__).parent.parent / "configs"
     command = ["torchrun", "--nproc-per-node", "2", "-m", "rsitr.cli", "train",
                "--config", str(root / "data" / "synthetic.yaml"), str(root / "methods" / "ebaker.yaml"),
-               "--output-dir", str(out), "--epochs", "2", "--no-progress",
+               "--out", str(out), "--epochs", "2", "--no-progress",
                "--set", "data.synthetic.n_images=40", "train.max_steps_per_epoch=2", "train.batch_size=8", *extra]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]

@@ -66,14 +66,14 @@ def test_eval_strict_refuses_empty_captions(tmp_path: Path, capsys: pytest.Captu
 
 
 def test_train_bad_config_key(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    code, err = run(capsys, "train", "--config", str(CONFIGS / "data" / "synthetic.yaml"), "--output-dir",
+    code, err = run(capsys, "train", "--config", str(CONFIGS / "data" / "synthetic.yaml"), "--out",
                     str(tmp_path / "run"), "--set", "data.no_such_key=1")
     assert_user_error(code, err, "train", "Key 'no_such_key' not in 'DataConfig' (data.no_such_key)", "rsitr/config.py")
     assert not (tmp_path / "run").exists()  # refused before anything is written
 
 
 def test_train_missing_caption_file_in_a_data_config(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    code, err = run(capsys, "train", "--config", str(CONFIGS / "data" / "rsicd.yaml"), "--output-dir",
+    code, err = run(capsys, "train", "--config", str(CONFIGS / "data" / "rsicd.yaml"), "--out",
                     str(tmp_path / "run"), "--strict", "--set",
                     f"data.datasets=[{{captions: {tmp_path}/missing.json, images: {tmp_path}}}]")
     assert_user_error(code, err, "train", "missing.json", "missing dataset files")
@@ -97,7 +97,7 @@ def built_index(tmp_path_factory: pytest.TempPathFactory):
 
 def test_search_in_a_folder_that_is_no_index(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code, err = run(capsys, "search", str(tmp_path), "a harbour")
-    assert_user_error(code, err, "search", f"{tmp_path} is not an rsitr index", "rsitr index --images DIR")
+    assert_user_error(code, err, "search", f"{tmp_path} is not an rsitr index", "rsitr index IMAGES --out NEW_INDEX")
 
 
 def search_image(capsys: pytest.CaptureFixture, index: Path, image: Path) -> tuple[int, str]:

@@ -187,7 +187,7 @@ def test_cli_classify_writes_json_and_confusion(class_folders, tmp_path, capsys)
     names = tmp_path / "names.txt"
     names.write_text("".join(f"{folder}: class {folder}\n" for folder in CLASS_FOLDERS))
     code = main(["classify", str(class_folders), "--model", TINY_MODEL, "--names", str(names),
-                 "--json", str(tmp_path / "out.json"), "--confusion", str(tmp_path / "confusion.png"),
+                 "--out", str(tmp_path / "out.json"), "--confusion", str(tmp_path / "confusion.png"),
                  "--precision", "bf16", "--threads", "1", "--no-progress"])
     assert code == 0
     out = capsys.readouterr().out

@@ -1,16 +1,17 @@
 """Zero-shot scene classification of labelled images: top-1, top-5 and mean per-class recall.
 
-Examples:
-  rsitr classify data/UCMerced_LandUse/Images
-  rsitr classify captions_ucm.csv --images ucm/images --split test --json ucm_zero_shot.json --confusion ucm.png
-  rsitr classify data/UCMerced_LandUse/Images --pretrained runs/ebaker/checkpoints/latest.pt
-  rsitr classify NWPU-RESISC45 --model ViT-B-32 --pretrained openai --names classnames.txt --templates prompts.txt
 The input is a folder with one sub-folder per class (UC Merced Land Use, AID, NWPU-RESISC45 as they ship), or a
 caption file whose images carry scenes (a CSV scene column, NWPU-Captions groups, <scene>_<n>.jpg file names).
 Class names are the cleaned folder names (baseball_diamond -> "baseball diamond") unless --names gives them:
 one name per line in sorted folder order, or '<folder>: <name>' lines. Each class's classifier is the normalised
 mean of its prompts' text embeddings (default templates: rsitr/evaluate/zero_shot_templates.txt).
-With neither --model nor --pretrained the shipped model is used (`rsitr models` lists it).
+With neither --model nor --pretrained the shipped model is used (`rsitr models` lists it). UC Merced Land Use,
+AID and NWPU-RESISC45 are not shipped; their folders go where ../shared/data/... goes below.
+
+Examples:
+  rsitr classify ../shared/data/ucm/captions_ucm.csv --images ../shared/data/ucm/images --split test
+  rsitr classify ../shared/data/ucm/captions_ucm.csv --images ../shared/data/ucm/images --split test \
+      --out ucm_zero_shot.json --confusion ucm_confusion.png
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from __future__ import annotations
 import argparse
 
 from rsitr.commands.options import (SPLIT_CHOICES, add_batch_size_argument, add_inference_arguments,
-                                    add_model_arguments, add_progress_argument, add_workers_argument, check_readable,
-                                    model_arguments)
+                                    add_model_arguments, add_old_spelling, add_progress_argument, add_workers_argument,
+                                    check_readable, model_arguments)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--names", default=None, help="class names file (one per line, or '<folder>: <name>')")
     parser.add_argument("--templates", default=None, help="prompt templates file, one per line with {} for the name")
-    parser.add_argument("--json", default=None, metavar="FILE", help="write metrics, per-class figures and predictions")
+    out = parser.add_argument("--out", default=None, metavar="FILE",
+                              help="write metrics, per-class figures and every image's top-5 to this JSON file")
+    add_old_spelling(parser, out, "--json")
     parser.add_argument("--confusion", default=None, metavar="IMAGE", help="draw the confusion matrix (e.g. out.png)")
     add_batch_size_argument(parser)
     add_workers_argument(parser)
@@ -71,13 +74,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"top-1 {100 * result.top1:.2f}%  top-5 {top5}  mean per-class recall "
           f"{100 * result.mean_per_class_recall:.2f}%  (chance {100 * result.chance:.2f}%, "
           f"{len(classification.kept)} images)")
-    if args.json:
+    if args.out:
         record = {"source": str(args.source), "model": model.model_name,
                   "pretrained": pretrained, "precision": args.precision, "templates": templates,
                   **classification.to_dict(images)}
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(record, indent=2))
-        print(f"written {args.json}")
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(record, indent=2))
+        print(f"written {args.out}")
     if args.confusion:
         title = f"{Path(args.source).name}: top-1 {100 * result.top1:.1f}%"
         print(f"written {plot_confusion(result.confusion.tolist(), names, args.confusion, title)}")

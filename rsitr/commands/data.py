@@ -1,17 +1,19 @@
 """Look at caption files before training on them: counts, problems, near-duplicate images, train/test leakage.
 
-Examples:
-  rsitr data inspect ../shared/data/rsicd/dataset_rsicd.json --images ../shared/data/rsicd/images \
-      ../shared/data/ucm/dataset_ucm.json --images ../shared/data/ucm/images --json inspect.json
-Each caption file is followed by its image folder. Image hashes are cached (beside --json, or in
+Each caption file is followed by its image folder. Image hashes are cached (beside --out, or in
 ~/.cache/rsitr), so a second run does not decode the images again.
+
+Examples:
+  rsitr data inspect ../shared/data/ucm/dataset_ucm.json --images ../shared/data/ucm/images
+  rsitr data inspect ../shared/data/rsicd/dataset_rsicd.json --images ../shared/data/rsicd/images \
+      ../shared/data/ucm/dataset_ucm.json --images ../shared/data/ucm/images --out inspect.json
 """
 
 from __future__ import annotations
 
 import argparse
 
-from rsitr.commands.options import add_progress_argument
+from rsitr.commands.options import add_old_spelling, add_progress_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,11 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     inspect.add_argument("items", nargs="+", metavar="FILE --images DIR",
                          help="caption file (Karpathy JSON, NWPU JSON or CSV), each followed by --images DIR")
     inspect.add_argument("--images", nargs="+", action=_ImagesThenFiles, default=[], help=argparse.SUPPRESS)
-    inspect.add_argument("--json", metavar="OUT", help="write the whole report (every pair listed) to this JSON file")
+    out = inspect.add_argument("--out", metavar="FILE",
+                               help="write the whole report (every pair listed) to this JSON file")
+    add_old_spelling(inspect, out, "--json")
     inspect.add_argument("--max-distance", type=int, default=2,
                          help="pHash Hamming distance at or below which two images are near-duplicates (default 2)")
     inspect.add_argument("--list", type=int, default=10, metavar="N", help="pairs listed per kind (default 10)")
-    inspect.add_argument("--cache", help="pHash cache file (default: beside --json, else ~/.cache/rsitr/phash.json)")
+    inspect.add_argument("--cache", help="pHash cache file (default: beside --out, else ~/.cache/rsitr/phash.json)")
     add_progress_argument(inspect)
 
 
@@ -57,10 +61,10 @@ def run(args: argparse.Namespace) -> int:
     from rsitr.data.phash import HashCache, default_cache_path
 
     files = _pairs(args)
-    out = Path(args.json) if args.json else None
+    out = Path(args.out) if args.out else None
     if out is not None and not out.parent.is_dir():
         from rsitr.errors import UserError
-        raise UserError(f"folder {out.parent} of --json does not exist; create it or pick another path")
+        raise UserError(f"folder {out.parent} of --out does not exist; create it or pick another path")
     cache = Path(args.cache) if args.cache else out.parent / "phash-cache.json" if out else default_cache_path()
     report = inspect_datasets(files, args.max_distance, cache=HashCache(cache), progress=not args.no_progress)
     print(report.summary(limit=args.list))

@@ -7,6 +7,10 @@ and prints the best hits with their land-use classes, then says how to browse th
 `rsitr demo --synthetic` runs the training path instead: it writes small coloured-shape "aerial" images and
 captions, evaluates the tiny random OpenCLIP model, fine-tunes it with the full EBAKER objective (global + local
 InfoNCE, EBA, KER) for a few epochs, and prints the paper-style table before and after (with SAR).
+
+Examples:
+  rsitr demo
+  rsitr demo --synthetic --out rsitr-demo-synthetic
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import argparse
 from pathlib import Path
 
 from rsitr.commands import positive_int
+from rsitr.commands.options import add_batch_size_argument, add_inference_arguments, add_progress_argument
 from rsitr.models.pretrained import DEFAULT_PRETRAINED
 
 DEMO_IMAGES = Path(__file__).resolve().parent.parent / "demo_data" / "ucm"
@@ -29,7 +34,7 @@ DEMO_QUERIES = [
     ("several white storage tanks", "storagetanks"),
 ]
 SYNTHETIC_SETTINGS = [
-    "model.name=rsitr-tiny-ViT", "model.pretrained=null", "device=cpu",
+    "model.name=rsitr-tiny-ViT", "model.pretrained=null",
     "data.synthetic.n_images=150", "data.synthetic.image_size=32",
     "method.drop_epoch=2", "method.drop_ratio=0.02", "method.keywords_top_k=32",
     "train.epochs=3", "train.batch_size=25", "train.lr=1e-3", "train.weight_decay=0.01", "train.warmup_steps=5",
@@ -44,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the training demo on generated shapes with the tiny model instead")
     parser.add_argument("--epochs", type=positive_int, default=3, help="--synthetic: fine-tuning epochs")
     parser.add_argument("--seed", type=int, default=0, help="--synthetic: seed")
+    add_batch_size_argument(parser)
+    add_inference_arguments(parser)
+    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,8 +63,11 @@ def run_search(args: argparse.Namespace) -> int:
 
     from rsitr.index import ArchiveIndex
     from rsitr.models.pretrained import packaged_tags
+    from rsitr.runtime import resolve_device, set_threads
 
     start = time.perf_counter()
+    device = str(resolve_device(args.device))
+    set_threads(args.threads)
     packaged = packaged_tags().get(DEFAULT_PRETRAINED)
     if packaged is None:
         from rsitr.errors import UserError
@@ -65,7 +76,9 @@ def run_search(args: argparse.Namespace) -> int:
                         f"instead")
     print(f"model: {packaged.model}, pretrained {DEFAULT_PRETRAINED}: {packaged.description}")
     index_dir = Path(args.out) / "ucm-index"
-    index, _ = ArchiveIndex.build(index_dir, DEMO_IMAGES, packaged.model, DEFAULT_PRETRAINED, progress=False)
+    index, _ = ArchiveIndex.build(index_dir, DEMO_IMAGES, packaged.model, DEFAULT_PRETRAINED,
+                                  progress=not args.no_progress, batch_size=args.batch_size, device=device,
+                                  precision=args.precision)
     info = index.info()
     print(f"indexed {info['chips']} UC Merced images (10 per land-use class) into {index_dir}\n")
     found = 0
@@ -90,12 +103,15 @@ def run_synthetic(args: argparse.Namespace) -> int:
     from rsitr.config import load_config
     from rsitr.evaluate.report import format_table, write_reports
     from rsitr.evaluate.runner import evaluate_model
+    from rsitr.runtime import set_threads
     from rsitr.training.trainer import Trainer
 
     start = time.perf_counter()
+    set_threads(args.threads)
     config = load_config(None, SYNTHETIC_SETTINGS + [f"output_dir={args.out}", f"train.epochs={args.epochs}",
-                                                     f"train.seed={args.seed}"])
-    trainer = Trainer(config, progress=True, overwrite=True)  # --out is the demo's own folder
+                                                     f"train.seed={args.seed}", f"device={args.device}",
+                                                     f"precision={args.precision}", f"eval.batch_size={args.batch_size}"])
+    trainer = Trainer(config, progress=not args.no_progress, overwrite=True)  # --out is the demo's own folder
     print(trainer.corpus.summary())
     test = trainer.corpus.split("test")
     before = evaluate_model(trainer.model, test, config.method, config.eval, name="tiny CLIP, random init",

@@ -1,16 +1,18 @@
 """Compute image and/or caption embeddings of a folder, an image list or a caption file into Parquet shards.
 
-Examples:
-  rsitr embed /data/scenes --out scenes_emb
-  rsitr embed captions_ucm.csv --images ucm/images --split test --out ucm_emb --modality both --dtype fp32
-  rsitr embed /data/scenes --out scenes_emb --pretrained runs/ebaker/checkpoints/latest.pt
-  rsitr embed my_images.txt --images /data --out emb --model ViT-B-32 --pretrained openai --no-normalize
 Writes <out>/part-00000.parquet ... (columns id, path, [caption], image_embedding / text_embedding) and
 <out>/_manifest.json; read them with pandas.read_parquet(out) or pyarrow.parquet.read_table(out). One row per
 image (folder, list: one path per line) or per caption (caption file). The vectors are the model's own global
 embeddings, L2-normalised unless --no-normalize. Unreadable images are skipped and counted. Running the same
 command again resumes an interrupted run at the first missing shard. With neither --model nor --pretrained the
-shipped model is used (`rsitr models` lists it).
+shipped model is used (`rsitr models` lists it); --model ViT-B-32 --pretrained openai (an OpenCLIP tag) needs
+those weights in the Hugging Face cache or a connection, --pretrained runs/x/checkpoints/latest.pt an `rsitr train`
+run.
+
+Examples:
+  rsitr embed rsitr/demo_data/ucm --out ucm_emb
+  rsitr embed ../shared/data/ucm/captions_ucm.csv --images ../shared/data/ucm/images --split test --out ucm_emb_test \
+      --modality both --dtype fp32
 """
 
 from __future__ import annotations

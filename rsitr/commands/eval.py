@@ -1,14 +1,15 @@
 """Evaluate a model on a dataset split and print the paper-style R@K / mR table.
 
-Examples:
-  rsitr eval --data dataset_rsicd.json --images RSICD/images
-  rsitr eval --data dataset_RSITMD.json --images RSITMD/images --model ViT-B-32 --pretrained openai
-  rsitr eval --data dataset_rsicd.json --images RSICD/images --pretrained runs/ebaker/checkpoints/latest.pt --sar
-  rsitr eval --data captions.csv --images imgs --model ViT-B-32 --pretrained my_clip.pt --two-stage --recall-k 50
-  rsitr eval --data ../shared/data/rsicd/rsicd_test.csv --images ../shared/data/rsicd/images --model rsitr-tiny-ViT
 The --pretrained value is an OpenCLIP tag, an OpenCLIP checkpoint file, or an `rsitr train` checkpoint
 (its architecture and fusion weights are taken from the checkpoint). With neither --model nor --pretrained the
-shipped model is used (`rsitr models` lists it).
+shipped model is used (`rsitr models` lists it). An OpenCLIP tag (--model ViT-B-32 --pretrained openai) needs
+its weights in the Hugging Face cache or a connection.
+
+Examples (RSICD and UCM-Captions lie in ../shared/data in a checkout):
+  rsitr eval --data ../shared/data/ucm/dataset_ucm.json --images ../shared/data/ucm/images --sar
+  rsitr eval --data ../shared/data/ucm/captions_ucm.csv --images ../shared/data/ucm/images --two-stage --recall-k 50
+  rsitr eval --data ../shared/data/rsicd/dataset_rsicd.json --images ../shared/data/rsicd/images \
+      --pretrained runs/ucm/checkpoints/latest.pt   # after the first `rsitr train --help` example
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_inference_arguments(parser)
     parser.add_argument("--global-only", action="store_true", help="score with the global cosine only (no local)")
     parser.add_argument("--sar", action="store_true", help="also report SAR (sort after reversed retrieval)")
-    parser.add_argument("--sar-top-k", type=positive_int, default=30)
+    parser.add_argument("--sar-top-k", type=positive_int, default=30,
+                        help="--sar: candidates per query re-sorted by the reverse retrieval (default 30)")
     parser.add_argument("--sar-variant", choices=("rank_sum", "reverse_rank"), default="rank_sum",
                         help="rank_sum: rsitr's reading of SAR (not in the released code); reverse_rank: GaLR's "
                              "re-sort of the top-k by reverse rank")

@@ -1,17 +1,21 @@
 """Index an image archive for search: tile large scenes into chips, encode them, store vectors and metadata.
 
-Walks IMAGES (JPEG, PNG, TIFF, GeoTIFF). Scenes whose longer side exceeds --tile-larger-than are cut
-into --chip-size squares overlapping by --chip-overlap pixels; GeoTIFF chips keep their geographic
-bounds and CRS. Running it again on the same --out updates the index: new files are added, changed
+Walks IMAGES (JPEG, PNG, TIFF, GeoTIFF; `--images IMAGES` is the same). Scenes whose longer side exceeds
+--tile-larger-than are cut into --chip-size squares overlapping by --chip-overlap pixels; GeoTIFF chips keep their
+geographic bounds and CRS. Running it again on the same --out updates the index: new files are added, changed
 ones re-encoded, deleted ones removed, and an interrupted run resumes where it stopped. Unreadable
 images are skipped and listed. The model is recorded in the index; a different one is refused. A new index
 is encoded with the shipped model unless --model or --pretrained names another (`rsitr models` lists them).
 A checkpoint is recorded relative to the index with its SHA-256: move both together, or point
-`rsitr search` / `rsitr serve` at the moved checkpoint with --pretrained. Arguments are checked before
+`rsitr search` / `rsitr serve` at the moved checkpoint with --checkpoint. Arguments are checked before
 anything is written. A moved images folder is re-pointed with --relocate; a damaged index database is
 refused (one line naming the damage) until --rebuild; a damaged vectors.faiss is rewritten, being derived.
 --engine ray encodes the chips on a Ray cluster (a local one, or --address): the same index, resumable by shard
 (docs/SCALE.md).
+
+Examples:
+  rsitr index rsitr/demo_data/ucm --out ucm.index
+  rsitr index rsitr/demo_data/ucm --out ucm-small.index --no-local-tokens --index-type exact
 """
 
 from __future__ import annotations
@@ -21,11 +25,16 @@ import argparse
 from rsitr.commands import non_negative_int, positive_int
 from rsitr.commands.options import (add_batch_size_argument, add_engine_arguments, add_inference_arguments,
                                     add_model_arguments, add_progress_argument, check_readable)
+from rsitr.errors import UserError
 from rsitr.models.pretrained import check_model_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--images", required=True, help="folder of images to index (searched recursively)")
+    # IMAGES as embed's and classify's SOURCE; --images the same (the spelling of earlier releases and the docs).
+    # Neither has a default: argparse would let an absent positional overwrite --images with it.
+    parser.add_argument("source", nargs="?", metavar="IMAGES", default=argparse.SUPPRESS,
+                        help="folder of images to index (searched recursively); or --images IMAGES")
+    parser.add_argument("--images", dest="source", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     parser.add_argument("--out", required=True, help="index directory (created, or updated if it exists)")
     add_model_arguments(parser, default="with neither flag, the index's recorded model, or for a new index the "
                                         "shipped one")
@@ -45,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "s3://bucket/archive (default: vectors.lance in --out)")
     add_batch_size_argument(parser, "chips")
     add_engine_arguments(parser, "chips encoded by a Ray actor pool into Parquet shards that the index ingests (the "
-                                 "same index; needs `pip install 'rsitr[ray]'`; --out and --images must be on storage "
+                                 "same index; needs `pip install 'rsitr[ray]'`; --out and IMAGES must be on storage "
                                  "every node sees)", " with --threads CPUs")
     tokens = parser.add_mutually_exclusive_group()
     tokens.add_argument("--store-local-tokens", dest="store_local_tokens", action="store_true", default=None,
@@ -55,14 +64,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_inference_arguments(parser)
     add_progress_argument(parser)
     parser.add_argument("--relocate", action="store_true",
-                        help="the images folder moved to --images: re-point the index at it (unchanged files are "
+                        help="the images folder moved to IMAGES: re-point the index at it (unchanged files are "
                              "kept, matched by their path inside the folder)")
     parser.add_argument("--rebuild", action="store_true",
                         help="discard the index's files and build it anew (a damaged index.sqlite; needs --model)")
 
 
 def run(args: argparse.Namespace) -> int:
-    check_readable(("--images", args.images))
+    args.images = getattr(args, "source", None)
+    if args.images is None:
+        raise UserError("give the folder of images to index: rsitr index IMAGES --out INDEX")
+    check_readable(("images folder", args.images))
     check_model_arguments(args.model, args.pretrained)  # mistyped names are refused before torch loads
     if args.backend == "lancedb":
         from rsitr.index.lance_store import import_lancedb

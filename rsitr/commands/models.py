@@ -4,6 +4,10 @@ their pretrained tags (as `open_clip.list_pretrained()` gives them).
 A shipped tag loads offline (`--pretrained TAG`; its model follows from it); the one marked "default" is used by
 every command that encodes when neither --model nor --pretrained is given. OpenCLIP's tags are downloaded by
 OpenCLIP the first time, so they need the hub or its cache.
+
+Examples:
+  rsitr models --shipped
+  rsitr models
 """
 
 from __future__ import annotations

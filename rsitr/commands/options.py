@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from rsitr.commands import non_negative_int, positive_int
 from rsitr.config import PRECISIONS
@@ -18,6 +19,27 @@ from rsitr.models.pretrained import DEFAULT_PRETRAINED, check_model_arguments
 DEFAULT_BATCH_SIZE = 64
 SPLIT_CHOICES = ("train", "val", "validation", "test")
 PRETRAINED_HELP = "rsitr tag (see `rsitr models`), OpenCLIP tag, OpenCLIP checkpoint or `rsitr train` checkpoint"
+
+
+class _OldSpelling(argparse.Action):
+    """An old flag name that still works as its new one does (``target``), hidden from ``--help``; using it prints
+    one deprecation line."""
+
+    def __init__(self, option_strings: list[str], dest: str, target: argparse.Action, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=target.nargs, const=target.const, default=argparse.SUPPRESS,
+                         type=target.type, choices=target.choices, metavar=target.metavar, help=argparse.SUPPRESS)
+        self.target = target
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        print(f"{parser.prog}: warning: {option_string} is deprecated: it is now {self.target.option_strings[0]}",
+              file=sys.stderr)
+        self.target(parser, namespace, values, option_string)
+
+
+def add_old_spelling(parser: argparse.ArgumentParser, target: argparse.Action, *old: str) -> None:
+    """Keep ``old`` flag names working as ``target`` (the action ``add_argument`` returned for the new name)."""
+    parser.add_argument(*old, action=_OldSpelling, dest=target.dest, target=target)
 
 
 def add_precision_argument(parser: argparse.ArgumentParser, default: str | None = "auto") -> None:
@@ -65,6 +87,10 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     """``--device``, ``--precision`` and ``--threads`` of commands that run a model."""
     add_device_argument(parser)
     add_precision_argument(parser)
+    add_threads_argument(parser)
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="CPU threads for torch (default: torch's choice)")
 

@@ -1,11 +1,14 @@
 """Reproduce a paper row: train as configured, evaluate on each dataset's own test split, print the paper's table.
 
-Examples:
-  rsitr reproduce --config configs/paper/ebaker.yaml
-  rsitr reproduce --config configs/paper/iebaker_joint.yaml --output-dir runs/iebaker --resume
 The paper's published numbers come from published_results.yaml beside the config (or --published); a number
 that has not been checked against the paper is not listed there and not printed. Needs RSICD, RSITMD and
-NWPU-Captions where the config points and the OpenAI CLIP weights in the OpenCLIP cache.
+NWPU-Captions where the config points and the OpenAI CLIP weights in the Hugging Face cache (or a connection);
+a checkout has RSICD and UCM-Captions only, so the paper's own rows do not run in it.
+
+Examples (the first runs in a checkout, on generated data; the second needs the paper's data and weights):
+  rsitr reproduce --config configs/data/synthetic.yaml configs/methods/ebaker.yaml --out runs/reproduce-synthetic \
+      --published configs/paper/published_results.yaml --method ebaker
+  rsitr reproduce --config configs/paper/iebaker_joint.yaml --out runs/iebaker --resume
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import argparse
 from pathlib import Path
 
 from rsitr.commands.train import INTERRUPTED_HINT as INTERRUPTED_HINT  # the same run folder, the same hint
-from rsitr.commands.train import add_arguments as add_train_arguments, fit_and_test, overrides
+from rsitr.commands.train import add_arguments as add_train_arguments, fit_and_test, run_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,12 +36,11 @@ def _text_tower_note(model_name: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rsitr.config import load_config
     from rsitr.evaluate.paper import load_published, paper_table
     from rsitr.evaluate.report import write_reports
     from rsitr.training.corpus import check_files
 
-    config = load_config(args.config, overrides(args))
+    config = run_config(args)
     check_files(config.data)
     first = Path(args.config[0])
     published = load_published(args.published or first.parent / "published_results.yaml")

@@ -6,6 +6,12 @@ Text queries are ranked by global cosine, then the best --candidates are re-rank
 vector (nothing is re-encoded). --positive / --negative chip ids refine any of these by relevance
 feedback (Rocchio: toward the wanted chips, away from the unwanted ones). --format geojson writes the
 footprints in WGS84 for a GIS; --format csv one row per chip.
+
+Examples (after `rsitr index rsitr/demo_data/ucm --out ucm.index`):
+  rsitr search ucm.index "a baseball field next to green trees" --top-k 10
+  rsitr search ucm.index --image rsitr/demo_data/ucm/forest_01.jpg
+  rsitr search ucm.index --like 12
+  rsitr search ucm.index "storage tanks" --positive 12 40 --negative 7 --format geojson
 """
 
 from __future__ import annotations
@@ -15,10 +21,10 @@ import json
 import sys
 
 from rsitr.commands import positive_int
-from rsitr.commands.options import add_inference_arguments, check_readable
+from rsitr.commands.options import add_inference_arguments, add_old_spelling, check_readable
 
 FORMATS = ("table", "json", "geojson", "csv")
-PRETRAINED_HELP = ("where the index's model checkpoint lies now, if it moved (accepted only when its SHA-256 is "
+CHECKPOINT_HELP = ("where the index's model checkpoint lies now, if it moved (accepted only when its SHA-256 is "
                    "the recorded one)")
 MAX_PIXELS_HELP = "largest query image in pixels, read from its header before decoding (default 40,000,000)"
 
@@ -40,8 +46,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="table (default), json, geojson (footprints in WGS84) or csv")
     parser.add_argument("--json", action="store_const", const="json", dest="format", help="same as --format json")
     parser.add_argument("--max-pixels", type=positive_int, default=None, help=MAX_PIXELS_HELP)
-    parser.add_argument("--pretrained", metavar="CHECKPOINT", help=PRETRAINED_HELP)
+    add_checkpoint_argument(parser)
     add_inference_arguments(parser)
+
+
+def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint``: where a moved index model lies now (``--pretrained``, which names the model to encode with
+    in the other commands, is its old spelling here)."""
+    add_old_spelling(parser, parser.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP), "--pretrained")
+
+
+def check_index(path: str) -> None:
+    """Refuse a path that is no index folder before the index's heavy modules and its model load."""
+    from pathlib import Path
+
+    from rsitr.errors import UserError
+    from rsitr.index.store import DATABASE_NAME, not_an_index
+
+    check_readable(("index", path))
+    if not (Path(path) / DATABASE_NAME).is_file():
+        raise UserError(not_an_index(Path(path), f"no {DATABASE_NAME}"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,14 +76,15 @@ def run(args: argparse.Namespace) -> int:
     if args.query is None and args.image is None and args.like is None and not args.positive:
         print("rsitr search: error: give either a text query or --image FILE (or --like CHIP_ID)", file=sys.stderr)
         return 2
-    check_readable(("index", args.index), ("--image", args.image))
+    check_index(args.index)
+    check_readable(("--image", args.image))
     from rsitr.index import ArchiveIndex
     from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS
     from rsitr.index.export import export
     from rsitr.runtime import resolve_device, set_threads
 
     set_threads(args.threads)
-    index = ArchiveIndex.open(args.index, device=str(resolve_device(args.device)), pretrained=args.pretrained,
+    index = ArchiveIndex.open(args.index, device=str(resolve_device(args.device)), pretrained=args.checkpoint,
                               precision=args.precision)
     if args.image is not None:
         hits = index.search_image(args.image, args.top_k, max_pixels=args.max_pixels or DEFAULT_MAX_QUERY_PIXELS)

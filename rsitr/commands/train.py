@@ -1,9 +1,17 @@
-"""Fine-tune a CLIP model for remote sensing image-text retrieval (EBAKER / iEBAKER / CMER / FTF by config).
+"""Fine-tune a retrieval model (EBAKER / iEBAKER / CMER / FTF by config); by default the default model's recipe.
 
-Examples:
-  rsitr train --config configs/data/rsitmd.yaml configs/methods/ebaker.yaml
-  rsitr train --config configs/data/rsicd.yaml configs/methods/iebaker_independent.yaml --output-dir runs/ie --resume
-  rsitr train --config configs/data/synthetic.yaml configs/methods/ebaker.yaml --set method.eba=false train.epochs=2
+A config that names no model (no model.name or model.pretrained) trains the recipe of the shipped default model
+(`rsitr models` marks it): its architecture and pretrained text tower, how much of the tower is trained, its
+objective and optimiser settings, under whatever the configs set. It runs offline. A config that names an
+OpenCLIP tag (configs/paper/*.yaml: ViT-B-32 with the openai weights) needs those weights in the Hugging Face
+cache or a connection to download them; without either it stops at once with one line.
+configs/data/rsitmd.yaml and configs/ebaker_rsitmd.yaml need RSITMD, which is not shipped: download it and point
+them at it with --set 'data.datasets=[{name: rsitmd, captions: DIR/dataset_RSITMD.json, images: DIR/images}]'.
+
+Examples (RSICD and UCM-Captions lie in ../shared/data in a checkout; configs/data/*.yaml point at them):
+  rsitr train --config configs/data/ucm.yaml --out runs/ucm
+  rsitr train --config configs/data/rsicd_ucm.yaml configs/methods/ebaker.yaml --out runs/ebaker --resume
+  rsitr train --config configs/data/synthetic.yaml configs/methods/cmer.yaml --set train.epochs=1 --out runs/cmer
 """
 
 from __future__ import annotations
@@ -11,7 +19,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rsitr.commands.options import add_device_argument, add_precision_argument, add_progress_argument
+from rsitr.commands import non_negative_int, positive_int
+from rsitr.commands.options import (add_device_argument, add_old_spelling, add_precision_argument,
+                                    add_progress_argument, add_threads_argument)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,14 +29,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="YAML run config(s), merged in order (see configs/), e.g. a data file then a method file")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override config entries, e.g. train.lr=1e-5 method.ker=false")
-    parser.add_argument("--output-dir", help="where checkpoints, logs and results go (overrides output_dir)")
-    parser.add_argument("--epochs", type=int, help="overrides train.epochs")
-    parser.add_argument("--batch-size", type=int, help="overrides train.batch_size")
+    out = parser.add_argument("--out", dest="output_dir",
+                              help="folder for checkpoints, logs and results (overrides output_dir)")
+    add_old_spelling(parser, out, "--output-dir")
+    parser.add_argument("--epochs", type=positive_int, help="overrides train.epochs")
+    parser.add_argument("--batch-size", type=positive_int, help="overrides train.batch_size")
+    parser.add_argument("--workers", type=non_negative_int, help="image loading processes (overrides data.num_workers)")
     add_device_argument(parser, default=None)  # None: the config's device and precision
     add_precision_argument(parser, default=None)
+    add_threads_argument(parser)
     parser.add_argument("--strict", action="store_true",
                         help="refuse caption files with empty captions (default: drop them with a warning)")
-    parser.add_argument("--resume", action="store_true", help="continue from <output-dir>/checkpoints/latest.pt")
+    parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/latest.pt")
     parser.add_argument("--overwrite", action="store_true",
                         help="start over in an output folder that holds an earlier run (its checkpoints and logs go)")
     add_progress_argument(parser)
@@ -34,16 +48,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def overrides(args: argparse.Namespace) -> list[str]:
     flat = {"output_dir": args.output_dir, "train.epochs": args.epochs, "train.batch_size": args.batch_size,
-            "device": args.device, "precision": args.precision}
+            "data.num_workers": args.workers, "device": args.device, "precision": args.precision}
     flags = ["data.strict=true"] if args.strict else []
     return list(args.set) + flags + [f"{key}={value}" for key, value in flat.items() if value is not None]
 
 
+def run_config(args: argparse.Namespace):
+    """The run's config: the files, ``--set`` and the flags, over the default model's recipe when they name no
+    model (see :func:`rsitr.config.load_config`)."""
+    from rsitr.config import load_config
+    from rsitr.models.pretrained import default_recipe
+
+    return load_config(args.config, overrides(args), recipe=default_recipe())
+
+
 def INTERRUPTED_HINT(args: argparse.Namespace) -> str:  # noqa: N802 - the name the command line looks up
     """What Ctrl-C leaves behind: a run to resume from its last finished epoch, or nothing checkpointed yet."""
-    from rsitr.config import load_config
-
-    out = Path(load_config(args.config, overrides(args)).output_dir)
+    out = Path(run_config(args).output_dir)
     if (out / "checkpoints" / "latest.pt").is_file():
         return "the last finished epoch is checkpointed: run the same command with --resume to continue"
     return (f"no epoch had finished, so nothing is checkpointed in {out}: run the same command again to start "
@@ -53,8 +74,18 @@ def INTERRUPTED_HINT(args: argparse.Namespace) -> str:  # noqa: N802 - the name 
 def fit_and_test(config, args: argparse.Namespace):
     """Train (continuing with ``--resume``), then evaluate each dataset's own test split, as the papers report a
     model trained on merged datasets. Returns the trainer and the evaluations by dataset (None off rank 0)."""
+    from rsitr.config import ModelConfig
+    from rsitr.models.pretrained import DEFAULT_PRETRAINED, default_recipe
+    from rsitr.runtime import set_threads
     from rsitr.training.trainer import Trainer
 
+    set_threads(args.threads)
+    recipe = default_recipe()
+    if recipe is not None and config.model == ModelConfig(**recipe["model"]):
+        print(f"model: {config.model.name} by the recipe of the default model {DEFAULT_PRETRAINED} (the configs "
+              f"name no model)")
+    else:
+        print(f"model: {config.model.name}, initialised from {config.model.pretrained or 'random weights'}")
     trainer = Trainer(config, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
     if trainer.resumed:
         print(f"resumed from epoch {trainer.epoch} (step {trainer.step})")
@@ -71,10 +102,9 @@ def fit_and_test(config, args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from rsitr.config import load_config
     from rsitr.evaluate.report import format_table, write_reports
 
-    config = load_config(args.config, overrides(args))
+    config = run_config(args)
     trainer, evaluations = fit_and_test(config, args)
     if evaluations is None:
         return 0

@@ -107,11 +107,11 @@ class InspectReport:
             lines.append(f"  {kind}: {len(pairs)} pairs")
             lines += [f"    {_ref(p.a)} ~ {_ref(p.b)} (distance {p.distance})" for p in pairs[:limit]]
             if len(pairs) > limit:
-                lines.append(f"    ... and {len(pairs) - limit} more (all of them in --json)")
+                lines.append(f"    ... and {len(pairs) - limit} more (all of them in --out)")
         lines.append(f"train/val images near a test image: {len(self.leaked)}")
         lines += [f"    {_ref(ref)}" for ref in self.leaked[:limit]]
         if len(self.leaked) > limit:
-            lines.append(f"    ... and {len(self.leaked) - limit} more (all of them in --json)")
+            lines.append(f"    ... and {len(self.leaked) - limit} more (all of them in --out)")
         lines.append(self.verdict)
         return "\n".join(lines)
 

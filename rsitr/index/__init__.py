@@ -1,12 +1,28 @@
-"""The search product: index an image archive (tiled into chips) and search it by text or by image."""
+"""The search product: index an image archive (tiled into chips) and search it by text or by image.
 
-from rsitr.index.archive import PathOutsideArchiveError, resolve_in_root
-from rsitr.index.archive_index import ArchiveIndex, SourceChangedError, UnknownChipError
-from rsitr.index.compatibility import IndexCompatibilityError
-from rsitr.index.indexer import IndexSettings, IndexSetupError, UpdateReport
-from rsitr.index.searcher import SearchHit, SearchResults
-from rsitr.index.tiling import Window, chip_windows
+The names below are imported on first use (PEP 562), so that a light module of the package (the store's file
+names, the not-an-index message) can be read by the command line without importing torch, FAISS or the model.
+"""
 
-__all__ = ["ArchiveIndex", "IndexCompatibilityError", "IndexSettings", "IndexSetupError", "PathOutsideArchiveError",
-           "SearchHit", "SearchResults", "SourceChangedError", "UnknownChipError", "UpdateReport", "Window",
-           "chip_windows", "resolve_in_root"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOMES = {
+    "rsitr.index.archive": ("PathOutsideArchiveError", "resolve_in_root"),
+    "rsitr.index.archive_index": ("ArchiveIndex", "SourceChangedError", "UnknownChipError"),
+    "rsitr.index.compatibility": ("IndexCompatibilityError",),
+    "rsitr.index.indexer": ("IndexSettings", "IndexSetupError", "UpdateReport"),
+    "rsitr.index.searcher": ("SearchHit", "SearchResults"),
+    "rsitr.index.tiling": ("Window", "chip_windows"),
+}
+_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODULE_OF:
+        return getattr(importlib.import_module(_MODULE_OF[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -346,7 +346,7 @@ class ArchiveIndex:
         change = self._source_change(path, None if record is None else (record.size, record.mtime_ns))
         if change is not None:
             fix = "run `rsitr index` again" if self.root.is_dir() else \
-                f"the images folder {self.root.name!r} is gone: if it moved, run `rsitr index --images NEW_FOLDER " \
+                f"the images folder {self.root.name!r} is gone: if it moved, run `rsitr index NEW_FOLDER " \
                 f"--out INDEX --relocate`"
             raise SourceChangedError(f"{path} was {change} since it was indexed; {fix}")
         try:

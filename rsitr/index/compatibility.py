@@ -42,7 +42,7 @@ def recorded_checkpoint(store: MetadataStore, directory: Path, override: str | P
             if str(override) == recorded:
                 return recorded  # the recorded tag, named again
             raise IndexCompatibilityError(f"index {directory} was built with model {store.get_meta('model')!r}, "
-                                          f"pretrained {recorded!r}, not {str(override)!r}; leave out --pretrained "
+                                          f"pretrained {recorded!r}, not {str(override)!r}; leave out --checkpoint "
                                           f"(it only says where a moved checkpoint lies)")
         override = Path(override)
         if not override.is_file():
@@ -56,7 +56,7 @@ def recorded_checkpoint(store: MetadataStore, directory: Path, override: str | P
     located = Path(directory, recorded)
     if not located.is_file():
         raise IndexSetupError(f"the model checkpoint of index {directory} is not at {located} (recorded relative to "
-                              f"the index); pass --pretrained PATH where it lies now (SHA-256 {digest[:12]}...)")
+                              f"the index); pass --checkpoint PATH where it lies now (SHA-256 {digest[:12]}...)")
     return str(located.resolve())
 
 

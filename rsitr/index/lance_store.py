@@ -102,7 +102,8 @@ class LanceVectors:
         if k <= 0 or self.ntotal == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         search = self.table.search(np.asarray(query, np.float32), vector_column_name=VECTOR_COLUMN)
-        search = search.distance_type("dot").limit(k).select(["id"])
+        # _distance named: LanceDB warns (on stderr, each search) that a selection without it will drop it
+        search = search.distance_type("dot").limit(k).select(["id", "_distance"])
         if self.indexed:
             probes = default_probes(ivf_cells(self.ntotal)) if nprobes is None else nprobes
             search = search.nprobes(probes).refine_factor(refine_factor)

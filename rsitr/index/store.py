@@ -98,6 +98,14 @@ class NotAnIndexError(UserError, FileNotFoundError):
     """A folder given as an index holds no rsitr index database."""
 
 
+def not_an_index(path: Path, why: str) -> str:
+    """The message for a ``path`` given as an index that is none: a file, or a folder that ``rsitr index`` did not
+    write. It does not advise indexing into ``path``, which may be the user's images or any other folder."""
+    what = "a file, not an index folder" if path.is_file() else f"not an rsitr index ({why})"
+    return (f"{path} is {what}: give the folder that `rsitr index --out` wrote, or build one with "
+            f"`rsitr index IMAGES --out NEW_INDEX`")
+
+
 class DamagedIndexError(UserError):
     """An index database that SQLite finds damaged (truncated, zeroed, overwritten): only a rebuild helps."""
 
@@ -111,8 +119,7 @@ class MetadataStore:
     def __init__(self, directory: Path, read_only: bool = False) -> None:
         path = Path(directory) / DATABASE_NAME
         if read_only and not path.is_file():
-            raise NotAnIndexError(f"{directory} is not an rsitr index (no {DATABASE_NAME}); build one with "
-                                    f"`rsitr index --images DIR --out {directory}`")
+            raise NotAnIndexError(not_an_index(Path(directory), f"no {DATABASE_NAME}"))
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         try:
@@ -140,10 +147,9 @@ class MetadataStore:
             verdict = str(err)
         if verdict != "ok":
             raise DamagedIndexError(f"{directory / DATABASE_NAME} is damaged ({verdict}); rebuild the index with "
-                                    f"`rsitr index --images DIR --out {directory} --model MODEL --rebuild`")
+                                    f"`rsitr index IMAGES --out {directory} --model MODEL --rebuild`")
         if read_only and not self._conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchall():
-            raise NotAnIndexError(f"{directory} holds no rsitr index ({DATABASE_NAME} has no index tables); build "
-                                  f"one with `rsitr index --images DIR --out {directory}`")
+            raise NotAnIndexError(not_an_index(directory, f"its {DATABASE_NAME} has no index tables"))
 
     def close(self) -> None:
         with self._lock:

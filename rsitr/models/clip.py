@@ -14,10 +14,12 @@ last layers, and a frozen tower's outputs can come from a :class:`~rsitr.models.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -372,13 +374,17 @@ def create_retrieval_model(model_name: str | None = TINY_MODEL, pretrained: str 
         overrides["text_cfg"] = {**text_cfg, "hf_model_name": tower, "hf_tokenizer_name": tower}
         quiet_transformers()
     try:
-        clip, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
-            model_name, pretrained=pretrained, device=device, force_quick_gelu=activation, **overrides)
+        # A shipped tag with a text tower loads in two steps: OpenCLIP's "initialized partially" is the first.
+        expected = ("initialized partially",) if trained_parts is not None else ()
+        with _offline_unless_hub_answers(pretrained), drop_root_log_lines(*expected):
+            clip, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
+                model_name, pretrained=pretrained, device=device, force_quick_gelu=activation, **overrides)
     except RuntimeError as err:
         if "Failed to download" in str(err):
             raise UserError(f"the {pretrained!r} weights of {model_name} are not in the OpenCLIP cache and could "
-                            f"not be downloaded; fetch them where there is a connection (or set model.pretrained "
-                            f"to a local checkpoint file)") from err
+                            f"not be downloaded (is this machine offline?); fetch them where there is a connection, "
+                            f"set model.pretrained to a local checkpoint file, or leave the model out to train "
+                            f"rsitr's own default recipe offline") from err
         if model_name in open_clip.list_models():
             raise
         raise UserError(f"unknown OpenCLIP model {model_name!r}; choose one of open_clip.list_models() "
@@ -393,6 +399,69 @@ def create_retrieval_model(model_name: str | None = TINY_MODEL, pretrained: str 
     model.quick_gelu = activation
     model.image_pretrained = image_tower is not None
     return model
+
+
+class _DropLogLines(logging.Filter):
+    def __init__(self, fragments: Sequence[str]) -> None:
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(fragment in message for fragment in self.fragments)
+
+
+@contextlib.contextmanager
+def drop_root_log_lines(*fragments: str) -> Iterator[None]:
+    """Drop the root logger's lines holding any of ``fragments`` (OpenCLIP logs through the root logger) while
+    the block runs: rsitr says what they would, in its own words, or knows them to be wrong."""
+    root, log_filter = logging.getLogger(), _DropLogLines(fragments)
+    root.addFilter(log_filter)
+    try:
+        yield
+    finally:
+        root.removeFilter(log_filter)
+
+
+def hub_answers(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face hub (``HF_ENDPOINT``) accepts a connection within ``timeout_s``, name lookup
+    included (in a thread: a lookup has no timeout of its own)."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    endpoint = urlparse(constants.ENDPOINT)
+
+    def connect() -> bool:
+        with socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout_s):
+            return True
+
+    pool = ThreadPoolExecutor(1)
+    try:
+        return pool.submit(connect).result(timeout=timeout_s)
+    except Exception:  # noqa: BLE001 - any failure to connect means: do not wait for the hub
+        return False
+    finally:
+        pool.shutdown(wait=False)
+
+
+@contextlib.contextmanager
+def _offline_unless_hub_answers(pretrained: str | None) -> Iterator[None]:
+    """Load a hub tag from the cache alone when the hub does not answer: Hugging Face's client would otherwise
+    retry for a minute, printing each attempt, before OpenCLIP says the download failed."""
+    if not pretrained or Path(pretrained).is_file():
+        yield
+        return
+    from huggingface_hub import constants
+
+    offline = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = offline or not hub_answers()
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = offline
 
 
 def _load_trained_parts(clip: nn.Module, path: str) -> None:

@@ -9,8 +9,6 @@ architectures instead of a state_dict dump.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import sys
 from pathlib import Path
 
@@ -19,27 +17,10 @@ from torch import nn
 
 from rsitr.config import ModelConfig
 from rsitr.models.checkpoint import CheckpointError, read_checkpoint, read_state_dict
-from rsitr.models.clip import create_retrieval_model
+from rsitr.models.clip import create_retrieval_model, drop_root_log_lines
 from rsitr.models.pretrained import DEFAULT_MODEL, packaged_config, packaged_tags
 
 _warned_random: set[str] = set()
-
-
-class _DropRandomInitMessage(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return "initialized randomly" not in message and "initialized partially" not in message
-
-
-@contextlib.contextmanager
-def _quiet_open_clip():
-    """OpenCLIP logs through the root logger; its random-init line is replaced by :func:`warn_random_weights`."""
-    root, log_filter = logging.getLogger(), _DropRandomInitMessage()
-    root.addFilter(log_filter)
-    try:
-        yield
-    finally:
-        root.removeFilter(log_filter)
 
 
 def warn_random_weights(name: str, pretrained_text: bool = False, pretrained_image: bool = False) -> None:
@@ -92,7 +73,8 @@ def create_model(name: str | None, pretrained: str | None, device: str | torch.d
     of another architecture, is a :class:`CheckpointError`; random weights are announced unless
     ``weights_follow`` (a checkpoint is loaded into the model next)."""
     try:
-        with _quiet_open_clip():
+        # OpenCLIP's random-init line is replaced by warn_random_weights's
+        with drop_root_log_lines("initialized randomly", "initialized partially"):
             model = create_retrieval_model(name, pretrained, device=device, seed=seed, quick_gelu=quick_gelu)
     except Exception as err:  # noqa: BLE001 - torch and pickle raise many types for a file of the wrong kind
         if not (pretrained and Path(pretrained).is_file()):

@@ -79,6 +79,26 @@ def packaged_config(tag: str | None) -> dict | None:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
+RECIPE_SECTIONS = {"model": None, "method": None, "train": None,
+                   "data": ("random_orientation", "scene_augment_prob", "dedup_max_distance")}
+"""What :func:`default_recipe` takes of a shipped config (None: the whole section). Not its data files, device,
+precision or output folder: those are the machine's and the user's."""
+
+
+def default_recipe() -> dict | None:
+    """How :data:`DEFAULT_PRETRAINED` was trained, as config sections (see :data:`RECIPE_SECTIONS`): its
+    architecture and text tower, how much of the tower was trained, its objective and optimiser settings. Training
+    with it needs no download. None when this installation ships no config for the default."""
+    config = packaged_config(DEFAULT_PRETRAINED)
+    if config is None:
+        return None
+    recipe = {}
+    for section, keys in RECIPE_SECTIONS.items():
+        values = config.get(section) or {}
+        recipe[section] = dict(values) if keys is None else {key: values[key] for key in keys if key in values}
+    return recipe
+
+
 def resolve(model_name: str | None, pretrained: str | None) -> tuple[str | None, str | None]:
     """``(model name, pretrained)`` with a packaged tag replaced by its file and its model name filled in.
 
@@ -116,6 +136,9 @@ def check_model_arguments(model_name: str | None, pretrained: str | None) -> Non
         if near:
             raise UserError(f"unknown pretrained tag {tag!r}; did you mean {_names(near)}? "
                             f"(`rsitr models` lists every tag)")
+        if tag.startswith(RSITR_TAG_PREFIX):  # rsitr's names: no OpenCLIP tag to look up (nor torch to import)
+            raise UserError(f"unknown pretrained tag {tag!r}; rsitr ships {_shipped()} (`rsitr models` says what "
+                            f"each is)")
     if tag is None and (model_name is None or (CONFIGS_DIR / f"{model_name}.json").is_file()):
         return
     _check_open_clip_names(model_name, tag)
@@ -132,11 +155,27 @@ def _check_open_clip_names(model_name: str | None, tag: str | None) -> None:
     if tag is None or tag.startswith("hf-hub:"):
         return
     tags = open_clip.list_pretrained_tags_by_model(model_name or DEFAULT_MODEL)
-    if tag not in tags:
-        known = sorted(set(tags) | set(packaged_tags()))
-        raise UserError(f"unknown pretrained tag {tag!r} for model {model_name or DEFAULT_MODEL!r}; closest: "
-                        f"{_names(difflib.get_close_matches(tag, known, n=5, cutoff=0.4))} "
+    if tag in tags:
+        return
+    if model_name is not None:
+        raise UserError(f"unknown pretrained tag {tag!r} for model {model_name!r}; closest: "
+                        f"{_names(difflib.get_close_matches(tag, tags, n=5, cutoff=0.4))} "
                         f"(`rsitr models` lists every tag)")
+    known = sorted({known for _, known in open_clip.list_pretrained()})
+    near = difflib.get_close_matches(tag, known, n=3, cutoff=0.6)
+    raise UserError(f"unknown pretrained tag {tag!r}; rsitr ships {_shipped()}"
+                    f"{f'; closest OpenCLIP tags: {_names(near)} (each with its --model)' if near else ''} "
+                    f"(`rsitr models` lists every tag)")
+
+
+RSITR_TAG_PREFIX = "rsitr-"
+"""rsitr's shipped tags (and model configs) begin with it; OpenCLIP's do not."""
+
+
+def _shipped() -> str:
+    """The shipped tags, the default first."""
+    tags = sorted(packaged_tags(), key=lambda tag: (tag != DEFAULT_PRETRAINED, tag))
+    return ", ".join(f"{tag} (the default)" if tag == DEFAULT_PRETRAINED else tag for tag in tags) or "no tags"
 
 
 def _names(names: list[str]) -> str:

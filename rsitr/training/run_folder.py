@@ -33,7 +33,7 @@ def checkpoint_to_resume(out: Path, resume: bool, overwrite: bool) -> dict | Non
     if not resume:
         if checkpoints and not overwrite:
             raise RunFolderError(f"{out} holds an earlier run ({len(checkpoints)} checkpoint file(s)); pass --resume "
-                                 f"to continue it, --overwrite to start over, or another --output-dir")
+                                 f"to continue it, --overwrite to start over, or another --out")
         return None
     latest = out / "checkpoints" / "latest.pt"
     if not latest.is_file():

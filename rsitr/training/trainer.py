@@ -90,7 +90,8 @@ class Trainer:
         check_files(config.data)  # data files before the (slow) model, which may need a download
         seed_everything(config.train.seed)
         # The model first: a checkpoint of another architecture is refused before the folder is touched.
-        self.model = build_model(config.model, self.device, seed=config.train.seed, weights_follow=checkpoint is not None)
+        # weights_follow: training gives them (no "random weights" warning, which is for models used as they are)
+        self.model = build_model(config.model, self.device, seed=config.train.seed, weights_follow=True)
         if checkpoint is not None:
             load_state_checked(self.model, checkpoint["model"], self.out / "checkpoints" / "latest.pt",
                                config.model.name)
