@@ -178,3 +178,27 @@ def test_a_partly_trained_image_tower_ships_only_what_training_changed(tmp_path,
     for key, value in trained.clip.state_dict().items():
         expected = value if key in unchanged else value.half().to(value.dtype)
         torch.testing.assert_close(loaded.clip.state_dict()[key], expected, rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.slow
+def test_a_locked_tower_trains_from_its_cache_and_leaves_the_frozen_stages_as_they_were(tmp_path, monkeypatch):
+    from rsitr.config import load_config
+    from rsitr.training.trainer import Trainer
+
+    monkeypatch.setenv("RSITR_CACHE_DIR", str(tmp_path / "cache"))
+    config = load_config(["configs/data/synthetic.yaml"], [
+        f"output_dir={tmp_path / 'run'}", f"model.name={MODEL}", "model.image_unlocked_layers=1",
+        "model.text_unlocked_layers=0", "model.image_cache_views=[0,3]", "data.synthetic.n_images=24",
+        "train.epochs=1", "train.max_steps_per_epoch=2", "train.batch_size=8", "method.local=false",
+        "method.eba=false", "method.ker=false", "data.num_workers=0"])
+    trainer = Trainer(config, progress=False)
+    stages = trunk_stages(trainer.model.clip.visual.trunk)
+    frozen = {k: v.clone() for k, v in stages[3].state_dict().items()}
+    head = stages[-1][0].weight.clone()
+    trainer.fit()
+    assert len(list((tmp_path / "cache" / "image-features").glob("*.pt"))) == 2  # one file per orientation
+    batch = next(iter(trainer._loader(1)))
+    assert batch["image"].shape[1:] == (192, 7, 7)  # the cached input of the last block stage, not pixels
+    for key, value in stages[3].state_dict().items():
+        assert torch.equal(value, frozen[key]), key
+    assert not torch.equal(stages[-1][0].weight, head)  # the unlocked head convolution learned

@@ -85,7 +85,8 @@ def fit_and_test(config, args: argparse.Namespace):
         print(f"model: {config.model.name} by the recipe of the default model {DEFAULT_PRETRAINED} (the configs "
               f"name no model)")
     else:
-        print(f"model: {config.model.name}, initialised from {config.model.pretrained or 'random weights'}")
+        print(f"model: {config.model.name}, initialised from "
+              f"{config.model.pretrained or 'the pretrained towers its config names, random weights elsewhere'}")
     trainer = Trainer(config, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
     if trainer.resumed:
         print(f"resumed from epoch {trainer.epoch} (step {trainer.step})")
