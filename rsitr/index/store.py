@@ -17,7 +17,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -271,6 +271,29 @@ class MetadataStore:
         if not rows:
             return ids, np.zeros((0, int(self.get_meta("fingerprint")["dim"])), dtype=np.float32)
         return ids, np.stack([np.frombuffer(row[1], dtype=np.float32) for row in rows])
+
+    def iter_embeddings(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The chip ids ``[n]`` and global embeddings ``[n, D]`` in batches of at most ``batch_size``, ordered by id:
+        every chip read once while only one batch is in memory (the lock is held per batch, so an indexing run may
+        commit in between; its chips are read when their ids come after the batch)."""
+        last = -1
+        while True:
+            rows = self._query("SELECT id, embedding FROM chips WHERE id > ? ORDER BY id LIMIT ?", (last, batch_size))
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield (np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows)),
+                   np.stack([np.frombuffer(row[1], dtype=np.float32) for row in rows]))
+
+    def chip_ids(self) -> np.ndarray:
+        """Every chip id ``[N]`` (int64), ascending."""
+        rows = self._query("SELECT id FROM chips ORDER BY id")
+        return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+
+    def chips_of(self, path: str) -> list[int]:
+        """The ids of the chips of the indexed image ``path``, ascending."""
+        return [row[0] for row in self._query("SELECT chips.id FROM chips JOIN files ON files.id = chips.file_id "
+                                              "WHERE files.path = ? ORDER BY chips.id", (path,))]
 
     def bounds(self) -> np.ndarray:
         """``[N, 4]`` (left, bottom, right, top) of every chip, ordered by id as :meth:`embeddings`; NaN where a chip
