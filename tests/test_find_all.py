@@ -206,3 +206,49 @@ def test_cli_find_all_mistakes_are_one_error_line(index, capsys, args, message):
     assert main(["search", str(index.directory), "a harbour", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("rsitr search: error: ") and message in err and len(err.splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def client(index):
+    from fastapi.testclient import TestClient
+
+    from rsitr.api.app import create_app
+
+    return TestClient(create_app(index=index), base_url="http://localhost")
+
+
+def test_api_finds_all_pages_them_and_exports_every_region(client, index):
+    found = index.find_all("a harbour", positive=[1, 2], negative=[3], threshold=0.3)
+    params = {"q": "a harbour", "positive": [1, 2], "negative": [3], "all": "true", "threshold": 0.3, "k": 2}
+    body = client.get("/api/search", params={**params, "offset": 1}).json()
+    assert (body["count"], body["scored"], body["offset"], body["threshold"]) == (found.count, 10, 1, 0.3)
+    assert [hit["chip_id"] for hit in body["results"]] == found.ids[1:3].tolist()
+    assert [hit["score"] for hit in body["results"]] == pytest.approx(found.probabilities[1:3].tolist())
+    collection = client.get("/api/search", params={**params, "format": "geojson"}).json()
+    assert collection["chips"] == found.count and collection["query"]["q"] == "a harbour"
+    assert sum(feature["properties"]["chips"] for feature in collection["features"]) == found.count
+    rows = list(csv.DictReader(io.StringIO(client.get("/api/search", params={**params, "format": "csv"}).text)))
+    assert len(rows) == collection["regions"]
+    assert client.get("/api/search", params={"q": "a harbour", "all": "true"}).status_code == 400  # nothing wanted
+    assert client.get("/api/search", params={**params, "threshold": 1}).status_code == 422
+
+
+def test_api_heat_map_cells_and_the_geotiff_score_raster(client, index):
+    import rasterio
+    from rasterio.io import MemoryFile
+
+    cells = client.get("/api/heatmap", params={"path": "geo.tif", "q": "a harbour"}).json()
+    expected = index.scene_scores("geo.tif", "a harbour")
+    assert [cell["chip_id"] for cell in cells["chips"]] == expected.chip_ids and cells["kind"] == expected.kind
+    assert (cells["min"], cells["max"]) == pytest.approx((expected.scores.min(), expected.scores.max()))
+    answer = client.get("/api/heatmap", params={"path": "geo.tif", "positive": [expected.chip_ids[0]], "all": "true",
+                                                "format": "geotiff"})
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("image/tiff")
+    assert 'filename="geo-scores.tif"' in answer.headers["content-disposition"]
+    with MemoryFile(answer.content) as memory, memory.open() as raster:
+        assert raster.crs == rasterio.crs.CRS.from_string(GEO_CRS) and raster.count == 1
+        assert 0 <= np.nanmin(raster.read(1)) <= np.nanmax(raster.read(1)) <= 1  # probabilities
+    plain = client.get("/api/heatmap", params={"path": "scene0.png", "q": "a harbour"})
+    assert plain.status_code == 400 and "not georeferenced" in plain.json()["detail"]
+    for path in ("missing.tif", "../secret.png", "/etc/passwd"):
+        assert client.get("/api/heatmap", params={"path": path, "q": "x"}).status_code == 404, path
