@@ -382,7 +382,8 @@ class ArchiveIndex:
         changes = {record.path: self._source_change(record.path, record.source_stat) for record in records.values()}
         return SearchResults([SearchHit(chip_id, records[chip_id].path, records[chip_id].window,
                                         records[chip_id].bounds, records[chip_id].crs, score, global_score,
-                                        local_score, changes[records[chip_id].path] is not None)
+                                        local_score, changes[records[chip_id].path] is not None,
+                                        records[chip_id].whole_image)
                               for chip_id, score, global_score, local_score in ranked if chip_id in records],
                              removed)
 
@@ -454,8 +455,10 @@ class ArchiveIndex:
 
     def info(self) -> dict:
         """The index summary; ``incomplete_files`` > 0 while an indexing run is under way (or was interrupted);
-        ``index_type`` the vector index searched now (``auto`` resolved for the chips stored); ``fusion`` the
-        weights of a text search's fused score (global cosine and local similarity)."""
+        ``index_type`` the vector index searched now (``auto`` resolved for the chips stored); ``local_rerank``
+        whether text searches re-rank by local (patch-word) similarity: the model was trained with it and the index
+        stores patch tokens; ``fusion`` the weights of that fused score (global cosine and local similarity);
+        ``georeferenced_files`` how many images have coordinates (none: the page shows no map)."""
         fingerprint = Fingerprint.from_dict(self.store.get_meta("fingerprint"))
         pretrained = self.store.get_meta("pretrained")
         if pretrained and (self.store.get_meta("pretrained_sha256") or Path(pretrained).is_absolute()):
@@ -467,5 +470,6 @@ class ArchiveIndex:
                 "settings": dataclasses.asdict(self.settings), "files": len(files),
                 "incomplete_files": sum(not record.complete for record in files.values()),
                 "chips": self.store.chip_count(), "failures": len(self.store.failures()),
-                "index_type": self._index_type(),
+                "index_type": self._index_type(), "georeferenced_files": self.store.georeferenced_files(),
+                "local_rerank": self.settings.store_local_tokens and self.encoder.uses_local,
                 "fusion": {"global_weight": DEFAULT_GLOBAL_WEIGHT, "local_weight": DEFAULT_LOCAL_WEIGHT}}

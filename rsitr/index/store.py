@@ -81,6 +81,13 @@ class ChipRecord:
     crs: str | None
     source_stat: tuple[int, int]
     """``(size, mtime_ns)`` of the image file when it was indexed."""
+    scene_size: tuple[int, int]
+    """``(width, height)`` of the whole image in pixels."""
+
+    @property
+    def whole_image(self) -> bool:
+        """The chip is the whole image (not tiled)."""
+        return self.window == Window(0, 0, *self.scene_size)
 
 
 @dataclass(frozen=True)
@@ -226,6 +233,9 @@ class MetadataStore:
                 conn.execute("DELETE FROM failures WHERE path = ?", (path,))
             self._bump_generation()
 
+    def georeferenced_files(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM files WHERE crs IS NOT NULL")[0][0])
+
     def record_failure(self, path: str, error: str) -> None:
         """List ``path`` as unreadable, dropping whatever of it was indexed."""
         with self._transaction() as conn:
@@ -333,8 +343,8 @@ class MetadataStore:
             return {}
         rows = self._query(
             "SELECT chips.id, files.path, x, y, chips.width, chips.height, left, bottom, right, top, files.crs, "
-            "files.size, files.mtime_ns "
+            "files.size, files.mtime_ns, files.width, files.height "
             f"FROM chips JOIN files ON files.id = chips.file_id WHERE chips.id IN ({','.join('?' * len(chip_ids))})",
             list(chip_ids))
         return {row[0]: ChipRecord(row[0], row[1], Window(*row[2:6]), None if row[6] is None else tuple(row[6:10]),
-                                   row[10], (row[11], row[12])) for row in rows}
+                                   row[10], (row[11], row[12]), (row[13], row[14])) for row in rows}
