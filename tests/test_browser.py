@@ -103,9 +103,9 @@ def shown_ids(page) -> list[int]:
     return page.eval_on_selector_all("#results figure", "nodes => nodes.map(n => Number(n.dataset.chipId))")
 
 
-def wait_for_new_results(page, before: str) -> None:
+def wait_for_new_results(page, before: str, timeout: int = 20_000) -> None:
     page.wait_for_function("s => !['', s].includes(document.querySelector('#status').textContent)", arg=before,
-                           timeout=20_000)
+                           timeout=timeout)
 
 
 def test_query_url_detail_more_like_this_and_map(page, server_url, index):
@@ -497,7 +497,9 @@ def test_find_all_like_these_pages_the_archive_and_exports_regions(browser, serv
         assert shown_ids(page) == lower.ids[:3].tolist()
         before = page.text_content("#status")
         page.click("#page-next")
-        page.wait_for_function("n => document.querySelector('#page-info').textContent.startsWith(n)", arg="4–")
+        # each page fits the probe again (seconds on a loaded machine)
+        page.wait_for_function("n => document.querySelector('#page-info').textContent.startsWith(n)", arg="4–",
+                               timeout=90_000)
         assert shown_ids(page) == lower.ids[3:6].tolist() and "offset=3" in page.url
         assert page.text_content("#results figure .score").startswith("#4  probability ")
         page.click(f"#results figure img >> nth=0")
