@@ -103,9 +103,9 @@ def shown_ids(page) -> list[int]:
     return page.eval_on_selector_all("#results figure", "nodes => nodes.map(n => Number(n.dataset.chipId))")
 
 
-def wait_for_new_results(page, before: str) -> None:
+def wait_for_new_results(page, before: str, timeout: int = 20_000) -> None:
     page.wait_for_function("s => !['', s].includes(document.querySelector('#status').textContent)", arg=before,
-                           timeout=20_000)
+                           timeout=timeout)
 
 
 def test_query_url_detail_more_like_this_and_map(page, server_url, index):
@@ -176,6 +176,8 @@ def test_feedback_refines_and_export_downloads_geojson(page, server_url, index, 
     assert page.text_content("#status") == ("9 results for “storage tanks”, refined by 1 wanted and 1 not wanted "
                                             "(1 not-wanted chip removed).")
     assert f"positive={ids[-1]}" in page.url and f"negative={ids[0]}" in page.url
+    # the bar counts the marks of the chips shown; the removed one apart
+    assert page.text_content("#marks") == "1 wanted, 0 not wanted (1 not-wanted chip left out of the results)"
     assert page.get_attribute(f"#results figure[data-chip-id='{ids[-1]}'] .mark-wanted", "aria-pressed") == "true"
 
     with page.expect_download() as download:
@@ -184,6 +186,7 @@ def test_feedback_refines_and_export_downloads_geojson(page, server_url, index, 
     download.value.save_as(path)
     collection = json.loads(path.read_text())
     assert collection["type"] == "FeatureCollection"
+    assert collection["query"] == {"q": "storage tanks", "positive": [ids[-1]], "negative": [ids[0]]}  # as the CLI
     assert [feature["id"] for feature in collection["features"]] == refined
     assert sum(feature["geometry"] is not None for feature in collection["features"]) == \
         sum(hit.bounds is not None for hit in expected)
@@ -379,27 +382,215 @@ def test_the_map_fits_far_apart_hits_marks_tiny_footprints_and_prints_every_digi
         assert ids  # the text search showed results above
 
 
-@pytest.mark.parametrize("width", [360, 390, 1400])
+@pytest.mark.parametrize("width", [360, 390, 1280, 1400])
 def test_the_page_fits_phone_and_desktop_widths(browser, server_url, width):
     with confined_page(browser, server_url, viewport={"width": width, "height": 800}) as page:
         page.goto(f"{server_url}/?q=a+harbour&k=10")
         shown_ids(page)
+        if width < 800:  # results and map are tabs at the top: the map is one tap away, not below the results
+            tabs = page.locator("#view-tabs").bounding_box()
+            assert page.is_hidden("#map") and tabs["y"] + tabs["height"] <= 800
+            page.click("#tab-map")
+            assert page.is_hidden("#results") and page.get_attribute("#tab-map", "aria-pressed") == "true"
+        else:
+            assert page.is_hidden("#view-tabs")
         page.wait_for_selector("#map path.footprint")
         assert page.evaluate("document.documentElement.scrollWidth") <= width
-        for selector in ("#query", "#text-form button", "#image-form button", "#results figure", "#map"):
+        panel = page.locator("#map").bounding_box()
+        assert panel["x"] >= 0 and panel["x"] + panel["width"] <= width
+        if width < 800:
+            assert panel["y"] < 800  # on the first screen
+            page.click("#tab-results")
+        for selector in ("#query", "#text-form button", "#image-form button", "#results figure"):
             box = page.locator(selector).first.bounding_box()
             assert box["x"] >= 0 and box["x"] + box["width"] <= width, selector
         assert page.locator("#query").bounding_box()["width"] >= 150  # wide enough to type in
-        results, panel = page.locator("#results").bounding_box(), page.locator("#map").bounding_box()
-        if width < 800:  # the map goes under the results
-            assert panel["y"] >= results["y"] + results["height"]
-        else:  # beside them
+        if width >= 800:  # the map beside the results
+            results = page.locator("#results").bounding_box()
             assert panel["x"] >= results["x"] + results["width"] and panel["y"] < results["y"] + 100
         page.click("#results figure img >> nth=0")
         page.wait_for_function("document.querySelector('#detail').open")
         dialog = page.locator("#detail").bounding_box()
         assert dialog["x"] >= 0 and dialog["x"] + dialog["width"] <= width
         assert page.evaluate("document.documentElement.scrollWidth") <= width
+
+
+BROKEN_WORDS = """selector => {  // words of visible text that the layout split over two lines (a line may end after a
+    // space or a dash: "patch–word" may wrap there, "256×256" and "georeferenced" may not)
+    const broken = [];
+    for (const root of document.querySelectorAll(selector)) {
+        const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+        for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+            for (const word of node.data.matchAll(/[^\\s–-]+/g)) {
+                const range = document.createRange();
+                range.setStart(node, word.index);
+                range.setEnd(node, word.index + word[0].length);
+                const lines = new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.top)));
+                if (lines.size > 1) broken.push(word[0]);
+            }
+        }
+    }
+    return broken;
+}"""
+
+
+@pytest.mark.parametrize("width", [360, 1280])
+def test_cards_and_detail_break_no_word_and_untiled_cards_name_no_window(browser, server_url, index, width):
+    hits = index.search_text("a harbour with boats", k=10)
+    with confined_page(browser, server_url, viewport={"width": width, "height": 800}) as page:
+        page.goto(f"{server_url}/?q=a+harbour+with+boats&k=10")
+        shown_ids(page)
+        for hit in hits:
+            text = page.text_content(f"#results figure[data-chip-id='{hit.chip_id}'] .where")
+            if hit.bounds is None:  # the 64 x 48 images are one chip each: no "[64×48 at 0,0]"
+                assert text == hit.path
+            else:  # chips of the tiled GeoTIFF say where they lie in it
+                assert text == f"{hit.path} [128×128 at {hit.window.x},{hit.window.y}]"
+        assert page.evaluate(BROKEN_WORDS, "#results figcaption") == []
+        for hit in (next(h for h in hits if h.bounds is None), next(h for h in hits if h.bounds)):
+            page.click(f"#results figure[data-chip-id='{hit.chip_id}'] img")
+            page.wait_for_function("document.querySelector('#detail').open")
+            page.wait_for_timeout(100)
+            rows = dict(page.eval_on_selector_all("#detail-facts tr", "rows => rows.map(r => [r.cells[0].textContent, "
+                                                                            "r.cells[1].textContent])"))
+            assert rows["window"] == ("the whole image" if hit.bounds is None else
+                                      f"128×128 at {hit.window.x},{hit.window.y}")
+            assert page.evaluate(BROKEN_WORDS, "#detail-facts, #detail-scores") == []
+            page.keyboard.press("Escape")
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+@pytest.mark.parametrize("width", [360, 1280])
+def test_find_all_like_these_pages_the_archive_and_exports_regions(browser, server_url, index, tmp_path, width):
+    with confined_page(browser, server_url, viewport={"width": width, "height": 800}) as page:
+        page.goto(f"{server_url}/?q=a+harbour&k=3")
+        ids = shown_ids(page)
+        assert page.is_disabled("#find-all")  # nothing marked wanted yet
+        page.click(f"#results figure[data-chip-id='{ids[0]}'] .mark-wanted")
+        page.click(f"#results figure[data-chip-id='{ids[1]}'] .mark-wanted")
+        page.click(f"#results figure[data-chip-id='{ids[2]}'] .mark-unwanted")
+        # what the page must show (computed first: the first fit imports scikit-learn, slow on a loaded machine)
+        found = index.find_all("a harbour", positive=ids[:2], negative=ids[2:], threshold=0.5)
+        lower = index.find_all("a harbour", positive=ids[:2], negative=ids[2:], threshold=0.2)
+        before = page.text_content("#status")
+        page.click("#find-all")
+        wait_for_new_results(page, before)
+        assert "all=true" in page.url and f"positive={ids[0]}" in page.url
+        assert page.text_content("#status").startswith(
+            f"Found {plural(found.count, 'chip')} like your 2 wanted with a probability of at least 0.5 (of 10 chips "
+            "scored)")
+        if found.count:
+            assert shown_ids(page) == found.ids[:3].tolist()
+            assert page.text_content("#page-info") == f"1–{min(3, found.count)} of {found.count}"
+            assert page.text_content("#results figure .score").startswith("#1  probability ")
+        assert page.is_disabled("#page-prev") and page.is_hidden("#more")
+
+        # a lower threshold finds more; the pages walk through all of them
+        before = page.text_content("#status")
+        page.fill("#threshold", "0.2")
+        page.dispatch_event("#threshold", "change")
+        wait_for_new_results(page, before)
+        assert lower.count > 3 and "threshold=0.2" in page.url
+        assert shown_ids(page) == lower.ids[:3].tolist()
+        before = page.text_content("#status")
+        page.click("#page-next")
+        # each page fits the probe again (seconds on a loaded machine)
+        page.wait_for_function("n => document.querySelector('#page-info').textContent.startsWith(n)", arg="4–",
+                               timeout=90_000)
+        assert shown_ids(page) == lower.ids[3:6].tolist() and "offset=3" in page.url
+        assert page.text_content("#results figure .score").startswith("#4  probability ")
+        page.click(f"#results figure img >> nth=0")
+        page.wait_for_function("document.querySelector('#detail').open")
+        assert "calibrated on held-out marks" in page.text_content("#detail-scores")
+        page.keyboard.press("Escape")
+
+        # the exports hold everything found, adjacent chips merged into counted regions
+        with page.expect_download() as download:
+            page.click("#export-geojson")
+        path = tmp_path / "found.geojson"
+        download.value.save_as(path)
+        collection = json.loads(path.read_text())
+        assert collection["chips"] == lower.count == sum(f["properties"]["chips"] for f in collection["features"])
+        assert collection["regions"] == len(collection["features"]) and collection["query"]["q"] == "a harbour"
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+
+        before = page.text_content("#status")
+        page.click("#back-to-search")
+        wait_for_new_results(page, before)
+        assert "all=true" not in page.url
+        assert shown_ids(page) == [hit.chip_id for hit in index.search("a harbour", k=3, positive=ids[:2],
+                                                                       negative=ids[2:])]
+        assert page.is_hidden("#pager")
+
+
+@pytest.mark.parametrize("width", [360, 1280])
+def test_the_heat_layer_colours_a_scenes_chips_and_links_the_geotiff(browser, server_url, index, width):
+    import rasterio
+    from rasterio.io import MemoryFile
+
+    hits = index.search_text("a harbour", k=10)
+    geo = next(hit for hit in hits if hit.bounds)
+    scores = index.scene_scores(geo.path, "a harbour")
+    with confined_page(browser, server_url, viewport={"width": width, "height": 800}) as page:
+        page.goto(f"{server_url}/?q=a+harbour&k=10")
+        shown_ids(page)
+        plain = next(hit for hit in hits if hit.bounds is None)
+        page.click(f"#results figure[data-chip-id='{plain.chip_id}'] img")
+        page.wait_for_function("document.querySelector('#detail').open")
+        assert page.is_hidden("#detail-heat")  # a plain PNG has no place on a map
+        page.keyboard.press("Escape")
+        page.click(f"#results figure[data-chip-id='{geo.chip_id}'] img")
+        page.wait_for_function("document.querySelector('#detail').open")
+        page.click("#detail-heat")
+        page.wait_for_function("document.querySelectorAll('#map path.heat-cell').length === 6")
+        assert page.is_visible("#map") and page.is_visible("#heat-controls")  # on a phone: the map tab
+        cells = page.eval_on_selector_all("#map path.heat-cell", "ps => ps.map(p => [Number(p.dataset.chipId), "
+                                                                 "Number(p.dataset.score), p.getAttribute('fill')])")
+        assert sorted(cell[0] for cell in cells) == scores.chip_ids
+        expected = dict(zip(scores.chip_ids, scores.scores.tolist()))
+        assert all(score == pytest.approx(expected[chip], abs=1e-5) for chip, score, _ in cells)
+        best = max(cells, key=lambda cell: cell[1])
+        worst = min(cells, key=lambda cell: cell[1])
+        assert (best[2], worst[2]) == ("rgb(253, 231, 37)", "rgb(68, 1, 84)")  # the ends of the legend's ramp
+        assert page.text_content("#heat-min") == f"{scores.scores.min():.3f}"
+        assert page.text_content("#heat-max") == f"{scores.scores.max():.3f}"
+        assert page.text_content("#heat-title").startswith(f"{geo.path}: ")
+        page.fill("#heat-opacity", "0.25")
+        page.dispatch_event("#heat-opacity", "input")
+        opacities = page.eval_on_selector_all("#map path.heat-cell", "ps => ps.map(p => p.getAttribute('fill-opacity'))")
+        assert set(opacities) == {"0.25"}
+        box = page.locator("#map").bounding_box()
+        assert box["y"] < 800 and box["x"] + box["width"] <= width
+        raster = page.request.get(server_url + page.get_attribute("#heat-geotiff", "href"))
+        assert raster.ok
+        with MemoryFile(raster.body()) as memory, memory.open() as dataset:
+            assert dataset.crs == rasterio.crs.CRS.from_string("EPSG:32633")
+        page.click("#heat-hide")
+        assert page.locator("#map path.heat-cell").count() == 0 and page.is_hidden("#heat-controls")
+
+
+def test_an_archive_of_plain_images_says_why_there_is_no_map_and_offers_no_map_settings(browser, tmp_path):
+    from test_index_support import CHIP_SETTINGS, make_archive, tiny_encoder
+
+    encoder = tiny_encoder()
+    encoder.uses_local = False  # a model trained without the local similarity, as the shipped default
+    plain, _ = ArchiveIndex.build(tmp_path / "index", make_archive(tmp_path / "archive", geotiff=False),
+                                  encoder=encoder, progress=False, **CHIP_SETTINGS)
+    with serving(plain) as url, confined_page(browser, url, viewport={"width": 360, "height": 800}) as page:
+        page.goto(f"{url}/?q=a+harbour&k=4")
+        shown_ids(page)
+        page.wait_for_selector("#map-note:not([hidden])")
+        assert page.text_content("#map-note") == ("No map: none of the 4 images of this index is georeferenced (plain "
+                                                  "JPEG and PNG files carry no coordinates; GeoTIFFs do).")
+        assert page.is_hidden("#settings") and page.is_hidden("#map-panel") and page.is_hidden("#view-tabs")
+        page.click("#results figure img >> nth=0")
+        page.wait_for_function("document.querySelector('#detail').open")
+        assert page.text_content("#detail-scores").startswith("Text searches on this index rank by the global cosine "
+                                                              "alone: its model was trained without the local")
+    plain.close()
 
 
 RSICD_QUERY = "many planes are parked near the airport terminal"

@@ -8,7 +8,13 @@ Routes (JSON unless noted):
   indexed chip (its stored vector), ``image=ID`` like an uploaded query image; repeated ``positive=ID`` /
   ``negative=ID`` apply relevance feedback (not-wanted chips are left out; ``removed`` says how many ranked
   among the results); ``format=geojson|csv`` returns the results as a download (GeoJSON footprints in WGS84).
-  Unknown chip or query image ids get 404
+  Unknown chip or query image ids get 404. ``all=true`` finds every chip like the ``positive`` ones
+  (:meth:`rsitr.index.ArchiveIndex.find_all`: a calibrated classifier over the whole index) with a probability of at
+  least ``threshold``: ``count`` found, ``k`` of them from ``offset``; its exports hold everything found, adjacent
+  chips of one scene merged into regions
+- ``GET /api/heatmap?path=REL&q=...`` (the search's parameters, ``all`` included) a georeferenced scene's chips
+  with their scores for the query (JSON, for the map's heat layer), or ``format=geotiff`` the score raster in the
+  scene's CRS
 - ``GET /static/...`` the page's scripts, styles and vendored Leaflet and Swagger UI
 - ``POST /api/search/image`` (multipart ``file``, form ``k``) search by an example image, which is kept
   (:class:`rsitr.index.query_images.QueryImages`, bounded in count and age) under the ``image`` id the
@@ -37,6 +43,7 @@ import io
 from collections import OrderedDict
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from threading import Lock
 from typing import Iterable, Literal
 
@@ -51,9 +58,10 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rsitr.errors import UserError
-from rsitr.index import ArchiveIndex, PathOutsideArchiveError, SearchHit, UnknownChipError, resolve_in_root
+from rsitr.index import (DEFAULT_THRESHOLD, ArchiveIndex, PathOutsideArchiveError, SearchHit, UnknownChipError,
+                         resolve_in_root)
 from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS, ImageTooLargeError, NotAnImageError, decode_image
-from rsitr.index.export import MEDIA_TYPES, export, hit_json
+from rsitr.index.export import MEDIA_TYPES, export, export_found, hit_json
 from rsitr.index.query_images import ID_PATTERN, QueryImages, UnknownQueryImageError
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -72,6 +80,7 @@ QUERY_IMAGE_SIZE = 256
 """Largest side of the JPEG kept of a query image, to show it."""
 SWAGGER_UI = "/static/vendor/swagger-ui"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+GEOTIFF = "image/tiff; application=geotiff"
 
 
 _CLOSE = {"Connection": "close"}
@@ -240,6 +249,23 @@ def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | Non
         return {**index.info(), "max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels,
                 "max_results": MAX_RESULTS}
 
+    def query_vector(image: str | None) -> np.ndarray | None:
+        try:
+            return None if image is None else query_images.get(image).embedding
+        except UnknownQueryImageError as err:
+            raise HTTPException(404, str(err)) from None
+
+    @contextmanager
+    def answered():
+        """Errors of the index as HTTP answers: unknown ids 404, files that are not indexed 404, other user
+        errors 400."""
+        try:
+            yield
+        except (UnknownChipError, FileNotFoundError, PathOutsideArchiveError) as err:
+            raise HTTPException(404, str(err)) from None
+        except UserError as err:
+            raise HTTPException(400, str(err)) from None
+
     @app.get("/api/search", responses=_SEARCH_RESPONSES, response_model=None)
     def search(q: str | None = Query(None, min_length=1, max_length=1000, pattern=QUERY_PATTERN), k: int = Query(10, ge=1, le=MAX_RESULTS),
                rerank: bool = True, like: int | None = Query(None, description="search like this indexed chip"),
@@ -247,19 +273,56 @@ def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | Non
                                          description="search like this uploaded query image (its id)"),
                positive: list[int] = Query([], max_length=MAX_RESULTS, description="chip ids marked wanted"),
                negative: list[int] = Query([], max_length=MAX_RESULTS, description="chip ids marked not wanted"),
+               find_all: bool = Query(False, alias="all", description="find all chips like the wanted ones (a classifier over the "
+                                                    "whole index), not the top k"),
+               threshold: float = Query(DEFAULT_THRESHOLD, gt=0, lt=1, description="with `all`: the probability a "
+                                                                                   "chip needs"),
+               offset: int = Query(0, ge=0, description="with `all`: the first found chip to answer (paging)"),
                format: Literal["json", "geojson", "csv"] = "json") -> Response | dict:
-        try:
-            vector = None if image is None else query_images.get(image).embedding
-            hits = index.search(q, k, like=like, image=vector, positive=positive, negative=negative, rerank=rerank)
-        except (UnknownChipError, UnknownQueryImageError) as err:
-            raise HTTPException(404, str(err)) from None
-        except UserError as err:
-            raise HTTPException(400, str(err)) from None
-        asked = {"query": q, "like": like, "image": image, "positive": positive, "negative": negative}
+        vector = query_vector(image)
+        asked = {"q": q, "like": like, "image": image, "positive": positive, "negative": negative}
+        with answered():
+            if find_all:
+                found = index.find_all(q, like=like, image=vector, positive=positive, negative=negative,
+                                       threshold=threshold)
+            else:
+                hits = index.search(q, k, like=like, image=vector, positive=positive, negative=negative,
+                                    rerank=rerank)
+        if find_all and format == "json":
+            hits = index.found_hits(found, offset, k)
+            return {**asked, "all": True, "threshold": threshold, "count": found.count, "scored": found.scored,
+                    "calibrated": found.probe.calibrated, "offset": offset,
+                    "results": [_hit_json(hit) for hit in hits]}
         if format == "json":
             return {**asked, "results": [_hit_json(hit) for hit in hits], "removed": hits.removed}
-        return Response(export(hits, format, asked), media_type=MEDIA_TYPES[format],
+        named = {key: value for key, value in asked.items() if value not in (None, [])}
+        text = export_found(index.found_hits(found), format, {**named, "all": True, "threshold": threshold}) \
+            if find_all else export(hits, format, named)
+        return Response(text, media_type=MEDIA_TYPES[format],
                         headers={"Content-Disposition": f'attachment; filename="rsitr-results.{format}"'})
+
+    @app.get("/api/heatmap", response_model=None, responses={
+        200: {"description": "the scene's chips with their scores (JSON), or the score raster (GeoTIFF)",
+              "content": {GEOTIFF: {}}},
+        400: {"model": Problem, "description": "the scene is not georeferenced, or the query is not valid"},
+        404: {"model": Problem, "description": "no such indexed image, chip or query image"}})
+    def heatmap(path: str = Query(..., min_length=1, max_length=MAX_PATH_LENGTH, description="the indexed scene"),
+                q: str | None = Query(None, min_length=1, max_length=1000, pattern=QUERY_PATTERN),
+                like: int | None = None, image: str | None = Query(None, pattern=ID_PATTERN),
+                positive: list[int] = Query([], max_length=MAX_RESULTS),
+                negative: list[int] = Query([], max_length=MAX_RESULTS),
+                find_all: bool = Query(False, alias="all", description="score by \"find all like these\" (a probability)"),
+                format: Literal["json", "geotiff"] = "json") -> Response | dict:
+        vector = query_vector(image)
+        with answered():
+            scores = index.scene_scores(path, q, like=like, image=vector, positive=positive, negative=negative,
+                                        find_all=find_all)
+            if format == "json":
+                return scores.to_json()
+            raster = image_pool.submit(index.score_raster, scores).result()
+        name = Path(path).stem.replace('"', "")
+        return Response(raster, media_type=GEOTIFF,
+                        headers={"Content-Disposition": f'attachment; filename="{name}-scores.tif"'})
 
     @app.post("/api/search/image", responses=_problems(400, 413, 415))
     def search_image(file: UploadFile = File(...), k: int = Form(10, ge=1, le=MAX_RESULTS)) -> dict:

@@ -7,11 +7,17 @@ vector (nothing is re-encoded). --positive / --negative chip ids refine any of t
 feedback (Rocchio: toward the wanted chips, away from the unwanted ones). --format geojson writes the
 footprints in WGS84 for a GIS; --format csv one row per chip.
 
+--all finds every chip of the index like the --positive ones: a calibrated linear probe fitted on the marks
+(--negative and the query as priors) scores all chips, and those with a probability of at least --threshold are
+printed, most probable first, with their count; --format geojson / csv then write the regions they form
+(adjacent chips of one scene merged into polygons).
+
 Examples (after `rsitr index rsitr/demo_data/ucm --out ucm.index`):
   rsitr search ucm.index "a baseball field next to green trees" --top-k 10
   rsitr search ucm.index --image rsitr/demo_data/ucm/forest_01.jpg
   rsitr search ucm.index --like 12
   rsitr search ucm.index "storage tanks" --positive 12 40 --negative 7 --format geojson
+  rsitr search ucm.index "storage tanks" --positive 12 40 --negative 7 --all --threshold 0.7
 """
 
 from __future__ import annotations
@@ -42,6 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="chips marked wanted: the ranking moves toward them")
     parser.add_argument("--negative", type=int, nargs="+", default=[], metavar="CHIP_ID",
                         help="chips marked not wanted: the ranking moves away from them")
+    parser.add_argument("--all", action="store_true", dest="find_all",
+                        help="find all chips like the --positive ones (a classifier over the whole index)")
+    parser.add_argument("--threshold", type=float, default=None, metavar="P",
+                        help="with --all: the probability a chip needs (default 0.5: even odds)")
     parser.add_argument("--format", choices=FORMATS, default="table",
                         help="table (default), json, geojson (footprints in WGS84) or csv")
     parser.add_argument("--json", action="store_const", const="json", dest="format", help="same as --format json")
@@ -76,6 +86,17 @@ def run(args: argparse.Namespace) -> int:
     if args.query is None and args.image is None and args.like is None and not args.positive:
         print("rsitr search: error: give either a text query or --image FILE (or --like CHIP_ID)", file=sys.stderr)
         return 2
+    if args.find_all and (args.image is not None or not args.positive):
+        print("rsitr search: error: --all finds chips like the --positive ones: mark at least one wanted chip "
+              "(--image is not supported with --all)", file=sys.stderr)
+        return 2
+    if args.threshold is not None and not args.find_all:
+        print("rsitr search: error: --threshold applies to --all only", file=sys.stderr)
+        return 2
+    if args.threshold is not None and not 0 < args.threshold < 1:
+        print(f"rsitr search: error: --threshold must lie between 0 and 1 (exclusive), got {args.threshold}",
+              file=sys.stderr)
+        return 2
     check_index(args.index)
     check_readable(("--image", args.image))
     from rsitr.index import ArchiveIndex
@@ -86,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     index = ArchiveIndex.open(args.index, device=str(resolve_device(args.device)), pretrained=args.checkpoint,
                               precision=args.precision)
+    if args.find_all:
+        return _print_found(index, args)
     if args.image is not None:
         hits = index.search_image(args.image, args.top_k, max_pixels=args.max_pixels or DEFAULT_MAX_QUERY_PIXELS)
     else:
@@ -93,11 +116,40 @@ def run(args: argparse.Namespace) -> int:
                             negative=args.negative, rerank=not args.no_rerank, candidates=args.candidates)
     index.close()
     if args.format != "table":
-        asked = (("q", args.query), ("image", args.image), ("like", args.like), ("positive", args.positive),
-                 ("negative", args.negative))
-        query = {key: value for key, value in asked if value not in (None, [])}
-        print(export(hits, args.format, query), end="" if args.format == "csv" else "\n")
+        print(export(hits, args.format, _asked(args)), end="" if args.format == "csv" else "\n")
         return 0
+    _print_table(hits)
+    return 0
+
+
+def _asked(args: argparse.Namespace) -> dict:
+    """What was searched, by the names of the API's parameters (as the exports record it)."""
+    asked = (("q", args.query), ("image", args.image), ("like", args.like), ("positive", args.positive),
+             ("negative", args.negative), ("threshold", args.threshold))
+    return {key: value for key, value in asked if value not in (None, [])}
+
+
+def _print_found(index, args: argparse.Namespace) -> int:
+    from rsitr.index import DEFAULT_THRESHOLD
+    from rsitr.index.export import export_found
+
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    found = index.find_all(args.query, like=args.like, positive=args.positive, negative=args.negative,
+                           threshold=threshold)
+    hits = index.found_hits(found)
+    index.close()
+    if args.format != "table":
+        text = export_found(hits, args.format, {**_asked(args), "all": True, "threshold": threshold})
+        print(text, end="" if args.format == "csv" else "\n")
+        return 0
+    _print_table(hits)
+    print(f"{found.count} of {found.scored} chips found with a probability of at least {threshold:g} "
+          f"({found.probe.wanted} wanted, {found.probe.unwanted} not wanted"
+          f"{'' if found.probe.calibrated else '; not calibrated: mark two or more wanted chips'})")
+    return 0
+
+
+def _print_table(hits) -> None:
     for rank, hit in enumerate(hits, 1):
         window = f"{hit.window.width}x{hit.window.height}+{hit.window.x}+{hit.window.y}"
         where = "" if hit.bounds is None else "  bounds " + ",".join(map(repr, hit.bounds)) + f" {hit.crs}"
@@ -107,4 +159,3 @@ def run(args: argparse.Namespace) -> int:
     if stale:
         print(f"{stale} result(s) marked STALE: their image was deleted, moved or replaced since it was indexed; run "
               f"`rsitr index` on this index (with --relocate if the images folder moved)")
-    return 0

@@ -13,6 +13,8 @@ _HOMES = {
     "rsitr.index.archive": ("PathOutsideArchiveError", "resolve_in_root"),
     "rsitr.index.archive_index": ("ArchiveIndex", "SourceChangedError", "UnknownChipError"),
     "rsitr.index.compatibility": ("IndexCompatibilityError",),
+    "rsitr.index.find_all": ("DEFAULT_THRESHOLD", "Found"),
+    "rsitr.index.heatmap": ("NotGeoreferencedError", "SceneScores"),
     "rsitr.index.indexer": ("IndexSettings", "IndexSetupError", "UpdateReport"),
     "rsitr.index.searcher": ("SearchHit", "SearchResults"),
     "rsitr.index.tiling": ("Window", "chip_windows"),

@@ -25,9 +25,12 @@ from rsitr.similarity import DEFAULT_GLOBAL_WEIGHT, DEFAULT_LOCAL_WEIGHT
 from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS, open_scene, resolve_in_root
 from rsitr.index.compatibility import (IndexCompatibilityError, check_encoder, checkpoint_record, merged_settings,
                                        recorded_checkpoint)
-from rsitr.index.index_encoder import Encoder, Fingerprint
+from rsitr.index.find_all import (DEFAULT_THRESHOLD, Found, Probe, background_ids, fit_probe, prior_excluded,
+                                   score_batches)
+from rsitr.index.index_encoder import EncodedText, Encoder, Fingerprint
 from rsitr.index.export import wgs84_bounds
 from rsitr.index.feedback import rocchio
+from rsitr.index.heatmap import NotGeoreferencedError, SceneScores, score_raster
 from rsitr.index.indexer import ChipEncoder, IndexSettings, IndexSetupError, UpdateReport, update_index
 from rsitr.index.lance_store import LanceVectors
 from rsitr.index.searcher import DEFAULT_RERANK_CANDIDATES, SearchHit, SearchResults, fused_scores, rank
@@ -37,6 +40,8 @@ from rsitr.models.pretrained import DEFAULT_PRETRAINED
 
 VECTORS_NAME = "vectors.faiss"
 LANCE_NAME = "vectors.lance"
+SCORE_BATCH = 65_536
+"""Chips scored per batch by :meth:`ArchiveIndex.find_all` (16 MiB of 256-dim float32 vectors)."""
 
 
 class SourceChangedError(FileNotFoundError):
@@ -237,6 +242,21 @@ class ArchiveIndex:
         Text queries keep the local re-rank on their words, fused with the global cosine of the refined vector;
         the others rank by global cosine. Unknown chip ids raise :class:`UnknownChipError`.
         """
+        vector, encoded = self._query_vector(query, like, image, positive, negative)
+        unwanted = frozenset(negative if remove_unwanted else ())
+        rerank = rerank and encoded is not None and self.settings.store_local_tokens and self.encoder.uses_local
+        count = k + len(unwanted)
+        ids, scores = self._candidates(vector, max(count, candidates) if rerank else count)
+        if not rerank or not len(ids):
+            return self._hits(*rank(ids, scores, k, unwanted=unwanted))
+        tokens = self.store.tokens(ids.tolist(), self.encoder.dim)
+        fused, local = fused_scores(scores, tokens, encoded)
+        return self._hits(*rank(ids, scores, k, local, fused, unwanted))
+
+    def _query_vector(self, query: str | None, like: int | None, image: np.ndarray | None, positive: Sequence[int],
+                      negative: Sequence[int]) -> tuple[np.ndarray, EncodedText | None]:
+        """The unit vector a search starts from (refined by the marks) and the encoded text query (None if none);
+        the arguments are checked first (:meth:`search` names the errors)."""
         if sum(given is not None for given in (query, like, image)) > 1:
             raise UserError("give one of a text query, a chip to search like or a query image, not both")
         if query is not None and not query.strip():
@@ -252,19 +272,85 @@ class ArchiveIndex:
         encoded = None if query is None else self.encoder.encode_text(query)
         vector = encoded.embedding if encoded is not None else stored[like] if like is not None else image
         if positive or negative:
-            def matrix(ids: Sequence[int]) -> np.ndarray:
-                return np.stack([stored[i] for i in ids]) if ids else np.zeros((0, self.encoder.dim), np.float32)
+            vector = rocchio(vector, self._matrix(stored, positive), self._matrix(stored, negative))
+        return vector, encoded
 
-            vector = rocchio(vector, matrix(positive), matrix(negative))
-        unwanted = frozenset(negative if remove_unwanted else ())
-        rerank = rerank and encoded is not None and self.settings.store_local_tokens and self.encoder.uses_local
-        count = k + len(unwanted)
-        ids, scores = self._candidates(vector, max(count, candidates) if rerank else count)
-        if not rerank or not len(ids):
-            return self._hits(*rank(ids, scores, k, unwanted=unwanted))
-        tokens = self.store.tokens(ids.tolist(), self.encoder.dim)
-        fused, local = fused_scores(scores, tokens, encoded)
-        return self._hits(*rank(ids, scores, k, local, fused, unwanted))
+    def _matrix(self, stored: dict[int, np.ndarray], ids: Sequence[int]) -> np.ndarray:
+        return np.stack([stored[i] for i in ids]) if ids else np.zeros((0, self.encoder.dim), np.float32)
+
+    def probe(self, query: str | None = None, *, like: int | None = None, image: np.ndarray | None = None,
+              positive: Sequence[int] = (), negative: Sequence[int] = (), seed: int = 0) -> Probe:
+        """The calibrated linear probe of "find all like these", fitted on the marks (at least one ``positive``);
+        ``negative`` chips and the query are priors (:mod:`rsitr.index.find_all`)."""
+        if not positive:
+            raise UserError("finding all like these needs at least one chip marked wanted (--positive)")
+        prior, _ = self._query_vector(query, like, image, positive, negative)
+        marked = {*positive, *negative}
+        excluded = prior_excluded(self.store.chip_count())
+        likely = self._candidates(prior, excluded)[0].tolist() if excluded else []
+        background = background_ids(self.store.chip_ids(), marked | set(likely), seed=seed).tolist()
+        stored = self.store.vectors([*marked, *background])
+        return fit_probe(self._matrix(stored, positive), self._matrix(stored, negative),
+                         self._matrix(stored, background), seed)
+
+    def find_all(self, query: str | None = None, *, like: int | None = None, image: np.ndarray | None = None,
+                 positive: Sequence[int] = (), negative: Sequence[int] = (), threshold: float = DEFAULT_THRESHOLD,
+                 batch_size: int = SCORE_BATCH, seed: int = 0) -> Found:
+        """Every chip of the index like the ``positive`` (wanted) chips: :meth:`probe` run over all chips in
+        batches of ``batch_size`` from the vector store (SQLite for FAISS indexes, the LanceDB table for
+        ``--backend lancedb``). Returns the chips whose probability is at least ``threshold``, most probable first,
+        and their count; :meth:`found_hits` turns a page of them into hits."""
+        if not 0 < threshold < 1:
+            raise UserError(f"the probability threshold must lie between 0 and 1 (exclusive), got {threshold}")
+        if batch_size < 1:
+            raise UserError(f"the batch size must be at least 1, got {batch_size}")
+        probe = self.probe(query, like=like, image=image, positive=positive, negative=negative, seed=seed)
+        vectors = self._current_vectors()
+        batches = vectors.batches(batch_size) if isinstance(vectors, LanceVectors) else \
+            self.store.iter_embeddings(batch_size)
+        return score_batches(probe, batches, threshold)
+
+    def found_hits(self, found: Found, offset: int = 0, limit: int | None = None) -> SearchResults:
+        """Hits for ``found``'s chips ``offset`` to ``offset + limit`` (all from ``offset`` if None), in its order;
+        ``score`` and ``global_score`` are the probe's probability, ``local_score`` None."""
+        end = len(found.ids) if limit is None else offset + limit
+        return self._hits([(int(chip_id), float(p), float(p), None)
+                           for chip_id, p in zip(found.ids[offset:end], found.probabilities[offset:end])])
+
+    def scene_scores(self, path: str, query: str | None = None, *, like: int | None = None,
+                     image: np.ndarray | None = None, positive: Sequence[int] = (), negative: Sequence[int] = (),
+                     find_all: bool = False, seed: int = 0) -> SceneScores:
+        """The score of every chip of the indexed image ``path`` for a query, as the results rank it: the
+        :meth:`probe`'s probability with ``find_all``, else the fused score of a text search that re-ranks
+        locally, else the global cosine of the (refined) query vector. Raises FileNotFoundError (an image that is
+        not indexed, or a path outside the archive) and :class:`NotGeoreferencedError` (no coordinates)."""
+        resolve_in_root(self.root, path)
+        record = self.store.file(path)
+        if record is None or not record.complete:
+            raise FileNotFoundError(f"{path} is not an indexed image")
+        ids = self.store.chips_of(path)
+        records = self.store.chips(ids)
+        crs = records[ids[0]].crs if ids else None
+        if crs is None:
+            raise NotGeoreferencedError(f"{path} is not georeferenced: a heat map needs a GeoTIFF scene")
+        vectors = self._matrix(self.store.vectors(ids), ids)
+        if find_all:
+            probe = self.probe(query, like=like, image=image, positive=positive, negative=negative, seed=seed)
+            scores, kind = probe.probabilities(vectors), "probability"
+        else:
+            vector, encoded = self._query_vector(query, like, image, positive, negative)
+            scores, kind = (vectors @ vector).astype(np.float32), "cosine"
+            if encoded is not None and self.settings.store_local_tokens and self.encoder.uses_local:
+                scores, kind = fused_scores(scores, self.store.tokens(ids, self.encoder.dim), encoded)[0], "fused"
+        return SceneScores(path, crs, ids, [records[i].window for i in ids], [records[i].bounds for i in ids],
+                           scores, kind)
+
+    def score_raster(self, scores: SceneScores) -> bytes:
+        """``scores`` as a GeoTIFF over their scene (:func:`rsitr.index.heatmap.score_raster`): cells of the chips'
+        stride, the scene's CRS and transform."""
+        stride = self.settings.chip_size - self.settings.chip_overlap
+        self._read_source(scores.path, lambda scene: None)  # refuses a scene changed since it was indexed
+        return score_raster(scores, resolve_in_root(self.root, scores.path), stride)
 
     def embed_image(self, image: str | Path | Image.Image,
                     max_pixels: int | None = DEFAULT_MAX_QUERY_PIXELS) -> np.ndarray:
@@ -296,7 +382,8 @@ class ArchiveIndex:
         changes = {record.path: self._source_change(record.path, record.source_stat) for record in records.values()}
         return SearchResults([SearchHit(chip_id, records[chip_id].path, records[chip_id].window,
                                         records[chip_id].bounds, records[chip_id].crs, score, global_score,
-                                        local_score, changes[records[chip_id].path] is not None)
+                                        local_score, changes[records[chip_id].path] is not None,
+                                        records[chip_id].whole_image)
                               for chip_id, score, global_score, local_score in ranked if chip_id in records],
                              removed)
 
@@ -368,8 +455,10 @@ class ArchiveIndex:
 
     def info(self) -> dict:
         """The index summary; ``incomplete_files`` > 0 while an indexing run is under way (or was interrupted);
-        ``index_type`` the vector index searched now (``auto`` resolved for the chips stored); ``fusion`` the
-        weights of a text search's fused score (global cosine and local similarity)."""
+        ``index_type`` the vector index searched now (``auto`` resolved for the chips stored); ``local_rerank``
+        whether text searches re-rank by local (patch-word) similarity: the model was trained with it and the index
+        stores patch tokens; ``fusion`` the weights of that fused score (global cosine and local similarity);
+        ``georeferenced_files`` how many images have coordinates (none: the page shows no map)."""
         fingerprint = Fingerprint.from_dict(self.store.get_meta("fingerprint"))
         pretrained = self.store.get_meta("pretrained")
         if pretrained and (self.store.get_meta("pretrained_sha256") or Path(pretrained).is_absolute()):
@@ -381,5 +470,6 @@ class ArchiveIndex:
                 "settings": dataclasses.asdict(self.settings), "files": len(files),
                 "incomplete_files": sum(not record.complete for record in files.values()),
                 "chips": self.store.chip_count(), "failures": len(self.store.failures()),
-                "index_type": self._index_type(),
+                "index_type": self._index_type(), "georeferenced_files": self.store.georeferenced_files(),
+                "local_rerank": self.settings.store_local_tokens and self.encoder.uses_local,
                 "fusion": {"global_weight": DEFAULT_GLOBAL_WEIGHT, "local_weight": DEFAULT_LOCAL_WEIGHT}}

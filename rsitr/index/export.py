@@ -88,3 +88,73 @@ def export(hits: Sequence[SearchHit], fmt: str, query: dict | None = None) -> st
     if fmt == "json":
         return json.dumps([hit_json(hit) for hit in hits], indent=2)
     raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+# -- "find all": adjacent chips of one scene merged into regions ----------------------------------------------------
+REGION_COLUMNS = ("region", "path", "chips", "chip_ids", "max_probability", "mean_probability", "crs", "left",
+                  "bottom", "right", "top", "x", "y", "width", "height", "wkt")
+
+
+def merge_regions(hits: Sequence[SearchHit]) -> list[dict]:
+    """The hits' chips merged per scene into regions: chips that overlap or share an edge form one polygon
+    (shapely's union), in the scene's CRS where it is georeferenced, else in pixels. Each region is a flat record
+    of :data:`REGION_COLUMNS` (``wkt``: the polygon in WGS84, or in pixels for a plain image) plus ``geometry``
+    (GeoJSON in WGS84, None for a plain image); regions in the order of their best chip."""
+    import shapely
+    from shapely.geometry import box, mapping
+
+    by_scene: dict[str, list[SearchHit]] = {}
+    for hit in hits:
+        by_scene.setdefault(hit.path, []).append(hit)
+    regions = []
+    for path, chips in by_scene.items():
+        geo = all(hit.bounds is not None and hit.crs is not None for hit in chips)
+        boxes = [box(*hit.bounds) if geo else box(hit.window.x, hit.window.y, hit.window.x + hit.window.width,
+                                                  hit.window.y + hit.window.height) for hit in chips]
+        union = shapely.union_all(boxes)
+        for polygon in getattr(union, "geoms", [union]):
+            members = [hit for hit, chip in zip(chips, boxes) if polygon.covers(chip)]
+            probabilities = [hit.score for hit in members]
+            left, bottom, right, top = polygon.bounds
+            crs = chips[0].crs if geo else None
+            geometry = _to_wgs84(mapping(polygon), crs) if geo else None
+            regions.append({
+                "region": 0, "path": path, "chips": len(members), "chip_ids": " ".join(str(h.chip_id) for h in members),
+                "max_probability": max(probabilities), "mean_probability": sum(probabilities) / len(probabilities),
+                "crs": crs, **dict(zip(("left", "bottom", "right", "top"), (left, bottom, right, top) if geo else
+                                       (None,) * 4)),
+                **dict(zip(("x", "y", "width", "height"), (None,) * 4 if geo else
+                           (int(left), int(bottom), int(right - left), int(top - bottom)))),
+                "wkt": shapely.geometry.shape(geometry).wkt if geo else polygon.wkt, "geometry": geometry})
+    regions.sort(key=lambda region: -region["max_probability"])
+    for number, region in enumerate(regions, 1):
+        region["region"] = number
+    return regions
+
+
+def _to_wgs84(geometry: dict, crs: str) -> dict:
+    from rasterio.warp import transform_geom
+
+    return transform_geom(crs, WGS84, geometry, antimeridian_cutting=True)
+
+
+def export_found(hits: Sequence[SearchHit], fmt: str, query: dict | None = None) -> str:
+    """Everything "find all" found, as text in ``fmt``: GeoJSON or CSV of the merged regions (:func:`merge_regions`),
+    JSON of the chips. The GeoJSON's foreign members ``query``, ``chips`` (found) and ``regions`` count them."""
+    if fmt == "json":
+        return json.dumps({**(query or {}), "count": len(hits), "results": [hit_json(hit) for hit in hits]},
+                          indent=2)
+    regions = merge_regions(hits)
+    if fmt == "geojson":
+        features = [{"type": "Feature", "id": region["region"], "geometry": region["geometry"],
+                     "properties": {key: region[key] for key in REGION_COLUMNS if key != "wkt"}}
+                    for region in regions]
+        return json.dumps({"type": "FeatureCollection", "features": features, "query": query or {},
+                           "chips": len(hits), "regions": len(regions)}, indent=1)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, REGION_COLUMNS, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(regions)
+        return buffer.getvalue()
+    raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")

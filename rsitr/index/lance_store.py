@@ -21,6 +21,7 @@ with ``nprobes`` cells and a ``refine_factor`` re-score of full vectors, as FAIS
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -93,6 +94,14 @@ class LanceVectors:
                                                            num_partitions=ivf_cells(count),
                                                            num_sub_vectors=pq_subquantizers(dim)))
         return cls(table)
+
+    def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every row's id ``[n]`` and vector ``[n, D]``, read from the table in batches of at most ``batch_size``."""
+        for batch in self.table.search().select(["id", VECTOR_COLUMN]).limit(None).to_batches(batch_size):
+            if batch.num_rows:
+                vectors = batch.column(VECTOR_COLUMN)
+                yield (batch.column("id").to_numpy().astype(np.int64),
+                       vectors.flatten().to_numpy().reshape(batch.num_rows, vectors.type.list_size))
 
     def search(self, query: np.ndarray, k: int, bbox: BoundingBox | None = None, nprobes: int | None = None,
                refine_factor: int = REFINE_FACTOR) -> tuple[np.ndarray, np.ndarray]:

@@ -38,6 +38,8 @@ class SearchHit:
     stale: bool
     """The source image was deleted, moved or replaced since it was indexed: the chip's vector describes pixels
     that are no longer there (run `rsitr index` to bring the index up to date)."""
+    whole_image: bool = False
+    """The chip is its whole image (the image was not tiled): its window says nothing the path does not."""
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -17,7 +17,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -81,6 +81,13 @@ class ChipRecord:
     crs: str | None
     source_stat: tuple[int, int]
     """``(size, mtime_ns)`` of the image file when it was indexed."""
+    scene_size: tuple[int, int]
+    """``(width, height)`` of the whole image in pixels."""
+
+    @property
+    def whole_image(self) -> bool:
+        """The chip is the whole image (not tiled)."""
+        return self.window == Window(0, 0, *self.scene_size)
 
 
 @dataclass(frozen=True)
@@ -232,6 +239,9 @@ class MetadataStore:
                 conn.execute("DELETE FROM failures WHERE path = ?", (path,))
             self._bump_generation()
 
+    def georeferenced_files(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM files WHERE crs IS NOT NULL")[0][0])
+
     def record_failure(self, path: str, error: str) -> None:
         """List ``path`` as unreadable, dropping whatever of it was indexed."""
         with self._transaction() as conn:
@@ -278,6 +288,29 @@ class MetadataStore:
             return ids, np.zeros((0, int(self.get_meta("fingerprint")["dim"])), dtype=np.float32)
         return ids, np.stack([np.frombuffer(row[1], dtype=np.float32) for row in rows])
 
+    def iter_embeddings(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The chip ids ``[n]`` and global embeddings ``[n, D]`` in batches of at most ``batch_size``, ordered by id:
+        every chip read once while only one batch is in memory (the lock is held per batch, so an indexing run may
+        commit in between; its chips are read when their ids come after the batch)."""
+        last = -1
+        while True:
+            rows = self._query("SELECT id, embedding FROM chips WHERE id > ? ORDER BY id LIMIT ?", (last, batch_size))
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield (np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows)),
+                   np.stack([np.frombuffer(row[1], dtype=np.float32) for row in rows]))
+
+    def chip_ids(self) -> np.ndarray:
+        """Every chip id ``[N]`` (int64), ascending."""
+        rows = self._query("SELECT id FROM chips ORDER BY id")
+        return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+
+    def chips_of(self, path: str) -> list[int]:
+        """The ids of the chips of the indexed image ``path``, ascending."""
+        return [row[0] for row in self._query("SELECT chips.id FROM chips JOIN files ON files.id = chips.file_id "
+                                              "WHERE files.path = ? ORDER BY chips.id", (path,))]
+
     def bounds(self) -> np.ndarray:
         """``[N, 4]`` (left, bottom, right, top) of every chip, ordered by id as :meth:`embeddings`; NaN where a chip
         has none."""
@@ -316,8 +349,8 @@ class MetadataStore:
             return {}
         rows = self._query(
             "SELECT chips.id, files.path, x, y, chips.width, chips.height, left, bottom, right, top, files.crs, "
-            "files.size, files.mtime_ns "
+            "files.size, files.mtime_ns, files.width, files.height "
             f"FROM chips JOIN files ON files.id = chips.file_id WHERE chips.id IN ({','.join('?' * len(chip_ids))})",
             list(chip_ids))
         return {row[0]: ChipRecord(row[0], row[1], Window(*row[2:6]), None if row[6] is None else tuple(row[6:10]),
-                                   row[10], (row[11], row[12])) for row in rows}
+                                   row[10], (row[11], row[12]), (row[13], row[14])) for row in rows}

@@ -2,7 +2,7 @@
 // chip outlined, and the actions (more like this, marks).
 
 import { getJSON } from "./api.js";
-import { formatBounds, formatWindow } from "./results.js";
+import { describeWindow, formatBounds } from "./results.js";
 
 const dialog = document.getElementById("detail");
 const facts = document.getElementById("detail-facts");
@@ -29,9 +29,11 @@ function outline(chip) {
   box.style.height = `${100 * chip.window.height / height}%`;
 }
 
-// actions: like(hit), mark(hit, kind), markOf(chipId), fusion() (the API's fused-score weights)
+// actions: like(hit), mark(hit, kind), markOf(chipId), heat(hit) (the scene's heat map), scoring() (how the shown
+// results are scored: {findAll, text, localRerank, fusion})
 export function setupDetail(actions) {
   document.getElementById("detail-like").addEventListener("click", () => { dialog.close(); actions.like(current); });
+  document.getElementById("detail-heat").addEventListener("click", () => { dialog.close(); actions.heat(current); });
   for (const kind of ["wanted", "unwanted"]) {
     const button = document.getElementById(`detail-${kind}`);
     button.addEventListener("click", () => {
@@ -47,18 +49,29 @@ function refreshMarks(actions) {
   }
 }
 
-// The score's parts as rows, and a sentence on how to read them. fusion: the API's {global_weight, local_weight}.
-function scoreRows(hit, fusion) {
+// The score's parts as rows, and a sentence on how to read them (as the README explains them). scoring: how the
+// shown results were scored: findAll, text (a text query), localRerank and fusion (the API's /api/info).
+function scoreRows(hit, scoring) {
   const explain = document.getElementById("detail-scores");
+  if (scoring.findAll) {
+    explain.textContent = "Find all like these fits a classifier (a logistic regression, calibrated on held-out " +
+      "marks) on the chips you marked wanted and not wanted, the query only guiding it, and scores every chip of " +
+      "the index: the probability says how likely the chip is wanted (0.5: even odds). Every chip at or above the " +
+      "threshold is found.";
+    return [row("probability", `${hit.score.toFixed(4)}: how likely this chip is one you want, from 0 to 1`)];
+  }
   const rows = [row("score", `${hit.score.toFixed(4)} (ranks the results, highest first)`),
                 row("global (cosine)", `${hit.global_score.toFixed(4)}: the whole chip against the whole query, ` +
                                        "from −1 to 1 (1: the same direction)")];
   if (hit.local_score === null || hit.local_score === undefined) {
-    explain.textContent = "This search ranks by the global cosine alone (searches by example image, by a chip " +
-      "and without re-ranking do), so the score is that cosine. Compare scores within one search.";
+    explain.textContent = (scoring.text && !scoring.localRerank ?
+      "Text searches on this index rank by the global cosine alone: its model was trained without the local " +
+      "(patch–word) similarity, or the index keeps no patch tokens, so the score is that cosine." :
+      "This search ranks by the global cosine alone (searches by example image, by a chip and without " +
+      "re-ranking do), so the score is that cosine.") + " Compare scores within one search.";
     return [...rows, row("local (patch–word)", "not used for this search")];
   }
-  const { global_weight: a, local_weight: b } = fusion || { global_weight: "a", local_weight: "b" };
+  const { global_weight: a, local_weight: b } = scoring.fusion || { global_weight: "a", local_weight: "b" };
   explain.textContent = `The score fuses two similarities: ${a} × global + ${b} × local. The local part ` +
     "compares every patch of the chip with every word of the query (the root of the summed squared cosines of " +
     "all patch–word pairs): it grows with the number of pairs that match and is not bounded by 1, so a fused " +
@@ -72,11 +85,12 @@ function scoreRows(hit, fusion) {
 export async function openDetail(hit, actions) {
   current = hit;
   document.getElementById("detail-image").src = `/api/chips/${hit.chip_id}/thumbnail?size=512`;
-  document.getElementById("detail-image").alt = `${hit.path}, ${formatWindow(hit.window)}`;
+  document.getElementById("detail-image").alt = `${hit.path}, ${describeWindow(hit)}`;
+  document.getElementById("detail-heat").hidden = !hit.wgs84_bounds;
   facts.replaceChildren(
     row("file", hit.path),
-    row("window", formatWindow(hit.window)),
-    ...scoreRows(hit, actions.fusion()),
+    row("window", describeWindow(hit)),
+    ...scoreRows(hit, actions.scoring()),
     row("bounds", hit.bounds ? formatBounds(hit.bounds, hit.crs) : "the image is not georeferenced"));
   if (hit.wgs84_bounds) facts.append(row("WGS84", formatBounds(hit.wgs84_bounds, "lon/lat")));
   refreshMarks(actions);

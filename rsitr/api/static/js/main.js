@@ -2,10 +2,11 @@
 // No ranking happens here: feedback marks are sent to the API, which applies them.
 
 import { getJSON } from "./api.js";
-import { hasQuery, pushState, readState, toParams } from "./state.js";
+import { DEFAULT_THRESHOLD, hasQuery, pushState, readState, toParams } from "./state.js";
 import { highlightCard, renderResults } from "./results.js";
 import { openDetail, setupDetail } from "./detail.js";
-import { highlightFootprint, savedBasemap, setBasemap, showFootprints } from "./map.js";
+import { highlightFootprint, refreshView, savedBasemap, setBasemap, showFootprints } from "./map.js";
+import { clearHeat, setupHeat, showHeat } from "./heatmap.js";
 
 const SPINNER_DELAY_MS = 300;
 const INFO_REFRESH_MS = 10_000;
@@ -16,6 +17,7 @@ let state = readState();  // the search the shown results answer
 const marks = new Map();  // chip id -> "wanted" | "unwanted"; sent to the API on "Refine"
 let hits = [];
 let removed = 0;  // not-wanted chips the API left out of these results
+let found = null;  // "find all": {count, scored, calibrated} of the shown search
 let info = null;
 let serial = 0;
 
@@ -51,6 +53,32 @@ async function loadInfo() {
   } else {
     notice.hidden = true;
   }
+  $("settings").hidden = info.georeferenced_files === 0;  // no map: no map settings
+  showMapNote();
+}
+
+// Why there is no map, when there is none: an archive without coordinates, or results without any.
+function showMapNote() {
+  const note = $("map-note");
+  const placed = hits.some(hit => hit.wgs84_bounds);
+  if (info && info.georeferenced_files === 0) {
+    note.textContent = `No map: none of the ${plural(info.files, "image")} of this index is georeferenced (plain ` +
+      "JPEG and PNG files carry no coordinates; GeoTIFFs do).";
+  } else if (hits.length && !placed) {
+    note.textContent = "No map for these results: none of them lies in a georeferenced image.";
+  } else {
+    note.textContent = "";
+  }
+  note.hidden = note.textContent === "";
+  $("view-tabs").hidden = $("map-panel").hidden;
+  if ($("view-tabs").hidden) showView("results");
+}
+
+function showView(view) {
+  document.body.dataset.view = view;
+  $("tab-results").setAttribute("aria-pressed", String(view === "results"));
+  $("tab-map").setAttribute("aria-pressed", String(view === "map"));
+  if (view === "map") refreshView();
 }
 
 function describe(current) {
@@ -62,28 +90,43 @@ function describe(current) {
   return `${what}${feedback}${left}`;
 }
 
+// The marks of the chips shown, and apart from them the marks of chips that are not (refine removed the not-wanted
+// ones; wanted ones may lie on another page): all of them still apply.
 function updateFeedbackBar() {
-  const wanted = [...marks.values()].filter(kind => kind === "wanted").length;
-  const unwanted = marks.size - wanted;
+  const shown = new Set(hits.map(hit => hit.chip_id));
+  const count = (kind, onPage) => [...marks].filter(([id, mark]) => mark === kind && shown.has(id) === onPage).length;
   const applied = state.positive.length + state.negative.length > 0;
   $("feedback").hidden = marks.size === 0 && !applied;
-  $("marks").textContent = `${wanted} wanted, ${unwanted} not wanted`;
+  const hidden = [count("unwanted", false) ? `${plural(count("unwanted", false), "not-wanted chip")} left out of ` +
+                                             "the results" : "",
+                  count("wanted", false) ? `${count("wanted", false)} wanted not shown` : ""].filter(Boolean);
+  $("marks").textContent = `${count("wanted", true)} wanted, ${count("unwanted", true)} not wanted` +
+    (hidden.length ? ` (${hidden.join("; ")})` : "");
+  $("find-all").disabled = ![...marks.values()].includes("wanted");
 }
 
 function show(body) {
   hits = body.results;
   removed = body.removed || 0;
+  found = body.count === undefined ? null : body;
   renderGrid();
+  clearHeat();
   showFootprints(hits, hover);
+  showMapNote();
   // fewer hits than asked for: every chip the search can reach is shown
-  $("more").hidden = hits.length < state.k || state.k >= maxResults();
+  $("more").hidden = found !== null || hits.length < state.k || state.k >= maxResults();
+  showPager();
   const exports = $("exports");
   exports.hidden = hits.length === 0;
   if (!exports.hidden) {
     $("export-geojson").href = `/api/search?${toParams(state)}&format=geojson`;
     $("export-csv").href = `/api/search?${toParams(state)}&format=csv`;
   }
-  if (hits.length) {
+  if (found) {
+    setStatus(`Found ${plural(found.count, "chip")} like your ${state.positive.length} wanted with a probability of ` +
+              `at least ${state.threshold} (of ${plural(found.scored, "chip")} scored)` +
+              (found.calibrated ? "." : "; mark two or more wanted chips for calibrated probabilities."));
+  } else if (hits.length) {
     setStatus(`${plural(hits.length, "result")} ${describe(state)}.`);
   } else if (info && info.chips === 0) {
     setStatus("No results: the index holds no chips yet.");
@@ -107,6 +150,17 @@ async function run(request) {
     clearTimeout(timer);
     if (mine === serial) $("spinner").hidden = true;
   }
+}
+
+// "find all": the threshold and the pages of what was found
+function showPager() {
+  $("pager").hidden = !found;
+  if (!found) return;
+  $("threshold").value = state.threshold;
+  $("page-info").textContent = found.count ?
+    `${state.offset + 1}–${state.offset + hits.length} of ${found.count}` : "nothing found";
+  $("page-prev").disabled = state.offset === 0;
+  $("page-next").disabled = state.offset + state.k >= found.count;
 }
 
 function maxResults() {
@@ -140,7 +194,8 @@ function go(next) {
 }
 
 function renderGrid() {
-  renderResults(grid, hits, marks, { open: hit => openDetail(hit, detailActions), mark, like, hover });
+  renderResults(grid, hits, marks, { open: hit => openDetail(hit, detailActions), mark, like, hover },
+                found ? state.offset : 0, found ? "probability" : "score");
   updateFeedbackBar();
 }
 
@@ -150,8 +205,25 @@ function mark(hit, kind) {
   renderGrid();
 }
 
+const RANKED = { all: false, threshold: DEFAULT_THRESHOLD, offset: 0 };
+
 function like(hit) {
-  go({ q: "", k: state.k, like: hit.chip_id, image: null, positive: [], negative: [] });
+  go({ q: "", k: state.k, like: hit.chip_id, image: null, positive: [], negative: [], ...RANKED });
+}
+
+// The heat map of the hit's scene for the search shown (its scores: the API's)
+async function heat(hit) {
+  const params = toParams(state);
+  for (const name of ["k", "offset", "threshold"]) params.delete(name);
+  params.set("path", hit.path);
+  try {
+    const body = await getJSON(`/api/heatmap?${params}`);
+    params.set("format", "geotiff");
+    showView("map");
+    showHeat(body, `/api/heatmap?${params}`);
+  } catch (error) {
+    setStatus(error.message.replace("The search failed", "The heat map failed"), true);
+  }
 }
 
 function hover(chipId) {
@@ -159,8 +231,13 @@ function hover(chipId) {
   highlightFootprint(chipId);
 }
 
-const detailActions = { like, mark, markOf: chipId => marks.get(chipId), fusion: () => info && info.fusion };
+const detailActions = {
+  like, mark, heat, markOf: chipId => marks.get(chipId),
+  scoring: () => ({ findAll: found !== null, text: Boolean(state.q), localRerank: Boolean(info && info.local_rerank),
+                    fusion: info && info.fusion }),
+};
 setupDetail(detailActions);
+setupHeat();
 
 $("text-form").addEventListener("submit", event => {
   event.preventDefault();
@@ -169,7 +246,7 @@ $("text-form").addEventListener("submit", event => {
     setStatus("Type what you look for first, or pick an example image.");
     return;
   }
-  go({ q, k: Number($("k").value) || 12, like: null, image: null, positive: [], negative: [] });
+  go({ q, k: Number($("k").value) || 12, like: null, image: null, positive: [], negative: [], ...RANKED });
 });
 
 $("image-form").addEventListener("submit", event => {
@@ -185,7 +262,7 @@ $("image-form").addEventListener("submit", event => {
   run(async () => {
     const body = await getJSON("/api/search/image", { method: "POST", body: data });
     if (mine === serial) {
-      state = { q: "", k, like: null, image: body.image, positive: [], negative: [] };
+      state = { q: "", k, like: null, image: body.image, positive: [], negative: [], ...RANKED };
       pushState(state);
       showQueryImage();
     }
@@ -200,19 +277,41 @@ $("more").addEventListener("click", () => {
   run(() => getJSON(`/api/search?${toParams(state)}`));
 });
 
+function marked(kind) {
+  return [...marks].filter(([, mark]) => mark === kind).map(([id]) => id);
+}
+
 $("refine").addEventListener("click", () => {
-  const positive = [...marks].filter(([, kind]) => kind === "wanted").map(([id]) => id);
-  const negative = [...marks].filter(([, kind]) => kind === "unwanted").map(([id]) => id);
+  const positive = marked("wanted");
   if (!hasQuery({ ...state, positive })) {
     setStatus("Mark at least one result as wanted to refine a search by image.", true);
     return;
   }
-  go({ ...state, positive, negative });
+  go({ ...state, positive, negative: marked("unwanted"), ...RANKED });
 });
+
+$("find-all").addEventListener("click", () => {
+  go({ ...state, positive: marked("wanted"), negative: marked("unwanted"), all: true, offset: 0 });
+});
+
+$("threshold").addEventListener("change", () => {
+  const threshold = Number($("threshold").value);
+  if (!(threshold > 0 && threshold < 1)) {
+    setStatus("The probability threshold lies between 0 and 1 (exclusive), e.g. 0.5.", true);
+    return;
+  }
+  go({ ...state, threshold, offset: 0 });
+});
+
+$("page-prev").addEventListener("click", () => go({ ...state, offset: Math.max(0, state.offset - state.k) }));
+$("page-next").addEventListener("click", () => go({ ...state, offset: state.offset + state.k }));
+$("back-to-search").addEventListener("click", () => go({ ...state, ...RANKED }));
+$("tab-results").addEventListener("click", () => showView("results"));
+$("tab-map").addEventListener("click", () => showView("map"));
 
 $("clear-marks").addEventListener("click", () => {
   if (state.positive.length + state.negative.length && hasQuery({ ...state, positive: [] })) {
-    go({ ...state, positive: [], negative: [] });
+    go({ ...state, positive: [], negative: [], ...RANKED });
   } else {
     marks.clear();
     renderGrid();

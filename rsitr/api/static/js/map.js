@@ -9,6 +9,7 @@ const panel = document.getElementById("map-panel");
 let map = null;
 let layers = null;
 let basemap = null;
+let fitted = null;  // the bounds the view was last fitted to
 const footprints = new Map();  // chip id -> { rectangle, marker }
 
 function ensureMap() {
@@ -66,9 +67,8 @@ export function showFootprints(hits, onHover) {
   ensureMap();
   layers.clearLayers();
   const cornersOf = hit => [[hit.wgs84_bounds[1], hit.wgs84_bounds[0]], [hit.wgs84_bounds[3], hit.wgs84_bounds[2]]];
-  map.invalidateSize();
-  // paths render once a view is set; the view holds every hit (not animated, so it is set at once)
-  map.fitBounds(L.latLngBounds(placed.flatMap(cornersOf)), { padding: [24, 24], animate: false });
+  // paths render once a view is set; the view holds every hit
+  fitView(L.latLngBounds(placed.flatMap(cornersOf)));
   for (const hit of placed) {
     const corners = cornersOf(hit);
     L.imageOverlay(hit.thumbnail, corners, { opacity: 0.9 }).addTo(layers);
@@ -82,6 +82,28 @@ export function showFootprints(hits, onHover) {
     footprints.set(hit.chip_id, { rectangle, marker });
   }
   showSmallFootprintsAsMarkers();
+}
+
+// The Leaflet map (made on first use), for other layers (the heat map).
+export function leafletMap() {
+  ensureMap();
+  return map;
+}
+
+// Fit the view to bounds at once (not animated); refreshView() fits them again once the map is shown after being
+// hidden (the phone's tabs), when Leaflet has to measure its size anew.
+export function fitView(bounds) {
+  fitted = bounds;
+  map.invalidateSize();
+  if (map.getSize().x === 0) {  // hidden (the phone's results tab): a provisional view, fitted when shown
+    map.setView(bounds.getCenter(), 1, { animate: false });
+  } else {
+    map.fitBounds(bounds, { padding: [24, 24], animate: false });
+  }
+}
+
+export function refreshView() {
+  if (map && fitted) fitView(fitted);
 }
 
 export function highlightFootprint(chipId) {

@@ -11,6 +11,11 @@ export function formatWindow(window) {
   return `${window.width}×${window.height} at ${window.x},${window.y}`;
 }
 
+// The chip's place in its image: its pixel window, or nothing for an image that was not tiled (the chip is all of it).
+export function describeWindow(hit) {
+  return hit.whole_image ? "the whole image" : formatWindow(hit.window);
+}
+
 function markButton(label, kind, pressed, onClick) {
   const button = document.createElement("button");
   button.type = "button";
@@ -21,8 +26,9 @@ function markButton(label, kind, pressed, onClick) {
   return button;
 }
 
-// handlers: open(hit), mark(hit, kind), like(hit), hover(chipId | null)
-export function renderResults(grid, hits, marks, handlers) {
+// handlers: open(hit), mark(hit, kind), like(hit), hover(chipId | null); offset: the rank before the first hit
+// (pages of "find all"), whose scores are probabilities
+export function renderResults(grid, hits, marks, handlers, offset = 0, scoreName = "score") {
   grid.replaceChildren();
   hits.forEach((hit, index) => {
     const figure = document.createElement("figure");
@@ -32,15 +38,22 @@ export function renderResults(grid, hits, marks, handlers) {
     if (mark) figure.classList.add(mark);
     const img = document.createElement("img");
     img.src = hit.thumbnail;
-    img.alt = `${hit.path}, ${formatWindow(hit.window)}`;
+    img.alt = `${hit.path}, ${describeWindow(hit)}`;
     img.title = "Open the chip detail";
     img.addEventListener("click", () => handlers.open(hit));
     const caption = document.createElement("figcaption");
     const score = document.createElement("div");
     score.className = "score";
-    score.textContent = `#${index + 1}  score ${hit.score.toFixed(4)}`;
+    score.textContent = `#${index + 1 + offset}  ${scoreName} ${hit.score.toFixed(4)}`;
     const where = document.createElement("div");
-    where.textContent = `${hit.path} [${formatWindow(hit.window)}]`;
+    where.className = "where";
+    where.textContent = hit.path;
+    if (!hit.whole_image) {  // a chip of a tiled scene: where in it (kept on one line)
+      const window = document.createElement("span");
+      window.className = "window";
+      window.textContent = `[${formatWindow(hit.window)}]`;
+      where.append(" ", window);
+    }
     caption.append(score, where);
     if (hit.stale) {
       const stale = document.createElement("div");

@@ -1,14 +1,18 @@
-// The search lives in the URL (q, k, like, image, positive, negative: the API's own parameters), so a reload,
+// The search lives in the URL (q, k, like, image, positive, negative, and all, threshold, offset for "find all like
+// these": the API's own parameters), so a reload,
 // back/forward and a pasted link reproduce the same results. `image` is the id the server gave an uploaded
 // query image; the server keeps the image for a while (see /api/query-images).
 
 const IMAGE_ID = /^[0-9a-f]{16}$/;
+export const DEFAULT_THRESHOLD = 0.5;
 
 export function readState(search = window.location.search) {
   const params = new URLSearchParams(search);
   const ids = name => params.getAll(name).flatMap(v => v.split(",")).map(Number).filter(Number.isInteger);
   const like = params.get("like");
   const image = params.get("image");
+  const threshold = Number(params.get("threshold"));
+  const offset = Number(params.get("offset"));
   return {
     q: params.get("q") || "",
     k: Number(params.get("k")) || 12,
@@ -16,6 +20,9 @@ export function readState(search = window.location.search) {
     image: image !== null && IMAGE_ID.test(image) ? image : null,
     positive: ids("positive"),
     negative: ids("negative"),
+    all: params.get("all") === "true",
+    threshold: threshold > 0 && threshold < 1 ? threshold : DEFAULT_THRESHOLD,
+    offset: Number.isInteger(offset) && offset > 0 ? offset : 0,
   };
 }
 
@@ -31,6 +38,11 @@ export function toParams(state) {
   params.set("k", state.k);
   for (const id of state.positive) params.append("positive", id);
   for (const id of state.negative) params.append("negative", id);
+  if (state.all) {
+    params.set("all", "true");
+    params.set("threshold", state.threshold);
+    if (state.offset) params.set("offset", state.offset);
+  }
   return params;
 }
 
