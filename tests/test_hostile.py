@@ -511,3 +511,52 @@ def test_search_results_flag_chips_whose_source_changed_or_vanished(built, capsy
     capsys.readouterr()
     assert main(["search", str(out), "a field", "--top-k", "10"]) == 0
     assert "STALE" not in capsys.readouterr().out
+
+
+# -- issue 33: a model file runs no code --------------------------------------------------------------------
+class Payload:
+    """What an attacker pickles into a model file: unpickling it calls ``os.system``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("command", ["index", "classify", "search"])
+def test_a_model_file_that_asks_to_run_code_is_refused_in_one_line(built, tmp_path, capsys, command):
+    """``--pretrained e.pt`` to a command that encodes, or a shared index folder whose recorded checkpoint
+    (``model.pt``, its SHA-256 matching) is such a file."""
+    import torch
+
+    from rsitr.index.archive import content_hash
+    from rsitr.index.store import MetadataStore
+
+    root, out = built
+    marker, model = tmp_path / "PWNED", out / "model.pt"
+    torch.save({"state_dict": Payload(marker)}, model)
+    for name in ("harbour", "field"):
+        (tmp_path / "classes" / name).mkdir(parents=True)
+        noise(len(name), 32, 32).save(tmp_path / "classes" / name / "a.png")
+    store = MetadataStore(out)
+    store.set_meta(pretrained="model.pt", pretrained_sha256=content_hash(model))
+    store.close()
+    argv = {"index": index_argv(root, tmp_path / "other", "--pretrained", str(model)),
+            "classify": ["classify", str(tmp_path / "classes"), "--pretrained", str(model)],
+            "search": ["search", str(out), "a harbour"]}[command]
+    assert main(argv) == 2
+    assert "posix.system" in one_error_line(capsys, command) and not marker.exists()
+
+
+def test_a_training_checkpoint_still_loads_with_the_restricted_unpickler(tmp_path):
+    from rsitr.models.checkpoint import CHECKPOINT_FORMAT, read_checkpoint
+    from test_training import make_trainer
+
+    trainer = make_trainer(tmp_path, "train.epochs=1", "method.ftf_loss=true")
+    trainer.fit()
+    checkpoint = read_checkpoint(tmp_path / "checkpoints" / "latest.pt")
+    assert checkpoint["format"] == CHECKPOINT_FORMAT and checkpoint["epoch"] == 1
+    assert checkpoint["optimizer"]["state"] and checkpoint["eba"] is not None
