@@ -28,6 +28,7 @@ from rsitr.index import ArchiveIndex
 from rsitr.index.archive import ImageTooLargeError, decode_image, open_scene
 from rsitr.models import TINY_MODEL
 from rsitr.retrieval import vector_index
+from test_browser import browser  # noqa: F401 - the headless Chromium fixture (skips without Chromium)
 from test_index_support import CHIP_SETTINGS, declared_tiff, make_archive, noise, tiny_encoder
 from test_training import TINY
 
@@ -560,3 +561,64 @@ def test_a_training_checkpoint_still_loads_with_the_restricted_unpickler(tmp_pat
     checkpoint = read_checkpoint(tmp_path / "checkpoints" / "latest.pt")
     assert checkpoint["format"] == CHECKPOINT_FORMAT and checkpoint["epoch"] == 1
     assert checkpoint["optimizer"]["state"] and checkpoint["eba"] is not None
+
+
+# -- issue 33: a file name is text on the page --------------------------------------------------------------
+SCRIPTED_NAME = "<img src=x onerror=alert(9)>.tif"
+
+
+def test_a_file_name_with_markup_is_shown_as_text_on_the_map(browser, tmp_path):
+    from test_browser import confined_page, serving
+    from test_index_support import write_geotiff
+
+    root = tmp_path / "archive"
+    root.mkdir()
+    write_geotiff(root / SCRIPTED_NAME)
+    index, _ = ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), progress=False, **CHIP_SETTINGS)
+    with serving(index) as url, confined_page(browser, url) as page:
+        dialogs = []
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.goto(f"{url}/?q=a+field&k=3")
+        page.wait_for_selector("#map path.footprint")
+        page.hover("#map path.footprint", force=True)
+        page.wait_for_selector(".leaflet-tooltip")
+        assert page.text_content(".leaflet-tooltip").startswith(SCRIPTED_NAME)
+        assert page.locator(".leaflet-tooltip img").count() == 0
+        # and markup that slips in some other way runs no inline script: the Content-Security-Policy forbids it
+        ran = page.evaluate("""() => new Promise(done => {
+            document.body.insertAdjacentHTML('beforeend', '<img id=probe src=x onerror="window.ran = 1">');
+            document.getElementById('probe').addEventListener('error', () => done(window.ran ?? 0));
+        })""")
+        assert ran == 0 and dialogs == []
+    index.close()
+
+
+def test_every_answer_carries_a_content_security_policy(client):
+    page = client.get("/")
+    policy = dict(part.strip().split(" ", 1) for part in page.headers["content-security-policy"].split(";"))
+    assert policy["script-src"] == "'self'" and policy["object-src"] == "'none'"
+    assert policy["frame-ancestors"] == "'none'" and "unsafe" not in policy["style-src"]
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert "content-security-policy" in client.get("/api/info").headers
+    docs = client.get("/docs").headers["content-security-policy"]  # Swagger UI's one inline start, by its hash
+    assert "script-src 'self' 'sha256-" in docs and "'unsafe-inline'" not in docs.split("script-src")[1].split(";")[0]
+
+
+# -- issue 33: requests a browser may be led to send ---------------------------------------------------------
+def test_a_post_from_another_origins_page_is_refused(client):
+    upload = {"file": ("q.png", bytes(10), "image/png")}
+    refused = client.post("/api/search/image", files=upload, headers={"Origin": "http://evil.example"})
+    assert refused.status_code == 403 and "cross-origin" in refused.json()["detail"]
+    assert client.post("/api/search/image", files=upload, headers={"Origin": "null"}).status_code == 403
+    own = client.post("/api/search/image", files=upload, headers={"Origin": "http://localhost"})
+    assert own.status_code == 415  # past the check: the bytes are no image
+    assert client.get("/api/info", headers={"Origin": "http://evil.example"}).status_code == 200  # reads: CORS
+
+
+@pytest.mark.parametrize("method, path, status", [("POST", "/api/search", 405), ("PUT", "/api/info", 405),
+                                                  ("GET", "/api/info", 413), ("POST", "/nowhere", 404)])
+def test_a_body_to_a_route_that_takes_none_is_refused_before_it_is_read(client, method, path, status):
+    """Answered without closing, the server reads (and drops) the whole body to keep the connection."""
+    answer = client.request(method, path, content=bytes(MAX_UPLOAD // 2))
+    assert answer.status_code == status and answer.headers["connection"] == "close"
+    assert status != 413 or "takes no request body" in answer.json()["detail"]
