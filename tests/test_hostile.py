@@ -622,3 +622,54 @@ def test_a_body_to_a_route_that_takes_none_is_refused_before_it_is_read(client, 
     answer = client.request(method, path, content=bytes(MAX_UPLOAD // 2))
     assert answer.status_code == status and answer.headers["connection"] == "close"
     assert status != 413 or "takes no request body" in answer.json()["detail"]
+
+
+# -- issue 33: one bad file never breaks every search ---------------------------------------------------------
+@pytest.fixture
+def fresh_crs_warnings():
+    """Untransformable CRSs are warned once per process: forget the ones warned in earlier tests."""
+    from rsitr.index import export
+
+    export.wgs84_bounds.cache_clear()
+    export._warn_untransformable.cache_clear()
+
+
+@pytest.mark.parametrize("crs", ['LOCAL_CS["arbitrary",UNIT["metre",1]]', "EPSG:99999", "not a CRS"])
+def test_a_crs_that_cannot_reach_wgs84_gives_no_footprint_and_one_warning(fresh_crs_warnings, crs):
+    from rsitr.index.export import wgs84_bounds
+
+    with pytest.warns(UserWarning, match="cannot be placed in WGS84") as warned:
+        assert wgs84_bounds((1000.0, 1936.0, 1064.0, 2000.0), crs) is None
+        assert wgs84_bounds((0.0, 0.0, 64.0, 64.0), crs) is None
+    assert len(warned) == 1
+
+
+def test_a_local_crs_geotiff_is_listed_without_a_footprint_never_a_500(tmp_path, capsys, fresh_crs_warnings):
+    import rasterio
+    from rasterio.crs import CRS
+
+    root, out = make_archive(tmp_path / "archive", geotiff=False), tmp_path / "index"
+    pixels = np.asarray(noise(5, 64, 64)).transpose(2, 0, 1)
+    with rasterio.open(root / "local.tif", "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8",
+                       crs=CRS.from_wkt('LOCAL_CS["arbitrary",UNIT["metre",1]]'),
+                       transform=rasterio.Affine(1, 0, 1000, 0, -1, 2000)) as dataset:
+        dataset.write(pixels)
+    assert main(index_argv(root, out)) == 0
+    capsys.readouterr()
+    for fmt in ("geojson", "json", "csv"):
+        assert main(["search", str(out), "a field", "--top-k", "10", "--format", fmt]) == 0
+        printed, warned = capsys.readouterr()
+        assert "Traceback" not in warned and "ERROR" not in warned
+        if fmt == "geojson":  # the first: its warning line (once per process)
+            assert sum("cannot be placed in WGS84" in line for line in warned.splitlines()) == 1
+            features = json.loads(printed)["features"]
+            assert [f["geometry"] for f in features if f["properties"]["path"] == "local.tif"] == [None]
+    index = ArchiveIndex.open(out, encoder=tiny_encoder())
+    chip = next(hit.chip_id for hit in index.search("a field", k=10) if hit.path == "local.tif")
+    app = TestClient(create_app(index=index), base_url="http://localhost")
+    listed = app.get("/api/search", params={"q": "a field", "k": 10})
+    assert listed.status_code == 200
+    assert [hit["wgs84_bounds"] for hit in listed.json()["results"] if hit["chip_id"] == chip] == [None]
+    assert app.get(f"/api/chips/{chip}").json()["wgs84_bounds"] is None
+    assert app.get("/api/search", params={"q": "a field", "k": 10, "format": "geojson"}).status_code == 200
+    index.close()
