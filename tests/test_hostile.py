@@ -673,3 +673,60 @@ def test_a_local_crs_geotiff_is_listed_without_a_footprint_never_a_500(tmp_path,
     assert app.get(f"/api/chips/{chip}").json()["wgs84_bounds"] is None
     assert app.get("/api/search", params={"q": "a field", "k": 10, "format": "geojson"}).status_code == 200
     index.close()
+
+
+def rewrite_lance_with_a_huge_component(out: Path) -> None:
+    """A bit flip in a float's exponent: one stored vector component becomes 1e28."""
+    from rsitr.index.lance_store import LanceVectors
+    from rsitr.index.store import MetadataStore
+
+    store = MetadataStore(out)
+    ids, vectors = store.embeddings()
+    store.close()
+    vectors = vectors.copy()
+    vectors[0, 0] = 1e28
+    LanceVectors.write(str(out / "vectors.lance"), ids, vectors)
+
+
+LANCE_DAMAGES = {"deleted": lambda path: path.unlink(),
+                 "garbage": lambda path: path.write_bytes(garbage(path.read_bytes())),
+                 "truncated": lambda path: path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])}
+
+
+def searched_ids(capsys, out: Path) -> tuple[list[int], list[str]]:
+    assert main(["search", str(out), "a harbour", "--top-k", "10", "--format", "json"]) == 0
+    printed, err = capsys.readouterr()
+    return [hit["chip_id"] for hit in json.loads(printed)], err.splitlines()
+
+
+@pytest.mark.parametrize("damage", [*LANCE_DAMAGES, "a component of 1e28"])
+def test_a_damaged_lancedb_store_is_searched_from_sqlite_and_rewritten_by_index(tmp_path, capsys, damage):
+    root, out = make_archive(tmp_path / "archive", geotiff=False), tmp_path / "index"
+    assert main(index_argv(root, out, "--backend", "lancedb")) == 0
+    capsys.readouterr()
+    expected, _ = searched_ids(capsys, out)
+    if damage in LANCE_DAMAGES:
+        LANCE_DAMAGES[damage](next((out / "vectors.lance" / "chips.lance" / "data").glob("*.lance")))
+    else:
+        rewrite_lance_with_a_huge_component(out)
+    found, err = searched_ids(capsys, out)
+    assert found == expected
+    assert all(line.startswith("rsitr") for line in err) and sum("are damaged" in line for line in err) == 1, err
+    assert main(index_argv(root, out)) == 0  # nothing to encode, but the store is read whole and rewritten
+    capsys.readouterr()
+    found, err = searched_ids(capsys, out)
+    assert found == expected and not any("damaged" in line for line in err)
+    index = ArchiveIndex.open(out, encoder=tiny_encoder())
+    assert type(index._vectors).__name__ == "LanceVectors"
+    index.close()
+
+
+def test_a_lancedb_index_reached_by_another_path_searches_its_table(tmp_path, capsys, monkeypatch):
+    root, out = make_archive(tmp_path / "archive", geotiff=False), tmp_path / "index"
+    monkeypatch.chdir(tmp_path)
+    assert main(index_argv(root, Path("index"), "--backend", "lancedb")) == 0
+    (tmp_path / "link").symlink_to(out)
+    for path in (out, tmp_path / "link"):
+        index = ArchiveIndex.open(path, encoder=tiny_encoder())
+        assert type(index._vectors).__name__ == "LanceVectors"
+        index.close()

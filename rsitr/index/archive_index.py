@@ -37,6 +37,9 @@ from rsitr.models.pretrained import DEFAULT_PRETRAINED
 
 VECTORS_NAME = "vectors.faiss"
 LANCE_NAME = "vectors.lance"
+SCORE_TOLERANCE = 0.01
+"""How far a saved vector store's cosine may be from the stored vector's (float16 re-scores of IVF-PQ, float32
+sums in another order); a damaged file is off by far more."""
 
 
 class SourceChangedError(FileNotFoundError):
@@ -158,13 +161,20 @@ class ArchiveIndex:
         return self.settings.vector_uri or str(self.directory / LANCE_NAME)
 
     def _saved_as(self) -> str:
-        """What ``vectors_type`` records for the current settings: the FAISS type, or ``lancedb:<location>``."""
-        return f"lancedb:{self._vector_uri()}" if self.settings.backend == "lancedb" else self._index_type()
+        """What ``vectors_type`` records for the current settings: the FAISS type, or ``lancedb:<location>``, the
+        default location by its name inside the index (so it is found however the index folder is reached)."""
+        if self.settings.backend != "lancedb":
+            return self._index_type()
+        return f"lancedb:{self.settings.vector_uri or LANCE_NAME}"
 
     def _vectors_saved(self) -> bool:
+        recorded = self.store.get_meta("vectors_type") or ""
+        # rsitr <= issue 33 recorded the default LanceDB location by the index path it was built through
+        default_lance = self.settings.backend == "lancedb" and not self.settings.vector_uri and \
+            recorded.startswith("lancedb:") and Path(recorded.removeprefix("lancedb:")).name == LANCE_NAME
         return (self.settings.backend == "lancedb" or (self.directory / VECTORS_NAME).is_file()) and \
             self.store.get_meta("vectors_generation") == self._generation and \
-            self.store.get_meta("vectors_type") == self._saved_as()
+            (recorded == self._saved_as() or default_lance)
 
     def _refresh_vectors(self) -> None:
         """Load the saved FAISS index if it matches the database and is sound, else rebuild it in memory from the
@@ -192,8 +202,10 @@ class ArchiveIndex:
             self._vectors = vector_index.build_vector_index(vectors, ids, self._index_type())
 
     def _save_vectors(self) -> None:
-        """Write the FAISS index unless it was loaded from a current, sound file. Only writers (build) save;
-        readers rebuild in memory."""
+        """Write the FAISS index unless it was loaded from a current, sound file (a LanceDB table is read in full to
+        tell). Only writers (build) save; readers rebuild in memory."""
+        if self._vectors_on_disk and isinstance(self._vectors, LanceVectors):  # read whole: is it sound?
+            self._vectors_on_disk = self._vectors.holds(*self.store.embeddings())
         if not self._vectors_on_disk:
             if self.settings.backend == "lancedb":
                 ids, vectors = self.store.embeddings()
@@ -284,12 +296,48 @@ class ArchiveIndex:
         return self.search(k=k, image=self.embed_image(image, max_pixels))
 
     def _candidates(self, embedding: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """Ids and cosines of the best ``count`` chips, checked against the stored vectors (the record): a saved
+        vector store whose answer is unreadable or disagrees with them (a damaged file: scores of 1e28, ids of
+        no chip) is replaced, with a warning, by a FAISS index built from the stored vectors in memory."""
         vectors = self._current_vectors()
+        try:
+            ids, scores = self._search(vectors, embedding, count)
+            return self._checked(ids, scores, embedding)
+        except (OSError, ValueError, RuntimeError, TypeError) as err:  # what lancedb and FAISS raise on bad files
+            if not self._vectors_on_disk:
+                raise
+            where = self._vector_uri() if self.settings.backend == "lancedb" else self.directory / VECTORS_NAME
+            reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            print(f"rsitr: warning: the saved vectors at {where} are damaged ({reason}); searching a FAISS index "
+                  f"built from {DATABASE_NAME} in memory (`rsitr index` on this index rewrites them)", file=sys.stderr)
+            with self._lock:
+                ids_stored, stored = self.store.embeddings()
+                self._vectors = vector_index.build_vector_index(stored, ids_stored, self._index_type())
+                self._vectors_on_disk = False
+            return self._candidates(embedding, count)
+
+    @staticmethod
+    def _search(vectors: faiss.Index | LanceVectors, embedding: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(vectors, LanceVectors):
             return vectors.search(embedding, count)
         scores, ids = vector_index.search_vectors(vectors, embedding[None], count)
         keep = ids[0] >= 0
         return ids[0][keep], scores[0][keep]
+
+    def _checked(self, ids: np.ndarray, scores: np.ndarray, embedding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The candidates that are chips of the index (others were deleted by a run under way), after checking
+        that their scores are the cosines of their stored vectors (:class:`DamagedVectorsError` if not)."""
+        stored = self.store.vectors(ids.tolist())
+        keep = np.array([int(chip_id) in stored for chip_id in ids], dtype=bool)
+        if not keep.all() and self.store.generation == self._saved_generation:  # no run since they were saved
+            raise vector_index.DamagedVectorsError(f"chip id {int(ids[~keep][0])} is no chip of the index")
+        ids, scores = ids[keep], scores[keep]
+        expected = np.array([stored[int(chip_id)] @ embedding for chip_id in ids], dtype=np.float32)
+        if not np.all(np.isfinite(scores)) or np.any(np.abs(scores - expected) > SCORE_TOLERANCE):
+            worst = int(np.argmax(np.where(np.isfinite(scores), np.abs(scores - expected), np.inf)))
+            raise vector_index.DamagedVectorsError(f"chip {int(ids[worst])} scored {float(scores[worst]):.6g}, "
+                                                   f"its stored vector {float(expected[worst]):.6g}")
+        return ids, scores
 
     def _hits(self, ranked: list[tuple[int, float, float, float | None]], removed: int = 0) -> SearchResults:
         records = self.store.chips([chip_id for chip_id, *_ in ranked])
