@@ -730,3 +730,28 @@ def test_a_lancedb_index_reached_by_another_path_searches_its_table(tmp_path, ca
         index = ArchiveIndex.open(path, encoder=tiny_encoder())
         assert type(index._vectors).__name__ == "LanceVectors"
         index.close()
+
+
+# -- issue 33: one writer per index ---------------------------------------------------------------------------
+def test_a_second_rsitr_index_on_an_index_being_written_is_one_line(built, capsys, monkeypatch):
+    """The second run is refused while the first holds the lock, and the first completes."""
+    from rsitr.index import archive_index
+
+    root, out = built
+    noise(9, 64, 48).save(root / "new.png")
+    outcomes = []
+    real_update = archive_index.update_index
+
+    def update_while_another_run_starts(*args, **kwargs):
+        outcomes.append(main(index_argv(root, out)))  # the second run, while the first is writing
+        outcomes.append(one_error_line(capsys, "index"))
+        return real_update(*args, **kwargs)
+
+    monkeypatch.setattr(archive_index, "update_index", update_while_another_run_starts)
+    assert main(index_argv(root, out)) == 0
+    assert outcomes[0] == 2 and f"another rsitr index is writing {out}" in outcomes[1]
+    monkeypatch.setattr(archive_index, "update_index", real_update)
+    index = ArchiveIndex.open(out, encoder=tiny_encoder())
+    assert "new.png" in index.store.files()
+    index.close()
+    assert main(index_argv(root, out)) == 0  # the lock is released with the run

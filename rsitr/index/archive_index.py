@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import faiss
 import numpy as np
@@ -37,6 +38,7 @@ from rsitr.models.pretrained import DEFAULT_PRETRAINED
 
 VECTORS_NAME = "vectors.faiss"
 LANCE_NAME = "vectors.lance"
+LOCK_NAME = "index.lock"
 SCORE_TOLERANCE = 0.01
 """How far a saved vector store's cosine may be from the stored vector's (float16 re-scores of IVF-PQ, float32
 sums in another order); a damaged file is off by far more."""
@@ -48,6 +50,24 @@ class SourceChangedError(FileNotFoundError):
 
 class UnknownChipError(UserError, LookupError):
     """A chip id (to search like, or marked in feedback) that the index does not hold."""
+
+
+@contextmanager
+def _writing(directory: Path) -> Iterator[None]:
+    """Hold the index's write lock (``index.lock``, an OS file lock, so a killed run leaves none held), or raise
+    :class:`IndexSetupError` at once: two runs writing one index would collide on its rows."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(directory / LOCK_NAME)
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        raise IndexSetupError(f"another rsitr index is writing {directory}; wait until it ends, or pass another "
+                              f"--out") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 class ArchiveIndex:
@@ -132,21 +152,22 @@ class ArchiveIndex:
         if stored_model is not None:
             check_encoder(store, directory, encoder)
             settings = merged_settings(store, directory, images, requested, relocate)
-        if rebuild:
-            for name in (DATABASE_NAME, f"{DATABASE_NAME}-wal", f"{DATABASE_NAME}-shm", VECTORS_NAME):
-                (directory / name).unlink(missing_ok=True)
         directory.mkdir(parents=True, exist_ok=True)
-        store = store or MetadataStore(directory)
-        if stored_model is None:
-            settings = new_settings
-            store.set_meta(model=encoder.model_name, **checkpoint_record(encoder.pretrained, directory),
-                           fingerprint=encoder.fingerprint().to_dict(), root=str(images),
-                           settings=dataclasses.asdict(settings))
-        else:
-            store.set_meta(settings=dataclasses.asdict(settings), root=str(images))
-        report = update_index(store, encoder, images, settings, batch_size, progress, chip_encoder)
-        index = cls(directory, store, encoder)
-        index._save_vectors()
+        with _writing(directory):
+            if rebuild:
+                for name in (DATABASE_NAME, f"{DATABASE_NAME}-wal", f"{DATABASE_NAME}-shm", VECTORS_NAME):
+                    (directory / name).unlink(missing_ok=True)
+            store = store or MetadataStore(directory)
+            if stored_model is None:
+                settings = new_settings
+                store.set_meta(model=encoder.model_name, **checkpoint_record(encoder.pretrained, directory),
+                               fingerprint=encoder.fingerprint().to_dict(), root=str(images),
+                               settings=dataclasses.asdict(settings))
+            else:
+                store.set_meta(settings=dataclasses.asdict(settings), root=str(images))
+            report = update_index(store, encoder, images, settings, batch_size, progress, chip_encoder)
+            index = cls(directory, store, encoder)
+            index._save_vectors()
         return index, report
 
     def close(self) -> None:
