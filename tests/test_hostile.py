@@ -755,3 +755,72 @@ def test_a_second_rsitr_index_on_an_index_being_written_is_one_line(built, capsy
     assert "new.png" in index.store.files()
     index.close()
     assert main(index_argv(root, out)) == 0  # the lock is released with the run
+
+
+# -- issue 33: memory limits per file -------------------------------------------------------------------------
+def test_a_huge_sparse_scene_is_refused_from_its_header_naming_the_flag(tmp_path, capsys):
+    """A 10^6 x 10^6 sparse GeoTIFF of a few kB: refused per scene (pixels) or per file (chips), the run goes on."""
+    import rasterio
+
+    root, out = make_archive(tmp_path / "archive", geotiff=False), tmp_path / "index"
+    with rasterio.open(root / "sparse.tif", "w", driver="GTiff", width=10**6, height=10**6, count=1, dtype="uint8",
+                       tiled=True, blockxsize=4096, blockysize=4096, compress="deflate", sparse_ok=True,
+                       crs="EPSG:32633", transform=rasterio.Affine(0.3, 0, 400000, 0, -0.3, 5800000)) as dataset:
+        dataset.write(np.full((1, 256, 256), 7, np.uint8), window=rasterio.windows.Window(0, 0, 256, 256))
+    assert (root / "sparse.tif").stat().st_size < 5_000_000
+    assert main(index_argv(root, out, "--max-pixels", str(10**13), "--max-chips-per-file", "5000")) == 0
+    printed = capsys.readouterr().out
+    assert "over the limit of 5,000 per file (--max-chips-per-file)" in printed
+    assert main(index_argv(root, tmp_path / "defaults")) == 0  # a new index, the default limits
+    printed = capsys.readouterr().out
+    assert "sparse.tif" in printed and "(--max-pixels)" in printed
+    for path in (out, tmp_path / "defaults"):
+        index = ArchiveIndex.open(path, encoder=tiny_encoder())
+        assert "sparse.tif" not in index.store.files() and len(index.store.files()) == 4
+        index.close()
+
+
+def test_chip_count_is_the_number_of_windows():
+    from rsitr.index.tiling import chip_count, chip_windows
+
+    for width, height, size, overlap, larger in [(300, 200, 128, 32, 256), (64, 48, 128, 32, 256), (1000, 1000, 224, 32, 512),
+                                                 (225, 5000, 224, 0, 100), (224, 224, 224, 32, 100), (10, 700, 50, 49, 20)]:
+        assert chip_count(width, height, size, overlap, larger) == len(chip_windows(width, height, size, overlap, larger))
+
+
+def test_the_ray_chip_encoder_holds_one_batch_of_chip_images_as_the_embedded_path(tmp_path, monkeypatch):
+    """``encode_files`` (what each Ray actor runs) encodes a batch at a time while it reads a scene, rather than
+    reading every chip of a file first: a tiled scene of many chips no longer sits in each worker's memory."""
+    from rsitr.index import indexer
+    from rsitr.index.indexer import IndexSettings, encode_files
+    from test_index_support import write_geotiff
+
+    root = tmp_path / "archive"
+    root.mkdir()
+    write_geotiff(root / "big.tif", width=600, height=600)
+    encoder = tiny_encoder()
+    held, most = [], []
+    real_open, real_encode = indexer.open_scene, encoder.encode_images
+
+    class CountedScene:
+        def __init__(self, path):
+            self.opened = real_open(path)
+
+        def __enter__(self):
+            scene = self.opened.__enter__()
+            real_read = scene.read
+            scene.read = lambda window, *args: (held.append(window), real_read(window, *args))[1]
+            return scene
+
+        def __exit__(self, *exc):
+            return self.opened.__exit__(*exc)
+
+    def counted_encode(images):
+        most.append(len(held))
+        held.clear()
+        return real_encode(images)
+
+    monkeypatch.setattr(indexer, "open_scene", CountedScene)
+    monkeypatch.setattr(encoder, "encode_images", counted_encode)
+    [encoded] = encode_files(encoder, root, IndexSettings(**CHIP_SETTINGS), ["big.tif"], batch_size=4)
+    assert len(encoded.chips) == 36 and max(most) == 4  # 6 x 6 chips of 128 px, 96 apart

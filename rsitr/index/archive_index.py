@@ -109,7 +109,7 @@ class ArchiveIndex:
               pretrained: str | None = None, *, encoder: Encoder | None = None, chip_size: int | None = None,
               chip_overlap: int | None = None, tile_larger_than: int | None = None, index_type: str | None = None,
               store_local_tokens: bool | None = None, backend: str | None = None, vector_uri: str | None = None,
-              batch_size: int = 32, progress: bool = True,
+              max_pixels: int | None = None, max_chips_per_file: int | None = None, batch_size: int = 32, progress: bool = True,
               device: str = "cpu", precision: str = "auto", relocate: bool = False,
               rebuild: bool = False, chip_encoder: ChipEncoder | None = None) -> tuple[ArchiveIndex, UpdateReport]:
         """Create the index in ``directory`` for the images under ``images``, or bring an existing one up to date.
@@ -117,7 +117,8 @@ class ArchiveIndex:
         Arguments left as None take the values recorded in an existing index, or the defaults of
         :class:`IndexSettings` and the shipped model (:data:`DEFAULT_PRETRAINED`) for a new one.
         Chip settings and the images folder cannot change once an index exists; ``index_type``, ``backend``
-        (``faiss`` or ``lancedb``) and ``vector_uri`` (the LanceDB location) can, and
+        (``faiss`` or ``lancedb``), ``vector_uri`` (the LanceDB location) and the limits ``max_pixels`` (per
+        scene) and ``max_chips_per_file`` (larger files are failures of the run) can, and
         ``relocate`` re-points the index at ``images`` when its folder moved (files are matched by their path
         relative to it, and by content where size or mtime differ, so nothing unchanged is encoded again).
         ``rebuild`` discards the index's files (a damaged database) and builds anew. Every argument (and the
@@ -134,7 +135,7 @@ class ArchiveIndex:
             raise IndexSetupError(f"the batch size must be at least 1, got {batch_size}")
         requested = {"chip_size": chip_size, "chip_overlap": chip_overlap, "tile_larger_than": tile_larger_than,
                      "index_type": index_type, "store_local_tokens": store_local_tokens, "backend": backend,
-                     "vector_uri": vector_uri}
+                     "vector_uri": vector_uri, "max_pixels": max_pixels, "max_chips_per_file": max_chips_per_file}
         new_settings = IndexSettings(**{k: v for k, v in requested.items() if v is not None})  # validates them
         existing = (directory / DATABASE_NAME).is_file() and not rebuild
         store = MetadataStore(directory) if existing else None
