@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import http.client
+import io
 import json
 import socket
 import sqlite3
@@ -824,3 +825,18 @@ def test_the_ray_chip_encoder_holds_one_batch_of_chip_images_as_the_embedded_pat
     monkeypatch.setattr(encoder, "encode_images", counted_encode)
     [encoded] = encode_files(encoder, root, IndexSettings(**CHIP_SETTINGS), ["big.tif"], batch_size=4)
     assert len(encoded.chips) == 36 and max(most) == 4  # 6 x 6 chips of 128 px, 96 apart
+
+
+# -- issue 33: CSV cells a spreadsheet would run -------------------------------------------------------------
+@pytest.mark.parametrize("name", ['=HYPERLINK("http://evil.example","x").png', "+1+cmd.png", "-2+3.png", "@SUM(A1).png",
+                                  "\tx.png"])
+def test_csv_exports_neutralise_cells_that_start_like_a_formula(name):
+    from rsitr.index.export import to_csv
+    from rsitr.index.searcher import SearchHit
+    from rsitr.index.tiling import Window
+
+    hits = [SearchHit(7, name, Window(0, 0, 64, 64), (-120.5, -33.0, -120.0, -32.5), "EPSG:4326", -0.25, -0.5,
+                      None, False), SearchHit(8, "plain.png", Window(0, 0, 64, 64), None, None, 0.1, 0.1, None, False)]
+    rows = list(csv.DictReader(io.StringIO(to_csv(hits))))
+    assert rows[0]["path"] == "'" + name and rows[1]["path"] == "plain.png"
+    assert float(rows[0]["left"]) == -120.5 and float(rows[0]["score"]) == -0.25  # numbers stay numbers

@@ -91,12 +91,23 @@ def to_geojson(hits: Sequence[SearchHit], query: dict | None = None) -> dict:
     return collection
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet reads as the start of a formula (OWASP's CSV injection list)."""
+
+
+def _inert(value):
+    """A text cell a spreadsheet shows as text: one starting like a formula gets a leading ``'`` (OWASP)."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
 def to_csv(hits: Sequence[SearchHit]) -> str:
+    """The hits as CSV rows; file names and CRS text that begin like a formula are neutralised (numbers are not
+    text: a negative coordinate stays a number)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for rank, hit in enumerate(hits, 1):
-        writer.writerow(hit_properties(hit, rank))
+        writer.writerow({key: _inert(value) for key, value in hit_properties(hit, rank).items()})
     return buffer.getvalue()
 
 
