@@ -840,3 +840,23 @@ def test_csv_exports_neutralise_cells_that_start_like_a_formula(name):
     rows = list(csv.DictReader(io.StringIO(to_csv(hits))))
     assert rows[0]["path"] == "'" + name and rows[1]["path"] == "plain.png"
     assert float(rows[0]["left"]) == -120.5 and float(rows[0]["score"]) == -0.25  # numbers stay numbers
+
+
+# -- issue 33: files that are no images ------------------------------------------------------------------------
+def test_a_fifo_and_a_symlink_loop_in_the_archive_are_skipped_with_one_line_each(tmp_path, capsys):
+    import os
+
+    root, out = make_archive(tmp_path / "archive", geotiff=False), tmp_path / "index"
+    os.mkfifo(root / "fifo.jpg")  # opening it to read would wait for a writer forever
+    (root / "self.jpg").symlink_to("self.jpg")
+    assert main(index_argv(root, out)) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert sum("skipped fifo.jpg: not a regular file" in line for line in err) == 1
+    assert sum("skipped self.jpg: a symlink loop" in line for line in err) == 1
+    assert all(line.startswith("rsitr") for line in err), err
+    index = ArchiveIndex.open(out, encoder=tiny_encoder())
+    assert len(index.store.files()) == 4
+    app = TestClient(create_app(index=index), base_url="http://localhost")
+    for path in ("self.jpg", "fifo.jpg"):
+        assert app.get("/api/files/preview", params={"path": path}).status_code == 404
+    index.close()
