@@ -183,7 +183,7 @@ def load_config(paths: str | Path | Sequence[str | Path] | None = None,
     for path in map(Path, paths):
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist (see configs/ for examples)")
-        config = _merge(config, OmegaConf.load(path), f"config {path}")
+        config = _merge(config, _read_yaml(path), f"config {path}")
     if overrides:
         config = _merge(config, OmegaConf.from_dotlist(list(overrides)), "config overrides")
     config = OmegaConf.to_object(config)
@@ -220,6 +220,35 @@ def _check_ranges(config: RunConfig) -> None:
             raise ConfigError(f"train.{key} must be greater than 0, got {value}")
     if config.model.text_unlocked_layers is not None and config.model.text_unlocked_layers < 0:
         raise ConfigError(f"model.text_unlocked_layers must be at least 0, got {config.model.text_unlocked_layers}")
+
+
+MAX_CONFIG_DEPTH = 32
+"""Nesting a config may have (rsitr's has 3 levels); deeper is refused before it is built."""
+
+
+def _read_yaml(path: Path):
+    """A config file as OmegaConf reads it (its YAML loader: safe, no Python tags), refused in one
+    :class:`ConfigError` line when it is no UTF-8 text, no valid YAML, nested deeper than :data:`MAX_CONFIG_DEPTH`
+    levels, or uses aliases (``*name``: a few lines of them expand to billions of nodes in OmegaConf)."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        depth = 0
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):  # events only: nothing is built or expanded
+            if isinstance(event, yaml.AliasEvent):
+                raise ConfigError(f"config {path}: YAML aliases (*{event.anchor}) are not read; write the values out")
+            depth += isinstance(event, yaml.CollectionStartEvent) - isinstance(event, yaml.CollectionEndEvent)
+            if depth > MAX_CONFIG_DEPTH:
+                raise ConfigError(f"config {path} is nested deeper than {MAX_CONFIG_DEPTH} levels; rsitr configs "
+                                  f"have sections of fields (see configs/ for examples)")
+        return OmegaConf.load(path)
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {path} is not a YAML text file (not UTF-8)") from None
+    except yaml.YAMLError as err:
+        problem = " ".join(str(err).split())[:300]
+        raise ConfigError(f"config {path} is not a YAML file rsitr reads: {problem}") from None
 
 
 def _merge(base, layer, where: str):

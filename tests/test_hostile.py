@@ -860,3 +860,29 @@ def test_a_fifo_and_a_symlink_loop_in_the_archive_are_skipped_with_one_line_each
     for path in ("self.jpg", "fifo.jpg"):
         assert app.get("/api/files/preview", params={"path": path}).status_code == 404
     index.close()
+
+
+# -- issue 33: config files that are no configs ----------------------------------------------------------------
+HOSTILE_CONFIGS = {
+    "a python tag": ("train:\n  epochs: !!python/object/apply:os.system ['touch {marker}']\n", "python/object"),
+    "billion laughs": ("a: &a [x, x, x, x, x, x, x, x, x]\n"
+                       + "".join(f"{b}: &{b} [*{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}]\n"
+                                 for a, b in zip("abcdefgh", "bcdefghi")), "aliases"),
+    "deep nesting": ("train: " + "[" * 5000 + "]" * 5000 + "\n", "nested deeper than 32"),
+    "binary content": (bytes(range(256)) * 4, "not a YAML text file"),
+    "control characters": ("train:\n  epochs: \x00\x01\n", "not a YAML file rsitr reads"),
+}
+
+
+@pytest.mark.parametrize("kind", HOSTILE_CONFIGS)
+def test_a_hostile_yaml_config_is_one_line(tmp_path, capsys, kind):
+    content, expected = HOSTILE_CONFIGS[kind]
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "config.yaml"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content.replace("{marker}", str(marker)))
+    assert main(["train", "--config", str(path), "--output-dir", str(tmp_path / "run")]) == 2
+    assert expected in one_error_line(capsys, "train") and not marker.exists()
+    assert not (tmp_path / "run").exists()
