@@ -886,3 +886,33 @@ def test_a_hostile_yaml_config_is_one_line(tmp_path, capsys, kind):
     assert main(["train", "--config", str(path), "--output-dir", str(tmp_path / "run")]) == 2
     assert expected in one_error_line(capsys, "train") and not marker.exists()
     assert not (tmp_path / "run").exists()
+
+
+def test_a_full_disk_while_saving_vectors_faiss_is_one_line_and_keeps_the_old_file(built, capsys, monkeypatch):
+    """The disk fills while the vectors are written: the file size limit (RLIMIT_FSIZE) makes write() fail as
+    ENOSPC would, for that call only."""
+    import resource
+    import signal
+
+    root, out = built
+    before = (out / "vectors.faiss").read_bytes()
+    noise(9, 64, 48).save(root / "new.png")
+    real_save = vector_index.save_atomic
+
+    def save_on_a_full_disk(index, path) -> None:
+        limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+        handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, limits[1]))
+        try:
+            real_save(index, path)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+            signal.signal(signal.SIGXFSZ, handler)
+
+    monkeypatch.setattr(vector_index, "save_atomic", save_on_a_full_disk)
+    assert main(index_argv(root, out)) == 2
+    assert "File too large" in one_error_line(capsys, "index")
+    assert (out / "vectors.faiss").read_bytes() == before and not list(out.glob("*.tmp"))
+    monkeypatch.setattr(vector_index, "save_atomic", real_save)
+    assert main(index_argv(root, out)) == 0
+    assert (out / "vectors.faiss").read_bytes() != before
