@@ -11,6 +11,7 @@ import csv
 import http.client
 import io
 import json
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -916,3 +917,43 @@ def test_a_full_disk_while_saving_vectors_faiss_is_one_line_and_keeps_the_old_fi
     monkeypatch.setattr(vector_index, "save_atomic", real_save)
     assert main(index_argv(root, out)) == 0
     assert (out / "vectors.faiss").read_bytes() != before
+
+
+# -- issue 33: an embed folder that is not what its manifest says ---------------------------------------------
+def embed_argv(source: Path, out: Path, shard_size: int = 8) -> list[str]:
+    return ["embed", str(source), "--out", str(out), "--model", TINY_MODEL, "--shard-size", str(shard_size),
+            "--no-progress"]
+
+
+EMBED_DAMAGES = {
+    "a garbage manifest": (lambda out: (out / "_manifest.json").write_bytes(garbage(bytes(300))), "no manifest"),
+    "a manifest of other fields": (lambda out: (out / "_manifest.json").write_text('{"format": 1}'), "no manifest"),
+    "a manifest that is a list": (lambda out: (out / "_manifest.json").write_text("[1, 2]"), "no manifest"),
+    "a garbage shard": (lambda out: (out / "part-00001.parquet").write_bytes(garbage(bytes(3000))), "no shard"),
+    "a truncated shard": (lambda out: (out / "part-00001.parquet").write_bytes(
+        (out / "part-00001.parquet").read_bytes()[:500]), "no shard"),
+}
+
+
+@pytest.mark.parametrize("damage", EMBED_DAMAGES)
+def test_embed_into_a_folder_with_a_bad_manifest_or_shard_is_one_line(class_folders, tmp_path, capsys, damage):
+    out = tmp_path / "emb"
+    assert main(embed_argv(class_folders, out)) == 0
+    spoil, expected = EMBED_DAMAGES[damage]
+    spoil(out)
+    assert main(embed_argv(class_folders, out)) == 2
+    assert expected in one_error_line(capsys, "embed")
+
+
+def test_embed_refuses_another_runs_shards_under_a_matching_manifest(class_folders, tmp_path, capsys):
+    """Shards of a run with another shard size, copied beside this run's manifest: ids would be duplicated."""
+    out, other = tmp_path / "emb", tmp_path / "other"
+    assert main(embed_argv(class_folders, out, shard_size=8)) == 0
+    assert main(embed_argv(class_folders, other, shard_size=5)) == 0
+    capsys.readouterr()
+    for shard in out.glob("part-*.parquet"):
+        shard.unlink()
+    for shard in other.glob("part-*.parquet"):
+        shutil.copy(shard, out / shard.name)
+    assert main(embed_argv(class_folders, out, shard_size=8)) == 2
+    assert "another run's shard" in one_error_line(capsys, "embed")
