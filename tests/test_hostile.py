@@ -957,3 +957,15 @@ def test_embed_refuses_another_runs_shards_under_a_matching_manifest(class_folde
         shutil.copy(shard, out / shard.name)
     assert main(embed_argv(class_folders, out, shard_size=8)) == 2
     assert "another run's shard" in one_error_line(capsys, "embed")
+
+
+def test_a_tile_bomb_in_the_archive_names_no_flag_index_lacks(tmp_path, capsys):
+    """rsitr index reads scenes a window at a time: its --max-pixels bounds scenes, not the decoder's blocks, so the
+    block error names the fixed limit and the fix (re-tiling); search and serve name their --max-pixels."""
+    root, out = make_archive(tmp_path / "archive", geotiff=False), tmp_path / "index"
+    (root / "bomb.tif").write_bytes(bomb("one 32768 x 32768 tile"))
+    assert main(index_argv(root, out)) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if "bomb.tif" in line)
+    assert "over the decoding limit" in line and "--max-pixels" not in line and "re-tile" in line
+    with pytest.raises(ImageTooLargeError, match=r"\(--max-pixels x 4\)"):
+        decode_image(bomb("one 32768 x 32768 tile"), "bomb.tif", 40_000_000)

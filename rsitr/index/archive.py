@@ -78,9 +78,12 @@ def check_block(name: str, kind: str, width: int, height: int, samples: int, bit
     one at once, whatever the image's own size (a 100-byte TIFF can declare a 32,768 x 32,768 tile)."""
     size = width * height * samples * -(-bits // 8)
     if size > decode_budget(max_pixels):
+        # Only a caller that passes max_pixels takes it from a --max-pixels flag (search, serve); the indexer's
+        # --max-pixels limits whole scenes, which it reads a window at a time, so its blocks get the default.
+        source = "--max-pixels" if max_pixels is not None else f"{DEFAULT_MAX_QUERY_PIXELS:,} pixels"
         raise ImageTooLargeError(f"{name} declares a {width} x {height} {kind} of {samples} band(s) at {bits} bits "
                                  f"({size:,} bytes to decode at once), over the decoding limit of "
-                                 f"{decode_budget(max_pixels):,} bytes (--max-pixels x {DECODE_BYTES_PER_PIXEL}); "
+                                 f"{decode_budget(max_pixels):,} bytes ({source} x {DECODE_BYTES_PER_PIXEL}); "
                                  f"re-tile it, e.g. `gdal_translate -co TILED=YES`")
 
 
