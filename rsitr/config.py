@@ -194,7 +194,7 @@ def load_config(paths: str | Path | Sequence[str | Path] | None = None,
     for path in map(Path, paths):
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist (see configs/ for examples)")
-        layers.append((OmegaConf.load(path), f"config {path}"))
+        layers.append((_read_yaml(path), f"config {path}"))
     if overrides:
         layers.append((OmegaConf.from_dotlist(list(overrides)), "config overrides"))
     if recipe is not None and all(OmegaConf.select(layer, f"model.{key}") is None
@@ -241,6 +241,35 @@ def _check_ranges(config: RunConfig) -> None:
             raise ConfigError(f"model.{key} must be at least 0, got {value}")
     if any(not 0 <= view <= 7 for view in config.model.image_cache_views):
         raise ConfigError(f"model.image_cache_views are orientations 0-7, got {list(config.model.image_cache_views)}")
+
+
+MAX_CONFIG_DEPTH = 32
+"""Nesting a config may have (rsitr's has 3 levels); deeper is refused before it is built."""
+
+
+def _read_yaml(path: Path):
+    """A config file as OmegaConf reads it (its YAML loader: safe, no Python tags), refused in one
+    :class:`ConfigError` line when it is no UTF-8 text, no valid YAML, nested deeper than :data:`MAX_CONFIG_DEPTH`
+    levels, or uses aliases (``*name``: a few lines of them expand to billions of nodes in OmegaConf)."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        depth = 0
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):  # events only: nothing is built or expanded
+            if isinstance(event, yaml.AliasEvent):
+                raise ConfigError(f"config {path}: YAML aliases (*{event.anchor}) are not read; write the values out")
+            depth += isinstance(event, yaml.CollectionStartEvent) - isinstance(event, yaml.CollectionEndEvent)
+            if depth > MAX_CONFIG_DEPTH:
+                raise ConfigError(f"config {path} is nested deeper than {MAX_CONFIG_DEPTH} levels; rsitr configs "
+                                  f"have sections of fields (see configs/ for examples)")
+        return OmegaConf.load(path)
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {path} is not a YAML text file (not UTF-8)") from None
+    except yaml.YAMLError as err:
+        problem = " ".join(str(err).split())[:300]
+        raise ConfigError(f"config {path} is not a YAML file rsitr reads: {problem}") from None
 
 
 def _merge(base, layer, where: str):

@@ -179,7 +179,7 @@ def embed_to_parquet(model: nn.Module, data: EmbedInput, out_dir: str | Path, se
         else:
             table = _encode_shard(encoder, data, start, stop, settings, batch_size, num_workers)
             write_atomic(path, lambda temporary, table=table: _write_table(table, temporary))
-        metadata = _shard_info(path)
+        metadata = _shard_info(path, start, stop)
         summary.rows += metadata["rows"]
         summary.skipped += metadata["skipped"]
         bar.update(stop - start)
@@ -204,9 +204,14 @@ def _check_resumable(out_dir: Path, manifest: dict) -> None:
         if any(out_dir.glob("part-*.parquet")):
             raise UserError(f"{out_dir} holds Parquet shards but no {MANIFEST}; pass an empty or new --out folder")
         return
-    old = json.loads(path.read_text())
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        same_model = Fingerprint.from_dict(old["fingerprint"]).matches(Fingerprint.from_dict(manifest["fingerprint"]))
+    except (ValueError, KeyError, TypeError, AttributeError) as err:  # not JSON, not UTF-8, not a manifest's fields
+        raise UserError(f"{path} is no manifest rsitr can read ({type(err).__name__}: {str(err)[:120]}); pass "
+                        f"another --out folder, or delete {out_dir} to start over") from None
     changed = [key for key in ("format", "settings", "input") if old.get(key) != manifest[key]]
-    if not Fingerprint.from_dict(old["fingerprint"]).matches(Fingerprint.from_dict(manifest["fingerprint"])):
+    if not same_model:
         changed.append("model (fingerprint)")
     if changed:
         raise UserError(f"{out_dir} holds embeddings made with other {', '.join(changed)}; pass another --out "
@@ -261,12 +266,24 @@ def _write_table(table, path: str) -> None:
     pq.write_table(table, path)
 
 
-def _shard_info(path: Path) -> dict:
+def _shard_info(path: Path, start: int, stop: int) -> dict:
+    """The row count and skipped images of the shard of input rows ``start:stop``; a :class:`UserError` line when
+    it is unreadable or holds other rows (a shard of another run: its ids would be duplicated and others lost)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    metadata = pq.read_metadata(path)
-    skipped = json.loads((metadata.schema.to_arrow_schema().metadata or {}).get(SKIPPED_KEY, b"[]"))
-    return {"rows": metadata.num_rows, "skipped": skipped}
+    try:
+        ids = pq.read_table(path, columns=["id"]).column("id").to_numpy()
+        metadata = pq.read_metadata(path)
+        skipped = json.loads((metadata.schema.to_arrow_schema().metadata or {}).get(SKIPPED_KEY, b"[]"))
+    except (OSError, ValueError, KeyError, pa.ArrowException) as err:  # not Parquet, truncated, no id column
+        raise UserError(f"{path} is no shard rsitr can read ({type(err).__name__}: {str(err)[:120]}); delete it "
+                        f"and run the same command again to encode its rows anew") from None
+    if len(ids) and (ids[0] < start or ids[-1] >= stop or np.any(np.diff(ids) <= 0)):
+        raise UserError(f"{path} holds rows {int(ids.min())}-{int(ids.max())}, not of rows {start}-{stop - 1} of "
+                        f"this input: it is another run's shard; delete it (the same command encodes it anew) or "
+                        f"pass another --out folder")
+    return {"rows": len(ids), "skipped": skipped}
 
 
 def read_embeddings(out_dir: str | Path, column: str = "image_embedding"):

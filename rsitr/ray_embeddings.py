@@ -147,8 +147,8 @@ def embed_with_ray(model: nn.Module, data: EmbedInput, out_dir: str | Path, sett
                                                   "data": data, "out_dir": str(out_dir), "settings": settings,
                                                   "batch_size": batch_size}).materialize()
     summary = EmbedSummary(out_dir, 0, len(ranges), len(ranges) - len(missing))
-    for number, _, _ in ranges:
-        info = _shard_info(out_dir / SHARD_NAME.format(number))
+    for number, start, stop in ranges:
+        info = _shard_info(out_dir / SHARD_NAME.format(number), start, stop)
         summary.rows += info["rows"]
         summary.skipped += info["skipped"]
     _write_manifest(out_dir, {**manifest, "complete": True, "shards": summary.shards, "rows_written": summary.rows,

@@ -2,6 +2,8 @@
 
 Needs Debian's /usr/bin/chromium and the ``playwright`` Python package (no downloaded browser); skipped
 otherwise. The server runs in a thread on 127.0.0.1, and the page is only allowed to reach it.
+The page's Content-Security-Policy holds in the tests too (no unsafe-eval): waits are given as functions, which
+Playwright compiles once, not as expressions it evaluates from a string on every poll.
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ def confined_page(browser, server_url: str, **context_options) -> Iterator:
 
 
 def shown_ids(page) -> list[int]:
-    page.wait_for_function("document.querySelectorAll('#results img').length > 0 && "
+    page.wait_for_function("() => document.querySelectorAll('#results img').length > 0 && "
                            "[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth)",
                            timeout=20_000)
     return page.eval_on_selector_all("#results figure", "nodes => nodes.map(n => Number(n.dataset.chipId))")
@@ -110,7 +112,7 @@ def wait_for_new_results(page, before: str, timeout: int = 20_000) -> None:
 
 def test_query_url_detail_more_like_this_and_map(page, server_url, index):
     page.goto(server_url)
-    page.wait_for_function("document.querySelector('#index-info').textContent.includes('chips')")
+    page.wait_for_function("() => document.querySelector('#index-info').textContent.includes('chips')")
     assert page.text_content("#index-info") == (f"index · 5 files · 10 chips · model {index.encoder.model_name} · "
                                                 "exact index")
     page.fill("#query", "a harbour with boats")
@@ -140,7 +142,7 @@ def test_query_url_detail_more_like_this_and_map(page, server_url, index):
 
     # the detail of a GeoTIFF chip, then "more like this" from it; back returns to the text results
     page.click(f"#results figure[data-chip-id='{geo_ids[0]}'] img")
-    page.wait_for_function("document.querySelector('#detail').open && "
+    page.wait_for_function("() => document.querySelector('#detail').open && "
                            "!document.querySelector('#scene-outline').hidden")
     facts = page.text_content("#detail-facts")
     assert "geo.tif" in facts and "EPSG:32633" in facts and "global (cosine)" in facts
@@ -200,7 +202,7 @@ def test_errors_and_slow_searches_are_sentences(page, server_url):
             ? new Promise(done => setTimeout(() => done(fetch(url, ...rest)), 800)) : fetch(url, ...rest); }""")
     page.goto(f"{server_url}/?like=999")
     page.wait_for_selector("#spinner:not([hidden])", timeout=5_000)
-    page.wait_for_function("document.querySelector('#status').classList.contains('error')", timeout=20_000)
+    page.wait_for_function("() => document.querySelector('#status').classList.contains('error')", timeout=20_000)
     status = page.text_content("#status")
     assert status.startswith("The search failed: no chip 999 in this index") and "{" not in status
     assert page.is_hidden("#spinner") and page.locator("#results figure").count() == 0
@@ -212,7 +214,7 @@ def test_no_results_and_index_being_built_are_sentences(page, server_url):
     page.route("**/api/info", lambda route: route.fulfill(json=info))
     page.route("**/api/search?*", lambda route: route.fulfill(json={"results": []}))
     page.goto(f"{server_url}/?q=volcano")
-    page.wait_for_function("document.querySelector('#status').textContent !== ''")
+    page.wait_for_function("() => document.querySelector('#status').textContent !== ''")
     assert page.text_content("#status") == "No chips match this search (for “volcano”). Try other words or fewer marks."
     page.wait_for_selector("#notice:not([hidden])")
     assert page.text_content("#notice") == ("This index is still being built: 10 of 40 files (10 chips) are indexed so "
@@ -244,13 +246,13 @@ def test_an_image_query_lives_in_the_url_and_shows_the_image(page, server_url, i
     assert page.url == f"{server_url}/?image={image_id}&k=10"
     assert page.input_value("#query") == ""  # the old text is gone
     assert page.text_content("#status") == "10 results like the example image."
-    page.wait_for_function("document.querySelector('#query-image-img').naturalWidth === 64")
+    page.wait_for_function("() => document.querySelector('#query-image-img').naturalWidth === 64")
     assert page.is_visible("#query-image") and page.is_visible("#exports")
 
     # reload and a pasted link give the same results and show the image; so does the export
     page.reload()
     assert shown_ids(page) == expected
-    page.wait_for_function("document.querySelector('#query-image-img').naturalWidth === 64")
+    page.wait_for_function("() => document.querySelector('#query-image-img').naturalWidth === 64")
     other = page.context.new_page()
     other.goto(f"{server_url}/?image={image_id}&k=10")
     assert shown_ids(other) == expected and other.is_visible("#query-image")
@@ -279,7 +281,7 @@ def test_an_image_query_lives_in_the_url_and_shows_the_image(page, server_url, i
     wait_for_new_results(page, before)
     assert page.is_hidden("#query-image") and "image=" not in page.url
     page.goto(f"{server_url}/?image=0123456789abcdef")
-    page.wait_for_function("document.querySelector('#status').classList.contains('error')", timeout=20_000)
+    page.wait_for_function("() => document.querySelector('#status').classList.contains('error')", timeout=20_000)
     assert page.text_content("#status").startswith("The search failed: no query image 0123456789abcdef on this server")
 
 
@@ -304,10 +306,10 @@ def test_the_detail_explains_the_score(page, server_url, index):
     hits = index.search("storage tanks", k=3)
     page.goto(f"{server_url}/?q=storage+tanks&k=3")
     shown_ids(page)
-    page.wait_for_function("document.querySelector('#index-info').textContent.includes('chips')")
+    page.wait_for_function("() => document.querySelector('#index-info').textContent.includes('chips')")
     hit = hits[1]
     page.click(f"#results figure[data-chip-id='{hit.chip_id}'] img")
-    page.wait_for_function("document.querySelector('#detail').open")
+    page.wait_for_function("() => document.querySelector('#detail').open")
     rows = dict(page.eval_on_selector_all("#detail-facts tr", "rows => rows.map(r => [r.cells[0].textContent, "
                                                                     "r.cells[1].textContent])"))
     assert rows["fused"] == (f"0.6 × {hit.global_score:.4f} + 0.4 × {hit.local_score:.4f} = {hit.score:.4f}")
@@ -319,7 +321,7 @@ def test_the_detail_explains_the_score(page, server_url, index):
     wait_for_new_results(page, before)
     first = shown_ids(page)[0]
     page.click(f"#results figure[data-chip-id='{first}'] img")
-    page.wait_for_function("document.querySelector('#detail').open")
+    page.wait_for_function("() => document.querySelector('#detail').open")
     assert "fused" not in page.text_content("#detail-facts")
     assert "global cosine alone" in page.text_content("#detail-scores")
 
@@ -366,7 +368,7 @@ def test_the_map_fits_far_apart_hits_marks_tiny_footprints_and_prints_every_digi
                                                       if hit.bounds]
         assert any(len(text) > 60 for text in coords)  # e.g. 412345.678 and 5818765.4321: nothing rounded
         page.click(f"#results figure[data-chip-id='{hits[0].chip_id}'] img")
-        page.wait_for_function("document.querySelector('#detail').open")
+        page.wait_for_function("() => document.querySelector('#detail').open")
         rows = dict(page.eval_on_selector_all("#detail-facts tr", "rows => rows.map(r => [r.cells[0].textContent, "
                                                                         "r.cells[1].textContent])"))
         details = far_index.chip_details(hits[0].chip_id)
@@ -409,7 +411,7 @@ def test_the_page_fits_phone_and_desktop_widths(browser, server_url, width):
             results = page.locator("#results").bounding_box()
             assert panel["x"] >= results["x"] + results["width"] and panel["y"] < results["y"] + 100
         page.click("#results figure img >> nth=0")
-        page.wait_for_function("document.querySelector('#detail').open")
+        page.wait_for_function("() => document.querySelector('#detail').open")
         dialog = page.locator("#detail").bounding_box()
         assert dialog["x"] >= 0 and dialog["x"] + dialog["width"] <= width
         assert page.evaluate("document.documentElement.scrollWidth") <= width

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import http.client
+import io
 import json
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -28,6 +30,7 @@ from rsitr.index import ArchiveIndex
 from rsitr.index.archive import ImageTooLargeError, decode_image, open_scene
 from rsitr.models import TINY_MODEL
 from rsitr.retrieval import vector_index
+from test_browser import browser  # noqa: F401 - the headless Chromium fixture (skips without Chromium)
 from test_index_support import CHIP_SETTINGS, assert_same_index, declared_tiff, make_archive, noise, tiny_encoder
 from test_training import TINY
 
@@ -517,3 +520,458 @@ def test_search_results_flag_chips_whose_source_changed_or_vanished(built, capsy
     capsys.readouterr()
     assert main(["search", str(out), "a field", "--top-k", "10"]) == 0
     assert "STALE" not in capsys.readouterr().out
+
+
+# -- issue 33: a model file runs no code --------------------------------------------------------------------
+class Payload:
+    """What an attacker pickles into a model file: unpickling it calls ``os.system``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("command", ["index", "classify", "search"])
+def test_a_model_file_that_asks_to_run_code_is_refused_in_one_line(built, tmp_path, capsys, command):
+    """``--pretrained e.pt`` to a command that encodes, or a shared index folder whose recorded checkpoint
+    (``model.pt``, its SHA-256 matching) is such a file."""
+    import torch
+
+    from rsitr.index.archive import content_hash
+    from rsitr.index.store import MetadataStore
+
+    root, out = built
+    marker, model = tmp_path / "PWNED", out / "model.pt"
+    torch.save({"state_dict": Payload(marker)}, model)
+    for name in ("harbour", "field"):
+        (tmp_path / "classes" / name).mkdir(parents=True)
+        noise(len(name), 32, 32).save(tmp_path / "classes" / name / "a.png")
+    store = MetadataStore(out)
+    store.set_meta(pretrained="model.pt", pretrained_sha256=content_hash(model))
+    store.close()
+    argv = {"index": index_argv(root, tmp_path / "other", "--pretrained", str(model)),
+            "classify": ["classify", str(tmp_path / "classes"), "--pretrained", str(model)],
+            "search": ["search", str(out), "a harbour"]}[command]
+    assert main(argv) == 2
+    assert "posix.system" in one_error_line(capsys, command) and not marker.exists()
+
+
+def test_a_training_checkpoint_still_loads_with_the_restricted_unpickler(tmp_path):
+    from rsitr.models.checkpoint import CHECKPOINT_FORMAT, read_checkpoint
+    from test_training import make_trainer
+
+    trainer = make_trainer(tmp_path, "train.epochs=1", "method.ftf_loss=true")
+    trainer.fit()
+    checkpoint = read_checkpoint(tmp_path / "checkpoints" / "latest.pt")
+    assert checkpoint["format"] == CHECKPOINT_FORMAT and checkpoint["epoch"] == 1
+    assert checkpoint["optimizer"]["state"] and checkpoint["eba"] is not None
+
+
+# -- issue 33: a file name is text on the page --------------------------------------------------------------
+SCRIPTED_NAME = "<img src=x onerror=alert(9)>.tif"
+
+
+def test_a_file_name_with_markup_is_shown_as_text_on_the_map(browser, tmp_path):
+    from test_browser import confined_page, serving
+    from test_index_support import write_geotiff
+
+    root = tmp_path / "archive"
+    root.mkdir()
+    write_geotiff(root / SCRIPTED_NAME)
+    index, _ = ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), progress=False, **CHIP_SETTINGS)
+    with serving(index) as url, confined_page(browser, url) as page:
+        dialogs = []
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.goto(f"{url}/?q=a+field&k=3")
+        page.wait_for_selector("#map path.footprint")
+        page.hover("#map path.footprint", force=True)
+        page.wait_for_selector(".leaflet-tooltip")
+        assert page.text_content(".leaflet-tooltip").startswith(SCRIPTED_NAME)
+        assert page.locator(".leaflet-tooltip img").count() == 0
+        # and markup that slips in some other way runs no inline script: the Content-Security-Policy forbids it
+        ran = page.evaluate("""() => new Promise(done => {
+            document.body.insertAdjacentHTML('beforeend', '<img id=probe src=x onerror="window.ran = 1">');
+            document.getElementById('probe').addEventListener('error', () => done(window.ran ?? 0));
+        })""")
+        assert ran == 0 and dialogs == []
+    index.close()
+
+
+def test_every_answer_carries_a_content_security_policy(client):
+    page = client.get("/")
+    policy = dict(part.strip().split(" ", 1) for part in page.headers["content-security-policy"].split(";"))
+    assert policy["script-src"] == "'self'" and policy["object-src"] == "'none'"
+    assert policy["frame-ancestors"] == "'none'" and "unsafe" not in policy["style-src"]
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert "content-security-policy" in client.get("/api/info").headers
+    docs = client.get("/docs").headers["content-security-policy"]  # Swagger UI's one inline start, by its hash
+    assert "script-src 'self' 'sha256-" in docs and "'unsafe-inline'" not in docs.split("script-src")[1].split(";")[0]
+
+
+# -- issue 33: requests a browser may be led to send ---------------------------------------------------------
+def test_a_post_from_another_origins_page_is_refused(client):
+    upload = {"file": ("q.png", bytes(10), "image/png")}
+    refused = client.post("/api/search/image", files=upload, headers={"Origin": "http://evil.example"})
+    assert refused.status_code == 403 and "cross-origin" in refused.json()["detail"]
+    assert client.post("/api/search/image", files=upload, headers={"Origin": "null"}).status_code == 403
+    own = client.post("/api/search/image", files=upload, headers={"Origin": "http://localhost"})
+    assert own.status_code == 415  # past the check: the bytes are no image
+    assert client.get("/api/info", headers={"Origin": "http://evil.example"}).status_code == 200  # reads: CORS
+
+
+@pytest.mark.parametrize("method, path, status", [("POST", "/api/search", 405), ("PUT", "/api/info", 405),
+                                                  ("GET", "/api/info", 413), ("POST", "/nowhere", 404)])
+def test_a_body_to_a_route_that_takes_none_is_refused_before_it_is_read(client, method, path, status):
+    """Answered without closing, the server reads (and drops) the whole body to keep the connection."""
+    answer = client.request(method, path, content=bytes(MAX_UPLOAD // 2))
+    assert answer.status_code == status and answer.headers["connection"] == "close"
+    assert status != 413 or "takes no request body" in answer.json()["detail"]
+
+
+# -- issue 33: one bad file never breaks every search ---------------------------------------------------------
+@pytest.fixture
+def fresh_crs_warnings():
+    """Untransformable CRSs are warned once per process: forget the ones warned in earlier tests."""
+    from rsitr.index import export
+
+    export.wgs84_bounds.cache_clear()
+    export._warn_untransformable.cache_clear()
+
+
+@pytest.mark.parametrize("crs", ['LOCAL_CS["arbitrary",UNIT["metre",1]]', "EPSG:99999", "not a CRS"])
+def test_a_crs_that_cannot_reach_wgs84_gives_no_footprint_and_one_warning(fresh_crs_warnings, crs):
+    from rsitr.index.export import wgs84_bounds
+
+    with pytest.warns(UserWarning, match="cannot be placed in WGS84") as warned:
+        assert wgs84_bounds((1000.0, 1936.0, 1064.0, 2000.0), crs) is None
+        assert wgs84_bounds((0.0, 0.0, 64.0, 64.0), crs) is None
+    assert len(warned) == 1
+
+
+def test_a_local_crs_geotiff_is_listed_without_a_footprint_never_a_500(tmp_path, capsys, fresh_crs_warnings):
+    import rasterio
+    from rasterio.crs import CRS
+
+    root, out = make_archive(tmp_path / "archive", geotiff=False), tmp_path / "index"
+    pixels = np.asarray(noise(5, 64, 64)).transpose(2, 0, 1)
+    with rasterio.open(root / "local.tif", "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8",
+                       crs=CRS.from_wkt('LOCAL_CS["arbitrary",UNIT["metre",1]]'),
+                       transform=rasterio.Affine(1, 0, 1000, 0, -1, 2000)) as dataset:
+        dataset.write(pixels)
+    assert main(index_argv(root, out)) == 0
+    capsys.readouterr()
+    for fmt in ("geojson", "json", "csv"):
+        assert main(["search", str(out), "a field", "--top-k", "10", "--format", fmt]) == 0
+        printed, warned = capsys.readouterr()
+        assert "Traceback" not in warned and "ERROR" not in warned
+        if fmt == "geojson":  # the first: its warning line (once per process)
+            assert sum("cannot be placed in WGS84" in line for line in warned.splitlines()) == 1
+            features = json.loads(printed)["features"]
+            assert [f["geometry"] for f in features if f["properties"]["path"] == "local.tif"] == [None]
+    index = ArchiveIndex.open(out, encoder=tiny_encoder())
+    chip = next(hit.chip_id for hit in index.search("a field", k=10) if hit.path == "local.tif")
+    app = TestClient(create_app(index=index), base_url="http://localhost")
+    listed = app.get("/api/search", params={"q": "a field", "k": 10})
+    assert listed.status_code == 200
+    assert [hit["wgs84_bounds"] for hit in listed.json()["results"] if hit["chip_id"] == chip] == [None]
+    assert app.get(f"/api/chips/{chip}").json()["wgs84_bounds"] is None
+    assert app.get("/api/search", params={"q": "a field", "k": 10, "format": "geojson"}).status_code == 200
+    index.close()
+
+
+def rewrite_lance_with_a_huge_component(out: Path) -> None:
+    """A bit flip in a float's exponent: one stored vector component becomes 1e28."""
+    from rsitr.index.lance_store import LanceVectors
+    from rsitr.index.store import MetadataStore
+
+    store = MetadataStore(out)
+    ids, vectors = store.embeddings()
+    store.close()
+    vectors = vectors.copy()
+    vectors[0, 0] = 1e28
+    LanceVectors.write(str(out / "vectors.lance"), ids, vectors)
+
+
+LANCE_DAMAGES = {"deleted": lambda path: path.unlink(),
+                 "garbage": lambda path: path.write_bytes(garbage(path.read_bytes())),
+                 "truncated": lambda path: path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])}
+
+
+def searched_ids(capsys, out: Path) -> tuple[list[int], list[str]]:
+    assert main(["search", str(out), "a harbour", "--top-k", "10", "--format", "json"]) == 0
+    printed, err = capsys.readouterr()
+    return [hit["chip_id"] for hit in json.loads(printed)], err.splitlines()
+
+
+@pytest.mark.parametrize("damage", [*LANCE_DAMAGES, "a component of 1e28"])
+def test_a_damaged_lancedb_store_is_searched_from_sqlite_and_rewritten_by_index(tmp_path, capsys, damage):
+    root, out = make_archive(tmp_path / "archive", geotiff=False), tmp_path / "index"
+    assert main(index_argv(root, out, "--backend", "lancedb")) == 0
+    capsys.readouterr()
+    expected, _ = searched_ids(capsys, out)
+    if damage in LANCE_DAMAGES:
+        LANCE_DAMAGES[damage](next((out / "vectors.lance" / "chips.lance" / "data").glob("*.lance")))
+    else:
+        rewrite_lance_with_a_huge_component(out)
+    found, err = searched_ids(capsys, out)
+    assert found == expected
+    assert all(line.startswith("rsitr") for line in err) and sum("are damaged" in line for line in err) == 1, err
+    assert main(index_argv(root, out)) == 0  # nothing to encode, but the store is read whole and rewritten
+    capsys.readouterr()
+    found, err = searched_ids(capsys, out)
+    assert found == expected and not any("damaged" in line for line in err)
+    index = ArchiveIndex.open(out, encoder=tiny_encoder())
+    assert type(index._vectors).__name__ == "LanceVectors"
+    index.close()
+
+
+def test_a_lancedb_index_reached_by_another_path_searches_its_table(tmp_path, capsys, monkeypatch):
+    root, out = make_archive(tmp_path / "archive", geotiff=False), tmp_path / "index"
+    monkeypatch.chdir(tmp_path)
+    assert main(index_argv(root, Path("index"), "--backend", "lancedb")) == 0
+    (tmp_path / "link").symlink_to(out)
+    for path in (out, tmp_path / "link"):
+        index = ArchiveIndex.open(path, encoder=tiny_encoder())
+        assert type(index._vectors).__name__ == "LanceVectors"
+        index.close()
+
+
+# -- issue 33: one writer per index ---------------------------------------------------------------------------
+def test_a_second_rsitr_index_on_an_index_being_written_is_one_line(built, capsys, monkeypatch):
+    """The second run is refused while the first holds the lock, and the first completes."""
+    from rsitr.index import archive_index
+
+    root, out = built
+    noise(9, 64, 48).save(root / "new.png")
+    outcomes = []
+    real_update = archive_index.update_index
+
+    def update_while_another_run_starts(*args, **kwargs):
+        outcomes.append(main(index_argv(root, out)))  # the second run, while the first is writing
+        outcomes.append(one_error_line(capsys, "index"))
+        return real_update(*args, **kwargs)
+
+    monkeypatch.setattr(archive_index, "update_index", update_while_another_run_starts)
+    assert main(index_argv(root, out)) == 0
+    assert outcomes[0] == 2 and f"another rsitr index is writing {out}" in outcomes[1]
+    monkeypatch.setattr(archive_index, "update_index", real_update)
+    index = ArchiveIndex.open(out, encoder=tiny_encoder())
+    assert "new.png" in index.store.files()
+    index.close()
+    assert main(index_argv(root, out)) == 0  # the lock is released with the run
+
+
+# -- issue 33: memory limits per file -------------------------------------------------------------------------
+def test_a_huge_sparse_scene_is_refused_from_its_header_naming_the_flag(tmp_path, capsys):
+    """A 10^6 x 10^6 sparse GeoTIFF of a few kB: refused per scene (pixels) or per file (chips), the run goes on."""
+    import rasterio
+
+    root, out = make_archive(tmp_path / "archive", geotiff=False), tmp_path / "index"
+    with rasterio.open(root / "sparse.tif", "w", driver="GTiff", width=10**6, height=10**6, count=1, dtype="uint8",
+                       tiled=True, blockxsize=4096, blockysize=4096, compress="deflate", sparse_ok=True,
+                       crs="EPSG:32633", transform=rasterio.Affine(0.3, 0, 400000, 0, -0.3, 5800000)) as dataset:
+        dataset.write(np.full((1, 256, 256), 7, np.uint8), window=rasterio.windows.Window(0, 0, 256, 256))
+    assert (root / "sparse.tif").stat().st_size < 5_000_000
+    assert main(index_argv(root, out, "--max-pixels", str(10**13), "--max-chips-per-file", "5000")) == 0
+    printed = capsys.readouterr().out
+    assert "over the limit of 5,000 per file (--max-chips-per-file)" in printed
+    assert main(index_argv(root, tmp_path / "defaults")) == 0  # a new index, the default limits
+    printed = capsys.readouterr().out
+    assert "sparse.tif" in printed and "(--max-pixels)" in printed
+    for path in (out, tmp_path / "defaults"):
+        index = ArchiveIndex.open(path, encoder=tiny_encoder())
+        assert "sparse.tif" not in index.store.files() and len(index.store.files()) == 4
+        index.close()
+
+
+def test_chip_count_is_the_number_of_windows():
+    from rsitr.index.tiling import chip_count, chip_windows
+
+    for width, height, size, overlap, larger in [(300, 200, 128, 32, 256), (64, 48, 128, 32, 256), (1000, 1000, 224, 32, 512),
+                                                 (225, 5000, 224, 0, 100), (224, 224, 224, 32, 100), (10, 700, 50, 49, 20)]:
+        assert chip_count(width, height, size, overlap, larger) == len(chip_windows(width, height, size, overlap, larger))
+
+
+def test_the_ray_chip_encoder_holds_one_batch_of_chip_images_as_the_embedded_path(tmp_path, monkeypatch):
+    """``encode_files`` (what each Ray actor runs) encodes a batch at a time while it reads a scene, rather than
+    reading every chip of a file first: a tiled scene of many chips no longer sits in each worker's memory."""
+    from rsitr.index import indexer
+    from rsitr.index.indexer import IndexSettings, encode_files
+    from test_index_support import write_geotiff
+
+    root = tmp_path / "archive"
+    root.mkdir()
+    write_geotiff(root / "big.tif", width=600, height=600)
+    encoder = tiny_encoder()
+    held, most = [], []
+    real_open, real_encode = indexer.open_scene, encoder.encode_images
+
+    class CountedScene:
+        def __init__(self, path):
+            self.opened = real_open(path)
+
+        def __enter__(self):
+            scene = self.opened.__enter__()
+            real_read = scene.read
+            scene.read = lambda window, *args: (held.append(window), real_read(window, *args))[1]
+            return scene
+
+        def __exit__(self, *exc):
+            return self.opened.__exit__(*exc)
+
+    def counted_encode(images):
+        most.append(len(held))
+        held.clear()
+        return real_encode(images)
+
+    monkeypatch.setattr(indexer, "open_scene", CountedScene)
+    monkeypatch.setattr(encoder, "encode_images", counted_encode)
+    [encoded] = encode_files(encoder, root, IndexSettings(**CHIP_SETTINGS), ["big.tif"], batch_size=4)
+    assert len(encoded.chips) == 36 and max(most) == 4  # 6 x 6 chips of 128 px, 96 apart
+
+
+# -- issue 33: CSV cells a spreadsheet would run -------------------------------------------------------------
+@pytest.mark.parametrize("name", ['=HYPERLINK("http://evil.example","x").png', "+1+cmd.png", "-2+3.png", "@SUM(A1).png",
+                                  "\tx.png"])
+def test_csv_exports_neutralise_cells_that_start_like_a_formula(name):
+    from rsitr.index.export import to_csv
+    from rsitr.index.searcher import SearchHit
+    from rsitr.index.tiling import Window
+
+    hits = [SearchHit(7, name, Window(0, 0, 64, 64), (-120.5, -33.0, -120.0, -32.5), "EPSG:4326", -0.25, -0.5,
+                      None, False), SearchHit(8, "plain.png", Window(0, 0, 64, 64), None, None, 0.1, 0.1, None, False)]
+    rows = list(csv.DictReader(io.StringIO(to_csv(hits))))
+    assert rows[0]["path"] == "'" + name and rows[1]["path"] == "plain.png"
+    assert float(rows[0]["left"]) == -120.5 and float(rows[0]["score"]) == -0.25  # numbers stay numbers
+
+
+# -- issue 33: files that are no images ------------------------------------------------------------------------
+def test_a_fifo_and_a_symlink_loop_in_the_archive_are_skipped_with_one_line_each(tmp_path, capsys):
+    import os
+
+    root, out = make_archive(tmp_path / "archive", geotiff=False), tmp_path / "index"
+    os.mkfifo(root / "fifo.jpg")  # opening it to read would wait for a writer forever
+    (root / "self.jpg").symlink_to("self.jpg")
+    assert main(index_argv(root, out)) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert sum("skipped fifo.jpg: not a regular file" in line for line in err) == 1
+    assert sum("skipped self.jpg: a symlink loop" in line for line in err) == 1
+    assert all(line.startswith("rsitr") for line in err), err
+    index = ArchiveIndex.open(out, encoder=tiny_encoder())
+    assert len(index.store.files()) == 4
+    app = TestClient(create_app(index=index), base_url="http://localhost")
+    for path in ("self.jpg", "fifo.jpg"):
+        assert app.get("/api/files/preview", params={"path": path}).status_code == 404
+    index.close()
+
+
+# -- issue 33: config files that are no configs ----------------------------------------------------------------
+HOSTILE_CONFIGS = {
+    "a python tag": ("train:\n  epochs: !!python/object/apply:os.system ['touch {marker}']\n", "python/object"),
+    "billion laughs": ("a: &a [x, x, x, x, x, x, x, x, x]\n"
+                       + "".join(f"{b}: &{b} [*{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}]\n"
+                                 for a, b in zip("abcdefgh", "bcdefghi")), "aliases"),
+    "deep nesting": ("train: " + "[" * 5000 + "]" * 5000 + "\n", "nested deeper than 32"),
+    "binary content": (bytes(range(256)) * 4, "not a YAML text file"),
+    "control characters": ("train:\n  epochs: \x00\x01\n", "not a YAML file rsitr reads"),
+}
+
+
+@pytest.mark.parametrize("kind", HOSTILE_CONFIGS)
+def test_a_hostile_yaml_config_is_one_line(tmp_path, capsys, kind):
+    content, expected = HOSTILE_CONFIGS[kind]
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "config.yaml"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content.replace("{marker}", str(marker)))
+    assert main(["train", "--config", str(path), "--output-dir", str(tmp_path / "run")]) == 2
+    assert expected in one_error_line(capsys, "train") and not marker.exists()
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_full_disk_while_saving_vectors_faiss_is_one_line_and_keeps_the_old_file(built, capsys, monkeypatch):
+    """The disk fills while the vectors are written: the file size limit (RLIMIT_FSIZE) makes write() fail as
+    ENOSPC would, for that call only."""
+    import resource
+    import signal
+
+    root, out = built
+    before = (out / "vectors.faiss").read_bytes()
+    noise(9, 64, 48).save(root / "new.png")
+    real_save = vector_index.save_atomic
+
+    def save_on_a_full_disk(index, path) -> None:
+        limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+        handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, limits[1]))
+        try:
+            real_save(index, path)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+            signal.signal(signal.SIGXFSZ, handler)
+
+    monkeypatch.setattr(vector_index, "save_atomic", save_on_a_full_disk)
+    assert main(index_argv(root, out)) == 2
+    assert "File too large" in one_error_line(capsys, "index")
+    assert (out / "vectors.faiss").read_bytes() == before and not list(out.glob("*.tmp"))
+    monkeypatch.setattr(vector_index, "save_atomic", real_save)
+    assert main(index_argv(root, out)) == 0
+    assert (out / "vectors.faiss").read_bytes() != before
+
+
+# -- issue 33: an embed folder that is not what its manifest says ---------------------------------------------
+def embed_argv(source: Path, out: Path, shard_size: int = 8) -> list[str]:
+    return ["embed", str(source), "--out", str(out), "--model", TINY_MODEL, "--shard-size", str(shard_size),
+            "--no-progress"]
+
+
+EMBED_DAMAGES = {
+    "a garbage manifest": (lambda out: (out / "_manifest.json").write_bytes(garbage(bytes(300))), "no manifest"),
+    "a manifest of other fields": (lambda out: (out / "_manifest.json").write_text('{"format": 1}'), "no manifest"),
+    "a manifest that is a list": (lambda out: (out / "_manifest.json").write_text("[1, 2]"), "no manifest"),
+    "a garbage shard": (lambda out: (out / "part-00001.parquet").write_bytes(garbage(bytes(3000))), "no shard"),
+    "a truncated shard": (lambda out: (out / "part-00001.parquet").write_bytes(
+        (out / "part-00001.parquet").read_bytes()[:500]), "no shard"),
+}
+
+
+@pytest.mark.parametrize("damage", EMBED_DAMAGES)
+def test_embed_into_a_folder_with_a_bad_manifest_or_shard_is_one_line(class_folders, tmp_path, capsys, damage):
+    out = tmp_path / "emb"
+    assert main(embed_argv(class_folders, out)) == 0
+    spoil, expected = EMBED_DAMAGES[damage]
+    spoil(out)
+    assert main(embed_argv(class_folders, out)) == 2
+    assert expected in one_error_line(capsys, "embed")
+
+
+def test_embed_refuses_another_runs_shards_under_a_matching_manifest(class_folders, tmp_path, capsys):
+    """Shards of a run with another shard size, copied beside this run's manifest: ids would be duplicated."""
+    out, other = tmp_path / "emb", tmp_path / "other"
+    assert main(embed_argv(class_folders, out, shard_size=8)) == 0
+    assert main(embed_argv(class_folders, other, shard_size=5)) == 0
+    capsys.readouterr()
+    for shard in out.glob("part-*.parquet"):
+        shard.unlink()
+    for shard in other.glob("part-*.parquet"):
+        shutil.copy(shard, out / shard.name)
+    assert main(embed_argv(class_folders, out, shard_size=8)) == 2
+    assert "another run's shard" in one_error_line(capsys, "embed")
+
+
+def test_a_tile_bomb_in_the_archive_names_no_flag_index_lacks(tmp_path, capsys):
+    """rsitr index reads scenes a window at a time: its --max-pixels bounds scenes, not the decoder's blocks, so the
+    block error names the fixed limit and the fix (re-tiling); search and serve name their --max-pixels."""
+    root, out = make_archive(tmp_path / "archive", geotiff=False), tmp_path / "index"
+    (root / "bomb.tif").write_bytes(bomb("one 32768 x 32768 tile"))
+    assert main(index_argv(root, out)) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if "bomb.tif" in line)
+    assert "over the decoding limit" in line and "--max-pixels" not in line and "re-tile" in line
+    with pytest.raises(ImageTooLargeError, match=r"\(--max-pixels x 4\)"):
+        decode_image(bomb("one 32768 x 32768 tile"), "bomb.tif", 40_000_000)

@@ -104,7 +104,7 @@ def test_a_run_starts_from_another_runs_checkpoint(tmp_path):
     first = make_trainer(tmp_path / "first", "train.epochs=1")
     first.fit()
     checkpoint = tmp_path / "first" / "checkpoints" / "latest.pt"
-    trained = torch.load(checkpoint, weights_only=False)["model"]
+    trained = torch.load(checkpoint, weights_only=True)["model"]
     second = make_trainer(tmp_path / "second", f"model.pretrained={checkpoint}", "train.epochs=1", "train.lr=1e-4")
     for (name, a), b in zip(second.objective.model.state_dict().items(), trained.values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
@@ -143,7 +143,7 @@ def _torchrun_train(out: Path, *extra: str) -> subprocess.CompletedProcess:
 def test_torchrun_two_processes_with_gathered_features(tmp_path):
     """DistributedDataParallel on CPU (gloo): two ranks train, rank 0 checkpoints and evaluates."""
     _torchrun_train(tmp_path)
-    checkpoint = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=False)
+    checkpoint = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)
     assert checkpoint["epoch"] == 2 and checkpoint["step"] == 4
     # Each rank's batch of 8 was gathered: EBA banks hold similarities for pairs of both ranks' batches.
     seen = (~checkpoint["eba"]["global_bank"]["values"].isnan()).sum().item()
@@ -155,7 +155,7 @@ def test_torchrun_ftf_loss_with_eba_elimination(tmp_path):
     _torchrun_train(tmp_path, "method.ftf_loss=true", "method.drop_epoch=2", "method.drop_ratio=0.2")
     eliminated = json.loads((tmp_path / "eba" / "epoch_002.json").read_text())
     assert eliminated["active"] and eliminated["global_pairs"]
-    assert torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=False)["epoch"] == 2
+    assert torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)["epoch"] == 2
 
 
 @pytest.mark.parametrize("extra", [

@@ -32,14 +32,20 @@ on a pool of ``max_concurrent_images`` threads (uploads and thumbnail renders wa
 not grow with the number of concurrent uploads: not in use at once, and not kept either, since the C
 allocator keeps the freed memory of a large decode per thread (arena) that did it. Request bodies are counted
 while they stream, so a chunked upload without Content-Length is refused at the limit too, and a request whose
-``Host`` is not an allowed name (DNS rebinding) is answered 400 before it is read. No client input answers 5xx,
+``Host`` is not an allowed name (DNS rebinding) is answered 400 before it is read; a body to a route that takes
+none is answered 413 before it is read, and a POST whose ``Origin`` is another site's 403 (request forgery).
+Every answer carries a strict Content-Security-Policy (no inline script), and the page inserts names as text.
+No client input answers 5xx,
 every status and content type is declared in the OpenAPI description, and no response names a server path:
 file paths are relative to the archive root, the root itself appears by name only.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
+import re
 from collections import OrderedDict
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
@@ -51,10 +57,12 @@ import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Path as PathParam, Query, UploadFile
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import BaseModel
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rsitr.errors import UserError
@@ -148,6 +156,80 @@ class _BodyLimit:
         await self.app(scope, counted, send)
 
 
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob: "
+                           "https: http:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+                           "form-action 'self'; frame-ancestors 'none'")
+"""No inline or foreign script, no plugin, no framing: a file name that slipped into the page as HTML still runs
+nothing. Images may come from anywhere: the basemap's tile server is the user's choice."""
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+class _RequestGuard:
+    """ASGI middleware for what a browser may be led to send: a request with a body to a route that takes none is
+    answered at once (the server would otherwise read all of it to keep the connection), an unsafe method from another page's
+    origin (cross-site request forgery) 403; and every answer carries the Content-Security-Policy (unless the
+    route set its own) and ``nosniff``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = Headers(scope=scope)
+        origin = headers.get("origin")
+        if scope["method"] not in _SAFE_METHODS and origin is not None and not _same_origin(origin, headers):
+            detail = f"cross-origin {scope['method']} from {origin[:100]!r} refused; use this server's own page"
+            return await _problem(403, detail, _CLOSE)(scope, receive, send)
+        has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+        refusal = _refuse_body(scope) if has_body else None
+        if refusal is not None:
+            return await refusal(scope, receive, send)
+
+        async def secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                answer = MutableHeaders(scope=message)
+                answer.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+                answer.setdefault("X-Content-Type-Options", "nosniff")
+            await send(message)
+
+        await self.app(scope, receive, secured)
+
+
+def _same_origin(origin: str, headers: Headers) -> bool:
+    """Whether an ``Origin`` header (``scheme://host[:port]``, or ``null``) names the host the request was sent to."""
+    _, _, netloc = origin.partition("://")
+    return bool(netloc) and netloc.lower().rstrip("/") == headers.get("host", "").lower()
+
+
+def _refuse_body(scope: Scope) -> JSONResponse | None:
+    """The answer, closing the connection, to a request with a body for a route that reads none (FastAPI routes
+    say whether they do): 413, or 405 / 404 when no route takes the method / path; None when the route reads it."""
+    routes = scope["app"].router.routes
+    matches = [(route, route.matches(scope)[0]) for route in routes]
+    if any(match == Match.FULL and isinstance(route, APIRoute) and route.body_field is not None
+           for route, match in matches):
+        return None
+    what = f"{scope['method']} {scope['path'][:200]}"
+    if any(match == Match.FULL for _, match in matches):
+        return _problem(413, f"{what} takes no request body", _CLOSE)
+    allowed = sorted({method for route, match in matches if match == Match.PARTIAL
+                      for method in getattr(route, "methods", None) or ()})
+    if allowed:
+        return _problem(405, f"{what}: method not allowed", {**_CLOSE, "Allow": ", ".join(allowed)})
+    return _problem(404, "Not Found", _CLOSE)
+
+
+def _inline_script_policy(page: HTMLResponse) -> str:
+    """:data:`CONTENT_SECURITY_POLICY` for a page that needs its own inline scripts (Swagger UI's start): each is
+    allowed by its SHA-256, and styles inline (Swagger UI sets them), nothing else."""
+    hashes = [base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+              for script in re.findall(r"<script>(.*?)</script>", page.body.decode(), re.DOTALL)]
+    allowed = " ".join(f"'sha256-{digest}'" for digest in hashes)
+    return CONTENT_SECURITY_POLICY.replace("script-src 'self'", f"script-src 'self' {allowed}").replace(
+        "style-src 'self'", "style-src 'self' 'unsafe-inline'")
+
+
 class Problem(BaseModel):
     """The body of every 4xx answer but validation errors (422, FastAPI's own schema)."""
 
@@ -224,10 +306,13 @@ def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | Non
     query_images = query_images or QueryImages()
     app = FastAPI(title="rsitr archive search", docs_url=None, redoc_url=None, responses={
         400: {"model": Problem, "description": "a Host header this server does not answer to"},
-        413: {"model": Problem, "description": "a request body over the upload limit"}})
+        403: {"model": Problem, "description": "an unsafe method sent from another origin's page"},
+        413: {"model": Problem, "description": "a request body over the upload limit, or to a route that takes "
+                                               "none"}})
     app.state.index = index
     # Added last runs first: the Host is checked before anything of the request is read.
     app.add_middleware(_BodyLimit, max_upload_bytes=max_upload_bytes)
+    app.add_middleware(_RequestGuard)
     app.add_middleware(_HostCheck, allowed=allowed_hosts)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -238,11 +323,13 @@ def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | Non
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title}: API",
+        page = get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title}: API",
                                    swagger_js_url=f"{SWAGGER_UI}/swagger-ui-bundle.js",
                                    swagger_css_url=f"{SWAGGER_UI}/swagger-ui.css",
                                    swagger_favicon_url=f"{SWAGGER_UI}/favicon-32x32.png",
                                    swagger_ui_parameters={"validatorUrl": None})  # the validator is online
+        page.headers["Content-Security-Policy"] = _inline_script_policy(page)
+        return page
 
     @app.get("/api/info")
     def info() -> dict:

@@ -52,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vector-uri", metavar="URI",
                         help="--backend lancedb: the table's location, a path or object-store URI such as "
                              "s3://bucket/archive (default: vectors.lance in --out)")
+    parser.add_argument("--max-pixels", type=positive_int, metavar="N",
+                        help="skip (as a failure) a scene of more than N pixels, read from its header (default "
+                             "2,000,000,000); may change on update")
+    parser.add_argument("--max-chips-per-file", type=positive_int, metavar="N",
+                        help="skip (as a failure) a file that would be cut into more than N chips (default 100,000); "
+                             "may change on update")
     add_batch_size_argument(parser, "chips")
     add_engine_arguments(parser, "chips encoded by a Ray actor pool into Parquet shards that the index ingests (the "
                                  "same index; needs `pip install 'rsitr[ray]'`; --out and IMAGES must be on storage "
@@ -99,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         args.out, args.images, args.model, args.pretrained, chip_size=args.chip_size,
         chip_overlap=args.chip_overlap, tile_larger_than=args.tile_larger_than, index_type=args.index_type,
         store_local_tokens=args.store_local_tokens, backend=args.backend, vector_uri=args.vector_uri,
-        batch_size=args.batch_size, progress=not args.no_progress,
+        max_pixels=args.max_pixels, max_chips_per_file=args.max_chips_per_file, batch_size=args.batch_size, progress=not args.no_progress,
         device=str(resolve_device(args.device)), precision=args.precision, relocate=args.relocate,
         rebuild=args.rebuild)
     info = index.info()

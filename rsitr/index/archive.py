@@ -15,6 +15,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from stat import S_ISREG
 from typing import Protocol
 
 import numpy as np
@@ -40,6 +41,10 @@ Bounds = tuple[float, float, float, float]
 class PathOutsideArchiveError(ValueError):
     """A requested path is absolute, climbs with ``..``, holds a NUL byte or resolves (through a symlink) outside
     the archive."""
+
+
+class SymlinkLoopError(PathOutsideArchiveError):
+    """A requested path is a symlink that leads back to itself: it names no file of the archive."""
 
 
 class ImageTooLargeError(UserError):
@@ -73,9 +78,12 @@ def check_block(name: str, kind: str, width: int, height: int, samples: int, bit
     one at once, whatever the image's own size (a 100-byte TIFF can declare a 32,768 x 32,768 tile)."""
     size = width * height * samples * -(-bits // 8)
     if size > decode_budget(max_pixels):
+        # Only a caller that passes max_pixels takes it from a --max-pixels flag (search, serve); the indexer's
+        # --max-pixels limits whole scenes, which it reads a window at a time, so its blocks get the default.
+        source = "--max-pixels" if max_pixels is not None else f"{DEFAULT_MAX_QUERY_PIXELS:,} pixels"
         raise ImageTooLargeError(f"{name} declares a {width} x {height} {kind} of {samples} band(s) at {bits} bits "
                                  f"({size:,} bytes to decode at once), over the decoding limit of "
-                                 f"{decode_budget(max_pixels):,} bytes (--max-pixels x {DECODE_BYTES_PER_PIXEL}); "
+                                 f"{decode_budget(max_pixels):,} bytes ({source} x {DECODE_BYTES_PER_PIXEL}); "
                                  f"re-tile it, e.g. `gdal_translate -co TILED=YES`")
 
 
@@ -140,7 +148,10 @@ def resolve_in_root(root: Path, relative: str) -> Path:
     if relative.startswith(("/", "\\")) or Path(relative).is_absolute() or ".." in parts:
         raise PathOutsideArchiveError(f"{relative!r} is not a relative path inside the archive")
     real_root = root.resolve()
-    resolved = (real_root / relative).resolve()
+    try:
+        resolved = (real_root / relative).resolve()
+    except (RuntimeError, OSError):  # a symlink loop (RuntimeError before Python 3.13)
+        raise SymlinkLoopError(f"{relative!r} is a symlink loop, no file of the archive") from None
     if not resolved.is_relative_to(real_root):
         # The root is not named: this message may reach a web client.
         raise PathOutsideArchiveError(f"{relative!r} resolves outside the archive")
@@ -148,7 +159,8 @@ def resolve_in_root(root: Path, relative: str) -> Path:
 
 
 def scan_archive(root: Path) -> list[ArchiveFile]:
-    """Supported images under ``root`` (recursively), sorted by path; symlinks leading outside are skipped."""
+    """Supported images under ``root`` (recursively), sorted by path; symlinks leading outside are skipped, and
+    symlink loops and what is no regular file (a FIFO would block the reader forever) are skipped with a warning."""
     root = Path(root)
     if not root.is_dir():
         raise NotADirectoryError(f"image folder {root} does not exist or is not a directory")
@@ -161,7 +173,13 @@ def scan_archive(root: Path) -> list[ArchiveFile]:
             relative = full.relative_to(root).as_posix()
             try:
                 stat = resolve_in_root(root, relative).stat()
+            except SymlinkLoopError:
+                warnings.warn(f"skipped {relative}: a symlink loop", stacklevel=2)
+                continue
             except (PathOutsideArchiveError, OSError):
+                continue
+            if not S_ISREG(stat.st_mode):
+                warnings.warn(f"skipped {relative}: not a regular file (a FIFO, socket or device)", stacklevel=2)
                 continue
             found.append(ArchiveFile(relative, stat.st_size, stat.st_mtime_ns))
     return sorted(found, key=lambda f: f.path)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import faiss
 import numpy as np
@@ -42,6 +43,10 @@ VECTORS_NAME = "vectors.faiss"
 LANCE_NAME = "vectors.lance"
 SCORE_BATCH = 65_536
 """Chips scored per batch by :meth:`ArchiveIndex.find_all` (16 MiB of 256-dim float32 vectors)."""
+LOCK_NAME = "index.lock"
+SCORE_TOLERANCE = 0.01
+"""How far a saved vector store's cosine may be from the stored vector's (float16 re-scores of IVF-PQ, float32
+sums in another order); a damaged file is off by far more."""
 
 
 class SourceChangedError(FileNotFoundError):
@@ -50,6 +55,24 @@ class SourceChangedError(FileNotFoundError):
 
 class UnknownChipError(UserError, LookupError):
     """A chip id (to search like, or marked in feedback) that the index does not hold."""
+
+
+@contextmanager
+def _writing(directory: Path) -> Iterator[None]:
+    """Hold the index's write lock (``index.lock``, an OS file lock, so a killed run leaves none held), or raise
+    :class:`IndexSetupError` at once: two runs writing one index would collide on its rows."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(directory / LOCK_NAME)
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        raise IndexSetupError(f"another rsitr index is writing {directory}; wait until it ends, or pass another "
+                              f"--out") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 class ArchiveIndex:
@@ -91,7 +114,7 @@ class ArchiveIndex:
               pretrained: str | None = None, *, encoder: Encoder | None = None, chip_size: int | None = None,
               chip_overlap: int | None = None, tile_larger_than: int | None = None, index_type: str | None = None,
               store_local_tokens: bool | None = None, backend: str | None = None, vector_uri: str | None = None,
-              batch_size: int = 32, progress: bool = True,
+              max_pixels: int | None = None, max_chips_per_file: int | None = None, batch_size: int = 32, progress: bool = True,
               device: str = "cpu", precision: str = "auto", relocate: bool = False,
               rebuild: bool = False, chip_encoder: ChipEncoder | None = None) -> tuple[ArchiveIndex, UpdateReport]:
         """Create the index in ``directory`` for the images under ``images``, or bring an existing one up to date.
@@ -99,7 +122,8 @@ class ArchiveIndex:
         Arguments left as None take the values recorded in an existing index, or the defaults of
         :class:`IndexSettings` and the shipped model (:data:`DEFAULT_PRETRAINED`) for a new one.
         Chip settings and the images folder cannot change once an index exists; ``index_type``, ``backend``
-        (``faiss`` or ``lancedb``) and ``vector_uri`` (the LanceDB location) can, and
+        (``faiss`` or ``lancedb``), ``vector_uri`` (the LanceDB location) and the limits ``max_pixels`` (per
+        scene) and ``max_chips_per_file`` (larger files are failures of the run) can, and
         ``relocate`` re-points the index at ``images`` when its folder moved (files are matched by their path
         relative to it, and by content where size or mtime differ, so nothing unchanged is encoded again).
         ``rebuild`` discards the index's files (a damaged database) and builds anew. Every argument (and the
@@ -116,7 +140,7 @@ class ArchiveIndex:
             raise IndexSetupError(f"the batch size must be at least 1, got {batch_size}")
         requested = {"chip_size": chip_size, "chip_overlap": chip_overlap, "tile_larger_than": tile_larger_than,
                      "index_type": index_type, "store_local_tokens": store_local_tokens, "backend": backend,
-                     "vector_uri": vector_uri}
+                     "vector_uri": vector_uri, "max_pixels": max_pixels, "max_chips_per_file": max_chips_per_file}
         new_settings = IndexSettings(**{k: v for k, v in requested.items() if v is not None})  # validates them
         existing = (directory / DATABASE_NAME).is_file() and not rebuild
         store = MetadataStore(directory) if existing else None
@@ -134,21 +158,22 @@ class ArchiveIndex:
         if stored_model is not None:
             check_encoder(store, directory, encoder)
             settings = merged_settings(store, directory, images, requested, relocate)
-        if rebuild:
-            for name in (DATABASE_NAME, f"{DATABASE_NAME}-wal", f"{DATABASE_NAME}-shm", VECTORS_NAME):
-                (directory / name).unlink(missing_ok=True)
         directory.mkdir(parents=True, exist_ok=True)
-        store = store or MetadataStore(directory)
-        if stored_model is None:
-            settings = new_settings
-            store.set_meta(model=encoder.model_name, **checkpoint_record(encoder.pretrained, directory),
-                           fingerprint=encoder.fingerprint().to_dict(), root=str(images),
-                           settings=dataclasses.asdict(settings))
-        else:
-            store.set_meta(settings=dataclasses.asdict(settings), root=str(images))
-        report = update_index(store, encoder, images, settings, batch_size, progress, chip_encoder)
-        index = cls(directory, store, encoder)
-        index._save_vectors()
+        with _writing(directory):
+            if rebuild:
+                for name in (DATABASE_NAME, f"{DATABASE_NAME}-wal", f"{DATABASE_NAME}-shm", VECTORS_NAME):
+                    (directory / name).unlink(missing_ok=True)
+            store = store or MetadataStore(directory)
+            if stored_model is None:
+                settings = new_settings
+                store.set_meta(model=encoder.model_name, **checkpoint_record(encoder.pretrained, directory),
+                               fingerprint=encoder.fingerprint().to_dict(), root=str(images),
+                               settings=dataclasses.asdict(settings))
+            else:
+                store.set_meta(settings=dataclasses.asdict(settings), root=str(images))
+            report = update_index(store, encoder, images, settings, batch_size, progress, chip_encoder)
+            index = cls(directory, store, encoder)
+            index._save_vectors()
         return index, report
 
     def close(self) -> None:
@@ -163,13 +188,20 @@ class ArchiveIndex:
         return self.settings.vector_uri or str(self.directory / LANCE_NAME)
 
     def _saved_as(self) -> str:
-        """What ``vectors_type`` records for the current settings: the FAISS type, or ``lancedb:<location>``."""
-        return f"lancedb:{self._vector_uri()}" if self.settings.backend == "lancedb" else self._index_type()
+        """What ``vectors_type`` records for the current settings: the FAISS type, or ``lancedb:<location>``, the
+        default location by its name inside the index (so it is found however the index folder is reached)."""
+        if self.settings.backend != "lancedb":
+            return self._index_type()
+        return f"lancedb:{self.settings.vector_uri or LANCE_NAME}"
 
     def _vectors_saved(self) -> bool:
+        recorded = self.store.get_meta("vectors_type") or ""
+        # rsitr <= issue 33 recorded the default LanceDB location by the index path it was built through
+        default_lance = self.settings.backend == "lancedb" and not self.settings.vector_uri and \
+            recorded.startswith("lancedb:") and Path(recorded.removeprefix("lancedb:")).name == LANCE_NAME
         return (self.settings.backend == "lancedb" or (self.directory / VECTORS_NAME).is_file()) and \
             self.store.get_meta("vectors_generation") == self._generation and \
-            self.store.get_meta("vectors_type") == self._saved_as()
+            (recorded == self._saved_as() or default_lance)
 
     def _refresh_vectors(self) -> None:
         """Load the saved FAISS index if it matches the database and is sound, else rebuild it in memory from the
@@ -197,8 +229,10 @@ class ArchiveIndex:
             self._vectors = vector_index.build_vector_index(vectors, ids, self._index_type())
 
     def _save_vectors(self) -> None:
-        """Write the FAISS index unless it was loaded from a current, sound file. Only writers (build) save;
-        readers rebuild in memory."""
+        """Write the FAISS index unless it was loaded from a current, sound file (a LanceDB table is read in full to
+        tell). Only writers (build) save; readers rebuild in memory."""
+        if self._vectors_on_disk and isinstance(self._vectors, LanceVectors):  # read whole: is it sound?
+            self._vectors_on_disk = self._vectors.holds(*self.store.embeddings())
         if not self._vectors_on_disk:
             if self.settings.backend == "lancedb":
                 ids, vectors = self.store.embeddings()
@@ -370,12 +404,48 @@ class ArchiveIndex:
         return self.search(k=k, image=self.embed_image(image, max_pixels))
 
     def _candidates(self, embedding: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """Ids and cosines of the best ``count`` chips, checked against the stored vectors (the record): a saved
+        vector store whose answer is unreadable or disagrees with them (a damaged file: scores of 1e28, ids of
+        no chip) is replaced, with a warning, by a FAISS index built from the stored vectors in memory."""
         vectors = self._current_vectors()
+        try:
+            ids, scores = self._search(vectors, embedding, count)
+            return self._checked(ids, scores, embedding)
+        except (OSError, ValueError, RuntimeError, TypeError) as err:  # what lancedb and FAISS raise on bad files
+            if not self._vectors_on_disk:
+                raise
+            where = self._vector_uri() if self.settings.backend == "lancedb" else self.directory / VECTORS_NAME
+            reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            print(f"rsitr: warning: the saved vectors at {where} are damaged ({reason}); searching a FAISS index "
+                  f"built from {DATABASE_NAME} in memory (`rsitr index` on this index rewrites them)", file=sys.stderr)
+            with self._lock:
+                ids_stored, stored = self.store.embeddings()
+                self._vectors = vector_index.build_vector_index(stored, ids_stored, self._index_type())
+                self._vectors_on_disk = False
+            return self._candidates(embedding, count)
+
+    @staticmethod
+    def _search(vectors: faiss.Index | LanceVectors, embedding: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(vectors, LanceVectors):
             return vectors.search(embedding, count)
         scores, ids = vector_index.search_vectors(vectors, embedding[None], count)
         keep = ids[0] >= 0
         return ids[0][keep], scores[0][keep]
+
+    def _checked(self, ids: np.ndarray, scores: np.ndarray, embedding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The candidates that are chips of the index (others were deleted by a run under way), after checking
+        that their scores are the cosines of their stored vectors (:class:`DamagedVectorsError` if not)."""
+        stored = self.store.vectors(ids.tolist())
+        keep = np.array([int(chip_id) in stored for chip_id in ids], dtype=bool)
+        if not keep.all() and self.store.generation == self._saved_generation:  # no run since they were saved
+            raise vector_index.DamagedVectorsError(f"chip id {int(ids[~keep][0])} is no chip of the index")
+        ids, scores = ids[keep], scores[keep]
+        expected = np.array([stored[int(chip_id)] @ embedding for chip_id in ids], dtype=np.float32)
+        if not np.all(np.isfinite(scores)) or np.any(np.abs(scores - expected) > SCORE_TOLERANCE):
+            worst = int(np.argmax(np.where(np.isfinite(scores), np.abs(scores - expected), np.inf)))
+            raise vector_index.DamagedVectorsError(f"chip {int(ids[worst])} scored {float(scores[worst]):.6g}, "
+                                                   f"its stored vector {float(expected[worst]):.6g}")
+        return ids, scores
 
     def _hits(self, ranked: list[tuple[int, float, float, float | None]], removed: int = 0) -> SearchResults:
         records = self.store.chips([chip_id for chip_id, *_ in ranked])

@@ -19,8 +19,9 @@ class IndexCompatibilityError(UserError):
     """The index was built with another model or other chip settings than the ones requested."""
 
 
-CHANGEABLE = ("index_type", "backend", "vector_uri")
-"""Settings an update may change: they say how the vectors are searched, not what was encoded."""
+CHANGEABLE = ("index_type", "backend", "vector_uri", "max_pixels", "max_chips_per_file")
+"""Settings an update may change: they say how the vectors are searched, or which files are too large to read,
+not how a file is encoded."""
 
 
 def checkpoint_record(pretrained: str | None, directory: Path) -> dict:

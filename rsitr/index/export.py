@@ -13,6 +13,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import warnings
 from functools import lru_cache
 from typing import Sequence
 
@@ -29,13 +31,32 @@ CSV_COLUMNS = ("rank", "chip_id", "path", "x", "y", "width", "height", "score", 
 
 @lru_cache(maxsize=4096)
 def wgs84_bounds(bounds: Bounds | None, crs: str | None) -> Bounds | None:
-    """``(west, south, east, north)`` in degrees of ``bounds`` given in ``crs``; None when not georeferenced."""
+    """``(west, south, east, north)`` in degrees of ``bounds`` given in ``crs``; None when not georeferenced, or
+    when ``crs`` cannot be transformed to WGS84 (a local or unknown CRS: warned once per CRS)."""
     if bounds is None or crs is None:
         return None
+    import rasterio
+    from rasterio._err import CPLE_BaseError  # GDAL's errors (no public name)
+    from rasterio.errors import RasterioError
     from rasterio.warp import transform_bounds
 
-    west, south, east, north = transform_bounds(crs, WGS84, *bounds, densify_pts=21)
-    return float(west), float(south), float(east), float(north)
+    try:
+        with rasterio.Env():  # GDAL's errors become exceptions only, not also lines on stderr
+            degrees = tuple(float(value) for value in transform_bounds(crs, WGS84, *bounds, densify_pts=21))
+    except (RasterioError, CPLE_BaseError, ValueError) as err:  # CRSError is a ValueError; GDAL's are CPLE_*
+        _warn_untransformable(crs, str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__)
+        return None
+    if not all(math.isfinite(value) for value in degrees):
+        _warn_untransformable(crs, "the transform gave no finite coordinates")
+        return None
+    return degrees
+
+
+@lru_cache(maxsize=64)
+def _warn_untransformable(crs: str, reason: str) -> None:
+    """Once per CRS and process: a server lists the same chips in many answers."""
+    warnings.warn(f"chips in CRS {' '.join(crs.split())[:120]!r} cannot be placed in WGS84 ({reason}); they are "
+                  f"listed without a footprint (null geometry)", stacklevel=3)
 
 
 def hit_json(hit: SearchHit) -> dict:
@@ -70,12 +91,23 @@ def to_geojson(hits: Sequence[SearchHit], query: dict | None = None) -> dict:
     return collection
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet reads as the start of a formula (OWASP's CSV injection list)."""
+
+
+def _inert(value):
+    """A text cell a spreadsheet shows as text: one starting like a formula gets a leading ``'`` (OWASP)."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
 def to_csv(hits: Sequence[SearchHit]) -> str:
+    """The hits as CSV rows; file names and CRS text that begin like a formula are neutralised (numbers are not
+    text: a negative coordinate stays a number)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for rank, hit in enumerate(hits, 1):
-        writer.writerow(hit_properties(hit, rank))
+        writer.writerow({key: _inert(value) for key, value in hit_properties(hit, rank).items()})
     return buffer.getvalue()
 
 

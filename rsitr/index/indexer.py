@@ -26,15 +26,21 @@ from PIL import Image
 from tqdm import tqdm
 
 from rsitr.errors import UserError
-from rsitr.index.archive import (ArchiveFile, Bounds, content_hash, open_scene, resolve_in_root, scan_archive,
-                                 scene_size)
+from rsitr.index.archive import (ArchiveFile, Bounds, ImageTooLargeError, check_pixels, content_hash, open_scene,
+                                 resolve_in_root, scan_archive, scene_size)
 from rsitr.index.index_encoder import Encoder
 from rsitr.index.store import FileRecord, MetadataStore, NewChip
-from rsitr.index.tiling import Window, chip_windows
+from rsitr.index.tiling import Window, chip_count, chip_windows
 from rsitr.retrieval import vector_index
 
 
 BACKENDS = ("faiss", "lancedb")
+DEFAULT_MAX_SCENE_PIXELS = 2_000_000_000
+"""Pixels per scene (about 44,700 x 44,700): more than the largest single satellite scenes; a sparse TIFF that
+declares 10^12 pixels in 11 MB is refused from its header."""
+DEFAULT_MAX_CHIPS_PER_FILE = 100_000
+"""Chips per file (224 px chips of a 2-gigapixel scene are about 55,000); each chip costs a window, a row and a
+vector, so this bounds what one file can make the indexer hold."""
 
 
 class IndexSetupError(UserError):
@@ -55,8 +61,15 @@ class IndexSettings:
     """Where the global vectors are searched: ``faiss`` (``vectors.faiss``) or ``lancedb`` (:mod:`.lance_store`)."""
     vector_uri: str | None = None
     """The LanceDB location (a path or object-store URI); None: ``vectors.lance`` in the index folder."""
+    max_pixels: int = DEFAULT_MAX_SCENE_PIXELS
+    """Pixels per scene: a larger file is refused from its header (a failure of the run, as an unreadable file)."""
+    max_chips_per_file: int = DEFAULT_MAX_CHIPS_PER_FILE
+    """Chips per file: a file that would be cut into more is refused from its header, before any window is made."""
 
     def __post_init__(self) -> None:
+        if self.max_pixels < 1 or self.max_chips_per_file < 1:
+            raise IndexSetupError(f"--max-pixels and --max-chips-per-file must be at least 1, got {self.max_pixels} "
+                                  f"and {self.max_chips_per_file}")
         if self.chip_size < 1 or self.tile_larger_than < 1:
             raise IndexSetupError(f"--chip-size and --tile-larger-than must be at least 1 pixel, got "
                                   f"{self.chip_size} and {self.tile_larger_than}")
@@ -150,20 +163,20 @@ def encode_files(encoder: Encoder, root: Path, settings: IndexSettings, paths: l
 
     for path in paths:
         file = EncodedFile(path)
-        chips = []
+        files.append(file)
         try:
-            with open_scene(resolve_in_root(root, path)) as scene:
+            source = resolve_in_root(root, path)
+            windows = _windows(path, *scene_size(source), settings)  # limits checked before a pixel is decoded
+            with open_scene(source) as scene:
                 file.width, file.height, file.crs = scene.width, scene.height, scene.crs
-                for window in _windows(scene.width, scene.height, settings):
-                    chips.append((file, window, scene.bounds(window), scene.read(window)))
+                for window in windows:  # encoded a batch at a time, as update_index does: no file's pixels held
+                    pending.append((file, window, scene.bounds(window), scene.read(window)))
+                    if len(pending) >= batch_size:
+                        flush()
         except Exception as err:  # noqa: BLE001 - decoders raise many types; one unreadable file must not stop a run
             file.error = f"{type(err).__name__}: {err}"
-            chips = []
-        files.append(file)
-        for chip in chips:
-            pending.append(chip)
-            if len(pending) >= batch_size:
-                flush()
+            file.chips = []
+            pending[:] = [chip for chip in pending if chip[0] is not file]
     flush()
     return files
 
@@ -196,15 +209,23 @@ def _plan(store: MetadataStore, files: list[ArchiveFile], root: Path, report: Up
     return jobs
 
 
-def _windows(width: int, height: int, settings: IndexSettings) -> list[Window]:
-    return chip_windows(width, height, settings.chip_size, settings.chip_overlap, settings.tile_larger_than)
+def _windows(name: str, width: int, height: int, settings: IndexSettings) -> list[Window]:
+    """The chip windows of a ``width x height`` scene, or :class:`ImageTooLargeError` (naming the flag) when it
+    holds more pixels, or would be cut into more chips, than ``settings`` allow."""
+    check_pixels(name, width, height, settings.max_pixels)
+    tiling = (settings.chip_size, settings.chip_overlap, settings.tile_larger_than)
+    count = chip_count(width, height, *tiling)
+    if count > settings.max_chips_per_file:
+        raise ImageTooLargeError(f"{name}: {width:,} x {height:,} pixels would be cut into {count:,} chips, over "
+                                 f"the limit of {settings.max_chips_per_file:,} per file (--max-chips-per-file)")
+    return chip_windows(width, height, *tiling)
 
 
 def _chips_to_encode(store: MetadataStore, root: Path, job: _Job, settings: IndexSettings) -> int:
     """How many chips :func:`_read_chips` will yield for ``job``, from the image header (no pixels decoded); 0 for
     a file whose header cannot be read (it is recorded as a failure when it is read)."""
     try:
-        windows = _windows(*scene_size(resolve_in_root(root, job.file.path)), settings)
+        windows = _windows(job.file.path, *scene_size(resolve_in_root(root, job.file.path)), settings)
     except Exception:  # noqa: BLE001 - decoders raise many types; the read reports it
         return 0
     done = store.windows_of(job.record.id) if job.record is not None else set()
@@ -213,8 +234,9 @@ def _chips_to_encode(store: MetadataStore, root: Path, job: _Job, settings: Inde
 
 def _read_chips(store: MetadataStore, root: Path, job: _Job, settings: IndexSettings) -> Iterator[_PendingChip]:
     """The chips of ``job`` still to encode, registering the file first unless it is resumed."""
-    with open_scene(resolve_in_root(root, job.file.path)) as scene:
-        windows = _windows(scene.width, scene.height, settings)
+    source = resolve_in_root(root, job.file.path)
+    windows = _windows(job.file.path, *scene_size(source), settings)  # limits checked before a pixel is decoded
+    with open_scene(source) as scene:
         if job.record is None:
             file_id = store.add_file(job.file.path, job.file.size, job.file.mtime_ns, job.sha256, scene.width,
                                      scene.height, scene.crs)

@@ -103,6 +103,18 @@ class LanceVectors:
                 yield (batch.column("id").to_numpy().astype(np.int64),
                        vectors.flatten().to_numpy().reshape(batch.num_rows, vectors.type.list_size))
 
+    def holds(self, ids: np.ndarray, vectors: np.ndarray) -> bool:
+        """Whether the table's rows are exactly ``ids [N]`` and ``vectors [N, D]`` (in any order), and readable: a
+        full read, for a writer deciding whether to rewrite it."""
+        try:
+            table = self.table.to_arrow()
+        except (OSError, ValueError, RuntimeError):  # what lance raises for missing, garbage or truncated files
+            return False
+        got_ids = table.column("id").to_numpy()
+        got = table.column(VECTOR_COLUMN).combine_chunks().flatten().to_numpy().reshape(len(got_ids), -1)
+        order = np.argsort(got_ids, kind="stable")
+        return np.array_equal(got_ids[order], ids) and np.array_equal(got[order], vectors)
+
     def search(self, query: np.ndarray, k: int, bbox: BoundingBox | None = None, nprobes: int | None = None,
                refine_factor: int = REFINE_FACTOR) -> tuple[np.ndarray, np.ndarray]:
         """Ids ``[<=k]`` and cosines of the best matches of the unit ``query [D]``, best first; with ``bbox`` only

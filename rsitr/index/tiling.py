@@ -29,6 +29,18 @@ def _starts(length: int, chip_size: int, stride: int) -> list[int]:
     return starts
 
 
+def chip_count(width: int, height: int, chip_size: int = 224, overlap: int = 32, tile_larger_than: int = 1024) -> int:
+    """``len(chip_windows(...))`` without making the windows (a huge scene's list alone fills memory)."""
+    if max(width, height) <= tile_larger_than:
+        return 1
+    stride = chip_size - overlap
+
+    def starts(length: int) -> int:
+        return 1 if length <= chip_size else -(-(length - chip_size) // stride) + 1
+
+    return starts(width) * starts(height)
+
+
 def chip_windows(width: int, height: int, chip_size: int = 224, overlap: int = 32,
                  tile_larger_than: int = 1024) -> list[Window]:
     """Windows (row-major) covering a ``width x height`` scene; one full window if it is not larger than the limit."""

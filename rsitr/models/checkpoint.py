@@ -5,6 +5,10 @@ anything else a ``pretrained`` value names (an OpenCLIP checkpoint, a safetensor
 :func:`read_checkpoint` tells them apart cheaply: it memory-maps the file, so probing a large OpenCLIP file
 reads its structure, not its tensors, and an rsitr checkpoint is read once, by that same call.
 
+Every file is read with ``weights_only=True``: torch's restricted unpickler admits tensors and plain types
+(dicts, lists, numbers, strings), which is all an rsitr checkpoint holds, and never calls a function the file
+names, so a model file cannot run code. A file that needs more is one :class:`CheckpointError` line.
+
 Importing this module imports no torch (the command line checks ``--pretrained`` values with it).
 """
 
@@ -33,9 +37,20 @@ def check_exists(pretrained: str | None) -> None:
 
 
 def _torch_load(path: str | Path, mmap: bool) -> object:
+    import pickle
+    import re
+
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        named = re.search(r"GLOBAL ([\w.]+)", str(err))  # torch names the first object it refused to build
+        if named is None:  # not a pickle at all: the callers' "not a checkpoint" cases
+            raise
+        raise CheckpointError(f"{path} asks to build {named.group(1)}, more than tensors and plain types, and "
+                              f"loading it could run code, so rsitr does not; save the model's state_dict "
+                              f"(or a safetensors file) instead") from None
 
 
 def read_checkpoint(path: str | Path) -> dict | None:
@@ -45,6 +60,8 @@ def read_checkpoint(path: str | Path) -> dict | None:
         return None
     try:
         checkpoint = _torch_load(path, mmap=True)
+    except CheckpointError:
+        raise
     except Exception:  # noqa: BLE001 - not a torch zip file (e.g. safetensors): not ours, OpenCLIP may still read it
         return None
     if isinstance(checkpoint, dict) and checkpoint.get("format") == CHECKPOINT_FORMAT:
@@ -57,6 +74,8 @@ def read_state_dict(path: str | Path) -> dict:
     :class:`CheckpointError` when torch cannot read the file at all."""
     try:
         loaded = _torch_load(path, mmap=False)
+    except CheckpointError:
+        raise
     except Exception as err:  # pickle, zip and torch raise many types for a file that is no checkpoint
         raise CheckpointError(f"{path} is not a checkpoint torch can read ({type(err).__name__})") from None
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):

@@ -158,7 +158,13 @@ def search_vectors(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.
 
 
 def save_atomic(index: faiss.Index, path: Path) -> None:
-    write_atomic(path, lambda temporary: faiss.write_index(index, temporary))
+    """Write ``index`` to ``path`` crash-safely, through a Python file: a full disk is then an ``OSError`` (one
+    line on the command line), where FAISS's own file writer raises a ``RuntimeError`` of its C++ source."""
+    def write(temporary: str) -> None:
+        with open(temporary, "wb") as handle:
+            faiss.write_index(index, faiss.PyCallbackIOWriter(handle.write))
+
+    write_atomic(path, write)
 
 
 class DamagedVectorsError(ValueError):

@@ -52,7 +52,9 @@ function showSmallFootprintsAsMarkers() {
 }
 
 function hoverable(layer, hit, onHover) {
-  layer.bindTooltip(`${hit.path} (chip ${hit.chip_id})`);
+  const label = document.createElement("span");  // Leaflet reads a string tooltip as HTML: a file name is text
+  label.textContent = `${hit.path} (chip ${hit.chip_id})`;
+  layer.bindTooltip(label);
   layer.on("mouseover", () => onHover(hit.chip_id));
   layer.on("mouseout", () => onHover(null));
   return layer;
