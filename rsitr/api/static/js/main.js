@@ -300,6 +300,8 @@ $("threshold").addEventListener("change", () => {
     setStatus("The probability threshold lies between 0 and 1 (exclusive), e.g. 0.5.", true);
     return;
   }
+  // A second change event for the same value (the field losing focus, e.g. to "Next page") must not reset the page.
+  if (threshold === state.threshold) return;
   go({ ...state, threshold, offset: 0 });
 });
 
