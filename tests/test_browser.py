@@ -451,7 +451,7 @@ def test_cards_and_detail_break_no_word_and_untiled_cards_name_no_window(browser
         assert page.evaluate(BROKEN_WORDS, "#results figcaption") == []
         for hit in (next(h for h in hits if h.bounds is None), next(h for h in hits if h.bounds)):
             page.click(f"#results figure[data-chip-id='{hit.chip_id}'] img")
-            page.wait_for_function("document.querySelector('#detail').open")
+            page.wait_for_function("() => document.querySelector('#detail').open")
             page.wait_for_timeout(100)
             rows = dict(page.eval_on_selector_all("#detail-facts tr", "rows => rows.map(r => [r.cells[0].textContent, "
                                                                             "r.cells[1].textContent])"))
@@ -505,7 +505,7 @@ def test_find_all_like_these_pages_the_archive_and_exports_regions(browser, serv
         assert shown_ids(page) == lower.ids[3:6].tolist() and "offset=3" in page.url
         assert page.text_content("#results figure .score").startswith("#4  probability ")
         page.click(f"#results figure img >> nth=0")
-        page.wait_for_function("document.querySelector('#detail').open")
+        page.wait_for_function("() => document.querySelector('#detail').open")
         assert "calibrated on held-out marks" in page.text_content("#detail-scores")
         page.keyboard.press("Escape")
 
@@ -541,13 +541,13 @@ def test_the_heat_layer_colours_a_scenes_chips_and_links_the_geotiff(browser, se
         shown_ids(page)
         plain = next(hit for hit in hits if hit.bounds is None)
         page.click(f"#results figure[data-chip-id='{plain.chip_id}'] img")
-        page.wait_for_function("document.querySelector('#detail').open")
+        page.wait_for_function("() => document.querySelector('#detail').open")
         assert page.is_hidden("#detail-heat")  # a plain PNG has no place on a map
         page.keyboard.press("Escape")
         page.click(f"#results figure[data-chip-id='{geo.chip_id}'] img")
-        page.wait_for_function("document.querySelector('#detail').open")
+        page.wait_for_function("() => document.querySelector('#detail').open")
         page.click("#detail-heat")
-        page.wait_for_function("document.querySelectorAll('#map path.heat-cell').length === 6")
+        page.wait_for_function("() => document.querySelectorAll('#map path.heat-cell').length === 6")
         assert page.is_visible("#map") and page.is_visible("#heat-controls")  # on a phone: the map tab
         cells = page.eval_on_selector_all("#map path.heat-cell", "ps => ps.map(p => [Number(p.dataset.chipId), "
                                                                  "Number(p.dataset.score), p.getAttribute('fill')])")
@@ -589,7 +589,7 @@ def test_an_archive_of_plain_images_says_why_there_is_no_map_and_offers_no_map_s
                                                   "JPEG and PNG files carry no coordinates; GeoTIFFs do).")
         assert page.is_hidden("#settings") and page.is_hidden("#map-panel") and page.is_hidden("#view-tabs")
         page.click("#results figure img >> nth=0")
-        page.wait_for_function("document.querySelector('#detail').open")
+        page.wait_for_function("() => document.querySelector('#detail').open")
         assert page.text_content("#detail-scores").startswith("Text searches on this index rank by the global cosine "
                                                               "alone: its model was trained without the local")
     plain.close()
