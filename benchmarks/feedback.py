@@ -51,6 +51,17 @@ def read_ucm(data: Path) -> tuple[dict[str, str], list[tuple[str, str]]]:
     return scenes, sorted(queries.items(), key=lambda item: int(Path(item[0]).stem))
 
 
+def resolve_model_and_ucm(args: argparse.Namespace) -> Path:
+    """Fill ``args.model`` / ``args.pretrained`` with the shipped default when neither is given, and return the
+    UC Merced folder ``args.data`` resolved (a missing one ends the benchmark with a message)."""
+    if args.model is None and args.pretrained is None:
+        args.model, args.pretrained = packaged_tags()[DEFAULT_PRETRAINED].model, DEFAULT_PRETRAINED
+    data = args.data.resolve()
+    if not (data / "captions_ucm.csv").is_file():
+        raise SystemExit(f"UC Merced not found at {data} (needs captions_ucm.csv and images/); pass --data")
+    return data
+
+
 def feedback_rounds(index: ArchiveIndex, query: str, relevant: set[str], remove_unwanted: bool) -> list[float]:
     """Precision@PAGE of text alone, then after each round of marking the shown page."""
     wanted, unwanted, precisions = [], [], []
@@ -76,11 +87,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path,
                         default=Path(__file__).resolve().parents[1] / "docs" / "results" / "feedback.json")
     args = parser.parse_args()
-    if args.model is None and args.pretrained is None:
-        args.model, args.pretrained = packaged_tags()[DEFAULT_PRETRAINED].model, DEFAULT_PRETRAINED
-    data = args.data.resolve()
-    if not (data / "captions_ucm.csv").is_file():
-        raise SystemExit(f"UC Merced not found at {data} (needs captions_ucm.csv and images/); pass --data")
+    data = resolve_model_and_ucm(args)
 
     print(f"CPU: {cpu_model()}")
     print(f"model: {args.model}, pretrained: {args.pretrained or 'none (random weights)'}")

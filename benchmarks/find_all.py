@@ -36,12 +36,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _measure import cpu_model  # noqa: E402
-from feedback import read_ucm  # noqa: E402
+from feedback import read_ucm, resolve_model_and_ucm  # noqa: E402
 from index_scale import fit_mixture, synthetic  # noqa: E402
 from rsitr.index import ArchiveIndex  # noqa: E402
 from rsitr.index.archive_index import SCORE_BATCH  # noqa: E402
 from rsitr.index.find_all import score_batches  # noqa: E402
-from rsitr.models.pretrained import DEFAULT_PRETRAINED, packaged_tags  # noqa: E402
+from rsitr.models.pretrained import DEFAULT_PRETRAINED  # noqa: E402
 
 PAGE = 20
 THRESHOLDS = (0.3, 0.5, 0.7, 0.9)
@@ -151,11 +151,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "find_all.json")
     args = parser.parse_args()
-    if args.model is None and args.pretrained is None:
-        args.model, args.pretrained = packaged_tags()[DEFAULT_PRETRAINED].model, DEFAULT_PRETRAINED
-    data = args.data.resolve()
-    if not (data / "captions_ucm.csv").is_file():
-        raise SystemExit(f"UC Merced not found at {data} (needs captions_ucm.csv and images/); pass --data")
+    data = resolve_model_and_ucm(args)
 
     print(f"CPU: {cpu_model()}")
     print(f"model: {args.model}, pretrained: {args.pretrained}")
