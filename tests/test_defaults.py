@@ -5,8 +5,6 @@ given, the shared flags mean the same everywhere, and argument mistakes end as o
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ from rsitr.cli import build_parser, main
 from rsitr.models import TINY_MODEL
 from rsitr.models.pretrained import DEFAULT_PRETRAINED, check_model_arguments, packaged_tags
 from test_index_support import CHIP_SETTINGS, make_archive, noise
-from test_user_errors import assert_user_error
+from test_user_errors import assert_refused_without_torch, assert_user_error
 
 ROOT = Path(__file__).parent.parent
 DEFAULT_MODEL_NAME = packaged_tags()[DEFAULT_PRETRAINED].model
@@ -137,14 +135,7 @@ def test_argument_errors_end_before_torch_is_imported(tmp_path: Path) -> None:
         (["classify", str(tmp_path), "--model", TINY_MODEL, "--pretrained", DEFAULT_PRETRAINED],
          f"is a '{DEFAULT_MODEL_NAME}' model, not '{TINY_MODEL}'"),
     ]
-    script = ("import json, sys; from rsitr.cli import main; code = main(json.loads(sys.argv[1])); "
-              "print(json.dumps([code, 'torch' in sys.modules]))")
-    for argv, fragment in cases:
-        done = subprocess.run([sys.executable, "-c", script, json.dumps(argv)], cwd=ROOT, capture_output=True,
-                              text=True, timeout=120)
-        code, torch_imported = json.loads(done.stdout)
-        assert_user_error(code, done.stderr, argv[0], fragment)
-        assert not torch_imported, argv
+    assert_refused_without_torch(cases)
 
 
 def test_another_model_for_an_existing_index_is_refused(default_index: Path, tmp_path: Path,

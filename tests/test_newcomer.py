@@ -9,11 +9,9 @@ checkout; `rsitr train` with no model trains the default model's recipe offline.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import socket
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -25,7 +23,7 @@ import rsitr.cli as cli
 from rsitr.cli import COMMANDS, build_parser, main
 from rsitr.models.pretrained import DEFAULT_PRETRAINED, default_recipe, packaged_config
 from rsitr.runtime import available_devices
-from test_user_errors import assert_user_error
+from test_user_errors import assert_refused_without_torch, assert_user_error
 
 ROOT = Path(__file__).parent.parent
 CONFIGS = ROOT / "configs"
@@ -336,11 +334,4 @@ def test_errors_that_need_no_model_import_no_torch(tmp_path: Path, fake_index: P
                  (["embed", str(tmp_path), "--out", str(tmp_path / "o"), "--pretrained", "rsitr-minilm"],
                   "unknown pretrained tag"),
                  (["serve", str(fake_index), "--port", str(busy)], "is in use")]
-        script = ("import json, sys; from rsitr.cli import main; code = main(json.loads(sys.argv[1])); "
-                  "print(json.dumps([code, 'torch' in sys.modules]))")
-        for argv, fragment in cases:
-            done = subprocess.run([sys.executable, "-c", script, json.dumps(argv)], cwd=ROOT, capture_output=True,
-                                  text=True, timeout=120)
-            code, torch_imported = json.loads(done.stdout)
-            assert_user_error(code, done.stderr, argv[0], fragment)
-            assert not torch_imported, argv
+        assert_refused_without_torch(cases)

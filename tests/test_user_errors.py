@@ -24,6 +24,22 @@ def assert_user_error(code: int, err: str, command: str, *fragments: str) -> Non
     for fragment in fragments:
         assert fragment in err, f"{fragment!r} not in {err!r}"
 
+def assert_refused_without_torch(cases: list[tuple[list[str], str]]) -> None:
+    """Each ``(argv, fragment)`` run as ``rsitr`` in a fresh interpreter ends as one user-error line holding
+    ``fragment`` (exit 2) without importing torch."""
+    import json
+    import subprocess
+    import sys
+
+    script = ("import json, sys; from rsitr.cli import main; code = main(json.loads(sys.argv[1])); "
+              "print(json.dumps([code, 'torch' in sys.modules]))")
+    for argv, fragment in cases:
+        done = subprocess.run([sys.executable, "-c", script, json.dumps(argv)], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)
+        code, torch_imported = json.loads(done.stdout)
+        assert_user_error(code, done.stderr, argv[0], fragment)
+        assert not torch_imported, argv
+
 
 def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str]:
     code = main(list(argv))
