@@ -47,7 +47,7 @@ from rsitr.models import TINY_MODEL
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(1, str(Path(__file__).parent.parent / "tests"))  # the hostile suite's file builders
 from _measure import cpu_model  # noqa: E402
-from test_index_support import declared_tiff  # noqa: E402
+from support.index import declared_tiff  # noqa: E402
 
 CASES = ("largest", "over-limit", "tile-bombs", "chunked")
 

@@ -1,11 +1,16 @@
 """Shared fixtures: a small generated caption corpus (60 images, 5 captions each, 48/6/6 split) and the real
 data beside the project (../shared/data), skipped when absent."""
 
+import sys
 from pathlib import Path
 
 import pytest
 
 from rsitr.data import CaptionCorpus, load_corpus, make_synthetic_dataset
+
+# Test modules sit in one folder per layer (tests/data, tests/models, tests/index, ...); the helpers they share are
+# the package tests/support, imported as ``support``.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture(scope="session")

@@ -23,9 +23,9 @@ import rsitr.cli as cli
 from rsitr.cli import COMMANDS, build_parser, main
 from rsitr.models.pretrained import DEFAULT_PRETRAINED, default_recipe, packaged_config
 from rsitr.runtime import available_devices
-from test_user_errors import assert_refused_without_torch, assert_user_error
+from support.errors import assert_refused_without_torch, assert_user_error
 
-ROOT = Path(__file__).parent.parent
+from support import REPO as ROOT
 CONFIGS = ROOT / "configs"
 MISSING_DEVICES = [device for device in ("cuda", "gpu", "mps", "cuda:3") if device not in available_devices()
                    and not (device == "cuda" and "cuda:0" in available_devices())]

@@ -12,10 +12,9 @@ import pytest
 from rsitr.cli import build_parser, main
 from rsitr.models import TINY_MODEL
 from rsitr.models.pretrained import DEFAULT_PRETRAINED, check_model_arguments, packaged_tags
-from test_index_support import CHIP_SETTINGS, make_archive, noise
-from test_user_errors import assert_refused_without_torch, assert_user_error
+from support.index import CHIP_SETTINGS, make_archive, noise
+from support.errors import assert_refused_without_torch, assert_user_error
 
-ROOT = Path(__file__).parent.parent
 DEFAULT_MODEL_NAME = packaged_tags()[DEFAULT_PRETRAINED].model
 MODEL_COMMANDS = ("eval", "classify", "embed", "index")
 
@@ -180,7 +179,7 @@ def test_check_model_arguments_names_the_closest_open_clip_names(model: str | No
 def test_index_progress_bar_has_a_fixed_total(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The total is counted before encoding: it equals the chips encoded and never changes while the bar runs."""
     from rsitr.index import ArchiveIndex, indexer
-    from test_index_support import tiny_encoder
+    from support.index import tiny_encoder
 
     bars = []
 

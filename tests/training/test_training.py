@@ -1,6 +1,5 @@
 import json
 import os
-import random
 import shutil
 import subprocess
 from pathlib import Path
@@ -8,23 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from rsitr.config import load_config
-from rsitr.training.trainer import Trainer, warmup_cosine
+from rsitr.training.trainer import warmup_cosine
+from support import CONFIGS
 
-TINY = ["model.name=rsitr-tiny-ViT", "model.pretrained=null", "device=cpu",
-        "data.synthetic.n_images=40", "data.synthetic.image_size=32",
-        "method.drop_epoch=2", "method.drop_ratio=0.1", "method.keywords_top_k=16",
-        "train.batch_size=16", "train.lr=1e-3", "train.weight_decay=0.01", "train.warmup_steps=1",
-        "train.max_steps_per_epoch=3"]
-
-
-def make_trainer(out, *extra, resume=False):
-    return Trainer(load_config(None, TINY + [f"output_dir={out}", *extra]), progress=False, resume=resume)
-
-
-def fixed_batch(trainer):
-    raw = next(iter(trainer._loader(1)))
-    return trainer._batch(raw, random.Random(0), torch.Generator().manual_seed(0))
+from support.training import fixed_batch, make_trainer
 
 
 def test_one_training_step_lowers_the_loss_on_a_fixed_batch(tmp_path):
@@ -130,7 +116,7 @@ def _torchrun_train(out: Path, *extra: str) -> subprocess.CompletedProcess:
     """``torchrun --nproc-per-node 2 -m rsitr.cli train`` of EBAKER on generated data (CPU, gloo), 2 epochs."""
     if shutil.which("torchrun") is None:
         pytest.skip("torchrun is not on PATH")
-    root = Path(__file__).parent.parent / "configs"
+    root = CONFIGS
     command = ["torchrun", "--nproc-per-node", "2", "-m", "rsitr.cli", "train",
                "--config", str(root / "data" / "synthetic.yaml"), str(root / "methods" / "ebaker.yaml"),
                "--out", str(out), "--epochs", "2", "--no-progress",

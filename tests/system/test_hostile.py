@@ -30,11 +30,11 @@ from rsitr.index import ArchiveIndex
 from rsitr.index.archive import ImageTooLargeError, decode_image, open_scene
 from rsitr.models import TINY_MODEL
 from rsitr.retrieval import vector_index
-from test_browser import browser  # noqa: F401 - the headless Chromium fixture (skips without Chromium)
-from test_index_support import CHIP_SETTINGS, assert_same_index, declared_tiff, make_archive, noise, tiny_encoder
-from test_training import TINY
+from support.browser import browser  # noqa: F401 - the headless Chromium fixture (skips without Chromium)
+from support.index import CHIP_SETTINGS, assert_same_index, declared_tiff, make_archive, noise, tiny_encoder
+from support.training import TINY
 
-REPO = Path(__file__).parent.parent
+from support import REPO
 
 MAX_UPLOAD = 4000
 SMALL_DISK_PAGES = 10
@@ -92,7 +92,7 @@ def test_refusing_a_tile_bomb_allocates_nothing(tmp_path):
               f"except ImageTooLargeError: pass\n"
               f"print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)")
     grown_mib = int(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                                   cwd=Path(__file__).parent.parent).stdout)
+                                   cwd=REPO).stdout)
     assert grown_mib < 50
 
 
@@ -562,7 +562,7 @@ def test_a_model_file_that_asks_to_run_code_is_refused_in_one_line(built, tmp_pa
 
 def test_a_training_checkpoint_still_loads_with_the_restricted_unpickler(tmp_path):
     from rsitr.models.checkpoint import CHECKPOINT_FORMAT, read_checkpoint
-    from test_training import make_trainer
+    from support.training import make_trainer
 
     trainer = make_trainer(tmp_path, "train.epochs=1", "method.ftf_loss=true")
     trainer.fit()
@@ -576,8 +576,8 @@ SCRIPTED_NAME = "<img src=x onerror=alert(9)>.tif"
 
 
 def test_a_file_name_with_markup_is_shown_as_text_on_the_map(browser, tmp_path):
-    from test_browser import confined_page, serving
-    from test_index_support import write_geotiff
+    from support.browser import confined_page, serving
+    from support.index import write_geotiff
 
     root = tmp_path / "archive"
     root.mkdir()
@@ -801,7 +801,7 @@ def test_the_ray_chip_encoder_holds_one_batch_of_chip_images_as_the_embedded_pat
     reading every chip of a file first: a tiled scene of many chips no longer sits in each worker's memory."""
     from rsitr.index import indexer
     from rsitr.index.indexer import IndexSettings, encode_files
-    from test_index_support import write_geotiff
+    from support.index import write_geotiff
 
     root = tmp_path / "archive"
     root.mkdir()

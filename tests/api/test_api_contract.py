@@ -11,7 +11,7 @@ from schemathesis.checks import CHECKS
 
 from rsitr.api.app import create_app
 from rsitr.index import ArchiveIndex
-from test_index_support import CHIP_SETTINGS, make_archive, tiny_encoder
+from support.index import CHIP_SETTINGS, make_archive, tiny_encoder
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ line when the extra is missing."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,9 +14,9 @@ from rsitr.cli import main  # noqa: E402
 from rsitr.index import ArchiveIndex  # noqa: E402
 from rsitr.index.lance_store import BoundingBox, LanceVectors  # noqa: E402
 from rsitr.retrieval import vector_index  # noqa: E402
-from test_index_scale import clustered  # noqa: E402
-from test_index_support import CHIP_SETTINGS, make_archive, tiny_encoder  # noqa: E402
-from test_user_errors import assert_user_error  # noqa: E402
+from support.index import clustered  # noqa: E402
+from support.index import CHIP_SETTINGS, make_archive, tiny_encoder  # noqa: E402
+from support.errors import assert_user_error  # noqa: E402
 
 QUERIES = ["a green field", "red roofs by a river", "many boats in a harbour", "a road through the forest"]
 

@@ -1,10 +1,9 @@
-from pathlib import Path
 
 import pytest
 
 from rsitr.config import ConfigError, load_config
 
-ROOT = Path(__file__).parent.parent / "configs"
+from support import CONFIGS as ROOT
 METHODS = sorted((ROOT / "methods").glob("*.yaml"))
 DATA = sorted((ROOT / "data").glob("*.yaml"))
 

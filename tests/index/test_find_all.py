@@ -14,7 +14,7 @@ from rsitr.errors import UserError
 from rsitr.index import ArchiveIndex, NotGeoreferencedError, SearchHit, Window
 from rsitr.index.export import export_found, merge_regions
 from rsitr.index.find_all import background_ids, fit_probe, logit, score_batches
-from test_index_support import CHIP_SETTINGS, GEO_CRS, GEO_ORIGIN, GEO_PIXEL, build_test_index, make_archive, \
+from support.index import CHIP_SETTINGS, GEO_CRS, GEO_ORIGIN, GEO_PIXEL, build_test_index, make_archive, \
     tiny_encoder
 
 

@@ -5,7 +5,7 @@ from rsitr.config import ModelConfig
 from rsitr.models import TINY_MODEL, create_retrieval_model
 from rsitr.models.factory import build_model, load_model
 from rsitr.models.focus_adapter import FocusAdapterCLIP, FocusPooling, tapped_layers
-from tests.test_training import fixed_batch, make_trainer
+from support.training import fixed_batch, make_trainer
 
 CMER = ["model.focus_adapter=true", "method.negative_queue=8", "data.scene_augment_prob=0.5"]
 

@@ -1,7 +1,6 @@
 """End-to-end runs of the `rsitr` command line on generated data with the tiny model."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +9,7 @@ from rsitr._compat import open_clip
 from rsitr.cli import build_parser, main
 from rsitr.models import TINY_MODEL, create_retrieval_model
 
-CONFIGS = Path(__file__).parent.parent / "configs"
+from support import CONFIGS
 
 
 def test_help_lists_every_command(capsys):

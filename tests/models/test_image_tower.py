@@ -20,9 +20,10 @@ from rsitr.errors import UserError  # noqa: E402
 from rsitr.models.factory import build_model  # noqa: E402
 from rsitr.models.image_cache import ImageFeatureCache  # noqa: E402
 from rsitr.models.image_towers import load_packaged_weights, trunk_stages, weights_file  # noqa: E402
+from support import REPO
 
 MODEL = "rsitr-minilm-lite0"
-DEMO = Path(__file__).parents[1] / "rsitr" / "demo_data" / "ucm"
+DEMO = REPO / "rsitr" / "demo_data" / "ucm"
 
 
 @pytest.fixture(scope="module")

@@ -24,10 +24,10 @@ from rsitr.models.checkpoint import CHECKPOINT_FORMAT, CheckpointError
 from rsitr.models.factory import load_model
 from rsitr.training.run_folder import RunFolderError
 from rsitr.training.trainer import Trainer
-from test_index_support import CHIP_SETTINGS, make_archive, noise
-from test_training import TINY
+from support.index import CHIP_SETTINGS, make_archive, noise
+from support.training import TINY
 
-REPO = Path(__file__).parent.parent
+from support import REPO
 
 
 # -- files ---------------------------------------------------------------------------------------------------
@@ -175,7 +175,7 @@ def test_a_moved_checkpoint_is_found_by_hash(tmp_path, capsys):
 
 def test_search_refuses_an_image_over_the_pixel_limit_in_one_line(tmp_path, capsys):
     root = make_archive(tmp_path / "archive", geotiff=False)
-    from test_index_support import tiny_encoder
+    from support.index import tiny_encoder
 
     ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), progress=False, **CHIP_SETTINGS)[0].close()
     noise(1, 300, 200).save(tmp_path / "query.png")

@@ -132,3 +132,10 @@ def assert_same_index(first, second, *, same_ids: bool = True) -> None:
         hits_a, hits_b = first.search_text(query, k=10), second.search_text(query, k=10)
         assert [(h.path, h.window) for h in hits_a] == [(h.path, h.window) for h in hits_b], query
         np.testing.assert_allclose([h.score for h in hits_a], [h.score for h in hits_b], atol=1e-4)
+
+
+def clustered(count: int, dim: int = 64, clusters: int = 50, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim), dtype=np.float32)
+    vectors = centres[rng.integers(0, clusters, count)] + 0.5 * rng.standard_normal((count, dim), dtype=np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)

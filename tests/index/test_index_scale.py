@@ -6,13 +6,7 @@ import numpy as np
 import pytest
 
 from rsitr.retrieval import vector_index
-
-
-def clustered(count: int, dim: int = 64, clusters: int = 50, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((clusters, dim), dtype=np.float32)
-    vectors = centres[rng.integers(0, clusters, count)] + 0.5 * rng.standard_normal((count, dim), dtype=np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+from support.index import clustered
 
 
 def test_auto_is_exact_for_small_archives_and_ivfpq_for_large_ones():

@@ -13,7 +13,7 @@ from rsitr.cli import main
 from rsitr.index import ArchiveIndex, UnknownChipError
 from rsitr.index.export import CSV_COLUMNS, to_geojson, wgs84_bounds
 from rsitr.index.feedback import RocchioWeights, rocchio
-from test_index_support import GEO_CRS, GEO_ORIGIN, GEO_PIXEL, build_test_index
+from support.index import GEO_CRS, GEO_ORIGIN, GEO_PIXEL, build_test_index
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_not_wanted_chips_are_removed_and_counted(index):
 
 
 def test_a_query_image_embedding_searches_like_the_image(index):
-    from test_index_support import noise
+    from support.index import noise
 
     image = noise(2, 64, 48)
     vector = index.embed_image(image)
@@ -182,7 +182,7 @@ def test_cli_like_feedback_and_formats(index, capsys):
 
 
 def test_cli_table_prints_bounds_with_every_digit(tmp_path, capsys):
-    from test_index_support import build_far_index
+    from support.index import build_far_index
 
     index = build_far_index(tmp_path)
     hits = index.search("a field", k=3)

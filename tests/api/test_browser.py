@@ -12,54 +12,19 @@ import hashlib
 import json
 import os
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from rsitr.api.app import create_app
 from rsitr.index import ArchiveIndex
-from test_index_support import build_far_index, build_test_index
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
+from support.index import build_far_index, build_test_index
+from support import REPO
+from support.browser import browser, confined_page, serving  # noqa: F401 - browser is a fixture
 
 @pytest.fixture(scope="module")
 def index(tmp_path_factory) -> ArchiveIndex:
     return build_test_index(tmp_path_factory.mktemp("browser"))
-
-
-@contextmanager
-def serving(index: ArchiveIndex) -> Iterator[str]:
-    """``rsitr serve`` on ``index`` in a thread on a free local port; yields its URL."""
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(index=index), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the test server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -68,34 +33,10 @@ def server_url(index):
         yield url
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).is_file() and shutil.which("chromium") is None:
-        pytest.skip(f"Chromium not found at {CHROMIUM} (Debian package `chromium`)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
 def page(browser, server_url):
     with confined_page(browser, server_url) as page:
         yield page
-
-
-@contextmanager
-def confined_page(browser, server_url: str, **context_options) -> Iterator:
-    """A fresh page that may only reach the test server (requests elsewhere are aborted and listed)."""
-    context = browser.new_context(accept_downloads=True, **context_options)
-    page = context.new_page()
-    page.outside = []
-    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(server_url)
-               else (page.outside.append(route.request.url), route.abort()))
-    yield page
-    context.close()
-    assert page.outside == []
 
 
 def shown_ids(page) -> list[int]:
@@ -230,7 +171,7 @@ def test_api_docs_render_offline(page, server_url):
 
 
 def test_an_image_query_lives_in_the_url_and_shows_the_image(page, server_url, index, tmp_path):
-    from test_index_support import noise
+    from support.index import noise
 
     query = tmp_path / "example.png"
     noise(2, 64, 48).save(query)  # a copy of scene2.png
@@ -575,7 +516,7 @@ def test_the_heat_layer_colours_a_scenes_chips_and_links_the_geotiff(browser, se
 
 
 def test_an_archive_of_plain_images_says_why_there_is_no_map_and_offers_no_map_settings(browser, tmp_path):
-    from test_index_support import CHIP_SETTINGS, make_archive, tiny_encoder
+    from support.index import CHIP_SETTINGS, make_archive, tiny_encoder
 
     encoder = tiny_encoder()
     encoder.uses_local = False  # a model trained without the local similarity, as the shipped default
@@ -596,7 +537,7 @@ def test_an_archive_of_plain_images_says_why_there_is_no_map_and_offers_no_map_s
 
 
 RSICD_QUERY = "many planes are parked near the airport terminal"
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "search_page_rsicd.png"
+SCREENSHOT = REPO / "docs" / "search_page_rsicd.png"
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from rsitr.index import ArchiveIndex, IndexCompatibilityError
 from rsitr.index.index_encoder import Encoder
 from rsitr.models import TINY_MODEL
 from rsitr.similarity import fuse, global_similarity, local_similarity
-from test_index_support import CHIP_SETTINGS, GEO_CRS, GEO_ORIGIN, GEO_PIXEL, make_archive, noise, tiny_encoder
+from support.index import CHIP_SETTINGS, GEO_CRS, GEO_ORIGIN, GEO_PIXEL, make_archive, noise, tiny_encoder
 
 
 @pytest.fixture(scope="module")
@@ -273,7 +273,7 @@ def test_an_index_encoded_by_a_chip_encoder_equals_the_embedded_one(tmp_path, en
     """The ingest path of `rsitr index --engine ray` (chips encoded elsewhere by :func:`encode_files`, handed back
     file by file) builds the embedded path's index: the same chips, ids, vectors, tokens and top-10."""
     from rsitr.index.indexer import encode_files
-    from test_index_support import assert_same_index
+    from support.index import assert_same_index
 
     calls = []
 

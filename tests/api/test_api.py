@@ -19,7 +19,7 @@ from PIL import Image
 from rsitr.api.app import create_app
 from rsitr.index import ArchiveIndex
 from rsitr.index.query_images import QueryImages, UnknownQueryImageError
-from test_index_support import CHIP_SETTINGS, GEO_CRS, make_archive, noise, tiny_encoder
+from support.index import CHIP_SETTINGS, GEO_CRS, make_archive, noise, tiny_encoder
 
 MAX_UPLOAD = 4000
 

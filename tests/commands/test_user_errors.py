@@ -10,35 +10,8 @@ import pytest
 from rsitr.cli import main
 from rsitr.models import TINY_MODEL
 
-ROOT = Path(__file__).parent.parent
-CONFIGS = ROOT / "configs"
-
-
-def assert_user_error(code: int, err: str, command: str, *fragments: str) -> None:
-    """One error line, after at most some one-line warnings."""
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert lines[-1].startswith(f"rsitr {command}: error: "), err
-    assert all(line.startswith(f"rsitr {command}: warning: ") for line in lines[:-1]), err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in err, f"{fragment!r} not in {err!r}"
-
-def assert_refused_without_torch(cases: list[tuple[list[str], str]]) -> None:
-    """Each ``(argv, fragment)`` run as ``rsitr`` in a fresh interpreter ends as one user-error line holding
-    ``fragment`` (exit 2) without importing torch."""
-    import json
-    import subprocess
-    import sys
-
-    script = ("import json, sys; from rsitr.cli import main; code = main(json.loads(sys.argv[1])); "
-              "print(json.dumps([code, 'torch' in sys.modules]))")
-    for argv, fragment in cases:
-        done = subprocess.run([sys.executable, "-c", script, json.dumps(argv)], cwd=ROOT, capture_output=True,
-                              text=True, timeout=120)
-        code, torch_imported = json.loads(done.stdout)
-        assert_user_error(code, done.stderr, argv[0], fragment)
-        assert not torch_imported, argv
+from support import CONFIGS, REPO as ROOT
+from support.errors import assert_user_error
 
 
 def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str]:
@@ -104,7 +77,7 @@ def test_data_inspect_needs_a_folder_per_file(tmp_path: Path, capsys: pytest.Cap
 
 @pytest.fixture(scope="module")
 def built_index(tmp_path_factory: pytest.TempPathFactory):
-    from test_index_support import build_test_index
+    from support.index import build_test_index
 
     index = build_test_index(tmp_path_factory.mktemp("user_errors"))
     index.close()
