@@ -1,7 +1,7 @@
 """FastAPI app: search an archive index by text or uploaded image, chip metadata and thumbnails, the web page.
 
-:func:`create_app` only assembles: the routes are routers by concern (:mod:`.pages`: the page, ``/docs`` and
-``/api/info``; :mod:`.search`; :mod:`.heatmap`; :mod:`.chips`: chip details and every JPEG), given what they share
+:func:`create_app` only assembles: the routes are routers by concern in :mod:`.routes` (``pages``: the page,
+``/docs`` and ``/api/info``; ``search``; ``heatmap``; ``chips``: chip details and every JPEG), given what they share
 (:class:`.deps.Service`, kept on ``app.state``) through FastAPI dependencies; their JSON answers are the pydantic
 models of :mod:`.schemas`; the middlewares are :mod:`.middleware`'s.
 
@@ -54,7 +54,7 @@ from typing import Iterable
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from rsitr.api import chips, heatmap, pages, search
+from rsitr.api.routes import chips, heatmap, pages, search
 from rsitr.api.deps import ImageCache, Service
 from rsitr.api.middleware import add_middlewares
 from rsitr.api.schemas import Problem

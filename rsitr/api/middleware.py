@@ -96,10 +96,11 @@ _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 class RequestGuard:
     """ASGI middleware for what a browser may be led to send: a request with a body to a route that takes none is
-    answered at once (the server would otherwise read all of it to keep the connection), an unsafe method from another page's
-    origin (cross-site request forgery) 403; and every answer carries the Content-Security-Policy (unless the
-    route set its own) and ``nosniff``. ``routes`` are the app's routes, those of its routers one by one (FastAPI
-    may keep an included router as one route, which does not say whether the matching one reads a body)."""
+    answered at once (the server would otherwise read all of it to keep the connection), an unsafe method from
+    another page's origin (cross-site request forgery) 403; and every answer carries the Content-Security-Policy
+    (unless the route set its own) and ``nosniff``. ``routes`` are the app's routes, those of its routers one by
+    one (FastAPI 0.16x keeps an included router as one route, which does not say whether the matching one reads a
+    body)."""
 
     def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
         self.app = app

@@ -13,7 +13,7 @@ from rsitr.api.deps import MAX_RESULTS, ServiceDep
 from rsitr.api.middleware import inline_script_policy
 from rsitr.api.schemas import Info
 
-STATIC_DIR = Path(__file__).parent / "static"
+STATIC_DIR = Path(__file__).parents[1] / "static"
 SWAGGER_UI = "/static/vendor/swagger-ui"
 
 router = APIRouter()
