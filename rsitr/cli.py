@@ -8,8 +8,9 @@ User errors (:class:`rsitr.errors.UserError`: a bad data file, config key, check
 errors (``OSError``: a missing file, no permission, a full disk) and SQLite's errors of the same kinds (a full
 disk, a read-only or locked index) end as one ``rsitr <command>: error: ...`` line and exit code 2, as argparse
 does for bad flags; Ctrl-C ends with one line and exit code 130. ``--debug`` shows the traceback instead.
-Warnings are shown as one ``rsitr <command>: warning: ...`` line each, without Python's source line; the
-libraries' own warnings and log lines only with ``--verbose``. A mistyped command, choice or flag is refused by
+Warnings (``warnings.warn(..., RsitrWarning)``: the one channel, see :mod:`rsitr.errors`) are shown as one
+``rsitr <command>: warning: ...`` line each, without Python's source line; the libraries' own warnings and log
+lines only with ``--verbose``. A mistyped command, choice or flag is refused by
 the parser of the command it belongs to, with the closest known name. A module docstring's last block,
 ``Examples...``, ends the command's ``--help``.
 """
@@ -27,10 +28,10 @@ import sys
 import warnings
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator, NoReturn, Sequence
+from typing import Callable, Iterator, NoReturn, Sequence, TextIO
 
 from rsitr import __version__
-from rsitr.errors import UserError
+from rsitr.errors import RsitrWarning, UserError
 from rsitr.models.pretrained import DEFAULT_PRETRAINED
 
 COMMANDS = ("demo", "eval", "train", "reproduce", "data", "index", "search", "serve", "classify", "embed", "models")
@@ -183,19 +184,27 @@ def quiet_libraries(verbose: bool) -> Iterator[None]:
             os.environ.pop(key, None)
 
 
+OWN_CODE = str(Path(__file__).resolve().parent)
+
+
+def warning_lines(command: str, verbose: bool) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that writes rsitr's warnings (:class:`rsitr.errors.RsitrWarning`, or raised in
+    rsitr's own code) as one ``rsitr <command>: warning: ...`` line each, without Python's source line; the
+    libraries' only with ``verbose``."""
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: TextIO | None = None,
+             line: str | None = None) -> None:
+        if verbose or issubclass(category, RsitrWarning) or str(Path(filename).resolve()).startswith(OWN_CODE):
+            print(f"rsitr {command}: warning: {message}", file=sys.stderr)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     args.verbose = getattr(args, "verbose", False)
-    own = str(Path(__file__).resolve().parent)
-
-    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-        """rsitr's own warnings as one line each; the libraries' only with ``--verbose``."""
-        if args.verbose or str(Path(filename).resolve()).startswith(own):
-            print(f"rsitr {args.command}: warning: {message}", file=sys.stderr)
-
     try:
         with warnings.catch_warnings(), quiet_libraries(args.verbose):
-            warnings.showwarning = show_warning
+            warnings.showwarning = warning_lines(args.command, args.verbose)
             return int(args.run(args) or 0)
     except (UserError, OSError) as err:
         if args.debug:

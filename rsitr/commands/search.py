@@ -23,11 +23,10 @@ Examples (after `rsitr index rsitr/demo_data/ucm --out ucm.index`):
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
 from rsitr.commands import positive_int
 from rsitr.commands.options import add_inference_arguments, add_old_spelling, check_readable
+from rsitr.errors import UserError
 
 FORMATS = ("table", "json", "geojson", "csv")
 CHECKPOINT_HELP = ("where the index's model checkpoint lies now, if it moved (accepted only when its SHA-256 is "
@@ -66,11 +65,25 @@ def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
     add_old_spelling(parser, parser.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP), "--pretrained")
 
 
+def check_query(args: argparse.Namespace) -> None:
+    """Refuse flags that do not go together, before the index and its model load."""
+    if args.image is not None and (args.query is not None or args.like is not None or args.positive or args.negative):
+        raise UserError("--image searches alone; give a text query, --like or feedback without it")
+    if args.query is None and args.image is None and args.like is None and not args.positive:
+        raise UserError("give either a text query or --image FILE (or --like CHIP_ID)")
+    if args.find_all and (args.image is not None or not args.positive):
+        raise UserError("--all finds chips like the --positive ones: mark at least one wanted chip (--image is not "
+                        "supported with --all)")
+    if args.threshold is not None and not args.find_all:
+        raise UserError("--threshold applies to --all only")
+    if args.threshold is not None and not 0 < args.threshold < 1:
+        raise UserError(f"--threshold must lie between 0 and 1 (exclusive), got {args.threshold}")
+
+
 def check_index(path: str) -> None:
     """Refuse a path that is no index folder before the index's heavy modules and its model load."""
     from pathlib import Path
 
-    from rsitr.errors import UserError
     from rsitr.index.store import DATABASE_NAME, not_an_index
 
     check_readable(("index", path))
@@ -79,24 +92,7 @@ def check_index(path: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.image is not None and (args.query is not None or args.like is not None or args.positive or args.negative):
-        print("rsitr search: error: --image searches alone; give a text query, --like or feedback without it",
-              file=sys.stderr)
-        return 2
-    if args.query is None and args.image is None and args.like is None and not args.positive:
-        print("rsitr search: error: give either a text query or --image FILE (or --like CHIP_ID)", file=sys.stderr)
-        return 2
-    if args.find_all and (args.image is not None or not args.positive):
-        print("rsitr search: error: --all finds chips like the --positive ones: mark at least one wanted chip "
-              "(--image is not supported with --all)", file=sys.stderr)
-        return 2
-    if args.threshold is not None and not args.find_all:
-        print("rsitr search: error: --threshold applies to --all only", file=sys.stderr)
-        return 2
-    if args.threshold is not None and not 0 < args.threshold < 1:
-        print(f"rsitr search: error: --threshold must lie between 0 and 1 (exclusive), got {args.threshold}",
-              file=sys.stderr)
-        return 2
+    check_query(args)
     check_index(args.index)
     check_readable(("--image", args.image))
     from rsitr.index import ArchiveIndex

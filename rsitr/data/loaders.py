@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 
 from rsitr.data.errors import DataError
 from rsitr.data.records import SPLIT_ALIASES, CaptionCorpus, ImageRecord, random_splits
+from rsitr.errors import RsitrWarning
 
 LAYOUTS = ("karpathy", "nwpu", "csv")
 EXPECTED_CAPTIONS = 5
@@ -315,7 +316,7 @@ def _drop_empty(path: Path, entries: list[_Entry], dropped: list[str]) -> list[_
     lost = len(entries) - len(kept)
     images = f"; {lost} image(s) left without captions are dropped too" if lost else ""
     warnings.warn(f"{path}: dropped {len(dropped)} empty caption(s) (e.g. {'; '.join(dropped[:3])}){images}. "
-                  f"Pass strict=True (--strict) to refuse the file instead", stacklevel=3)
+                  f"Pass strict=True (--strict) to refuse the file instead", RsitrWarning, stacklevel=3)
     return kept
 
 
@@ -335,4 +336,4 @@ def _warn_unusual_caption_counts(path: Path, entries: list[_Entry]) -> None:
     if unusual:
         examples = "; ".join(f"{entry.where}: {len(entry.captions)}" for entry in unusual[:3])
         warnings.warn(f"{path}: {len(unusual)} of {len(entries)} images have other than {EXPECTED_CAPTIONS} captions "
-                      f"(e.g. {examples}); all their captions are kept", stacklevel=3)
+                      f"(e.g. {examples}); all their captions are kept", RsitrWarning, stacklevel=3)

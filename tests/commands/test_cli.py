@@ -114,3 +114,44 @@ def test_reproduce_runs_end_to_end_on_a_tiny_synthetic_config(tmp_path, capsys):
     assert "  1.00   2.00   3.00 |   4.00   5.00   6.00 |   3.50" in out
     results = json.loads((tmp_path / "run" / "reproduce.json").read_text())
     assert results["published_source"] == "a test" and any(k.startswith("synthetic: ") for k in results["results"])
+
+
+# -- one warning channel: warnings.warn(..., RsitrWarning) ----------------------------------------------------
+@pytest.fixture
+def one_empty_caption(tmp_path: Path) -> Path:
+    """A caption file (RSICD's layout) with one empty caption, which the loader drops with a warning."""
+    (tmp_path / "a.jpg").touch()  # loaders only check that image files exist
+    sentences = [{"raw": caption} for caption in ("a field", "", "a road", "a lake", "trees", "a river")]
+    path = tmp_path / "dataset_x.json"
+    path.write_text(json.dumps({"images": [{"filename": "a.jpg", "split": "train", "sentences": sentences}]}))
+    return path
+
+
+def test_a_library_warning_reaches_the_command_line_as_one_line(one_empty_caption, capsys, monkeypatch):
+    import rsitr.commands.models as models
+    from rsitr.data import load_corpus
+
+    # Called from this file, not from rsitr's code: the warning's category is what makes it rsitr's.
+    monkeypatch.setattr(models, "run", lambda args: len(load_corpus(one_empty_caption, one_empty_caption.parent)
+                                                        .images[0].captions) - 5)
+    assert main(["models"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("rsitr models: warning: ") and "dropped 1 empty caption" in err, err
+    assert len(err.splitlines()) == 1 and "RsitrWarning" not in err
+
+
+def test_a_library_caller_filters_rsitr_warnings_with_the_warnings_module(one_empty_caption):
+    import warnings
+
+    from rsitr.data import load_corpus
+    from rsitr.errors import RsitrWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RsitrWarning)
+        with pytest.raises(RsitrWarning, match="dropped 1 empty caption"):
+            load_corpus(one_empty_caption, one_empty_caption.parent)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.simplefilter("ignore", RsitrWarning)
+        assert len(load_corpus(one_empty_caption, one_empty_caption.parent).images[0].captions) == 5
+    assert caught == []

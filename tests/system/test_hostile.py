@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from rsitr.api.app import create_app, host_name
+from rsitr.api.app import create_app
+from rsitr.api.middleware import host_name
 from rsitr.cli import main
 from rsitr.index import ArchiveIndex
 from rsitr.index.archive import ImageTooLargeError, decode_image, open_scene

@@ -1,0 +1,137 @@
+"""What the routes are given (FastAPI dependencies): the :class:`Service` that ``create_app`` keeps on
+``app.state`` (the index, the uploaded query images, the image thread pool, the thumbnail cache, the limits), and
+the query parameters that search and heat map share; and how the index's errors become HTTP answers."""
+
+from __future__ import annotations
+
+import io
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from threading import Lock
+from typing import Annotated, Callable, Iterator, TypeVar
+
+import numpy as np
+from fastapi import Depends, HTTPException, Query, Request
+from fastapi.responses import Response
+from PIL import Image
+
+from rsitr.api.schemas import Searched
+from rsitr.errors import UserError
+from rsitr.index import ArchiveIndex, PathOutsideArchiveError, UnknownChipError
+from rsitr.index.query_images import ID_PATTERN, QueryImages, UnknownQueryImageError
+
+MAX_RESULTS = 200
+MAX_PATH_LENGTH = 4096
+QUERY_PATTERN = r"[^\s\x1c-\x1f]"
+"""A query holds a character that is not whitespace (``\\s`` differs between regex engines on ``\\x1c-\\x1f``,
+which Python's ``str.strip`` removes: naming them keeps the schema, the validator and the handler in agreement)."""
+
+T = TypeVar("T")
+
+
+class ImageCache:
+    """A small thread-safe LRU of encoded JPEG bytes."""
+
+    def __init__(self, capacity: int) -> None:
+        self._items: OrderedDict[tuple, bytes] = OrderedDict()
+        self._capacity = capacity
+        self._lock = Lock()
+
+    def get(self, key: tuple) -> bytes | None:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+            return self._items.get(key)
+
+    def put(self, key: tuple, value: bytes) -> None:
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+
+
+def jpeg(image: Image.Image, size: int) -> bytes:
+    """``image`` as JPEG bytes, its largest side at most ``size``."""
+    image = image.convert("RGB")
+    image.thumbnail((size, size))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Service:
+    """What the routes share, made once per app. Images are decoded and encoded only on ``image_pool`` (see
+    :mod:`rsitr.api.app`), so each such step is :meth:`in_pool`."""
+
+    index: ArchiveIndex
+    query_images: QueryImages
+    image_pool: ThreadPoolExecutor
+    cache: ImageCache
+    max_upload_bytes: int
+    max_pixels: int
+
+    def in_pool(self, work: Callable[[], T]) -> T:
+        """``work()`` run on the image pool (waiting for a free thread)."""
+        return self.image_pool.submit(work).result()
+
+    def query_vector(self, image: str | None) -> np.ndarray | None:
+        """The embedding of the uploaded query image ``image`` (None for None); 404 when it is not kept."""
+        try:
+            return None if image is None else self.query_images.get(image).embedding
+        except UnknownQueryImageError as err:
+            raise HTTPException(404, str(err)) from None
+
+    def cached_jpeg(self, key: tuple, render: Callable[[], Image.Image]) -> Response:
+        """The JPEG of ``render()`` at size ``key[-1]``, from the cache or rendered on the pool; 404 when the
+        source is not indexed or changed since."""
+        data = self.cache.get(key)
+        if data is None:
+            try:
+                data = self.in_pool(lambda: jpeg(render(), key[-1]))
+            except FileNotFoundError as err:  # not indexed, or the source changed since (SourceChangedError)
+                raise HTTPException(404, str(err)) from None
+            self.cache.put(key, data)
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+
+def service(request: Request) -> Service:
+    return request.app.state.service
+
+
+ServiceDep = Annotated[Service, Depends(service)]
+
+
+def searched(q: Annotated[str | None, Query(min_length=1, max_length=1000, pattern=QUERY_PATTERN)] = None,
+             like: Annotated[int | None, Query(description="search like this indexed chip")] = None,
+             image: Annotated[str | None, Query(pattern=ID_PATTERN,
+                                                description="search like this uploaded query image (its id)")] = None,
+             positive: Annotated[list[int], Query(max_length=MAX_RESULTS, description="chip ids marked wanted")] = [],
+             negative: Annotated[list[int], Query(max_length=MAX_RESULTS,
+                                                  description="chip ids marked not wanted")] = []) -> Searched:
+    """The query parameters saying what to search for, shared by search and heat map (which of them may go
+    together is the index's to say)."""
+    return Searched(q=q, like=like, image=image, positive=positive, negative=negative)
+
+
+SearchedDep = Annotated[Searched, Depends(searched)]
+
+
+@contextmanager
+def answered() -> Iterator[None]:
+    """Errors of the index as HTTP answers: unknown ids 404, files that are not indexed 404, other user errors 400."""
+    try:
+        yield
+    except (UnknownChipError, FileNotFoundError, PathOutsideArchiveError) as err:
+        raise HTTPException(404, str(err)) from None
+    except UserError as err:
+        raise HTTPException(400, str(err)) from None
+
+
+def known_chip(chip_id: int, found: T | None) -> T:
+    """``found`` (what the index returned for ``chip_id``), or 404 when the index holds no such chip."""
+    if found is None:
+        raise HTTPException(404, f"no chip {chip_id} in this index")
+    return found
