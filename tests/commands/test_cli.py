@@ -1,6 +1,7 @@
 """End-to-end runs of the `rsitr` command line on generated data with the tiny model."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
