@@ -37,7 +37,7 @@ def train(model_name: str, batch: int, steps: int, adapter_dim: int, prepare: bo
 
     if prepare:
         torch.manual_seed(0)
-        model = create_retrieval_model(model_name, None)
+        model = create_model(model_name).model
         size = model.clip.visual.image_size
         if adapter_dim > 0:
             model = FocusAdapterCLIP(model, adapter_dim=adapter_dim)

@@ -102,7 +102,7 @@ def main() -> None:
     if args.limit:
         corpus = CaptionCorpus(corpus.name, corpus.images[:args.limit])
     precision = resolve_precision(args.precision, "cpu")
-    model = create_retrieval_model(args.model, None).eval()
+    model = create_model(args.model).model.eval()
     method = MethodConfig()
     n_images, n_captions = len(corpus), len(corpus.captions)
     print(f"CPU: {cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}")

@@ -43,7 +43,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     chips = [Image.fromarray(rng.integers(0, 255, (224, 224, 3), dtype=np.uint8)) for _ in range(args.chips)]
     queries = [QUERIES[i % len(QUERIES)] for i in range(args.queries)]
-    model = create_retrieval_model(args.model, None)
+    model = create_model(args.model).model
     rows = {}
     for name, precision in (("today (fp32, 77 ctx)", "fp32"), ("new default", "auto")):
         encoder = Encoder(model, args.model, None, precision=precision)
