@@ -31,7 +31,7 @@ def train(model_name: str, batch: int, steps: int, adapter_dim: int, prepare: bo
     import torch
 
     from rsitr.config import MethodConfig
-    from rsitr.models import create_retrieval_model
+    from rsitr.models import create_model
     from rsitr.models.focus_adapter import FocusAdapterCLIP
     from rsitr.training.objective import Batch, RetrievalObjective
 

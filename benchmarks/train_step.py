@@ -34,7 +34,7 @@ def step(model_name: str, batch: int, steps: int, full: bool, new_path: bool, th
     from rsitr.config import MethodConfig
     from rsitr.keywords import build_keywords, mask_captions
     from rsitr.losses.eba import EliminateBeforeAlign
-    from rsitr.models import create_retrieval_model
+    from rsitr.models import create_model
     from rsitr.models.ker_head import KERHead
     from rsitr.models.precision import resolve_precision
     from rsitr.training.objective import Batch, RetrievalObjective

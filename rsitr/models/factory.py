@@ -49,7 +49,7 @@ class LoadedModel:
     recipe: ScoringRecipe = ScoringRecipe()
 
 
-def create_model(model: str | ModelConfig | None = None, pretrained: str | None = None, *,
+def create_model(model: str | Path | ModelConfig | None = None, pretrained: str | Path | None = None, *,
                  device: str | torch.device = "cpu", seed: int | None = 0, weights_follow: bool = False) -> LoadedModel:
     """The model ``model`` / ``pretrained`` name, with its scoring recipe.
 
@@ -67,7 +67,7 @@ def create_model(model: str | ModelConfig | None = None, pretrained: str | None 
         model, pretrained = None, model
     if model is None and pretrained is None:
         pretrained = DEFAULT_PRETRAINED
-    pretrained = run_checkpoint(pretrained)
+    pretrained = run_checkpoint(None if pretrained is None else str(pretrained))
     if pretrained and Path(pretrained).is_file():
         pretrained = str(Path(pretrained).resolve())
     checkpoint = read_checkpoint(pretrained) if pretrained else None

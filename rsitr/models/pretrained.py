@@ -51,8 +51,7 @@ def check_model_arguments(model_name: str | None, pretrained: str | None) -> Non
             raise UserError(f"unknown pretrained tag {tag!r}; did you mean {_names(near)}? "
                             f"(`rsitr models` lists every tag)")
         if tag.startswith(RSITR_TAG_PREFIX):  # rsitr's names: no OpenCLIP tag to look up (nor torch to import)
-            raise UserError(f"unknown pretrained tag {tag!r}; rsitr ships {describe_shipped()} (`rsitr models` says what "
-                            f"each is)")
+            get_pretrained_cfg(tag)  # refuses it, naming the shipped tags
     if tag is None and (model_name is None or model_name in rsitr_model_configs()):
         return
     _check_open_clip_names(model_name, tag)

@@ -87,7 +87,8 @@ class PretrainedCfg:
     description: str = field(default="", repr=False)
     results: Mapping = field(default_factory=dict, repr=False)
     config: Mapping | None = field(default=None, repr=False)
-    """The whole run config it was trained with (``weights/<tag>.yaml``: data and training settings too), or None."""
+    """The whole run config it was trained with (``weights/<tag>.yaml``: data and training settings too), or None;
+    shared by every caller (entries are read once), so read it, copy it to change it."""
     text_tower: str | None = None
     """A pretrained text tower the file leaves out (its tensors come from :attr:`text_package`)."""
     image_tower: str | None = None
@@ -145,9 +146,10 @@ def _read(registry: Path, weights_dir: Path, version: int) -> dict[str, Pretrain
             import yaml
 
             config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
-        entries[tag] = PretrainedCfg(tag, entry["model"], weights_dir / entry["file"], ScoringRecipe.from_config(config),
-                                     entry.get("sha256"), entry.get("description", ""), entry.get("results", {}),
-                                     config, entry.get("text_tower"), entry.get("image_tower"))
+        entries[tag] = PretrainedCfg(tag, entry["model"], weights_dir / entry["file"],
+                                     ScoringRecipe.from_config(config), entry.get("sha256"),
+                                     entry.get("description", ""), entry.get("results", {}), config,
+                                     entry.get("text_tower"), entry.get("image_tower"))
     return entries
 
 
