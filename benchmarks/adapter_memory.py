@@ -31,13 +31,13 @@ def train(model_name: str, batch: int, steps: int, adapter_dim: int, prepare: bo
     import torch
 
     from rsitr.config import MethodConfig
-    from rsitr.models import create_retrieval_model
+    from rsitr.models import create_model
     from rsitr.models.focus_adapter import FocusAdapterCLIP
     from rsitr.training.objective import Batch, RetrievalObjective
 
     if prepare:
         torch.manual_seed(0)
-        model = create_retrieval_model(model_name, None)
+        model = create_model(model_name).model
         size = model.clip.visual.image_size
         if adapter_dim > 0:
             model = FocusAdapterCLIP(model, adapter_dim=adapter_dim)

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from rsitr.index.index_encoder import Encoder
-from rsitr.models.pretrained import DEFAULT_PRETRAINED
+from rsitr.models import DEFAULT_PRETRAINED, create_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -89,7 +89,7 @@ def main() -> None:
     rows = {}
     for tag in dict.fromkeys([PREVIOUS, DEFAULT_PRETRAINED]):
         for precision in ("fp32", "auto"):
-            encoder = Encoder.load(None, tag, precision=precision)
+            encoder = Encoder(create_model(None, tag), precision=precision)
             rows[f"{tag} {precision} ({encoder.precision})"] = chips_per_second(
                 encoder.encode_images, images, args.batch, args.repeats)
         if tag != PREVIOUS:

@@ -26,15 +26,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
-    from rsitr.config import EvalConfig, MethodConfig
+    from rsitr.config import EvalConfig
     from rsitr.data import load_corpus
     from rsitr.evaluate.runner import encode_corpus, evaluate_encoded
-    from rsitr.models.factory import load_model
+    from rsitr.models import DEFAULT_PRETRAINED, create_model, list_pretrained
     from rsitr.models.precision import resolve_precision
-    from rsitr.models.pretrained import DEFAULT_PRETRAINED, packaged_tags
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pretrained", default=DEFAULT_PRETRAINED, choices=sorted(packaged_tags()))
+    parser.add_argument("--pretrained", default=DEFAULT_PRETRAINED, choices=list_pretrained())
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "rsicd" / "dataset_rsicd.json"))
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--out", default=str(REPO / "docs" / "results" / "default_model_eval.json"))
@@ -44,12 +43,12 @@ def main() -> None:
         warnings.simplefilter("ignore")  # RSICD's 3 empty captions: reported by `rsitr data inspect`
         corpus = load_corpus(data, data.parent / "images").split("test")
     start = time.perf_counter()
-    model, run_config = load_model(None, args.pretrained)
+    loaded = create_model(None, args.pretrained)
+    model = loaded.model
     load_seconds = time.perf_counter() - start
-    method = MethodConfig(**run_config["method"]) if run_config else MethodConfig()
     precision = resolve_precision("auto", "cpu")
     encoded = encode_corpus(model, corpus, args.batch_size, progress=False, precision=precision)
-    evaluation = evaluate_encoded(encoded, method, EvalConfig(), name=args.pretrained)
+    evaluation = evaluate_encoded(encoded, loaded.recipe, EvalConfig(), name=args.pretrained)
     total = time.perf_counter() - start
     result = {"cpu": cpu_model(), "load_average_1min": os.getloadavg()[0], "model": args.pretrained,
               "precision": precision, "images": len(corpus), "captions": int(encoded.caption_image.numel()),

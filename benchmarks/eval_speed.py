@@ -22,11 +22,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from rsitr.config import MethodConfig
 from rsitr.data import CaptionCorpus, load_corpus
 from rsitr.evaluate.metrics import recall_metrics
 from rsitr.evaluate.runner import encode_corpus, fused_similarity
-from rsitr.models import TextFeatures, create_retrieval_model
+from rsitr.models import ScoringRecipe, TextFeatures, create_model
 from rsitr.models.precision import resolve_precision
 from rsitr.similarity import fuse, global_similarity
 
@@ -102,8 +101,8 @@ def main() -> None:
     if args.limit:
         corpus = CaptionCorpus(corpus.name, corpus.images[:args.limit])
     precision = resolve_precision(args.precision, "cpu")
-    model = create_retrieval_model(args.model, None).eval()
-    method = MethodConfig()
+    model = create_model(args.model).model.eval()
+    recipe = ScoringRecipe()
     n_images, n_captions = len(corpus), len(corpus.captions)
     print(f"CPU: {cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"{corpus.name}: {n_images} images, {n_captions} captions; {args.model} randomly initialised (no download); "
@@ -117,17 +116,17 @@ def main() -> None:
     def old_score() -> torch.Tensor:
         sim = global_similarity(fp32.image.global_, old_text.global_)
         return fuse(sim, full_gram_local_similarity(fp32.image.tokens, old_text.tokens, old_text.mask),
-                    method.global_weight, method.local_weight)
+                    recipe.global_weight, recipe.local_weight)
 
     old_sim, old_score_seconds = timed(old_score)
-    new_sim, new_score_seconds = timed(fused_similarity, new, method)
+    new_sim, new_score_seconds = timed(fused_similarity, new, recipe)
 
     old = {"encode_images_s": fp32.image_seconds, "encode_captions_s": old_text_seconds, "score_s": old_score_seconds}
     new_row = {"encode_images_s": new.image_seconds, "encode_captions_s": new.text_seconds, "score_s": new_score_seconds}
     for row in (old, new_row):
         row["total_s"] = row["encode_images_s"] + row["encode_captions_s"] + row["score_s"]
     caption_image = new.caption_image
-    trimmed_fp32_sim = fused_similarity(fp32, method)  # isolates the exactness of trimming + the new scoring
+    trimmed_fp32_sim = fused_similarity(fp32, recipe)  # isolates the exactness of trimming + the new scoring
     agreement = {
         "fp32_trimmed_top10_overlap_text_to_image": top10_overlap(old_sim.T, trimmed_fp32_sim.T),
         "fp32_trimmed_max_abs_difference": float((old_sim - trimmed_fp32_sim).abs().max()),

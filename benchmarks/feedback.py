@@ -14,7 +14,7 @@ Chance level is 100 / 2100 = 0.048.
     python benchmarks/feedback.py [--data ../shared/data/ucm] [--model NAME] [--pretrained TAG_OR_CKPT]
 
 Without ``--model`` and ``--pretrained`` the model is the one rsitr ships as its default
-(:data:`rsitr.models.pretrained.DEFAULT_PRETRAINED`); ``--model rsitr-tiny-ViT`` alone is a random tiny model
+(:data:`rsitr.models.DEFAULT_PRETRAINED`); ``--model rsitr-tiny-ViT`` alone is a random tiny model
 (text at chance: the numbers then say only what feedback does from image vectors). Say which model
 produced any number quoted. Results are printed and written to ``docs/results/feedback.json``.
 """
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _measure import cpu_model  # noqa: E402
 from rsitr.index import ArchiveIndex  # noqa: E402
-from rsitr.models.pretrained import DEFAULT_PRETRAINED, packaged_tags  # noqa: E402
+from rsitr.models import DEFAULT_PRETRAINED, get_pretrained_cfg  # noqa: E402
 
 PAGE = 20
 ROUNDS = 2
@@ -55,7 +55,7 @@ def resolve_model_and_ucm(args: argparse.Namespace) -> Path:
     """Fill ``args.model`` / ``args.pretrained`` with the shipped default when neither is given, and return the
     UC Merced folder ``args.data`` resolved (a missing one ends the benchmark with a message)."""
     if args.model is None and args.pretrained is None:
-        args.model, args.pretrained = packaged_tags()[DEFAULT_PRETRAINED].model, DEFAULT_PRETRAINED
+        args.model, args.pretrained = get_pretrained_cfg(DEFAULT_PRETRAINED).architecture, DEFAULT_PRETRAINED
     data = args.data.resolve()
     if not (data / "captions_ucm.csv").is_file():
         raise SystemExit(f"UC Merced not found at {data} (needs captions_ucm.csv and images/); pass --data")

@@ -18,7 +18,7 @@ index's real embeddings), scored by a probe fitted on real marks: from memory, f
 
     python benchmarks/find_all.py [--data ../shared/data/ucm] [--index-dir DIR] [--queries N] [--chips 1000000]
 
-Without ``--model`` / ``--pretrained`` the model is rsitr's default (:data:`rsitr.models.pretrained.DEFAULT_PRETRAINED`).
+Without ``--model`` / ``--pretrained`` the model is rsitr's default (:data:`rsitr.models.DEFAULT_PRETRAINED`).
 Results are printed and written to ``benchmarks/results/find_all.json`` with the model and the CPU named.
 """
 
@@ -41,7 +41,7 @@ from index_scale import fit_mixture, synthetic  # noqa: E402
 from rsitr.index import ArchiveIndex  # noqa: E402
 from rsitr.index.archive_index import SCORE_BATCH  # noqa: E402
 from rsitr.index.find_all import score_batches  # noqa: E402
-from rsitr.models.pretrained import DEFAULT_PRETRAINED  # noqa: E402
+from rsitr.models import DEFAULT_PRETRAINED  # noqa: E402
 
 PAGE = 20
 THRESHOLDS = (0.3, 0.5, 0.7, 0.9)

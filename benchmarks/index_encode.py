@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from rsitr.index.index_encoder import Encoder
-from rsitr.models import create_retrieval_model
+from rsitr.models import create_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -43,10 +43,11 @@ def main() -> None:
     rng = np.random.default_rng(0)
     chips = [Image.fromarray(rng.integers(0, 255, (224, 224, 3), dtype=np.uint8)) for _ in range(args.chips)]
     queries = [QUERIES[i % len(QUERIES)] for i in range(args.queries)]
-    model = create_retrieval_model(args.model, None)
+    loaded = create_model(args.model)
+    model = loaded.model
     rows = {}
     for name, precision in (("today (fp32, 77 ctx)", "fp32"), ("new default", "auto")):
-        encoder = Encoder(model, args.model, None, precision=precision)
+        encoder = Encoder(loaded, precision=precision)
         encoder.encode_images(chips[:2])  # warm-up
         start = time.perf_counter()
         for i in range(0, len(chips), args.batch):

@@ -52,13 +52,12 @@ SEARCH_BREADTHS = {"exact": [None], "ivf": [16, 64], "ivfpq": [16, 32, 64], "hns
 def real_embeddings(images: Path, cache: Path) -> np.ndarray:
     """The default model's image embeddings of every image under ``images``, encoded once into ``cache``."""
     from rsitr.embeddings import EmbedSettings, embed_to_parquet, read_embed_input, read_embeddings
-    from rsitr.models.factory import load_model
-    from rsitr.models.pretrained import DEFAULT_PRETRAINED
+    from rsitr.models import DEFAULT_PRETRAINED, create_model
 
     out = cache / f"{images.parent.name}_{images.name}_emb"
     if not (out / "_manifest.json").is_file() or not json.loads((out / "_manifest.json").read_text()).get("complete"):
-        model, _ = load_model(None, DEFAULT_PRETRAINED, "cpu")
-        embed_to_parquet(model, read_embed_input(images), out, EmbedSettings(dtype="fp32"), model.model_name,
+        loaded = create_model(None, DEFAULT_PRETRAINED)
+        embed_to_parquet(loaded.model, read_embed_input(images), out, EmbedSettings(dtype="fp32"), loaded.name,
                          DEFAULT_PRETRAINED, progress=True)
     return read_embeddings(out)[1]
 
@@ -188,7 +187,7 @@ def rerank_cost(encoder, captions: list[str], chips: int, seed: int) -> dict:
             read_ms.append((time.perf_counter() - begin) * 1e3)
             query = encoder.encode_text(caption)
             begin = time.perf_counter()
-            fused_scores(rng.random(CANDIDATES).astype(np.float32), tokens, query)
+            fused_scores(rng.random(CANDIDATES).astype(np.float32), tokens, query, encoder.recipe)
             score_ms.append((time.perf_counter() - begin) * 1e3)
         conn.close()
     return {"patches": int(patches), "dim": int(dim), "bytes_per_chip_fp16": int(chip_bytes),
@@ -220,7 +219,7 @@ def main() -> None:
     import torch
 
     from rsitr.index.index_encoder import Encoder
-    from rsitr.models.pretrained import DEFAULT_PRETRAINED
+    from rsitr.models import DEFAULT_PRETRAINED, create_model
     from rsitr.retrieval.vector_index import choose_index_type
 
     torch.set_num_threads(args.threads)
@@ -239,7 +238,7 @@ def main() -> None:
     with args.captions.open() as handle:
         captions = list(dict.fromkeys(row["caption"] for row in csv.DictReader(handle)
                                       if row["split"] == "test" and row["caption"].strip()))[:args.queries]
-    encoder = Encoder.load(None, DEFAULT_PRETRAINED)
+    encoder = Encoder(create_model(None, DEFAULT_PRETRAINED))
     encoder.encode_text(captions[0])
     encode_ms, queries = [], []
     for caption in captions:

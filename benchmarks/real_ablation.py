@@ -96,13 +96,13 @@ def evaluate(checkpoint: Path) -> dict[str, dict[str, dict[str, float]]]:
     import dataclasses
     import warnings
 
-    from rsitr.config import EvalConfig, MethodConfig
+    from rsitr.config import EvalConfig
     from rsitr.data import load_corpus
     from rsitr.evaluate.runner import encode_corpus, evaluate_encoded
-    from rsitr.models.factory import load_model
+    from rsitr.models import create_model
 
-    model, run_config = load_model(None, str(checkpoint))
-    method = MethodConfig(**run_config["method"])
+    loaded = create_model(None, str(checkpoint))
+    model, recipe = loaded.model, loaded.recipe
     config = EvalConfig(batch_size=256, sar=True, two_stage=True, recall_k=50, fine_exhaustive=False)
     results = {}
     for name, (captions, images) in TEST_SETS.items():
@@ -110,11 +110,11 @@ def evaluate(checkpoint: Path) -> dict[str, dict[str, dict[str, float]]]:
             warnings.simplefilter("ignore")  # RSICD's 3 empty captions: reported by `rsitr data inspect`
             corpus = load_corpus(REPO / captions, REPO / images, name=name).split("test")
         encoded = encode_corpus(model, corpus, config.batch_size, progress=False,
-                                keep_padding=method.keeps_padding)
-        evaluation = evaluate_encoded(encoded, method, config, name="model")
+                                keep_padding=recipe.keeps_padding)
+        evaluation = evaluate_encoded(encoded, recipe, config, name="model")
         results[name] = {_row_name(key): value for key, value in evaluation.rows.items()}
-        if method.local:  # what the local score adds at inference, apart from what its loss did to the model
-            alone = evaluate_encoded(encoded, dataclasses.replace(method, local=False), EvalConfig(), name="model")
+        if recipe.local:  # what the local score adds at inference, apart from what its loss did to the model
+            alone = evaluate_encoded(encoded, dataclasses.replace(recipe, local=False), EvalConfig(), name="model")
             results[name]["global only"] = alone.rows["model"]
     return results
 

@@ -34,7 +34,7 @@ def step(model_name: str, batch: int, steps: int, full: bool, new_path: bool, th
     from rsitr.config import MethodConfig
     from rsitr.keywords import build_keywords, mask_captions
     from rsitr.losses.eba import EliminateBeforeAlign
-    from rsitr.models import create_retrieval_model
+    from rsitr.models import create_model
     from rsitr.models.ker_head import KERHead
     from rsitr.models.precision import resolve_precision
     from rsitr.training.objective import Batch, RetrievalObjective
@@ -45,7 +45,7 @@ def step(model_name: str, batch: int, steps: int, full: bool, new_path: bool, th
         if not new_path:  # today's objective encoded the full context
             rsitr.training.objective.trim_padding = lambda model, *tokens: tokens
         torch.manual_seed(0)
-        model = create_retrieval_model(model_name, None)
+        model = create_model(model_name).model
         method = MethodConfig(local=full, eba=full, ker=full)
         size = model.clip.visual.image_size
         captions = [CAPTIONS[i % len(CAPTIONS)] for i in range(batch)]

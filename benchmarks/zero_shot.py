@@ -24,7 +24,7 @@ from _measure import cpu_model  # noqa: E402
 from rsitr.commands.options import add_device_argument  # noqa: E402
 from rsitr.data.classes import class_names, read_labeled_images  # noqa: E402
 from rsitr.evaluate.zero_shot import classify_images, read_templates  # noqa: E402
-from rsitr.models.factory import load_model  # noqa: E402
+from rsitr.models import create_model  # noqa: E402
 from rsitr.runtime import resolve_device, set_threads  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +50,7 @@ def main() -> None:
         raise SystemExit(f"{data} lacks ucm/captions_ucm.csv or rsicd/captions_rsicd.csv; pass --data")
     set_threads(args.threads)
     device = resolve_device(args.device)
-    model, _ = load_model(args.model, args.pretrained, device)
+    model = create_model(args.model, args.pretrained, device=device).model
     templates = read_templates()
     print(f"CPU: {cpu_model()}; device {device}; model {args.model} ({args.pretrained or 'random init'}); "
           f"precision {args.precision}; {len(templates)} default templates; split {args.split}")

@@ -32,7 +32,7 @@ from typing import Callable, Iterator, NoReturn, Sequence, TextIO
 
 from rsitr import __version__
 from rsitr.errors import RsitrWarning, UserError
-from rsitr.models.pretrained import DEFAULT_PRETRAINED
+from rsitr.models import DEFAULT_PRETRAINED
 
 COMMANDS = ("demo", "eval", "train", "reproduce", "data", "index", "search", "serve", "classify", "embed", "models")
 EXIT_USER_ERROR = 2

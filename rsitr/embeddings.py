@@ -37,6 +37,7 @@ from rsitr.data.classes import IMAGE_SUFFIXES
 from rsitr.errors import UserError
 from rsitr.index.index_encoder import Encoder, Fingerprint
 from rsitr.models.encoding import encode_image_files, encode_texts
+from rsitr.models.factory import LoadedModel
 
 FORMAT = "rsitr-embeddings-v1"
 MANIFEST = "_manifest.json"  # "_" so that Parquet readers of the folder skip it
@@ -164,7 +165,7 @@ def embed_to_parquet(model: nn.Module, data: EmbedInput, out_dir: str | Path, se
         raise UserError(f"{data.source} has no captions to embed as text; pass a caption file, or embed images only")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    encoder = Encoder(model, model_name, pretrained, device)
+    encoder = Encoder(LoadedModel(model, model_name, pretrained), device)
     manifest = _manifest(encoder, data, settings)
     _check_resumable(out_dir, manifest)
     _write_manifest(out_dir, manifest)

@@ -50,6 +50,7 @@ from rsitr.index.index_encoder import Encoder, Fingerprint
 from rsitr.index.indexer import EncodedChip, EncodedFile, FileToEncode, IndexSettings, UpdateReport, encode_files
 from rsitr.index.lance_store import MissingExtraError
 from rsitr.index.tiling import Window
+from rsitr.models.factory import LoadedModel
 
 
 def import_ray():
@@ -113,7 +114,7 @@ class _ShardWriter:
 
     def __init__(self, model: nn.Module, model_name: str, pretrained: str | None, data: EmbedInput, out_dir: str,
                  settings: EmbedSettings, batch_size: int) -> None:
-        self.encoder = Encoder(model, model_name, pretrained, "cpu")
+        self.encoder = Encoder(LoadedModel(model, model_name, pretrained), "cpu")
         self.data, self.out_dir, self.settings, self.batch_size = data, Path(out_dir), settings, batch_size
 
     def __call__(self, batch: dict) -> dict:
@@ -132,7 +133,7 @@ def embed_with_ray(model: nn.Module, data: EmbedInput, out_dir: str | Path, sett
         raise UserError("--engine ray embeds images only; embed captions with the default engine")
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    encoder = Encoder(model, model_name, pretrained, "cpu")
+    encoder = Encoder(LoadedModel(model, model_name, pretrained), "cpu")
     manifest = _manifest(encoder, data, settings)
     _check_resumable(out_dir, manifest)
     ray = start_ray(address, num_cpus)
@@ -171,7 +172,7 @@ class _ChipShardWriter:
 
     def __init__(self, model: nn.Module, model_name: str, pretrained: str | None, precision: str, root: str,
                  out_dir: str, settings: IndexSettings, batch_size: int) -> None:
-        self.encoder = Encoder(model, model_name, pretrained, "cpu", precision)
+        self.encoder = Encoder(LoadedModel(model, model_name, pretrained), "cpu", precision)
         self.root, self.out_dir, self.settings, self.batch_size = Path(root), Path(out_dir), settings, batch_size
 
     def __call__(self, batch: dict) -> dict:

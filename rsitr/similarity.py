@@ -18,8 +18,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-DEFAULT_GLOBAL_WEIGHT = 0.6
-DEFAULT_LOCAL_WEIGHT = 0.4
 DEFAULT_CHUNK_BYTES = 256 * 2**20
 GRAM_BLOCK = 64
 
@@ -117,9 +115,10 @@ def local_similarity(image_tokens: torch.Tensor, text_tokens: torch.Tensor, text
     return squared.clamp_min(1e-12).sqrt()
 
 
-def fuse(global_sim: torch.Tensor, local_sim: torch.Tensor | None, global_weight: float = DEFAULT_GLOBAL_WEIGHT,
-         local_weight: float = DEFAULT_LOCAL_WEIGHT) -> torch.Tensor:
-    """``a * global + b * local``; the global similarity alone when there is no local one."""
+def fuse(global_sim: torch.Tensor, local_sim: torch.Tensor | None, global_weight: float,
+         local_weight: float) -> torch.Tensor:
+    """``a * global + b * local``; the global similarity alone when there is no local one. The weights are the
+    model's (:class:`rsitr.models.ScoringRecipe`, from its training run's ``method``)."""
     if local_sim is None:
         return global_sim
     return global_weight * global_sim + local_weight * local_sim

@@ -49,9 +49,9 @@ def class_folders(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model():
     """The random-init tiny OpenCLIP model (eval mode); session-wide, so tests must not change its weights."""
-    from rsitr.models import TINY_MODEL, create_retrieval_model
+    from rsitr.models import TINY_MODEL, create_model
 
-    return create_retrieval_model(TINY_MODEL, None, seed=0).eval()
+    return create_model(TINY_MODEL, seed=0).model.eval()
 
 
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from rsitr.data.classes import class_names, read_labeled_images
     from rsitr.evaluate.report import plot_confusion
     from rsitr.evaluate.zero_shot import classify_images, read_templates
-    from rsitr.models.factory import load_model
+    from rsitr.models import create_model
     from rsitr.runtime import resolve_device, set_threads
 
     images = read_labeled_images(args.source, args.images, args.split)
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     templates = read_templates(args.templates)
     set_threads(args.threads)
     device = resolve_device(args.device)
-    model, _ = load_model(model_name, pretrained, device)
+    model = create_model(model_name, pretrained, device=device).model
     print(f"model: {model.model_name}, pretrained {pretrained}")
     print(f"{args.source}: {len(images)} images in {len(names)} classes; {len(templates)} prompt templates")
     classification = classify_images(model, images, names, templates, args.batch_size, device, args.precision,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from rsitr.commands import positive_int
 from rsitr.commands.options import add_batch_size_argument, add_inference_arguments, add_progress_argument
-from rsitr.models.pretrained import DEFAULT_PRETRAINED
+from rsitr.models import DEFAULT_PRETRAINED
 
 DEMO_IMAGES = Path(__file__).resolve().parent.parent / "demo_data" / "ucm"
 # (query, the UC Merced class a person would expect it to find)
@@ -62,21 +62,21 @@ def run_search(args: argparse.Namespace) -> int:
     import time
 
     from rsitr.index import ArchiveIndex
-    from rsitr.models.pretrained import packaged_tags
+    from rsitr.models import get_pretrained_cfg, list_pretrained
     from rsitr.runtime import resolve_device, set_threads
 
     start = time.perf_counter()
     device = str(resolve_device(args.device))
     set_threads(args.threads)
-    packaged = packaged_tags().get(DEFAULT_PRETRAINED)
-    if packaged is None:
+    if DEFAULT_PRETRAINED not in list_pretrained():
         from rsitr.errors import UserError
 
         raise UserError(f"this installation ships no {DEFAULT_PRETRAINED!r} weights; run `rsitr demo --synthetic` "
                         f"instead")
-    print(f"model: {packaged.model}, pretrained {DEFAULT_PRETRAINED}: {packaged.description}")
+    packaged = get_pretrained_cfg(DEFAULT_PRETRAINED)
+    print(f"model: {packaged.architecture}, pretrained {DEFAULT_PRETRAINED}: {packaged.description}")
     index_dir = Path(args.out) / "ucm-index"
-    index, _ = ArchiveIndex.build(index_dir, DEMO_IMAGES, packaged.model, DEFAULT_PRETRAINED,
+    index, _ = ArchiveIndex.build(index_dir, DEMO_IMAGES, packaged.architecture, DEFAULT_PRETRAINED,
                                   progress=not args.no_progress, batch_size=args.batch_size, device=device,
                                   precision=args.precision)
     info = index.info()
@@ -114,10 +114,10 @@ def run_synthetic(args: argparse.Namespace) -> int:
     trainer = Trainer(config, progress=not args.no_progress, overwrite=True)  # --out is the demo's own folder
     print(trainer.corpus.summary())
     test = trainer.corpus.split("test")
-    before = evaluate_model(trainer.model, test, config.method, config.eval, name="tiny CLIP, random init",
+    before = evaluate_model(trainer.model, test, trainer.recipe, config.eval, name="tiny CLIP, random init",
                             progress=False, precision=trainer.precision)
     trainer.fit()
-    after = evaluate_model(trainer.model, test, config.method, config.eval,
+    after = evaluate_model(trainer.model, test, trainer.recipe, config.eval,
                            name=f"+ EBAKER fine-tuning ({args.epochs} epochs)", progress=False,
                            precision=trainer.precision)
     rows = {**before.rows, **after.rows}

@@ -49,8 +49,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     check_readable(("source", args.source), ("--images", args.images))
     model_name, pretrained = model_arguments(args)
     if args.engine == "ray":
@@ -58,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
         check_engine(args.address)  # a missing extra or a dead address is one line before the model loads
     from rsitr.embeddings import EmbedSettings, embed_to_parquet, read_embed_input
-    from rsitr.models.factory import load_model
+    from rsitr.models import create_model
     from rsitr.runtime import resolve_device, set_threads
 
     data = read_embed_input(args.source, args.images, args.split)
@@ -67,10 +65,8 @@ def run(args: argparse.Namespace) -> int:
                              normalize=not args.no_normalize, shard_size=args.shard_size, precision=args.precision)
     set_threads(args.threads)
     device = resolve_device(args.device)
-    if pretrained and Path(pretrained).is_file():
-        pretrained = str(Path(pretrained).resolve())
-    model, _ = load_model(model_name, pretrained, device)
-    name = model.model_name
+    loaded = create_model(model_name, pretrained, device=device)  # a checkpoint's path made absolute for the manifest
+    model, name, pretrained = loaded.model, loaded.name, loaded.pretrained
     print(f"{args.source}: {len(data.items)} rows ({data.kind}); embedding {modality} with {name}, pretrained "
           f"{pretrained}")
     if args.engine == "ray":

@@ -1,9 +1,9 @@
 """Evaluate a model on a dataset split and print the paper-style R@K / mR table.
 
-The --pretrained value is an OpenCLIP tag, an OpenCLIP checkpoint file, or an `rsitr train` checkpoint
-(its architecture and fusion weights are taken from the checkpoint). With neither --model nor --pretrained the
-shipped model is used (`rsitr models` lists it). An OpenCLIP tag (--model ViT-B-32 --pretrained openai) needs
-its weights in the Hugging Face cache or a connection.
+The --pretrained value is a shipped tag, an OpenCLIP tag, an OpenCLIP checkpoint file, or an `rsitr train`
+checkpoint or run folder (its architecture and scoring recipe, e.g. its fusion weights, are taken from the
+checkpoint). With neither --model nor --pretrained the shipped model is used (`rsitr models` lists it). An OpenCLIP
+tag (--model ViT-B-32 --pretrained openai) needs its weights in the Hugging Face cache or a connection.
 
 Examples (RSICD and UCM-Captions lie in ../shared/data in a checkout):
   rsitr eval --data ../shared/data/ucm/dataset_ucm.json --images ../shared/data/ucm/images --sar
@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_workers_argument(parser)
     add_inference_arguments(parser)
     parser.add_argument("--global-only", action="store_true", help="score with the global cosine only (no local)")
-    parser.add_argument("--sar", action="store_true", help="also report SAR (sort after reversed retrieval)")
+    parser.add_argument("--sar", action="store_true", help="also report SAR (sort after reversed retrieval; on without it for a model whose "
+                             "training run evaluated with SAR)")
     parser.add_argument("--sar-top-k", type=positive_int, default=30,
                         help="--sar: candidates per query re-sorted by the reverse retrieval (default 30)")
     parser.add_argument("--sar-variant", choices=("rank_sum", "reverse_rank"), default="rank_sum",
@@ -56,11 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     check_readable(("--data", args.data), ("--images", args.images))
     model_name, pretrained = model_arguments(args)
-    from rsitr.config import EvalConfig, MethodConfig
+    from dataclasses import replace
+
+    from rsitr.config import EvalConfig
     from rsitr.data import DataError, load_corpus
     from rsitr.evaluate.report import format_table, write_reports
     from rsitr.evaluate.runner import encode_corpus, evaluate_encoded
-    from rsitr.models.factory import load_model
+    from rsitr.models import create_model
     from rsitr.models.precision import resolve_precision
     from rsitr.runtime import resolve_device, set_threads
 
@@ -71,23 +74,21 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
-    model, run_config = load_model(model_name, pretrained, device)
-    name = model.model_name
+    loaded = create_model(model_name, pretrained, device=device)
+    model, name = loaded.model, loaded.name
     if pretrained:
         print(f"model: {name}, weights from {pretrained}")
     else:
         print(f"model: {name} with RANDOM weights (no --pretrained): the figures below are chance level")
-    method = MethodConfig(**run_config["method"]) if run_config else MethodConfig()
-    if args.global_only:
-        method.local = False
-    config = EvalConfig(split=args.split, batch_size=args.batch_size, sar=args.sar, sar_top_k=args.sar_top_k,
-                        sar_variant=args.sar_variant, scene_prior=args.scene_prior, two_stage=args.two_stage,
-                        recall_k=args.recall_k)
+    recipe = replace(loaded.recipe, local=False) if args.global_only else loaded.recipe
+    config = EvalConfig(split=args.split, batch_size=args.batch_size, sar=args.sar or recipe.sar,
+                        sar_top_k=args.sar_top_k, sar_variant=args.sar_variant, scene_prior=args.scene_prior,
+                        two_stage=args.two_stage, recall_k=args.recall_k)
     print(corpus.summary())
     encoded = encode_corpus(model, corpus, args.batch_size, device, args.workers, progress=not args.no_progress,
                             scenes=args.scene_prior > 0, precision=precision,
-                            keep_padding=method.keeps_padding)
-    evaluation = evaluate_encoded(encoded, method, config, name=name)
+                            keep_padding=recipe.keeps_padding)
+    evaluation = evaluate_encoded(encoded, recipe, config, name=name)
     print(format_table(evaluation.rows, title=f"{corpus.name} ({len(corpus)} images, {encoded.caption_image.numel()} captions)"))
     print("timings: " + ", ".join(f"{k} {v:.3f}s" for k, v in evaluation.timings.items()))
     if args.out:

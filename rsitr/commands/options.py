@@ -14,11 +14,13 @@ import sys
 from rsitr.commands import non_negative_int, positive_int
 from rsitr.config import PRECISIONS
 from rsitr.errors import UserError
-from rsitr.models.pretrained import DEFAULT_PRETRAINED, check_model_arguments
+from rsitr.models import DEFAULT_PRETRAINED
+from rsitr.models.pretrained import check_model_arguments
 
 DEFAULT_BATCH_SIZE = 64
 SPLIT_CHOICES = ("train", "val", "validation", "test")
-PRETRAINED_HELP = "rsitr tag (see `rsitr models`), OpenCLIP tag, OpenCLIP checkpoint or `rsitr train` checkpoint"
+PRETRAINED_HELP = ("rsitr tag (see `rsitr models`), OpenCLIP tag, OpenCLIP checkpoint, or `rsitr train` checkpoint or "
+                   "run folder")
 
 
 class _OldSpelling(argparse.Action):

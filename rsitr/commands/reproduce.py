@@ -29,9 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _text_tower_note(model_name: str) -> str:
     """' except its pretrained text tower X' for models with a Hugging Face text tower, else ''."""
-    from rsitr._compat import open_clip
+    from rsitr.models.registry import register_model_configs
 
-    tower = ((open_clip.get_model_config(model_name) or {}).get("text_cfg") or {}).get("hf_model_name")
+    tower = ((register_model_configs().get_model_config(model_name) or {}).get("text_cfg") or {}).get("hf_model_name")
     return f" except its pretrained text tower {tower}" if tower else ""
 
 

@@ -57,9 +57,9 @@ def run_config(args: argparse.Namespace):
     """The run's config: the files, ``--set`` and the flags, over the default model's recipe when they name no
     model (see :func:`rsitr.config.load_config`)."""
     from rsitr.config import load_config
-    from rsitr.models.pretrained import default_recipe
+    from rsitr.models.registry import default_training_recipe
 
-    return load_config(args.config, overrides(args), recipe=default_recipe())
+    return load_config(args.config, overrides(args), recipe=default_training_recipe())
 
 
 def INTERRUPTED_HINT(args: argparse.Namespace) -> str:  # noqa: N802 - the name the command line looks up
@@ -75,12 +75,12 @@ def fit_and_test(config, args: argparse.Namespace):
     """Train (continuing with ``--resume``), then evaluate each dataset's own test split, as the papers report a
     model trained on merged datasets. Returns the trainer and the evaluations by dataset (None off rank 0)."""
     from rsitr.config import ModelConfig
-    from rsitr.models.pretrained import DEFAULT_PRETRAINED, default_recipe
+    from rsitr.models.registry import DEFAULT_PRETRAINED, default_training_recipe
     from rsitr.runtime import set_threads
     from rsitr.training.trainer import Trainer
 
     set_threads(args.threads)
-    recipe = default_recipe()
+    recipe = default_training_recipe()
     if recipe is not None and config.model == ModelConfig(**recipe["model"]):
         print(f"model: {config.model.name} by the recipe of the default model {DEFAULT_PRETRAINED} (the configs "
               f"name no model)")

@@ -15,10 +15,10 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from rsitr.config import EvalConfig, MethodConfig
+from rsitr.config import EvalConfig
 from rsitr.data import CaptionCorpus, ImageDataset, collate
 from rsitr.evaluate.metrics import recall_metrics
-from rsitr.models import ImageFeatures, TextFeatures
+from rsitr.models import ImageFeatures, ScoringRecipe, TextFeatures
 from rsitr.models.encoding import encode_captions
 from rsitr.models.precision import inference_precision
 from rsitr.retrieval.sar import sar_label, sar_rerank
@@ -106,22 +106,24 @@ def _estimate_scenes(model, corpus: CaptionCorpus, text_global: torch.Tensor, de
     return SceneEstimate(names, image_scenes, text_scene_probabilities(text_global, prompts, scale))
 
 
-def fused_similarity(encoded: EncodedCorpus, method: MethodConfig) -> torch.Tensor:
-    """``[N images, M captions]``: global cosine, fused with local similarity when the method uses it."""
+def fused_similarity(encoded: EncodedCorpus, recipe: ScoringRecipe) -> torch.Tensor:
+    """``[N images, M captions]``: global cosine, fused with local similarity when the model's recipe uses it."""
     sim = global_similarity(encoded.image.global_, encoded.text.global_)
-    if method.local:
-        mask = None if method.local_include_padding else encoded.text.mask
+    if recipe.local:
+        mask = None if recipe.local_include_padding else encoded.text.mask
         local = local_similarity(encoded.image.tokens, encoded.text.tokens, mask)
-        sim = fuse(sim, local, method.global_weight, method.local_weight)
+        sim = fuse(sim, local, recipe.global_weight, recipe.local_weight)
     return sim
 
 
-def evaluate_encoded(encoded: EncodedCorpus, method: MethodConfig, config: EvalConfig, name: str = "model") -> Evaluation:
-    """Score encoded features as configured: the fused matrix, plus SAR, scene-prior and two-stage rows when enabled."""
+def evaluate_encoded(encoded: EncodedCorpus, recipe: ScoringRecipe, config: EvalConfig,
+                     name: str = "model") -> Evaluation:
+    """Score encoded features by the model's recipe: the fused matrix, plus SAR, scene-prior and two-stage rows when
+    ``config`` enables them."""
     result = Evaluation(timings={"encode_seconds": encoded.seconds, "encode_images_seconds": encoded.image_seconds,
                                  "encode_captions_seconds": encoded.text_seconds})
     start = time.perf_counter()
-    sim = fused_similarity(encoded, method)
+    sim = fused_similarity(encoded, recipe)
     result.timings["score_seconds"] = time.perf_counter() - start
     result.rows[name] = recall_metrics(sim, encoded.caption_image)
     if config.sar:
@@ -160,9 +162,9 @@ def _evaluate_two_stage(encoded: EncodedCorpus, config: EvalConfig, name: str, r
     result.rows[f"{name} FTF two-stage (K={recall_k})"] = recall_metrics(two_stage.similarity, encoded.caption_image)
 
 
-def evaluate_model(model, corpus: CaptionCorpus, method: MethodConfig, config: EvalConfig,
+def evaluate_model(model, corpus: CaptionCorpus, recipe: ScoringRecipe, config: EvalConfig,
                    device: str | torch.device = "cpu", name: str = "model", progress: bool = True,
                    precision: str = "fp32") -> Evaluation:
     encoded = encode_corpus(model, corpus, config.batch_size, device, progress=progress, scenes=config.scene_prior > 0,
-                            precision=precision, keep_padding=method.keeps_padding)
-    return evaluate_encoded(encoded, method, config, name)
+                            precision=precision, keep_padding=recipe.keeps_padding)
+    return evaluate_encoded(encoded, recipe, config, name)

@@ -22,7 +22,6 @@ from PIL import Image
 
 from rsitr.errors import UserError
 from rsitr.retrieval import vector_index
-from rsitr.similarity import DEFAULT_GLOBAL_WEIGHT, DEFAULT_LOCAL_WEIGHT
 from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS, open_scene, resolve_in_root
 from rsitr.index.compatibility import (IndexCompatibilityError, check_encoder, checkpoint_record, merged_settings,
                                        recorded_checkpoint)
@@ -37,7 +36,7 @@ from rsitr.index.lance_store import LanceVectors
 from rsitr.index.searcher import DEFAULT_RERANK_CANDIDATES, SearchHit, SearchResults, fused_scores, rank
 from rsitr.index.store import DATABASE_NAME, ChipRecord, MetadataStore
 from rsitr.index.tiling import Window
-from rsitr.models.pretrained import DEFAULT_PRETRAINED
+from rsitr.models import DEFAULT_PRETRAINED, create_model
 
 VECTORS_NAME = "vectors.faiss"
 LANCE_NAME = "vectors.lance"
@@ -105,7 +104,7 @@ class ArchiveIndex:
             raise IndexSetupError(f"{directory} holds no finished index setup; run `rsitr index` on it again")
         if encoder is None:
             source = recorded_checkpoint(store, Path(directory), pretrained)
-            encoder = Encoder.load(store.get_meta("model"), source, device, precision)
+            encoder = Encoder(create_model(store.get_meta("model"), source, device=device), device, precision)
         check_encoder(store, directory, encoder)
         return cls(Path(directory), store, encoder)
 
@@ -154,7 +153,7 @@ class ArchiveIndex:
                                               f"in another directory")
             if model_name is None and stored_model is not None:
                 model_name, pretrained = stored_model, recorded_checkpoint(store, directory, pretrained)
-            encoder = Encoder.load(model_name, pretrained, device, precision)
+            encoder = Encoder(create_model(model_name, pretrained, device=device), device, precision)
         if stored_model is not None:
             check_encoder(store, directory, encoder)
             settings = merged_settings(store, directory, images, requested, relocate)
@@ -278,13 +277,13 @@ class ArchiveIndex:
         """
         vector, encoded = self._query_vector(query, like, image, positive, negative)
         unwanted = frozenset(negative if remove_unwanted else ())
-        rerank = rerank and encoded is not None and self.settings.store_local_tokens and self.encoder.uses_local
+        rerank = rerank and encoded is not None and self.settings.store_local_tokens and self.encoder.recipe.local
         count = k + len(unwanted)
         ids, scores = self._candidates(vector, max(count, candidates) if rerank else count)
         if not rerank or not len(ids):
             return self._hits(*rank(ids, scores, k, unwanted=unwanted))
         tokens = self.store.tokens(ids.tolist(), self.encoder.dim)
-        fused, local = fused_scores(scores, tokens, encoded)
+        fused, local = fused_scores(scores, tokens, encoded, self.encoder.recipe)
         return self._hits(*rank(ids, scores, k, local, fused, unwanted))
 
     def _query_vector(self, query: str | None, like: int | None, image: np.ndarray | None, positive: Sequence[int],
@@ -374,8 +373,9 @@ class ArchiveIndex:
         else:
             vector, encoded = self._query_vector(query, like, image, positive, negative)
             scores, kind = (vectors @ vector).astype(np.float32), "cosine"
-            if encoded is not None and self.settings.store_local_tokens and self.encoder.uses_local:
-                scores, kind = fused_scores(scores, self.store.tokens(ids, self.encoder.dim), encoded)[0], "fused"
+            if encoded is not None and self.settings.store_local_tokens and self.encoder.recipe.local:
+                scores, kind = fused_scores(scores, self.store.tokens(ids, self.encoder.dim), encoded,
+                                            self.encoder.recipe)[0], "fused"
         return SceneScores(path, crs, ids, [records[i].window for i in ids], [records[i].bounds for i in ids],
                            scores, kind)
 
@@ -541,5 +541,6 @@ class ArchiveIndex:
                 "incomplete_files": sum(not record.complete for record in files.values()),
                 "chips": self.store.chip_count(), "failures": len(self.store.failures()),
                 "index_type": self._index_type(), "georeferenced_files": self.store.georeferenced_files(),
-                "local_rerank": self.settings.store_local_tokens and self.encoder.uses_local,
-                "fusion": {"global_weight": DEFAULT_GLOBAL_WEIGHT, "local_weight": DEFAULT_LOCAL_WEIGHT}}
+                "local_rerank": self.settings.store_local_tokens and self.encoder.recipe.local,
+                "fusion": {"global_weight": self.encoder.recipe.global_weight,
+                           "local_weight": self.encoder.recipe.local_weight}}

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -26,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from rsitr.models import RetrievalCLIP
 from rsitr.models.encoding import encode_captions
+from rsitr.models.factory import LoadedModel
 from rsitr.models.precision import inference_precision, resolve_precision
 
 PROBE_TEXT = "an aerial image of a harbour with boats next to a green park"
@@ -82,33 +81,19 @@ def _probe_image() -> Image.Image:
 
 
 class Encoder:
-    """A retrieval model (:class:`RetrievalCLIP` or a wrapper with its interface) in eval mode, with the
-    model name and pretrained value it was loaded from, and the precision it encodes in. ``uses_local``: the
-    model was trained with EBAKER's local similarity (or is not known not to be), so text queries are
-    re-ranked with it; a model trained on the global score alone ranks by its global cosine."""
+    """A loaded model (:func:`rsitr.models.create_model`'s result) in eval mode on ``device``, encoding in
+    ``precision``, with the name and pretrained value it was loaded from and its scoring recipe: a model trained with
+    EBAKER's local similarity (or not known not to be) re-ranks text queries with it, fused by its own weights; a
+    model trained on the global score alone ranks by its global cosine."""
 
-    def __init__(self, model: RetrievalCLIP, model_name: str, pretrained: str | None,
-                 device: str | torch.device = "cpu", precision: str = "auto", uses_local: bool = True) -> None:
-        self.model = model.eval().to(device)
-        self.uses_local = uses_local
-        self.model_name = model_name
-        self.pretrained = pretrained
+    def __init__(self, loaded: LoadedModel, device: str | torch.device = "cpu", precision: str = "auto") -> None:
+        self.model = loaded.model.eval().to(device)
+        self.model_name = loaded.name
+        self.pretrained = loaded.pretrained
+        self.recipe = loaded.recipe
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
         self.dim = int(self.encode_text(PROBE_TEXT).embedding.shape[0])
-
-    @classmethod
-    def load(cls, model_name: str | None, pretrained: str | None, device: str | torch.device = "cpu",
-             precision: str = "auto") -> Encoder:
-        """Load by OpenCLIP name and pretrained tag / OpenCLIP checkpoint / ``rsitr train`` checkpoint (whose
-        model is used when ``model_name`` is None)."""
-        from rsitr.models.factory import load_model
-
-        if pretrained and Path(pretrained).is_file():
-            pretrained = str(Path(pretrained).resolve())  # so the index can reload it from any working directory
-        model, run_config = load_model(model_name, pretrained, device)
-        uses_local = bool(run_config["method"].get("local", True)) if run_config else True
-        return cls(model, model_name or model.model_name, pretrained, device, precision, uses_local)
 
     @torch.no_grad()
     def encode_images(self, images: Sequence[Image.Image]) -> EncodedImages:

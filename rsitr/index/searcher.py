@@ -1,7 +1,8 @@
 """Ranking: FAISS candidates by global cosine, then (for text queries) a re-rank with local similarity.
 
 Text queries fuse the global cosine with EBAKER's local similarity of the chip's patch tokens and the
-query's word tokens (:func:`rsitr.similarity.fuse`). Image queries rank by global cosine only: the
+query's word tokens (:func:`rsitr.similarity.fuse`), by the weights of the model's scoring recipe (those its training
+run used, as evaluation uses them). Image queries rank by global cosine only: the
 local similarity is the Frobenius norm of a patch-to-patch cosine matrix, which is largest for chips
 whose patches all look alike rather than for the chip that matches the query, so it would push a flat
 field above an identical copy of the query image.
@@ -17,6 +18,7 @@ import torch
 from rsitr.index.archive import Bounds
 from rsitr.index.index_encoder import EncodedText
 from rsitr.index.tiling import Window
+from rsitr.models import ScoringRecipe
 from rsitr.similarity import fuse, local_similarity
 
 DEFAULT_RERANK_CANDIDATES = 100
@@ -54,12 +56,13 @@ class SearchResults(list):
         self.removed = removed
 
 
-def fused_scores(global_scores: np.ndarray, chip_tokens: np.ndarray,
-                 query: EncodedText) -> tuple[np.ndarray, np.ndarray]:
-    """Fused and local scores ``[N]`` of ``N`` candidate chips (tokens ``[N, P, D]``) for one text query."""
+def fused_scores(global_scores: np.ndarray, chip_tokens: np.ndarray, query: EncodedText,
+                 recipe: ScoringRecipe) -> tuple[np.ndarray, np.ndarray]:
+    """Fused and local scores ``[N]`` of ``N`` candidate chips (tokens ``[N, P, D]``) for one text query, fused by
+    ``recipe``'s weights."""
     local = local_similarity(torch.from_numpy(chip_tokens), torch.from_numpy(query.tokens)[None],
                              torch.from_numpy(query.mask)[None])[:, 0]
-    fused = fuse(torch.from_numpy(global_scores), local)
+    fused = fuse(torch.from_numpy(global_scores), local, recipe.global_weight, recipe.local_weight)
     return fused.numpy(), local.numpy()
 
 

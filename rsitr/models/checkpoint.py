@@ -20,6 +20,8 @@ from rsitr.errors import UserError
 
 CHECKPOINT_FORMAT = "rsitr-checkpoint-v1"
 CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".safetensors"})
+LATEST_CHECKPOINT = Path("checkpoints") / "latest.pt"
+"""Where in its output folder an ``rsitr train`` run keeps its latest checkpoint."""
 
 
 class CheckpointError(UserError):
@@ -34,6 +36,13 @@ def check_exists(pretrained: str | None) -> None:
     """Refuse a ``pretrained`` value that names a checkpoint file (by its suffix) that is not there."""
     if pretrained and Path(pretrained).suffix in CHECKPOINT_SUFFIXES and not Path(pretrained).is_file():
         raise CheckpointError.missing(pretrained)
+
+
+def run_checkpoint(pretrained: str | None) -> str | None:
+    """A run folder (``rsitr train``'s output folder) stands for its latest checkpoint; other values pass unchanged."""
+    if pretrained and Path(pretrained).is_dir() and (Path(pretrained) / LATEST_CHECKPOINT).is_file():
+        return str(Path(pretrained) / LATEST_CHECKPOINT)
+    return pretrained
 
 
 def _torch_load(path: str | Path, mmap: bool) -> object:

@@ -10,32 +10,21 @@ head: its feature map's cells, projected by the same head, are the patch tokens)
 transformer or a pretrained Hugging Face encoder (``text_cfg.hf_model_name``, mean-pooled word pieces; see
 :mod:`rsitr.models.hf_text`). A Hugging Face tower can be locked (``lock_text``): frozen, or all but its
 last layers, and a frozen tower's outputs can come from a :class:`~rsitr.models.text_cache.TextFeatureCache`.
+Models are built (and loaded) by :func:`rsitr.models.create_model`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from rsitr._compat import open_clip
 from rsitr.errors import UserError
-from rsitr.models.checkpoint import check_exists
-from rsitr.models.hf_text import quiet_transformers, resolve_text_tower
-from rsitr.models.image_towers import load_packaged_weights, packaged_image_tower, trunk_stages, weights_file
-from rsitr.models.pretrained import PRETRAINED_PREFIXES, packaged_tags
-from rsitr.models.pretrained import resolve as resolve_pretrained
-
-TINY_MODEL = "rsitr-tiny-ViT"
-"""A randomly initialised OpenCLIP ViT of a few MB, shipped as a config, for tests and the demo."""
-
-open_clip.add_model_config(Path(__file__).parent / "configs")
+from rsitr.models.image_towers import trunk_stages
 
 
 @dataclass
@@ -309,165 +298,3 @@ def _image_projection(visual: nn.Module) -> nn.Module | None:
     """A timm tower's projection into the joint space (OpenCLIP's ``timm_proj`` 'linear' or 'mlp'), which maps the
     pooled feature and, cell by cell, the feature map's patch tokens."""
     return getattr(visual.head, "proj", None) or getattr(visual.head, "mlp", None)
-
-
-def resolve_quick_gelu(model_name: str, pretrained: str | None, requested: bool | None = None) -> bool:
-    """Whether the towers use QuickGELU: what the pretrained tag was trained with, unless ``requested`` says.
-
-    OpenAI's CLIP weights (``openai``, and e.g. ``laion400m_e31``) were trained with QuickGELU; built as plain
-    ``ViT-B-32`` they load without error but compute a different function (open_clip only logs a warning).
-    So a tag decides the activation (``requested=None``) and a request that contradicts the tag, or that asks a
-    ``-quickgelu`` architecture for GELU, raises :class:`~rsitr.errors.UserError`. Without a tag (random init,
-    a checkpoint file) the architecture's own activation is used unless ``requested`` forces QuickGELU.
-    """
-    model_config = open_clip.get_model_config(model_name) or {}
-    architecture = bool(model_config.get("quick_gelu", False))
-    tag = open_clip.get_pretrained_cfg(model_name, pretrained) if pretrained else {}
-    trained_with = bool(tag.get("quick_gelu", False)) if tag else None
-    activation = requested if requested is not None else trained_with if trained_with is not None else architecture
-    if architecture and not activation:
-        raise UserError(f"{model_name} is a QuickGELU architecture and cannot be built with GELU; use "
-                        f"{model_name.removesuffix('-quickgelu')} or leave model.quick_gelu unset")
-    if trained_with is not None and activation != trained_with:
-        trained, asked = ("QuickGELU", "GELU") if trained_with else ("GELU", "QuickGELU")
-        raise UserError(f"the {pretrained!r} weights of {model_name} were trained with {trained}, but "
-                        f"model.quick_gelu={requested} asks for {asked}: the model would compute a different "
-                        f"function; leave model.quick_gelu unset")
-    return activation
-
-
-def create_retrieval_model(model_name: str | None = TINY_MODEL, pretrained: str | None = None,
-                           device: str | torch.device = "cpu", seed: int | None = 0,
-                           quick_gelu: bool | None = None) -> RetrievalCLIP:
-    """Build a :class:`RetrievalCLIP` the OpenCLIP way.
-
-    ``pretrained`` is an OpenCLIP tag (``openai``, ``laion2b_s34b_b79k`` ...; downloaded by OpenCLIP, so it
-    needs the hub or its cache), a tag shipped with rsitr (``rsitr-small-rsicd``; see
-    :mod:`rsitr.models.pretrained`; ``model_name`` may then be None) or a local OpenCLIP checkpoint
-    file. (Checkpoints of ``rsitr train`` are
-    loaded by :func:`rsitr.models.factory.load_model`.) ``seed`` fixes the random initialisation of
-    weights that no checkpoint provides. ``quick_gelu``: see :func:`resolve_quick_gelu`; the model's
-    ``quick_gelu`` attribute records what was built.
-    """
-    packaged = packaged_tags().get(pretrained or "")
-    model_name, pretrained = resolve_pretrained(model_name, pretrained)
-    trained_parts = None
-    if packaged is not None and packaged.leaves_out_pretrained:  # the file holds all but the untrained tensors
-        trained_parts, pretrained = pretrained, None
-    if model_name is None:
-        raise UserError(f"no model name for pretrained {pretrained!r}: pass an OpenCLIP model name (--model)")
-    if seed is not None:
-        torch.manual_seed(seed)
-    check_exists(pretrained)
-    activation = resolve_quick_gelu(model_name, pretrained, quick_gelu)
-    model_cfg = open_clip.get_model_config(model_name) or {}
-    text_cfg, vision_cfg = model_cfg.get("text_cfg", {}), model_cfg.get("vision_cfg", {})
-    overrides, tower = {}, None
-    image_tower = vision_cfg.get("timm_model_name") if vision_cfg.get("timm_model_pretrained") else None
-    if image_tower is not None:  # ImageNet weights from an installed package, loaded below (no hub)
-        packaged_tower = packaged_image_tower(image_tower)
-        weights_file(image_tower)  # a missing package is refused before the model is built
-        overrides["vision_cfg"] = {**vision_cfg, "timm_model_pretrained": False}
-        overrides.update(image_mean=packaged_tower.mean, image_std=packaged_tower.std)
-    if text_cfg.get("hf_model_name"):
-        tower = resolve_text_tower(text_cfg["hf_model_name"])
-        overrides["text_cfg"] = {**text_cfg, "hf_model_name": tower, "hf_tokenizer_name": tower}
-        quiet_transformers()
-    try:
-        # A shipped tag with a text tower loads in two steps: OpenCLIP's "initialized partially" is the first.
-        expected = ("initialized partially",) if trained_parts is not None else ()
-        with _offline_unless_hub_answers(pretrained), drop_root_log_lines(*expected):
-            clip, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
-                model_name, pretrained=pretrained, device=device, force_quick_gelu=activation, **overrides)
-    except RuntimeError as err:
-        if "Failed to download" in str(err):
-            raise UserError(f"the {pretrained!r} weights of {model_name} are not in the OpenCLIP cache and could "
-                            f"not be downloaded (is this machine offline?); fetch them where there is a connection, "
-                            f"set model.pretrained to a local checkpoint file, or leave the model out to train "
-                            f"rsitr's own default recipe offline") from err
-        if model_name in open_clip.list_models():
-            raise
-        raise UserError(f"unknown OpenCLIP model {model_name!r}; choose one of open_clip.list_models() "
-                         f"or {TINY_MODEL!r}") from err
-    tokenizer = (open_clip.tokenizer.HFTokenizer(tower, context_length=text_cfg.get("context_length", 64))
-                 if tower else open_clip.get_tokenizer(model_name))
-    if image_tower is not None and pretrained is None:
-        load_packaged_weights(clip.visual.trunk, image_tower)
-    if trained_parts is not None:
-        _load_trained_parts(clip, trained_parts)
-    model = RetrievalCLIP(clip, tokenizer, preprocess_train, preprocess_val, model_name)
-    model.quick_gelu = activation
-    model.image_pretrained = image_tower is not None
-    return model
-
-
-class _DropLogLines(logging.Filter):
-    def __init__(self, fragments: Sequence[str]) -> None:
-        super().__init__()
-        self.fragments = fragments
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not any(fragment in message for fragment in self.fragments)
-
-
-@contextlib.contextmanager
-def drop_root_log_lines(*fragments: str) -> Iterator[None]:
-    """Drop the root logger's lines holding any of ``fragments`` (OpenCLIP logs through the root logger) while
-    the block runs: rsitr says what they would, in its own words, or knows them to be wrong."""
-    root, log_filter = logging.getLogger(), _DropLogLines(fragments)
-    root.addFilter(log_filter)
-    try:
-        yield
-    finally:
-        root.removeFilter(log_filter)
-
-
-def hub_answers(timeout_s: float = 3.0) -> bool:
-    """Whether the Hugging Face hub (``HF_ENDPOINT``) accepts a connection within ``timeout_s``, name lookup
-    included (in a thread: a lookup has no timeout of its own)."""
-    import socket
-    from concurrent.futures import ThreadPoolExecutor
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    endpoint = urlparse(constants.ENDPOINT)
-
-    def connect() -> bool:
-        with socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout_s):
-            return True
-
-    pool = ThreadPoolExecutor(1)
-    try:
-        return pool.submit(connect).result(timeout=timeout_s)
-    except Exception:  # noqa: BLE001 - any failure to connect means: do not wait for the hub
-        return False
-    finally:
-        pool.shutdown(wait=False)
-
-
-@contextlib.contextmanager
-def _offline_unless_hub_answers(pretrained: str | None) -> Iterator[None]:
-    """Load a hub tag from the cache alone when the hub does not answer: Hugging Face's client would otherwise
-    retry for a minute, printing each attempt, before OpenCLIP says the download failed."""
-    if not pretrained or Path(pretrained).is_file():
-        yield
-        return
-    from huggingface_hub import constants
-
-    offline = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = offline or not hub_answers()
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = offline
-
-
-def _load_trained_parts(clip: nn.Module, path: str) -> None:
-    """Load a shipped file that leaves out the towers' untrained tensors (built from their packages' weights just
-    before); the tensors it holds, the trained layers' among them, replace the packages'."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    missing, unexpected = clip.load_state_dict(state, strict=False)
-    if unexpected or any(not key.startswith(PRETRAINED_PREFIXES) for key in missing):
-        raise UserError(f"{path} does not fit its model: reinstall rsitr")

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from rsitr.errors import UserError
+
+if TYPE_CHECKING:  # torch is imported where weights are loaded: the registry reads IMAGE_PACKAGES without it
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ def load_packaged_weights(trunk: nn.Module, timm_name: str) -> None:
     The package's keys (less its classifier) are paired with the trunk's in order; every pair must agree in shape
     and in the last part of its name (``weight``, ``running_mean`` ...), else nothing is loaded and the mismatch
     is one :class:`UserError` line."""
+    import torch
+
     path = weights_file(timm_name)
     source = [(key, value) for key, value in torch.load(path, map_location="cpu", weights_only=True).items()
               if not key.startswith(_CLASSIFIER_PREFIX)]
@@ -94,6 +97,8 @@ def trunk_stages(trunk: nn.Module) -> list[nn.Module]:
     """A timm EfficientNet's feature extractor as its stages in order: the stem, each block stage, the head
     convolution (what ``forward_features`` runs). Other architectures are refused: locking and caching a tower
     by stages is defined for this family only."""
+    from torch import nn
+
     if not all(hasattr(trunk, name) for name in ("conv_stem", "bn1", "blocks", "conv_head", "bn2")):
         raise UserError(f"locking image stages needs a timm EfficientNet tower, not {type(trunk).__name__}; "
                         f"leave model.image_unlocked_layers unset")

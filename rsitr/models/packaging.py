@@ -1,5 +1,5 @@
 """Ship an ``rsitr train`` run's model inside the package as a pretrained tag (a maintainer's step, then the
-package is rebuilt; see :mod:`rsitr.models.pretrained` for the registry it writes to)."""
+package is rebuilt; see :mod:`rsitr.models.registry` for the registry it writes to)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Collection
 
 import torch
 
-from rsitr.models import pretrained
-from rsitr.models.factory import create_model, load_model
+from rsitr.models import registry
+from rsitr.models.factory import create_model
 from rsitr.models.pretrained import FROZEN_IMAGE_PREFIX, FROZEN_TEXT_PREFIX
 
 
@@ -34,7 +34,8 @@ def unchanged_tower_tensors(model: torch.nn.Module) -> set[str]:
                      if pretrained)
     if not prefixes:
         return set()
-    reference = create_model(model.model_name, None, weights_follow=True).clip.state_dict()
+    # the packages' tensors, as a model built from them holds them (its other tensors are random and not compared)
+    reference = create_model(model.model_name, weights_follow=True).model.clip.state_dict()
     return {key for key, value in model.clip.state_dict().items()
             if key.startswith(prefixes) and torch.equal(value, reference[key])}
 
@@ -42,24 +43,24 @@ def unchanged_tower_tensors(model: torch.nn.Module) -> set[str]:
 def package_run(run_dir: str | Path, tag: str, description: str, results: dict) -> Path:
     """Ship an ``rsitr train`` run's model as ``tag``: fp16 weights, its training config and its figures.
 
-    Writes ``weights/<tag>.pt`` and ``weights/<tag>.yaml`` (the run's ``config.yaml``) and adds the tag to
-    ``weights/pretrained.json``. A maintainer's step (the package is then rebuilt), not a user command.
+    Writes ``weights/<tag>.pt`` and ``weights/<tag>.yaml`` (the run's ``config.yaml``) and adds the tag, with the
+    file's SHA-256, to ``weights/pretrained.json``. A maintainer's step (the package is then rebuilt), not a user
+    command.
     """
     run_dir = Path(run_dir)
-    model, config = load_model(None, str(run_dir / "checkpoints" / "latest.pt"))
+    loaded = create_model(run_dir)
+    model = loaded.model
     unchanged = unchanged_tower_tensors(model)
-    path = export_weights(model.clip, pretrained.WEIGHTS_DIR / f"{tag}.pt", leave_out=unchanged)
+    path = export_weights(model.clip, registry.WEIGHTS_DIR / f"{tag}.pt", leave_out=unchanged)
     config_text = (run_dir / "config.yaml").read_text(encoding="utf-8")
-    (pretrained.WEIGHTS_DIR / f"{tag}.yaml").write_text(config_text, encoding="utf-8")
-    entries = json.loads(pretrained.REGISTRY.read_text(encoding="utf-8")) if pretrained.REGISTRY.is_file() else {}
-    entries[tag] = {"model": config["model"]["name"], "file": path.name, "config": f"{tag}.yaml",
-                    "description": description, "results": results}
-    from rsitr._compat import open_clip
-
-    model_cfg = open_clip.get_model_config(config["model"]["name"])
+    (registry.WEIGHTS_DIR / f"{tag}.yaml").write_text(config_text, encoding="utf-8")
+    entries = json.loads(registry.REGISTRY.read_text(encoding="utf-8")) if registry.REGISTRY.is_file() else {}
+    entries[tag] = {"model": loaded.name, "file": path.name, "sha256": registry.file_sha256(path),
+                    "config": f"{tag}.yaml", "description": description, "results": results}
+    model_cfg = registry.register_model_configs().get_model_config(loaded.name)
     if any(key.startswith(FROZEN_TEXT_PREFIX) for key in unchanged):
         entries[tag]["text_tower"] = model_cfg["text_cfg"]["hf_model_name"]
     if any(key.startswith(FROZEN_IMAGE_PREFIX) for key in unchanged):
         entries[tag]["image_tower"] = model_cfg["vision_cfg"]["timm_model_name"]
-    pretrained.REGISTRY.write_text(json.dumps(entries, indent=1) + "\n", encoding="utf-8")
+    registry.REGISTRY.write_text(json.dumps(entries, indent=1) + "\n", encoding="utf-8")
     return path

@@ -30,8 +30,9 @@ from rsitr.data.augment import with_random_orientation
 from rsitr.evaluate.report import format_table
 from rsitr.evaluate.runner import Evaluation, evaluate_model
 from rsitr.losses.eba import EliminateBeforeAlign
+from rsitr.models import ScoringRecipe
 from rsitr.models.checkpoint import CHECKPOINT_FORMAT
-from rsitr.models.factory import build_model, load_state_checked
+from rsitr.models.factory import create_model, load_state_checked
 from rsitr.models.precision import grad_scaler, resolve_precision
 from rsitr.runtime import resolve_device, seed_everything
 from rsitr.training.corpus import build_corpus, check_files, dataset_splits
@@ -91,7 +92,8 @@ class Trainer:
         seed_everything(config.train.seed)
         # The model first: a checkpoint of another architecture is refused before the folder is touched.
         # weights_follow: training gives them (no "random weights" warning, which is for models used as they are)
-        self.model = build_model(config.model, self.device, seed=config.train.seed, weights_follow=True)
+        self.model = create_model(config.model, device=self.device, seed=config.train.seed, weights_follow=True).model
+        self.recipe = ScoringRecipe.from_config(asdict(config))  # how validation and test score it
         if checkpoint is not None:
             load_state_checked(self.model, checkpoint["model"], self.out / "checkpoints" / "latest.pt",
                                config.model.name)
@@ -292,7 +294,7 @@ class Trainer:
         corpus = self.corpus.split(split)
         if len(corpus) == 0:
             return None
-        evaluation = evaluate_model(self.model, corpus, self.config.method, self.config.eval, self.device,
+        evaluation = evaluate_model(self.model, corpus, self.recipe, self.config.eval, self.device,
                                     name=f"epoch {self.epoch}", progress=False, precision=self.precision)
         tqdm.write(format_table(evaluation.rows, title=f"{split} after epoch {self.epoch}"))
         for name, metrics in evaluation.rows.items():
@@ -303,7 +305,7 @@ class Trainer:
         """Evaluate on each configured dataset's own ``eval.split`` (not the merged union), by dataset name."""
         config = self.config
         splits = dataset_splits(config.data, self.out, config.eval.split, seed=config.train.seed)
-        return {name: evaluate_model(self.model, corpus, config.method, config.eval, self.device,
+        return {name: evaluate_model(self.model, corpus, self.recipe, config.eval, self.device,
                                      name=config.model.name, progress=progress, precision=self.precision)
                 for name, corpus in splits.items() if len(corpus)}
 

@@ -518,8 +518,10 @@ def test_the_heat_layer_colours_a_scenes_chips_and_links_the_geotiff(browser, se
 def test_an_archive_of_plain_images_says_why_there_is_no_map_and_offers_no_map_settings(browser, tmp_path):
     from support.index import CHIP_SETTINGS, make_archive, tiny_encoder
 
+    from rsitr.models import ScoringRecipe
+
     encoder = tiny_encoder()
-    encoder.uses_local = False  # a model trained without the local similarity, as the shipped default
+    encoder.recipe = ScoringRecipe(local=False)  # a model trained without the local similarity, as the shipped default
     plain, _ = ArchiveIndex.build(tmp_path / "index", make_archive(tmp_path / "archive", geotiff=False),
                                   encoder=encoder, progress=False, **CHIP_SETTINGS)
     with serving(plain) as url, confined_page(browser, url, viewport={"width": 360, "height": 800}) as page:
@@ -546,10 +548,9 @@ def rsicd_index(shared_data, tmp_path_factory) -> Iterator[ArchiveIndex]:
     import warnings
 
     from rsitr.data import load_corpus
-    from rsitr.models.pretrained import packaged_tags
+    from rsitr.models import get_pretrained_cfg, list_pretrained
 
-    packaged = packaged_tags().get("rsitr-small-rsicd")
-    if packaged is None:
+    if "rsitr-small-rsicd" not in list_pretrained():
         pytest.skip("this installation ships no rsitr-small-rsicd weights")
     rsicd = shared_data / "rsicd"
     with warnings.catch_warnings():
@@ -559,7 +560,8 @@ def rsicd_index(shared_data, tmp_path_factory) -> Iterator[ArchiveIndex]:
     (base / "images").mkdir()
     for record in test.images:  # copies: the archive scanner does not follow links out of the folder
         shutil.copyfile(record.path, base / "images" / record.path.name)
-    index, _ = ArchiveIndex.build(base / "index", base / "images", packaged.model, "rsitr-small-rsicd",
+    index, _ = ArchiveIndex.build(base / "index", base / "images", get_pretrained_cfg("rsitr-small-rsicd").architecture,
+                                  "rsitr-small-rsicd",
                                   progress=False)
     yield index
     index.close()

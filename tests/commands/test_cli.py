@@ -8,7 +8,7 @@ import torch
 
 from rsitr._compat import open_clip
 from rsitr.cli import build_parser, main
-from rsitr.models import TINY_MODEL, create_retrieval_model
+from rsitr.models import TINY_MODEL, create_model
 
 from support import CONFIGS
 
@@ -23,7 +23,7 @@ def test_help_lists_every_command(capsys):
 
 def test_eval_end_to_end_writes_table_and_reports(synthetic_caption_file, tmp_path, capsys):
     clip_weights = tmp_path / "tiny.pt"
-    torch.save(create_retrieval_model(TINY_MODEL, None).clip.state_dict(), clip_weights)
+    torch.save(create_model(TINY_MODEL).model.clip.state_dict(), clip_weights)
     code = main(["eval", "--data", str(synthetic_caption_file), "--images", str(synthetic_caption_file.parent / "images"),
                  "--model", TINY_MODEL, "--pretrained", str(clip_weights), "--split", "test", "--sar",
                  "--two-stage", "--recall-k", "3", "--scene-prior", "0.5",

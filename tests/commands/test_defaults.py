@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from rsitr.cli import build_parser, main
-from rsitr.models import TINY_MODEL
-from rsitr.models.pretrained import DEFAULT_PRETRAINED, check_model_arguments, packaged_tags
-from support.index import CHIP_SETTINGS, make_archive, noise
+from rsitr.models import DEFAULT_PRETRAINED, TINY_MODEL, get_pretrained_cfg, list_pretrained
+from rsitr.models.pretrained import check_model_arguments
 from support.errors import assert_refused_without_torch, assert_user_error
+from support.index import CHIP_SETTINGS, make_archive, noise
 
-DEFAULT_MODEL_NAME = packaged_tags()[DEFAULT_PRETRAINED].model
+DEFAULT_MODEL_NAME = get_pretrained_cfg(DEFAULT_PRETRAINED).architecture
 MODEL_COMMANDS = ("eval", "classify", "embed", "index")
 
 
@@ -29,7 +29,7 @@ def default_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_default_is_a_shipped_tag() -> None:
-    assert DEFAULT_PRETRAINED in packaged_tags() and packaged_tags()[DEFAULT_PRETRAINED].file.is_file()
+    assert DEFAULT_PRETRAINED in list_pretrained() and get_pretrained_cfg(DEFAULT_PRETRAINED).file.is_file()
 
 
 def test_index_without_a_model_flag_records_the_default(default_index: Path) -> None:
@@ -218,8 +218,8 @@ def test_models_lists_shipped_tags_and_open_clip_architectures(capsys: pytest.Ca
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     shipped, open_clip_part = out.split("OpenCLIP architectures")
-    weights = packaged_tags()[DEFAULT_PRETRAINED]
-    assert f"  {DEFAULT_PRETRAINED}: model {weights.model}  (default)" in shipped
+    weights = get_pretrained_cfg(DEFAULT_PRETRAINED)
+    assert f"  {DEFAULT_PRETRAINED}: model {weights.architecture}  (default)" in shipped
     assert f"mR {weights.results['rsicd_test']['mR']}" in shipped
     assert "  ViT-B-32: " in open_clip_part and "openai" in open_clip_part.split("  ViT-B-32: ")[1].splitlines()[0]
     assert f"  {TINY_MODEL}: -" in open_clip_part

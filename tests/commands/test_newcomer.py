@@ -21,7 +21,8 @@ import yaml
 
 import rsitr.cli as cli
 from rsitr.cli import COMMANDS, build_parser, main
-from rsitr.models.pretrained import DEFAULT_PRETRAINED, default_recipe, packaged_config
+from rsitr.models import DEFAULT_PRETRAINED, get_pretrained_cfg
+from rsitr.models.registry import default_training_recipe
 from rsitr.runtime import available_devices
 from support.errors import assert_refused_without_torch, assert_user_error
 
@@ -240,9 +241,9 @@ def test_library_warnings_and_logs_stay_off_a_normal_run(capsys: pytest.CaptureF
 
 def test_the_default_model_loads_without_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
     """The Python API: OpenCLIP's "initialized partially" is expected for a shipped tag with a text tower."""
-    from rsitr.models import create_retrieval_model
+    from rsitr.models import create_model
 
-    create_retrieval_model(None, DEFAULT_PRETRAINED)
+    create_model(None, DEFAULT_PRETRAINED)
     assert not [record for record in caplog.records if "initialized" in record.getMessage()]
 
 
@@ -276,7 +277,7 @@ def test_every_help_ends_with_examples_that_parse_and_name_files_a_checkout_has(
 def test_a_config_without_a_model_gets_the_default_models_recipe() -> None:
     from rsitr.commands.train import run_config
 
-    shipped = packaged_config(DEFAULT_PRETRAINED)
+    shipped = get_pretrained_cfg(DEFAULT_PRETRAINED).config
     args = build_parser().parse_args(["train", "--config", str(CONFIGS / "data" / "ucm.yaml"),
                                       str(CONFIGS / "methods" / "ebaker.yaml")])
     config = run_config(args)
@@ -286,14 +287,14 @@ def test_a_config_without_a_model_gets_the_default_models_recipe() -> None:
     assert config.device == "auto" and config.data.datasets[0].name == "ucm"  # the machine's and the user's
     named = build_parser().parse_args(["train", "--config", str(CONFIGS / "paper" / "ebaker.yaml")])
     assert run_config(named).model.name == "ViT-B-32"  # a config that names its model keeps it
-    assert default_recipe()["model"] == shipped["model"]
+    assert default_training_recipe()["model"] == shipped["model"]
 
 
 def test_train_without_a_model_trains_the_default_recipe_offline(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import rsitr.models.clip as clip
+    from rsitr.models import factory
 
-    monkeypatch.setattr(clip, "hub_answers", lambda: pytest.fail("the hub was asked for the default recipe"))
+    monkeypatch.setattr(factory, "hub_answers", lambda: pytest.fail("the hub was asked for the default recipe"))
     config = tmp_path / "data.yaml"
     config.write_text("data: {synthetic: {n_images: 20, image_size: 32}}\n")
     code = main(["train", "--config", str(config), "--out", str(tmp_path / "run"), "--epochs", "1",
@@ -302,17 +303,17 @@ def test_train_without_a_model_trains_the_default_recipe_offline(tmp_path: Path,
     assert code == 0
     assert f"by the recipe of the default model {DEFAULT_PRETRAINED}" in out
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
-    assert saved["model"]["name"] == packaged_config(DEFAULT_PRETRAINED)["model"]["name"]
+    assert saved["model"]["name"] == get_pretrained_cfg(DEFAULT_PRETRAINED).architecture
 
 
 def test_a_hub_tag_offline_is_one_line_without_retries(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from huggingface_hub import constants
 
-    import rsitr.models.clip as clip
+    from rsitr.models import factory
 
     offline = constants.HF_HUB_OFFLINE
-    monkeypatch.setattr(clip, "hub_answers", lambda: False)
+    monkeypatch.setattr(factory, "hub_answers", lambda: False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))  # nothing cached
     code = main(["train", "--config", str(CONFIGS / "data" / "synthetic.yaml"), "--out", str(tmp_path / "run"),
                  "--set", "model.name=ViT-B-32", "model.pretrained=openai"])

@@ -9,12 +9,12 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from rsitr.data import CaptionCorpus, DataError, ImageDataset, ImageRecord, PairDataset, collate, verify_images
-from rsitr.models import create_retrieval_model
+from rsitr.models import TINY_MODEL, create_model
 
 
 @pytest.fixture(scope="module")
 def preprocess_val():
-    return create_retrieval_model().preprocess_val  # tiny model: 32 x 32 images
+    return create_model(TINY_MODEL).model.preprocess_val  # tiny model: 32 x 32 images
 
 
 def test_pair_dataset_items_follow_flat_caption_order(synthetic_corpus: CaptionCorpus, preprocess_val) -> None:

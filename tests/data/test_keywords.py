@@ -8,7 +8,7 @@ from stop_words import get_stop_words
 
 from rsitr.keywords import (IGNORE_INDEX, SHORT_STOP_WORDS, KeywordVocabulary, build_keywords, mask_captions,
                             mask_token_id, stop_list, tokenize_with_words)
-from rsitr.models import create_retrieval_model
+from rsitr.models import TINY_MODEL, create_model
 
 CORPUS = {
     # Listed beta first: the merge must not depend on the mapping's order.
@@ -23,7 +23,7 @@ CORPUS = {
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return create_retrieval_model().tokenizer
+    return create_model(TINY_MODEL).model.tokenizer
 
 
 def test_build_keywords_hand_computed_order():

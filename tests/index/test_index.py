@@ -98,7 +98,8 @@ def test_text_search_equals_brute_force_ranking_with_the_model(built, encoder):
         images = model.encode_image(torch.stack([model.preprocess_val(read_chip(root, *key)) for key in keys]))
         text = model.encode_text(model.tokenize([query]))
         global_ = global_similarity(images.global_, text.global_)[:, 0]
-        fused = fuse(global_, local_similarity(images.tokens, text.tokens, text.mask)[:, 0])
+        fused = fuse(global_, local_similarity(images.tokens, text.tokens, text.mask)[:, 0],
+                     encoder.recipe.global_weight, encoder.recipe.local_weight)
 
     reranked = index.search_text(query, k=len(ids), candidates=len(ids))
     expected = sorted(range(len(ids)), key=lambda i: -float(fused[i]))

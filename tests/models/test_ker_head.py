@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rsitr.keywords import IGNORE_INDEX, mask_captions
-from rsitr.models import create_retrieval_model
+from rsitr.models import TINY_MODEL, create_model
 from rsitr.models.ker_head import KERHead, mlm_loss
 
 CAPTIONS = ["Two playgrounds near a riverbank and a pond.", "Planes parked beside the airport terminal."]
@@ -17,7 +17,7 @@ KEYWORDS = {"playgrounds", "pond", "planes", "airport"}
 
 @pytest.fixture(scope="module")
 def model():
-    return create_retrieval_model()
+    return create_model(TINY_MODEL).model
 
 
 def make_head(model, seed: int = 0) -> KERHead:

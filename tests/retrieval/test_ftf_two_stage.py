@@ -137,15 +137,15 @@ def test_bad_input_is_named(features, change, message):
 
 @pytest.mark.parametrize("fine_exhaustive", [True, False])
 def test_evaluation_scores_every_pair_finely_only_when_asked(fine_exhaustive):
-    from rsitr.config import EvalConfig, MethodConfig
+    from rsitr.config import EvalConfig
     from rsitr.evaluate.runner import EncodedCorpus, evaluate_encoded
-    from rsitr.models import ImageFeatures, TextFeatures
+    from rsitr.models import ImageFeatures, ScoringRecipe, TextFeatures
 
     torch.manual_seed(0)
     image = ImageFeatures(torch.randn(4, 8), torch.randn(4, 3, 8))
     text = TextFeatures(torch.randn(8, 8), torch.randn(8, 5, 8), torch.ones(8, 5, dtype=torch.bool))
     encoded = EncodedCorpus(image, text, torch.arange(8) // 2, 0.0, 0.0)
     config = EvalConfig(two_stage=True, recall_k=2, fine_exhaustive=fine_exhaustive)
-    rows = evaluate_encoded(encoded, MethodConfig(local=False), config, name="m").rows
+    rows = evaluate_encoded(encoded, ScoringRecipe(local=False), config, name="m").rows
     assert "m FTF two-stage (K=2)" in rows
     assert ("m FTF fine, exhaustive" in rows) == fine_exhaustive

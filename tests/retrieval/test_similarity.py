@@ -89,9 +89,9 @@ def test_global_similarity_is_cosine():
 
 def test_fuse_weights_and_global_only():
     g, l = torch.tensor([[1.0]]), torch.tensor([[2.0]])
-    assert fuse(g, l).item() == pytest.approx(0.6 * 1 + 0.4 * 2)
+    assert fuse(g, l, 0.6, 0.4).item() == pytest.approx(0.6 * 1 + 0.4 * 2)
     assert fuse(g, l, 0.5, 0.5).item() == pytest.approx(1.5)
-    assert fuse(g, None) is g
+    assert fuse(g, None, 0.6, 0.4) is g
 
 
 def test_padding_included_local_score_equals_a_naive_49_x_77_computation():

@@ -72,10 +72,10 @@ def declared_tiff(width: int, height: int, *, tile: tuple[int, int] | None = Non
 
 
 def tiny_encoder(seed: int = 0) -> Encoder:
-    from rsitr.models import create_retrieval_model
+    from rsitr.models import create_model
 
     # fp32: tests compare the index's scores with the model's own fp32 forward pass
-    return Encoder(create_retrieval_model(TINY_MODEL, None, seed=seed), TINY_MODEL, None, precision="fp32")
+    return Encoder(create_model(TINY_MODEL, seed=seed), precision="fp32")
 
 
 def build_test_index(base: Path):

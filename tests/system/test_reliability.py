@@ -18,10 +18,9 @@ from rsitr.atomic import write_atomic
 from rsitr.cli import COMMANDS, build_parser, main
 from rsitr.config import ConfigError, ModelConfig, load_config
 from rsitr.index import ArchiveIndex, IndexSetupError
-from rsitr.models import TINY_MODEL, create_retrieval_model
+from rsitr.models import TINY_MODEL, create_model
 from rsitr.models import factory
 from rsitr.models.checkpoint import CHECKPOINT_FORMAT, CheckpointError
-from rsitr.models.factory import load_model
 from rsitr.training.run_folder import RunFolderError
 from rsitr.training.trainer import Trainer
 from support.index import CHIP_SETTINGS, make_archive, noise
@@ -149,7 +148,7 @@ def test_index_settings_are_checked_before_anything_is_written(tmp_path):
 def test_a_moved_checkpoint_is_found_by_hash(tmp_path, capsys):
     (tmp_path / "a" / "models").mkdir(parents=True)
     checkpoint = tmp_path / "a" / "models" / "tiny.pt"
-    torch.save(create_retrieval_model(TINY_MODEL, None, seed=3).clip.state_dict(), checkpoint)
+    torch.save(create_model(TINY_MODEL, seed=3).model.clip.state_dict(), checkpoint)
     root = make_archive(tmp_path / "a" / "archive", geotiff=False)
     assert main(["index", "--images", str(root), "--out", str(tmp_path / "a" / "index"), "--model", TINY_MODEL,
                  "--pretrained", str(checkpoint), "--quiet", *sum([[f"--{k.replace('_', '-')}", str(v)]
@@ -167,7 +166,7 @@ def test_a_moved_checkpoint_is_found_by_hash(tmp_path, capsys):
     assert main(["search", str(tmp_path / "b" / "index"), "a harbour", "--top-k", "2",
                  "--checkpoint", str(tmp_path / "elsewhere" / "tiny.pt")]) == 0
     other = tmp_path / "other.pt"
-    torch.save(create_retrieval_model(TINY_MODEL, None, seed=4).clip.state_dict(), other)
+    torch.save(create_model(TINY_MODEL, seed=4).model.clip.state_dict(), other)
     capsys.readouterr()
     assert main(["search", str(tmp_path / "b" / "index"), "a harbour", "--checkpoint", str(other)]) == 2
     assert "SHA-256" in capsys.readouterr().err
@@ -187,25 +186,25 @@ def test_search_refuses_an_image_over_the_pixel_limit_in_one_line(tmp_path, caps
 
 # -- model messages ------------------------------------------------------------------------------------------
 def rsitr_checkpoint(path: Path, seed: int = 0) -> Path:
-    model = create_retrieval_model(TINY_MODEL, None, seed=seed)
+    model = create_model(TINY_MODEL, seed=seed).model
     torch.save({"format": CHECKPOINT_FORMAT, "config": {"model": asdict(ModelConfig(TINY_MODEL, None))},
                 "model": model.state_dict()}, path)
     return path
 
 
 def test_random_weight_warning_only_for_random_weights_once_in_rsitr_words(tmp_path, caplog, capsys, monkeypatch):
-    monkeypatch.setattr(factory, "_warned_random", set())
     clip_file = tmp_path / "clip.pt"
-    torch.save(create_retrieval_model(TINY_MODEL, None).clip.state_dict(), clip_file)
+    torch.save(create_model(TINY_MODEL).model.clip.state_dict(), clip_file)
     trained = rsitr_checkpoint(tmp_path / "rsitr.pt")
+    monkeypatch.setattr(factory, "_warned_random", set())  # the files above came from random models too
     caplog.clear()
     capsys.readouterr()
     with caplog.at_level(logging.INFO):
-        load_model(TINY_MODEL, str(clip_file))
-        load_model(None, str(trained))
+        create_model(TINY_MODEL, str(clip_file))
+        create_model(None, str(trained))
         assert "randomly" not in capsys.readouterr().err
-        load_model(TINY_MODEL, None)
-        load_model(TINY_MODEL, None)
+        create_model(TINY_MODEL, None)
+        create_model(TINY_MODEL, None)
     assert not [r for r in caplog.records if "randomly" in r.getMessage()]  # OpenCLIP's own line is dropped
     err = capsys.readouterr().err
     assert err.count("randomly") == 1 and err.startswith(f"rsitr: warning: {TINY_MODEL} has randomly")
@@ -213,23 +212,23 @@ def test_random_weight_warning_only_for_random_weights_once_in_rsitr_words(tmp_p
 
 def test_a_model_that_contradicts_the_checkpoint_is_an_error_naming_both(tmp_path):
     with pytest.raises(CheckpointError, match=f"--model ViT-B-32 .*{TINY_MODEL}"):
-        load_model("ViT-B-32", str(rsitr_checkpoint(tmp_path / "rsitr.pt")))
+        create_model("ViT-B-32", str(rsitr_checkpoint(tmp_path / "rsitr.pt")))
 
 
 def test_a_checkpoint_of_another_architecture_is_one_line_naming_both(tmp_path):
-    state = create_retrieval_model(TINY_MODEL, None).clip.state_dict()
+    state = create_model(TINY_MODEL).model.clip.state_dict()
     state["text_projection"] = torch.zeros(state["text_projection"].shape[0], 7)
     torch.save(state, tmp_path / "other.pt")
     with pytest.raises(CheckpointError) as caught:
-        load_model(TINY_MODEL, str(tmp_path / "other.pt"))
+        create_model(TINY_MODEL, str(tmp_path / "other.pt"))
     message = str(caught.value)
     assert "\n" not in message and len(message) < 400
     assert "embedding dim 7" in message and TINY_MODEL in message
     with pytest.raises(CheckpointError, match="not a checkpoint torch can read"):
         (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-        load_model(TINY_MODEL, str(tmp_path / "junk.pt"))
+        create_model(TINY_MODEL, str(tmp_path / "junk.pt"))
     with pytest.raises(CheckpointError, match="does not exist"):
-        load_model(TINY_MODEL, str(tmp_path / "missing.pt"))
+        create_model(TINY_MODEL, str(tmp_path / "missing.pt"))
 
 
 def test_eval_names_the_model_and_says_random_figures_are_chance(synthetic_caption_file, capsys):

