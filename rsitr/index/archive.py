@@ -21,7 +21,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from rsitr.errors import UserError
+from rsitr.errors import RsitrWarning, UserError
 from rsitr.index.tiling import Window
 
 PIL_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
@@ -174,12 +174,13 @@ def scan_archive(root: Path) -> list[ArchiveFile]:
             try:
                 stat = resolve_in_root(root, relative).stat()
             except SymlinkLoopError:
-                warnings.warn(f"skipped {relative}: a symlink loop", stacklevel=2)
+                warnings.warn(f"skipped {relative}: a symlink loop", RsitrWarning, stacklevel=2)
                 continue
             except (PathOutsideArchiveError, OSError):
                 continue
             if not S_ISREG(stat.st_mode):
-                warnings.warn(f"skipped {relative}: not a regular file (a FIFO, socket or device)", stacklevel=2)
+                warnings.warn(f"skipped {relative}: not a regular file (a FIFO, socket or device)", RsitrWarning,
+                              stacklevel=2)
                 continue
             found.append(ArchiveFile(relative, stat.st_size, stat.st_mtime_ns))
     return sorted(found, key=lambda f: f.path)

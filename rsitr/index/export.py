@@ -18,7 +18,7 @@ import warnings
 from functools import lru_cache
 from typing import Sequence
 
-from rsitr.errors import UserError
+from rsitr.errors import RsitrWarning, UserError
 from rsitr.index.archive import Bounds
 from rsitr.index.searcher import SearchHit
 
@@ -56,7 +56,8 @@ def wgs84_bounds(bounds: Bounds | None, crs: str | None) -> Bounds | None:
 def _warn_untransformable(crs: str, reason: str) -> None:
     """Once per CRS and process: a server lists the same chips in many answers."""
     warnings.warn(f"chips in CRS {' '.join(crs.split())[:120]!r} cannot be placed in WGS84 ({reason}); they are "
-                  f"listed without a footprint (null geometry)", stacklevel=3)
+                  f"listed without a footprint (null geometry)", RsitrWarning,
+                  stacklevel=3)
 
 
 def hit_json(hit: SearchHit) -> dict:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from rsitr.config import ModelConfig
-from rsitr.errors import UserError
+from rsitr.errors import RsitrWarning, UserError
 from rsitr.models.checkpoint import CheckpointError, check_exists, read_checkpoint, read_state_dict, run_checkpoint
 from rsitr.models.clip import RetrievalCLIP
 from rsitr.models.hf_text import quiet_transformers, resolve_text_tower
@@ -174,8 +174,8 @@ def warn_random_weights(name: str, pretrained_text: bool = False, pretrained_ima
             which = f"{name}'s image tower has randomly initialised weights (its text tower is pretrained)"
         else:
             which = f"{name} has randomly initialised weights"
-        print(f"rsitr: warning: {which}; no pretrained tag or checkpoint was given, so its embeddings mean "
-              f"nothing until it is trained", file=sys.stderr)
+        warnings.warn(f"{which}; no pretrained tag or checkpoint was given, so its embeddings mean nothing until it "
+                      f"is trained", RsitrWarning, stacklevel=3)
 
 
 def describe_weights(state: dict) -> str:

@@ -22,7 +22,7 @@ from typing import ContextManager
 import torch
 
 from rsitr.config import PRECISIONS
-from rsitr.errors import UserError
+from rsitr.errors import RsitrWarning, UserError
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -50,7 +50,7 @@ def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str
         return "bf16" if cpu_supports_bf16() else "fp32"
     if precision == "bf16" and not cuda and not cpu_supports_bf16():
         warnings.warn("this CPU has no native bf16 instructions (avx512_bf16 / amx_bf16); running in fp32",
-                      stacklevel=2)
+                      RsitrWarning, stacklevel=2)
         return "fp32"
     return precision
 

@@ -148,7 +148,7 @@ def test_another_model_for_an_existing_index_is_refused(default_index: Path, tmp
     other = tmp_path / "tiny"
     ArchiveIndex.build(other, images, TINY_MODEL, progress=False, **CHIP_SETTINGS)[0].close()
     code = main(["search", str(other), "trees", "--pretrained", DEFAULT_PRETRAINED])
-    err = "".join(line for line in capsys.readouterr().err.splitlines(True) if not line.startswith("rsitr: warning"))
+    err = "".join(line for line in capsys.readouterr().err.splitlines(True) if not line.startswith("rsitr search: warning"))
     assert_user_error(code, err, "search", f"built with model '{TINY_MODEL}'", f"not '{DEFAULT_PRETRAINED}'")
     assert main(["search", str(default_index), "trees", "--pretrained", DEFAULT_PRETRAINED, "--top-k", "1"]) == 0
 

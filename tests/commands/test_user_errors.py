@@ -92,7 +92,7 @@ def test_search_in_a_folder_that_is_no_index(tmp_path: Path, capsys: pytest.Capt
 def search_image(capsys: pytest.CaptureFixture, index: Path, image: Path) -> tuple[int, str]:
     """``rsitr search INDEX --image IMAGE`` without the test index's own "random weights" warning line."""
     code, err = run(capsys, "search", str(index), "--image", str(image))
-    return code, "".join(line for line in err.splitlines(True) if not line.startswith("rsitr: warning: "))
+    return code, "".join(line for line in err.splitlines(True) if not line.startswith("rsitr search: warning: "))
 
 
 def test_search_by_a_query_image_that_is_missing_or_not_an_image(built_index: Path, tmp_path: Path,

@@ -224,7 +224,7 @@ def built(tmp_path, capsys) -> tuple[Path, Path]:
 
 
 def one_error_line(capsys, command: str) -> str:
-    """The one error line on stderr (after any one-line ``rsitr: warning:``), with no traceback."""
+    """The one error line on stderr (after any one-line ``rsitr <command>: warning:``), with no traceback."""
     lines = capsys.readouterr().err.splitlines()
     assert lines and lines[-1].startswith(f"rsitr {command}: error: "), lines
     assert all(line.startswith("rsitr") for line in lines) and sum("error:" in line for line in lines) == 1, lines
