@@ -31,10 +31,9 @@ from rsitr.index.archive import (ArchiveFile, Bounds, ImageTooLargeError, check_
 from rsitr.index.index_encoder import Encoder
 from rsitr.index.store import FileRecord, MetadataStore, NewChip
 from rsitr.index.tiling import Window, chip_count, chip_windows
+from rsitr.index.vector_store import BACKENDS
 from rsitr.retrieval import vector_index
 
-
-BACKENDS = ("faiss", "lancedb")
 DEFAULT_MAX_SCENE_PIXELS = 2_000_000_000
 """Pixels per scene (about 44,700 x 44,700): more than the largest single satellite scenes; a sparse TIFF that
 declares 10^12 pixels in 11 MB is refused from its header."""
@@ -58,7 +57,7 @@ class IndexSettings:
     """A FAISS type, or ``auto``: chosen from the number of chips each time the index is rebuilt."""
     store_local_tokens: bool = True
     backend: str = "faiss"
-    """Where the global vectors are searched: ``faiss`` (``vectors.faiss``) or ``lancedb`` (:mod:`.lance_store`)."""
+    """Where the global vectors are searched: ``faiss`` (``vectors.faiss``) or ``lancedb`` (:mod:`.vector_store`)."""
     vector_uri: str | None = None
     """The LanceDB location (a path or object-store URI); None: ``vectors.lance`` in the index folder."""
     max_pixels: int = DEFAULT_MAX_SCENE_PIXELS

@@ -61,12 +61,16 @@ class BoundingBox:
 
 
 class LanceVectors:
-    """An opened LanceDB vector table: :meth:`write` it from the stored vectors, :meth:`search` it."""
+    """An opened LanceDB vector table: :meth:`write` it from the stored vectors, :meth:`search` it (a
+    :class:`rsitr.index.vector_store.VectorStore`)."""
 
     def __init__(self, table) -> None:
         self.table = table
         self.ntotal = table.count_rows()
         self.indexed = bool(table.list_indices())
+
+    def count(self) -> int:
+        return self.ntotal
 
     @classmethod
     def open(cls, uri: str) -> LanceVectors:
