@@ -23,6 +23,7 @@ from dataclasses import astuple
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from rsitr.cli import main
 
@@ -119,6 +120,7 @@ def _assert_same_top_k(name: str, golden: dict, got: dict) -> None:
             np.testing.assert_allclose(row, same[chip], atol=ATOL, err_msg=f"{name}: chip {chip}")
 
 
+@pytest.mark.slow
 def test_demo_index_and_embed_shards_match_the_recorded_fixture(tmp_path):
     got = _build(tmp_path)
     if os.environ.get("RSITR_WRITE_GOLDEN"):

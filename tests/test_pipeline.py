@@ -13,8 +13,7 @@ from PIL import Image
 from rsitr.errors import UserError
 from rsitr.index.chip_shards import CHIP_SHARDS, ShardedChipEncoder
 from rsitr.index.indexer import FileToEncode, IndexSettings
-from rsitr.index.pipeline import (MANIFEST, Chip, FileEnd, FileStart, ShardFolder, ShardTask, encode_chips,
-                                  in_process)
+from rsitr.index.pipeline import MANIFEST, Chip, FileEnd, FileStart, ShardFolder, encode_chips, in_process
 from rsitr.index.tiling import Window
 from test_index_support import CHIP_SETTINGS, make_archive, tiny_encoder
 
