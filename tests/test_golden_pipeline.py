@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import rsitr
 from rsitr.cli import main
 
-DEMO = Path(__file__).resolve().parents[1] / "rsitr" / "demo_data" / "ucm"
+DEMO = Path(rsitr.__file__).resolve().parent / "demo_data" / "ucm"
 GOLDEN = Path(__file__).resolve().parent / "golden" / "demo_index.npz"
 ATOL = 2e-3
 """Vectors are stored as float16 (a step of 5e-4 near 0.1..0.5); thread counts and kernels move float32 sums."""
