@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -31,18 +32,19 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from rsitr.atomic import write_atomic
 from rsitr.data import DataError, load_corpus
 from rsitr.data.classes import IMAGE_SUFFIXES
 from rsitr.errors import UserError
-from rsitr.index.index_encoder import Encoder, Fingerprint
+from rsitr.index.columns import vector_column, vector_matrix
+from rsitr.index.index_encoder import Encoder
+from rsitr.index.pipeline import SKIPPED_KEY, Distributor, ShardFolder, ShardTask, in_process
 from rsitr.models.encoding import encode_image_files, encode_texts
 from rsitr.models.factory import LoadedModel
 
 FORMAT = "rsitr-embeddings-v1"
-MANIFEST = "_manifest.json"  # "_" so that Parquet readers of the folder skip it
-SHARD_NAME = "part-{:05d}.parquet"
-SKIPPED_KEY = b"rsitr.skipped"
+RESUMED_IF_SAME = ("format", "settings", "input")
+"""What a resumed run's manifest must repeat (and a model of the same fingerprint): the model's name may be spelled
+otherwise."""
 MODALITIES = ("image", "text")
 DTYPES = ("fp16", "fp32")
 CAPTION_SUFFIXES = frozenset({".json", ".csv"})
@@ -159,34 +161,36 @@ def _image_list(source: Path, root: Path) -> EmbedInput:
 
 def embed_to_parquet(model: nn.Module, data: EmbedInput, out_dir: str | Path, settings: EmbedSettings,
                      model_name: str, pretrained: str | None, batch_size: int = 64,
-                     device: str | torch.device = "cpu", num_workers: int = 0, progress: bool = True) -> EmbedSummary:
-    """Encode ``data`` into Parquet shards under ``out_dir``, skipping the shards a previous run finished."""
+                     device: str | torch.device = "cpu", num_workers: int = 0, progress: bool = True,
+                     distributor: Distributor = in_process) -> EmbedSummary:
+    """Encode ``data`` into Parquet shards under ``out_dir``, skipping the shards a previous run finished; the
+    shards still missing are written by :class:`ShardEncoder` workers that ``distributor`` runs (here by default;
+    :func:`rsitr.ray_embeddings.embed_with_ray` on Ray)."""
     if "text" in settings.modalities and data.kind != "captions":
         raise UserError(f"{data.source} has no captions to embed as text; pass a caption file, or embed images only")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    folder = ShardFolder(out_dir)
+    folder.path.mkdir(parents=True, exist_ok=True)
     encoder = Encoder(LoadedModel(model, model_name, pretrained), device)
     manifest = _manifest(encoder, data, settings)
-    _check_resumable(out_dir, manifest)
-    _write_manifest(out_dir, manifest)
-    shards = range(0, len(data.items), settings.shard_size)
-    summary = EmbedSummary(out_dir, 0, len(shards), 0)
+    folder.resume(manifest, RESUMED_IF_SAME)
+    folder.write_manifest(manifest)
+    ranges = {number: (start, min(start + settings.shard_size, len(data.items)))
+              for number, start in enumerate(range(0, len(data.items), settings.shard_size))}
+    missing = [ShardTask(number, json.dumps(rows)) for number, rows in ranges.items()
+               if not folder.shard(number).is_file()]
+    rows = {number: stop - start for number, (start, stop) in ranges.items()}
     bar = tqdm(total=len(data.items), desc=f"embed {data.source.name}", unit="row", disable=not progress)
-    for number, start in enumerate(shards):
-        path = out_dir / SHARD_NAME.format(number)
-        stop = min(start + settings.shard_size, len(data.items))
-        if path.is_file():
-            summary.reused_shards += 1
-        else:
-            table = _encode_shard(encoder, data, start, stop, settings, batch_size, num_workers)
-            write_atomic(path, lambda temporary, table=table: _write_table(table, temporary))
-        metadata = _shard_info(path, start, stop)
+    bar.update(sum(rows[number] for number in set(ranges) - {task.number for task in missing}))  # kept shards
+    distributor(partial(ShardEncoder, encoder, data, settings, batch_size, num_workers, folder), missing,
+                lambda task: bar.update(rows[task.number]))
+    bar.close()
+    summary = EmbedSummary(folder.path, 0, len(ranges), len(ranges) - len(missing))
+    for number, (start, stop) in ranges.items():
+        metadata = _shard_info(folder.shard(number), start, stop)
         summary.rows += metadata["rows"]
         summary.skipped += metadata["skipped"]
-        bar.update(stop - start)
-    bar.close()
-    _write_manifest(out_dir, {**manifest, "complete": True, "shards": summary.shards, "rows_written": summary.rows,
-                              "skipped": summary.skipped})
+    folder.write_manifest({**manifest, "complete": True, "shards": summary.shards, "rows_written": summary.rows,
+                           "skipped": summary.skipped})
     return summary
 
 
@@ -199,72 +203,53 @@ def _manifest(encoder: Encoder, data: EmbedInput, settings: EmbedSettings) -> di
     return json.loads(json.dumps(manifest))  # tuples as lists, as a resumed run reads them back
 
 
-def _check_resumable(out_dir: Path, manifest: dict) -> None:
-    path = out_dir / MANIFEST
-    if not path.is_file():
-        if any(out_dir.glob("part-*.parquet")):
-            raise UserError(f"{out_dir} holds Parquet shards but no {MANIFEST}; pass an empty or new --out folder")
-        return
-    try:
-        old = json.loads(path.read_text(encoding="utf-8"))
-        same_model = Fingerprint.from_dict(old["fingerprint"]).matches(Fingerprint.from_dict(manifest["fingerprint"]))
-    except (ValueError, KeyError, TypeError, AttributeError) as err:  # not JSON, not UTF-8, not a manifest's fields
-        raise UserError(f"{path} is no manifest rsitr can read ({type(err).__name__}: {str(err)[:120]}); pass "
-                        f"another --out folder, or delete {out_dir} to start over") from None
-    changed = [key for key in ("format", "settings", "input") if old.get(key) != manifest[key]]
-    if not same_model:
-        changed.append("model (fingerprint)")
-    if changed:
-        raise UserError(f"{out_dir} holds embeddings made with other {', '.join(changed)}; pass another --out "
-                        f"folder, or delete it to start over (the same command resumes an interrupted run)")
-
-
-def _write_manifest(out_dir: Path, manifest: dict) -> None:
-    write_atomic(out_dir / MANIFEST, lambda temporary: Path(temporary).write_text(json.dumps(manifest, indent=2)))
-
-
 def _vectors(embeddings: torch.Tensor, settings: EmbedSettings) -> np.ndarray:
     if settings.normalize:
         embeddings = F.normalize(embeddings, dim=-1)
     return embeddings.numpy().astype(np.float16 if settings.dtype == "fp16" else np.float32)
 
 
-def _encode_shard(encoder: Encoder, data: EmbedInput, start: int, stop: int, settings: EmbedSettings,
-                  batch_size: int, num_workers: int):
-    """The rows ``start:stop`` of ``data`` as a pyarrow Table (unreadable images dropped, listed in its metadata)."""
-    import pyarrow as pa
+class ShardEncoder:
+    """The worker of both engines: encodes the rows of a shard (a JSON ``[start, stop]``) and writes it."""
 
-    model, device, items = encoder.model, encoder.device, data.items
-    rows = list(range(start, stop))
-    columns: dict[str, object] = {}
-    skipped: list[str] = []
-    if "image" in settings.modalities:
-        # Each distinct image once (a caption file repeats an image on each of its captions' rows).
-        images = list(dict.fromkeys(items[row].path for row in rows))
-        encoded = encode_image_files(model, images, batch_size, device, settings.precision, num_workers,
-                                     progress=False)
-        skipped = [_relative(images[position], data.root) for position in sorted(encoded.skipped)]
-        vectors = dict(zip((images[i] for i in encoded.indices.tolist()), _vectors(encoded.embeddings, settings)))
-        rows = [row for row in rows if items[row].path in vectors]
-        columns["image_embedding"] = [vectors[items[row].path] for row in rows]
-    if "text" in settings.modalities:
-        texts = encode_texts(model, [items[row].caption or "" for row in rows], batch_size, device, settings.precision)
-        columns["text_embedding"] = list(_vectors(texts, settings)) if rows else []
-    value_type = pa.float16() if settings.dtype == "fp16" else pa.float32()
-    arrays = {"id": pa.array(rows, pa.int64()), "path": pa.array([items[row].relative for row in rows], pa.string())}
-    if items[start].caption is not None:
-        arrays["caption"] = pa.array([items[row].caption for row in rows], pa.string())
-    for name, vectors in columns.items():
-        flat = np.concatenate(vectors) if vectors else np.zeros(0, value_type.to_pandas_dtype())
-        arrays[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat, value_type), encoder.dim)
-    table = pa.table(arrays)
-    return table.replace_schema_metadata({SKIPPED_KEY: json.dumps(skipped).encode()})
+    def __init__(self, encoder: Encoder, data: EmbedInput, settings: EmbedSettings, batch_size: int,
+                 num_workers: int, folder: ShardFolder) -> None:
+        self.encoder, self.data, self.settings, self.folder = encoder, data, settings, folder
+        self.batch_size, self.num_workers = batch_size, num_workers
 
+    def __call__(self, task: ShardTask) -> None:
+        start, stop = json.loads(task.spec)
+        self.folder.write(task.number, self.table(start, stop))
 
-def _write_table(table, path: str) -> None:
-    import pyarrow.parquet as pq
+    def table(self, start: int, stop: int):
+        """The rows ``start:stop`` as a pyarrow Table (unreadable images dropped, listed in its metadata)."""
+        import pyarrow as pa
 
-    pq.write_table(table, path)
+        model, device, items, settings = self.encoder.model, self.encoder.device, self.data.items, self.settings
+        rows = list(range(start, stop))
+        columns: dict[str, list[np.ndarray]] = {}
+        skipped: list[str] = []
+        if "image" in settings.modalities:
+            # Each distinct image once (a caption file repeats an image on each of its captions' rows).
+            images = list(dict.fromkeys(items[row].path for row in rows))
+            encoded = encode_image_files(model, images, self.batch_size, device, settings.precision,
+                                         self.num_workers, progress=False)
+            skipped = [_relative(images[position], self.data.root) for position in sorted(encoded.skipped)]
+            vectors = dict(zip((images[i] for i in encoded.indices.tolist()), _vectors(encoded.embeddings, settings)))
+            rows = [row for row in rows if items[row].path in vectors]
+            columns["image_embedding"] = [vectors[items[row].path] for row in rows]
+        if "text" in settings.modalities:
+            texts = encode_texts(model, [items[row].caption or "" for row in rows], self.batch_size, device,
+                                 settings.precision)
+            columns["text_embedding"] = list(_vectors(texts, settings)) if rows else []
+        dtype = np.float16 if settings.dtype == "fp16" else np.float32
+        arrays = {"id": pa.array(rows, pa.int64()),
+                  "path": pa.array([items[row].relative for row in rows], pa.string())}
+        if items[start].caption is not None:
+            arrays["caption"] = pa.array([items[row].caption for row in rows], pa.string())
+        for name, vectors in columns.items():
+            arrays[name] = vector_column(np.stack(vectors) if vectors else np.zeros((0, self.encoder.dim)), dtype)
+        return pa.table(arrays).replace_schema_metadata({SKIPPED_KEY: json.dumps(skipped).encode()})
 
 
 def _shard_info(path: Path, start: int, stop: int) -> dict:
@@ -298,6 +283,4 @@ def read_embeddings(out_dir: str | Path, column: str = "image_embedding"):
     table = pa.concat_tables([pq.read_table(shard) for shard in shards])
     if column not in table.column_names:
         raise UserError(f"{out_dir} has no {column!r} column (columns: {', '.join(table.column_names)})")
-    vectors = table.column(column).combine_chunks()
-    matrix = vectors.flatten().to_numpy(zero_copy_only=False).reshape(len(vectors), -1).astype(np.float32)
-    return table, matrix
+    return table, vector_matrix(table.column(column)).astype(np.float32)

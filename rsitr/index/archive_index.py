@@ -1,7 +1,7 @@
 """``ArchiveIndex``: the one Python entry point to build, update, open and search an image archive index.
 
 An index directory holds ``index.sqlite`` (settings, model record, files, chips, vectors; see
-:mod:`rsitr.index.store`) and ``vectors.faiss``, a FAISS index derived from it. The model name, the
+:mod:`rsitr.index.store`) and a vector store derived from it (:mod:`rsitr.index.vector_store`). The model name, the
 pretrained value and the embedding fingerprint are recorded at creation; opening or extending the
 index with an encoder whose fingerprint differs is refused, because its vectors would not be
 comparable with the stored ones. The CLI commands and the web service all go through this class.
@@ -10,18 +10,16 @@ comparable with the stored ones. The CLI commands and the web service all go thr
 from __future__ import annotations
 
 import dataclasses
-import sys
 import threading
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import faiss
 import numpy as np
 from PIL import Image
 
-from rsitr.errors import UserError
-from rsitr.retrieval import vector_index
+from rsitr.errors import RsitrWarning, UserError
 from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS, open_scene, resolve_in_root
 from rsitr.index.compatibility import (IndexCompatibilityError, check_encoder, checkpoint_record, merged_settings,
                                        recorded_checkpoint)
@@ -32,14 +30,13 @@ from rsitr.index.export import wgs84_bounds
 from rsitr.index.feedback import rocchio
 from rsitr.index.heatmap import NotGeoreferencedError, SceneScores, score_raster
 from rsitr.index.indexer import ChipEncoder, IndexSettings, IndexSetupError, UpdateReport, update_index
-from rsitr.index.lance_store import LanceVectors
 from rsitr.index.searcher import DEFAULT_RERANK_CANDIDATES, SearchHit, SearchResults, fused_scores, rank
 from rsitr.index.store import DATABASE_NAME, ChipRecord, MetadataStore
 from rsitr.index.tiling import Window
+from rsitr.index.vector_store import (REBUILT_FILES, DamagedVectorsError, VectorStore, in_memory,
+                                      resolve_index_type, vector_backend)
 from rsitr.models import DEFAULT_PRETRAINED, create_model
 
-VECTORS_NAME = "vectors.faiss"
-LANCE_NAME = "vectors.lance"
 SCORE_BATCH = 65_536
 """Chips scored per batch by :meth:`ArchiveIndex.find_all` (16 MiB of 256-dim float32 vectors)."""
 LOCK_NAME = "index.lock"
@@ -84,7 +81,8 @@ class ArchiveIndex:
         self.root = Path(store.get_meta("root"))
         self.settings = IndexSettings(**store.get_meta("settings"))
         self._lock = threading.Lock()
-        self._vectors: faiss.Index | LanceVectors | None = None
+        self._backend = vector_backend(self.settings.backend, self.directory, self.settings.vector_uri)
+        self._vectors: VectorStore | None = None
         self._vectors_on_disk = False
         self._generation = -1
         self._saved_generation = None
@@ -121,8 +119,8 @@ class ArchiveIndex:
         Arguments left as None take the values recorded in an existing index, or the defaults of
         :class:`IndexSettings` and the shipped model (:data:`DEFAULT_PRETRAINED`) for a new one.
         Chip settings and the images folder cannot change once an index exists; ``index_type``, ``backend``
-        (``faiss`` or ``lancedb``), ``vector_uri`` (the LanceDB location) and the limits ``max_pixels`` (per
-        scene) and ``max_chips_per_file`` (larger files are failures of the run) can, and
+        (:data:`rsitr.index.vector_store.BACKENDS`), ``vector_uri`` (where its store lies) and the limits
+        ``max_pixels`` (per scene) and ``max_chips_per_file`` (larger files are failures of the run) can, and
         ``relocate`` re-points the index at ``images`` when its folder moved (files are matched by their path
         relative to it, and by content where size or mtime differ, so nothing unchanged is encoded again).
         ``rebuild`` discards the index's files (a damaged database) and builds anew. Every argument (and the
@@ -160,7 +158,7 @@ class ArchiveIndex:
         directory.mkdir(parents=True, exist_ok=True)
         with _writing(directory):
             if rebuild:
-                for name in (DATABASE_NAME, f"{DATABASE_NAME}-wal", f"{DATABASE_NAME}-shm", VECTORS_NAME):
+                for name in (DATABASE_NAME, f"{DATABASE_NAME}-wal", f"{DATABASE_NAME}-shm", *REBUILT_FILES):
                     (directory / name).unlink(missing_ok=True)
             store = store or MetadataStore(directory)
             if stored_model is None:
@@ -178,72 +176,45 @@ class ArchiveIndex:
     def close(self) -> None:
         self.store.close()
 
-    # -- the FAISS index ---------------------------------------------------------------------------------------
+    # -- the vector store ------------------------------------------------------------------------------------
     def _index_type(self) -> str:
-        """The FAISS index type to hold: the setting, with ``auto`` chosen for the chips stored now."""
-        return vector_index.resolve_index_type(self.settings.index_type, self.store.chip_count())
-
-    def _vector_uri(self) -> str:
-        return self.settings.vector_uri or str(self.directory / LANCE_NAME)
-
-    def _saved_as(self) -> str:
-        """What ``vectors_type`` records for the current settings: the FAISS type, or ``lancedb:<location>``, the
-        default location by its name inside the index (so it is found however the index folder is reached)."""
-        if self.settings.backend != "lancedb":
-            return self._index_type()
-        return f"lancedb:{self.settings.vector_uri or LANCE_NAME}"
+        """The vector index type to hold: the setting, with ``auto`` chosen for the chips stored now."""
+        return resolve_index_type(self.settings.index_type, self.store.chip_count())
 
     def _vectors_saved(self) -> bool:
-        recorded = self.store.get_meta("vectors_type") or ""
-        # rsitr <= issue 33 recorded the default LanceDB location by the index path it was built through
-        default_lance = self.settings.backend == "lancedb" and not self.settings.vector_uri and \
-            recorded.startswith("lancedb:") and Path(recorded.removeprefix("lancedb:")).name == LANCE_NAME
-        return (self.settings.backend == "lancedb" or (self.directory / VECTORS_NAME).is_file()) and \
-            self.store.get_meta("vectors_generation") == self._generation and \
-            (recorded == self._saved_as() or default_lance)
+        return self._backend.saved() and self.store.get_meta("vectors_generation") == self._generation and \
+            self._backend.records(self.store.get_meta("vectors_type") or "", self._index_type())
 
     def _refresh_vectors(self) -> None:
-        """Load the saved FAISS index if it matches the database and is sound, else rebuild it in memory from the
-        stored vectors (a damaged file is named in a warning: it is derived data, which `rsitr index` rewrites)."""
+        """Open the saved vector store if it matches the database and is sound, else build one from the stored
+        vectors in memory (a damaged store is named in a warning: it is derived data, which `rsitr index`
+        rewrites)."""
         self._generation = self.store.generation
         self._saved_generation = self.store.get_meta("vectors_generation")
         self._vectors = None
-        if self._vectors_saved() and self.settings.backend == "lancedb":
+        if self._vectors_saved():
             try:
-                self._vectors = LanceVectors.open(self._vector_uri())
-            except (OSError, ValueError, RuntimeError) as err:  # gone, or not a table (lancedb raises these)
-                print(f"rsitr: warning: the LanceDB vectors at {self._vector_uri()} cannot be opened "
-                      f"({str(err).splitlines()[0][:200]}); searching a FAISS index built from {DATABASE_NAME} in "
-                      f"memory (`rsitr index` on this index rewrites them)", file=sys.stderr)
-        elif self._vectors_saved():
-            try:
-                self._vectors = vector_index.load(self.directory / VECTORS_NAME, self.store.chip_count(),
-                                                  self.encoder.dim, self._index_type())
-            except vector_index.DamagedVectorsError as err:
-                print(f"rsitr: warning: {err}; its vectors are rebuilt from {DATABASE_NAME} in memory (`rsitr index` "
-                      f"on this index rewrites the file)", file=sys.stderr)
+                self._vectors = self._backend.open(self.store, self.encoder.dim, self._index_type())
+            except DamagedVectorsError as err:
+                warnings.warn(f"{err}; searching its vectors rebuilt from {DATABASE_NAME} in memory (`rsitr index` on "
+                              f"this index rewrites them)", RsitrWarning, stacklevel=2)
         self._vectors_on_disk = self._vectors is not None
         if self._vectors is None:
-            ids, vectors = self.store.embeddings()
-            self._vectors = vector_index.build_vector_index(vectors, ids, self._index_type())
+            self._vectors = in_memory(self.store, self._index_type())
 
     def _save_vectors(self) -> None:
-        """Write the FAISS index unless it was loaded from a current, sound file (a LanceDB table is read in full to
-        tell). Only writers (build) save; readers rebuild in memory."""
-        if self._vectors_on_disk and isinstance(self._vectors, LanceVectors):  # read whole: is it sound?
-            self._vectors_on_disk = self._vectors.holds(*self.store.embeddings())
+        """Write the vector store unless it was opened from a current, sound one (the backend tells, reading it
+        whole where its opening checks less). Only writers (build) save; readers rebuild in memory."""
+        if self._vectors_on_disk:
+            self._vectors_on_disk = self._backend.sound(self._vectors, self.store)
         if not self._vectors_on_disk:
-            if self.settings.backend == "lancedb":
-                ids, vectors = self.store.embeddings()
-                self._vectors = LanceVectors.write(self._vector_uri(), ids, vectors, self.store.bounds(),
-                                                   index=self._index_type() != "exact")
-            else:
-                vector_index.save_atomic(self._vectors, self.directory / VECTORS_NAME)
-            self.store.set_meta(vectors_generation=self._generation, vectors_type=self._saved_as())
+            self._vectors = self._backend.save(self.store, self._index_type(), self._vectors)
+            self.store.set_meta(vectors_generation=self._generation,
+                                vectors_type=self._backend.recorded_as(self._index_type()))
             self._vectors_on_disk = True
 
-    def _current_vectors(self) -> faiss.Index | LanceVectors:
-        """The FAISS index, reloaded once an indexing run (possibly another process) has saved a newer one.
+    def _current_vectors(self) -> VectorStore:
+        """The vector store, reopened once an indexing run (possibly another process) has saved a newer one.
 
         Reloading on every committed batch would rebuild the index per query while a run is under way;
         chips deleted meanwhile are dropped from results by :meth:`_hits`.
@@ -330,18 +301,15 @@ class ArchiveIndex:
                  positive: Sequence[int] = (), negative: Sequence[int] = (), threshold: float = DEFAULT_THRESHOLD,
                  batch_size: int = SCORE_BATCH, seed: int = 0) -> Found:
         """Every chip of the index like the ``positive`` (wanted) chips: :meth:`probe` run over all chips in
-        batches of ``batch_size`` from the vector store (SQLite for FAISS indexes, the LanceDB table for
-        ``--backend lancedb``). Returns the chips whose probability is at least ``threshold``, most probable first,
-        and their count; :meth:`found_hits` turns a page of them into hits."""
+        batches of ``batch_size`` from the vector store (:meth:`VectorStore.batches`). Returns the chips whose
+        probability is at least ``threshold``, most probable first, and their count; :meth:`found_hits` turns a
+        page of them into hits."""
         if not 0 < threshold < 1:
             raise UserError(f"the probability threshold must lie between 0 and 1 (exclusive), got {threshold}")
         if batch_size < 1:
             raise UserError(f"the batch size must be at least 1, got {batch_size}")
         probe = self.probe(query, like=like, image=image, positive=positive, negative=negative, seed=seed)
-        vectors = self._current_vectors()
-        batches = vectors.batches(batch_size) if isinstance(vectors, LanceVectors) else \
-            self.store.iter_embeddings(batch_size)
-        return score_batches(probe, batches, threshold)
+        return score_batches(probe, self._current_vectors().batches(batch_size), threshold)
 
     def found_hits(self, found: Found, offset: int = 0, limit: int | None = None) -> SearchResults:
         """Hits for ``found``'s chips ``offset`` to ``offset + limit`` (all from ``offset`` if None), in its order;
@@ -406,31 +374,21 @@ class ArchiveIndex:
     def _candidates(self, embedding: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         """Ids and cosines of the best ``count`` chips, checked against the stored vectors (the record): a saved
         vector store whose answer is unreadable or disagrees with them (a damaged file: scores of 1e28, ids of
-        no chip) is replaced, with a warning, by a FAISS index built from the stored vectors in memory."""
+        no chip) is replaced, with a warning, by one built from the stored vectors in memory."""
         vectors = self._current_vectors()
         try:
-            ids, scores = self._search(vectors, embedding, count)
-            return self._checked(ids, scores, embedding)
-        except (OSError, ValueError, RuntimeError, TypeError) as err:  # what lancedb and FAISS raise on bad files
+            return self._checked(*vectors.search(embedding, count), embedding)
+        except (OSError, ValueError, RuntimeError, TypeError) as err:  # what the backends raise on bad files
             if not self._vectors_on_disk:
                 raise
-            where = self._vector_uri() if self.settings.backend == "lancedb" else self.directory / VECTORS_NAME
             reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-            print(f"rsitr: warning: the saved vectors at {where} are damaged ({reason}); searching a FAISS index "
-                  f"built from {DATABASE_NAME} in memory (`rsitr index` on this index rewrites them)", file=sys.stderr)
+            warnings.warn(f"the saved vectors at {self._backend.location} are damaged ({reason}); searching its vectors "
+                          f"rebuilt from {DATABASE_NAME} in memory (`rsitr index` on this index rewrites them)",
+                          RsitrWarning, stacklevel=2)
             with self._lock:
-                ids_stored, stored = self.store.embeddings()
-                self._vectors = vector_index.build_vector_index(stored, ids_stored, self._index_type())
+                self._vectors = in_memory(self.store, self._index_type())
                 self._vectors_on_disk = False
             return self._candidates(embedding, count)
-
-    @staticmethod
-    def _search(vectors: faiss.Index | LanceVectors, embedding: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-        if isinstance(vectors, LanceVectors):
-            return vectors.search(embedding, count)
-        scores, ids = vector_index.search_vectors(vectors, embedding[None], count)
-        keep = ids[0] >= 0
-        return ids[0][keep], scores[0][keep]
 
     def _checked(self, ids: np.ndarray, scores: np.ndarray, embedding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The candidates that are chips of the index (others were deleted by a run under way), after checking
@@ -438,12 +396,12 @@ class ArchiveIndex:
         stored = self.store.vectors(ids.tolist())
         keep = np.array([int(chip_id) in stored for chip_id in ids], dtype=bool)
         if not keep.all() and self.store.generation == self._saved_generation:  # no run since they were saved
-            raise vector_index.DamagedVectorsError(f"chip id {int(ids[~keep][0])} is no chip of the index")
+            raise DamagedVectorsError(f"chip id {int(ids[~keep][0])} is no chip of the index")
         ids, scores = ids[keep], scores[keep]
         expected = np.array([stored[int(chip_id)] @ embedding for chip_id in ids], dtype=np.float32)
         if not np.all(np.isfinite(scores)) or np.any(np.abs(scores - expected) > SCORE_TOLERANCE):
             worst = int(np.argmax(np.where(np.isfinite(scores), np.abs(scores - expected), np.inf)))
-            raise vector_index.DamagedVectorsError(f"chip {int(ids[worst])} scored {float(scores[worst]):.6g}, "
+            raise DamagedVectorsError(f"chip {int(ids[worst])} scored {float(scores[worst]):.6g}, "
                                                    f"its stored vector {float(expected[worst]):.6g}")
         return ids, scores
 

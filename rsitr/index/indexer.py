@@ -8,33 +8,34 @@ order, so the result is the same as one uninterrupted run. Files that cannot be 
 failures and skipped; they are retried on every run. The chips to encode are counted from the image headers
 first, so the progress bar has a fixed total.
 
-Encoding elsewhere (``rsitr index --engine ray``): :func:`update_index` given a ``chip_encoder`` plans the same files,
-hands them (path and content hash) to it, and ingests the :class:`EncodedFile` results it yields, in the files'
-order, through the same store calls and batch commits as the embedded path (the same chips, ids and vectors).
-A chip encoder runs :func:`encode_files` wherever it likes (a Ray actor pool writing Parquet shards, see
-:mod:`rsitr.ray_embeddings`); this module imports nothing of it.
+Both paths run the encode pipeline (:func:`rsitr.index.pipeline.encode_chips`): a reader (:func:`_tiled_chips`, the
+chips of image files; or :func:`_encoded_chips`, chips a chip encoder encoded), the encoder, and the database's
+writer (:class:`_StoreWriter`). Encoding elsewhere (``rsitr index --engine ray``): :func:`update_index` given a
+``chip_encoder`` plans the same files, hands them (path and content hash) to it, and ingests the
+:class:`EncodedFile` results it yields, in the files' order, through the same writer and batch commits as the
+embedded path (the same chips, ids and vectors). A chip encoder runs :func:`encode_files` wherever it likes (Parquet
+shards written here or by a Ray actor pool: :mod:`rsitr.index.chip_shards`); this module imports nothing of it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from rsitr.errors import UserError
-from rsitr.index.archive import (ArchiveFile, Bounds, ImageTooLargeError, check_pixels, content_hash, open_scene,
+from rsitr.index.archive import (ArchiveFile, ImageTooLargeError, check_pixels, content_hash, open_scene,
                                  resolve_in_root, scan_archive, scene_size)
 from rsitr.index.index_encoder import Encoder
+from rsitr.index.pipeline import Chip, ChipEvent, FileEnd, FileStart, encode_chips
 from rsitr.index.store import FileRecord, MetadataStore, NewChip
 from rsitr.index.tiling import Window, chip_count, chip_windows
+from rsitr.index.vector_store import BACKENDS
 from rsitr.retrieval import vector_index
 
-
-BACKENDS = ("faiss", "lancedb")
 DEFAULT_MAX_SCENE_PIXELS = 2_000_000_000
 """Pixels per scene (about 44,700 x 44,700): more than the largest single satellite scenes; a sparse TIFF that
 declares 10^12 pixels in 11 MB is refused from its header."""
@@ -58,7 +59,7 @@ class IndexSettings:
     """A FAISS type, or ``auto``: chosen from the number of chips each time the index is rebuilt."""
     store_local_tokens: bool = True
     backend: str = "faiss"
-    """Where the global vectors are searched: ``faiss`` (``vectors.faiss``) or ``lancedb`` (:mod:`.lance_store`)."""
+    """Where the global vectors are searched: ``faiss`` (``vectors.faiss``) or ``lancedb`` (:mod:`.vector_store`)."""
     vector_uri: str | None = None
     """The LanceDB location (a path or object-store URI); None: ``vectors.lance`` in the index folder."""
     max_pixels: int = DEFAULT_MAX_SCENE_PIXELS
@@ -103,31 +104,12 @@ class _Job:
     sha256: str
 
 
-@dataclass
-class _PendingChip:
-    path: str
-    file_id: int
-    window: Window
-    image: Image.Image
-    bounds: Bounds | None
-
-
 @dataclass(frozen=True)
 class FileToEncode:
     """A file a chip encoder is asked for: its path relative to the archive and its content hash (a cache key)."""
 
     path: str
     sha256: str
-
-
-@dataclass
-class EncodedChip:
-    window: Window
-    bounds: Bounds | None
-    embedding: np.ndarray
-    """``[D]`` float32, L2-normalised (:meth:`Encoder.encode_images`)."""
-    tokens: np.ndarray | None
-    """``[P, D]`` local tokens, or None when the index stores none."""
 
 
 @dataclass
@@ -138,7 +120,7 @@ class EncodedFile:
     width: int = 0
     height: int = 0
     crs: str | None = None
-    chips: list[EncodedChip] = field(default_factory=list)
+    chips: list[Chip] = field(default_factory=list)
     error: str | None = None
 
 
@@ -146,39 +128,32 @@ ChipEncoder = Callable[[Encoder, Path, IndexSettings, list[FileToEncode], int], 
 """``(encoder, root, settings, files, batch_size)`` -> one :class:`EncodedFile` per file, in the files' order."""
 
 
+class _Collected:
+    """A chip writer that keeps every file's chips (what a chip encoder returns)."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.files = {path: EncodedFile(path) for path in paths}
+
+    def start(self, file: FileStart) -> None:
+        encoded = self.files[file.path]
+        encoded.width, encoded.height, encoded.crs = file.width, file.height, file.crs
+
+    def write(self, chips: list[Chip], completed: list[str]) -> None:
+        for chip in chips:
+            self.files[chip.file].chips.append(chip)
+
+    def fail(self, path: str, error: str) -> None:
+        self.files[path].error, self.files[path].chips = error, []
+
+
 def encode_files(encoder: Encoder, root: Path, settings: IndexSettings, paths: list[str],
                  batch_size: int = 32) -> list[EncodedFile]:
     """Read and encode every chip of ``paths`` (relative to ``root``) as :func:`update_index` does, chips batched
     across files by ``batch_size``; an unreadable file gets its ``error`` and no chips."""
-    files: list[EncodedFile] = []
-    pending: list[tuple[EncodedFile, Window, Bounds | None, Image.Image]] = []
-
-    def flush() -> None:
-        if pending:
-            encoded = encoder.encode_images([image for *_, image in pending])
-            tokens = encoded.tokens if settings.store_local_tokens else [None] * len(pending)
-            for (file, window, bounds, _), embedding, chip_tokens in zip(pending, encoded.embeddings, tokens):
-                file.chips.append(EncodedChip(window, bounds, embedding, chip_tokens))
-            pending.clear()
-
-    for path in paths:
-        file = EncodedFile(path)
-        files.append(file)
-        try:
-            source = resolve_in_root(root, path)
-            windows = _windows(path, *scene_size(source), settings)  # limits checked before a pixel is decoded
-            with open_scene(source) as scene:
-                file.width, file.height, file.crs = scene.width, scene.height, scene.crs
-                for window in windows:  # encoded a batch at a time, as update_index does: no file's pixels held
-                    pending.append((file, window, scene.bounds(window), scene.read(window)))
-                    if len(pending) >= batch_size:
-                        flush()
-        except Exception as err:  # noqa: BLE001 - decoders raise many types; one unreadable file must not stop a run
-            file.error = f"{type(err).__name__}: {err}"
-            file.chips = []
-            pending[:] = [chip for chip in pending if chip[0] is not file]
-    flush()
-    return files
+    collected = _Collected(paths)
+    encode_chips(_tiled_chips(root, settings, [(path, set) for path in paths]), collected, batch_size, encoder,
+                 settings.store_local_tokens)
+    return list(collected.files.values())
 
 
 def _plan(store: MetadataStore, files: list[ArchiveFile], root: Path, report: UpdateReport) -> list[_Job]:
@@ -222,7 +197,7 @@ def _windows(name: str, width: int, height: int, settings: IndexSettings) -> lis
 
 
 def _chips_to_encode(store: MetadataStore, root: Path, job: _Job, settings: IndexSettings) -> int:
-    """How many chips :func:`_read_chips` will yield for ``job``, from the image header (no pixels decoded); 0 for
+    """How many chips :func:`_tiled_chips` will yield for ``job``, from the image header (no pixels decoded); 0 for
     a file whose header cannot be read (it is recorded as a failure when it is read)."""
     try:
         windows = _windows(job.file.path, *scene_size(resolve_in_root(root, job.file.path)), settings)
@@ -232,20 +207,70 @@ def _chips_to_encode(store: MetadataStore, root: Path, job: _Job, settings: Inde
     return sum(window not in done for window in windows)
 
 
-def _read_chips(store: MetadataStore, root: Path, job: _Job, settings: IndexSettings) -> Iterator[_PendingChip]:
-    """The chips of ``job`` still to encode, registering the file first unless it is resumed."""
-    source = resolve_in_root(root, job.file.path)
-    windows = _windows(job.file.path, *scene_size(source), settings)  # limits checked before a pixel is decoded
-    with open_scene(source) as scene:
-        if job.record is None:
-            file_id = store.add_file(job.file.path, job.file.size, job.file.mtime_ns, job.sha256, scene.width,
-                                     scene.height, scene.crs)
+def _tiled_chips(root: Path, settings: IndexSettings,
+                 files: Iterable[tuple[str, Callable[[], set[Window]]]]) -> Iterator[ChipEvent]:
+    """The reader of image files: for each ``(path, done)`` the file's start, the chips of its windows not in
+    ``done()`` (asked once the scene is open; a scene's limits are checked from its header first), read one at a
+    time, and its end, with the error when it cannot be read."""
+    for path, done in files:
+        try:
+            source = resolve_in_root(root, path)
+            windows = _windows(path, *scene_size(source), settings)  # limits checked before a pixel is decoded
+            with open_scene(source) as scene:
+                yield FileStart(path, scene.width, scene.height, scene.crs)
+                skip = done()
+                for window in windows:
+                    if window not in skip:
+                        yield Chip(path, window, scene.bounds(window), scene.read(window))
+        except Exception as err:  # noqa: BLE001 - decoders raise many types; one unreadable file must not stop a run
+            yield FileEnd(path, f"{type(err).__name__}: {err}")
         else:
-            file_id = job.record.id
-            done = store.windows_of(file_id)
-            windows = [w for w in windows if w not in done]
-        for window in windows:
-            yield _PendingChip(job.file.path, file_id, window, scene.read(window), scene.bounds(window))
+            yield FileEnd(path)
+
+
+def _encoded_chips(jobs: list[_Job], encoded_files: Iterable[EncodedFile], done: Callable[[_Job], set[Window]],
+                   progress: bool) -> Iterator[ChipEvent]:
+    """The reader of what a chip encoder yields for ``jobs`` (one file each, in their order): a resumed file's
+    chips but the windows ``done`` already."""
+    encoded_files = iter(encoded_files)
+    for job in tqdm(jobs, unit="file", desc="indexing", disable=not progress):
+        encoded = next(encoded_files, None)
+        if encoded is None or encoded.path != job.file.path:
+            raise RuntimeError(f"the chip encoder returned {encoded and encoded.path!r} for {job.file.path!r}")
+        if encoded.error is not None:
+            yield FileEnd(encoded.path, encoded.error)
+            continue
+        yield FileStart(encoded.path, encoded.width, encoded.height, encoded.crs)
+        skip = done(job)
+        yield from (chip for chip in encoded.chips if chip.window not in skip)
+        yield FileEnd(encoded.path)
+
+
+class _StoreWriter:
+    """The chip writer of the index database: a new or changed file is registered when its chips start, a batch
+    of chips is committed with the files it completes, an unreadable file is recorded as a failure."""
+
+    def __init__(self, store: MetadataStore, jobs: list[_Job], report: UpdateReport, bar: tqdm | None = None) -> None:
+        self.store, self.report, self.bar = store, report, bar
+        self.jobs = {job.file.path: job for job in jobs}
+        self.ids = {job.file.path: job.record.id for job in jobs if job.record is not None}
+
+    def start(self, file: FileStart) -> None:
+        job = self.jobs[file.path]
+        if job.record is None:
+            self.ids[file.path] = self.store.add_file(file.path, job.file.size, job.file.mtime_ns, job.sha256,
+                                                      file.width, file.height, file.crs)
+
+    def write(self, chips: list[Chip], completed: list[str]) -> None:
+        self.store.add_chips([NewChip(self.ids[chip.file], chip.window, chip.bounds, chip.embedding, chip.tokens)
+                              for chip in chips], [self.ids[path] for path in completed])
+        self.report.chips_encoded += len(chips)
+        if self.bar is not None:
+            self.bar.update(len(chips))
+
+    def fail(self, path: str, error: str) -> None:
+        self.store.record_failure(path, error)
+        self.report.failures.append((path, error))
 
 
 def update_index(store: MetadataStore, encoder: Encoder, root: Path, settings: IndexSettings, batch_size: int = 32,
@@ -261,89 +286,19 @@ def update_index(store: MetadataStore, encoder: Encoder, root: Path, settings: I
     store.remove_files(report.removed)
     store.remove_failures_except({f.path for f in on_disk})
     jobs = _plan(store, on_disk, root, report)
-    if chip_encoder is not None:
-        _ingest(store, jobs, chip_encoder(encoder, root, settings, [FileToEncode(job.file.path, job.sha256)
-                                                                     for job in jobs], batch_size),
-                batch_size, report, progress)
-        return report
 
-    pending: list[_PendingChip] = []
-    completed: list[int] = []
+    def done(job: _Job) -> set[Window]:
+        return set() if job.record is None else store.windows_of(job.record.id)
+
+    if chip_encoder is not None:
+        encoded = chip_encoder(encoder, root, settings, [FileToEncode(job.file.path, job.sha256) for job in jobs],
+                               batch_size)
+        encode_chips(_encoded_chips(jobs, encoded, done, progress), _StoreWriter(store, jobs, report), batch_size,
+                     None)
+        return report
     total = sum(_chips_to_encode(store, root, job, settings) for job in jobs) if progress else 0
     bar = tqdm(total=total, unit="chip", desc="encoding", disable=not progress)
-
-    def flush() -> None:
-        if pending:
-            encoded = encoder.encode_images([chip.image for chip in pending])
-            tokens = encoded.tokens if settings.store_local_tokens else [None] * len(pending)
-            chips = [NewChip(c.file_id, c.window, c.bounds, embedding, chip_tokens)
-                     for c, embedding, chip_tokens in zip(pending, encoded.embeddings, tokens)]
-        else:
-            chips = []
-        store.add_chips(chips, completed)
-        bar.update(len(pending))
-        report.chips_encoded += len(pending)
-        pending.clear()
-        completed.clear()
-
-    for job in jobs:
-        chips = _read_chips(store, root, job, settings)
-        file_id = None if job.record is None else job.record.id
-        while True:
-            try:
-                chip = next(chips, None)
-            except Exception as err:  # decoders raise many types; one unreadable file must not stop the run
-                pending[:] = [c for c in pending if c.path != job.file.path]
-                message = f"{type(err).__name__}: {err}"
-                store.record_failure(job.file.path, message)
-                report.failures.append((job.file.path, message))
-                break
-            if chip is None:
-                completed.append(file_id)  # a new file always yields a chip, so its id is known here
-                break
-            file_id = chip.file_id
-            pending.append(chip)
-            if len(pending) >= batch_size:
-                flush()
-    flush()
+    encode_chips(_tiled_chips(root, settings, [(job.file.path, partial(done, job)) for job in jobs]),
+                 _StoreWriter(store, jobs, report, bar), batch_size, encoder, settings.store_local_tokens)
     bar.close()
     return report
-
-
-def _ingest(store: MetadataStore, jobs: list[_Job], encoded_files: Iterable[EncodedFile], batch_size: int,
-            report: UpdateReport, progress: bool) -> None:
-    """Store what a chip encoder yields for ``jobs``, with the embedded path's store calls and batch commits: a file
-    is registered (new or changed) when its chips arrive, a resumed one gets only the windows it lacks, and a batch
-    of chips is committed with the files it completes."""
-    pending: list[NewChip] = []
-    completed: list[int] = []
-
-    def flush() -> None:
-        store.add_chips(pending, completed)
-        report.chips_encoded += len(pending)
-        pending.clear()
-        completed.clear()
-
-    encoded_files = iter(encoded_files)
-    for job in tqdm(jobs, unit="file", desc="indexing", disable=not progress):
-        encoded = next(encoded_files, None)
-        if encoded is None or encoded.path != job.file.path:
-            raise RuntimeError(f"the chip encoder returned {encoded and encoded.path!r} for {job.file.path!r}")
-        if encoded.error is not None:
-            store.record_failure(job.file.path, encoded.error)
-            report.failures.append((job.file.path, encoded.error))
-            continue
-        if job.record is None:
-            file_id = store.add_file(job.file.path, job.file.size, job.file.mtime_ns, job.sha256, encoded.width,
-                                     encoded.height, encoded.crs)
-            done: set[Window] = set()
-        else:
-            file_id = job.record.id
-            done = store.windows_of(file_id)
-        for chip in encoded.chips:
-            if chip.window not in done:
-                pending.append(NewChip(file_id, chip.window, chip.bounds, chip.embedding, chip.tokens))
-                if len(pending) >= batch_size:
-                    flush()
-        completed.append(file_id)
-    flush()

@@ -26,6 +26,7 @@ from typing import Iterator
 import numpy as np
 
 from rsitr.errors import UserError
+from rsitr.index.columns import vector_column, vector_matrix
 from rsitr.retrieval.vector_index import (REFINE_FACTOR, choose_index_type, default_probes, ivf_cells,
                                           pq_subquantizers)
 
@@ -61,12 +62,16 @@ class BoundingBox:
 
 
 class LanceVectors:
-    """An opened LanceDB vector table: :meth:`write` it from the stored vectors, :meth:`search` it."""
+    """An opened LanceDB vector table: :meth:`write` it from the stored vectors, :meth:`search` it (a
+    :class:`rsitr.index.vector_store.VectorStore`)."""
 
     def __init__(self, table) -> None:
         self.table = table
         self.ntotal = table.count_rows()
         self.indexed = bool(table.list_indices())
+
+    def count(self) -> int:
+        return self.ntotal
 
     @classmethod
     def open(cls, uri: str) -> LanceVectors:
@@ -82,9 +87,7 @@ class LanceVectors:
         lancedb = import_lancedb()
         count, dim = vectors.shape
         bounds = np.full((count, 4), np.nan) if bounds is None else np.asarray(bounds, np.float64)
-        columns = {"id": pa.array(np.asarray(ids, np.int64)),
-                   VECTOR_COLUMN: pa.FixedSizeListArray.from_arrays(
-                       pa.array(np.ascontiguousarray(vectors, np.float32).ravel()), dim)}
+        columns = {"id": pa.array(np.asarray(ids, np.int64)), VECTOR_COLUMN: vector_column(vectors, np.float32)}
         columns.update({name: pa.array(bounds[:, i]) for i, name in enumerate(BOUNDS_COLUMNS)})
         table = lancedb.connect(uri).create_table(TABLE, data=pa.table(columns), mode="overwrite")
         if index if index is not None else choose_index_type(count) != "exact":
@@ -99,9 +102,7 @@ class LanceVectors:
         """Every row's id ``[n]`` and vector ``[n, D]``, read from the table in batches of at most ``batch_size``."""
         for batch in self.table.search().select(["id", VECTOR_COLUMN]).limit(None).to_batches(batch_size):
             if batch.num_rows:
-                vectors = batch.column(VECTOR_COLUMN)
-                yield (batch.column("id").to_numpy().astype(np.int64),
-                       vectors.flatten().to_numpy().reshape(batch.num_rows, vectors.type.list_size))
+                yield batch.column("id").to_numpy().astype(np.int64), vector_matrix(batch.column(VECTOR_COLUMN))
 
     def holds(self, ids: np.ndarray, vectors: np.ndarray) -> bool:
         """Whether the table's rows are exactly ``ids [N]`` and ``vectors [N, D]`` (in any order), and readable: a
@@ -111,7 +112,7 @@ class LanceVectors:
         except (OSError, ValueError, RuntimeError):  # what lance raises for missing, garbage or truncated files
             return False
         got_ids = table.column("id").to_numpy()
-        got = table.column(VECTOR_COLUMN).combine_chunks().flatten().to_numpy().reshape(len(got_ids), -1)
+        got = vector_matrix(table.column(VECTOR_COLUMN))
         order = np.argsort(got_ids, kind="stable")
         return np.array_equal(got_ids[order], ids) and np.array_equal(got[order], vectors)
 

@@ -148,7 +148,7 @@ def test_incremental_update_adds_changes_and_removes_files(tmp_path, encoder):
     assert after[("scene1.png", 0, 0, 64, 48)][1] != before[("scene1.png", 0, 0, 64, 48)][1]
     assert index.search_image(noise(11, 64, 48), k=1)[0].path == "scene1.png"
     assert "sub/scene3.png" not in {hit.path for hit in index.search_image(noise(3, 64, 48), k=10)}
-    assert index._vectors.ntotal == 4
+    assert index._vectors.count() == 4
 
     fresh, _ = ArchiveIndex.build(tmp_path / "fresh", root, encoder=encoder, progress=False, **CHIP_SETTINGS)
     assert_same_vectors(index_content(tmp_path / "fresh"), after)
@@ -228,7 +228,7 @@ def test_approximate_index_types_find_the_planted_copy(built, tmp_path, index_ty
     assert report.chips_encoded == 0 and switched.settings.index_type == index_type
     assert switched.search_image(noise(1, 64, 48), k=1)[0].path == "scene1.png"
     reopened = ArchiveIndex.open(copy, encoder=index.encoder)
-    assert type(reopened._vectors.index).__name__ != "IndexFlatIP"
+    assert type(reopened._vectors.index.index).__name__ != "IndexFlatIP"  # FaissVectors, its IndexIDMap2
     assert reopened.search_image(noise(0, 64, 48), k=1)[0].path == "scene0.png"
 
 

@@ -1,0 +1,179 @@
+"""Where an index's global vectors are searched: one interface, :class:`VectorStore`, with FAISS and LanceDB behind it.
+
+A vector store is derived data. ``index.sqlite`` holds the record (:mod:`.store`); after each indexing run the store
+is written from it and recorded (``vectors_type``, ``vectors_generation``), and searchers open it. A
+:class:`VectorBackend` knows where its store lies and how it is opened, written and named in that record;
+:func:`vector_backend` picks the one the index's settings name, so :class:`~rsitr.index.archive_index.ArchiveIndex`
+never learns which. A store that cannot be opened, or answers what the record contradicts, is replaced by
+:func:`in_memory`: a FAISS index built from the record.
+
+- ``faiss``: ``vectors.faiss`` in the index folder (:mod:`rsitr.retrieval.vector_index`: header and size checked
+  before FAISS reads it); its ``batches`` come from the record.
+- ``lancedb``: a LanceDB table (:mod:`.lance_store`) at the settings' ``vector_uri``, by default
+  ``vectors.lance`` in the index folder, recorded by that name (so the index is found however its folder is reached).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Iterator, Protocol
+
+import numpy as np
+
+from rsitr.index.lance_store import LanceVectors
+from rsitr.index.store import MetadataStore
+from rsitr.retrieval import vector_index
+from rsitr.retrieval.vector_index import DamagedVectorsError, resolve_index_type
+
+__all__ = ["BACKENDS", "DamagedVectorsError", "FaissBackend", "FaissVectors", "LanceBackend", "VectorBackend",
+           "VectorStore", "in_memory", "resolve_index_type", "vector_backend"]
+
+BACKENDS = ("faiss", "lancedb")
+FAISS_FILE = "vectors.faiss"
+LANCE_DIRECTORY = "vectors.lance"
+REBUILT_FILES = (FAISS_FILE,)
+"""Files in the index folder that ``--rebuild`` deletes with the database (a LanceDB table is overwritten)."""
+
+
+class VectorStore(Protocol):
+    """Unit vectors with chip ids, searched by cosine (inner product)."""
+
+    def count(self) -> int:
+        """The number of vectors held."""
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Ids ``[<=k]`` (int64) and cosines (float32) of the best matches of the unit ``query [D]``, best first."""
+
+    def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every chip's id ``[n]`` and vector ``[n, D]``, at most ``batch_size`` at a time."""
+
+
+class FaissVectors:
+    """A FAISS index over the record's vectors (read from ``vectors.faiss`` or built in memory); :meth:`batches`
+    reads the record, which holds the same vectors in full precision."""
+
+    def __init__(self, index, record: MetadataStore) -> None:
+        self.index = index
+        self.record = record
+
+    def count(self) -> int:
+        return int(self.index.ntotal)
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, ids = vector_index.search_vectors(self.index, query[None], k)
+        keep = ids[0] >= 0
+        return ids[0][keep], scores[0][keep]
+
+    def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return self.record.iter_embeddings(batch_size)
+
+
+def in_memory(record: MetadataStore, index_type: str) -> FaissVectors:
+    """A FAISS index of ``index_type`` built from every vector of the record."""
+    ids, vectors = record.embeddings()
+    return FaissVectors(vector_index.build_vector_index(vectors, ids, index_type), record)
+
+
+class VectorBackend(ABC):
+    """Where an index's saved vector store lies, and how it is named in the record, opened and written."""
+
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where the store lies, for messages."""
+
+    @abstractmethod
+    def recorded_as(self, index_type: str) -> str:
+        """What ``vectors_type`` records for a store written with ``index_type`` (``auto`` resolved)."""
+
+    def records(self, recorded: str, index_type: str) -> bool:
+        """Whether ``recorded`` (``vectors_type``) names this backend's store of ``index_type``."""
+        return recorded == self.recorded_as(index_type)
+
+    @abstractmethod
+    def saved(self) -> bool:
+        """Whether a saved store may be there to open (opening tells whether it is sound)."""
+
+    @abstractmethod
+    def open(self, record: MetadataStore, dim: int, index_type: str) -> VectorStore:
+        """The saved store; :class:`~rsitr.retrieval.DamagedVectorsError` naming it when it is gone or
+        cannot be read."""
+
+    @abstractmethod
+    def save(self, record: MetadataStore, index_type: str, current: VectorStore) -> VectorStore:
+        """Write the store from the record (``current``: the store searched now, built from it) and return it."""
+
+    def sound(self, store: VectorStore, record: MetadataStore) -> bool:
+        """Whether an opened ``store`` holds exactly the record's vectors (a writer deciding to rewrite it); the
+        opening checks suffice unless a backend says otherwise."""
+        return True
+
+
+class FaissBackend(VectorBackend):
+    def __init__(self, directory: Path) -> None:
+        self.path = Path(directory) / FAISS_FILE
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    def recorded_as(self, index_type: str) -> str:
+        return index_type
+
+    def saved(self) -> bool:
+        return self.path.is_file()
+
+    def open(self, record: MetadataStore, dim: int, index_type: str) -> FaissVectors:
+        return FaissVectors(vector_index.load(self.path, record.chip_count(), dim, index_type), record)
+
+    def save(self, record: MetadataStore, index_type: str, current: VectorStore) -> FaissVectors:
+        if not isinstance(current, FaissVectors):
+            current = in_memory(record, index_type)
+        vector_index.save_atomic(current.index, self.path)
+        return current
+
+
+class LanceBackend(VectorBackend):
+    def __init__(self, directory: Path, uri: str | None) -> None:
+        self.uri = uri
+        self.directory = Path(directory)
+
+    @property
+    def location(self) -> str:
+        return self.uri or str(self.directory / LANCE_DIRECTORY)
+
+    def recorded_as(self, index_type: str) -> str:
+        return f"lancedb:{self.uri or LANCE_DIRECTORY}"
+
+    def records(self, recorded: str, index_type: str) -> bool:
+        # rsitr <= issue 33 recorded the default location by the index path it was built through
+        return super().records(recorded, index_type) or (
+            not self.uri and recorded.startswith("lancedb:")
+            and Path(recorded.removeprefix("lancedb:")).name == LANCE_DIRECTORY)
+
+    def saved(self) -> bool:
+        return True  # an object-store URI cannot be told from a path: opening it tells
+
+    def open(self, record: MetadataStore, dim: int, index_type: str) -> LanceVectors:
+        try:
+            return LanceVectors.open(self.location)
+        except (OSError, ValueError, RuntimeError) as err:  # gone, or not a table (lancedb raises these)
+            raise DamagedVectorsError(f"the LanceDB vectors at {self.location} cannot be opened "
+                                                   f"({str(err).splitlines()[0][:200]})") from None
+
+    def save(self, record: MetadataStore, index_type: str, current: VectorStore) -> LanceVectors:
+        ids, vectors = record.embeddings()
+        return LanceVectors.write(self.location, ids, vectors, record.bounds(), index=index_type != "exact")
+
+    def sound(self, store: VectorStore, record: MetadataStore) -> bool:
+        return isinstance(store, LanceVectors) and store.holds(*record.embeddings())  # read whole
+
+
+def vector_backend(backend: str, directory: Path, vector_uri: str | None = None) -> VectorBackend:
+    """The backend named ``backend`` (one of :data:`BACKENDS`) of the index in ``directory``."""
+    if backend == "lancedb":
+        return LanceBackend(directory, vector_uri)
+    if backend == "faiss":
+        return FaissBackend(directory)
+    raise ValueError(f"unknown vector backend {backend!r}; choose one of {', '.join(BACKENDS)}")
