@@ -27,7 +27,6 @@ import sqlite3
 import sys
 import warnings
 from importlib import metadata
-from pathlib import Path
 from typing import Callable, Iterator, NoReturn, Sequence, TextIO
 
 from rsitr import __version__
@@ -184,16 +183,12 @@ def quiet_libraries(verbose: bool) -> Iterator[None]:
             os.environ.pop(key, None)
 
 
-OWN_CODE = str(Path(__file__).resolve().parent)
-
-
 def warning_lines(command: str, verbose: bool) -> Callable[..., None]:
-    """A ``warnings.showwarning`` that writes rsitr's warnings (:class:`rsitr.errors.RsitrWarning`, or raised in
-    rsitr's own code) as one ``rsitr <command>: warning: ...`` line each, without Python's source line; the
-    libraries' only with ``verbose``."""
+    """A ``warnings.showwarning`` that writes rsitr's warnings (:class:`rsitr.errors.RsitrWarning`) as one
+    ``rsitr <command>: warning: ...`` line each, without Python's source line; the libraries' only with ``verbose``."""
     def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: TextIO | None = None,
              line: str | None = None) -> None:
-        if verbose or issubclass(category, RsitrWarning) or str(Path(filename).resolve()).startswith(OWN_CODE):
+        if verbose or issubclass(category, RsitrWarning):
             print(f"rsitr {command}: warning: {message}", file=sys.stderr)
 
     return show

@@ -21,6 +21,7 @@ import yaml
 
 import rsitr.cli as cli
 from rsitr.cli import COMMANDS, build_parser, main
+from rsitr.errors import RsitrWarning
 from rsitr.models import DEFAULT_PRETRAINED, get_pretrained_cfg
 from rsitr.models.registry import default_training_recipe
 from rsitr.runtime import available_devices
@@ -221,7 +222,7 @@ def test_library_warnings_and_logs_stay_off_a_normal_run(capsys: pytest.CaptureF
 
     def noisy(args: argparse.Namespace) -> int:
         warnings.warn_explicit("a library's warning", UserWarning, "/site-packages/lancedb/table.py", 1)
-        warnings.warn_explicit("rsitr's own warning", UserWarning, str(ROOT / "rsitr" / "data" / "loaders.py"), 1)
+        warnings.warn_explicit("rsitr's own warning", RsitrWarning, str(ROOT / "rsitr" / "data" / "loaders.py"), 1)
         logging.getLogger().warning("Model rsitr-minilm-r18 initialized partially.")  # OpenCLIP's root logger
         levels.append(logging.getLogger("transformers").level)  # it has its own handler: its level is what counts
         return 0
