@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Collection
 
 import torch
+import yaml
 
 from rsitr.models import registry
 from rsitr.models.factory import create_model
@@ -52,8 +53,9 @@ def package_run(run_dir: str | Path, tag: str, description: str, results: dict) 
     model = loaded.model
     unchanged = unchanged_tower_tensors(model)
     path = export_weights(model.clip, registry.WEIGHTS_DIR / f"{tag}.pt", leave_out=unchanged)
-    config_text = (run_dir / "config.yaml").read_text(encoding="utf-8")
-    (registry.WEIGHTS_DIR / f"{tag}.yaml").write_text(config_text, encoding="utf-8")
+    config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    config["output_dir"] = f"runs/{tag}"  # where `rsitr train` of this recipe writes; not the maintainer's folder
+    (registry.WEIGHTS_DIR / f"{tag}.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     entries = json.loads(registry.REGISTRY.read_text(encoding="utf-8")) if registry.REGISTRY.is_file() else {}
     entries[tag] = {"model": loaded.name, "file": path.name, "sha256": registry.file_sha256(path),
                     "config": f"{tag}.yaml", "description": description, "results": results}

@@ -170,8 +170,9 @@ def test_create_model_without_a_name_is_the_default():
     assert loaded.recipe == get_pretrained_cfg(DEFAULT_PRETRAINED).recipe
 
 
-def test_a_trained_runs_recipe_comes_back_from_its_checkpoint(tmp_path):
+def test_a_trained_runs_recipe_comes_back_from_its_checkpoint_and_its_packaged_tag(tmp_path, monkeypatch):
     from rsitr.config import load_config
+    from rsitr.models.packaging import package_run
     from rsitr.training.trainer import Trainer
 
     config = load_config(None, ["model.name=rsitr-tiny-ViT", "model.pretrained=null", "device=cpu",
@@ -183,6 +184,18 @@ def test_a_trained_runs_recipe_comes_back_from_its_checkpoint(tmp_path):
     trainer.fit()
     assert trainer.recipe == ScoringRecipe(global_weight=0.3, local_weight=0.7)
     assert create_model(tmp_path / "run").recipe == trainer.recipe
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", weights)
+    monkeypatch.setattr(registry, "REGISTRY", weights / "pretrained.json")
+    package_run(tmp_path / "run", "tiny-packaged", "a one-step run", {})
+    packaged = create_model("tiny-packaged")
+    assert packaged.recipe == trainer.recipe and get_pretrained_cfg("tiny-packaged").sha256
+    torch.testing.assert_close(packaged.model.clip.state_dict(), create_model(tmp_path / "run").model.clip.state_dict(),
+                               rtol=0, atol=1e-3)  # shipped in fp16
+    shipped_config = yaml.safe_load((weights / "tiny-packaged.yaml").read_text(encoding="utf-8"))
+    assert shipped_config["output_dir"] == "runs/tiny-packaged"  # not the maintainer's folder
+    assert shipped_config["method"]["global_weight"] == 0.3
 
 
 # -- one recipe, read one way: eval and search both fuse by the run's weights ---------------------------------------
