@@ -140,7 +140,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     argv = list(sys.argv[1:] if argv is None else argv)
     _Parser.typed = argv
     parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
+    with warnings.catch_warnings(record=True) as said:  # shown below, once the command is known
+        warnings.simplefilter("always", RsitrWarning)
+        args, unknown = parser.parse_known_args(argv)
+    show = warning_lines(args.command, getattr(args, "verbose", False))
+    for warning in said:
+        show(warning.message, warning.category, warning.filename, warning.lineno)
     if unknown:
         while True:  # down to the (sub)command that was given: `rsitr data inspect`
             nested = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]

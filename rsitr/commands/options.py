@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
+import warnings
 
 from rsitr.commands import non_negative_int, positive_int
 from rsitr.config import PRECISIONS
-from rsitr.errors import UserError
+from rsitr.errors import RsitrWarning, UserError
 from rsitr.models import DEFAULT_PRETRAINED
 from rsitr.models.pretrained import check_model_arguments
 
@@ -24,8 +24,8 @@ PRETRAINED_HELP = ("rsitr tag (see `rsitr models`), OpenCLIP tag, OpenCLIP check
 
 
 class _OldSpelling(argparse.Action):
-    """An old flag name that still works as its new one does (``target``), hidden from ``--help``; using it prints
-    one deprecation line."""
+    """An old flag name that still works as its new one does (``target``), hidden from ``--help``; using it warns
+    (:class:`~rsitr.errors.RsitrWarning`: the command line shows one deprecation line)."""
 
     def __init__(self, option_strings: list[str], dest: str, target: argparse.Action, **kwargs) -> None:
         super().__init__(option_strings, dest, nargs=target.nargs, const=target.const, default=argparse.SUPPRESS,
@@ -34,8 +34,8 @@ class _OldSpelling(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
                  option_string: str | None = None) -> None:
-        print(f"{parser.prog}: warning: {option_string} is deprecated: it is now {self.target.option_strings[0]}",
-              file=sys.stderr)
+        warnings.warn(f"{option_string} is deprecated: it is now {self.target.option_strings[0]}", RsitrWarning,
+                      stacklevel=2)
         self.target(parser, namespace, values, option_string)
 
 

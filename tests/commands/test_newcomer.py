@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 import rsitr.cli as cli
-from rsitr.cli import COMMANDS, build_parser, main
+from rsitr.cli import COMMANDS, build_parser, main, parse
 from rsitr.errors import RsitrWarning
 from rsitr.models import DEFAULT_PRETRAINED, get_pretrained_cfg
 from rsitr.models.registry import default_training_recipe
@@ -172,10 +172,12 @@ def test_a_mistyped_flag_names_the_command_and_the_closest_flag(argv: list[str],
 ])
 def test_old_spellings_still_work_with_a_deprecation_line(argv: list[str], dest: str, value: str, old: str,
                                                           capsys: pytest.CaptureFixture) -> None:
-    args = build_parser().parse_args(argv)
+    new = '--out' if dest != 'checkpoint' else '--checkpoint'
+    args = parse(argv)
     assert getattr(args, dest) == value
-    assert capsys.readouterr().err.strip() == f"rsitr {argv[0]}: warning: {old} is deprecated: it is now " \
-                                              f"{'--out' if dest != 'checkpoint' else '--checkpoint'}"
+    assert capsys.readouterr().err.strip() == f"rsitr {argv[0]}: warning: {old} is deprecated: it is now {new}"
+    with pytest.warns(RsitrWarning, match=f"{old} is deprecated: it is now {new}"):  # a library caller's warning
+        assert getattr(build_parser().parse_args(argv), dest) == value
     assert old not in subparser(argv[0]).format_help()  # hidden
 
 
