@@ -142,7 +142,8 @@ def test_a_shipped_file_missing_trained_weights_is_refused(tmp_path, monkeypatch
     del state["visual.head.proj.weight"]
     torch.save(state, tmp_path / "broken.pt")
     entries = json.loads(registry.REGISTRY.read_text())
-    (tmp_path / "pretrained.json").write_text(json.dumps({MINILM_TAG: {**entries[MINILM_TAG], "file": "broken.pt"}}))
+    entry = {**entries[MINILM_TAG], "file": "broken.pt", "sha256": registry.file_sha256(tmp_path / "broken.pt")}
+    (tmp_path / "pretrained.json").write_text(json.dumps({MINILM_TAG: entry}))  # a file that is whole but unfit
     monkeypatch.setattr(registry, "REGISTRY", tmp_path / "pretrained.json")
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
     with pytest.raises(UserError, match="does not fit"):
