@@ -54,7 +54,7 @@ def tiny_model():
     return create_model(TINY_MODEL, seed=0).model.eval()
 
 
-SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+from support import SHARED_DATA  # noqa: E402 - after the path is set
 
 
 @pytest.fixture(scope="session")
