@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     templates = read_templates(args.templates)
     set_threads(args.threads)
     device = resolve_device(args.device)
-    model = create_model(model_name, pretrained, device=device).model
+    loaded = create_model(model_name, pretrained, device=device)
+    model, pretrained = loaded.model, loaded.pretrained
     print(f"model: {model.model_name}, pretrained {pretrained}")
     print(f"{args.source}: {len(images)} images in {len(names)} classes; {len(templates)} prompt templates")
     classification = classify_images(model, images, names, templates, args.batch_size, device, args.precision,

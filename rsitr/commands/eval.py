@@ -76,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
     precision = resolve_precision(args.precision, device)
     loaded = create_model(model_name, pretrained, device=device)
     model, name = loaded.model, loaded.name
-    if pretrained:
-        print(f"model: {name}, weights from {pretrained}")
+    if loaded.pretrained:
+        print(f"model: {name}, weights from {loaded.pretrained}")
     else:
         print(f"model: {name} with RANDOM weights (no --pretrained): the figures below are chance level")
     recipe = replace(loaded.recipe, local=False) if args.global_only else loaded.recipe

@@ -106,10 +106,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, default: str | None = N
 
 
 def model_arguments(args: argparse.Namespace) -> tuple[str | None, str | None]:
-    """``(model name, pretrained)`` to load: the shipped default when neither flag is given. Mistyped names
-    are refused here, before any model is loaded (see :func:`check_model_arguments`)."""
-    if args.model is None and args.pretrained is None:
-        return None, DEFAULT_PRETRAINED
+    """``(model name, pretrained)`` as given, for :func:`rsitr.models.create_model` (which loads the shipped default
+    when both are None). Mistyped names are refused here, before any model is loaded (see
+    :func:`check_model_arguments`)."""
     check_model_arguments(args.model, args.pretrained)
     return args.model, args.pretrained
 

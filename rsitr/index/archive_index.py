@@ -35,7 +35,7 @@ from rsitr.index.store import DATABASE_NAME, ChipRecord, MetadataStore
 from rsitr.index.tiling import Window
 from rsitr.index.vector_store import (REBUILT_FILES, DamagedVectorsError, VectorStore, in_memory,
                                       resolve_index_type, vector_backend)
-from rsitr.models import DEFAULT_PRETRAINED, create_model
+from rsitr.models import create_model
 
 SCORE_BATCH = 65_536
 """Chips scored per batch by :meth:`ArchiveIndex.find_all` (16 MiB of 256-dim float32 vectors)."""
@@ -117,7 +117,8 @@ class ArchiveIndex:
         """Create the index in ``directory`` for the images under ``images``, or bring an existing one up to date.
 
         Arguments left as None take the values recorded in an existing index, or the defaults of
-        :class:`IndexSettings` and the shipped model (:data:`DEFAULT_PRETRAINED`) for a new one.
+        :class:`IndexSettings` and the shipped default model (:data:`rsitr.models.DEFAULT_PRETRAINED`, which
+        :func:`~rsitr.models.create_model` loads when no model is named) for a new one.
         Chip settings and the images folder cannot change once an index exists; ``index_type``, ``backend``
         (:data:`rsitr.index.vector_store.BACKENDS`), ``vector_uri`` (where its store lies) and the limits
         ``max_pixels`` (per scene) and ``max_chips_per_file`` (larger files are failures of the run) can, and
@@ -143,8 +144,6 @@ class ArchiveIndex:
         store = MetadataStore(directory) if existing else None
         stored_model = store.get_meta("model") if store else None
         if encoder is None:
-            if model_name is None and stored_model is None and not pretrained:
-                pretrained = DEFAULT_PRETRAINED
             if model_name not in (None, stored_model) and stored_model is not None:
                 raise IndexCompatibilityError(f"index {directory} was built with model {stored_model!r}, not "
                                               f"{model_name!r}; leave out --model to update it, or build a new index "
