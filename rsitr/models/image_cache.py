@@ -9,14 +9,16 @@ batch draws one cached orientation per image where pixels and a random orientati
 :meth:`RetrievalCLIP.encode_image <rsitr.models.clip.RetrievalCLIP.encode_image>` runs only the unlocked stages on
 such features.
 
-A view's file is named by a key over the frozen stages' weights, the preprocessing, the orientation and the image
-files, so another tower's or another image list's cache is never reused. Computing a view is resumable: it is
-written in chunks, and a run that was stopped starts from the last chunk written.
+A view's file is named by two keys: one over the frozen stages' weights, the preprocessing and the orientation, one
+over the image files. Another tower's cache is never reused; a view computed for a larger image list (RSICD + UC
+Merced) serves any part of it (RSICD alone), so a run on a subset computes nothing. Computing a view is resumable:
+it is written in chunks, and a run that was stopped starts from the last chunk written.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 from pathlib import Path
@@ -30,7 +32,7 @@ from rsitr.atomic import write_atomic
 from rsitr.data.augment import ORIENTATIONS, orient
 from rsitr.data.dataset import open_rgb
 
-CACHE_FORMAT = "rsitr-image-cache-v1"
+CACHE_FORMAT = "rsitr-image-cache-v2"
 CHUNK = 1024
 
 
@@ -96,30 +98,66 @@ class ImageFeatureCache:
             if not 0 <= view < ORIENTATIONS:
                 raise ValueError(f"orientation {view} is not one of 0..{ORIENTATIONS - 1}")
             names = [os.path.abspath(path) for path in paths]
-            key = cache_key(model, cut, view, names)
-            views[view] = (names, _load_or_compute(model, cut, view, names, directory / key[:32], key, batch_size,
-                                                   num_workers, precision, progress))
+            tower = tower_key(model, cut, view)
+            views[view] = _from_superset(directory, tower, names)
+            if views[view] is None:
+                views[view] = (names, _load_or_compute(model, cut, view, names, directory, tower, batch_size,
+                                                       num_workers, precision, progress))
         return cls(cut, views)
 
 
-def cache_key(model, cut: int, view: int, paths: Sequence[str]) -> str:
-    """SHA-256 over the frozen stages' weights, the preprocessing, the stage cut, the orientation and the paths."""
+def tower_key(model, cut: int, view: int) -> str:
+    """SHA-256 over the frozen stages' weights, the preprocessing, the stage cut and the orientation."""
     digest = hashlib.sha256(f"{CACHE_FORMAT}|{cut}|{view}|{model.preprocess_val}".encode())
     for name, tensor in model.frozen_image_state(cut).items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def paths_key(paths: Sequence[str]) -> str:
+    digest = hashlib.sha256()
     for path in paths:
         digest.update(path.encode("utf-8") + b"\0")
     return digest.hexdigest()
 
 
-def _load_or_compute(model, cut: int, view: int, paths: list[str], stem: Path, key: str, batch_size: int,
+def _from_superset(directory: Path, tower: str, names: list[str]) -> tuple[list[str], torch.Tensor] | None:
+    """A finished view of the same tower whose images include all of ``names`` (its rows in their order), or None."""
+    wanted = set(names)
+    for listing in sorted(directory.glob(f"{tower[:32]}-*.paths.json")):
+        try:
+            held = json.loads(listing.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(held, list) or not wanted <= set(held):
+            continue
+        stored = _read(listing.with_name(listing.name.removesuffix(".paths.json") + ".pt"), tower, len(held))
+        if stored is not None:
+            rows = {path: row for row, path in enumerate(held)}
+            return names, stored[torch.tensor([rows[name] for name in names], dtype=torch.long)]
+    return None
+
+
+def _read(final: Path, tower: str, count: int) -> torch.Tensor | None:
+    """A finished view file's features when it is whole and of ``tower`` with ``count`` rows, else None."""
+    if not final.is_file():
+        return None
+    stored = torch.load(final, map_location="cpu", weights_only=True)
+    features = stored.get("features")
+    if stored.get("format") != CACHE_FORMAT or stored.get("key") != tower or features is None \
+            or len(features) != count:
+        return None
+    return features
+
+
+def _load_or_compute(model, cut: int, view: int, paths: list[str], directory: Path, tower: str, batch_size: int,
                      num_workers: int, precision: str, progress: bool) -> torch.Tensor:
+    stem = directory / f"{tower[:32]}-{paths_key(paths)[:32]}"
     final = stem.with_suffix(".pt")
-    if final.is_file():
-        stored = torch.load(final, map_location="cpu", weights_only=True)
-        if stored.get("format") == CACHE_FORMAT and stored.get("key") == key:
-            return stored["features"]
+    stored = _read(final, tower, len(paths))
+    if stored is not None:
+        return stored
     stem.mkdir(parents=True, exist_ok=True)
     chunks = []
     bar = tqdm(total=len(paths), desc=f"cache image features (orientation {view})", disable=not progress)
@@ -134,8 +172,11 @@ def _load_or_compute(model, cut: int, view: int, paths: list[str], stem: Path, k
         bar.update(len(chunks[-1]))
     bar.close()
     features = torch.cat(chunks)
-    write_atomic(final, lambda temporary: torch.save({"format": CACHE_FORMAT, "key": key, "features": features},
+    write_atomic(final, lambda temporary: torch.save({"format": CACHE_FORMAT, "key": tower, "features": features},
                                                      temporary))
+    # the list last: a listing names only a finished view
+    write_atomic(stem.with_name(stem.name + ".paths.json"),
+                 lambda temporary: Path(temporary).write_text(json.dumps(paths)))
     for part in stem.glob("*.pt"):
         part.unlink()
     stem.rmdir()

@@ -154,6 +154,17 @@ def test_cached_features_give_the_pixels_embeddings_and_resume_by_chunk(locked, 
     torch.testing.assert_close(again.features(paths[5]), cache.features(paths[5]))
     assert not stem.exists()
 
+    # Part of a computed image list (RSICD of RSICD + UC Merced) is served from it, in any order: nothing computed.
+    def computed(*args, **kwargs):
+        raise AssertionError("a view held by a larger list was computed again")
+
+    monkeypatch.setattr(image_cache, "_compute", computed)
+    part = ImageFeatureCache.for_images(locked, {0: paths[4:1:-1], 5: paths[1:2]}, tmp_path, batch_size=4,
+                                        num_workers=0, precision="fp32", progress=False)
+    assert part.holds(paths[2:5]) and part.holds(paths[1:2], 5) and not part.holds(paths[:1])
+    assert torch.equal(part.features(paths[3]), again.features(paths[3]))
+    assert torch.equal(part.features(paths[1], 5), cache.features(paths[1], 5))
+
 
 def test_a_partly_trained_image_tower_ships_only_what_training_changed(tmp_path, monkeypatch):
     import json
