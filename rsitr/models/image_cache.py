@@ -11,7 +11,7 @@ such features.
 
 A view's file is named by two keys: one over the frozen stages' weights, the preprocessing and the orientation, one
 over the image files. Another tower's cache is never reused; a view computed for a larger image list (RSICD + UC
-Merced) serves any part of it (RSICD alone), so a run on a subset computes nothing. Computing a view is resumable:
+Merced) serves any part of it (RSICD alone): a run computes only the images no finished view holds. Computing a view is resumable:
 it is written in chunks, and a run that was stopped starts from the last chunk written.
 """
 
@@ -99,10 +99,8 @@ class ImageFeatureCache:
                 raise ValueError(f"orientation {view} is not one of 0..{ORIENTATIONS - 1}")
             names = [os.path.abspath(path) for path in paths]
             tower = tower_key(model, cut, view)
-            views[view] = _from_superset(directory, tower, names)
-            if views[view] is None:
-                views[view] = (names, _load_or_compute(model, cut, view, names, directory, tower, batch_size,
-                                                       num_workers, precision, progress))
+            views[view] = (names, _gather(model, cut, view, names, directory, tower, batch_size, num_workers,
+                                          precision, progress))
         return cls(cut, views)
 
 
@@ -122,21 +120,28 @@ def paths_key(paths: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
-def _from_superset(directory: Path, tower: str, names: list[str]) -> tuple[list[str], torch.Tensor] | None:
-    """A finished view of the same tower whose images include all of ``names`` (its rows in their order), or None."""
-    wanted = set(names)
+def _gather(model, cut: int, view: int, names: list[str], directory: Path, tower: str, batch_size: int,
+            num_workers: int, precision: str, progress: bool) -> torch.Tensor:
+    """``names``' features in their order: rows of finished views of the same tower where they hold them, the
+    others computed (and kept as a view of their own)."""
+    found: dict[str, torch.Tensor] = {}
     for listing in sorted(directory.glob(f"{tower[:32]}-*.paths.json")):
         try:
             held = json.loads(listing.read_text())
         except (OSError, ValueError):
             continue
-        if not isinstance(held, list) or not wanted <= set(held):
+        if not isinstance(held, list) or not set(names).difference(found).intersection(held):
             continue
         stored = _read(listing.with_name(listing.name.removesuffix(".paths.json") + ".pt"), tower, len(held))
         if stored is not None:
-            rows = {path: row for row, path in enumerate(held)}
-            return names, stored[torch.tensor([rows[name] for name in names], dtype=torch.long)]
-    return None
+            for row, path in enumerate(held):
+                found.setdefault(path, stored[row])
+    missing = [name for name in names if name not in found]
+    if missing:
+        computed = _load_or_compute(model, cut, view, missing, directory, tower, batch_size, num_workers, precision,
+                                    progress)
+        found.update(zip(missing, computed))
+    return torch.stack([found[name] for name in names])
 
 
 def _read(final: Path, tower: str, count: int) -> torch.Tensor | None:

@@ -4,6 +4,7 @@ stages' feature cache (cached features give the pixels' embeddings; computing is
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -164,6 +165,17 @@ def test_cached_features_give_the_pixels_embeddings_and_resume_by_chunk(locked, 
     assert part.holds(paths[2:5]) and part.holds(paths[1:2], 5) and not part.holds(paths[:1])
     assert torch.equal(part.features(paths[3]), again.features(paths[3]))
     assert torch.equal(part.features(paths[1], 5), cache.features(paths[1], 5))
+    # A list that reaches past what is held computes only the images no finished view holds.
+    monkeypatch.undo()
+    monkeypatch.setattr(image_cache, "CHUNK", 4)
+    seen = []
+    compute = image_cache._compute
+    monkeypatch.setattr(image_cache, "_compute", lambda model, cut, view, chunk, *rest: seen.extend(chunk)
+                        or compute(model, cut, view, chunk, *rest))
+    wider = ImageFeatureCache.for_images(locked, {5: paths[2:4]}, tmp_path, batch_size=4, num_workers=0,
+                                         precision="fp32", progress=False)
+    assert seen == [os.path.abspath(paths[3])]
+    torch.testing.assert_close(wider.features(paths[2], 5), cache.features(paths[2], 5))
 
 
 def test_a_partly_trained_image_tower_ships_only_what_training_changed(tmp_path, monkeypatch):
