@@ -68,7 +68,8 @@ SUITES = {
                     "pretrained all-MiniLM-L6-v2 text tower (frozen unless the row says) + image tower from random "
                     "init, trained on RSICD + UC Merced train"),
     "lite0": Suite(("configs/data/rsicd_ucm.yaml", "configs/real/lite0/base.yaml"), "configs/real/lite0",
-                   ("locked", "text2", "unlocked2", "unlocked2_text2", "text2_views4", "local", "eba", "ker"),
+                   ("locked", "text2", "unlocked2", "unlocked2_text2", "text2_views4", "local", "eba", "ker",
+                    "views8", "views4_local", "lite1_views4", "lite2_views4", "views4_rsicd_only", "views4_ucm_only"),
                    ("locked", "text2", "text2_views4"),
                    "runs/real-ablation-lite0",
                    "docs/results/lite0_ablation.json",
