@@ -18,8 +18,8 @@ import argparse
 
 from rsitr.commands import positive_int
 from rsitr.commands.options import (SPLIT_CHOICES, add_batch_size_argument, add_inference_arguments,
-                                    add_model_arguments, add_progress_argument, add_workers_argument, check_readable,
-                                    model_arguments)
+                                    add_model_arguments, add_orientations_argument, add_progress_argument,
+                                    add_workers_argument, check_readable, model_arguments)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_batch_size_argument(parser)
     add_workers_argument(parser)
     add_inference_arguments(parser)
+    add_orientations_argument(parser)
     parser.add_argument("--global-only", action="store_true", help="score with the global cosine only (no local)")
     parser.add_argument("--sar", action="store_true", help="also report SAR (sort after reversed retrieval; on without it for a model whose "
                              "training run evaluated with SAR)")
@@ -64,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from rsitr.evaluate.report import format_table, write_reports
     from rsitr.evaluate.runner import encode_corpus, evaluate_encoded
     from rsitr.models import create_model
+    from rsitr.models.encoding import ORIENTATION_COUNTS
     from rsitr.models.precision import resolve_precision
     from rsitr.runtime import resolve_device, set_threads
 
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     print(corpus.summary())
     encoded = encode_corpus(model, corpus, args.batch_size, device, args.workers, progress=not args.no_progress,
                             scenes=args.scene_prior > 0, precision=precision,
-                            keep_padding=recipe.keeps_padding)
+                            keep_padding=recipe.keeps_padding, image_views=ORIENTATION_COUNTS[args.orientations])
     evaluation = evaluate_encoded(encoded, recipe, config, name=name)
     print(format_table(evaluation.rows, title=f"{corpus.name} ({len(corpus)} images, {encoded.caption_image.numel()} captions)"))
     print("timings: " + ", ".join(f"{k} {v:.3f}s" for k, v in evaluation.timings.items()))

@@ -92,6 +92,12 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     add_threads_argument(parser)
 
 
+def add_orientations_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--orientations", type=int, choices=(1, 4, 8), default=1,
+                        help="average each image's embedding over 1 (as given), 4 (its rotations) or 8 (rotations "
+                             "and mirrors) orientations: aerial images have no up; costs that many image encodes")
+
+
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="CPU threads for torch (default: torch's choice)")

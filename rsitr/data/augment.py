@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from typing import Callable
 
+import torch
 from PIL import Image
 
 ROTATIONS = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)
@@ -24,6 +25,13 @@ def orient(image: Image.Image, view: int) -> Image.Image:
     if rotation is not None:
         image = image.transpose(rotation)
     return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if view % 2 else image
+
+
+def orient_tensor(images: torch.Tensor, view: int) -> torch.Tensor:
+    """``images`` (``[..., H, W]``, square) in orientation ``view``: the same element of the group as :func:`orient`,
+    on a preprocessed batch (a square resize and centre crop commute with it)."""
+    rotated = torch.rot90(images, view // 2, dims=(-2, -1))
+    return rotated.flip(-1) if view % 2 else rotated
 
 
 def random_orientation(image: Image.Image, rng: random.Random | None = None) -> Image.Image:

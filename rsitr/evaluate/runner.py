@@ -19,7 +19,7 @@ from rsitr.config import EvalConfig
 from rsitr.data import CaptionCorpus, ImageDataset, collate
 from rsitr.evaluate.metrics import recall_metrics
 from rsitr.models import ImageFeatures, ScoringRecipe, TextFeatures
-from rsitr.models.encoding import encode_captions
+from rsitr.models.encoding import encode_captions, encode_oriented
 from rsitr.models.precision import inference_precision
 from rsitr.retrieval.sar import sar_label, sar_rerank
 from rsitr.retrieval.scene_prior import scene_prior, scene_query_prompts, scene_vocabulary, text_scene_probabilities
@@ -65,25 +65,28 @@ class Evaluation:
 @torch.no_grad()
 def encode_corpus(model, corpus: CaptionCorpus, batch_size: int = 128, device: str | torch.device = "cpu",
                   num_workers: int = 0, progress: bool = True, scenes: bool = False,
-                  precision: str = "fp32", keep_padding: bool = False) -> EncodedCorpus:
+                  precision: str = "fp32", keep_padding: bool = False,
+                  image_views: tuple[int, ...] = (0,)) -> EncodedCorpus:
     """Float32 global and local features of every image and caption, on the CPU, word tokens trimmed of padding.
 
     The towers run under ``precision`` (see :mod:`rsitr.models.precision`); captions go through
     :func:`rsitr.models.encoding.encode_captions`. ``keep_padding`` keeps every position of the context instead
     (``MethodConfig.local_include_padding``). With ``scenes`` and images that carry scene classes, also the
-    captions' zero-shot scene distributions.
+    captions' zero-shot scene distributions. ``image_views``: orientations each image's global embedding is
+    averaged over (:func:`rsitr.models.encoding.encode_oriented`).
     """
     model.eval()
     start = time.perf_counter()
     cache = getattr(model, "image_cache", None)  # a locked image tower's cached features, when they hold the corpus
-    load = (functools.partial(cache.features, view=0)
-            if cache is not None and cache.holds([image.path for image in corpus.images]) else None)
+    load = (functools.partial(cache.features, view=0)  # cached maps are not pixels: orienting them is not the same
+            if cache is not None and image_views == (0,) and cache.holds([image.path for image in corpus.images])
+            else None)
     loader = DataLoader(ImageDataset(corpus, model.preprocess_val, load), batch_size=batch_size,
                         num_workers=num_workers, collate_fn=collate)
     image_global, image_tokens = [], []
     for batch in tqdm(loader, desc="encode images", disable=not progress, leave=False):
         with inference_precision(precision, device):
-            features = model.encode_image(batch["image"].to(device))
+            features = encode_oriented(model.encode_image, batch["image"].to(device), image_views)
         image_global.append(features.global_.float().cpu())
         image_tokens.append(features.tokens.float().cpu())
     image_seconds = time.perf_counter() - start

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from rsitr.data import ImageFileDataset, collate_readable
-from rsitr.models.clip import TextFeatures
+from rsitr.data.augment import orient_tensor
+from rsitr.models.clip import ImageFeatures, TextFeatures
 from rsitr.models.precision import inference_precision
 
 
@@ -38,6 +39,28 @@ class EncodedImageFiles:
     """``[K]`` long: the position in ``paths`` of each embedded file."""
     skipped: dict[int, str]
     """Position in ``paths`` -> error message, for each unreadable file."""
+
+
+ROTATIONS = (0, 2, 4, 6)
+"""The four rotations among the orientations of :func:`rsitr.data.augment.orient` (no mirror)."""
+ORIENTATION_COUNTS = {1: (0,), 4: ROTATIONS, 8: tuple(range(8))}
+"""How many orientations an image is encoded in -> which: as given, its 4 rotations, or rotations and mirrors."""
+
+
+def encode_oriented(encode: Callable[[torch.Tensor], ImageFeatures], images: torch.Tensor,
+                    views: Sequence[int] = (0,)) -> ImageFeatures:
+    """``encode(images)`` averaged over orientations (test-time augmentation for images without an "up").
+
+    The global embedding is the mean of the unit global embeddings of ``images`` in each orientation of ``views``;
+    the patch tokens are those of the first view, in its own cell order (local scores compare cells as they lie).
+    One view is ``encode`` itself. ``encode`` is any runtime's image encoder over a preprocessed batch."""
+    first = encode(orient_tensor(images, views[0]) if views[0] else images)
+    if len(views) == 1:
+        return first
+    total = F.normalize(first.global_.float(), dim=-1)
+    for view in views[1:]:
+        total = total + F.normalize(encode(orient_tensor(images, view)).global_.float(), dim=-1)
+    return ImageFeatures(total / len(views), first.tokens)
 
 
 @torch.no_grad()
