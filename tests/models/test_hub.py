@@ -15,28 +15,25 @@ import pytest
 import torch
 
 from rsitr.cli import main
-from rsitr.errors import RsitrWarning, UserError
+from rsitr.errors import UserError
 from rsitr.models import TINY_MODEL, create_model, get_pretrained_cfg, list_models, list_pretrained
 from rsitr.models import hub as rsitr_hub
-from support.hub import hub_entry, layout_state_dict, serve_hub, state_dict_bytes
+from support.hub import (TINY_FILE as FILE, TINY_REPO as REPO, TINY_TAG as TAG, layout_state_dict, serve_hub,
+                         serve_tiny_tag, state_dict_bytes)
+from support.hub import tiny_weights as make_tiny_weights
 
-TAG, REPO, FILE = "test-tiny-hub", "tests/tiny", "ckpt/tiny.pt"
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def tiny_weights() -> tuple[dict, bytes]:
-    """The tiny model's weights (seed 5) and their bytes, as a hub would serve an OpenCLIP state dict."""
-    with pytest.warns(RsitrWarning, match="randomly initialised"):
-        state = create_model(TINY_MODEL, seed=5).model.clip.state_dict()
-    return state, state_dict_bytes(state)
+    return make_tiny_weights()
 
 
 @pytest.fixture
 def hub(tmp_path, monkeypatch, tiny_weights):
     """A local hub serving the tiny weights as hub tag ``test-tiny-hub``, and an empty Hugging Face cache."""
-    served = serve_hub(monkeypatch, tmp_path / "hf", {TAG: hub_entry(TINY_MODEL, REPO, FILE)})
-    served.sha256 = served.add(REPO, FILE, tiny_weights[1])
+    served = serve_tiny_tag(monkeypatch, tmp_path / "hf", tiny_weights[1])
     yield served
     served.stop()
 

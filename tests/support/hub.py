@@ -167,12 +167,41 @@ def serve_hub(monkeypatch, cache: Path, registry: dict[str, dict] | None = None)
     from rsitr.models import registry as rsitr_registry
 
     hub = LocalHub().start()
-    for name, value in {"ENDPOINT": hub.url, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": False}.items():
+    # no telemetry: the client's own user-agent look-ups would be requests this hub counts
+    for name, value in {"ENDPOINT": hub.url, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": False,
+                        "HF_HUB_DISABLE_TELEMETRY": True}.items():
         monkeypatch.setattr(constants, name, value)
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     if registry is not None:
         path = write_hub_registry(cache.parent / "hub.json", registry)
         monkeypatch.setattr(rsitr_registry, "HUB_REGISTRY", path)
+    return hub
+
+
+TINY_TAG, TINY_REPO, TINY_FILE = "test-tiny-hub", "tests/tiny", "ckpt/tiny.pt"
+"""A hub tag of the tiny model (rsitr-tiny-ViT), served as an OpenCLIP state dict in a repository's sub-folder."""
+
+
+def tiny_weights(seed: int = 5) -> tuple[dict, bytes]:
+    """The tiny model's random weights and their bytes, as a hub serves an OpenCLIP state dict."""
+    import warnings
+
+    from rsitr.errors import RsitrWarning
+    from rsitr.models import TINY_MODEL, create_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RsitrWarning)  # random weights: what these tests serve
+        state = create_model(TINY_MODEL, seed=seed).model.clip.state_dict()
+    return state, state_dict_bytes(state)
+
+
+def serve_tiny_tag(monkeypatch, cache: Path, content: bytes) -> LocalHub:
+    """:func:`serve_hub` with :data:`TINY_TAG` as the only hub tag, serving ``content``; ``hub.sha256`` is its."""
+    from rsitr.models import TINY_MODEL
+
+    hub = serve_hub(monkeypatch, cache, {TINY_TAG: hub_entry(TINY_MODEL, TINY_REPO, TINY_FILE)})
+    hub.sha256 = hub.add(TINY_REPO, TINY_FILE, content)
     return hub
