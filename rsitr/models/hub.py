@@ -8,7 +8,8 @@ link, ``refs/<revision>``), so that ``hf_hub_download`` and ``huggingface-cli`` 
 another machine serves it. rsitr downloads the file itself, with ``huggingface_hub``'s HEAD and streaming GET,
 because the client's own partial files die with the process: here ``blobs/<sha256>.incomplete`` stays, and the
 next attempt asks only for the rest (an HTTP range). The whole file is then checked against the SHA-256 the hub
-reports for it (an LFS file's ETag) and refused, deleted, when it differs.
+reports for it (an LFS file's ETag) and refused, deleted, when it differs; where the registry pins a SHA-256, a hub
+reporting another is refused before anything is fetched.
 
 Nothing waits for an unreachable hub: ``HF_HUB_OFFLINE=1``, or no connection to ``HF_ENDPOINT`` within
 :data:`CONNECT_TIMEOUT_S`, ends at once in one :class:`~rsitr.errors.UserError` naming the tag, its size and how to
@@ -17,6 +18,7 @@ fetch it elsewhere. Importing this module imports neither torch nor ``huggingfac
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -43,6 +45,8 @@ class HubFile:
     """A commit hash, or a branch name where no commit is pinned (then the newest file on it when first fetched)."""
     size_mb: float = 0.0
     """The download's size in MB (10^6 bytes), for messages; approximate where the registry says so."""
+    sha256: str | None = None
+    """The file's SHA-256 where rsitr pins it: a hub that reports another is refused before anything is fetched."""
 
     @property
     def url(self) -> str:
@@ -60,35 +64,42 @@ class HubFile:
         return Path(found) if isinstance(found, str) else None
 
     def check_reachable(self, tag: str) -> None:
-        """Refuse at once, naming how to get the file, when it is not cached and the hub cannot be reached."""
+        """Refuse at once, naming how to get the file, when it is not cached and the hub cannot give it (offline,
+        unreachable, or not there): the hub's answer is kept for :meth:`fetch` in this process."""
         if self.cached() is None:
-            self._check_online(tag)
+            self._metadata(tag)
 
     def fetch(self, tag: str) -> Path:
         """The file, from the cache, or downloaded (resuming an interrupted download) and checked."""
         cached = self.cached()
         if cached is not None:
             return cached
-        self._check_online(tag)
-        from huggingface_hub.file_download import get_hf_file_metadata, repo_folder_name
+        metadata = self._metadata(tag)
+        from huggingface_hub import constants
+        from huggingface_hub.file_download import repo_folder_name
         from huggingface_hub.utils import build_hf_headers
 
-        try:  # one request, no retries: METADATA_TIMEOUT_S at most
-            metadata = get_hf_file_metadata(self.url, timeout=METADATA_TIMEOUT_S)
-        except Exception as err:  # noqa: BLE001 - httpx's, the hub's and OS errors all mean: not from this hub
-            raise UserError(f"the hub could not give {self} for pretrained tag {tag!r}: "
-                            f"{str(err).splitlines()[0]}") from None
-        expected = (metadata.etag or "").lower()
-        if not _SHA256.fullmatch(expected) or not metadata.commit_hash:
-            raise UserError(f"the hub reports no SHA-256 for {self} (pretrained tag {tag!r}), so its download "
-                            f"cannot be checked; is HF_ENDPOINT a Hugging Face hub?")
-        from huggingface_hub import constants
-
         storage = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=self.repo, repo_type="model")
-        blob = storage / "blobs" / expected
+        blob = storage / "blobs" / metadata.etag
         if not blob.is_file():
             self._download(tag, metadata.location, blob, metadata.size, build_hf_headers())
         return _link_snapshot(storage, blob, metadata.commit_hash, self.revision, self.filename)
+
+    def _metadata(self, tag: str):
+        """What the hub says of the file (SHA-256, size, commit, where to get it), or one :class:`UserError`."""
+        self._check_online(tag)
+        try:
+            metadata = _hub_metadata(self.url)
+        except Exception as err:  # noqa: BLE001 - httpx's, the hub's and OS errors all mean: not from this hub
+            raise UserError(f"the hub could not give {self} for pretrained tag {tag!r}: "
+                            f"{str(err).splitlines()[0]}") from None
+        if not _SHA256.fullmatch(metadata.etag or "") or not metadata.commit_hash:
+            raise UserError(f"the hub reports no SHA-256 for {self} (pretrained tag {tag!r}), so its download "
+                            f"cannot be checked; is HF_ENDPOINT a Hugging Face hub?")
+        if self.sha256 not in (None, metadata.etag):
+            raise UserError(f"the hub serves another {self} (SHA-256 {metadata.etag}) than the {self.sha256} rsitr "
+                            f"pins for pretrained tag {tag!r}; nothing was downloaded")
+        return metadata
 
     def _download(self, tag: str, url: str, blob: Path, size: int | None, headers: dict) -> None:
         """Download to ``<blob>.incomplete`` (continuing what an earlier attempt left there), check the whole file
@@ -130,6 +141,15 @@ class HubFile:
 
     def __str__(self) -> str:
         return f"{self.repo}/{self.filename}@{self.revision}"
+
+
+@functools.lru_cache(maxsize=16)
+def _hub_metadata(url: str):
+    """One HEAD request, no retries (:data:`METADATA_TIMEOUT_S` at most); an answer is kept for the process (the
+    argument check, then the download), a failure is not."""
+    from huggingface_hub.file_download import get_hf_file_metadata
+
+    return get_hf_file_metadata(url, timeout=METADATA_TIMEOUT_S)
 
 
 def file_sha256(path: Path) -> str:

@@ -173,8 +173,9 @@ def _read_hub(registry: Path, version: int) -> dict[str, PretrainedCfg]:
     entries = {}
     for tag, entry in json.loads(registry.read_text(encoding="utf-8")).items():
         where = entry["hub"]
-        hub = HubFile(where["repo"], where["file"], where.get("revision", "main"), float(where["size_mb"]))
-        entries[tag] = PretrainedCfg(tag, entry["model"], None, ScoringRecipe(), entry.get("sha256"),
+        hub = HubFile(where["repo"], where["file"], where.get("revision", "main"), float(where["size_mb"]),
+                      where.get("sha256"))
+        entries[tag] = PretrainedCfg(tag, entry["model"], None, ScoringRecipe(), None,
                                      entry.get("description", ""), hub=hub, quick_gelu=entry.get("quick_gelu"),
                                      licence=entry.get("licence", ""), published=entry.get("published", {}))
     return entries

@@ -106,6 +106,21 @@ def test_a_file_that_differs_from_the_hubs_sha256_is_refused_and_deleted(hub, tm
     assert main(["models", "--download", TAG]) == 0 and blobs(tmp_path / "hf") == [hub.sha256]
 
 
+def test_a_hub_that_serves_another_file_than_the_pinned_one_is_refused_before_the_download(tmp_path, monkeypatch,
+                                                                                         tiny_weights):
+    from support.hub import hub_entry
+
+    pinned = hashlib.sha256(b"the file rsitr knows").hexdigest()
+    hub = serve_hub(monkeypatch, tmp_path / "hf", {TAG: hub_entry(TINY_MODEL, REPO, FILE, sha256=pinned)})
+    try:
+        served = hub.add(REPO, FILE, tiny_weights[1])
+        with pytest.raises(UserError, match=f"SHA-256 {served}.* than the {pinned} rsitr pins"):
+            get_pretrained_cfg(TAG).check_file()
+    finally:
+        hub.stop()
+    assert [method for method, _, _ in hub.requests] == ["HEAD"] and blobs(tmp_path / "hf") == []
+
+
 def test_a_killed_download_resumes_where_it_stopped(hub, tmp_path, tiny_weights):
     content = tiny_weights[1]
     half = len(content) // 2 // 4096 * 4096  # whole chunks of the child's 4 KiB: all of them reach the disk

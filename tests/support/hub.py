@@ -118,10 +118,11 @@ class LocalHub:
         self.server.server_close()
 
 
-def hub_entry(architecture: str, repo: str, filename: str, size_mb: float = 1.0, **extra) -> dict:
-    """An entry of ``weights/hub.json`` for a file served by :class:`LocalHub`."""
-    return {"model": architecture, "hub": {"repo": repo, "file": filename, "revision": "main", "size_mb": size_mb},
-            "licence": "test", "description": f"{architecture} served by the tests' local hub", **extra}
+def hub_entry(architecture: str, repo: str, filename: str, size_mb: float = 1.0, sha256: str | None = None) -> dict:
+    """An entry of ``weights/hub.json`` for a file served by :class:`LocalHub` (``sha256``: pinned)."""
+    where = {"repo": repo, "file": filename, "revision": "main", "size_mb": size_mb}
+    return {"model": architecture, "hub": {**where, **({"sha256": sha256} if sha256 else {})}, "licence": "test",
+            "description": f"{architecture} served by the tests' local hub"}
 
 
 def write_hub_registry(path: Path, entries: dict[str, dict]) -> Path:
@@ -164,8 +165,9 @@ def serve_hub(monkeypatch, cache: Path, registry: dict[str, dict] | None = None)
     child processes) at it, with an empty cache at ``cache``; ``registry``: the hub tags, replacing rsitr's."""
     from huggingface_hub import constants
 
-    from rsitr.models import registry as rsitr_registry
+    from rsitr.models import hub as rsitr_hub, registry as rsitr_registry
 
+    rsitr_hub._hub_metadata.cache_clear()  # answers of another test's hub
     hub = LocalHub().start()
     # no telemetry: the client's own user-agent look-ups would be requests this hub counts
     for name, value in {"ENDPOINT": hub.url, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": False,
