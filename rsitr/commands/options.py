@@ -19,8 +19,8 @@ from rsitr.models.pretrained import check_model_arguments
 
 DEFAULT_BATCH_SIZE = 64
 SPLIT_CHOICES = ("train", "val", "validation", "test")
-PRETRAINED_HELP = ("rsitr tag (see `rsitr models`), OpenCLIP tag, OpenCLIP checkpoint, or `rsitr train` checkpoint or "
-                   "run folder")
+PRETRAINED_HELP = ("rsitr tag (see `rsitr models`: shipped, or a hub tag such as remoteclip-vit-b-32, downloaded on "
+                   "first use), OpenCLIP tag, OpenCLIP checkpoint, or `rsitr train` checkpoint or run folder")
 
 
 class _OldSpelling(argparse.Action):

@@ -5,6 +5,8 @@ A config that names no model (no model.name or model.pretrained) trains the reci
 objective and optimiser settings, under whatever the configs set. It runs offline. A config that names an
 OpenCLIP tag (configs/paper/*.yaml: ViT-B-32 with the openai weights) needs those weights in the Hugging Face
 cache or a connection to download them; without either it stops at once with one line.
+--pretrained starts from other weights: an rsitr tag (its architecture too; e.g. remoteclip-vit-b-32, fetched
+from the Hugging Face hub on first use), an OpenCLIP tag or file, or an `rsitr train` checkpoint (a warm start).
 configs/data/rsitmd.yaml and configs/ebaker_rsitmd.yaml need RSITMD, which is not shipped: download it and point
 them at it with --set 'data.datasets=[{name: rsitmd, captions: DIR/dataset_RSITMD.json, images: DIR/images}]'.
 
@@ -12,6 +14,7 @@ Examples (RSICD and UCM-Captions lie in ../shared/data in a checkout; configs/da
   rsitr train --config configs/data/ucm.yaml --out runs/ucm
   rsitr train --config configs/data/rsicd_ucm.yaml configs/methods/ebaker.yaml --out runs/ebaker --resume
   rsitr train --config configs/data/synthetic.yaml configs/methods/cmer.yaml --set train.epochs=1 --out runs/cmer
+  rsitr train --config configs/data/rsicd.yaml configs/methods/ebaker.yaml --pretrained remoteclip-vit-b-32 --out runs/rc
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import argparse
 from pathlib import Path
 
 from rsitr.commands import non_negative_int, positive_int
-from rsitr.commands.options import (add_device_argument, add_old_spelling, add_precision_argument,
+from rsitr.commands.options import (PRETRAINED_HELP, add_device_argument, add_old_spelling, add_precision_argument,
                                     add_progress_argument, add_threads_argument)
 
 
@@ -32,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out = parser.add_argument("--out", dest="output_dir",
                               help="folder for checkpoints, logs and results (overrides output_dir)")
     add_old_spelling(parser, out, "--output-dir")
+    parser.add_argument("--pretrained", help=f"the weights to start from (overrides model.pretrained; a rsitr tag "
+                                             f"sets model.name to its architecture and its activation): {PRETRAINED_HELP}")
     parser.add_argument("--epochs", type=positive_int, help="overrides train.epochs")
     parser.add_argument("--batch-size", type=positive_int, help="overrides train.batch_size")
     parser.add_argument("--workers", type=non_negative_int, help="image loading processes (overrides data.num_workers)")
@@ -50,7 +55,23 @@ def overrides(args: argparse.Namespace) -> list[str]:
     flat = {"output_dir": args.output_dir, "train.epochs": args.epochs, "train.batch_size": args.batch_size,
             "data.num_workers": args.workers, "device": args.device, "precision": args.precision}
     flags = ["data.strict=true"] if args.strict else []
-    return list(args.set) + flags + [f"{key}={value}" for key, value in flat.items() if value is not None]
+    return list(args.set) + flags + pretrained_overrides(args.pretrained) + \
+        [f"{key}={value}" for key, value in flat.items() if value is not None]
+
+
+def pretrained_overrides(pretrained: str | None) -> list[str]:
+    """``--pretrained``'s config entries: a registry tag names its architecture and decides its activation (the
+    configs' ``quick_gelu`` was set for the weights they name); other values set ``model.pretrained`` alone."""
+    from rsitr.models.pretrained import check_model_arguments
+    from rsitr.models.registry import get_pretrained_cfg, is_pretrained_tag
+
+    if pretrained is None:
+        return []
+    if not is_pretrained_tag(pretrained):
+        return [f"model.pretrained={pretrained}"]
+    entry = get_pretrained_cfg(pretrained)
+    check_model_arguments(entry.architecture, pretrained)  # a hub tag neither cached nor reachable: one line now
+    return [f"model.pretrained={pretrained}", f"model.name={entry.architecture}", "model.quick_gelu=null"]
 
 
 def run_config(args: argparse.Namespace):

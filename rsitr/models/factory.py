@@ -31,6 +31,7 @@ from rsitr.errors import RsitrWarning, UserError
 from rsitr.models.checkpoint import CheckpointError, check_exists, read_checkpoint, read_state_dict, run_checkpoint
 from rsitr.models.clip import RetrievalCLIP
 from rsitr.models.hf_text import quiet_transformers, resolve_text_tower
+from rsitr.models.hub import hub_answers
 from rsitr.models.image_towers import load_packaged_weights, packaged_image_tower, weights_file
 from rsitr.models.pretrained import PRETRAINED_PREFIXES, shipped_weights
 from rsitr.models.registry import (DEFAULT_PRETRAINED, OPENCLIP_TAG_MODEL, TINY_MODEL, PretrainedCfg, ScoringRecipe,
@@ -84,19 +85,22 @@ def _build(name: str | None, pretrained: str | None, device: str | torch.device,
     """:func:`_open_clip_model` with rsitr's messages: a missing checkpoint file, or an OpenCLIP checkpoint of another
     architecture, is a :class:`CheckpointError`; random weights are announced unless ``weights_follow``."""
     shipped = shipped_weights(name, pretrained) if is_pretrained_tag(pretrained) else None
-    name = shipped.architecture if shipped is not None else name
+    source = pretrained
+    if shipped is not None:  # its file (a hub tag's fetched), architecture and activation
+        name, source = shipped.architecture, str(shipped.check_file())
+        quick_gelu = shipped.quick_gelu if quick_gelu is None else quick_gelu
     try:
         # OpenCLIP's random-init line is replaced by warn_random_weights's; a shipped file that leaves out its
         # towers loads in two steps, and OpenCLIP's "initialized partially" is the first
         with drop_root_log_lines("initialized randomly", "initialized partially"):
-            model = _open_clip_model(name, pretrained, device, seed, quick_gelu, shipped)
+            model = _open_clip_model(name, source, device, seed, quick_gelu, shipped)
     except Exception as err:  # noqa: BLE001 - torch and pickle raise many types for a file of the wrong kind
-        if not (pretrained and Path(pretrained).is_file()):
+        if not (source and Path(source).is_file()):
             raise
-        state = read_state_dict(pretrained)  # a CheckpointError when torch cannot read it at all
+        state = read_state_dict(source)  # a CheckpointError when torch cannot read it at all
         if "state_dict" not in str(err):
             raise
-        raise CheckpointError(f"{pretrained} holds weights of another architecture "
+        raise CheckpointError(f"{source} holds weights of another architecture "
                               f"({describe_weights(state)}) than the model asked for "
                               f"({describe_model(name)}); pass the matching --model") from None
     if not pretrained and not weights_follow:
@@ -236,14 +240,12 @@ def resolve_quick_gelu(model_name: str, pretrained: str | None, requested: bool 
 def _open_clip_model(model_name: str, pretrained: str | None, device: str | torch.device, seed: int | None,
                      quick_gelu: bool | None, shipped: PretrainedCfg | None = None) -> RetrievalCLIP:
     """Build a :class:`RetrievalCLIP` the OpenCLIP way, with ``pretrained`` an OpenCLIP tag (downloaded by OpenCLIP,
-    so it needs the hub or its cache) or an OpenCLIP checkpoint file, or from a ``shipped`` tag's file. ``seed``
+    so it needs the hub or its cache) or an OpenCLIP checkpoint file (a registry tag's: ``shipped``, its entry). ``seed``
     fixes the random initialisation of weights that no file provides; ``quick_gelu``: see :func:`resolve_quick_gelu`
     (the model's ``quick_gelu`` attribute records what was built)."""
     trained_parts = None
-    if shipped is not None:  # a file that leaves out the towers' untrained tensors loads after their packages'
-        pretrained = str(shipped.file)
-        if shipped.leaves_out_pretrained:
-            trained_parts, pretrained = pretrained, None
+    if shipped is not None and shipped.leaves_out_pretrained:  # its file loads after the towers' packages
+        trained_parts, pretrained = pretrained, None
     if seed is not None:
         torch.manual_seed(seed)
     check_exists(pretrained)
@@ -308,30 +310,6 @@ def drop_root_log_lines(*fragments: str) -> Iterator[None]:
         yield
     finally:
         root.removeFilter(log_filter)
-
-
-def hub_answers(timeout_s: float = 3.0) -> bool:
-    """Whether the Hugging Face hub (``HF_ENDPOINT``) accepts a connection within ``timeout_s``, name lookup
-    included (in a thread: a lookup has no timeout of its own)."""
-    import socket
-    from concurrent.futures import ThreadPoolExecutor
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    endpoint = urlparse(constants.ENDPOINT)
-
-    def connect() -> bool:
-        with socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout_s):
-            return True
-
-    pool = ThreadPoolExecutor(1)
-    try:
-        return pool.submit(connect).result(timeout=timeout_s)
-    except Exception:  # noqa: BLE001 - any failure to connect means: do not wait for the hub
-        return False
-    finally:
-        pool.shutdown(wait=False)
 
 
 @contextlib.contextmanager

@@ -1,9 +1,9 @@
 """Checking the model a user names (``--model`` / ``--pretrained``) against what exists, before torch is imported.
 
-A ``pretrained`` value is a tag shipped with rsitr (:mod:`rsitr.models.registry`), an OpenCLIP tag (downloaded
-by OpenCLIP), an OpenCLIP checkpoint file, or an ``rsitr train`` checkpoint or run folder. Shipped tags, files and
-rsitr's own model configs are checked without importing torch, so the command line refuses a mistyped name at
-once; building the model is :func:`rsitr.models.create_model`'s. A shipped file of a model trained with pretrained
+A ``pretrained`` value is a tag of rsitr's registry (:mod:`rsitr.models.registry`: shipped, or on the Hugging Face
+hub), an OpenCLIP tag (downloaded by OpenCLIP), an OpenCLIP checkpoint file, or an ``rsitr train`` checkpoint or run
+folder. Registry tags, files and rsitr's own model configs are checked without importing torch, so the command line
+refuses a mistyped name, or a hub tag that is neither cached nor reachable, at once; building the model is :func:`rsitr.models.create_model`'s. A shipped file of a model trained with pretrained
 towers leaves out the towers' tensors that training left unchanged (:data:`PRETRAINED_PREFIXES`): their packages
 provide them. Shipping a trained run as a tag is :mod:`rsitr.models.packaging`'s.
 """
@@ -21,13 +21,12 @@ from rsitr.models.registry import (OPENCLIP_TAG_MODEL, RSITR_TAG_PREFIX, Pretrai
 
 
 def shipped_weights(model_name: str | None, tag: str) -> PretrainedCfg:
-    """The entry of shipped ``tag``, refused when ``model_name`` names another architecture (its weights fit only
-    its own) or when its weights file is missing or damaged."""
+    """The entry of registry ``tag``, refused when ``model_name`` names another architecture (its weights fit only
+    its own). Its file is checked by :meth:`PretrainedCfg.check_file` (a hub tag's fetched) when the model is built."""
     entry = get_pretrained_cfg(tag)
     if model_name not in (None, entry.architecture):
         raise UserError(f"pretrained tag {tag!r} is a {entry.architecture!r} model, not {model_name!r}; "
                         f"pass --model {entry.architecture} or leave --model out")
-    entry.check_file()
     return entry
 
 
@@ -39,14 +38,14 @@ def check_model_arguments(model_name: str | None, pretrained: str | None) -> Non
     be an OpenCLIP tag or model name imports open_clip to look it up.
     """
     if is_pretrained_tag(pretrained):
-        shipped_weights(model_name, pretrained)
+        shipped_weights(model_name, pretrained).check_available()
         return
     pretrained = run_checkpoint(pretrained)
     tag = None if not pretrained or Path(pretrained).is_file() else pretrained
     if tag is not None and not tag.startswith("hf-hub:"):
         if Path(tag).suffix in CHECKPOINT_SUFFIXES or "/" in tag or "\\" in tag:
             raise CheckpointError.missing(tag)
-        near = difflib.get_close_matches(tag, list_pretrained(), n=3, cutoff=0.8)
+        near = difflib.get_close_matches(tag, list_pretrained() + list_pretrained(hub=True), n=3, cutoff=0.8)
         if near:
             raise UserError(f"unknown pretrained tag {tag!r}; did you mean {_names(near)}? "
                             f"(`rsitr models` lists every tag)")

