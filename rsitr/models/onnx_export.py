@@ -13,6 +13,7 @@ the same weights at once each finish one and the first rename wins; the others' 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -29,6 +30,8 @@ from rsitr.models.onnx_runtime import (EXPORT_VERSION, IMAGE_FILE, MANIFEST, TEX
                                        file_sha256, find_export, onnx_cache_root)
 
 OPSET = 17
+CHECK_COSINE = 0.9999
+"""How close an export's outputs must be to PyTorch fp32's on inputs of other shapes than the traced ones."""
 _EXAMPLE_TEXT = "an aerial image of a harbour with boats"
 
 
@@ -78,37 +81,81 @@ def exported(loaded: LoadedModel, key: str) -> Path:
 
 
 def export_towers(loaded: LoadedModel, directory: Path) -> None:
-    """Write ``loaded``'s two towers, its tokenizer (a Hugging Face one) and the manifest into ``directory``."""
+    """Write ``loaded``'s two towers, its tokenizer (a Hugging Face one) and the manifest into ``directory``.
+
+    Each export runs on a fresh copy of the model (TorchScript's exporter folds batch norms into the convolutions'
+    weights in place), and its graph is checked against the model's own outputs on inputs of other shapes."""
     model = loaded.model.eval()
     preprocess = _preprocess_numbers(model)
     mask = _mask_rule(model)
-    pixels = torch.zeros(2, 3, *preprocess["crop"])
-    ids = model.trim(model.tokenize([_EXAMPLE_TEXT, "trees"]))
-    files = {IMAGE_FILE: (_ImageTower(model), pixels, "pixels", {0: "batch"}),
-             TEXT_FILE: (_TextTower(model), ids, "ids", {0: "batch", 1: "length"})}
-    for name, (tower, example, input_name, axes) in files.items():
-        try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the exporter's tracer and deprecation notices
-                torch.onnx.export(tower, (example,), str(directory / name), input_names=[input_name],
-                                  output_names=["global", "tokens"], opset_version=OPSET, dynamo=False,
-                                  dynamic_axes={input_name: axes, "global": {0: "batch"}, "tokens": axes})
-        except Exception as err:  # noqa: BLE001 - the exporter raises many types for what it cannot trace
+    context = int(model.tokenize([""]).shape[1])
+    examples = {IMAGE_FILE: torch.zeros(2, 3, *preprocess["crop"]),
+                TEXT_FILE: model.trim(model.tokenize([_EXAMPLE_TEXT, "trees"]))}
+    checks = _check_inputs(model, preprocess)
+    for name, tower_class, input_name, axes in ((IMAGE_FILE, _ImageTower, "pixels", {0: "batch"}),
+                                                (TEXT_FILE, _TextTower, "ids", {0: "batch", 1: "length"})):
+        with torch.no_grad():
+            expected = tower_class(model)(checks[name])
+        errors = []
+        for dynamo in (False, True):  # TorchScript's exporter first (faster, one file), then dynamo's
+            try:
+                _export(tower_class(copy.deepcopy(model)), examples[name], directory / name, input_name, axes,
+                        dynamo, context)
+                _check(directory / name, input_name, checks[name], expected)
+                break
+            except Exception as err:  # noqa: BLE001 - the exporters raise many types for what they cannot trace
+                errors.append(f"{type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}")
+        else:
             raise NotExportableError(f"{loaded.name}: its {name[:-5]} tower does not export to ONNX "
-                                     f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+                                     f"({'; '.join(errors)})")
     if _backbone(model).hf_text is not None:
         model.tokenizer.tokenizer.backend_tokenizer.save(str(directory / TOKENIZER_FILE))
     manifest = {"version": EXPORT_VERSION, "model": loaded.name, "pretrained": loaded.pretrained,
                 "recipe": dataclasses.asdict(loaded.recipe), "dim": int(model.embed_dim),
-                "context_length": int(ids_context(model)), "preprocess": preprocess, "mask": mask,
+                "context_length": context, "preprocess": preprocess, "mask": mask,
                 "files": {path.name: (path.stat().st_size, file_sha256(path))
                           for path in sorted(directory.iterdir()) if path.name != MANIFEST}}
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=1))
 
 
-def ids_context(model: nn.Module) -> int:
-    """The tokenizer's context length (what a caption is padded to)."""
-    return int(model.tokenize([""]).shape[1])
+def _export(tower: nn.Module, example: torch.Tensor, path: Path, input_name: str, axes: dict, dynamo: bool,
+            context: int) -> None:
+    kwargs: dict = {"dynamic_axes": {input_name: axes, "global": {0: "batch"}, "tokens": axes}}
+    if dynamo:
+        dims = {0: torch.export.Dim("batch", min=1)}
+        if 1 in axes:
+            dims[1] = torch.export.Dim("length", min=1, max=context)
+        kwargs = {"dynamic_shapes": (dims,), "external_data": False}
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # MultiheadAttention's fused kernel has no ONNX counterpart
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporters' tracer and deprecation notices
+            torch.onnx.export(tower, (example,), str(path), input_names=[input_name],
+                              output_names=["global", "tokens"], opset_version=OPSET, dynamo=dynamo, verbose=False, **kwargs)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+def _check_inputs(model: nn.Module, preprocess: dict) -> dict[str, torch.Tensor]:
+    """Inputs of another batch size and length than the examples exported: a graph that fixed a shape fails here."""
+    generator = torch.Generator().manual_seed(0)
+    texts = ["a harbour with many boats next to a green park and a road", "trees", "two tennis courts"]
+    return {IMAGE_FILE: torch.randn(3, 3, *preprocess["crop"], generator=generator),
+            TEXT_FILE: model.trim(model.tokenize(texts))}
+
+
+def _check(path: Path, input_name: str, inputs: torch.Tensor, expected: tuple[torch.Tensor, ...]) -> None:
+    """The exported graph's outputs for ``inputs`` against the tower's own (fp32), to :data:`CHECK_COSINE`."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {input_name: inputs.numpy()})
+    for have, reference in zip(got, expected):
+        have, reference = torch.from_numpy(have).flatten(0, -2), reference.flatten(0, -2)
+        cosine = torch.nn.functional.cosine_similarity(have, reference, dim=-1, eps=1e-12)
+        if have.shape != reference.shape or float(cosine.min()) < CHECK_COSINE:
+            raise ValueError(f"its ONNX outputs differ from PyTorch's (cosine {float(cosine.min()):.4f})")
 
 
 def _preprocess_numbers(model: nn.Module) -> dict:
