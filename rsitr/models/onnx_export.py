@@ -132,7 +132,8 @@ def _export(tower: nn.Module, example: torch.Tensor, path: Path, input_name: str
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporters' tracer and deprecation notices
             torch.onnx.export(tower, (example,), str(path), input_names=[input_name],
-                              output_names=["global", "tokens"], opset_version=OPSET, dynamo=dynamo, verbose=False, **kwargs)
+                              output_names=["global", "tokens"], opset_version=OPSET, dynamo=dynamo,
+                              verbose=False, **kwargs)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
 
