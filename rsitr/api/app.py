@@ -71,15 +71,16 @@ ROUTERS = (pages.router, search.router, heatmap.router, chips.router)
 def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | None = None,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_pixels: int = DEFAULT_MAX_QUERY_PIXELS,
                max_concurrent_images: int = DEFAULT_MAX_CONCURRENT_IMAGES, thumbnail_cache_size: int = 1024,
-               device: str = "cpu", pretrained: str | None = None, precision: str = "auto",
+               device: str = "cpu", pretrained: str | None = None, precision: str = "auto", runtime: str = "auto",
                query_images: QueryImages | None = None, allowed_hosts: Iterable[str] = LOCAL_HOSTS) -> FastAPI:
-    """The app for the index in ``index_dir`` (or an already opened ``index``; ``device``, ``pretrained`` and
-    ``precision`` as for :meth:`ArchiveIndex.open`); uploaded query images are kept in ``query_images`` (default
+    """The app for the index in ``index_dir`` (or an already opened ``index``; ``device``, ``pretrained``,
+    ``precision`` and ``runtime`` as for :meth:`ArchiveIndex.open`); uploaded query images are kept in ``query_images`` (default
     bounds if None). Requests whose ``Host`` is not one of ``allowed_hosts`` (``*``: any) get 400."""
     if index is None:
         if index_dir is None:
             raise ValueError("create_app needs index_dir or index")
-        index = ArchiveIndex.open(index_dir, device=device, pretrained=pretrained, precision=precision)
+        index = ArchiveIndex.open(index_dir, device=device, pretrained=pretrained, precision=precision,
+                                  runtime=runtime)
     app = FastAPI(title="rsitr archive search", docs_url=None, redoc_url=None, responses={
         400: {"model": Problem, "description": "a Host header this server does not answer to"},
         403: {"model": Problem, "description": "an unsafe method sent from another origin's page"},

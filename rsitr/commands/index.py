@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep patch tokens for local re-ranking of text queries (default)")
     tokens.add_argument("--no-local-tokens", dest="store_local_tokens", action="store_false",
                         help="store global embeddings only (smaller index, no re-ranking)")
-    add_inference_arguments(parser)
+    add_inference_arguments(parser, runtime=True)
     add_progress_argument(parser)
     parser.add_argument("--relocate", action="store_true",
                         help="the images folder moved to IMAGES: re-point the index at it (unchanged files are "
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
         check_engine(args.address)  # a missing extra or a dead address is one line before the model loads
     from rsitr.index import ArchiveIndex
-    from rsitr.runtime import resolve_device, set_threads
+    from rsitr.runtime import device_name, set_threads
 
     set_threads(args.threads)
     build = ArchiveIndex.build
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         chip_overlap=args.chip_overlap, tile_larger_than=args.tile_larger_than, index_type=args.index_type,
         store_local_tokens=args.store_local_tokens, backend=args.backend, vector_uri=args.vector_uri,
         max_pixels=args.max_pixels, max_chips_per_file=args.max_chips_per_file, batch_size=args.batch_size, progress=not args.no_progress,
-        device=str(resolve_device(args.device)), precision=args.precision, relocate=args.relocate,
+        device=device_name(args.device), precision=args.precision, runtime=args.runtime, relocate=args.relocate,
         rebuild=args.rebuild)
     info = index.info()
     index.close()

@@ -12,7 +12,7 @@ import os
 import warnings
 
 from rsitr.commands import non_negative_int, positive_int
-from rsitr.config import PRECISIONS
+from rsitr.config import PRECISIONS, RUNTIMES
 from rsitr.errors import RsitrWarning, UserError
 from rsitr.models import DEFAULT_PRETRAINED
 from rsitr.models.pretrained import check_model_arguments
@@ -85,11 +85,17 @@ def add_device_argument(parser: argparse.ArgumentParser, default: str | None = "
     parser.add_argument("--device", default=default, help=f"cpu, cuda, cuda:1 ... ({where}: cuda when available)")
 
 
-def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--device``, ``--precision`` and ``--threads`` of commands that run a model."""
+def add_inference_arguments(parser: argparse.ArgumentParser, runtime: bool = False) -> None:
+    """``--device``, ``--precision`` and ``--threads`` of commands that run a model; ``--runtime`` where the
+    command's encoder can run on ONNX Runtime (an index's)."""
     add_device_argument(parser)
     add_precision_argument(parser)
     add_threads_argument(parser)
+    if runtime:
+        parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                            help="where the encoders run: onnx (ONNX Runtime, fp32; exported once per weights into "
+                                 "$RSITR_CACHE_DIR/onnx), torch (PyTorch), or auto (default): ONNX Runtime where it "
+                                 "runs the model as asked (fp32 / auto precision), else PyTorch")
 
 
 def add_orientations_argument(parser: argparse.ArgumentParser) -> None:
@@ -100,7 +106,7 @@ def add_orientations_argument(parser: argparse.ArgumentParser) -> None:
 
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=positive_int, default=None,
-                        help="CPU threads for torch (default: torch's choice)")
+                        help="CPU threads for torch and ONNX Runtime (default: their choice)")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, default: str | None = None) -> None:

@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_const", const="json", dest="format", help="same as --format json")
     parser.add_argument("--max-pixels", type=positive_int, default=None, help=MAX_PIXELS_HELP)
     add_checkpoint_argument(parser)
-    add_inference_arguments(parser)
+    add_inference_arguments(parser, runtime=True)
 
 
 def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
@@ -98,11 +98,11 @@ def run(args: argparse.Namespace) -> int:
     from rsitr.index import ArchiveIndex
     from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS
     from rsitr.index.export import export
-    from rsitr.runtime import resolve_device, set_threads
+    from rsitr.runtime import device_name, set_threads
 
     set_threads(args.threads)
-    index = ArchiveIndex.open(args.index, device=str(resolve_device(args.device)), pretrained=args.checkpoint,
-                              precision=args.precision)
+    index = ArchiveIndex.open(args.index, device=device_name(args.device), pretrained=args.checkpoint,
+                              precision=args.precision, runtime=args.runtime)
     if args.find_all:
         return _print_found(index, args)
     if args.image is not None:

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-concurrent-images", type=positive_int, default=2,
                         help="uploads decoded and encoded at once; more wait, so memory stays bounded (default 2)")
     add_checkpoint_argument(parser)
-    add_inference_arguments(parser)
+    add_inference_arguments(parser, runtime=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,9 +40,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--port must be from 0 to 65535, got {args.port}")
     check_index(args.index)
     port = free_port(args.host, args.port)  # a busy or privileged port is one line before the model loads
-    from rsitr.runtime import resolve_device, set_threads
+    from rsitr.runtime import device_name, set_threads
 
-    device = str(resolve_device(args.device))
+    device = device_name(args.device)
     import uvicorn
 
     from rsitr.api.app import LOCAL_HOSTS, create_app
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(args.index, max_upload_bytes=int(args.max_upload_mb * 2**20),
                      max_pixels=args.max_pixels or DEFAULT_MAX_QUERY_PIXELS,
                      max_concurrent_images=args.max_concurrent_images, device=device,
-                     pretrained=args.checkpoint, precision=args.precision,
+                     pretrained=args.checkpoint, precision=args.precision, runtime=args.runtime,
                      allowed_hosts=[args.host, *LOCAL_HOSTS, *args.allowed_host])
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"serving {args.index} at http://{host}:{port}/ (API described at /docs); Ctrl-C stops", flush=True)

@@ -35,7 +35,6 @@ from rsitr.index.store import DATABASE_NAME, ChipRecord, MetadataStore
 from rsitr.index.tiling import Window
 from rsitr.index.vector_store import (REBUILT_FILES, DamagedVectorsError, VectorStore, in_memory,
                                       resolve_index_type, vector_backend)
-from rsitr.models import create_model
 
 SCORE_BATCH = 65_536
 """Chips scored per batch by :meth:`ArchiveIndex.find_all` (16 MiB of 256-dim float32 vectors)."""
@@ -91,18 +90,20 @@ class ArchiveIndex:
     # -- opening and building -------------------------------------------------------------------------------
     @classmethod
     def open(cls, directory: str | Path, *, encoder: Encoder | None = None, device: str = "cpu",
-             pretrained: str | Path | None = None, precision: str = "auto") -> ArchiveIndex:
+             pretrained: str | Path | None = None, precision: str = "auto", runtime: str = "auto") -> ArchiveIndex:
         """Open an index; the encoder is loaded from the recorded model unless one is given (then it is checked).
 
         ``pretrained`` points at the index's model checkpoint where it now lies (an index and its checkpoint
-        moved to another machine); it is accepted only when its SHA-256 is the recorded one.
+        moved to another machine); it is accepted only when its SHA-256 is the recorded one. ``runtime``: where the
+        encoder runs (:data:`rsitr.index.index_encoder.RUNTIMES`); an index built on one runtime opens on the other.
         """
         store = MetadataStore(Path(directory), read_only=True)
         if store.get_meta("model") is None:
             raise IndexSetupError(f"{directory} holds no finished index setup; run `rsitr index` on it again")
         if encoder is None:
             source = recorded_checkpoint(store, Path(directory), pretrained)
-            encoder = Encoder(create_model(store.get_meta("model"), source, device=device), device, precision)
+            encoder = Encoder.load(store.get_meta("model"), source, pretrained_sha256=store.get_meta("pretrained_sha256"),
+                                   device=device, precision=precision, runtime=runtime)
         check_encoder(store, directory, encoder)
         return cls(Path(directory), store, encoder)
 
@@ -112,7 +113,7 @@ class ArchiveIndex:
               chip_overlap: int | None = None, tile_larger_than: int | None = None, index_type: str | None = None,
               store_local_tokens: bool | None = None, backend: str | None = None, vector_uri: str | None = None,
               max_pixels: int | None = None, max_chips_per_file: int | None = None, batch_size: int = 32, progress: bool = True,
-              device: str = "cpu", precision: str = "auto", relocate: bool = False,
+              device: str = "cpu", precision: str = "auto", runtime: str = "auto", relocate: bool = False,
               rebuild: bool = False, chip_encoder: ChipEncoder | None = None) -> tuple[ArchiveIndex, UpdateReport]:
         """Create the index in ``directory`` for the images under ``images``, or bring an existing one up to date.
 
@@ -148,9 +149,12 @@ class ArchiveIndex:
                 raise IndexCompatibilityError(f"index {directory} was built with model {stored_model!r}, not "
                                               f"{model_name!r}; leave out --model to update it, or build a new index "
                                               f"in another directory")
+            digest = None
             if model_name is None and stored_model is not None:
                 model_name, pretrained = stored_model, recorded_checkpoint(store, directory, pretrained)
-            encoder = Encoder(create_model(model_name, pretrained, device=device), device, precision)
+                digest = store.get_meta("pretrained_sha256")
+            encoder = Encoder.load(model_name, pretrained, pretrained_sha256=digest, device=device,
+                                   precision=precision, runtime=runtime)
         if stored_model is not None:
             check_encoder(store, directory, encoder)
             settings = merged_settings(store, directory, images, requested, relocate)

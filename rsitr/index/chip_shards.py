@@ -142,9 +142,9 @@ class ShardedChipEncoder:
 
     def _workers_encoder(self, encoder: Encoder) -> Encoder:
         """``encoder``, or a copy on the device the distributor's workers have (Ray's: CPUs) in its default
-        precision there."""
+        precision there. ONNX Runtime towers travel as their export folder (each worker opens its own sessions)."""
         device = self.distributor.workers_device
-        if device is None or encoder.device.type == device:
+        if device is None or encoder.model is None or encoder.device.type == device:
             return encoder
         return Encoder(LoadedModel(copy.deepcopy(encoder.model).to(device), encoder.model_name, encoder.pretrained,
                                    encoder.recipe), device, "auto")
