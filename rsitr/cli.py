@@ -32,6 +32,7 @@ from typing import Callable, Iterator, NoReturn, Sequence, TextIO
 from rsitr import __version__
 from rsitr.errors import RsitrWarning, UserError
 from rsitr.models import DEFAULT_PRETRAINED
+from rsitr.terminal import printable
 
 COMMANDS = ("demo", "eval", "train", "reproduce", "data", "index", "search", "serve", "classify", "embed", "models")
 EXIT_USER_ERROR = 2
@@ -194,7 +195,7 @@ def warning_lines(command: str, verbose: bool) -> Callable[..., None]:
     def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: TextIO | None = None,
              line: str | None = None) -> None:
         if verbose or issubclass(category, RsitrWarning):
-            print(f"rsitr {command}: warning: {message}", file=sys.stderr)
+            print(f"rsitr {command}: warning: {printable(message)}", file=sys.stderr)
 
     return show
 
@@ -209,13 +210,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UserError, OSError) as err:
         if args.debug:
             raise
-        print(f"rsitr {args.command}: error: {err}", file=sys.stderr)
+        print(f"rsitr {args.command}: error: {printable(err)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except sqlite3.Error as err:
         fix = SQLITE_USER_ERRORS.get(getattr(err, "sqlite_errorcode", -1) & 0xFF)
         if args.debug or fix is None:
             raise
-        print(f"rsitr {args.command}: error: {err} ({fix})", file=sys.stderr)
+        print(f"rsitr {args.command}: error: {printable(err)} ({fix})", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         if args.debug:

@@ -15,13 +15,13 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from stat import S_ISREG
 from typing import Protocol
 
 import numpy as np
 from PIL import Image
 
 from rsitr.errors import RsitrWarning, UserError
+from rsitr.paths import NotARegularFileError, regular_file
 from rsitr.index.tiling import Window
 
 PIL_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
@@ -172,15 +172,15 @@ def scan_archive(root: Path) -> list[ArchiveFile]:
                 continue
             relative = full.relative_to(root).as_posix()
             try:
-                stat = resolve_in_root(root, relative).stat()
+                stat = regular_file(resolve_in_root(root, relative))
             except SymlinkLoopError:
                 warnings.warn(f"skipped {relative}: a symlink loop", RsitrWarning, stacklevel=2)
                 continue
-            except (PathOutsideArchiveError, OSError):
-                continue
-            if not S_ISREG(stat.st_mode):
+            except NotARegularFileError:
                 warnings.warn(f"skipped {relative}: not a regular file (a FIFO, socket or device)", RsitrWarning,
                               stacklevel=2)
+                continue
+            except (PathOutsideArchiveError, OSError):
                 continue
             found.append(ArchiveFile(relative, stat.st_size, stat.st_mtime_ns))
     return sorted(found, key=lambda f: f.path)
@@ -265,6 +265,7 @@ def scene_size(path: Path) -> tuple[int, int]:
     """``(width, height)`` of a supported image from its header, decoding no pixels (as :class:`open_scene` reads
     the file: PIL or rasterio by suffix)."""
     path = Path(path)
+    regular_file(path)
     if path.suffix.lower() in PIL_SUFFIXES:
         with _open_pil(path, path.name) as image:
             return image.size
@@ -289,6 +290,7 @@ class open_scene:  # noqa: N801 - used as a context manager like open()
         self._dataset = None
 
     def __enter__(self) -> Scene:
+        regular_file(self._path)  # a FIFO would block the decoder forever
         suffix = self._path.suffix.lower()
         if suffix in PIL_SUFFIXES:
             return _PILScene(self._path, self._max_pixels)

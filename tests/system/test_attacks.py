@@ -1,0 +1,249 @@
+"""Red team round 4, table-driven: every attack on a scene's name or georeferencing against every output path.
+
+:data:`ATTACKS` are scenes an archive may hold (hostile names, a CRS that cannot reach WGS84, latitudes of 744);
+:data:`OUTPUTS` every way a search result leaves rsitr (the command line's table, JSON, GeoJSON and CSV, ranked and
+"find all"; the API's JSON and downloads, ranked and "find all"; the heat map's JSON and GeoTIFF). Each pair is one
+test, so a new output path added to :data:`OUTPUTS` inherits every attack, and a new attack every output path.
+The outputs are made once per module from one index, holding every attack scene (each one chip).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+from urllib.parse import unquote
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from rsitr.api.app import create_app
+from rsitr.cli import main
+from rsitr.index.export import FORMULA_STARTS
+from rsitr.models import TINY_MODEL
+from rsitr.terminal import printable
+from support.index import CHIP_SETTINGS, noise
+
+FORMULA_NAMES = ('=HYPERLINK("evil.example","x").tif', "=cmd|' calc'!A0.tif", "=1+1.tif", "\tTAB.tif",
+                 "@SUM(A1).tif", "+1.tif", "-1.tif")
+TERMINAL_NAMES = ("esc\x1b[2J\x1b[31mred.tif", "line\n  1    0.9999  forged.tif", "bidi\u202egpj.tif")
+FILLERS = 8
+UTM, LOCAL = "EPSG:32633", 'LOCAL_CS["arbitrary",UNIT["metre",1]]'
+
+
+@dataclass(frozen=True)
+class Attack:
+    """A scene of the archive: its file name, CRS and top-left corner (64 x 64 pixels of ``pixel`` units)."""
+
+    name: str
+    crs: str = UTM
+    origin: tuple[float, float] = (500_000.0, 4_000_000.0)
+    pixel: float = 10.0
+    placed: bool = True
+    """Whether its footprint can be drawn in WGS84 (False: null geometry, no bounds for maps)."""
+
+
+ATTACKS = {
+    **{f"formula {name!r}": Attack(name, origin=(400_000.0 + 1000 * number, 4_000_000.0))
+       for number, name in enumerate(FORMULA_NAMES)},
+    **{f"terminal {name!r}": Attack(name, origin=(420_000.0 + 1000 * number, 4_000_000.0))
+       for number, name in enumerate(TERMINAL_NAMES)},
+    "a name no latin-1 holds": Attack("场景-ü-\u2603.tif", origin=(440_000.0, 4_000_000.0)),
+    "a local CRS": Attack("local.tif", crs=LOCAL, origin=(1000.0, 2000.0), pixel=1.0, placed=False),
+    "latitudes 744-1000 in EPSG:4326": Attack("lat744.tif", crs="EPSG:4326", origin=(10.0, 1000.0), pixel=4.0,
+                                              placed=False),
+}
+
+
+@dataclass
+class Output:
+    """One output path's answer: its text (or bytes), HTTP headers, and per scene path what it says of it."""
+
+    kind: str
+    text: str
+    err: str = ""
+    headers: dict = field(default_factory=dict)
+    footprints: dict[str, list] = field(default_factory=dict)
+    """Scene path -> the WGS84 footprints listed for it (coordinates, or None for no footprint)."""
+    csv_rows: list[dict] = field(default_factory=list)
+
+
+def write_scene(root: Path, attack: Attack, seed: int) -> None:
+    import rasterio
+    from rasterio.crs import CRS
+
+    pixels = np.asarray(noise(seed, 64, 64)).transpose(2, 0, 1)
+    transform = rasterio.Affine(attack.pixel, 0, attack.origin[0], 0, -attack.pixel, attack.origin[1])
+    crs = CRS.from_wkt(attack.crs) if attack.crs.startswith("LOCAL_CS") else CRS.from_string(attack.crs)
+    with rasterio.open(root / attack.name, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8",
+                       crs=crs, transform=transform) as dataset:
+        dataset.write(pixels)
+
+
+@dataclass
+class Setting:
+    out: Path
+    client: TestClient
+    chip_of: dict[str, int]
+
+
+@pytest.fixture(scope="module")
+def setting(tmp_path_factory) -> Setting:
+    from rsitr.index import ArchiveIndex
+
+    base = tmp_path_factory.mktemp("attacks")
+    root, out = base / "archive", base / "index"
+    root.mkdir()
+    for seed, attack in enumerate(ATTACKS.values()):
+        write_scene(root, attack, seed)
+    for seed in range(FILLERS):  # unmarked chips: the background of "find all"
+        noise(100 + seed, 64, 48).save(root / f"filler{seed}.png")
+    settings = [item for key, value in CHIP_SETTINGS.items() for item in (f"--{key.replace('_', '-')}", str(value))]
+    assert cli(["index", "--images", str(root), "--out", str(out), "--model", TINY_MODEL, "--quiet",
+                *settings])[0] == 0
+    index = ArchiveIndex.open(out, device="cpu")
+    ids, _ = index.store.embeddings()
+    chip_of = {record.path: chip_id for chip_id, record in index.store.chips(ids.tolist()).items()
+               if not record.path.startswith("filler")}
+    assert set(chip_of) == {attack.name for attack in ATTACKS.values()}
+    return Setting(out, TestClient(create_app(index=index), base_url="http://localhost"), chip_of)
+
+
+def cli(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def marks(setting: Setting) -> list[str]:
+    """Every attack scene's chip marked wanted: "find all" then finds each."""
+    return [str(chip) for chip in setting.chip_of.values()]
+
+
+def parsed(kind: str, text: str, headers: dict | None = None, err: str = "") -> Output:
+    output = Output(kind, text, err, dict(headers or {}))
+    if kind == "geojson":
+        for feature in json.loads(text)["features"]:
+            geometry = feature["geometry"]
+            output.footprints.setdefault(feature["properties"]["path"], []).append(
+                None if geometry is None else geometry["coordinates"])
+    elif kind == "json":
+        answer = json.loads(text)
+        for hit in answer if isinstance(answer, list) else answer["results"]:
+            output.footprints.setdefault(hit["path"], []).append(hit["wgs84_bounds"])
+    elif kind == "csv":
+        output.csv_rows = list(csv.DictReader(io.StringIO(text)))
+    return output
+
+
+def cli_output(kind: str, find_all: bool) -> Callable[[Setting], Output]:
+    def run(setting: Setting) -> Output:
+        argv = ["search", str(setting.out), "--positive", *marks(setting), "--top-k", "50"]
+        code, printed, err = cli([*argv, *(["--all", "--threshold", "0.01"] if find_all else []), "--format", kind])
+        assert code == 0 and "Traceback" not in err, err
+        return parsed(kind, printed, err=err)
+
+    return run
+
+
+def api_output(kind: str, find_all: bool) -> Callable[[Setting], Output]:
+    def run(setting: Setting) -> Output:
+        params = {"positive": marks(setting), "k": 50, "format": kind, **({"all": "true", "threshold": 0.01}
+                                                                           if find_all else {})}
+        answer = setting.client.get("/api/search", params=params)
+        assert answer.status_code == 200, answer.text
+        return parsed(kind, answer.text, answer.headers)
+
+    return run
+
+
+def heatmap_output(kind: str) -> Callable[[Setting], dict[str, Output]]:
+    """The heat map of every scene (one answer each, by scene path)."""
+    def run(setting: Setting) -> dict[str, Output]:
+        answers = {}
+        for path, chip in setting.chip_of.items():
+            answer = setting.client.get("/api/heatmap", params={"path": path, "like": chip, "format": kind})
+            assert answer.status_code == 200, answer.text
+            output = Output(kind, answer.text if kind == "json" else "", headers=dict(answer.headers))
+            if kind == "json":
+                output.footprints[path] = [cell["wgs84_bounds"] for cell in answer.json()["chips"]]
+            answers[path] = output
+        return answers
+
+    return run
+
+
+OUTPUTS = {
+    **{f"rsitr search --format {kind}": cli_output(kind, False) for kind in ("table", "json", "geojson", "csv")},
+    **{f"rsitr search --all --format {kind}": cli_output(kind, True) for kind in ("table", "json", "geojson", "csv")},
+    **{f"/api/search format={kind}": api_output(kind, False) for kind in ("json", "geojson", "csv")},
+    **{f"/api/search all=true format={kind}": api_output(kind, True) for kind in ("json", "geojson", "csv")},
+    **{f"/api/heatmap format={kind}": heatmap_output(kind) for kind in ("json", "geotiff")},
+}
+
+
+@pytest.fixture(scope="module")
+def outputs(setting) -> Callable[[str], Output | dict[str, Output]]:
+    """An output path's answer, made once (a path that fails fails each of its tests, not the others')."""
+    made: dict[str, Output | dict[str, Output]] = {}
+
+    def output(name: str) -> Output | dict[str, Output]:
+        if name not in made:
+            made[name] = OUTPUTS[name](setting)
+        return made[name]
+
+    return output
+
+
+def coordinates(nested) -> list[tuple[float, float]]:
+    """The (longitude, latitude) pairs of a footprint: bounds (w, s, e, n) or GeoJSON coordinates."""
+    if nested and isinstance(nested[0], (int, float)):
+        return [(nested[0], nested[1]), (nested[2], nested[3])]
+    return [pair for part in nested for pair in (coordinates(part) if not isinstance(part[0], (int, float))
+                                                  else [tuple(part)])]
+
+
+@pytest.mark.parametrize("output_name", OUTPUTS)
+@pytest.mark.parametrize("attack_name", ATTACKS)
+def test_every_attack_holds_on_every_output_path(outputs, attack_name, output_name):
+    attack, output = ATTACKS[attack_name], outputs(output_name)
+    if isinstance(output, dict):  # the heat map: the scene's own answer
+        output = output[attack.name]
+    # the scene is listed, by its exact name where the format carries names
+    if output.kind in ("json", "geojson"):
+        assert attack.name in output.footprints, sorted(output.footprints)
+    if output.kind == "csv":
+        assert any(row["path"].lstrip("'") == attack.name for row in output.csv_rows)
+    if output.kind == "table":
+        assert printable(attack.name) in output.text
+    # coordinates: every footprint on the globe; a scene that cannot be placed has none
+    for footprint in output.footprints.get(attack.name, []):
+        if not attack.placed:
+            assert footprint is None, footprint
+        elif footprint is not None:
+            assert all(abs(lon) <= 180 and abs(lat) <= 90 for lon, lat in coordinates(footprint)), footprint
+    if output.kind == "csv":  # every text cell inert, whatever column holds the name
+        for row in output.csv_rows:
+            for value in row.values():
+                assert not value.startswith(FORMULA_STARTS), row
+        for row in output.csv_rows:
+            if row["path"].lstrip("'") == attack.name and not attack.placed:
+                assert not any(row.get(column) for column in ("lon_min", "lat_min", "lon_max", "lat_max", "wkt"))
+    if output.kind == "table":  # nothing that acts on a terminal, one line per result
+        assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e]", output.text)
+        assert "forged.tif" not in "".join(line for line in output.text.splitlines()
+                                           if re.match(r"\s*\d+\s+-?\d", line) and "line\\n" not in line)
+    if output.kind == "geotiff":  # a download named by RFC 6266, any name
+        disposition = output.headers["content-disposition"]
+        assert disposition.isascii() and "\n" not in disposition
+        encoded = re.search(r"filename\*=UTF-8''(\S+)", disposition).group(1)
+        assert unquote(encoded) == f"{Path(attack.name).stem}-scores.tif"
+    if output.kind in ("csv", "geojson") and output.headers:
+        assert output.headers["content-disposition"].isascii()
