@@ -181,12 +181,42 @@ def quiet_libraries(verbose: bool) -> Iterator[None]:
         logger.setLevel(logging.CRITICAL)
     os.environ.update(added)
     try:
-        yield
+        with native_stderr_quiet():
+            yield
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
         for key in added:
             os.environ.pop(key, None)
+
+
+@contextlib.contextmanager
+def native_stderr_quiet() -> Iterator[None]:
+    """What native code writes to file descriptor 2 (a Rust panic of LanceDB on a damaged table, Ray's C++ core
+    and worker processes, GDAL) goes to the null device, while Python's ``sys.stderr`` (rsitr's error and warning
+    lines, progress bars) still reaches the terminal through a copy of the descriptor. Only where ``sys.stderr`` is
+    descriptor 2 itself (a caller that captured it keeps what it set up)."""
+    try:
+        captured = sys.stderr.fileno() != 2
+    except (AttributeError, OSError, ValueError):  # a StringIO or pytest's capture: not the process's stderr
+        captured = True
+    if captured:
+        yield
+        return
+    sys.stderr.flush()
+    terminal_fd = os.dup(2)
+    terminal = os.fdopen(terminal_fd, "w", buffering=1, encoding=sys.stderr.encoding, errors=sys.stderr.errors)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    python_stderr, sys.stderr = sys.stderr, terminal
+    try:
+        yield
+    finally:
+        terminal.flush()
+        os.dup2(terminal_fd, 2)
+        sys.stderr = python_stderr
+        terminal.close()
 
 
 def warning_lines(command: str, verbose: bool) -> Callable[..., None]:

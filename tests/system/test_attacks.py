@@ -247,3 +247,63 @@ def test_every_attack_holds_on_every_output_path(outputs, attack_name, output_na
         assert unquote(encoded) == f"{Path(attack.name).stem}-scores.tif"
     if output.kind in ("csv", "geojson") and output.headers:
         assert output.headers["content-disposition"].isascii()
+
+
+# -- the derived vector store, damaged where no search looks --------------------------------------------------
+RANDOM_WEIGHTS = "randomly initialised weights"  # the tiny test model's own warning line
+DAMAGES = {"1e28": np.float32(1e28), "NaN": np.float32(np.nan)}
+
+
+def damage_stored_vector(files: list[Path], vector: np.ndarray, value: np.float32) -> Path:
+    """The first 8 floats of ``vector`` set to ``value`` where a store file holds it (as FAISS and Lance keep
+    float32 vectors: its bytes verbatim); headers and id maps stay intact."""
+    wanted = np.asarray(vector, "<f4").tobytes()
+    for path in files:
+        data = bytearray(path.read_bytes())
+        at = data.find(wanted)
+        if at >= 0:
+            data[at:at + 32] = np.full(8, value, "<f4").tobytes()
+            path.write_bytes(bytes(data))
+            return path
+    raise AssertionError("the vector is in no store file")
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    """``rsitr`` in its own process: what native code prints (a Rust panic) reaches its stderr too."""
+    import subprocess
+    import sys
+
+    from support import REPO
+
+    done = subprocess.run([sys.executable, "-m", "rsitr.cli", *argv], capture_output=True, text=True, cwd=REPO,
+                          timeout=600)
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+@pytest.mark.parametrize("backend", ["faiss", "lancedb"])
+def test_a_changed_vector_that_no_search_returns_is_found_when_the_store_opens(tmp_path, backend, damage):
+    from rsitr.index.store import MetadataStore
+    from support.index import make_archive
+
+    root, out = make_archive(tmp_path / "archive", geotiff=False), tmp_path / "index"
+    settings = [item for key, value in CHIP_SETTINGS.items() for item in (f"--{key.replace('_', '-')}", str(value))]
+    index_argv = ["index", "--images", str(root), "--out", str(out), "--model", TINY_MODEL, "--quiet", "--backend",
+                  backend, *settings]
+    assert cli(index_argv)[0] == 0
+    record = MetadataStore(out)
+    ids, vectors = record.embeddings()
+    record.close()
+    target = int(ids[1])
+    store_files = [out / "vectors.faiss"] if backend == "faiss" else \
+        sorted((out / "vectors.lance" / "chips.lance" / "data").glob("*.lance"))
+    damage_stored_vector(store_files, vectors[1], DAMAGES[damage])
+    code, printed, err = run_cli("search", str(out), "--like", str(target), "--top-k", "3", "--format", "json")
+    assert code == 0, err
+    assert json.loads(printed)[0]["chip_id"] == target  # the best hit (itself) is still found
+    lines = [line for line in err.splitlines() if RANDOM_WEIGHTS not in line]
+    assert len(lines) == 1 and lines[0].startswith("rsitr search: warning: ") and "not the ones written" in err, err
+    assert cli(index_argv)[0] == 0  # the next indexing run writes the store anew
+    code, printed, err = run_cli("search", str(out), "--like", str(target), "--top-k", "3", "--format", "json")
+    assert code == 0 and json.loads(printed)[0]["chip_id"] == target, err
+    assert [line for line in err.splitlines() if RANDOM_WEIGHTS not in line] == []
