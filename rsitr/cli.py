@@ -84,6 +84,10 @@ class _Parser(argparse.ArgumentParser):
 
     typed: Sequence[str] = ()
 
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)  # `--top 3` is no flag: a prefix would become --top-k silently
+        super().__init__(*args, **kwargs)
+
     def _check_value(self, action: argparse.Action, value: object) -> None:
         if action.choices is not None and value not in action.choices:
             choices = [str(choice) for choice in action.choices]

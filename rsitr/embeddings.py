@@ -175,7 +175,6 @@ def embed_to_parquet(model: nn.Module, data: EmbedInput, out_dir: str | Path, se
     encoder = Encoder(LoadedModel(model, model_name, pretrained), device)
     manifest = _manifest(encoder, data, settings)
     folder.resume(manifest, RESUMED_IF_SAME)
-    folder.write_manifest(manifest)
     ranges = {number: (start, min(start + settings.shard_size, len(data.items)))
               for number, start in enumerate(range(0, len(data.items), settings.shard_size))}
     strays = folder.strays(ranges)
@@ -183,6 +182,7 @@ def embed_to_parquet(model: nn.Module, data: EmbedInput, out_dir: str | Path, se
         raise UserError(f"{folder.path} holds {len(strays)} Parquet file(s) this run does not write (first: "
                         f"{strays[0].name}): a reader of the folder would read their rows too; move them away or "
                         f"pass another --out folder")
+    folder.write_manifest(manifest)
     missing = [ShardTask(number, json.dumps(rows)) for number, rows in ranges.items()
                if not folder.shard(number).is_file()]
     rows = {number: stop - start for number, (start, stop) in ranges.items()}

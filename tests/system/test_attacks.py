@@ -118,7 +118,10 @@ def setting(tmp_path_factory) -> Setting:
 def cli(argv: list[str]) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
+        try:
+            code = main(argv)
+        except SystemExit as exit_:  # argparse's refusal of the command line
+            code = exit_.code
     return code, out.getvalue(), err.getvalue()
 
 
@@ -307,3 +310,136 @@ def test_a_changed_vector_that_no_search_returns_is_found_when_the_store_opens(t
     code, printed, err = run_cli("search", str(out), "--like", str(target), "--top-k", "3", "--format", "json")
     assert code == 0 and json.loads(printed)[0]["chip_id"] == target, err
     assert [line for line in err.splitlines() if RANDOM_WEIGHTS not in line] == []
+
+
+# -- inputs: each attack ends as one error line (exit 2), nothing written lost ----------------------------------
+def deep_json(levels: int) -> str:
+    return '{"format": ' + "[" * levels + "]" * levels + "}"
+
+
+def embed_argv(images: Path, out: Path) -> list[str]:
+    return ["embed", str(images), "--out", str(out), "--model", TINY_MODEL, "--shard-size", "2", "--no-progress"]
+
+
+def a_stray_shard(tmp_path: Path, setting: Setting) -> list[str]:
+    """A finished embed folder with a copied shard beside its own: a Parquet reader of the folder reads both."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for seed in range(5):
+        noise(seed, 32, 32).save(images / f"image{seed}.png")
+    assert cli(embed_argv(images, tmp_path / "embedded"))[0] == 0
+    (tmp_path / "embedded" / "part-00007.parquet").write_bytes((tmp_path / "embedded" / "part-00000.parquet")
+                                                               .read_bytes())
+    return embed_argv(images, tmp_path / "embedded")
+
+
+def a_deep_manifest(tmp_path: Path, setting: Setting) -> list[str]:
+    images = tmp_path / "images"
+    images.mkdir()
+    noise(0, 32, 32).save(images / "image0.png")
+    (tmp_path / "embedded").mkdir()
+    (tmp_path / "embedded" / "_manifest.json").write_text(deep_json(100_000))
+    return embed_argv(images, tmp_path / "embedded")
+
+
+def a_fifo_query_image(tmp_path: Path, setting: Setting) -> list[str]:
+    import os
+
+    os.mkfifo(tmp_path / "q.jpg")  # reading it would wait for a writer forever
+    return ["search", str(setting.out), "--image", str(tmp_path / "q.jpg")]
+
+
+def a_config(text: str) -> Callable[[Path, Setting], list[str]]:
+    def make(tmp_path: Path, setting: Setting) -> list[str]:
+        (tmp_path / "config.yaml").write_text(text)
+        return ["train", "--config", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "run")]
+
+    return make
+
+
+def an_override(value: str) -> Callable[[Path, Setting], list[str]]:
+    synthetic = Path(__file__).resolve().parents[2] / "configs" / "data" / "synthetic.yaml"
+    return lambda tmp_path, setting: ["train", "--config", str(synthetic), "--set", value, "--out",
+                                      str(tmp_path / "run")]
+
+
+INPUT_ATTACKS = {
+    "a config that is a YAML list": (a_config("- 1\n- 2\n"), "not a mapping of sections"),
+    "a config with a 2 MB model name": (a_config("model:\n  name: " + "x" * 2_000_000 + "\n"), "bytes, more than"),
+    "--set nested 5,000 deep": (an_override("a=" + "[" * 5000 + "]" * 5000), "nested deeper than"),
+    "--set with a self-referencing alias": (an_override("a=&x [*x]"), "aliases"),
+    "--set with a key 5,000 deep": (an_override("a." + ".".join(["b"] * 5000) + "=1"), "deeper than a config"),
+    "an embed manifest nested 100,000 deep": (a_deep_manifest, "nested deeper than"),
+    "a stray shard copied into an embed folder": (a_stray_shard, "part-00007.parquet"),
+    "a FIFO named q.jpg as the query image": (a_fifo_query_image, "FIFO"),
+    "a flag prefix (--top for --top-k)": (lambda tmp_path, setting: ["search", str(setting.out), "x", "--top", "3"],
+                                          "unrecognized arguments: --top"),
+}
+
+
+@pytest.mark.parametrize("attack", INPUT_ATTACKS)
+def test_every_input_attack_ends_as_one_error_line(tmp_path, setting, attack):
+    from support.errors import assert_user_error
+
+    make, fragment = INPUT_ATTACKS[attack]
+    argv = make(tmp_path, setting)
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file() and not path.is_fifo()}
+    code, _, err = cli(argv)
+    if attack.startswith("a flag prefix"):  # argparse's refusal: its usage, then the error line
+        assert code == 2 and fragment in err.splitlines()[-1], err
+        return
+    assert_user_error(code, err, argv[0], fragment)
+    assert len(err) < 2000  # nothing huge echoed
+    after = {path: path.read_bytes() for path in before if path.is_file()}
+    assert after == before  # nothing already written lost
+
+
+def test_reading_an_embed_folder_reads_the_shards_its_manifest_names(tmp_path, setting):
+    from rsitr.embeddings import read_embeddings
+    from rsitr.errors import RsitrWarning
+
+    a_stray_shard(tmp_path, setting)
+    with pytest.warns(RsitrWarning, match="part-00007.parquet"):
+        table, vectors = read_embeddings(tmp_path / "embedded")
+    assert sorted(table.column("id").to_pylist()) == list(range(5)) and vectors.shape[0] == 5
+
+
+# -- the server: half-sent requests ---------------------------------------------------------------------------
+def test_half_sent_requests_are_closed_at_the_header_deadline_and_whole_ones_answered(setting):
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from rsitr.api.server import HeaderTimeoutProtocol
+
+    class Quick(HeaderTimeoutProtocol):
+        header_timeout = 0.5
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(setting.client.app, host="127.0.0.1", port=port, log_level="warning",
+                                           http=Quick))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive()
+        time.sleep(0.05)
+    slow = []
+    try:
+        for _ in range(50):  # slowloris: a request line and part of a header, never finished
+            connection = socket.create_connection(("127.0.0.1", port), timeout=60)
+            connection.sendall(b"GET /api/info HTTP/1.1\r\nHost: localhost\r\nX-Slow: a")
+            slow.append(connection)
+        for connection in slow:
+            assert connection.recv(1024) == b""  # closed by the server (a timeout here would raise)
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as whole:
+            whole.sendall(b"GET /api/info HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            assert whole.recv(1024).startswith(b"HTTP/1.1 200")
+    finally:
+        for connection in slow:
+            connection.close()
+        server.should_exit = True
+        thread.join(30)
