@@ -349,6 +349,23 @@ def a_fifo_query_image(tmp_path: Path, setting: Setting) -> list[str]:
     return ["search", str(setting.out), "--image", str(tmp_path / "q.jpg")]
 
 
+def a_replaced_checkpoint(tmp_path: Path, setting: Setting) -> list[str]:
+    """A copy of the index whose recorded checkpoint (``model.pt``, with its SHA-256) was replaced by another file
+    at the same path: it must not be loaded (unpickled) at all."""
+    import hashlib
+    import shutil
+
+    from rsitr.index.store import MetadataStore
+
+    out = tmp_path / "index"
+    shutil.copytree(setting.out, out)
+    store = MetadataStore(out)
+    store.set_meta(pretrained="model.pt", pretrained_sha256=hashlib.sha256(b"the weights indexed with").hexdigest())
+    store.close()
+    (out / "model.pt").write_bytes(b"other weights put in their place")
+    return ["search", str(out), "a harbour"]
+
+
 def a_config(text: str) -> Callable[[Path, Setting], list[str]]:
     def make(tmp_path: Path, setting: Setting) -> list[str]:
         (tmp_path / "config.yaml").write_text(text)
@@ -372,6 +389,7 @@ INPUT_ATTACKS = {
     "an embed manifest nested 100,000 deep": (a_deep_manifest, "nested deeper than"),
     "a stray shard copied into an embed folder": (a_stray_shard, "part-00007.parquet"),
     "a FIFO named q.jpg as the query image": (a_fifo_query_image, "FIFO"),
+    "a checkpoint replaced at its recorded path": (a_replaced_checkpoint, "SHA-256 differs from the recorded"),
     "a flag prefix (--top for --top-k)": (lambda tmp_path, setting: ["search", str(setting.out), "x", "--top", "3"],
                                           "unrecognized arguments: --top"),
 }
