@@ -1,5 +1,5 @@
 """The one bounded reader of the YAML and JSON documents users hand rsitr: config files, ``--set`` overrides,
-``_manifest.json`` files, request bodies.
+``_manifest.json`` files (the API takes no JSON bodies: its uploads are forms, bounded by size in the middleware).
 
 Python's parsers recurse per nesting level and build every alias: a config that is 5,000 brackets deep or a
 self-referencing alias ends in a ``RecursionError``, a few lines of nested aliases expand to billions of nodes, and
