@@ -254,13 +254,17 @@ def _read_yaml(path: Path):
     :class:`ConfigError` line when it is larger than :data:`MAX_CONFIG_BYTES`, no UTF-8 text, no valid YAML, nested
     deeper than :data:`rsitr.documents.MAX_DEPTH` levels, uses aliases (``*name``: a few lines of them expand to
     billions of nodes in OmegaConf), or is no mapping of sections (a YAML list)."""
+    import yaml
     from omegaconf import DictConfig, OmegaConf
 
     try:
-        check_yaml(read_text(path, "config", MAX_CONFIG_BYTES), f"config {path}")
+        check_yaml(read_text(path, "config", MAX_CONFIG_BYTES, "YAML"), f"config {path}")
+        loaded = OmegaConf.load(path)  # its safe loader refuses Python tags
     except DocumentError as err:
         raise ConfigError(str(err)) from None
-    loaded = OmegaConf.load(path)
+    except yaml.YAMLError as err:
+        problem = " ".join(str(err).split())[:300]
+        raise ConfigError(f"config {path} is not a YAML file rsitr reads: {problem}") from None
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"config {path} is a YAML {type(loaded).__name__.removesuffix('Config').lower()}, not a "
                           f"mapping of sections (see configs/ for examples)")

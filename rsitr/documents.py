@@ -26,15 +26,16 @@ class DocumentError(UserError):
     """A config, override or manifest that is too large, too deep, not UTF-8, or not valid YAML / JSON."""
 
 
-def read_text(path: str | Path, what: str, max_bytes: int = MAX_BYTES) -> str:
-    """The UTF-8 text of the regular file ``path`` (``what`` names it in messages), refused over ``max_bytes``."""
+def read_text(path: str | Path, what: str, max_bytes: int = MAX_BYTES, kind: str = "") -> str:
+    """The UTF-8 text of the regular file ``path`` (``what`` names it in messages, ``kind`` the text it should be:
+    YAML, JSON), refused over ``max_bytes``."""
     size = regular_file(path, what).st_size
     if size > max_bytes:
         raise DocumentError(f"{what} {path} is {size:,} bytes, more than the {max_bytes:,} such a file may have")
     try:
         return Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise DocumentError(f"{what} {path} is not a UTF-8 text file") from None
+        raise DocumentError(f"{what} {path} is not a {kind + ' ' if kind else ''}text file (not UTF-8)") from None
 
 
 def check_yaml(text: str, where: str, max_depth: int = MAX_DEPTH) -> None:
@@ -52,7 +53,7 @@ def check_yaml(text: str, where: str, max_depth: int = MAX_DEPTH) -> None:
             if depth > max_depth:
                 raise DocumentError(f"{where} is nested deeper than {max_depth} levels")
     except yaml.YAMLError as err:
-        raise DocumentError(f"{where} is not YAML rsitr reads: {' '.join(str(err).split())[:300]}") from None
+        raise DocumentError(f"{where} is not a YAML file rsitr reads: {' '.join(str(err).split())[:300]}") from None
 
 
 def loads_json(text: str | bytes, where: str, max_depth: int = MAX_DEPTH) -> object:
@@ -71,7 +72,7 @@ def loads_json(text: str | bytes, where: str, max_depth: int = MAX_DEPTH) -> obj
 
 def read_json(path: str | Path, what: str, max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH) -> object:
     """The JSON document in the file ``path`` (:func:`read_text`, :func:`loads_json`)."""
-    return loads_json(read_text(path, what, max_bytes), f"{what} {path}", max_depth)
+    return loads_json(read_text(path, what, max_bytes, "JSON"), f"{what} {path}", max_depth)
 
 
 def expect_mapping(document: object, where: str) -> dict:

@@ -180,8 +180,8 @@ def embed_to_parquet(model: nn.Module, data: EmbedInput, out_dir: str | Path, se
     strays = folder.strays(ranges)
     if strays:
         raise UserError(f"{folder.path} holds {len(strays)} Parquet file(s) this run does not write (first: "
-                        f"{strays[0].name}): a reader of the folder would read their rows too; move them away or "
-                        f"pass another --out folder")
+                        f"{strays[0].name}, a copy or another run's shard): a reader of the folder would read their "
+                        f"rows too; move them away or pass another --out folder")
     folder.write_manifest(manifest)
     missing = [ShardTask(number, json.dumps(rows)) for number, rows in ranges.items()
                if not folder.shard(number).is_file()]

@@ -125,12 +125,12 @@ class VectorBackend(ABC):
         try:
             found = digest()
         except (OSError, ValueError, RuntimeError) as err:  # what FAISS and lance raise on unreadable files
-            raise DamagedVectorsError(f"the vectors at {self.location} cannot be read whole "
+            raise DamagedVectorsError(f"the vectors at {self.location} are damaged: they cannot be read whole "
                                       f"({str(err).strip().splitlines()[0][:200] if str(err).strip() else err!r})"
                                       ) from None
         if found != recorded:
-            raise DamagedVectorsError(f"the vectors at {self.location} are not the ones written (their SHA-256 "
-                                      f"differs from the one recorded in the index)")
+            raise DamagedVectorsError(f"the vectors at {self.location} are damaged: not the ones written (their "
+                                      f"SHA-256 differs from the one recorded in the index)")
 
 
 class FaissBackend(VectorBackend):
