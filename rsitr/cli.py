@@ -32,6 +32,7 @@ from typing import Callable, Iterator, NoReturn, Sequence, TextIO
 from rsitr import __version__
 from rsitr.errors import RsitrWarning, UserError
 from rsitr.models import DEFAULT_PRETRAINED
+from rsitr.terminal import printable
 
 COMMANDS = ("demo", "eval", "train", "reproduce", "data", "index", "search", "serve", "classify", "embed", "models")
 EXIT_USER_ERROR = 2
@@ -82,6 +83,10 @@ class _Parser(argparse.ArgumentParser):
     does not know, also when the typo left a required flag missing (``--image`` for ``--images``)."""
 
     typed: Sequence[str] = ()
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)  # `--top 3` is no flag: a prefix would become --top-k silently
+        super().__init__(*args, **kwargs)
 
     def _check_value(self, action: argparse.Action, value: object) -> None:
         if action.choices is not None and value not in action.choices:
@@ -180,12 +185,42 @@ def quiet_libraries(verbose: bool) -> Iterator[None]:
         logger.setLevel(logging.CRITICAL)
     os.environ.update(added)
     try:
-        yield
+        with native_stderr_quiet():
+            yield
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
         for key in added:
             os.environ.pop(key, None)
+
+
+@contextlib.contextmanager
+def native_stderr_quiet() -> Iterator[None]:
+    """What native code writes to file descriptor 2 (a Rust panic of LanceDB on a damaged table, Ray's C++ core
+    and worker processes, GDAL) goes to the null device, while Python's ``sys.stderr`` (rsitr's error and warning
+    lines, progress bars) still reaches the terminal through a copy of the descriptor. Only where ``sys.stderr`` is
+    descriptor 2 itself (a caller that captured it keeps what it set up)."""
+    try:
+        captured = sys.stderr.fileno() != 2
+    except (AttributeError, OSError, ValueError):  # a StringIO or pytest's capture: not the process's stderr
+        captured = True
+    if captured:
+        yield
+        return
+    sys.stderr.flush()
+    terminal_fd = os.dup(2)
+    terminal = os.fdopen(terminal_fd, "w", buffering=1, encoding=sys.stderr.encoding, errors=sys.stderr.errors)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    python_stderr, sys.stderr = sys.stderr, terminal
+    try:
+        yield
+    finally:
+        terminal.flush()
+        os.dup2(terminal_fd, 2)
+        sys.stderr = python_stderr
+        terminal.close()
 
 
 def warning_lines(command: str, verbose: bool) -> Callable[..., None]:
@@ -194,7 +229,7 @@ def warning_lines(command: str, verbose: bool) -> Callable[..., None]:
     def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: TextIO | None = None,
              line: str | None = None) -> None:
         if verbose or issubclass(category, RsitrWarning):
-            print(f"rsitr {command}: warning: {message}", file=sys.stderr)
+            print(f"rsitr {command}: warning: {printable(message)}", file=sys.stderr)
 
     return show
 
@@ -209,13 +244,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UserError, OSError) as err:
         if args.debug:
             raise
-        print(f"rsitr {args.command}: error: {err}", file=sys.stderr)
+        print(f"rsitr {args.command}: error: {printable(err)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except sqlite3.Error as err:
         fix = SQLITE_USER_ERRORS.get(getattr(err, "sqlite_errorcode", -1) & 0xFF)
         if args.debug or fix is None:
             raise
-        print(f"rsitr {args.command}: error: {err} ({fix})", file=sys.stderr)
+        print(f"rsitr {args.command}: error: {printable(err)} ({fix})", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         if args.debug:

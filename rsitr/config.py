@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Mapping, Optional, Sequence
 
+from rsitr.documents import MAX_DEPTH, DocumentError, check_yaml, read_text
 from rsitr.errors import UserError
+from rsitr.terminal import printable
 
 
 @dataclass
@@ -198,7 +200,7 @@ def load_config(paths: str | Path | Sequence[str | Path] | None = None,
             raise ConfigError(f"config file {path} does not exist (see configs/ for examples)")
         layers.append((_read_yaml(path), f"config {path}"))
     if overrides:
-        layers.append((OmegaConf.from_dotlist(list(overrides)), "config overrides"))
+        layers.append((_read_overrides(overrides), "config overrides"))
     if recipe is not None and all(OmegaConf.select(layer, f"model.{key}") is None
                                   for layer, _ in layers for key in ("name", "pretrained")):
         layers.insert(0, (OmegaConf.create(dict(recipe)), "the default model's recipe"))
@@ -245,33 +247,46 @@ def _check_ranges(config: RunConfig) -> None:
         raise ConfigError(f"model.image_cache_views are orientations 0-7, got {list(config.model.image_cache_views)}")
 
 
-MAX_CONFIG_DEPTH = 32
-"""Nesting a config may have (rsitr's has 3 levels); deeper is refused before it is built."""
+MAX_CONFIG_BYTES = 1 << 20
+"""Size of a config file read (rsitr's are under 2 kB): a 50 MB model name is refused, not echoed."""
 
 
 def _read_yaml(path: Path):
     """A config file as OmegaConf reads it (its YAML loader: safe, no Python tags), refused in one
-    :class:`ConfigError` line when it is no UTF-8 text, no valid YAML, nested deeper than :data:`MAX_CONFIG_DEPTH`
-    levels, or uses aliases (``*name``: a few lines of them expand to billions of nodes in OmegaConf)."""
+    :class:`ConfigError` line when it is larger than :data:`MAX_CONFIG_BYTES`, no UTF-8 text, no valid YAML, nested
+    deeper than :data:`rsitr.documents.MAX_DEPTH` levels, uses aliases (``*name``: a few lines of them expand to
+    billions of nodes in OmegaConf), or is no mapping of sections (a YAML list)."""
     import yaml
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
     try:
-        text = path.read_text(encoding="utf-8")
-        depth = 0
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):  # events only: nothing is built or expanded
-            if isinstance(event, yaml.AliasEvent):
-                raise ConfigError(f"config {path}: YAML aliases (*{event.anchor}) are not read; write the values out")
-            depth += isinstance(event, yaml.CollectionStartEvent) - isinstance(event, yaml.CollectionEndEvent)
-            if depth > MAX_CONFIG_DEPTH:
-                raise ConfigError(f"config {path} is nested deeper than {MAX_CONFIG_DEPTH} levels; rsitr configs "
-                                  f"have sections of fields (see configs/ for examples)")
-        return OmegaConf.load(path)
-    except UnicodeDecodeError:
-        raise ConfigError(f"config {path} is not a YAML text file (not UTF-8)") from None
+        check_yaml(read_text(path, "config", MAX_CONFIG_BYTES, "YAML"), f"config {path}")
+        loaded = OmegaConf.load(path)  # its safe loader refuses Python tags
+    except DocumentError as err:
+        raise ConfigError(str(err)) from None
     except yaml.YAMLError as err:
         problem = " ".join(str(err).split())[:300]
         raise ConfigError(f"config {path} is not a YAML file rsitr reads: {problem}") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"config {path} is a YAML {type(loaded).__name__.removesuffix('Config').lower()}, not a "
+                          f"mapping of sections (see configs/ for examples)")
+    return loaded
+
+
+def _read_overrides(overrides: Sequence[str]):
+    """``section.key=value`` overrides as OmegaConf reads them, each value checked as a config file is (aliases,
+    nesting, size) and each key no deeper than a config may nest."""
+    from omegaconf import OmegaConf
+
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if len(override) > MAX_CONFIG_BYTES or key.count(".") >= MAX_DEPTH:
+            raise ConfigError(f"config override {printable(override, 80)!r} is longer or deeper than a config may be")
+        try:
+            check_yaml(value, f"config override {printable(key, 80)}")
+        except DocumentError as err:
+            raise ConfigError(str(err)) from None
+    return OmegaConf.from_dotlist(list(overrides))
 
 
 def _merge(base, layer, where: str):

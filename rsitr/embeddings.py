@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -34,10 +35,11 @@ from tqdm.auto import tqdm
 
 from rsitr.data import DataError, load_corpus
 from rsitr.data.classes import IMAGE_SUFFIXES
-from rsitr.errors import UserError
+from rsitr.documents import expect_mapping, read_json
+from rsitr.errors import RsitrWarning, UserError
 from rsitr.index.columns import vector_column, vector_matrix
 from rsitr.index.index_encoder import Encoder
-from rsitr.index.pipeline import SKIPPED_KEY, Distributor, ShardFolder, ShardTask, in_process
+from rsitr.index.pipeline import MANIFEST, SKIPPED_KEY, Distributor, ShardFolder, ShardTask, in_process
 from rsitr.models.encoding import encode_image_files, encode_texts
 from rsitr.models.factory import LoadedModel
 
@@ -173,9 +175,14 @@ def embed_to_parquet(model: nn.Module, data: EmbedInput, out_dir: str | Path, se
     encoder = Encoder(LoadedModel(model, model_name, pretrained), device)
     manifest = _manifest(encoder, data, settings)
     folder.resume(manifest, RESUMED_IF_SAME)
-    folder.write_manifest(manifest)
     ranges = {number: (start, min(start + settings.shard_size, len(data.items)))
               for number, start in enumerate(range(0, len(data.items), settings.shard_size))}
+    strays = folder.strays(ranges)
+    if strays:
+        raise UserError(f"{folder.path} holds {len(strays)} Parquet file(s) this run does not write (first: "
+                        f"{strays[0].name}, a copy or another run's shard): a reader of the folder would read their "
+                        f"rows too; move them away or pass another --out folder")
+    folder.write_manifest(manifest)
     missing = [ShardTask(number, json.dumps(rows)) for number, rows in ranges.items()
                if not folder.shard(number).is_file()]
     rows = {number: stop - start for number, (start, stop) in ranges.items()}
@@ -190,7 +197,7 @@ def embed_to_parquet(model: nn.Module, data: EmbedInput, out_dir: str | Path, se
         summary.rows += metadata["rows"]
         summary.skipped += metadata["skipped"]
     folder.write_manifest({**manifest, "complete": True, "shards": summary.shards, "rows_written": summary.rows,
-                           "skipped": summary.skipped})
+                           "skipped": summary.skipped, "files": [folder.shard(number).name for number in ranges]})
     return summary
 
 
@@ -272,12 +279,28 @@ def _shard_info(path: Path, start: int, stop: int) -> dict:
     return {"rows": len(ids), "skipped": skipped}
 
 
+def _listed_shards(out_dir: Path) -> list[Path]:
+    """The shards a finished run's manifest names (``files``); other Parquet files of the folder are left out with
+    a warning. A folder without such a manifest (an earlier rsitr's, or a run not finished): its part-* files."""
+    path = out_dir / MANIFEST
+    manifest = expect_mapping(read_json(path, "manifest"), f"manifest {path}") if path.is_file() else {}
+    files = manifest.get("files")
+    if not isinstance(files, list) or not all(isinstance(name, str) and "/" not in name for name in files):
+        return sorted(out_dir.glob("part-*.parquet"))
+    strays = ShardFolder(out_dir).strays(range(len(files)))
+    if strays:
+        warnings.warn(f"{out_dir}: {len(strays)} Parquet file(s) its manifest does not name were left out (first: "
+                      f"{strays[0].name})", RsitrWarning, stacklevel=3)
+    return [out_dir / name for name in files]
+
+
 def read_embeddings(out_dir: str | Path, column: str = "image_embedding"):
-    """The rows of an ``rsitr embed`` folder as a pyarrow Table, and ``column`` as a float32 ``[N, D]`` array."""
+    """The rows of an ``rsitr embed`` folder (the shards its manifest names) as a pyarrow Table, and ``column`` as a
+    float32 ``[N, D]`` array."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    shards = sorted(Path(out_dir).glob("part-*.parquet"))
+    shards = _listed_shards(Path(out_dir))
     if not shards:
         raise UserError(f"{out_dir} holds no part-*.parquet shards; write them with `rsitr embed`")
     table = pa.concat_tables([pq.read_table(shard) for shard in shards])

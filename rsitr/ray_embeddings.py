@@ -74,7 +74,19 @@ def start_ray(address: str | None, num_cpus: int | None):
         raise UnreachableClusterError(f"cannot join the Ray cluster at {address or 'a new local cluster'} "
                                       f"({str(err).splitlines()[0][:200]}); start it with `ray start --head` or "
                                       f"leave out --address for a local one") from None
+    _quiet_ray_data(quiet["logging_level"])
     return ray
+
+
+def _quiet_ray_data(level: int) -> None:
+    """Ray Data sets its own logger to DEBUG with a console handler when imported, and draws progress bars: above
+    INFO (a run without --verbose) its lines and bars stay off the terminal too."""
+    if level <= logging.INFO:
+        return
+    import ray.data
+
+    logging.getLogger("ray.data").setLevel(level)
+    ray.data.DataContext.get_current().enable_progress_bars = False
 
 
 def check_engine(address: str | None) -> None:

@@ -5,12 +5,14 @@ the query parameters that search and heat map share; and how the index's errors 
 from __future__ import annotations
 
 import io
+import re
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from threading import Lock
 from typing import Annotated, Callable, Iterator, TypeVar
+from urllib.parse import quote
 
 import numpy as np
 from fastapi import Depends, HTTPException, Query, Request
@@ -95,6 +97,15 @@ class Service:
                 raise HTTPException(404, str(err)) from None
             self.cache.put(key, data)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+
+def download(content: bytes | str, media_type: str, filename: str) -> Response:
+    """The one answer that is a file to save: ``content`` with an RFC 6266 ``Content-Disposition`` naming
+    ``filename`` twice, as ``filename*`` (UTF-8, percent-encoded: any name, also one no latin-1 can hold) and as a
+    plain ASCII ``filename`` for old clients (every other character an ``_``), so no name reaches the header raw."""
+    ascii_name = re.sub(r'[^\x20-\x7e]|["\\]', "_", filename)
+    disposition = f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
+    return Response(content, media_type=media_type, headers={"Content-Disposition": disposition})
 
 
 def service(request: Request) -> Service:

@@ -21,6 +21,7 @@ import argparse
 from rsitr.commands.options import (SPLIT_CHOICES, add_batch_size_argument, add_inference_arguments,
                                     add_model_arguments, add_old_spelling, add_progress_argument, add_workers_argument,
                                     check_readable, model_arguments)
+from rsitr.terminal import printable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
                                      args.workers, progress=not args.no_progress)
     result = classification.result
     if classification.skipped:
-        print(f"skipped {len(classification.skipped)} unreadable image(s), e.g. {classification.skipped[0]}")
+        print(f"skipped {len(classification.skipped)} unreadable image(s), e.g. {printable(classification.skipped[0])}")
     width = max(len(name) for name in names)
     for name, count, recall in zip(names, result.confusion.sum(dim=1).tolist(), result.per_class_recall):
         print(f"  {name:<{width}}  {count:5d} images  recall {'-' if count == 0 else f'{100 * recall:5.1f}%'}")

@@ -23,6 +23,7 @@ from rsitr.commands import positive_int
 from rsitr.commands.options import (SPLIT_CHOICES, add_batch_size_argument, add_engine_arguments,
                                     add_inference_arguments, add_model_arguments, add_progress_argument,
                                     add_workers_argument, check_readable, model_arguments)
+from rsitr.terminal import printable
 
 INTERRUPTED_HINT = "Run the same command again to resume: finished shards are kept."
 
@@ -80,6 +81,6 @@ def run(args: argparse.Namespace) -> int:
     resumed = f" ({summary.reused_shards} kept from an earlier run)" if summary.reused_shards else ""
     print(f"written {summary.rows} rows in {summary.shards} shard(s){resumed} to {summary.out_dir}")
     if summary.skipped:
-        print(f"skipped {len(summary.skipped)} unreadable image(s), e.g. {summary.skipped[0]} "
+        print(f"skipped {len(summary.skipped)} unreadable image(s), e.g. {printable(summary.skipped[0])} "
               f"(listed in {summary.out_dir}/_manifest.json)")
     return 0

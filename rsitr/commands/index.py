@@ -27,6 +27,7 @@ from rsitr.commands.options import (add_batch_size_argument, add_engine_argument
                                     add_model_arguments, add_progress_argument, check_readable)
 from rsitr.errors import UserError
 from rsitr.models.pretrained import check_model_arguments
+from rsitr.terminal import printable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,5 +118,5 @@ def run(args: argparse.Namespace) -> int:
     if report.failures:
         print(f"skipped {len(report.failures)} unreadable image(s):")
         for path, error in report.failures:
-            print(f"  {path}: {error}")
+            print(f"  {printable(path)}: {printable(error)}")
     return 0

@@ -16,6 +16,7 @@ from rsitr.config import PRECISIONS, RUNTIMES
 from rsitr.errors import RsitrWarning, UserError
 from rsitr.models import DEFAULT_PRETRAINED
 from rsitr.models.pretrained import check_model_arguments
+from rsitr.paths import regular_file
 
 DEFAULT_BATCH_SIZE = 64
 SPLIT_CHOICES = ("train", "val", "validation", "test")
@@ -126,11 +127,14 @@ def model_arguments(args: argparse.Namespace) -> tuple[str | None, str | None]:
 
 
 def check_readable(*paths: tuple[str, str | None]) -> None:
-    """Refuse ``(what, path)`` inputs that do not exist or cannot be read, before anything heavy is imported."""
+    """Refuse ``(what, path)`` inputs that do not exist, cannot be read or are neither a folder nor a regular file
+    (a FIFO, socket or device: :func:`rsitr.paths.regular_file`), before anything heavy is imported."""
     for what, path in paths:
         if path is None:
             continue
         if not os.path.exists(path):
             raise UserError(f"{what} {path} not found")
+        if not os.path.isdir(path):
+            regular_file(path, what)
         if not os.access(path, os.R_OK | (os.X_OK if os.path.isdir(path) else 0)):
             raise UserError(f"{what} {path} cannot be read (permission denied)")

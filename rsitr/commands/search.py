@@ -27,6 +27,7 @@ import argparse
 from rsitr.commands import positive_int
 from rsitr.commands.options import add_inference_arguments, add_old_spelling, check_readable
 from rsitr.errors import UserError
+from rsitr.terminal import printable
 
 FORMATS = ("table", "json", "geojson", "csv")
 CHECKPOINT_HELP = ("where the index's model checkpoint lies now, if it moved (accepted only when its SHA-256 is "
@@ -148,9 +149,9 @@ def _print_found(index, args: argparse.Namespace) -> int:
 def _print_table(hits) -> None:
     for rank, hit in enumerate(hits, 1):
         window = f"{hit.window.width}x{hit.window.height}+{hit.window.x}+{hit.window.y}"
-        where = "" if hit.bounds is None else "  bounds " + ",".join(map(repr, hit.bounds)) + f" {hit.crs}"
+        where = "" if hit.bounds is None else "  bounds " + ",".join(map(repr, hit.bounds)) + f" {printable(hit.crs)}"
         stale = "  STALE" if hit.stale else ""
-        print(f"{rank:3d}  {hit.score:8.4f}  {hit.path} [{window}]  chip {hit.chip_id}{where}{stale}")
+        print(f"{rank:3d}  {hit.score:8.4f}  {printable(hit.path)} [{window}]  chip {hit.chip_id}{where}{stale}")
     stale = sum(hit.stale for hit in hits)
     if stale:
         print(f"{stale} result(s) marked STALE: their image was deleted, moved or replaced since it was indexed; run "

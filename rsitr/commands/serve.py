@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from rsitr.api.app import LOCAL_HOSTS, create_app
+    from rsitr.api.server import HeaderTimeoutProtocol
     from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS
 
     set_threads(args.threads)
@@ -57,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
                      allowed_hosts=[args.host, *LOCAL_HOSTS, *args.allowed_host])
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"serving {args.index} at http://{host}:{port}/ (API described at /docs); Ctrl-C stops", flush=True)
-    uvicorn.run(app, host=args.host, port=port, log_level="info" if args.verbose else "warning")
+    uvicorn.run(app, host=args.host, port=port, log_level="info" if args.verbose else "warning",
+                http=HeaderTimeoutProtocol)
     return 0
 
 

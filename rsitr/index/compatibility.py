@@ -48,17 +48,23 @@ def recorded_checkpoint(store: MetadataStore, directory: Path, override: str | P
         override = Path(override)
         if not override.is_file():
             raise IndexSetupError(f"checkpoint {override} does not exist")
-        if content_hash(override) != digest:
-            raise IndexSetupError(f"{override} is not the checkpoint index {directory} was built with (SHA-256 "
-                                  f"differs from the recorded {digest[:12]}); pass the checkpoint of that run")
-        return str(override.resolve())
+        return _the_recorded(override, digest, directory)
     if digest is None:
         return recorded  # an OpenCLIP tag, None, or a path recorded by an older rsitr
     located = Path(directory, recorded)
     if not located.is_file():
         raise IndexSetupError(f"the model checkpoint of index {directory} is not at {located} (recorded relative to "
                               f"the index); pass --checkpoint PATH where it lies now (SHA-256 {digest[:12]}...)")
-    return str(located.resolve())
+    return _the_recorded(located, digest, directory)
+
+
+def _the_recorded(checkpoint: Path, digest: str, directory: Path) -> str:
+    """``checkpoint`` resolved, when its SHA-256 is the recorded ``digest``: checked before anything loads it,
+    whether it lies at the recorded path (a file replaced there) or where ``--checkpoint`` says."""
+    if content_hash(checkpoint) != digest:
+        raise IndexSetupError(f"{checkpoint} is not the checkpoint index {directory} was built with (SHA-256 "
+                              f"differs from the recorded {digest[:12]}); pass the checkpoint of that run")
+    return str(checkpoint.resolve())
 
 
 def _describe(model_name: str, pretrained: str | None, fingerprint: Fingerprint) -> str:

@@ -16,11 +16,13 @@ import json
 import math
 import warnings
 from functools import lru_cache
-from typing import Sequence
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 from rsitr.errors import RsitrWarning, UserError
 from rsitr.index.archive import Bounds
 from rsitr.index.searcher import SearchHit
+
+T = TypeVar("T")
 
 FORMATS = ("json", "geojson", "csv")
 MEDIA_TYPES = {"json": "application/json", "geojson": "application/geo+json", "csv": "text/csv"}
@@ -29,35 +31,75 @@ CSV_COLUMNS = ("rank", "chip_id", "path", "x", "y", "width", "height", "score", 
                "crs", "left", "bottom", "right", "top", "lon_min", "lat_min", "lon_max", "lat_max", "stale")
 
 
-@lru_cache(maxsize=4096)
-def wgs84_bounds(bounds: Bounds | None, crs: str | None) -> Bounds | None:
-    """``(west, south, east, north)`` in degrees of ``bounds`` given in ``crs``; None when not georeferenced, or
-    when ``crs`` cannot be transformed to WGS84 (a local or unknown CRS: warned once per CRS)."""
-    if bounds is None or crs is None:
-        return None
+def in_wgs84(crs: str, transform: Callable[[], T], coordinates: Callable[[T], Iterable[float]]) -> T | None:
+    """``transform()``'s result (a reprojection to WGS84 of something in ``crs``), or None when GDAL/PROJ cannot
+    transform ``crs`` or any of its ``coordinates`` (longitude, latitude alternating) is not finite or lies outside
+    longitude -180..180 / latitude -90..90: the one check every export, the heat map and the page place chips
+    through, so a local or unknown CRS or a file with latitudes of 744 is listed without a footprint (warned once
+    per CRS and reason) instead of failing or being drawn off the globe."""
     import rasterio
     from rasterio._err import CPLE_BaseError  # GDAL's errors (no public name)
     from rasterio.errors import RasterioError
-    from rasterio.warp import transform_bounds
 
     try:
         with rasterio.Env():  # GDAL's errors become exceptions only, not also lines on stderr
-            degrees = tuple(float(value) for value in transform_bounds(crs, WGS84, *bounds, densify_pts=21))
+            result = transform()
     except (RasterioError, CPLE_BaseError, ValueError) as err:  # CRSError is a ValueError; GDAL's are CPLE_*
         _warn_untransformable(crs, str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__)
         return None
-    if not all(math.isfinite(value) for value in degrees):
+    values = [float(value) for value in coordinates(result)]
+    if not all(math.isfinite(value) for value in values):
         _warn_untransformable(crs, "the transform gave no finite coordinates")
         return None
-    return degrees
+    if any(abs(value) > limit + DEGREE_SLACK for value, limit in zip(values, (180.0, 90.0) * len(values))):
+        _warn_untransformable(crs, "the coordinates lie outside longitude -180..180 / latitude -90..90")
+        return None
+    return result
+
+
+DEGREE_SLACK = 1e-9
+"""Rounding allowed past +-180 / +-90 degrees."""
+
+
+@lru_cache(maxsize=4096)
+def wgs84_bounds(bounds: Bounds | None, crs: str | None) -> Bounds | None:
+    """``(west, south, east, north)`` in degrees of ``bounds`` given in ``crs``; None when not georeferenced, or
+    when they cannot be placed in WGS84 (:func:`in_wgs84`)."""
+    if bounds is None or crs is None:
+        return None
+    from rasterio.warp import transform_bounds
+
+    return in_wgs84(crs, lambda: tuple(float(value) for value in transform_bounds(crs, WGS84, *bounds,
+                                                                                   densify_pts=21)),
+                    lambda degrees: degrees)
+
+
+def geometry_wgs84(geometry: dict, crs: str) -> dict | None:
+    """A GeoJSON ``geometry`` in ``crs`` reprojected to WGS84 (cut at the antimeridian), or None as
+    :func:`in_wgs84` says."""
+    from rasterio.warp import transform_geom
+
+    return in_wgs84(crs, lambda: transform_geom(crs, WGS84, geometry, antimeridian_cutting=True), _vertices)
+
+
+def _vertices(geometry: dict) -> Iterator[float]:
+    """Every coordinate of a GeoJSON geometry (nested rings, multi-parts), flattened: x, y, x, y ..."""
+    def walk(node) -> Iterator[float]:
+        if isinstance(node, (int, float)):
+            yield node
+        else:
+            for child in node:
+                yield from walk(child)
+
+    for part in geometry.get("geometries", [geometry]):
+        yield from walk(part["coordinates"])
 
 
 @lru_cache(maxsize=64)
 def _warn_untransformable(crs: str, reason: str) -> None:
     """Once per CRS and process: a server lists the same chips in many answers."""
-    warnings.warn(f"chips in CRS {' '.join(crs.split())[:120]!r} cannot be placed in WGS84 ({reason}); they are "
-                  f"listed without a footprint (null geometry)", RsitrWarning,
-                  stacklevel=3)
+    warnings.warn(f"chips in CRS {' '.join(crs.split())[:120]!r} cannot be placed in WGS84 ({reason}); "
+                  f"they are listed without a footprint (null geometry)", RsitrWarning, stacklevel=3)
 
 
 def hit_json(hit: SearchHit) -> dict:
@@ -101,15 +143,20 @@ def _inert(value):
     return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
 
 
-def to_csv(hits: Sequence[SearchHit]) -> str:
-    """The hits as CSV rows; file names and CRS text that begin like a formula are neutralised (numbers are not
-    text: a negative coordinate stays a number)."""
+def csv_text(columns: Sequence[str], rows: Iterable[dict]) -> str:
+    """The one CSV writer of the exports: ``rows`` (their ``columns``; other keys ignored) with every text cell
+    that begins like a formula neutralised (numbers are not text: a negative coordinate stays a number)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, CSV_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
-    for rank, hit in enumerate(hits, 1):
-        writer.writerow({key: _inert(value) for key, value in hit_properties(hit, rank).items()})
+    for row in rows:
+        writer.writerow({key: _inert(row[key]) for key in columns})
     return buffer.getvalue()
+
+
+def to_csv(hits: Sequence[SearchHit]) -> str:
+    """The hits as CSV rows (:func:`csv_text`)."""
+    return csv_text(CSV_COLUMNS, (hit_properties(hit, rank) for rank, hit in enumerate(hits, 1)))
 
 
 def export(hits: Sequence[SearchHit], fmt: str, query: dict | None = None) -> str:
@@ -132,7 +179,8 @@ def merge_regions(hits: Sequence[SearchHit]) -> list[dict]:
     """The hits' chips merged per scene into regions: chips that overlap or share an edge form one polygon
     (shapely's union), in the scene's CRS where it is georeferenced, else in pixels. Each region is a flat record
     of :data:`REGION_COLUMNS` (``wkt``: the polygon in WGS84, or in pixels for a plain image) plus ``geometry``
-    (GeoJSON in WGS84, None for a plain image); regions in the order of their best chip."""
+    (GeoJSON in WGS84, None for a plain image); a scene whose CRS cannot be placed in WGS84 (:func:`in_wgs84`) has
+    neither (its native bounds stay); regions in the order of their best chip."""
     import shapely
     from shapely.geometry import box, mapping
 
@@ -150,7 +198,7 @@ def merge_regions(hits: Sequence[SearchHit]) -> list[dict]:
             probabilities = [hit.score for hit in members]
             left, bottom, right, top = polygon.bounds
             crs = chips[0].crs if geo else None
-            geometry = _to_wgs84(mapping(polygon), crs) if geo else None
+            geometry = geometry_wgs84(mapping(polygon), crs) if geo else None
             regions.append({
                 "region": 0, "path": path, "chips": len(members), "chip_ids": " ".join(str(h.chip_id) for h in members),
                 "max_probability": max(probabilities), "mean_probability": sum(probabilities) / len(probabilities),
@@ -158,17 +206,12 @@ def merge_regions(hits: Sequence[SearchHit]) -> list[dict]:
                                        (None,) * 4)),
                 **dict(zip(("x", "y", "width", "height"), (None,) * 4 if geo else
                            (int(left), int(bottom), int(right - left), int(top - bottom)))),
-                "wkt": shapely.geometry.shape(geometry).wkt if geo else polygon.wkt, "geometry": geometry})
+                "wkt": polygon.wkt if not geo else shapely.geometry.shape(geometry).wkt if geometry else None,
+                "geometry": geometry})
     regions.sort(key=lambda region: -region["max_probability"])
     for number, region in enumerate(regions, 1):
         region["region"] = number
     return regions
-
-
-def _to_wgs84(geometry: dict, crs: str) -> dict:
-    from rasterio.warp import transform_geom
-
-    return transform_geom(crs, WGS84, geometry, antimeridian_cutting=True)
 
 
 def export_found(hits: Sequence[SearchHit], fmt: str, query: dict | None = None) -> str:
@@ -185,9 +228,5 @@ def export_found(hits: Sequence[SearchHit], fmt: str, query: dict | None = None)
         return json.dumps({"type": "FeatureCollection", "features": features, "query": query or {},
                            "chips": len(hits), "regions": len(regions)}, indent=1)
     if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, REGION_COLUMNS, lineterminator="\n", extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(regions)
-        return buffer.getvalue()
+        return csv_text(REGION_COLUMNS, regions)
     raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")

@@ -61,6 +61,17 @@ class BoundingBox:
                 f" AND top <= {float(self.top)!r}")
 
 
+def content_digest(ids: np.ndarray, vectors: np.ndarray) -> str:
+    """SHA-256 of rows ``ids [N]`` and ``vectors [N, D]`` in id order, as little-endian int64 and float32: what a
+    table holds, whatever order its rows are stored in."""
+    import hashlib
+
+    order = np.argsort(ids, kind="stable")
+    digest = hashlib.sha256(np.asarray(ids, "<i8")[order].tobytes())
+    digest.update(np.ascontiguousarray(np.asarray(vectors, "<f4")[order]).tobytes())
+    return digest.hexdigest()
+
+
 class LanceVectors:
     """An opened LanceDB vector table: :meth:`write` it from the stored vectors, :meth:`search` it (a
     :class:`rsitr.index.vector_store.VectorStore`)."""
@@ -103,6 +114,11 @@ class LanceVectors:
         for batch in self.table.search().select(["id", VECTOR_COLUMN]).limit(None).to_batches(batch_size):
             if batch.num_rows:
                 yield batch.column("id").to_numpy().astype(np.int64), vector_matrix(batch.column(VECTOR_COLUMN))
+
+    def content_digest(self) -> str:
+        """:func:`content_digest` of the table's rows, read whole (a damaged file raises what lance raises)."""
+        table = self.table.search().select(["id", VECTOR_COLUMN]).limit(None).to_arrow()
+        return content_digest(table.column("id").to_numpy(), vector_matrix(table.column(VECTOR_COLUMN)))
 
     def holds(self, ids: np.ndarray, vectors: np.ndarray) -> bool:
         """Whether the table's rows are exactly ``ids [N]`` and ``vectors [N, D]`` (in any order), and readable: a

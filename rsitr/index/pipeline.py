@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from rsitr.atomic import write_atomic
+from rsitr.documents import expect_mapping, read_json
 from rsitr.errors import UserError
 from rsitr.index.archive import Bounds
 from rsitr.index.index_encoder import Encoder, Fingerprint
@@ -131,6 +132,12 @@ class ShardFolder:
     def shards(self) -> list[Path]:
         return sorted(self.path.glob("part-*.parquet"))
 
+    def strays(self, numbers: Iterable[int]) -> list[Path]:
+        """The Parquet files of the folder that are no shard ``numbers`` of this run (a copied ``part-00007``):
+        a reader of the whole folder would read their rows too."""
+        expected = {self.shard(number).name for number in numbers}
+        return sorted(path for path in self.path.glob("*.parquet") if path.name not in expected)
+
     def resume(self, manifest: dict, compared: Sequence[str], restart: bool = False) -> None:
         """Keep the shards of a run whose manifest has the same ``compared`` keys and a matching model fingerprint;
         otherwise refuse with a :class:`UserError` naming the difference, or with ``restart`` delete them."""
@@ -140,12 +147,12 @@ class ShardFolder:
                 if self.shards() else None
         else:
             try:
-                old = json.loads(path.read_text(encoding="utf-8"))
+                old = expect_mapping(read_json(path, "manifest"), f"manifest {path}")
                 same_model = Fingerprint.from_dict(old["fingerprint"]).matches(
                     Fingerprint.from_dict(manifest["fingerprint"]))
-            except (ValueError, KeyError, TypeError, AttributeError) as err:  # not JSON, not UTF-8, not a manifest
+            except (ValueError, KeyError, TypeError, AttributeError) as err:  # DocumentError, not a manifest
                 old, same_model = None, False
-                problem = (f"{path} is no manifest rsitr can read ({type(err).__name__}: {str(err)[:120]}); pass "
+                problem = (f"{path} is no manifest rsitr can read ({type(err).__name__}: {str(err)[:160]}); pass "
                            f"another --out folder, or delete {self.path} to start over")
             if old is not None:
                 changed = [key for key in compared if old.get(key) != manifest[key]]

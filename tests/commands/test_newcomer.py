@@ -113,7 +113,7 @@ def test_serve_says_what_it_loads_then_the_url(fake_index: Path, capsys: pytest.
 
     served = {}
     monkeypatch.setattr(api, "create_app", lambda *args, **kwargs: "app")
-    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, log_level: served.update(port=port, level=log_level))
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, log_level, **kwargs: served.update(port=port, level=log_level))
     assert main(["serve", str(fake_index), "--port", "0"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"loading the index {fake_index} and its model ..."

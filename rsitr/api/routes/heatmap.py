@@ -3,13 +3,13 @@ or the score raster in the scene's CRS (GeoTIFF)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from rsitr.api.deps import MAX_PATH_LENGTH, SearchedDep, ServiceDep, answered
+from rsitr.api.deps import MAX_PATH_LENGTH, SearchedDep, ServiceDep, answered, download
 from rsitr.api.schemas import Heatmap, Problem
 
 GEOTIFF = "image/tiff; application=geotiff"
@@ -35,6 +35,4 @@ def heatmap(service: ServiceDep, asked: SearchedDep,
         if format == "json":
             return Heatmap(**scores.to_json())
         raster = service.in_pool(lambda: index.score_raster(scores))
-    name = Path(path).stem.replace('"', "")
-    return Response(raster, media_type=GEOTIFF,
-                    headers={"Content-Disposition": f'attachment; filename="{name}-scores.tif"'})
+    return download(raster, GEOTIFF, f"{PurePosixPath(path).stem}-scores.tif")

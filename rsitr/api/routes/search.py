@@ -9,7 +9,7 @@ import numpy as np
 from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
 from fastapi.responses import Response
 
-from rsitr.api.deps import MAX_RESULTS, SearchedDep, ServiceDep, answered, jpeg
+from rsitr.api.deps import MAX_RESULTS, SearchedDep, ServiceDep, answered, download, jpeg
 from rsitr.api.schemas import FoundAnswer, Hit, ImageSearchAnswer, Problem, SearchAnswer, problems
 from rsitr.index import DEFAULT_THRESHOLD, SearchHit
 from rsitr.index.archive import ImageTooLargeError, NotAnImageError, decode_image
@@ -61,8 +61,7 @@ def search(service: ServiceDep, asked: SearchedDep,
     named = {key: value for key, value in dict(asked).items() if value not in (None, [])}
     text = export_found(index.found_hits(found), format, {**named, "all": True, "threshold": threshold}) \
         if find_all else export(hits, format, named)
-    return Response(text, media_type=MEDIA_TYPES[format],
-                    headers={"Content-Disposition": f'attachment; filename="rsitr-results.{format}"'})
+    return download(text, MEDIA_TYPES[format], f"rsitr-results.{format}")
 
 
 @router.post("/api/search/image", responses=problems(400, 413, 415))
