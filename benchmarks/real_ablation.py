@@ -102,7 +102,7 @@ def evaluate(checkpoint: Path) -> dict[str, dict[str, dict[str, float]]]:
     from rsitr.data import load_corpus
     from rsitr.evaluate.runner import encode_corpus, evaluate_encoded
     from rsitr.models import create_model
-    from rsitr.models.encoding import ROTATIONS
+    from rsitr.data.augment import ORIENTATION_COUNTS
 
     loaded = create_model(None, str(checkpoint))
     model, recipe = loaded.model, loaded.recipe
@@ -118,7 +118,7 @@ def evaluate(checkpoint: Path) -> dict[str, dict[str, dict[str, float]]]:
         results[name] = {_row_name(key): value for key, value in evaluation.rows.items()}
         # test-time orientation averaging (each image's embedding the mean over its 4 rotations), alone and with SAR
         oriented = encode_corpus(model, corpus, config.batch_size, progress=False, keep_padding=recipe.keeps_padding,
-                                 image_views=ROTATIONS)
+                                 image_views=ORIENTATION_COUNTS[4])
         rows = evaluate_encoded(oriented, recipe, EvalConfig(sar=True), name="model").rows
         results[name].update({{"as trained": "4 orientations", "+ SAR": "4 orientations + SAR"}[_row_name(key)]: value
                               for key, value in rows.items()})

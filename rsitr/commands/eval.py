@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from rsitr.evaluate.report import format_table, write_reports
     from rsitr.evaluate.runner import encode_corpus, evaluate_encoded
     from rsitr.models import create_model
-    from rsitr.models.encoding import ORIENTATION_COUNTS
+    from rsitr.data.augment import ORIENTATION_COUNTS
     from rsitr.models.precision import resolve_precision
     from rsitr.runtime import resolve_device, set_threads
 

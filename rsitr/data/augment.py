@@ -9,14 +9,19 @@ directions ("on the left of") are rare in RSICD/RSITMD/UCM, which is why the fie
 from __future__ import annotations
 
 import random
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:  # the index's torch-free search path imports this module
+    import torch
 
 ROTATIONS = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)
 ORIENTATIONS = 8
 """Orientation ``v`` is rotation ``ROTATIONS[v // 2]``, mirrored when ``v`` is odd; 0 is the image as it is."""
+ORIENTATION_COUNTS = {1: (0,), 4: (0, 2, 4, 6), 8: tuple(range(ORIENTATIONS))}
+"""How many orientations an image is encoded in (test-time averaging) -> which: as given, its 4 rotations, or
+rotations and mirrors."""
 
 
 def orient(image: Image.Image, view: int) -> Image.Image:
@@ -30,7 +35,7 @@ def orient(image: Image.Image, view: int) -> Image.Image:
 def orient_tensor(images: torch.Tensor, view: int) -> torch.Tensor:
     """``images`` (``[..., H, W]``, square) in orientation ``view``: the same element of the group as :func:`orient`,
     on a preprocessed batch (a square resize and centre crop commute with it)."""
-    rotated = torch.rot90(images, view // 2, dims=(-2, -1))
+    rotated = images.rot90(view // 2, dims=(-2, -1))
     return rotated.flip(-1) if view % 2 else rotated
 
 

@@ -41,12 +41,6 @@ class EncodedImageFiles:
     """Position in ``paths`` -> error message, for each unreadable file."""
 
 
-ROTATIONS = (0, 2, 4, 6)
-"""The four rotations among the orientations of :func:`rsitr.data.augment.orient` (no mirror)."""
-ORIENTATION_COUNTS = {1: (0,), 4: ROTATIONS, 8: tuple(range(8))}
-"""How many orientations an image is encoded in -> which: as given, its 4 rotations, or rotations and mirrors."""
-
-
 def encode_oriented(encode: Callable[[torch.Tensor], ImageFeatures], images: torch.Tensor,
                     views: Sequence[int] = (0,)) -> ImageFeatures:
     """``encode(images)`` averaged over orientations (test-time augmentation for images without an "up").
