@@ -15,7 +15,7 @@ refused (one line naming the damage) until --rebuild; a damaged vectors.faiss is
 
 Examples:
   rsitr index rsitr/demo_data/ucm --out ucm.index
-  rsitr index rsitr/demo_data/ucm --out ucm-small.index --no-local-tokens --index-type exact
+  rsitr index rsitr/demo_data/ucm --out ucm-exact.index --index-type exact
 """
 
 from __future__ import annotations
@@ -64,9 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                  "every node sees)", " with --threads CPUs")
     tokens = parser.add_mutually_exclusive_group()
     tokens.add_argument("--store-local-tokens", dest="store_local_tokens", action="store_true", default=None,
-                        help="keep patch tokens for local re-ranking of text queries (default)")
+                        help="keep patch tokens for local re-ranking of text queries (default: kept only when "
+                             "the model re-ranks with them)")
     tokens.add_argument("--no-local-tokens", dest="store_local_tokens", action="store_false",
-                        help="store global embeddings only (smaller index, no re-ranking)")
+                        help="store global embeddings only (smaller index, no re-ranking), whatever the model")
     add_inference_arguments(parser)
     add_progress_argument(parser)
     parser.add_argument("--relocate", action="store_true",

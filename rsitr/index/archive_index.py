@@ -124,7 +124,8 @@ class ArchiveIndex:
         ``max_pixels`` (per scene) and ``max_chips_per_file`` (larger files are failures of the run) can, and
         ``relocate`` re-points the index at ``images`` when its folder moved (files are matched by their path
         relative to it, and by content where size or mtime differ, so nothing unchanged is encoded again).
-        ``rebuild`` discards the index's files (a damaged database) and builds anew. Every argument (and the
+        ``store_local_tokens`` None keeps a new index's patch tokens only when the model's scoring recipe re-ranks
+        with them (``recipe.local``). ``rebuild`` discards the index's files (a damaged database) and builds anew. Every argument (and the
         model) is checked before anything is written, so a mistake leaves no half-made index behind.
         ``chip_encoder`` encodes the chips elsewhere (:func:`rsitr.ray_embeddings.build_index_with_ray`); the index is
         the same.
@@ -161,7 +162,10 @@ class ArchiveIndex:
                     (directory / name).unlink(missing_ok=True)
             store = store or MetadataStore(directory)
             if stored_model is None:
-                settings = new_settings
+                # Patch tokens are kept only for a model that re-ranks with them (most of an index's bytes
+                # otherwise); an explicit store_local_tokens forces either way.
+                settings = new_settings if store_local_tokens is not None else \
+                    dataclasses.replace(new_settings, store_local_tokens=encoder.recipe.local)
                 store.set_meta(model=encoder.model_name, **checkpoint_record(encoder.pretrained, directory),
                                fingerprint=encoder.fingerprint().to_dict(), root=str(images),
                                settings=dataclasses.asdict(settings))

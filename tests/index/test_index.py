@@ -261,6 +261,30 @@ def test_without_local_tokens_text_search_ranks_by_global_cosine(tmp_path, encod
     assert [hit.chip_id for hit in hits] == [hit.chip_id for hit in index.search_text("a harbour", k=4, rerank=False)]
 
 
+@pytest.mark.parametrize("forced", [None, True, False])
+def test_a_new_index_keeps_local_tokens_only_when_its_model_re_ranks_with_them(tmp_path, forced):
+    """Left unsaid, patch tokens are stored for a model whose recipe re-ranks locally and left out for one that ranks
+    by its global cosine (most of an index's bytes); --store-local-tokens / --no-local-tokens force either way; an
+    update keeps what the index recorded."""
+    import dataclasses
+
+    for local in (True, False):
+        encoder = tiny_encoder()
+        encoder.recipe = dataclasses.replace(encoder.recipe, local=local)
+        root = make_archive(tmp_path / f"archive-{local}", geotiff=False)
+        out = tmp_path / f"index-{local}-{forced}"
+        index, _ = ArchiveIndex.build(out, root, encoder=encoder, store_local_tokens=forced, progress=False,
+                                      **CHIP_SETTINGS)
+        kept = local if forced is None else forced
+        assert index.settings.store_local_tokens is kept
+        assert all((tokens is not None) is kept for _, _, tokens in index_content(out).values())
+        assert index.info()["local_rerank"] is (kept and local)
+        noise(21, 64, 48).save(root / "late.png")
+        index, report = ArchiveIndex.build(out, root, encoder=encoder, progress=False)
+        assert report.new == ["late.png"] and index.settings.store_local_tokens is kept
+        assert all((tokens is not None) is kept for _, _, tokens in index_content(out).values())
+
+
 def test_an_open_index_picks_up_a_finished_update(tmp_path, encoder):
     root = make_archive(tmp_path / "archive", geotiff=False)
     ArchiveIndex.build(tmp_path / "index", root, encoder=encoder, progress=False, **CHIP_SETTINGS)
