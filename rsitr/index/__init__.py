@@ -11,9 +11,10 @@ from typing import Any
 
 _HOMES = {
     "rsitr.index.archive": ("PathOutsideArchiveError", "resolve_in_root"),
-    "rsitr.index.archive_index": ("ArchiveIndex", "SourceChangedError", "UnknownChipError"),
+    "rsitr.index.archive_index": ("ArchiveIndex", "SourceChangedError"),
     "rsitr.index.compatibility": ("IndexCompatibilityError",),
     "rsitr.index.find_all": ("DEFAULT_THRESHOLD", "Found"),
+    "rsitr.index.handles": ("UnknownChipError", "list_chips", "resolve_chips"),
     "rsitr.index.heatmap": ("NotGeoreferencedError", "SceneScores"),
     "rsitr.index.indexer": ("IndexSettings", "IndexSetupError", "UpdateReport"),
     "rsitr.index.searcher": ("SearchHit", "SearchResults"),

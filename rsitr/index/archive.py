@@ -279,6 +279,18 @@ def scene_size(path: Path) -> tuple[int, int]:
             return dataset.width, dataset.height
 
 
+def check_image(path: Path, max_pixels: int | None = DEFAULT_MAX_QUERY_PIXELS) -> None:
+    """Refuse a query image rsitr cannot read, or one over ``max_pixels``, from its header (nothing decoded): the
+    check a command makes before its model loads."""
+    try:
+        with open_scene(Path(path), max_pixels):
+            pass
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - decoders raise many types
+        raise NotAnImageError(f"{path} is not an image rsitr can read ({type(err).__name__})") from None
+
+
 class open_scene:  # noqa: N801 - used as a context manager like open()
     """``with open_scene(path) as scene:`` reads a supported image; raises on unreadable files, and
     :class:`ImageTooLargeError` before decoding when the header declares more than ``max_pixels``."""

@@ -188,7 +188,7 @@ def test_cli_finds_all_and_exports_regions(index, capsys):
     assert main(["search", directory, "a harbour", "--positive", "1", "2", "--negative", "3", "--all",
                  "--threshold", "0.4"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [int(line.split(" chip ")[1].split()[0]) for line in lines[:-1]] == found.ids.tolist()
+    assert [int(line.split(" chip ")[1].split()[0]) for line in lines[1:-1]] == found.ids.tolist()
     assert lines[-1].startswith(f"{found.count} of 10 chips found with a probability of at least 0.4 (2 wanted, "
                                 "1 not wanted")
     assert main(["search", directory, "a harbour", "--positive", "1", "2", "--all", "--format", "geojson"]) == 0

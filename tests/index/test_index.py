@@ -139,7 +139,7 @@ def test_incremental_update_adds_changes_and_removes_files(tmp_path, encoder):
     (root / "sub" / "scene3.png").unlink()                          # deleted
     os.utime(root / "scene0.png", ns=(1, 1))                        # touched, same content
     index, report = ArchiveIndex.build(tmp_path / "index", root, encoder=encoder, progress=False)
-    assert report.new == ["added.png", "broken.jpg"]
+    assert report.new == ["added.png"] and report.retried == ["broken.jpg"]  # a failed file is not new again
     assert (report.changed, report.removed, report.unchanged) == (["scene1.png"], ["sub/scene3.png"], 2)
     assert report.chips_encoded == 2
     after = index_content(tmp_path / "index")
@@ -216,7 +216,7 @@ def test_another_model_or_other_chip_settings_are_refused(built, tmp_path, capsy
     torch.save(other.clip.state_dict(), checkpoint)  # an OpenCLIP checkpoint of differently seeded weights
     assert main(["index", "--images", str(root), "--out", str(index.directory), "--model", TINY_MODEL,
                  "--pretrained", str(checkpoint), "--quiet"]) == 2
-    assert "not comparable" in capsys.readouterr().err
+    assert f"not --model {TINY_MODEL} --pretrained {checkpoint}; " in capsys.readouterr().err  # before it loads
 
 
 @pytest.mark.parametrize("index_type", ["ivf", "hnsw"])
@@ -236,13 +236,14 @@ def test_cli_search_prints_json_and_table(built, tmp_path, capsys):
     index, root = built
     noise(0, 64, 48).save(tmp_path / "query.png")
     assert main(["search", str(index.directory), "--image", str(tmp_path / "query.png"), "--top-k", "2", "--json"]) == 0
-    results = json.loads(capsys.readouterr().out)
+    results = json.loads(capsys.readouterr().out)["results"]
     assert len(results) == 2 and results[0]["path"] == "scene0.png"
     assert results[0]["window"] == {"x": 0, "y": 0, "width": 64, "height": 48}
 
     assert main(["search", str(index.directory), "a harbour", "--top-k", "3"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    header, *lines = capsys.readouterr().out.strip().splitlines()
     expected = index.search_text("a harbour", k=3)
+    assert header.split() == ["rank", "score", "file", "[window]", "chip"]  # the table says what its columns are
     assert [line.split()[2] for line in lines] == [hit.path for hit in expected]
 
     assert main(["search", str(index.directory)]) == 2
@@ -319,4 +320,5 @@ def test_an_index_encoded_by_a_chip_encoder_equals_the_embedded_one(tmp_path, en
     noise(7, 64, 48).save(archive / "added.png")
     _, report = ArchiveIndex.build(tmp_path / "remote", archive, encoder=encoder, progress=False,
                                    chip_encoder=chip_encoder)
-    assert calls[-1] == report.new == ["added.png", "broken.jpg"] and report.chips_encoded == 1
+    assert calls[-1] == ["added.png", "broken.jpg"] and report.new == ["added.png"] and report.chips_encoded == 1
+    assert report.retried == ["broken.jpg"]

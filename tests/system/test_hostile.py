@@ -705,7 +705,7 @@ LANCE_DAMAGES = {"deleted": lambda path: path.unlink(),
 def searched_ids(capsys, out: Path) -> tuple[list[int], list[str]]:
     assert main(["search", str(out), "a harbour", "--top-k", "10", "--format", "json"]) == 0
     printed, err = capsys.readouterr()
-    return [hit["chip_id"] for hit in json.loads(printed)], err.splitlines()
+    return [hit["chip_id"] for hit in json.loads(printed)["results"]], err.splitlines()
 
 
 @pytest.mark.parametrize("damage", [*LANCE_DAMAGES, "a component of 1e28"])
