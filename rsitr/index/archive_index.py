@@ -23,8 +23,8 @@ from rsitr.errors import RsitrWarning, UserError
 from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS, open_scene, resolve_in_root
 from rsitr.index.compatibility import (check_encoder, checkpoint_record, merged_settings, recorded_checkpoint,
                                        refuse_another_model)
-from rsitr.index.find_all import (DEFAULT_THRESHOLD, Found, Probe, background_ids, fit_probe, prior_excluded,
-                                   score_batches)
+from rsitr.index.find_all import (DEFAULT_THRESHOLD, PREVALENCE_SAMPLE, Found, Probe, background_ids, fit_probe,
+                                   prevalence, prior_excluded, score_batches, with_prevalence)
 from rsitr.index.index_encoder import EncodedText, Encoder, Fingerprint
 from rsitr.index.export import wgs84_bounds
 from rsitr.index.feedback import rocchio
@@ -292,7 +292,8 @@ class ArchiveIndex:
     def probe(self, query: str | None = None, *, like: Handle | None = None, image: np.ndarray | None = None,
               positive: Sequence[Handle] = (), negative: Sequence[Handle] = (), seed: int = 0) -> Probe:
         """The calibrated linear probe of "find all like these", fitted on the marks (at least one ``positive``);
-        ``negative`` chips and the query are priors (:mod:`rsitr.index.find_all`)."""
+        ``negative`` chips and the query are priors; a calibrated probe's odds are then those of the archive (the
+        share of wanted chips estimated on a uniform sample of it: :func:`rsitr.index.find_all.prevalence`)."""
         if not positive:
             raise UserError("finding all like these needs at least one chip marked wanted (--positive)")
         like, positive, negative = self._resolved(like, positive, negative)
@@ -302,8 +303,12 @@ class ArchiveIndex:
         likely = self._candidates(prior, excluded)[0].tolist() if excluded else []
         background = background_ids(self.store.chip_ids(), marked | set(likely), seed=seed).tolist()
         stored = self.store.vectors([*marked, *background])
-        return fit_probe(self._matrix(stored, positive), self._matrix(stored, negative),
-                         self._matrix(stored, background), seed)
+        probe = fit_probe(self._matrix(stored, positive), self._matrix(stored, negative),
+                          self._matrix(stored, background), seed)
+        if not probe.calibrated:
+            return probe
+        sample = background_ids(self.store.chip_ids(), (), PREVALENCE_SAMPLE, seed + 1).tolist()
+        return with_prevalence(probe, prevalence(probe.logits(self._matrix(self.store.vectors(sample), sample))))
 
     def find_all(self, query: str | None = None, *, like: Handle | None = None, image: np.ndarray | None = None,
                  positive: Sequence[Handle] = (), negative: Sequence[Handle] = (), threshold: float = DEFAULT_THRESHOLD,
