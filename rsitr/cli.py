@@ -201,13 +201,20 @@ def quiet_libraries(verbose: bool) -> Iterator[None]:
             os.environ.pop(key, None)
 
 
+FLAG_OF_ARGUMENT = {"strict=True": "--strict"}
+"""Library arguments that warnings name, and the flag that sets them on the command line."""
+
+
 def warning_lines(command: str, verbose: bool) -> Callable[..., None]:
     """A ``warnings.showwarning`` that writes rsitr's warnings (:class:`rsitr.errors.RsitrWarning`) as one
     ``rsitr <command>: warning: ...`` line each, without Python's source line; the libraries' only with ``verbose``."""
     def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: TextIO | None = None,
              line: str | None = None) -> None:
         if verbose or issubclass(category, RsitrWarning):
-            print(f"rsitr {command}: warning: {message}", file=sys.stderr)
+            text = str(message)
+            for argument, flag in FLAG_OF_ARGUMENT.items():  # the library's terms, as this command line spells them
+                text = text.replace(argument, flag)
+            print(f"rsitr {command}: warning: {text}", file=sys.stderr)
 
     return show
 

@@ -176,6 +176,11 @@ def scan_archive(root: Path) -> list[ArchiveFile]:
             except SymlinkLoopError:
                 warnings.warn(f"skipped {relative}: a symlink loop", RsitrWarning, stacklevel=2)
                 continue
+            except FileNotFoundError:
+                if full.is_symlink():
+                    warnings.warn(f"skipped {relative}: a broken symlink (its target is gone)", RsitrWarning,
+                                  stacklevel=2)
+                continue
             except (PathOutsideArchiveError, OSError):
                 continue
             if not S_ISREG(stat.st_mode):

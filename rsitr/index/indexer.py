@@ -304,5 +304,7 @@ def update_index(store: MetadataStore, encoder: Encoder, root: Path, settings: I
     bar = tqdm(total=total, unit="chip", desc="encoding", disable=not progress)
     encode_chips(_tiled_chips(root, settings, [(job.file.path, partial(done, job)) for job in jobs]),
                  _StoreWriter(store, jobs, report, bar), batch_size, encoder, settings.store_local_tokens)
+    bar.total = bar.n  # chips of a file that failed after its header was counted were never encoded: the bar ends full
+    bar.refresh()
     bar.close()
     return report

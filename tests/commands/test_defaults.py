@@ -192,6 +192,9 @@ def test_index_progress_bar_has_a_fixed_total(tmp_path: Path, monkeypatch: pytes
             self.n += count
             assert self.total == self.first_total
 
+        def refresh(self) -> None:
+            pass
+
         def close(self) -> None:
             pass
 
