@@ -6,8 +6,7 @@ command checks before its model loads) imports no torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from rsitr._lazy import lazy_exports
 
 _HOMES = {
     "rsitr.data.dataset": ("ImageDataset", "ImageFileDataset", "PairDataset", "collate", "collate_readable", "open_rgb",
@@ -18,12 +17,4 @@ _HOMES = {
     "rsitr.data.records": ("SPLITS", "CaptionCorpus", "ImageRecord", "random_splits"),
     "rsitr.data.synthetic": ("make_synthetic_dataset",),
 }
-_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
-
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MODULE_OF:
-        return getattr(importlib.import_module(_MODULE_OF[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__, __getattr__ = lazy_exports(__name__, _HOMES)
