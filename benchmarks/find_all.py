@@ -1,5 +1,6 @@
-"""Find all like these on UC Merced: precision, recall and F1 over the whole archive after one and two rounds of
-marks, beside Rocchio's top-k at the same count; and the time to score 1 M chips.
+"""Find all like these on UC Merced: precision, recall and F1 over the whole archive from a handful of marks (3 + 2,
+5 + 5, 10 + 10; no query) and after one and two rounds of marks on text searches, beside Rocchio's top-k at the
+same count; and the time to score 1 M chips.
 
 Indexes the 2,100 UC Merced images (one chip each) with the product's :class:`rsitr.index.ArchiveIndex` and asks one
 held-out caption per test-split image, as benchmarks/feedback.py does (a hit is relevant when its image has the
@@ -17,6 +18,7 @@ index's real embeddings), scored by a probe fitted on real marks: from memory, f
 :data:`rsitr.index.archive_index.SCORE_BATCH`.
 
     python benchmarks/find_all.py [--data ../shared/data/ucm] [--index-dir DIR] [--queries N] [--chips 1000000]
+                                  [--trials 3] [--few-marks-only]
 
 Without ``--model`` / ``--pretrained`` the model is rsitr's default (:data:`rsitr.models.DEFAULT_PRETRAINED`).
 Results are printed and written to ``benchmarks/results/find_all.json`` with the model and the CPU named.
@@ -40,7 +42,7 @@ from feedback import read_ucm, resolve_model_and_ucm  # noqa: E402
 from index_scale import fit_mixture, synthetic  # noqa: E402
 from rsitr.index import ArchiveIndex  # noqa: E402
 from rsitr.index.archive_index import SCORE_BATCH  # noqa: E402
-from rsitr.index.find_all import score_batches  # noqa: E402
+from rsitr.index.find_all import logit, score_batches  # noqa: E402
 from rsitr.models import DEFAULT_PRETRAINED  # noqa: E402
 
 PAGE = 20
@@ -83,6 +85,53 @@ def query_rounds(index: ArchiveIndex, caption: str, relevant: set[int]) -> list[
         rounds.append(result)
         page = found.ids[found.probabilities >= DEFAULT][:PAGE].tolist()
     return rounds
+
+
+FEW_MARKS = ((3, 2), (5, 5), (10, 10))
+"""(wanted, not wanted) marks of the few-marks settings: 3 + 2, 5 + 5 and 20 marks."""
+
+
+def few_marks(index: ArchiveIndex, by_scene: dict[str, set[int]], trials: int, seed: int) -> dict:
+    """F1 of find all from a handful of marks and no query, per setting of :data:`FEW_MARKS`, beside Rocchio's search
+    from the same marks cut at the same count: for every scene and ``trials`` draws, the wanted chips are drawn from
+    the scene and the not-wanted ones are the chips of other scenes nearest the wanted chips' centroid (what an
+    analyst sees beside them on a results page and rejects)."""
+    ids, vectors = index.store.embeddings()
+    position = {int(chip_id): i for i, chip_id in enumerate(ids)}
+    rng = np.random.default_rng(seed)
+    results = {}
+    for wanted_count, unwanted_count in FEW_MARKS:
+        rows = []
+        for scene, relevant in sorted(by_scene.items()):
+            for _ in range(trials):
+                wanted = rng.choice(sorted(relevant), wanted_count, replace=False).tolist()
+                centroid = vectors[[position[chip] for chip in wanted]].mean(axis=0)
+                nearest = ids[np.argsort(-(vectors @ centroid), kind="stable")].tolist()
+                unwanted = [chip for chip in nearest if chip not in relevant][:unwanted_count]
+                found = index.find_all(positive=wanted, negative=unwanted)
+                chips = found.ids.tolist()
+                rocchio = [hit.chip_id for hit in index.search(k=len(chips), positive=wanted, negative=unwanted)] \
+                    if chips else []
+                # the same probe at even odds (before the archive's share of wanted chips moved its bias)
+                shift = logit(found.probe.prevalence) if found.probe.prevalence else 0.0
+                even = ids[found.probe.logits(vectors) - shift >= 0].tolist()
+                rows.append((prf(chips, relevant), prf(rocchio, relevant), prf(even, relevant), len(chips),
+                             len(relevant), len(even)))
+        name = f"{wanted_count} + {unwanted_count}"
+        results[name] = {
+            method: {part: float(np.mean([row[column][index_] for row in rows]))
+                     for index_, part in enumerate(("precision", "recall", "f1"))}
+            for column, method in enumerate(("find_all", "rocchio", "find_all_even_odds"))}
+        results[name]["mean count"] = float(np.mean([row[3] for row in rows]))
+        results[name]["mean relevant"] = float(np.mean([row[4] for row in rows]))
+        results[name]["mean count at even odds"] = float(np.mean([row[5] for row in rows]))
+        results[name]["draws"] = len(rows)
+        row = results[name]
+        print(f"  {name} marks: find all P {row['find_all']['precision']:.3f} R {row['find_all']['recall']:.3f} "
+              f"F1 {row['find_all']['f1']:.3f} | Rocchio at the same count F1 {row['rocchio']['f1']:.3f} | "
+              f"{row['mean count']:.0f} found of {row['mean relevant']:.0f} | at even odds F1 "
+              f"{row['find_all_even_odds']['f1']:.3f}, {row['mean count at even odds']:.0f} found", flush=True)
+    return results
 
 
 def summarise(per_query: list[list[dict | None]]) -> dict:
@@ -149,6 +198,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=0, help="use only the first N queries (0 = all 210)")
     parser.add_argument("--chips", type=int, default=1_000_000, help="synthetic chips to time the scoring on")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--trials", type=int, default=3, help="draws of marks per scene in the few-marks settings")
+    parser.add_argument("--few-marks-only", action="store_true",
+                        help="only the few-marks settings (3 + 2, 5 + 5, 10 + 10), not the query rounds or timing")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "find_all.json")
     args = parser.parse_args()
     data = resolve_model_and_ucm(args)
@@ -168,6 +220,15 @@ def main() -> None:
     for chip_id, record in records.items():
         by_scene.setdefault(scenes[record.path], set()).add(chip_id)
 
+    print(f"few marks, no query ({args.trials} draws per scene; not wanted: other scenes' chips nearest the wanted):")
+    few = few_marks(index, by_scene, args.trials, args.seed)
+    if args.few_marks_only:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
+        args.out.write_text(json.dumps({**previous, "cpu": cpu_model(), "model": args.model,
+                                        "pretrained": args.pretrained, "few marks": few}, indent=2) + "\n")
+        print(f"written to {args.out} (few marks only)")
+        return
     start = time.perf_counter()
     per_query = []
     for number, (path, caption) in enumerate(queries, 1):
@@ -195,7 +256,7 @@ def main() -> None:
     args.out.write_text(json.dumps({
         "cpu": cpu_model(), "model": args.model, "pretrained": args.pretrained, "queries": len(queries),
         "page": PAGE, "relevant per query": 100, "archive": len(ids), "default threshold": DEFAULT,
-        "rounds": summary, "scoring": {"chips": args.chips, "batch": SCORE_BATCH, "seconds": timings}},
+        "few marks": few, "rounds": summary, "scoring": {"chips": args.chips, "batch": SCORE_BATCH, "seconds": timings}},
         indent=2) + "\n")
     print(f"written to {args.out}")
 

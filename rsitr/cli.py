@@ -27,7 +27,7 @@ import sqlite3
 import sys
 import warnings
 from importlib import metadata
-from typing import Callable, Iterator, NoReturn, Sequence, TextIO
+from typing import Callable, Iterator, Mapping, NoReturn, Sequence, TextIO
 
 from rsitr import __version__
 from rsitr.errors import RsitrWarning, UserError
@@ -83,6 +83,8 @@ class _Parser(argparse.ArgumentParser):
     does not know, also when the typo left a required flag missing (``--image`` for ``--images``)."""
 
     typed: Sequence[str] = ()
+    elsewhere: Mapping[str, Sequence[str]] = {}
+    """The shown flags of the other commands, with the commands that take them (a flag given to the wrong one)."""
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("allow_abbrev", False)  # `--top 3` is no flag: a prefix would become --top-k silently
@@ -101,8 +103,12 @@ class _Parser(argparse.ArgumentParser):
             super().error(message)  # the flags after a command are its own: no hint from this parser's
         known = [flag for action in self._actions for flag in action.option_strings]
         flags = {token.split("=", 1)[0] for token in self.typed if token.startswith("--")}
-        near = {flag: difflib.get_close_matches(flag, known, n=1) for flag in sorted(flags - set(known))}
-        hints = [f"did you mean {found[0]} for {flag}?" for flag, found in near.items() if found]
+        hints = []
+        for flag in sorted(flags - set(known)):
+            if flag in self.elsewhere:
+                hints.append(f"{flag} is a flag of {', '.join(self.elsewhere[flag])}, not of {self.prog}")
+            elif near := difflib.get_close_matches(flag, known, n=1):
+                hints.append(f"{flag}: did you mean {near[0]}?")
         super().error("; ".join([message, *hints]))
 
 
@@ -130,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="show the libraries' own warnings and log lines")
         module.add_arguments(sub)
         sub.set_defaults(run=module.run, interrupted_hint=getattr(module, "INTERRUPTED_HINT", None))
+    owners: dict[str, list[str]] = {}
+    for name, sub in subparsers.choices.items():
+        for flag in {flag for action in sub._actions if action.help != argparse.SUPPRESS
+                     for flag in action.option_strings}:
+            owners.setdefault(flag, []).append(f"rsitr {name}")
+    for name, sub in subparsers.choices.items():
+        sub.elsewhere = {flag: commands for flag, commands in owners.items() if f"rsitr {name}" not in commands}
     return parser
 
 
@@ -223,13 +236,20 @@ def native_stderr_quiet() -> Iterator[None]:
         terminal.close()
 
 
+FLAG_OF_ARGUMENT = {"strict=True": "--strict"}
+"""Library arguments that warnings name, and the flag that sets them on the command line."""
+
+
 def warning_lines(command: str, verbose: bool) -> Callable[..., None]:
     """A ``warnings.showwarning`` that writes rsitr's warnings (:class:`rsitr.errors.RsitrWarning`) as one
     ``rsitr <command>: warning: ...`` line each, without Python's source line; the libraries' only with ``verbose``."""
     def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: TextIO | None = None,
              line: str | None = None) -> None:
         if verbose or issubclass(category, RsitrWarning):
-            print(f"rsitr {command}: warning: {printable(message)}", file=sys.stderr)
+            text = str(message)
+            for argument, flag in FLAG_OF_ARGUMENT.items():  # the library's terms, as this command line spells them
+                text = text.replace(argument, flag)
+            print(f"rsitr {command}: warning: {printable(text)}", file=sys.stderr)
 
     return show
 

@@ -145,6 +145,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     max_steps_per_epoch: int = 0  # 0 = full epochs; >0 truncates (smoke runs)
+    keep_epochs: bool = False  # also keep every epoch's checkpoint (epoch_NNN.pt) beside best.pt and latest.pt
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

@@ -30,6 +30,8 @@ QUERY_PATTERN = r"[^\s\x1c-\x1f]"
 """A query holds a character that is not whitespace (``\\s`` differs between regex engines on ``\\x1c-\\x1f``,
 which Python's ``str.strip`` removes: naming them keeps the schema, the validator and the handler in agreement)."""
 
+CHIP_HANDLE = "{}: chip ids, or indexed images' paths relative to the archive (PATH:WxH+X+Y: one chip of a tiled scene)"
+
 T = TypeVar("T")
 
 
@@ -116,12 +118,14 @@ ServiceDep = Annotated[Service, Depends(service)]
 
 
 def searched(q: Annotated[str | None, Query(min_length=1, max_length=1000, pattern=QUERY_PATTERN)] = None,
-             like: Annotated[int | None, Query(description="search like this indexed chip")] = None,
+             like: Annotated[int | str | None, Query(description=CHIP_HANDLE.format(
+                 "search like this indexed chip"))] = None,
              image: Annotated[str | None, Query(pattern=ID_PATTERN,
                                                 description="search like this uploaded query image (its id)")] = None,
-             positive: Annotated[list[int], Query(max_length=MAX_RESULTS, description="chip ids marked wanted")] = [],
-             negative: Annotated[list[int], Query(max_length=MAX_RESULTS,
-                                                  description="chip ids marked not wanted")] = []) -> Searched:
+             positive: Annotated[list[int | str], Query(max_length=MAX_RESULTS, description=CHIP_HANDLE.format(
+                 "chips marked wanted"))] = [],
+             negative: Annotated[list[int | str], Query(max_length=MAX_RESULTS, description=CHIP_HANDLE.format(
+                 "chips marked not wanted"))] = []) -> Searched:
     """The query parameters saying what to search for, shared by search and heat map (which of them may go
     together is the index's to say)."""
     return Searched(q=q, like=like, image=image, positive=positive, negative=negative)

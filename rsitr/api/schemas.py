@@ -56,10 +56,10 @@ class Searched(Answer):
     """What was searched for, as asked."""
 
     q: str | None
-    like: int | None
+    like: int | str | None
     image: str | None
-    positive: list[int]
-    negative: list[int]
+    positive: list[int | str]
+    negative: list[int | str]
 
 
 class SearchAnswer(Searched):

@@ -50,13 +50,14 @@ def run(args: argparse.Namespace) -> int:
                    ("--templates", args.templates))
     model_name, pretrained = model_arguments(args)
     from rsitr.data.classes import class_names, read_labeled_images
+
+    images = read_labeled_images(args.source, args.images, args.split)  # before torch and the model load
+    names = class_names(images.classes, args.names)
     from rsitr.evaluate.report import plot_confusion
     from rsitr.evaluate.zero_shot import classify_images, read_templates
     from rsitr.models import create_model
     from rsitr.runtime import resolve_device, set_threads
 
-    images = read_labeled_images(args.source, args.images, args.split)
-    names = class_names(images.classes, args.names)
     templates = read_templates(args.templates)
     set_threads(args.threads)
     device = resolve_device(args.device)

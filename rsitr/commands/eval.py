@@ -9,7 +9,7 @@ Examples (RSICD and UCM-Captions lie in ../shared/data in a checkout):
   rsitr eval --data ../shared/data/ucm/dataset_ucm.json --images ../shared/data/ucm/images --sar
   rsitr eval --data ../shared/data/ucm/captions_ucm.csv --images ../shared/data/ucm/images --two-stage --recall-k 50
   rsitr eval --data ../shared/data/rsicd/dataset_rsicd.json --images ../shared/data/rsicd/images \
-      --pretrained runs/ucm/checkpoints/latest.pt   # after the first `rsitr train --help` example
+      --pretrained runs/ucm   # its best epoch by validation mR, after the first `rsitr train --help` example
 """
 
 from __future__ import annotations
@@ -58,10 +58,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     check_readable(("--data", args.data), ("--images", args.images))
     model_name, pretrained = model_arguments(args)
+    from rsitr.data import DataError, load_corpus
+
+    # The data is read before torch and the model load: a wrong file or folder is one line at once.
+    corpus = load_corpus(args.data, args.images, strict=args.strict, split=args.split).split(args.split)
+    if len(corpus) == 0:
+        raise DataError(f"has no images in split {args.split!r}", path=args.data,
+                        fix="pick another --split (the summary of `rsitr data inspect` lists the splits)")
     from dataclasses import replace
 
     from rsitr.config import EvalConfig
-    from rsitr.data import DataError, load_corpus
     from rsitr.evaluate.report import format_table, write_reports
     from rsitr.evaluate.runner import encode_corpus, evaluate_encoded
     from rsitr.models import create_model
@@ -69,10 +75,6 @@ def run(args: argparse.Namespace) -> int:
     from rsitr.models.precision import resolve_precision
     from rsitr.runtime import resolve_device, set_threads
 
-    corpus = load_corpus(args.data, args.images, strict=args.strict, split=args.split).split(args.split)
-    if len(corpus) == 0:
-        raise DataError(f"has no images in split {args.split!r}", path=args.data,
-                        fix="pick another --split (the summary of `rsitr data inspect` lists the splits)")
     set_threads(args.threads)
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)

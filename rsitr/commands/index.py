@@ -15,7 +15,7 @@ refused (one line naming the damage) until --rebuild; a damaged vectors.faiss is
 
 Examples:
   rsitr index rsitr/demo_data/ucm --out ucm.index
-  rsitr index rsitr/demo_data/ucm --out ucm-small.index --no-local-tokens --index-type exact
+  rsitr index rsitr/demo_data/ucm --out ucm-exact.index --index-type exact
 """
 
 from __future__ import annotations
@@ -65,9 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                  "every node sees)", " with --threads CPUs")
     tokens = parser.add_mutually_exclusive_group()
     tokens.add_argument("--store-local-tokens", dest="store_local_tokens", action="store_true", default=None,
-                        help="keep patch tokens for local re-ranking of text queries (default)")
+                        help="keep patch tokens for local re-ranking of text queries (default: kept only when "
+                             "the model re-ranks with them)")
     tokens.add_argument("--no-local-tokens", dest="store_local_tokens", action="store_false",
-                        help="store global embeddings only (smaller index, no re-ranking)")
+                        help="store global embeddings only (smaller index, no re-ranking), whatever the model")
     add_inference_arguments(parser, runtime=True)
     add_progress_argument(parser)
     parser.add_argument("--relocate", action="store_true",
@@ -77,12 +78,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="discard the index's files and build it anew (a damaged index.sqlite; needs --model)")
 
 
+def INTERRUPTED_HINT(args: argparse.Namespace) -> str:  # noqa: N802 - the name the command line looks up
+    """What Ctrl-C leaves behind: every file finished (all its chips) is kept; the same command resumes."""
+    return (f"The chips written so far are kept in {args.out} (whole files, a file's chips in committed batches); "
+            f"run the same command again to resume where it stopped.")
+
+
+def _requested(args: argparse.Namespace) -> dict:
+    """The settings asked for (None: as the index records them, or the defaults)."""
+    return {"chip_size": args.chip_size, "chip_overlap": args.chip_overlap, "tile_larger_than": args.tile_larger_than,
+            "index_type": args.index_type, "store_local_tokens": args.store_local_tokens, "backend": args.backend,
+            "vector_uri": args.vector_uri, "max_pixels": args.max_pixels, "max_chips_per_file": args.max_chips_per_file}
+
+
+def _unchanged(args: argparse.Namespace) -> bool:
+    """Print the summary of an update that would change nothing, told without the model (see
+    :mod:`rsitr.index.freshness`); False when there is work (or a model or engine was named)."""
+    if args.rebuild or args.relocate or args.model or args.pretrained or args.engine != "local":
+        return False
+    from pathlib import Path
+
+    from rsitr.index.freshness import unchanged
+
+    found = unchanged(Path(args.out), Path(args.images), _requested(args))
+    if found is None:
+        return False
+    _print_summary(args.out, found.files, found.chips, unchanged=found.files, failures=found.failures)
+    return True
+
+
+def _print_summary(out: str, files: int, chips: int, *, new: int = 0, changed: int = 0, resumed: int = 0,
+                   removed: int = 0, unchanged: int = 0, retried: int = 0, encoded: int = 0,
+                   failures: list[tuple[str, str]] = ()) -> None:
+    print(f"{printable(out)}: {chips} chips from {files} files (new {new}, changed {changed}, resumed {resumed}, removed "
+          f"{removed}, unchanged {unchanged}{f', retried {retried}' if retried else ''}; {encoded} chips encoded)")
+    if failures:
+        print(f"skipped {len(failures)} unreadable image(s):")
+        for path, error in failures:
+            print(f"  {printable(path)}: {printable(error)}")
+
+
 def run(args: argparse.Namespace) -> int:
     args.images = getattr(args, "source", None)
     if args.images is None:
         raise UserError("give the folder of images to index: rsitr index IMAGES --out INDEX")
     check_readable(("images folder", args.images))
     check_model_arguments(args.model, args.pretrained)  # mistyped names are refused before torch loads
+    if _unchanged(args):
+        return 0
     if args.backend == "lancedb":
         from rsitr.index.lance_store import import_lancedb
 
@@ -103,20 +146,13 @@ def run(args: argparse.Namespace) -> int:
 
         build = partial(build_index_with_ray, address=args.address, num_cpus=args.threads, actors=args.ray_actors)
     index, report = build(
-        args.out, args.images, args.model, args.pretrained, chip_size=args.chip_size,
-        chip_overlap=args.chip_overlap, tile_larger_than=args.tile_larger_than, index_type=args.index_type,
-        store_local_tokens=args.store_local_tokens, backend=args.backend, vector_uri=args.vector_uri,
-        max_pixels=args.max_pixels, max_chips_per_file=args.max_chips_per_file, batch_size=args.batch_size, progress=not args.no_progress,
-        device=device_name(args.device), precision=args.precision, runtime=args.runtime, relocate=args.relocate,
-        rebuild=args.rebuild)
+        args.out, args.images, args.model, args.pretrained, **_requested(args), batch_size=args.batch_size,
+        progress=not args.no_progress, device=device_name(args.device), precision=args.precision,
+        runtime=args.runtime,
+        relocate=args.relocate, rebuild=args.rebuild)
     info = index.info()
     index.close()
-    print(f"{args.out}: {info['chips']} chips from {info['files']} files "
-          f"(new {len(report.new)}, changed {len(report.changed)}, "
-          f"resumed {len(report.resumed)}, removed {len(report.removed)}, unchanged {report.unchanged}; "
-          f"{report.chips_encoded} chips encoded)")
-    if report.failures:
-        print(f"skipped {len(report.failures)} unreadable image(s):")
-        for path, error in report.failures:
-            print(f"  {printable(path)}: {printable(error)}")
+    _print_summary(args.out, info["files"], info["chips"], new=len(report.new), changed=len(report.changed),
+                   resumed=len(report.resumed), removed=len(report.removed), unchanged=report.unchanged,
+                   retried=len(report.retried), encoded=report.chips_encoded, failures=report.failures)
     return 0

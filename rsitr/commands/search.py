@@ -2,10 +2,11 @@
 
 Text queries are ranked by global cosine, then the best --candidates are re-ranked with local
 (patch-word) similarity when the index stores local tokens (--no-rerank skips that). Image queries
-(--image FILE) rank by global cosine. --like CHIP_ID searches like an indexed chip, from its stored
-vector (nothing is re-encoded). --positive / --negative chip ids refine any of these by relevance
-feedback (Rocchio: toward the wanted chips, away from the unwanted ones). --format geojson writes the
-footprints in WGS84 for a GIS; --format csv one row per chip.
+(--image FILE) rank by global cosine. --like CHIP searches like an indexed chip, from its stored
+vector (nothing is re-encoded). --positive / --negative chips refine any of these by relevance
+feedback (Rocchio: toward the wanted chips, away from the unwanted ones). A chip is named by its id or by
+its image's path (PATH:WxH+X+Y for one chip of a tiled scene); --list PATTERN prints ids and paths.
+--format geojson writes the footprints in WGS84 for a GIS; --format csv one row per chip.
 
 --all finds every chip of the index like the --positive ones: a calibrated linear probe fitted on the marks
 (--negative and the query as priors) scores all chips, and those with a probability of at least --threshold are
@@ -15,9 +16,12 @@ printed, most probable first, with their count; --format geojson / csv then writ
 Examples (after `rsitr index rsitr/demo_data/ucm --out ucm.index`):
   rsitr search ucm.index "a baseball field next to green trees" --top-k 10
   rsitr search ucm.index --image rsitr/demo_data/ucm/forest_01.jpg
-  rsitr search ucm.index --like 12
-  rsitr search ucm.index "storage tanks" --positive 12 40 --negative 7 --format geojson
-  rsitr search ucm.index "storage tanks" --positive 12 40 --negative 7 --all --threshold 0.7
+  rsitr search ucm.index --list 'storagetanks*'
+  rsitr search ucm.index --like rsitr/demo_data/ucm/forest_01.jpg
+  rsitr search ucm.index "storage tanks" --positive storagetanks_01.jpg storagetanks_02.jpg \\
+    --negative parkinglot_01.jpg --format geojson
+  rsitr search ucm.index --positive storagetanks_01.jpg storagetanks_02.jpg storagetanks_03.jpg \\
+    --negative parkinglot_01.jpg harbor_01.jpg --all
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from rsitr.terminal import printable
 FORMATS = ("table", "json", "geojson", "csv")
 CHECKPOINT_HELP = ("where the index's model checkpoint lies now, if it moved (accepted only when its SHA-256 is "
                    "the recorded one)")
+CHIP_HELP = ("a chip id, or an indexed image's path (inside the images folder, or relative to it), with :WxH+X+Y "
+             "for one chip of a tiled scene")
 MAX_PIXELS_HELP = "largest query image in pixels, read from its header before decoding (default 40,000,000)"
 
 
@@ -43,11 +49,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--candidates", type=positive_int, default=100,
                         help="FAISS candidates re-ranked for text queries (default 100)")
     parser.add_argument("--no-rerank", action="store_true", help="rank text queries by global cosine only")
-    parser.add_argument("--like", type=int, metavar="CHIP_ID", help="search like this indexed chip (its stored vector)")
-    parser.add_argument("--positive", type=int, nargs="+", default=[], metavar="CHIP_ID",
+    parser.add_argument("--like", metavar="CHIP", help="search like this indexed chip (its stored vector): " + CHIP_HELP)
+    parser.add_argument("--positive", nargs="+", default=[], metavar="CHIP",
                         help="chips marked wanted: the ranking moves toward them")
-    parser.add_argument("--negative", type=int, nargs="+", default=[], metavar="CHIP_ID",
+    parser.add_argument("--negative", nargs="+", default=[], metavar="CHIP",
                         help="chips marked not wanted: the ranking moves away from them")
+    parser.add_argument("--list", metavar="PATTERN",
+                        help="list the chips of the indexed images whose path matches PATTERN (a glob relative to the "
+                             "images folder, e.g. 'forest*'): id, path and window, nothing searched")
     parser.add_argument("--all", action="store_true", dest="find_all",
                         help="find all chips like the --positive ones (a classifier over the whole index)")
     parser.add_argument("--threshold", type=float, default=None, metavar="P",
@@ -68,6 +77,11 @@ def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
 
 def check_query(args: argparse.Namespace) -> None:
     """Refuse flags that do not go together, before the index and its model load."""
+    if args.list is not None:
+        if args.query is not None or args.image is not None or args.like is not None or args.positive or \
+                args.negative or args.find_all:
+            raise UserError("--list only lists chips; search without it")
+        return
     if args.image is not None and (args.query is not None or args.like is not None or args.positive or args.negative):
         raise UserError("--image searches alone; give a text query, --like or feedback without it")
     if args.query is None and args.image is None and args.like is None and not args.positive:
@@ -96,8 +110,14 @@ def run(args: argparse.Namespace) -> int:
     check_query(args)
     check_index(args.index)
     check_readable(("--image", args.image))
+    from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS, check_image
+
+    if args.list is not None:
+        return _print_list(args.index, args.list)
+    _resolve_chips(args)  # wrong chips and query images are refused before the model loads
+    if args.image is not None:
+        check_image(args.image, args.max_pixels or DEFAULT_MAX_QUERY_PIXELS)
     from rsitr.index import ArchiveIndex
-    from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS
     from rsitr.index.export import export
     from rsitr.runtime import device_name, set_threads
 
@@ -116,6 +136,44 @@ def run(args: argparse.Namespace) -> int:
         print(export(hits, args.format, _asked(args)), end="" if args.format == "csv" else "\n")
         return 0
     _print_table(hits)
+    return 0
+
+
+def _resolve_chips(args: argparse.Namespace) -> None:
+    """``--like``, ``--positive`` and ``--negative`` as chip ids, read from the index database alone."""
+    if args.like is None and not args.positive and not args.negative:
+        return
+    from pathlib import Path
+
+    from rsitr.index.handles import resolve_chip, resolve_chips
+    from rsitr.index.store import MetadataStore
+
+    store = MetadataStore(Path(args.index), read_only=True)
+    try:
+        args.like = None if args.like is None else resolve_chip(store, args.like, on_disk=True)
+        args.positive = resolve_chips(store, args.positive, on_disk=True)
+        args.negative = resolve_chips(store, args.negative, on_disk=True)
+    finally:
+        store.close()
+
+
+def _print_list(index: str, pattern: str) -> int:
+    from pathlib import Path
+
+    from rsitr.index.handles import list_chips
+    from rsitr.index.store import MetadataStore
+
+    store = MetadataStore(Path(index), read_only=True)
+    try:
+        listed = list_chips(store, pattern)
+    finally:
+        store.close()
+    if not listed:
+        raise UserError(f"no indexed image matches {pattern!r} (a glob on paths relative to the images folder, e.g. "
+                        f"'*forest*')")
+    print(f"{'chip':>6}  handle")
+    for chip in listed:
+        print(f"{chip.chip_id:6d}  {chip.handle}")
     return 0
 
 
@@ -147,11 +205,12 @@ def _print_found(index, args: argparse.Namespace) -> int:
 
 
 def _print_table(hits) -> None:
+    print(f"{'rank':>4}  {'score':>8}  file [window]  chip")
     for rank, hit in enumerate(hits, 1):
         window = f"{hit.window.width}x{hit.window.height}+{hit.window.x}+{hit.window.y}"
         where = "" if hit.bounds is None else "  bounds " + ",".join(map(repr, hit.bounds)) + f" {printable(hit.crs)}"
         stale = "  STALE" if hit.stale else ""
-        print(f"{rank:3d}  {hit.score:8.4f}  {printable(hit.path)} [{window}]  chip {hit.chip_id}{where}{stale}")
+        print(f"{rank:4d}  {hit.score:8.4f}  {printable(hit.path)} [{window}]  chip {hit.chip_id}{where}{stale}")
     stale = sum(hit.stale for hit in hits)
     if stale:
         print(f"{stale} result(s) marked STALE: their image was deleted, moved or replaced since it was indexed; run "

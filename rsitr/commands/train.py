@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true",
                         help="refuse caption files with empty captions (default: drop them with a warning)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/latest.pt")
+    parser.add_argument("--keep-epochs", action="store_true",
+                        help="keep every epoch's checkpoint (epoch_NNN.pt; default: only best.pt, the best by "
+                             "validation mR, and latest.pt, to resume)")
     parser.add_argument("--overwrite", action="store_true",
                         help="start over in an output folder that holds an earlier run (its checkpoints and logs go)")
     add_progress_argument(parser)
@@ -54,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def overrides(args: argparse.Namespace) -> list[str]:
     flat = {"output_dir": args.output_dir, "train.epochs": args.epochs, "train.batch_size": args.batch_size,
             "data.num_workers": args.workers, "device": args.device, "precision": args.precision}
-    flags = ["data.strict=true"] if args.strict else []
+    flags = ["data.strict=true"] * args.strict + ["train.keep_epochs=true"] * args.keep_epochs
     return list(args.set) + flags + pretrained_overrides(args.pretrained) + \
         [f"{key}={value}" for key, value in flat.items() if value is not None]
 
@@ -120,6 +123,10 @@ def fit_and_test(config, args: argparse.Namespace):
     trainer.fit()
     if not trainer.dist.is_main:
         return trainer, None
+    best = trainer.load_best()
+    if best is not None:
+        print(f"testing the best epoch by validation mR: epoch {best['epoch']} (mR {best['mR']:.2f}; "
+              f"{trainer.out / 'checkpoints' / 'best.pt'}, what the run folder stands for)")
     return trainer, trainer.test(progress=not args.no_progress)
 
 

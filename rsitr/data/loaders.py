@@ -316,7 +316,7 @@ def _drop_empty(path: Path, entries: list[_Entry], dropped: list[str]) -> list[_
     lost = len(entries) - len(kept)
     images = f"; {lost} image(s) left without captions are dropped too" if lost else ""
     warnings.warn(f"{path}: dropped {len(dropped)} empty caption(s) (e.g. {'; '.join(dropped[:3])}){images}. "
-                  f"Pass strict=True (--strict) to refuse the file instead", RsitrWarning, stacklevel=3)
+                  f"Refuse such a file with strict=True", RsitrWarning, stacklevel=3)
     return kept
 
 

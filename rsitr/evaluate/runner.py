@@ -84,11 +84,14 @@ def encode_corpus(model, corpus: CaptionCorpus, batch_size: int = 128, device: s
     loader = DataLoader(ImageDataset(corpus, model.preprocess_val, load), batch_size=batch_size,
                         num_workers=num_workers, collate_fn=collate)
     image_global, image_tokens = [], []
-    for batch in tqdm(loader, desc="encode images", disable=not progress, leave=False):
+    bar = tqdm(total=len(corpus.images), unit="image", desc="encode images", disable=not progress, leave=False)
+    for batch in loader:
         with inference_precision(precision, device):
             features = encode_oriented(model.encode_image, batch["image"].to(device), image_views)
         image_global.append(features.global_.float().cpu())
         image_tokens.append(features.tokens.float().cpu())
+        bar.update(len(batch["image"]))
+    bar.close()
     image_seconds = time.perf_counter() - start
     text = encode_captions(model, corpus.captions, batch_size, device, precision, progress, keep_padding)
     return EncodedCorpus(

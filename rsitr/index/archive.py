@@ -185,6 +185,11 @@ def scan_archive(root: Path) -> list[ArchiveFile]:
                 warnings.warn(f"skipped {relative}: not a regular file (a FIFO, socket or device)", RsitrWarning,
                               stacklevel=2)
                 continue
+            except FileNotFoundError:
+                if full.is_symlink():
+                    warnings.warn(f"skipped {relative}: a broken symlink (its target is gone)", RsitrWarning,
+                                  stacklevel=2)
+                continue
             except (PathOutsideArchiveError, OSError):
                 continue
             found.append(ArchiveFile(relative, stat.st_size, stat.st_mtime_ns))
@@ -286,6 +291,18 @@ def scene_size(path: Path) -> tuple[int, int]:
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(path) as dataset:
             return dataset.width, dataset.height
+
+
+def check_image(path: Path, max_pixels: int | None = DEFAULT_MAX_QUERY_PIXELS) -> None:
+    """Refuse a query image rsitr cannot read, or one over ``max_pixels``, from its header (nothing decoded): the
+    check a command makes before its model loads."""
+    try:
+        with open_scene(Path(path), max_pixels):
+            pass
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - decoders raise many types
+        raise NotAnImageError(f"{path} is not an image rsitr can read ({type(err).__name__})") from None
 
 
 class open_scene:  # noqa: N801 - used as a context manager like open()

@@ -21,13 +21,14 @@ from PIL import Image
 
 from rsitr.errors import RsitrWarning, UserError
 from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS, open_scene, resolve_in_root
-from rsitr.index.compatibility import (IndexCompatibilityError, check_encoder, checkpoint_record, merged_settings,
-                                       recorded_checkpoint)
-from rsitr.index.find_all import (DEFAULT_THRESHOLD, Found, Probe, background_ids, fit_probe, prior_excluded,
-                                   score_batches)
+from rsitr.index.compatibility import (check_encoder, checkpoint_record, merged_settings, recorded_checkpoint,
+                                       refuse_another_model)
+from rsitr.index.find_all import (DEFAULT_THRESHOLD, PREVALENCE_SAMPLE, Found, Probe, background_ids, fit_probe,
+                                   prevalence, prior_excluded, score_batches, with_prevalence)
 from rsitr.index.index_encoder import EncodedText, Encoder, Fingerprint
 from rsitr.index.export import wgs84_bounds
 from rsitr.index.feedback import rocchio
+from rsitr.index.handles import Handle, UnknownChipError, resolve_chip
 from rsitr.index.heatmap import NotGeoreferencedError, SceneScores, score_raster
 from rsitr.index.indexer import ChipEncoder, IndexSettings, IndexSetupError, UpdateReport, update_index
 from rsitr.index.searcher import DEFAULT_RERANK_CANDIDATES, SearchHit, SearchResults, fused_scores, rank
@@ -46,10 +47,6 @@ sums in another order); a damaged file is off by far more."""
 
 class SourceChangedError(FileNotFoundError):
     """An indexed image was deleted, replaced or became unreadable after it was indexed."""
-
-
-class UnknownChipError(UserError, LookupError):
-    """A chip id (to search like, or marked in feedback) that the index does not hold."""
 
 
 @contextmanager
@@ -125,7 +122,8 @@ class ArchiveIndex:
         ``max_pixels`` (per scene) and ``max_chips_per_file`` (larger files are failures of the run) can, and
         ``relocate`` re-points the index at ``images`` when its folder moved (files are matched by their path
         relative to it, and by content where size or mtime differ, so nothing unchanged is encoded again).
-        ``rebuild`` discards the index's files (a damaged database) and builds anew. Every argument (and the
+        ``store_local_tokens`` None keeps a new index's patch tokens only when the model's scoring recipe re-ranks
+        with them (``recipe.local``). ``rebuild`` discards the index's files (a damaged database) and builds anew. Every argument (and the
         model) is checked before anything is written, so a mistake leaves no half-made index behind.
         ``chip_encoder`` encodes the chips elsewhere (:func:`rsitr.ray_embeddings.build_index_with_ray`); the index is
         the same.
@@ -144,20 +142,19 @@ class ArchiveIndex:
         existing = (directory / DATABASE_NAME).is_file() and not rebuild
         store = MetadataStore(directory) if existing else None
         stored_model = store.get_meta("model") if store else None
+        if stored_model is not None:  # what the index records is checked before a model loads
+            settings = merged_settings(store, directory, images, requested, relocate)
+            if encoder is None:
+                refuse_another_model(store, directory, model_name, pretrained)
         if encoder is None:
-            if model_name not in (None, stored_model) and stored_model is not None:
-                raise IndexCompatibilityError(f"index {directory} was built with model {stored_model!r}, not "
-                                              f"{model_name!r}; leave out --model to update it, or build a new index "
-                                              f"in another directory")
             digest = None
-            if model_name is None and stored_model is not None:
+            if stored_model is not None:
                 model_name, pretrained = stored_model, recorded_checkpoint(store, directory, pretrained)
                 digest = store.get_meta("pretrained_sha256")
             encoder = Encoder.load(model_name, pretrained, pretrained_sha256=digest, device=device,
                                    precision=precision, runtime=runtime)
         if stored_model is not None:
             check_encoder(store, directory, encoder)
-            settings = merged_settings(store, directory, images, requested, relocate)
         directory.mkdir(parents=True, exist_ok=True)
         with _writing(directory):
             if rebuild:
@@ -165,7 +162,10 @@ class ArchiveIndex:
                     (directory / name).unlink(missing_ok=True)
             store = store or MetadataStore(directory)
             if stored_model is None:
-                settings = new_settings
+                # Patch tokens are kept only for a model that re-ranks with them (most of an index's bytes
+                # otherwise); an explicit store_local_tokens forces either way.
+                settings = new_settings if store_local_tokens is not None else \
+                    dataclasses.replace(new_settings, store_local_tokens=encoder.recipe.local)
                 store.set_meta(model=encoder.model_name, **checkpoint_record(encoder.pretrained, directory),
                                fingerprint=encoder.fingerprint().to_dict(), root=str(images),
                                settings=dataclasses.asdict(settings))
@@ -234,21 +234,23 @@ class ArchiveIndex:
         re-ranked with local similarity (when the index stores local tokens)."""
         return self.search(query, k, rerank=rerank, candidates=candidates)
 
-    def search(self, query: str | None = None, k: int = 10, *, like: int | None = None,
-               image: np.ndarray | None = None, positive: Sequence[int] = (), negative: Sequence[int] = (),
+    def search(self, query: str | None = None, k: int = 10, *, like: Handle | None = None,
+               image: np.ndarray | None = None, positive: Sequence[Handle] = (), negative: Sequence[Handle] = (),
                rerank: bool = True, candidates: int = DEFAULT_RERANK_CANDIDATES,
                remove_unwanted: bool = True) -> SearchResults:
         """Top ``k`` chips for a text ``query``, like the indexed chip ``like``, or like a query ``image``'s
         embedding (:meth:`embed_image`), refined by relevance feedback.
 
         ``like`` starts from that chip's stored vector (nothing is re-encoded). ``positive`` / ``negative``
-        chip ids (wanted / not wanted) move the query vector by Rocchio's formula
+        chips (wanted / not wanted) move the query vector by Rocchio's formula
         (:func:`rsitr.index.feedback.rocchio`); marks alone, without a query, search from the wanted chips.
         Chips marked not wanted are left out of the results (``removed`` counts those that ranked among them),
         unless ``remove_unwanted`` is False (then only the query vector moves away from them).
         Text queries keep the local re-rank on their words, fused with the global cosine of the refined vector;
-        the others rank by global cosine. Unknown chip ids raise :class:`UnknownChipError`.
+        the others rank by global cosine. Chips are named by id or path (:mod:`rsitr.index.handles`); unknown ones
+        raise :class:`UnknownChipError`.
         """
+        like, positive, negative = self._resolved(like, positive, negative)
         vector, encoded = self._query_vector(query, like, image, positive, negative)
         unwanted = frozenset(negative if remove_unwanted else ())
         rerank = rerank and encoded is not None and self.settings.store_local_tokens and self.encoder.recipe.local
@@ -259,6 +261,13 @@ class ArchiveIndex:
         tokens = self.store.tokens(ids.tolist(), self.encoder.dim)
         fused, local = fused_scores(scores, tokens, encoded, self.encoder.recipe)
         return self._hits(*rank(ids, scores, k, local, fused, unwanted))
+
+    def _resolved(self, like: Handle | None, positive: Sequence[Handle],
+                  negative: Sequence[Handle]) -> tuple[int | None, list[int], list[int]]:
+        """Chip ids of the handles (ids, or paths of indexed images: :func:`rsitr.index.handles.resolve_chip`)."""
+        return (None if like is None else resolve_chip(self.store, like),
+                [resolve_chip(self.store, handle) for handle in positive],
+                [resolve_chip(self.store, handle) for handle in negative])
 
     def _query_vector(self, query: str | None, like: int | None, image: np.ndarray | None, positive: Sequence[int],
                       negative: Sequence[int]) -> tuple[np.ndarray, EncodedText | None]:
@@ -285,23 +294,29 @@ class ArchiveIndex:
     def _matrix(self, stored: dict[int, np.ndarray], ids: Sequence[int]) -> np.ndarray:
         return np.stack([stored[i] for i in ids]) if ids else np.zeros((0, self.encoder.dim), np.float32)
 
-    def probe(self, query: str | None = None, *, like: int | None = None, image: np.ndarray | None = None,
-              positive: Sequence[int] = (), negative: Sequence[int] = (), seed: int = 0) -> Probe:
+    def probe(self, query: str | None = None, *, like: Handle | None = None, image: np.ndarray | None = None,
+              positive: Sequence[Handle] = (), negative: Sequence[Handle] = (), seed: int = 0) -> Probe:
         """The calibrated linear probe of "find all like these", fitted on the marks (at least one ``positive``);
-        ``negative`` chips and the query are priors (:mod:`rsitr.index.find_all`)."""
+        ``negative`` chips and the query are priors; a calibrated probe's odds are then those of the archive (the
+        share of wanted chips estimated on a uniform sample of it: :func:`rsitr.index.find_all.prevalence`)."""
         if not positive:
             raise UserError("finding all like these needs at least one chip marked wanted (--positive)")
+        like, positive, negative = self._resolved(like, positive, negative)
         prior, _ = self._query_vector(query, like, image, positive, negative)
         marked = {*positive, *negative}
         excluded = prior_excluded(self.store.chip_count())
         likely = self._candidates(prior, excluded)[0].tolist() if excluded else []
         background = background_ids(self.store.chip_ids(), marked | set(likely), seed=seed).tolist()
         stored = self.store.vectors([*marked, *background])
-        return fit_probe(self._matrix(stored, positive), self._matrix(stored, negative),
-                         self._matrix(stored, background), seed)
+        probe = fit_probe(self._matrix(stored, positive), self._matrix(stored, negative),
+                          self._matrix(stored, background), seed)
+        if not probe.calibrated:
+            return probe
+        sample = background_ids(self.store.chip_ids(), (), PREVALENCE_SAMPLE, seed + 1).tolist()
+        return with_prevalence(probe, prevalence(probe.logits(self._matrix(self.store.vectors(sample), sample))))
 
-    def find_all(self, query: str | None = None, *, like: int | None = None, image: np.ndarray | None = None,
-                 positive: Sequence[int] = (), negative: Sequence[int] = (), threshold: float = DEFAULT_THRESHOLD,
+    def find_all(self, query: str | None = None, *, like: Handle | None = None, image: np.ndarray | None = None,
+                 positive: Sequence[Handle] = (), negative: Sequence[Handle] = (), threshold: float = DEFAULT_THRESHOLD,
                  batch_size: int = SCORE_BATCH, seed: int = 0) -> Found:
         """Every chip of the index like the ``positive`` (wanted) chips: :meth:`probe` run over all chips in
         batches of ``batch_size`` from the vector store (:meth:`VectorStore.batches`). Returns the chips whose
@@ -321,8 +336,8 @@ class ArchiveIndex:
         return self._hits([(int(chip_id), float(p), float(p), None)
                            for chip_id, p in zip(found.ids[offset:end], found.probabilities[offset:end])])
 
-    def scene_scores(self, path: str, query: str | None = None, *, like: int | None = None,
-                     image: np.ndarray | None = None, positive: Sequence[int] = (), negative: Sequence[int] = (),
+    def scene_scores(self, path: str, query: str | None = None, *, like: Handle | None = None,
+                     image: np.ndarray | None = None, positive: Sequence[Handle] = (), negative: Sequence[Handle] = (),
                      find_all: bool = False, seed: int = 0) -> SceneScores:
         """The score of every chip of the indexed image ``path`` for a query, as the results rank it: the
         :meth:`probe`'s probability with ``find_all``, else the fused score of a text search that re-ranks
@@ -342,6 +357,7 @@ class ArchiveIndex:
             probe = self.probe(query, like=like, image=image, positive=positive, negative=negative, seed=seed)
             scores, kind = probe.probabilities(vectors), "probability"
         else:
+            like, positive, negative = self._resolved(like, positive, negative)
             vector, encoded = self._query_vector(query, like, image, positive, negative)
             scores, kind = (vectors @ vector).astype(np.float32), "cosine"
             if encoded is not None and self.settings.store_local_tokens and self.encoder.recipe.local:

@@ -67,6 +67,23 @@ def _the_recorded(checkpoint: Path, digest: str, directory: Path) -> str:
     return str(checkpoint.resolve())
 
 
+def refuse_another_model(store: MetadataStore, directory: Path, model_name: str | None,
+                         pretrained: str | None) -> None:
+    """An update names the index's model, or none: another ``model_name`` or ``pretrained`` is refused before it
+    loads, with the ways on (a recorded checkpoint named where it now lies is :func:`recorded_checkpoint`'s)."""
+    recorded, recorded_weights = store.get_meta("model"), store.get_meta("pretrained")
+    other_model = model_name not in (None, recorded)
+    other_weights = pretrained is not None and store.get_meta("pretrained_sha256") is None and \
+        str(pretrained) != recorded_weights
+    if other_model or other_weights:
+        given = " ".join(f"{flag} {value}" for flag, value in (("--model", model_name), ("--pretrained", pretrained))
+                         if value is not None)
+        raise IndexCompatibilityError(f"index {directory} was built with model {recorded!r} (pretrained "
+                                      f"{recorded_weights!r}), not {given}; leave out --model and --pretrained to "
+                                      f"update it, pass another --out for a new index, or add --rebuild to replace "
+                                      f"this one")
+
+
 def _describe(model_name: str, pretrained: str | None, fingerprint: Fingerprint) -> str:
     return (f"model {model_name!r} (pretrained {pretrained!r}, embedding dim {fingerprint.dim}, "
             f"fingerprint {fingerprint.digest})")

@@ -159,6 +159,11 @@ def to_csv(hits: Sequence[SearchHit]) -> str:
     return csv_text(CSV_COLUMNS, (hit_properties(hit, rank) for rank, hit in enumerate(hits, 1)))
 
 
+def results_json(hits: Sequence[SearchHit], query: dict | None = None) -> str:
+    """One JSON object for a search and for "find all" alike: what was asked, the count and the hits."""
+    return json.dumps({**(query or {}), "count": len(hits), "results": [hit_json(hit) for hit in hits]}, indent=2)
+
+
 def export(hits: Sequence[SearchHit], fmt: str, query: dict | None = None) -> str:
     """The hits as text in ``fmt`` (one of :data:`FORMATS`)."""
     if fmt == "geojson":
@@ -166,7 +171,7 @@ def export(hits: Sequence[SearchHit], fmt: str, query: dict | None = None) -> st
     if fmt == "csv":
         return to_csv(hits)
     if fmt == "json":
-        return json.dumps([hit_json(hit) for hit in hits], indent=2)
+        return results_json(hits, query)
     raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
@@ -218,8 +223,7 @@ def export_found(hits: Sequence[SearchHit], fmt: str, query: dict | None = None)
     """Everything "find all" found, as text in ``fmt``: GeoJSON or CSV of the merged regions (:func:`merge_regions`),
     JSON of the chips. The GeoJSON's foreign members ``query``, ``chips`` (found) and ``regions`` count them."""
     if fmt == "json":
-        return json.dumps({**(query or {}), "count": len(hits), "results": [hit_json(hit) for hit in hits]},
-                          indent=2)
+        return results_json(hits, query)
     regions = merge_regions(hits)
     if fmt == "geojson":
         features = [{"type": "Feature", "id": region["region"], "geometry": region["geometry"],

@@ -91,6 +91,8 @@ class UpdateReport:
     resumed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     unchanged: int = 0
+    retried: list[str] = field(default_factory=list)
+    """Files that could not be read in an earlier run, tried again (not counted as new)."""
     chips_encoded: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     """``(path, error)`` of files that could not be read in this run."""
@@ -158,6 +160,7 @@ def encode_files(encoder: Encoder, root: Path, settings: IndexSettings, paths: l
 
 def _plan(store: MetadataStore, files: list[ArchiveFile], root: Path, report: UpdateReport) -> list[_Job]:
     known = store.files()
+    failed = {path for path, _ in store.failures()}
     jobs = []
     for file in files:
         record = known.get(file.path)
@@ -179,7 +182,8 @@ def _plan(store: MetadataStore, files: list[ArchiveFile], root: Path, report: Up
             store.update_file_stat(record.id, file.size, file.mtime_ns)
             report.unchanged += 1
             continue
-        (report.changed if record is not None else report.new).append(file.path)
+        (report.changed if record is not None else report.retried if file.path in failed else
+         report.new).append(file.path)
         jobs.append(_Job(file, None, digest))
     return jobs
 
@@ -300,5 +304,7 @@ def update_index(store: MetadataStore, encoder: Encoder, root: Path, settings: I
     bar = tqdm(total=total, unit="chip", desc="encoding", disable=not progress)
     encode_chips(_tiled_chips(root, settings, [(job.file.path, partial(done, job)) for job in jobs]),
                  _StoreWriter(store, jobs, report, bar), batch_size, encoder, settings.store_local_tokens)
+    bar.total = bar.n  # chips of a file that failed after its header was counted were never encoded: the bar ends full
+    bar.refresh()
     bar.close()
     return report

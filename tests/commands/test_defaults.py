@@ -47,7 +47,7 @@ def test_search_and_serve_use_the_index_model(default_index: Path, capsys: pytes
     from fastapi.testclient import TestClient
 
     assert main(["search", str(default_index), "green trees", "--top-k", "2", "--format", "json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)) == 2
+    assert len(json.loads(capsys.readouterr().out)["results"]) == 2
     served = {}
     monkeypatch.setattr("uvicorn.run", lambda app, host, port, **kwargs: served.update(app=app, port=port))
     assert main(["serve", str(default_index), "--port", "8123"]) == 0
@@ -143,8 +143,8 @@ def test_another_model_for_an_existing_index_is_refused(default_index: Path, tmp
 
     images = str(ArchiveIndex.open(default_index).root)
     code = main(["index", "--images", images, "--out", str(default_index), "--model", TINY_MODEL])
-    assert_user_error(code, capsys.readouterr().err, "index", f"built with model '{DEFAULT_MODEL_NAME}', "
-                      f"not '{TINY_MODEL}'")
+    assert_user_error(code, capsys.readouterr().err, "index", f"built with model '{DEFAULT_MODEL_NAME}' ",
+                      f"not --model {TINY_MODEL}", "--rebuild")
     other = tmp_path / "tiny"
     ArchiveIndex.build(other, images, TINY_MODEL, progress=False, **CHIP_SETTINGS)[0].close()
     code = main(["search", str(other), "trees", "--pretrained", DEFAULT_PRETRAINED])
@@ -191,6 +191,9 @@ def test_index_progress_bar_has_a_fixed_total(tmp_path: Path, monkeypatch: pytes
         def update(self, count: int) -> None:
             self.n += count
             assert self.total == self.first_total
+
+        def refresh(self) -> None:
+            pass
 
         def close(self) -> None:
             pass

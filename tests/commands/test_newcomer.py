@@ -150,9 +150,11 @@ def test_a_mistyped_command_gets_a_did_you_mean(capsys: pytest.CaptureFixture) -
 
 
 @pytest.mark.parametrize("argv, prog, hint", [
-    (["search", "idx", "trees", "--formt", "json"], "rsitr search", "did you mean --format for --formt?"),
+    (["search", "idx", "trees", "--formt", "json"], "rsitr search", "--formt: did you mean --format?"),
     (["search", "idx", "trees", "--format", "jsn"], "rsitr search", "did you mean json?"),
-    (["index", "--imges", "d", "--out", "o"], "rsitr index", "did you mean --images for --imges?"),
+    (["index", "--imges", "d", "--out", "o"], "rsitr index", "--imges: did you mean --images?"),
+    (["search", "idx", "trees", "--topk", "3"], "rsitr search", "--topk: did you mean --top-k?"),
+    (["demo", "--pretrained", "rsitr-small-rsicd"], "rsitr demo", "--pretrained is a flag of rsitr eval, rsitr index"),
     (["data", "inspect", "a.json", "--images", "d", "--outt", "x"], "rsitr data inspect", "did you mean --out"),
 ])
 def test_a_mistyped_flag_names_the_command_and_the_closest_flag(argv: list[str], prog: str, hint: str,

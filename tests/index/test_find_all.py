@@ -13,7 +13,7 @@ from rsitr.cli import main
 from rsitr.errors import UserError
 from rsitr.index import ArchiveIndex, NotGeoreferencedError, SearchHit, Window
 from rsitr.index.export import export_found, merge_regions
-from rsitr.index.find_all import background_ids, fit_probe, logit, score_batches
+from rsitr.index.find_all import Probe, background_ids, fit_probe, logit, prevalence, score_batches, with_prevalence
 from support.index import CHIP_SETTINGS, GEO_CRS, GEO_ORIGIN, GEO_PIXEL, build_test_index, make_archive, \
     tiny_encoder
 
@@ -95,6 +95,33 @@ def test_find_all_scores_every_chip_and_pages_the_found(index):
     assert [probabilities[i] for i in found.ids.tolist()] == pytest.approx(found.probabilities.tolist(), abs=1e-6)
     again = index.find_all("a harbour", positive=wanted[:2], negative=wanted[2:], batch_size=3)
     np.testing.assert_array_equal(again.ids, found.ids)
+
+
+@pytest.mark.parametrize("share", [0.02, 0.1, 0.3])
+def test_the_share_of_wanted_chips_is_estimated_from_even_odds_and_moves_the_bias(share):
+    """Chips of two unit-variance classes 4 apart: even-odds logits are 4x (their log-likelihood ratio); EM finds
+    the share of the wanted class within 0.02, and the probe moved to it gives the archive's posterior."""
+    rng = np.random.default_rng(0)
+    wanted = rng.random(20_000) < share
+    x = np.where(wanted, 2.0, -2.0) + rng.standard_normal(20_000)
+    estimated = prevalence(4 * x)
+    assert abs(estimated - share) < 0.02
+    probe = Probe(np.array([4.0], np.float32), 0.0, True, 3, 2, 100)
+    moved = with_prevalence(probe, estimated)
+    assert moved.prevalence == estimated and moved.bias == pytest.approx(logit(estimated))
+    posterior = share / (share + (1 - share) * np.exp(-4 * 0.5))  # at x = 0.5 (log-likelihood ratio 2), by Bayes
+    assert moved.probabilities(np.array([[0.5]], np.float32))[0] == pytest.approx(posterior, abs=0.02)
+    assert prevalence(np.full(10, 20.0)) == 0.5  # capped at the probe's own even odds
+
+
+def test_find_all_uses_the_archives_odds_once_calibrated(index):
+    ids, vectors = index.store.embeddings()
+    found = index.find_all("a harbour", positive=[1, 2], negative=[3])
+    assert (found.probe.prevalence is not None) == found.probe.calibrated
+    assert found.probe.prevalence is None or 0 < found.probe.prevalence <= 0.5
+    np.testing.assert_allclose(found.probabilities, found.probe.probabilities(vectors)[np.searchsorted(ids, found.ids)],
+                               atol=1e-6)
+    assert index.find_all(positive=[1]).probe.prevalence is None  # one wanted chip: not calibrated, even odds
 
 
 def test_find_all_needs_a_wanted_chip_and_a_threshold_inside_0_1(index):
@@ -188,7 +215,7 @@ def test_cli_finds_all_and_exports_regions(index, capsys):
     assert main(["search", directory, "a harbour", "--positive", "1", "2", "--negative", "3", "--all",
                  "--threshold", "0.4"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [int(line.split(" chip ")[1].split()[0]) for line in lines[:-1]] == found.ids.tolist()
+    assert [int(line.split(" chip ")[1].split()[0]) for line in lines[1:-1]] == found.ids.tolist()
     assert lines[-1].startswith(f"{found.count} of 10 chips found with a probability of at least 0.4 (2 wanted, "
                                 "1 not wanted")
     assert main(["search", directory, "a harbour", "--positive", "1", "2", "--all", "--format", "geojson"]) == 0

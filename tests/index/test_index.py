@@ -139,7 +139,7 @@ def test_incremental_update_adds_changes_and_removes_files(tmp_path, encoder):
     (root / "sub" / "scene3.png").unlink()                          # deleted
     os.utime(root / "scene0.png", ns=(1, 1))                        # touched, same content
     index, report = ArchiveIndex.build(tmp_path / "index", root, encoder=encoder, progress=False)
-    assert report.new == ["added.png", "broken.jpg"]
+    assert report.new == ["added.png"] and report.retried == ["broken.jpg"]  # a failed file is not new again
     assert (report.changed, report.removed, report.unchanged) == (["scene1.png"], ["sub/scene3.png"], 2)
     assert report.chips_encoded == 2
     after = index_content(tmp_path / "index")
@@ -216,7 +216,7 @@ def test_another_model_or_other_chip_settings_are_refused(built, tmp_path, capsy
     torch.save(other.clip.state_dict(), checkpoint)  # an OpenCLIP checkpoint of differently seeded weights
     assert main(["index", "--images", str(root), "--out", str(index.directory), "--model", TINY_MODEL,
                  "--pretrained", str(checkpoint), "--quiet"]) == 2
-    assert "not comparable" in capsys.readouterr().err
+    assert f"not --model {TINY_MODEL} --pretrained {checkpoint}; " in capsys.readouterr().err  # before it loads
 
 
 @pytest.mark.parametrize("index_type", ["ivf", "hnsw"])
@@ -236,13 +236,14 @@ def test_cli_search_prints_json_and_table(built, tmp_path, capsys):
     index, root = built
     noise(0, 64, 48).save(tmp_path / "query.png")
     assert main(["search", str(index.directory), "--image", str(tmp_path / "query.png"), "--top-k", "2", "--json"]) == 0
-    results = json.loads(capsys.readouterr().out)
+    results = json.loads(capsys.readouterr().out)["results"]
     assert len(results) == 2 and results[0]["path"] == "scene0.png"
     assert results[0]["window"] == {"x": 0, "y": 0, "width": 64, "height": 48}
 
     assert main(["search", str(index.directory), "a harbour", "--top-k", "3"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    header, *lines = capsys.readouterr().out.strip().splitlines()
     expected = index.search_text("a harbour", k=3)
+    assert header.split() == ["rank", "score", "file", "[window]", "chip"]  # the table says what its columns are
     assert [line.split()[2] for line in lines] == [hit.path for hit in expected]
 
     assert main(["search", str(index.directory)]) == 2
@@ -259,6 +260,30 @@ def test_without_local_tokens_text_search_ranks_by_global_cosine(tmp_path, encod
     hits = index.search_text("a harbour", k=4)
     assert all(hit.local_score is None and hit.score == hit.global_score for hit in hits)
     assert [hit.chip_id for hit in hits] == [hit.chip_id for hit in index.search_text("a harbour", k=4, rerank=False)]
+
+
+@pytest.mark.parametrize("forced", [None, True, False])
+def test_a_new_index_keeps_local_tokens_only_when_its_model_re_ranks_with_them(tmp_path, forced):
+    """Left unsaid, patch tokens are stored for a model whose recipe re-ranks locally and left out for one that ranks
+    by its global cosine (most of an index's bytes); --store-local-tokens / --no-local-tokens force either way; an
+    update keeps what the index recorded."""
+    import dataclasses
+
+    for local in (True, False):
+        encoder = tiny_encoder()
+        encoder.recipe = dataclasses.replace(encoder.recipe, local=local)
+        root = make_archive(tmp_path / f"archive-{local}", geotiff=False)
+        out = tmp_path / f"index-{local}-{forced}"
+        index, _ = ArchiveIndex.build(out, root, encoder=encoder, store_local_tokens=forced, progress=False,
+                                      **CHIP_SETTINGS)
+        kept = local if forced is None else forced
+        assert index.settings.store_local_tokens is kept
+        assert all((tokens is not None) is kept for _, _, tokens in index_content(out).values())
+        assert index.info()["local_rerank"] is (kept and local)
+        noise(21, 64, 48).save(root / "late.png")
+        index, report = ArchiveIndex.build(out, root, encoder=encoder, progress=False)
+        assert report.new == ["late.png"] and index.settings.store_local_tokens is kept
+        assert all((tokens is not None) is kept for _, _, tokens in index_content(out).values())
 
 
 def test_an_open_index_picks_up_a_finished_update(tmp_path, encoder):
@@ -295,4 +320,5 @@ def test_an_index_encoded_by_a_chip_encoder_equals_the_embedded_one(tmp_path, en
     noise(7, 64, 48).save(archive / "added.png")
     _, report = ArchiveIndex.build(tmp_path / "remote", archive, encoder=encoder, progress=False,
                                    chip_encoder=chip_encoder)
-    assert calls[-1] == report.new == ["added.png", "broken.jpg"] and report.chips_encoded == 1
+    assert calls[-1] == ["added.png", "broken.jpg"] and report.new == ["added.png"] and report.chips_encoded == 1
+    assert report.retried == ["broken.jpg"]

@@ -162,8 +162,9 @@ def test_cli_like_feedback_and_formats(index, capsys):
     directory = str(index.directory)
     seed = index.search("a harbour", k=1)[0].chip_id
     assert main(["search", directory, "--like", str(seed), "--top-k", "3", "--json"]) == 0
-    hits = json.loads(capsys.readouterr().out)
-    assert [hit["chip_id"] for hit in hits] == [hit.chip_id for hit in index.search(like=seed, k=3)]
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["like"] == seed and printed["count"] == 3  # one object, as --all prints it
+    assert [hit["chip_id"] for hit in printed["results"]] == [hit.chip_id for hit in index.search(like=seed, k=3)]
 
     args = ["search", directory, "a harbour", "--top-k", "10", "--positive", "1", "2", "--negative", "3"]
     assert main([*args, "--format", "csv"]) == 0
@@ -187,7 +188,7 @@ def test_cli_table_prints_bounds_with_every_digit(tmp_path, capsys):
     index = build_far_index(tmp_path)
     hits = index.search("a field", k=3)
     assert main(["search", str(index.directory), "a field", "--top-k", "3"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    lines = capsys.readouterr().out.splitlines()[1:]  # under the header
     assert len(lines) == 3 and sum(hit.bounds is not None for hit in hits) == 2
     for line, hit in zip(lines, hits):
         if hit.bounds is None:

@@ -705,7 +705,7 @@ LANCE_DAMAGES = {"deleted": lambda path: path.unlink(),
 def searched_ids(capsys, out: Path) -> tuple[list[int], list[str]]:
     assert main(["search", str(out), "a harbour", "--top-k", "10", "--format", "json"]) == 0
     printed, err = capsys.readouterr()
-    return [hit["chip_id"] for hit in json.loads(printed)], err.splitlines()
+    return [hit["chip_id"] for hit in json.loads(printed)["results"]], err.splitlines()
 
 
 @pytest.mark.parametrize("damage", [*LANCE_DAMAGES, "a component of 1e28"])
@@ -857,10 +857,12 @@ def test_a_fifo_and_a_symlink_loop_in_the_archive_are_skipped_with_one_line_each
     root, out = make_archive(tmp_path / "archive", geotiff=False), tmp_path / "index"
     os.mkfifo(root / "fifo.jpg")  # opening it to read would wait for a writer forever
     (root / "self.jpg").symlink_to("self.jpg")
+    (root / "gone.jpg").symlink_to(root / "deleted.jpg")  # a broken symlink (inside: one leading out is no file of it)
     assert main(index_argv(root, out)) == 0
     err = capsys.readouterr().err.splitlines()
     assert sum("skipped fifo.jpg: not a regular file" in line for line in err) == 1
     assert sum("skipped self.jpg: a symlink loop" in line for line in err) == 1
+    assert sum("skipped gone.jpg: a broken symlink" in line for line in err) == 1
     assert all(line.startswith("rsitr") for line in err), err
     index = ArchiveIndex.open(out, encoder=tiny_encoder())
     assert len(index.store.files()) == 4

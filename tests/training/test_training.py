@@ -82,8 +82,46 @@ def test_resume_equals_uninterrupted_run(tmp_path, extra):
     report = json.loads((tmp_path / "b" / "eba" / "epoch_002.json").read_text())
     assert report["global_pairs"] == json.loads((tmp_path / "a" / "eba" / "epoch_002.json").read_text())["global_pairs"]
     assert len(report["global_pairs"]) >= 1
-    assert (tmp_path / "b" / "checkpoints" / "epoch_002.pt").is_file()
+    assert (tmp_path / "b" / "checkpoints" / "latest.pt").is_file()
     assert (tmp_path / "b" / "keywords.json").is_file()
+
+
+def scripted_validation(trainer, scores: list[float]) -> None:
+    """Make ``trainer.validate`` report these mR values, one per epoch (the weights still train for real)."""
+    from rsitr.evaluate.runner import Evaluation
+
+    trainer.validate = lambda split="val": Evaluation({f"epoch {trainer.epoch}": {"mR": scores[trainer.epoch - 1]}})
+
+
+def test_a_run_keeps_its_best_epoch_by_validation_mr_and_its_latest(tmp_path):
+    """best.pt is the epoch of the highest validation mR (what the run folder stands for, and what train tests),
+    latest.pt the last (what a resume continues); other epochs are kept only with train.keep_epochs."""
+    from rsitr.models.checkpoint import read_checkpoint, run_checkpoint
+
+    trainer = make_trainer(tmp_path / "run", "train.epochs=3")
+    scripted_validation(trainer, [10.0, 30.0, 30.0])  # a tie keeps the earlier epoch
+    trainer.fit(until_epoch=2)
+    del trainer
+    trainer = make_trainer(tmp_path / "run", "train.epochs=3", resume=True)
+    scripted_validation(trainer, [10.0, 30.0, 30.0])
+    assert trainer.best == {"epoch": 2, "mR": 30.0}  # carried by latest.pt across the resume
+    trainer.fit()
+    folder = tmp_path / "run" / "checkpoints"
+    assert sorted(path.name for path in folder.glob("*.pt")) == ["best.pt", "latest.pt"]
+    best, latest = read_checkpoint(folder / "best.pt"), read_checkpoint(folder / "latest.pt")
+    assert (best["epoch"], latest["epoch"], latest["best"]) == (2, 3, {"epoch": 2, "mR": 30.0})
+    assert run_checkpoint(str(tmp_path / "run")) == str(folder / "best.pt")
+    assert trainer.load_best() == {"epoch": 2, "mR": 30.0}
+    for name, value in trainer.model.state_dict().items():
+        torch.testing.assert_close(value, best["model"][name], atol=0, rtol=0, msg=name)
+    assert any(not torch.equal(value, latest["model"][name]) for name, value in best["model"].items())
+
+    kept = make_trainer(tmp_path / "kept", "train.epochs=2", "train.keep_epochs=true")
+    scripted_validation(kept, [20.0, 5.0])
+    kept.fit()
+    assert sorted(path.name for path in (tmp_path / "kept" / "checkpoints").glob("*.pt")) == \
+        ["best.pt", "epoch_001.pt", "epoch_002.pt", "latest.pt"]
+    assert kept.load_best() == {"epoch": 1, "mR": 20.0}
 
 
 def test_a_run_starts_from_another_runs_checkpoint(tmp_path):

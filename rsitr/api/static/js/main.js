@@ -97,11 +97,11 @@ function updateFeedbackBar() {
   const count = (kind, onPage) => [...marks].filter(([id, mark]) => mark === kind && shown.has(id) === onPage).length;
   const applied = state.positive.length + state.negative.length > 0;
   $("feedback").hidden = marks.size === 0 && !applied;
-  const hidden = [count("unwanted", false) ? `${plural(count("unwanted", false), "not-wanted chip")} left out of ` +
-                                             "the results" : "",
-                  count("wanted", false) ? `${count("wanted", false)} wanted not shown` : ""].filter(Boolean);
-  $("marks").textContent = `${count("wanted", true)} wanted, ${count("unwanted", true)} not wanted` +
-    (hidden.length ? ` (${hidden.join("; ")})` : "");
+  // Every mark is counted, shown or not, so the numbers are the status line's ("like your 8 wanted")
+  const hidden = [count("unwanted", false) ? `${count("unwanted", false)} not wanted left out of the results` : "",
+                  count("wanted", false) ? `${count("wanted", false)} wanted not on this page` : ""].filter(Boolean);
+  $("marks").textContent = `${count("wanted", true) + count("wanted", false)} wanted, ` +
+    `${count("unwanted", true) + count("unwanted", false)} not wanted` + (hidden.length ? ` (${hidden.join("; ")})` : "");
   $("find-all").disabled = ![...marks.values()].includes("wanted");
 }
 
