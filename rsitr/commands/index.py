@@ -2,7 +2,9 @@
 
 Walks IMAGES (JPEG, PNG, TIFF, GeoTIFF; `--images IMAGES` is the same). Scenes whose longer side exceeds
 --tile-larger-than are cut into --chip-size squares overlapping by --chip-overlap pixels; GeoTIFF chips keep their
-geographic bounds and CRS. Running it again on the same --out updates the index: new files are added, changed
+geographic bounds and CRS. A GeoTIFF's chips show the --bands it names (by default the bands the file calls red,
+green and blue, else the first three), scaled by --scale; chips more than --max-nodata nodata (the file's nodata
+value, mask or alpha) are left out and counted. Running it again on the same --out updates the index: new files are added, changed
 ones re-encoded, deleted ones removed, and an interrupted run resumes where it stopped. Unreadable
 images are skipped and listed. The model is recorded in the index; a different one is refused. A new index
 is encoded with the shipped model unless --model or --pretrained names another (`rsitr models` lists them).
@@ -16,13 +18,14 @@ refused (one line naming the damage) until --rebuild; a damaged vectors.faiss is
 Examples:
   rsitr index rsitr/demo_data/ucm --out ucm.index
   rsitr index rsitr/demo_data/ucm --out ucm-small.index --no-local-tokens --index-type exact
+  rsitr index sentinel2/ --out s2.index --bands B04,B03,B02 --scale range 0 3000
 """
 
 from __future__ import annotations
 
 import argparse
 
-from rsitr.commands import non_negative_int, positive_int
+from rsitr.commands import fraction, non_negative_int, positive_int
 from rsitr.commands.options import (add_batch_size_argument, add_engine_arguments, add_inference_arguments,
                                     add_model_arguments, add_progress_argument, check_readable)
 from rsitr.errors import UserError
@@ -58,6 +61,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-chips-per-file", type=positive_int, metavar="N",
                         help="skip (as a failure) a file that would be cut into more than N chips (default 100,000); "
                              "may change on update")
+    parser.add_argument("--bands", metavar="BANDS",
+                        help="GeoTIFF bands shown as red,green,blue (or one as grey): 1-based indexes or band "
+                             "descriptions / colour names, e.g. 4,3,2 or B04,B03,B02 or red,green,blue (default: "
+                             "the bands the file names red, green and blue, else the first three)")
+    parser.add_argument("--scale", nargs="+", metavar="MODE",
+                        help="how GeoTIFF values become 0-255: 'percentile' (default: each file's 2nd-98th "
+                             "percentiles; 8-bit files as they are) or 'range LOW HIGH', the same in every scene "
+                             "(e.g. range 0 3000 for Sentinel-2 L2A reflectance)")
+    parser.add_argument("--max-nodata", type=fraction, metavar="F",
+                        help="leave out chips whose fraction of nodata pixels exceeds F (default 0.5; 1 keeps all)")
     add_batch_size_argument(parser, "chips")
     add_engine_arguments(parser, "chips encoded by a Ray actor pool into Parquet shards that the index ingests (the "
                                  "same index; needs `pip install 'rsitr[ray]'`; --out and IMAGES must be on storage "
@@ -105,7 +118,9 @@ def run(args: argparse.Namespace) -> int:
         args.out, args.images, args.model, args.pretrained, chip_size=args.chip_size,
         chip_overlap=args.chip_overlap, tile_larger_than=args.tile_larger_than, index_type=args.index_type,
         store_local_tokens=args.store_local_tokens, backend=args.backend, vector_uri=args.vector_uri,
-        max_pixels=args.max_pixels, max_chips_per_file=args.max_chips_per_file, batch_size=args.batch_size, progress=not args.no_progress,
+        max_pixels=args.max_pixels, max_chips_per_file=args.max_chips_per_file, bands=args.bands,
+        scale=None if args.scale is None else " ".join(args.scale), max_nodata=args.max_nodata,
+        batch_size=args.batch_size, progress=not args.no_progress,
         device=str(resolve_device(args.device)), precision=args.precision, relocate=args.relocate,
         rebuild=args.rebuild)
     info = index.info()
@@ -113,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.out}: {info['chips']} chips from {info['files']} files "
           f"(new {len(report.new)}, changed {len(report.changed)}, "
           f"resumed {len(report.resumed)}, removed {len(report.removed)}, unchanged {report.unchanged}; "
-          f"{report.chips_encoded} chips encoded)")
+          f"{report.chips_encoded} chips encoded, {report.nodata_chips} left out as nodata)")
     if report.failures:
         print(f"skipped {len(report.failures)} unreadable image(s):")
         for path, error in report.failures:

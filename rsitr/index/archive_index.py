@@ -79,7 +79,7 @@ class ArchiveIndex:
         self.store = store
         self.encoder = encoder
         self.root = Path(store.get_meta("root"))
-        self.settings = IndexSettings(**store.get_meta("settings"))
+        self.settings = IndexSettings.from_record(store.get_meta("settings"))
         self._lock = threading.Lock()
         self._backend = vector_backend(self.settings.backend, self.directory, self.settings.vector_uri)
         self._vectors: VectorStore | None = None
@@ -111,7 +111,8 @@ class ArchiveIndex:
               pretrained: str | None = None, *, encoder: Encoder | None = None, chip_size: int | None = None,
               chip_overlap: int | None = None, tile_larger_than: int | None = None, index_type: str | None = None,
               store_local_tokens: bool | None = None, backend: str | None = None, vector_uri: str | None = None,
-              max_pixels: int | None = None, max_chips_per_file: int | None = None, batch_size: int = 32, progress: bool = True,
+              max_pixels: int | None = None, max_chips_per_file: int | None = None, bands: str | None = None,
+              scale: str | None = None, max_nodata: float | None = None, batch_size: int = 32, progress: bool = True,
               device: str = "cpu", precision: str = "auto", relocate: bool = False,
               rebuild: bool = False, chip_encoder: ChipEncoder | None = None) -> tuple[ArchiveIndex, UpdateReport]:
         """Create the index in ``directory`` for the images under ``images``, or bring an existing one up to date.
@@ -122,6 +123,8 @@ class ArchiveIndex:
         Chip settings and the images folder cannot change once an index exists; ``index_type``, ``backend``
         (:data:`rsitr.index.vector_store.BACKENDS`), ``vector_uri`` (where its store lies) and the limits
         ``max_pixels`` (per scene) and ``max_chips_per_file`` (larger files are failures of the run) can, and
+        ``bands``, ``scale`` and ``max_nodata`` say how a raster's chips are made RGB and which are left out as
+        nodata (:class:`IndexSettings`); like the chip settings they cannot change.
         ``relocate`` re-points the index at ``images`` when its folder moved (files are matched by their path
         relative to it, and by content where size or mtime differ, so nothing unchanged is encoded again).
         ``rebuild`` discards the index's files (a damaged database) and builds anew. Every argument (and the
@@ -138,8 +141,11 @@ class ArchiveIndex:
             raise IndexSetupError(f"the batch size must be at least 1, got {batch_size}")
         requested = {"chip_size": chip_size, "chip_overlap": chip_overlap, "tile_larger_than": tile_larger_than,
                      "index_type": index_type, "store_local_tokens": store_local_tokens, "backend": backend,
-                     "vector_uri": vector_uri, "max_pixels": max_pixels, "max_chips_per_file": max_chips_per_file}
+                     "vector_uri": vector_uri, "max_pixels": max_pixels, "max_chips_per_file": max_chips_per_file,
+                     "bands": bands, "scale": scale, "max_nodata": max_nodata}
         new_settings = IndexSettings(**{k: v for k, v in requested.items() if v is not None})  # validates them
+        # in the canonical forms the index records (``range 0 3000`` for ``range 0.0 3000``)
+        requested = {k: None if v is None else getattr(new_settings, k) for k, v in requested.items()}
         existing = (directory / DATABASE_NAME).is_file() and not rebuild
         store = MetadataStore(directory) if existing else None
         stored_model = store.get_meta("model") if store else None
@@ -361,7 +367,7 @@ class ArchiveIndex:
         A file whose header declares more than ``max_pixels`` pixels is refused before it is decoded
         (:class:`rsitr.index.archive.ImageTooLargeError`)."""
         if not isinstance(image, Image.Image):
-            with open_scene(Path(image), max_pixels) as scene:
+            with open_scene(Path(image), max_pixels, self.settings.rendering) as scene:
                 image = scene.read(Window(0, 0, scene.width, scene.height))
         return self.encoder.encode_images([image]).embeddings[0]
 
@@ -464,7 +470,7 @@ class ArchiveIndex:
                 f"--out INDEX --relocate`"
             raise SourceChangedError(f"{path} was {change} since it was indexed; {fix}")
         try:
-            with open_scene(resolve_in_root(self.root, path)) as scene:
+            with open_scene(resolve_in_root(self.root, path), rendering=self.settings.rendering) as scene:
                 return read(scene)
         except Exception as err:  # decoders raise many types
             raise SourceChangedError(f"{path} can no longer be read ({type(err).__name__}); "

@@ -5,7 +5,7 @@ Ray actor pool, :class:`rsitr.ray_embeddings.RayChipEncoder`).
 The shards are ``rsitr embed``'s layout (``part-NNNNN.parquet`` + ``_manifest.json``, in ``<index>/ray_chips/``, on
 the storage a cluster shares with the index): a row per chip with ``id``, ``path``, ``image_embedding``, then
 ``sha256``, the chip window, its bounds and ``tokens``; the files a shard holds (size, CRS or the error that made one
-unreadable) are in its Parquet metadata. They are a cache keyed by file path and content hash: a rerun after a crash
+unreadable, the chips left out for nodata) are in its Parquet metadata. They are a cache keyed by file path and content hash: a rerun after a crash
 (a worker or the driver dying) encodes only the files no shard holds, and shards made with another model or other
 chip settings are deleted first.
 """
@@ -69,7 +69,7 @@ def chip_table(files: list[FileToEncode], encoded: list[EncodedFile], dim: int):
     if chips and chips[0][1].tokens is not None:
         arrays["tokens"] = vector_column(np.stack([chip.tokens for _, chip in chips]), np.float16)
     listing = [{"path": file.path, "sha256": file.sha256, "width": e.width, "height": e.height, "crs": e.crs,
-                "error": e.error} for file, e in zip(files, encoded)]
+                "error": e.error, "nodata_chips": e.nodata_chips} for file, e in zip(files, encoded)]
     skipped = [file.path for file, e in zip(files, encoded) if e.error is not None]
     return pa.table(arrays).replace_schema_metadata({FILES_KEY: json.dumps(listing).encode(),
                                                      SKIPPED_KEY: json.dumps(skipped).encode()})
@@ -86,7 +86,8 @@ def read_chip_shard(path: Path, dim: int) -> dict[tuple[str, str], EncodedFile]:
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
-    files = {(f["path"], f["sha256"]): EncodedFile(f["path"], f["width"], f["height"], f["crs"], [], f["error"])
+    files = {(f["path"], f["sha256"]): EncodedFile(f["path"], f["width"], f["height"], f["crs"], [], f["error"],
+                                                   f["nodata_chips"])
              for f in json.loads(table.schema.metadata[FILES_KEY])}
     columns = {name: table.column(name).to_pylist() for name in ("path", "sha256", *_WINDOW, *_BOUNDS)}
     vectors = vector_matrix(table.column("image_embedding"))

@@ -27,8 +27,8 @@ from typing import Callable, Iterable, Iterator
 from tqdm import tqdm
 
 from rsitr.errors import UserError
-from rsitr.index.archive import (ArchiveFile, ImageTooLargeError, check_pixels, content_hash, open_scene,
-                                 resolve_in_root, scan_archive, scene_size)
+from rsitr.index.archive import (ArchiveFile, ImageTooLargeError, Rendering, check_pixels, content_hash,
+                                 open_scene, resolve_in_root, scan_archive, scene_size)
 from rsitr.index.index_encoder import Encoder
 from rsitr.index.pipeline import Chip, ChipEvent, FileEnd, FileStart, encode_chips
 from rsitr.index.store import FileRecord, MetadataStore, NewChip
@@ -66,6 +66,13 @@ class IndexSettings:
     """Pixels per scene: a larger file is refused from its header (a failure of the run, as an unreadable file)."""
     max_chips_per_file: int = DEFAULT_MAX_CHIPS_PER_FILE
     """Chips per file: a file that would be cut into more is refused from its header, before any window is made."""
+    bands: str | None = None
+    """A raster's bands shown as RGB, comma-separated 1-based indexes or names (:class:`Rendering`); None: the
+    bands the file calls red, green and blue, else the first three."""
+    scale: str = "percentile"
+    """``percentile`` (each file's 2nd-98th) or ``range LOW HIGH`` (the same in every scene)."""
+    max_nodata: float = 0.5
+    """A chip whose fraction of nodata pixels exceeds this is not encoded (1: every chip is)."""
 
     def __post_init__(self) -> None:
         if self.max_pixels < 1 or self.max_chips_per_file < 1:
@@ -82,6 +89,30 @@ class IndexSettings:
         if self.index_type not in vector_index.INDEX_CHOICES:
             raise IndexSetupError(f"unknown index type {self.index_type!r}; choose one of "
                                   f"{', '.join(vector_index.INDEX_CHOICES)}")
+        if not 0.0 <= self.max_nodata <= 1.0:
+            raise IndexSetupError(f"--max-nodata is a fraction from 0 to 1, got {self.max_nodata}")
+        try:
+            rendering = Rendering.parse(self.bands, self.scale)
+        except UserError as err:
+            raise IndexSetupError(f"--bands / --scale: {err}") from None
+        # The written forms are recorded canonical, so that an update naming the same choice matches the record.
+        object.__setattr__(self, "bands", None if rendering.bands is None else ",".join(rendering.bands))
+        object.__setattr__(self, "scale", "percentile" if rendering.scale is None else
+                           "range {:g} {:g}".format(*rendering.scale))
+
+    @property
+    def rendering(self) -> Rendering:
+        """How a raster's chips are made RGB (:attr:`bands`, :attr:`scale`)."""
+        return Rendering.parse(self.bands, self.scale)
+
+    @classmethod
+    def from_record(cls, recorded: dict) -> IndexSettings:
+        """The settings an index recorded; an index made before nodata was left out keeps every chip."""
+        return cls(**{**LEGACY_SETTINGS, **recorded})
+
+
+LEGACY_SETTINGS = {"max_nodata": 1.0}
+"""What an index recorded without these keys was built with."""
 
 
 @dataclass
@@ -92,6 +123,8 @@ class UpdateReport:
     removed: list[str] = field(default_factory=list)
     unchanged: int = 0
     chips_encoded: int = 0
+    nodata_chips: int = 0
+    """Chips left out in this run for holding more nodata than ``max_nodata``."""
     failures: list[tuple[str, str]] = field(default_factory=list)
     """``(path, error)`` of files that could not be read in this run."""
 
@@ -122,6 +155,8 @@ class EncodedFile:
     crs: str | None = None
     chips: list[Chip] = field(default_factory=list)
     error: str | None = None
+    nodata_chips: int = 0
+    """Windows left out for holding more nodata than ``max_nodata``."""
 
 
 ChipEncoder = Callable[[Encoder, Path, IndexSettings, list[FileToEncode], int], Iterable[EncodedFile]]
@@ -145,14 +180,17 @@ class _Collected:
     def fail(self, path: str, error: str) -> None:
         self.files[path].error, self.files[path].chips = error, []
 
+    def left_out(self, path: str) -> None:
+        self.files[path].nodata_chips += 1
+
 
 def encode_files(encoder: Encoder, root: Path, settings: IndexSettings, paths: list[str],
                  batch_size: int = 32) -> list[EncodedFile]:
     """Read and encode every chip of ``paths`` (relative to ``root``) as :func:`update_index` does, chips batched
     across files by ``batch_size``; an unreadable file gets its ``error`` and no chips."""
     collected = _Collected(paths)
-    encode_chips(_tiled_chips(root, settings, [(path, set) for path in paths]), collected, batch_size, encoder,
-                 settings.store_local_tokens)
+    encode_chips(_tiled_chips(root, settings, [(path, set) for path in paths], collected.left_out), collected,
+                 batch_size, encoder, settings.store_local_tokens)
     return list(collected.files.values())
 
 
@@ -207,21 +245,27 @@ def _chips_to_encode(store: MetadataStore, root: Path, job: _Job, settings: Inde
     return sum(window not in done for window in windows)
 
 
-def _tiled_chips(root: Path, settings: IndexSettings,
-                 files: Iterable[tuple[str, Callable[[], set[Window]]]]) -> Iterator[ChipEvent]:
+def _tiled_chips(root: Path, settings: IndexSettings, files: Iterable[tuple[str, Callable[[], set[Window]]]],
+                 left_out: Callable[[str], object] = lambda path: None) -> Iterator[ChipEvent]:
     """The reader of image files: for each ``(path, done)`` the file's start, the chips of its windows not in
     ``done()`` (asked once the scene is open; a scene's limits are checked from its header first), read one at a
-    time, and its end, with the error when it cannot be read."""
+    time, and its end, with the error when it cannot be read. A chip with more nodata than ``settings.max_nodata``
+    is not yielded but counted by ``left_out(path)``; a resumed file reads such windows again (they hold no chip)."""
     for path, done in files:
         try:
             source = resolve_in_root(root, path)
             windows = _windows(path, *scene_size(source), settings)  # limits checked before a pixel is decoded
-            with open_scene(source) as scene:
+            with open_scene(source, rendering=settings.rendering) as scene:
                 yield FileStart(path, scene.width, scene.height, scene.crs)
                 skip = done()
                 for window in windows:
-                    if window not in skip:
-                        yield Chip(path, window, scene.bounds(window), scene.read(window))
+                    if window in skip:
+                        continue
+                    image, nodata = scene.chip(window)
+                    if nodata > settings.max_nodata:
+                        left_out(path)
+                    else:
+                        yield Chip(path, window, scene.bounds(window), image)
         except Exception as err:  # noqa: BLE001 - decoders raise many types; one unreadable file must not stop a run
             yield FileEnd(path, f"{type(err).__name__}: {err}")
         else:
@@ -229,9 +273,9 @@ def _tiled_chips(root: Path, settings: IndexSettings,
 
 
 def _encoded_chips(jobs: list[_Job], encoded_files: Iterable[EncodedFile], done: Callable[[_Job], set[Window]],
-                   progress: bool) -> Iterator[ChipEvent]:
+                   progress: bool, report: UpdateReport) -> Iterator[ChipEvent]:
     """The reader of what a chip encoder yields for ``jobs`` (one file each, in their order): a resumed file's
-    chips but the windows ``done`` already."""
+    chips but the windows ``done`` already; the chips it left out for nodata are counted in ``report``."""
     encoded_files = iter(encoded_files)
     for job in tqdm(jobs, unit="file", desc="indexing", disable=not progress):
         encoded = next(encoded_files, None)
@@ -240,6 +284,7 @@ def _encoded_chips(jobs: list[_Job], encoded_files: Iterable[EncodedFile], done:
         if encoded.error is not None:
             yield FileEnd(encoded.path, encoded.error)
             continue
+        report.nodata_chips += encoded.nodata_chips
         yield FileStart(encoded.path, encoded.width, encoded.height, encoded.crs)
         skip = done(job)
         yield from (chip for chip in encoded.chips if chip.window not in skip)
@@ -293,12 +338,17 @@ def update_index(store: MetadataStore, encoder: Encoder, root: Path, settings: I
     if chip_encoder is not None:
         encoded = chip_encoder(encoder, root, settings, [FileToEncode(job.file.path, job.sha256) for job in jobs],
                                batch_size)
-        encode_chips(_encoded_chips(jobs, encoded, done, progress), _StoreWriter(store, jobs, report), batch_size,
+        encode_chips(_encoded_chips(jobs, encoded, done, progress, report), _StoreWriter(store, jobs, report), batch_size,
                      None)
         return report
     total = sum(_chips_to_encode(store, root, job, settings) for job in jobs) if progress else 0
     bar = tqdm(total=total, unit="chip", desc="encoding", disable=not progress)
-    encode_chips(_tiled_chips(root, settings, [(job.file.path, partial(done, job)) for job in jobs]),
+
+    def left_out(path: str) -> None:
+        report.nodata_chips += 1
+        bar.update(1)
+
+    encode_chips(_tiled_chips(root, settings, [(job.file.path, partial(done, job)) for job in jobs], left_out),
                  _StoreWriter(store, jobs, report, bar), batch_size, encoder, settings.store_local_tokens)
     bar.close()
     return report
