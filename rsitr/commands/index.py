@@ -1,6 +1,9 @@
 """Index an image archive for search: tile large scenes into chips, encode them, store vectors and metadata.
 
-Walks IMAGES (JPEG, PNG, TIFF, GeoTIFF; `--images IMAGES` is the same). Scenes whose longer side exceeds
+Walks IMAGES (JPEG, PNG, TIFF, GeoTIFF; `--images IMAGES` is the same), or reads the remote (Cloud-Optimized)
+GeoTIFFs a listing names: a .txt file of http(s):// or s3:// URLs, or a STAC catalog, collection, item or item
+collection .json (a saved pystac-client search) with --asset; they are read by windows through range requests,
+never downloaded whole, and an update re-reads only the files whose ETag / Last-Modified changed. Scenes whose longer side exceeds
 --tile-larger-than are cut into --chip-size squares overlapping by --chip-overlap pixels; GeoTIFF chips keep their
 geographic bounds and CRS. A GeoTIFF's chips show the --bands it names (by default the bands the file calls red,
 green and blue, else the first three), scaled by --scale; chips more than --max-nodata nodata (the file's nodata
@@ -19,6 +22,7 @@ Examples:
   rsitr index rsitr/demo_data/ucm --out ucm.index
   rsitr index rsitr/demo_data/ucm --out ucm-small.index --no-local-tokens --index-type exact
   rsitr index sentinel2/ --out s2.index --bands B04,B03,B02 --scale range 0 3000
+  rsitr index search.json --asset visual --out visual.index
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # IMAGES as embed's and classify's SOURCE; --images the same (the spelling of earlier releases and the docs).
     # Neither has a default: argparse would let an absent positional overwrite --images with it.
     parser.add_argument("source", nargs="?", metavar="IMAGES", default=argparse.SUPPRESS,
-                        help="folder of images to index (searched recursively); or --images IMAGES")
+                        help="folder of images to index (searched recursively), or a listing of remote rasters "
+                             "(.txt of URLs, STAC .json); or --images IMAGES")
     parser.add_argument("--images", dest="source", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     parser.add_argument("--out", required=True, help="index directory (created, or updated if it exists)")
     add_model_arguments(parser, default="with neither flag, the index's recorded model, or for a new index the "
@@ -69,6 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how GeoTIFF values become 0-255: 'percentile' (default: each file's 2nd-98th "
                              "percentiles; 8-bit files as they are) or 'range LOW HIGH', the same in every scene "
                              "(e.g. range 0 3000 for Sentinel-2 L2A reflectance)")
+    parser.add_argument("--asset", metavar="KEY",
+                        help="a STAC listing: the asset of each item to index, e.g. visual")
     parser.add_argument("--max-nodata", type=fraction, metavar="F",
                         help="leave out chips whose fraction of nodata pixels exceeds F (default 0.5; 1 keeps all)")
     add_batch_size_argument(parser, "chips")
@@ -119,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         chip_overlap=args.chip_overlap, tile_larger_than=args.tile_larger_than, index_type=args.index_type,
         store_local_tokens=args.store_local_tokens, backend=args.backend, vector_uri=args.vector_uri,
         max_pixels=args.max_pixels, max_chips_per_file=args.max_chips_per_file, bands=args.bands,
-        scale=None if args.scale is None else " ".join(args.scale), max_nodata=args.max_nodata,
+        scale=None if args.scale is None else " ".join(args.scale), max_nodata=args.max_nodata, asset=args.asset,
         batch_size=args.batch_size, progress=not args.no_progress,
         device=str(resolve_device(args.device)), precision=args.precision, relocate=args.relocate,
         rebuild=args.rebuild)

@@ -17,6 +17,7 @@ import hashlib
 import io
 import os
 import warnings
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from stat import S_ISREG
@@ -222,11 +223,109 @@ def _open_pil(source, name: str) -> Image.Image:
 
 @dataclass(frozen=True)
 class ArchiveFile:
-    """An image of the archive: ``path`` relative to the root (POSIX separators), size and mtime."""
+    """An image of the archive: ``path`` relative to the root (POSIX separators), size and mtime (for a remote
+    file: a stamp of its ETag and Last-Modified, which change with its content)."""
 
     path: str
     size: int
     mtime_ns: int
+    error: str | None = None
+    """Why a listed remote file could not be reached now (its indexed chips are kept; the next run retries)."""
+
+
+def is_remote(location: str | Path) -> bool:
+    """Whether ``location`` is a URL GDAL reads by range requests (``http(s)://``, ``s3://``) rather than a file."""
+    return isinstance(location, str) and location.startswith(REMOTE_SCHEMES)
+
+
+REMOTE_SCHEMES = ("http://", "https://", "s3://")
+REMOTE_GDAL_OPTIONS = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no listing of the URL's "folder" looking for side files
+    "GDAL_HTTP_MAX_RETRY": "3", "GDAL_HTTP_RETRY_DELAY": "0.5",  # 429 and 5xx answers are retried
+    "GDAL_HTTP_TIMEOUT": "30", "GDAL_HTTP_CONNECTTIMEOUT": "10",
+    "CPL_VSIL_CURL_CHUNK_SIZE": "65536",
+    # GDAL keeps what it read of a URL for the process's life: a file changed on its server (a new ETag) would be
+    # read from that cache. Not kept, every opening reads the file's present version; an open dataset's tiles
+    # still come once from GDAL's block cache, however many chips share them.
+    "CPL_VSIL_CURL_NON_CACHED": "/vsicurl/:/vsis3/",
+}
+"""How rasterio (GDAL's /vsicurl/ and /vsis3/) reads a remote raster: by windows through range requests, never the
+whole file; a failing server is retried, then the read raises (one failure of the run)."""
+
+
+class Archive(Protocol):
+    """Where an index's images come from: a folder (:class:`LocalArchive`) or a list of remote rasters
+    (:class:`rsitr.index.sources.RemoteArchive`). ``path`` is a file's name in the index."""
+
+    location: str
+    """What the index records: the folder, or the listing file (URLs or a STAC catalog / item collection)."""
+    name: str
+    keeps_failed: bool
+    """A file that fails while it is read keeps what was indexed of it (a remote server's failure: the next run
+    resumes it); in a folder an unreadable file is dropped."""
+
+    def scan(self) -> list[ArchiveFile]: ...
+
+    def source(self, path: str) -> Path | str:
+        """What :class:`open_scene` opens for ``path``; :class:`PathOutsideArchiveError` for no file of it."""
+        ...
+
+    def digest(self, path: str) -> str:
+        """An identity of the content of ``path`` (its SHA-256, or a remote file's ETag / Last-Modified)."""
+        ...
+
+    def stat(self, path: str) -> tuple[int, int] | None:
+        """``(size, mtime_ns)`` of ``path`` now, as :meth:`scan` gives them; None when it is gone."""
+        ...
+
+    def exists(self) -> bool: ...
+
+    def failure(self, path: str, err: Exception) -> str:
+        """One line saying why reading ``path`` raised ``err``."""
+        ...
+
+
+@dataclass(frozen=True)
+class LocalArchive:
+    """A folder of images, searched recursively (:func:`scan_archive`)."""
+
+    root: Path
+    keeps_failed = False
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    def scan(self) -> list[ArchiveFile]:
+        return scan_archive(self.root)
+
+    def source(self, path: str) -> Path:
+        return resolve_in_root(self.root, path)
+
+    def digest(self, path: str) -> str:
+        return content_hash(self.source(path))
+
+    def stat(self, path: str) -> tuple[int, int] | None:
+        try:
+            stat = self.source(path).stat()
+        except (OSError, ValueError):
+            return None
+        return stat.st_size, stat.st_mtime_ns
+
+    def exists(self) -> bool:
+        return self.root.is_dir()
+
+    def failure(self, path: str, err: Exception) -> str:
+        return f"{type(err).__name__}: {err}"
+
+
+def as_archive(archive: Archive | Path | str) -> Archive:
+    """``archive``, or the folder it names as a :class:`LocalArchive`."""
+    return LocalArchive(Path(archive)) if isinstance(archive, (str, Path)) else archive
 
 
 def resolve_in_root(root: Path, relative: str) -> Path:
@@ -380,60 +479,65 @@ class _RasterioScene:
 
 
 def scene_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` of a supported image from its header, decoding no pixels (as :class:`open_scene` reads
-    the file: PIL or rasterio by suffix)."""
-    path = Path(path)
-    if path.suffix.lower() in PIL_SUFFIXES:
-        with _open_pil(path, path.name) as image:
-            return image.size
-    if path.suffix.lower() not in RASTERIO_SUFFIXES:
-        raise UnsupportedImageError(f"{path}: unsupported image type {path.suffix.lower()!r}")
+    """``(width, height)`` of a supported image (a file or a remote raster) from its header, decoding no pixels."""
+    if not is_remote(path):
+        path = Path(path)
+        if path.suffix.lower() in PIL_SUFFIXES:
+            with _open_pil(path, path.name) as image:
+                return image.size
+        if path.suffix.lower() not in RASTERIO_SUFFIXES:
+            raise UnsupportedImageError(f"{path}: unsupported image type {path.suffix.lower()!r}")
+    with ExitStack() as stack:
+        dataset = _open_raster(path, stack)
+        return dataset.width, dataset.height
+
+
+def _open_raster(location: Path | str, stack: ExitStack):
+    """A rasterio dataset of a file or remote raster, open (with, for a remote one, :data:`REMOTE_GDAL_OPTIONS`)
+    until ``stack`` closes."""
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning
 
+    if is_remote(location):
+        stack.enter_context(rasterio.Env(**REMOTE_GDAL_OPTIONS))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path) as dataset:
-            return dataset.width, dataset.height
+        return stack.enter_context(rasterio.open(location))
 
 
 class open_scene:  # noqa: N801 - used as a context manager like open()
-    """``with open_scene(path) as scene:`` reads a supported image as ``rendering`` says (rasters); raises on
-    unreadable files (:class:`BandError` where a chosen band is missing), and :class:`ImageTooLargeError` before
-    decoding when the header declares more than ``max_pixels``."""
+    """``with open_scene(path) as scene:`` reads a supported image (a file, or a remote raster by its URL) as
+    ``rendering`` says (rasters); raises on unreadable files (:class:`BandError` where a chosen band is missing),
+    and :class:`ImageTooLargeError` before decoding when the header declares more than ``max_pixels``."""
 
-    def __init__(self, path: Path, max_pixels: int | None = None, rendering: Rendering = Rendering()) -> None:
-        self._path = Path(path)
+    def __init__(self, path: Path | str, max_pixels: int | None = None, rendering: Rendering = Rendering()) -> None:
+        self._path = path if is_remote(path) else Path(path)
         self._max_pixels = max_pixels
         self._rendering = rendering
-        self._dataset = None
+        self._stack = ExitStack()
 
     def __enter__(self) -> Scene:
-        suffix = self._path.suffix.lower()
-        if suffix in PIL_SUFFIXES:
-            return _PILScene(self._path, self._max_pixels)
-        if suffix not in RASTERIO_SUFFIXES:
-            raise UnsupportedImageError(f"{self._path}: unsupported image type {suffix!r}; supported: "
-                             f"{', '.join(sorted(SUPPORTED_SUFFIXES))}")
-        import rasterio
-        from rasterio.errors import NotGeoreferencedWarning
+        if not is_remote(self._path):
+            suffix = self._path.suffix.lower()
+            if suffix in PIL_SUFFIXES:
+                return _PILScene(self._path, self._max_pixels)
+            if suffix not in RASTERIO_SUFFIXES:
+                raise UnsupportedImageError(f"{self._path}: unsupported image type {suffix!r}; supported: "
+                                 f"{', '.join(sorted(SUPPORTED_SUFFIXES))}")
+        try:
+            dataset = _open_raster(self._path, self._stack)
+            self._check_decoder(dataset)
+            return _RasterioScene(dataset, self._rendering)
+        except BaseException:
+            self._stack.close()
+            raise
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            self._dataset = rasterio.open(self._path)
-            try:
-                self._check_decoder()
-                return _RasterioScene(self._dataset, self._rendering)
-            except BaseException:
-                self._dataset.close()
-                raise
-
-    def _check_decoder(self) -> None:
+    def _check_decoder(self, dataset) -> None:
         """The pixel limit, and GDAL's blocks before a pixel is read: one holds every band of a pixel-interleaved
         file; of a band-interleaved one, the (up to) three bands read are decoded side by side."""
         from rasterio.enums import Interleaving
 
-        dataset, name = self._dataset, self._path.name
+        name = self._path.rsplit("/", 1)[-1] if isinstance(self._path, str) else self._path.name
         check_pixels(name, dataset.width, dataset.height, self._max_pixels)
         rows, columns = dataset.block_shapes[0]
         bands = min(dataset.count, 3) if dataset.interleaving == Interleaving.band else dataset.count
@@ -441,5 +545,4 @@ class open_scene:  # noqa: N801 - used as a context manager like open()
         check_block(name, "block", columns, rows, bands, bits, self._max_pixels)
 
     def __exit__(self, *exc_info) -> None:
-        if self._dataset is not None:
-            self._dataset.close()
+        self._stack.close()

@@ -21,6 +21,7 @@ from typing import Iterator
 
 import numpy as np
 
+from rsitr.index.archive import Archive
 from rsitr.index.columns import vector_column, vector_matrix
 from rsitr.index.compatibility import CHANGEABLE
 from rsitr.index.index_encoder import Encoder
@@ -40,14 +41,14 @@ _BOUNDS = ("left", "bottom", "right", "top")
 class ChipShardWriter:
     """The worker: one encoder, encoding groups of archive files with the indexer's code, one shard a group."""
 
-    def __init__(self, encoder: Encoder, root: Path, settings: IndexSettings, batch_size: int,
+    def __init__(self, encoder: Encoder, archive: Archive, settings: IndexSettings, batch_size: int,
                  folder: ShardFolder) -> None:
-        self.encoder, self.root, self.settings, self.folder = encoder, root, settings, folder
+        self.encoder, self.archive, self.settings, self.folder = encoder, archive, settings, folder
         self.batch_size = batch_size
 
     def __call__(self, task: ShardTask) -> None:
         files = [FileToEncode(**file) for file in json.loads(task.spec)]
-        encoded = encode_files(self.encoder, self.root, self.settings, [f.path for f in files], self.batch_size)
+        encoded = encode_files(self.encoder, self.archive, self.settings, [f.path for f in files], self.batch_size)
         self.folder.write(task.number, chip_table(files, encoded, self.encoder.dim))
 
 
@@ -112,7 +113,7 @@ class ShardedChipEncoder:
         self.encoded_shards = 0
         """Shards written by the last call (the others were kept from an earlier, interrupted run)."""
 
-    def __call__(self, encoder: Encoder, root: Path, settings: IndexSettings, files: list[FileToEncode],
+    def __call__(self, encoder: Encoder, archive: Archive, settings: IndexSettings, files: list[FileToEncode],
                  batch_size: int) -> Iterator[EncodedFile]:
         manifest = json.loads(json.dumps({
             "format": CHIP_FORMAT, "model": encoder.model_name, "pretrained": encoder.pretrained,
@@ -130,7 +131,7 @@ class ShardedChipEncoder:
                   for start in range(0, len(missing), self.files_per_shard)]
         self.encoded_shards = len(groups)
         tasks = [ShardTask(first + n, json.dumps([asdict(f) for f in group])) for n, group in enumerate(groups)]
-        self.distributor(partial(ChipShardWriter, self._workers_encoder(encoder), root, settings, batch_size,
+        self.distributor(partial(ChipShardWriter, self._workers_encoder(encoder), archive, settings, batch_size,
                                  self.folder), tasks, lambda task: None)
         where.update({(file.path, file.sha256): self.folder.shard(first + n)
                       for n, group in enumerate(groups) for file in group})
