@@ -139,6 +139,10 @@ class IndexSettings(Answer):
     vector_uri: str | None
     max_pixels: int
     max_chips_per_file: int
+    bands: str | None = Field(description="a raster's bands shown as RGB (indexes or names); null: the bands the "
+                                          "file calls red, green and blue, else the first three")
+    scale: str = Field(description="'percentile' (each file's 2nd-98th) or 'range LOW HIGH'")
+    max_nodata: float = Field(description="chips with a larger fraction of nodata pixels were left out")
 
 
 class Fusion(Answer):

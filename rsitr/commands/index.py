@@ -1,8 +1,13 @@
 """Index an image archive for search: tile large scenes into chips, encode them, store vectors and metadata.
 
-Walks IMAGES (JPEG, PNG, TIFF, GeoTIFF; `--images IMAGES` is the same). Scenes whose longer side exceeds
+Walks IMAGES (JPEG, PNG, TIFF, GeoTIFF; `--images IMAGES` is the same), or reads the remote (Cloud-Optimized)
+GeoTIFFs a listing names: a .txt file of http(s):// or s3:// URLs, or a STAC catalog, collection, item or item
+collection .json (a saved pystac-client search) with --asset; they are read by windows through range requests,
+never downloaded whole, and an update re-reads only the files whose ETag / Last-Modified changed. Scenes whose longer side exceeds
 --tile-larger-than are cut into --chip-size squares overlapping by --chip-overlap pixels; GeoTIFF chips keep their
-geographic bounds and CRS. Running it again on the same --out updates the index: new files are added, changed
+geographic bounds and CRS. A GeoTIFF's chips show the --bands it names (by default the bands the file calls red,
+green and blue, else the first three), scaled by --scale; chips more than --max-nodata nodata (the file's nodata
+value, mask or alpha) are left out and counted. Running it again on the same --out updates the index: new files are added, changed
 ones re-encoded, deleted ones removed, and an interrupted run resumes where it stopped. Unreadable
 images are skipped and listed. The model is recorded in the index; a different one is refused. A new index
 is encoded with the shipped model unless --model or --pretrained names another (`rsitr models` lists them).
@@ -16,13 +21,15 @@ refused (one line naming the damage) until --rebuild; a damaged vectors.faiss is
 Examples:
   rsitr index rsitr/demo_data/ucm --out ucm.index
   rsitr index rsitr/demo_data/ucm --out ucm-exact.index --index-type exact
+  rsitr index sentinel2/ --out s2.index --bands B04,B03,B02 --scale range 0 3000
+  rsitr index search.json --asset visual --out visual.index
 """
 
 from __future__ import annotations
 
 import argparse
 
-from rsitr.commands import non_negative_int, positive_int
+from rsitr.commands import fraction, non_negative_int, positive_int
 from rsitr.commands.options import (add_batch_size_argument, add_engine_arguments, add_inference_arguments,
                                     add_model_arguments, add_progress_argument, check_readable)
 from rsitr.errors import UserError
@@ -34,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # IMAGES as embed's and classify's SOURCE; --images the same (the spelling of earlier releases and the docs).
     # Neither has a default: argparse would let an absent positional overwrite --images with it.
     parser.add_argument("source", nargs="?", metavar="IMAGES", default=argparse.SUPPRESS,
-                        help="folder of images to index (searched recursively); or --images IMAGES")
+                        help="folder of images to index (searched recursively), or a listing of remote rasters "
+                             "(.txt of URLs, STAC .json); or --images IMAGES")
     parser.add_argument("--images", dest="source", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     parser.add_argument("--out", required=True, help="index directory (created, or updated if it exists)")
     add_model_arguments(parser, default="with neither flag, the index's recorded model, or for a new index the "
@@ -59,6 +67,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-chips-per-file", type=positive_int, metavar="N",
                         help="skip (as a failure) a file that would be cut into more than N chips (default 100,000); "
                              "may change on update")
+    parser.add_argument("--bands", metavar="BANDS",
+                        help="GeoTIFF bands shown as red,green,blue (or one as grey): 1-based indexes or band "
+                             "descriptions / colour names, e.g. 4,3,2 or B04,B03,B02 or red,green,blue (default: "
+                             "the bands the file names red, green and blue, else the first three)")
+    parser.add_argument("--scale", nargs="+", metavar="MODE",
+                        help="how GeoTIFF values become 0-255: 'percentile' (default: each file's 2nd-98th "
+                             "percentiles; 8-bit files as they are) or 'range LOW HIGH', the same in every scene "
+                             "(e.g. range 0 3000 for Sentinel-2 L2A reflectance)")
+    parser.add_argument("--asset", metavar="KEY",
+                        help="a STAC listing: the asset of each item to index, e.g. visual")
+    parser.add_argument("--max-nodata", type=fraction, metavar="F",
+                        help="leave out chips whose fraction of nodata pixels exceeds F (default 0.5; 1 keeps all)")
     add_batch_size_argument(parser, "chips")
     add_engine_arguments(parser, "chips encoded by a Ray actor pool into Parquet shards that the index ingests (the "
                                  "same index; needs `pip install 'rsitr[ray]'`; --out and IMAGES must be on storage "
@@ -88,7 +108,9 @@ def _requested(args: argparse.Namespace) -> dict:
     """The settings asked for (None: as the index records them, or the defaults)."""
     return {"chip_size": args.chip_size, "chip_overlap": args.chip_overlap, "tile_larger_than": args.tile_larger_than,
             "index_type": args.index_type, "store_local_tokens": args.store_local_tokens, "backend": args.backend,
-            "vector_uri": args.vector_uri, "max_pixels": args.max_pixels, "max_chips_per_file": args.max_chips_per_file}
+            "vector_uri": args.vector_uri, "max_pixels": args.max_pixels, "max_chips_per_file": args.max_chips_per_file,
+            "bands": args.bands, "scale": None if args.scale is None else " ".join(args.scale),
+            "max_nodata": args.max_nodata, "asset": args.asset}
 
 
 def _unchanged(args: argparse.Namespace) -> bool:
@@ -108,10 +130,11 @@ def _unchanged(args: argparse.Namespace) -> bool:
 
 
 def _print_summary(out: str, files: int, chips: int, *, new: int = 0, changed: int = 0, resumed: int = 0,
-                   removed: int = 0, unchanged: int = 0, retried: int = 0, encoded: int = 0,
+                   removed: int = 0, unchanged: int = 0, retried: int = 0, encoded: int = 0, nodata: int = 0,
                    failures: list[tuple[str, str]] = ()) -> None:
     print(f"{printable(out)}: {chips} chips from {files} files (new {new}, changed {changed}, resumed {resumed}, removed "
-          f"{removed}, unchanged {unchanged}{f', retried {retried}' if retried else ''}; {encoded} chips encoded)")
+          f"{removed}, unchanged {unchanged}{f', retried {retried}' if retried else ''}; {encoded} chips encoded"
+          f"{f', {nodata} left out as nodata' if nodata else ''})")
     if failures:
         print(f"skipped {len(failures)} unreadable image(s):")
         for path, error in failures:
@@ -154,5 +177,6 @@ def run(args: argparse.Namespace) -> int:
     index.close()
     _print_summary(args.out, info["files"], info["chips"], new=len(report.new), changed=len(report.changed),
                    resumed=len(report.resumed), removed=len(report.removed), unchanged=report.unchanged,
-                   retried=len(report.retried), encoded=report.chips_encoded, failures=report.failures)
+                   retried=len(report.retried), encoded=report.chips_encoded, nodata=report.nodata_chips,
+                   failures=report.failures)
     return 0

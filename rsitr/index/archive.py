@@ -2,9 +2,13 @@
 
 JPEG and PNG are decoded with PIL; TIFF (plain or GeoTIFF) with rasterio, which reads chip windows
 without decoding the whole scene and gives each window's geographic bounds when the file is
-geo-referenced. Every chip comes out as an 8-bit RGB PIL image: the first three bands (one band is
-repeated as grey), and bands that are not 8-bit are stretched between their 2nd and 98th percentiles
-measured on a decimated read of the whole scene, so all chips of a scene share one colour scale.
+geo-referenced. Every chip comes out as an 8-bit RGB PIL image, as a :class:`Rendering` says: the bands
+chosen by index or name (by default the bands the file's colour interpretation or band descriptions call red,
+green and blue, else the first three; one band is repeated as grey), scaled from a fixed reflectance range (the
+same colours in every scene) or, by default, between the 2nd and 98th percentiles of the file's valid pixels
+measured on a decimated read of the whole scene (all chips of a scene share one colour scale; 8-bit bands are
+kept as they are). A raster's invalid pixels (its nodata value, its mask or its alpha band, as GDAL's masks give
+them) are black, and :meth:`Scene.chip` says which fraction of a window they cover.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import hashlib
 import io
 import os
 import warnings
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -62,6 +67,91 @@ class UnsupportedImageError(UserError, ValueError):
 
 class NotAnImageError(UserError):
     """Bytes that PIL cannot decode as an image."""
+
+
+class BandError(UserError):
+    """A band choice that is malformed, or that names a band a raster does not have."""
+
+
+RGB_NAMES = ("red", "green", "blue")
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """How a raster's bands become a chip's 8-bit RGB (JPEG and PNG are RGB already and are read as they are)."""
+
+    bands: tuple[str, ...] | None = None
+    """One or three bands, each a 1-based index or a band's description or colour interpretation (``B04``,
+    ``red``); None: the bands named red, green and blue by the file, else the first three."""
+    scale: tuple[float, float] | None = None
+    """``(low, high)`` mapped to 0 and 255 in every file (e.g. ``(0, 3000)`` for L2A reflectance); None: each
+    file's own 2nd-98th percentiles (8-bit bands are not stretched)."""
+
+    def __post_init__(self) -> None:
+        if self.bands is not None:
+            if len(self.bands) not in (1, 3) or not all(band.strip() for band in self.bands):
+                raise BandError(f"choose 1 band (shown as grey) or 3 bands (red, green, blue), got "
+                                f"{','.join(self.bands)!r}")
+            if any(band.strip().isdigit() and int(band) < 1 for band in self.bands):
+                raise BandError(f"band indexes start at 1, got {','.join(self.bands)!r}")
+        if self.scale is not None and not (np.isfinite(self.scale).all() and self.scale[0] < self.scale[1]):
+            raise UserError(f"a scale range needs finite LOW < HIGH, got {self.scale[0]:g} {self.scale[1]:g}")
+
+    @classmethod
+    def parse(cls, bands: str | None, scale: str) -> Rendering:
+        """From their written forms: ``bands`` as ``"B04,B03,B02"`` / ``"4,3,2"`` (None: from the file) and
+        ``scale`` as ``"percentile"`` or ``"range LOW HIGH"``."""
+        words = scale.split()
+        if words == ["percentile"]:
+            scale_range = None
+        elif len(words) == 3 and words[0] == "range":
+            try:
+                scale_range = (float(words[1]), float(words[2]))
+            except ValueError:
+                raise UserError(f"a scale range needs two numbers, got {scale!r}") from None
+        else:
+            raise UserError(f"scale is 'percentile' or 'range LOW HIGH', got {scale!r}")
+        return cls(None if bands is None else tuple(band.strip() for band in bands.split(",")), scale_range)
+
+    def band_indexes(self, dataset) -> list[int]:
+        """The 1-based indexes of a rasterio dataset's bands to show as red, green and blue."""
+        count, descriptions = dataset.count, [text or "" for text in dataset.descriptions]
+        interpretations = [interpretation.name.lower() for interpretation in dataset.colorinterp]
+        if self.bands is None:
+            for names in (interpretations, [_named_colour(text) for text in descriptions]):
+                if all(colour in names for colour in RGB_NAMES):
+                    return [names.index(colour) + 1 for colour in RGB_NAMES]
+            return [1, 2, 3] if count >= 3 else [1, 1, 1]
+        indexes = [_find_band(band.strip().lower(), count, descriptions, interpretations) for band in self.bands]
+        if None in indexes:
+            listing = ", ".join(f"{number} {descriptions[number - 1] or interpretations[number - 1]!r}"
+                                for number in range(1, count + 1))
+            missing = self.bands[indexes.index(None)]
+            raise BandError(f"no band {missing!r} among its {count} band(s): {listing}")
+        return indexes * 3 if len(indexes) == 1 else indexes
+
+
+def _words(description: str) -> list[str]:
+    """A band description's words, lower case (``"B04 (red)"``: ``b04``, ``red``)."""
+    return description.lower().replace("(", " ").replace(")", " ").replace("_", " ").replace("-", " ").split()
+
+
+def _named_colour(description: str) -> str | None:
+    """The colour a band description names as a word (``"Red"``, ``"B04 red"``, ``"red (665 nm)"``), if any."""
+    named = [colour for colour in RGB_NAMES if colour in _words(description)]
+    return named[0] if len(named) == 1 else None
+
+
+def _find_band(key: str, count: int, descriptions: list[str], interpretations: list[str]) -> int | None:
+    """The 1-based index of the band ``key`` (lower case) names: an index, a whole description, the one
+    description holding it as a word, or a colour interpretation; None if no band (or several) fit."""
+    if key.isdigit():
+        return int(key) if int(key) <= count else None
+    for matches in ([text.lower() == key for text in descriptions], [key in _words(text) for text in descriptions],
+                    [name == key for name in interpretations]):
+        if sum(matches) == 1:
+            return matches.index(True) + 1
+    return None
 
 
 def check_pixels(name: str, width: int, height: int, max_pixels: int | None) -> None:
@@ -138,11 +228,109 @@ def _open_pil(source, name: str) -> Image.Image:
 
 @dataclass(frozen=True)
 class ArchiveFile:
-    """An image of the archive: ``path`` relative to the root (POSIX separators), size and mtime."""
+    """An image of the archive: ``path`` relative to the root (POSIX separators), size and mtime (for a remote
+    file: a stamp of its ETag and Last-Modified, which change with its content)."""
 
     path: str
     size: int
     mtime_ns: int
+    error: str | None = None
+    """Why a listed remote file could not be reached now (its indexed chips are kept; the next run retries)."""
+
+
+def is_remote(location: str | Path) -> bool:
+    """Whether ``location`` is a URL GDAL reads by range requests (``http(s)://``, ``s3://``) rather than a file."""
+    return isinstance(location, str) and location.startswith(REMOTE_SCHEMES)
+
+
+REMOTE_SCHEMES = ("http://", "https://", "s3://")
+REMOTE_GDAL_OPTIONS = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no listing of the URL's "folder" looking for side files
+    "GDAL_HTTP_MAX_RETRY": "3", "GDAL_HTTP_RETRY_DELAY": "0.5",  # 429 and 5xx answers are retried
+    "GDAL_HTTP_TIMEOUT": "30", "GDAL_HTTP_CONNECTTIMEOUT": "10",
+    "CPL_VSIL_CURL_CHUNK_SIZE": "65536",
+    # GDAL keeps what it read of a URL for the process's life: a file changed on its server (a new ETag) would be
+    # read from that cache. Not kept, every opening reads the file's present version; an open dataset's tiles
+    # still come once from GDAL's block cache, however many chips share them.
+    "CPL_VSIL_CURL_NON_CACHED": "/vsicurl/:/vsis3/",
+}
+"""How rasterio (GDAL's /vsicurl/ and /vsis3/) reads a remote raster: by windows through range requests, never the
+whole file; a failing server is retried, then the read raises (one failure of the run)."""
+
+
+class Archive(Protocol):
+    """Where an index's images come from: a folder (:class:`LocalArchive`) or a list of remote rasters
+    (:class:`rsitr.index.sources.RemoteArchive`). ``path`` is a file's name in the index."""
+
+    location: str
+    """What the index records: the folder, or the listing file (URLs or a STAC catalog / item collection)."""
+    name: str
+    keeps_failed: bool
+    """A file that fails while it is read keeps what was indexed of it (a remote server's failure: the next run
+    resumes it); in a folder an unreadable file is dropped."""
+
+    def scan(self) -> list[ArchiveFile]: ...
+
+    def source(self, path: str) -> Path | str:
+        """What :class:`open_scene` opens for ``path``; :class:`PathOutsideArchiveError` for no file of it."""
+        ...
+
+    def digest(self, path: str) -> str:
+        """An identity of the content of ``path`` (its SHA-256, or a remote file's ETag / Last-Modified)."""
+        ...
+
+    def stat(self, path: str) -> tuple[int, int] | None:
+        """``(size, mtime_ns)`` of ``path`` now, as :meth:`scan` gives them; None when it is gone."""
+        ...
+
+    def exists(self) -> bool: ...
+
+    def failure(self, path: str, err: Exception) -> str:
+        """One line saying why reading ``path`` raised ``err``."""
+        ...
+
+
+@dataclass(frozen=True)
+class LocalArchive:
+    """A folder of images, searched recursively (:func:`scan_archive`)."""
+
+    root: Path
+    keeps_failed = False
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    def scan(self) -> list[ArchiveFile]:
+        return scan_archive(self.root)
+
+    def source(self, path: str) -> Path:
+        return resolve_in_root(self.root, path)
+
+    def digest(self, path: str) -> str:
+        return content_hash(self.source(path))
+
+    def stat(self, path: str) -> tuple[int, int] | None:
+        try:
+            stat = self.source(path).stat()
+        except (OSError, ValueError):
+            return None
+        return stat.st_size, stat.st_mtime_ns
+
+    def exists(self) -> bool:
+        return self.root.is_dir()
+
+    def failure(self, path: str, err: Exception) -> str:
+        return f"{type(err).__name__}: {err}"
+
+
+def as_archive(archive: Archive | Path | str) -> Archive:
+    """``archive``, or the folder it names as a :class:`LocalArchive`."""
+    return LocalArchive(Path(archive)) if isinstance(archive, (str, Path)) else archive
 
 
 def resolve_in_root(root: Path, relative: str) -> Path:
@@ -212,6 +400,10 @@ class Scene(Protocol):
         """The window's pixels as RGB, downscaled (keeping aspect) so neither side exceeds ``max_side``."""
         ...
 
+    def chip(self, window: Window) -> tuple[Image.Image, float]:
+        """The window's pixels as RGB and the fraction of them that is nodata (0 where the file has none)."""
+        ...
+
     def bounds(self, window: Window) -> Bounds | None: ...
 
 
@@ -233,36 +425,61 @@ class _PILScene:
             chip.thumbnail((max_side, max_side))
         return chip
 
+    def chip(self, window: Window) -> tuple[Image.Image, float]:
+        return self.read(window), 0.0
+
     def bounds(self, window: Window) -> Bounds | None:
         return None
 
 
 class _RasterioScene:
-    def __init__(self, dataset) -> None:
+    def __init__(self, dataset, rendering: Rendering) -> None:
         self._dataset = dataset
         self.width, self.height = dataset.width, dataset.height
         self.crs = dataset.crs.to_string() if dataset.crs else None
-        self._bands = [1, 2, 3] if dataset.count >= 3 else [1, 1, 1]
-        self._stretch = None if dataset.dtypes[0] == "uint8" else self._percentile_stretch()
+        self._bands = rendering.band_indexes(dataset)
+        if rendering.scale is not None:
+            low, high = rendering.scale
+            self._stretch = np.full((3, 1, 1), low), np.full((3, 1, 1), high - low)
+        else:
+            uint8 = all(dataset.dtypes[band - 1] == "uint8" for band in self._bands)
+            self._stretch = None if uint8 else self._percentile_stretch()
 
     def _percentile_stretch(self) -> tuple[np.ndarray, np.ndarray]:
+        """The 2nd and 98th percentiles of each band's valid pixels (a nodata border would pull them to 0)."""
         scale = max(1.0, max(self.width, self.height) / _STRETCH_SAMPLE_SIDE)
         shape = (3, max(1, round(self.height / scale)), max(1, round(self.width / scale)))
-        sample = self._dataset.read(self._bands, out_shape=shape).reshape(3, -1).astype(np.float64)
-        low, high = np.percentile(sample, [2, 98], axis=1)
+        sample = self._dataset.read(self._bands, out_shape=shape, masked=True).reshape(3, -1)
+        valid = ~np.ma.getmaskarray(sample).all(axis=0)
+        if not valid.any():
+            return np.zeros((3, 1, 1)), np.ones((3, 1, 1))
+        low, high = np.percentile(sample.data[:, valid].astype(np.float64), [2, 98], axis=1)
         return low[:, None, None], np.maximum(high - low, 1e-12)[:, None, None]
 
-    def read(self, window: Window, max_side: int | None = None) -> Image.Image:
+    def _pixels(self, window: Window, max_side: int | None) -> tuple[Image.Image, float]:
+        """One masked read of the window: its RGB (nodata black) and the fraction of nodata pixels (masked in
+        every band read)."""
         from rasterio.windows import Window as RasterWindow
 
         scale = 1.0 if max_side is None else max(1.0, max(window.width, window.height) / max_side)
         shape = (3, max(1, round(window.height / scale)), max(1, round(window.width / scale)))
-        pixels = self._dataset.read(self._bands, window=RasterWindow(window.x, window.y, window.width, window.height),
-                                    out_shape=shape)
+        read = self._dataset.read(self._bands, window=RasterWindow(window.x, window.y, window.width, window.height),
+                                  out_shape=shape, masked=True)
+        invalid = np.ma.getmaskarray(read).all(axis=0)
+        pixels = read.data
         if self._stretch is not None:
             low, span = self._stretch
             pixels = np.clip((pixels - low) / span * 255.0, 0, 255)
-        return Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0)).astype(np.uint8), "RGB")
+        pixels = pixels.astype(np.uint8)
+        pixels[:, invalid] = 0
+        image = Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0)), "RGB")
+        return image, float(invalid.mean())
+
+    def read(self, window: Window, max_side: int | None = None) -> Image.Image:
+        return self._pixels(window, max_side)[0]
+
+    def chip(self, window: Window) -> tuple[Image.Image, float]:
+        return self._pixels(window, None)
 
     def bounds(self, window: Window) -> Bounds | None:
         if self.crs is None:
@@ -275,22 +492,31 @@ class _RasterioScene:
 
 
 def scene_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` of a supported image from its header, decoding no pixels (as :class:`open_scene` reads
-    the file: PIL or rasterio by suffix)."""
-    path = Path(path)
-    regular_file(path)
-    if path.suffix.lower() in PIL_SUFFIXES:
-        with _open_pil(path, path.name) as image:
-            return image.size
-    if path.suffix.lower() not in RASTERIO_SUFFIXES:
-        raise UnsupportedImageError(f"{path}: unsupported image type {path.suffix.lower()!r}")
+    """``(width, height)`` of a supported image (a file or a remote raster) from its header, decoding no pixels."""
+    if not is_remote(path):
+        path = Path(path)
+        regular_file(path)
+        if path.suffix.lower() in PIL_SUFFIXES:
+            with _open_pil(path, path.name) as image:
+                return image.size
+        if path.suffix.lower() not in RASTERIO_SUFFIXES:
+            raise UnsupportedImageError(f"{path}: unsupported image type {path.suffix.lower()!r}")
+    with ExitStack() as stack:
+        dataset = _open_raster(path, stack)
+        return dataset.width, dataset.height
+
+
+def _open_raster(location: Path | str, stack: ExitStack):
+    """A rasterio dataset of a file or remote raster, open until ``stack`` closes, with GDAL's block cache capped at
+    :data:`SCENE_BLOCK_CACHE_MB` (memory per scene bounded) and, for a remote one, :data:`REMOTE_GDAL_OPTIONS`."""
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning
 
+    stack.enter_context(rasterio.Env(GDAL_CACHEMAX=SCENE_BLOCK_CACHE_MB,
+                                     **(REMOTE_GDAL_OPTIONS if is_remote(location) else {})))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path) as dataset:
-            return dataset.width, dataset.height
+        return stack.enter_context(rasterio.open(location))
 
 
 def check_image(path: Path, max_pixels: int | None = DEFAULT_MAX_QUERY_PIXELS) -> None:
@@ -306,44 +532,39 @@ def check_image(path: Path, max_pixels: int | None = DEFAULT_MAX_QUERY_PIXELS) -
 
 
 class open_scene:  # noqa: N801 - used as a context manager like open()
-    """``with open_scene(path) as scene:`` reads a supported image; raises on unreadable files, and
-    :class:`ImageTooLargeError` before decoding when the header declares more than ``max_pixels``."""
+    """``with open_scene(path) as scene:`` reads a supported image (a file, or a remote raster by its URL) as
+    ``rendering`` says (rasters); raises on unreadable files (:class:`BandError` where a chosen band is missing),
+    and :class:`ImageTooLargeError` before decoding when the header declares more than ``max_pixels``."""
 
-    def __init__(self, path: Path, max_pixels: int | None = None) -> None:
-        self._path = Path(path)
+    def __init__(self, path: Path | str, max_pixels: int | None = None, rendering: Rendering = Rendering()) -> None:
+        self._path = path if is_remote(path) else Path(path)
         self._max_pixels = max_pixels
-        self._dataset = None
-        self._env = None
+        self._rendering = rendering
+        self._stack = ExitStack()
 
     def __enter__(self) -> Scene:
-        regular_file(self._path)  # a FIFO would block the decoder forever
-        suffix = self._path.suffix.lower()
-        if suffix in PIL_SUFFIXES:
-            return _PILScene(self._path, self._max_pixels)
-        if suffix not in RASTERIO_SUFFIXES:
-            raise UnsupportedImageError(f"{self._path}: unsupported image type {suffix!r}; supported: "
-                             f"{', '.join(sorted(SUPPORTED_SUFFIXES))}")
-        import rasterio
-        from rasterio.errors import NotGeoreferencedWarning
+        if not is_remote(self._path):
+            regular_file(self._path)  # a FIFO would block the decoder forever
+            suffix = self._path.suffix.lower()
+            if suffix in PIL_SUFFIXES:
+                return _PILScene(self._path, self._max_pixels)
+            if suffix not in RASTERIO_SUFFIXES:
+                raise UnsupportedImageError(f"{self._path}: unsupported image type {suffix!r}; supported: "
+                                 f"{', '.join(sorted(SUPPORTED_SUFFIXES))}")
+        try:
+            dataset = _open_raster(self._path, self._stack)
+            self._check_decoder(dataset)
+            return _RasterioScene(dataset, self._rendering)
+        except BaseException:
+            self._stack.close()
+            raise
 
-        self._env = rasterio.Env(GDAL_CACHEMAX=SCENE_BLOCK_CACHE_MB)
-        self._env.__enter__()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            try:
-                self._dataset = rasterio.open(self._path)
-                self._check_decoder()
-                return _RasterioScene(self._dataset)
-            except BaseException:
-                self.__exit__(None, None, None)
-                raise
-
-    def _check_decoder(self) -> None:
+    def _check_decoder(self, dataset) -> None:
         """The pixel limit, and GDAL's blocks before a pixel is read: one holds every band of a pixel-interleaved
         file; of a band-interleaved one, the (up to) three bands read are decoded side by side."""
         from rasterio.enums import Interleaving
 
-        dataset, name = self._dataset, self._path.name
+        name = self._path.rsplit("/", 1)[-1] if isinstance(self._path, str) else self._path.name
         check_pixels(name, dataset.width, dataset.height, self._max_pixels)
         rows, columns = dataset.block_shapes[0]
         bands = min(dataset.count, 3) if dataset.interleaving == Interleaving.band else dataset.count
@@ -351,9 +572,4 @@ class open_scene:  # noqa: N801 - used as a context manager like open()
         check_block(name, "block", columns, rows, bands, bits, self._max_pixels)
 
     def __exit__(self, *exc_info) -> None:
-        if self._dataset is not None:
-            self._dataset.close()
-            self._dataset = None
-        if self._env is not None:
-            self._env.__exit__()
-            self._env = None
+        self._stack.close()

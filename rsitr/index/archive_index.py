@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from rsitr.errors import RsitrWarning, UserError
-from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS, open_scene, resolve_in_root
+from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS, open_scene
 from rsitr.index.compatibility import (check_encoder, checkpoint_record, merged_settings, recorded_checkpoint,
                                        refuse_another_model)
 from rsitr.index.find_all import (DEFAULT_THRESHOLD, PREVALENCE_SAMPLE, Found, Probe, background_ids, fit_probe,
@@ -31,6 +31,7 @@ from rsitr.index.feedback import rocchio
 from rsitr.index.handles import Handle, UnknownChipError, resolve_chip
 from rsitr.index.heatmap import NotGeoreferencedError, SceneScores, score_raster
 from rsitr.index.indexer import ChipEncoder, IndexSettings, IndexSetupError, UpdateReport, update_index
+from rsitr.index.sources import open_archive
 from rsitr.index.searcher import DEFAULT_RERANK_CANDIDATES, SearchHit, SearchResults, fused_scores, rank
 from rsitr.index.store import DATABASE_NAME, ChipRecord, MetadataStore
 from rsitr.index.tiling import Window
@@ -75,7 +76,8 @@ class ArchiveIndex:
         self.store = store
         self.encoder = encoder
         self.root = Path(store.get_meta("root"))
-        self.settings = IndexSettings(**store.get_meta("settings"))
+        self.settings = IndexSettings.from_record(store.get_meta("settings"))
+        self.archive = open_archive(self.root, self.settings.asset)
         self._lock = threading.Lock()
         self._backend = vector_backend(self.settings.backend, self.directory, self.settings.vector_uri)
         self._vectors: VectorStore | None = None
@@ -109,7 +111,9 @@ class ArchiveIndex:
               pretrained: str | None = None, *, encoder: Encoder | None = None, chip_size: int | None = None,
               chip_overlap: int | None = None, tile_larger_than: int | None = None, index_type: str | None = None,
               store_local_tokens: bool | None = None, backend: str | None = None, vector_uri: str | None = None,
-              max_pixels: int | None = None, max_chips_per_file: int | None = None, batch_size: int = 32, progress: bool = True,
+              max_pixels: int | None = None, max_chips_per_file: int | None = None, bands: str | None = None,
+              scale: str | None = None, max_nodata: float | None = None, asset: str | None = None,
+              batch_size: int = 32, progress: bool = True,
               device: str = "cpu", precision: str = "auto", runtime: str = "auto", relocate: bool = False,
               rebuild: bool = False, chip_encoder: ChipEncoder | None = None) -> tuple[ArchiveIndex, UpdateReport]:
         """Create the index in ``directory`` for the images under ``images``, or bring an existing one up to date.
@@ -120,6 +124,8 @@ class ArchiveIndex:
         Chip settings and the images folder cannot change once an index exists; ``index_type``, ``backend``
         (:data:`rsitr.index.vector_store.BACKENDS`), ``vector_uri`` (where its store lies) and the limits
         ``max_pixels`` (per scene) and ``max_chips_per_file`` (larger files are failures of the run) can, and
+        ``bands``, ``scale`` and ``max_nodata`` say how a raster's chips are made RGB and which are left out as
+        nodata (:class:`IndexSettings`); like the chip settings they cannot change.
         ``relocate`` re-points the index at ``images`` when its folder moved (files are matched by their path
         relative to it, and by content where size or mtime differ, so nothing unchanged is encoded again).
         ``store_local_tokens`` None keeps a new index's patch tokens only when the model's scoring recipe re-ranks
@@ -129,16 +135,20 @@ class ArchiveIndex:
         the same.
         """
         directory, images = Path(directory), Path(images).resolve()
-        if not images.is_dir():
-            raise IndexSetupError(f"image folder {images} does not exist or is not a directory")
+        if not images.is_dir() and not images.is_file():
+            raise IndexSetupError(f"image folder {images} does not exist or is not a directory (or a listing of "
+                                  f"remote rasters)")
         if directory.exists() and not directory.is_dir():
             raise IndexSetupError(f"{directory} is a file, not an index folder; pass another --out")
         if batch_size < 1:
             raise IndexSetupError(f"the batch size must be at least 1, got {batch_size}")
         requested = {"chip_size": chip_size, "chip_overlap": chip_overlap, "tile_larger_than": tile_larger_than,
                      "index_type": index_type, "store_local_tokens": store_local_tokens, "backend": backend,
-                     "vector_uri": vector_uri, "max_pixels": max_pixels, "max_chips_per_file": max_chips_per_file}
+                     "vector_uri": vector_uri, "max_pixels": max_pixels, "max_chips_per_file": max_chips_per_file,
+                     "bands": bands, "scale": scale, "max_nodata": max_nodata, "asset": asset}
         new_settings = IndexSettings(**{k: v for k, v in requested.items() if v is not None})  # validates them
+        # in the canonical forms the index records (``range 0 3000`` for ``range 0.0 3000``)
+        requested = {k: None if v is None else getattr(new_settings, k) for k, v in requested.items()}
         existing = (directory / DATABASE_NAME).is_file() and not rebuild
         store = MetadataStore(directory) if existing else None
         stored_model = store.get_meta("model") if store else None
@@ -146,6 +156,7 @@ class ArchiveIndex:
             settings = merged_settings(store, directory, images, requested, relocate)
             if encoder is None:
                 refuse_another_model(store, directory, model_name, pretrained)
+        archive = open_archive(images, (new_settings if stored_model is None else settings).asset)  # a bad listing
         if encoder is None:
             digest = None
             if stored_model is not None:
@@ -171,7 +182,7 @@ class ArchiveIndex:
                                settings=dataclasses.asdict(settings))
             else:
                 store.set_meta(settings=dataclasses.asdict(settings), root=str(images))
-            report = update_index(store, encoder, images, settings, batch_size, progress, chip_encoder)
+            report = update_index(store, encoder, archive, settings, batch_size, progress, chip_encoder)
             index = cls(directory, store, encoder)
             index._save_vectors()
         return index, report
@@ -343,7 +354,7 @@ class ArchiveIndex:
         :meth:`probe`'s probability with ``find_all``, else the fused score of a text search that re-ranks
         locally, else the global cosine of the (refined) query vector. Raises FileNotFoundError (an image that is
         not indexed, or a path outside the archive) and :class:`NotGeoreferencedError` (no coordinates)."""
-        resolve_in_root(self.root, path)
+        self.archive.source(path)
         record = self.store.file(path)
         if record is None or not record.complete:
             raise FileNotFoundError(f"{path} is not an indexed image")
@@ -371,7 +382,7 @@ class ArchiveIndex:
         stride, the scene's CRS and transform."""
         stride = self.settings.chip_size - self.settings.chip_overlap
         self._read_source(scores.path, lambda scene: None)  # refuses a scene changed since it was indexed
-        return score_raster(scores, resolve_in_root(self.root, scores.path), stride)
+        return score_raster(scores, self.archive.source(scores.path), stride)
 
     def embed_image(self, image: str | Path | Image.Image,
                     max_pixels: int | None = DEFAULT_MAX_QUERY_PIXELS) -> np.ndarray:
@@ -381,7 +392,7 @@ class ArchiveIndex:
         A file whose header declares more than ``max_pixels`` pixels is refused before it is decoded
         (:class:`rsitr.index.archive.ImageTooLargeError`)."""
         if not isinstance(image, Image.Image):
-            with open_scene(Path(image), max_pixels) as scene:
+            with open_scene(Path(image), max_pixels, self.settings.rendering) as scene:
                 image = scene.read(Window(0, 0, scene.width, scene.height))
         return self.encoder.encode_images([image]).embeddings[0]
 
@@ -455,7 +466,7 @@ class ArchiveIndex:
         """A whole indexed image, downscaled. Raises PathOutsideArchiveError for paths escaping the archive,
         FileNotFoundError for files that are not (completely) indexed and :class:`SourceChangedError` for
         indexed files deleted or replaced since."""
-        resolve_in_root(self.root, path)
+        self.archive.source(path)
         record = self.store.file(path)
         if record is None or not record.complete:
             raise FileNotFoundError(f"{path} is not an indexed image")
@@ -465,11 +476,10 @@ class ArchiveIndex:
         """How the image ``path`` changed since it was indexed with ``(size, mtime_ns)`` (None: not indexed):
         ``"deleted or moved"``, ``"replaced"``, or None when it is still the file that was indexed. Size and mtime
         decide, as in :mod:`rsitr.index.indexer`."""
-        try:
-            stat = resolve_in_root(self.root, path).stat()
-        except (OSError, ValueError):
+        stat = self.archive.stat(path)
+        if stat is None:
             return "deleted or moved"
-        return None if indexed_stat == (stat.st_size, stat.st_mtime_ns) else "replaced"
+        return None if indexed_stat == stat else "replaced"
 
     def _read_source(self, path: str, read) -> Image.Image:
         """``read(scene)`` on the indexed image ``path``, if it is still the file that was indexed.
@@ -479,12 +489,12 @@ class ArchiveIndex:
         record = self.store.file(path)
         change = self._source_change(path, None if record is None else (record.size, record.mtime_ns))
         if change is not None:
-            fix = "run `rsitr index` again" if self.root.is_dir() else \
+            fix = "run `rsitr index` again" if self.archive.exists() else \
                 f"the images folder {self.root.name!r} is gone: if it moved, run `rsitr index NEW_FOLDER " \
                 f"--out INDEX --relocate`"
             raise SourceChangedError(f"{path} was {change} since it was indexed; {fix}")
         try:
-            with open_scene(resolve_in_root(self.root, path)) as scene:
+            with open_scene(self.archive.source(path), rendering=self.settings.rendering) as scene:
                 return read(scene)
         except Exception as err:  # decoders raise many types
             raise SourceChangedError(f"{path} can no longer be read ({type(err).__name__}); "
@@ -513,7 +523,7 @@ class ArchiveIndex:
         files = self.store.files()
         return {"name": self.directory.resolve().name, "model": self.store.get_meta("model"),
                 "pretrained": pretrained,
-                "embedding_dim": fingerprint.dim, "fingerprint": fingerprint.digest, "root": self.root.name,
+                "embedding_dim": fingerprint.dim, "fingerprint": fingerprint.digest, "root": self.archive.name,
                 "settings": dataclasses.asdict(self.settings), "files": len(files),
                 "incomplete_files": sum(not record.complete for record in files.values()),
                 "chips": self.store.chip_count(), "failures": len(self.store.failures()),

@@ -5,7 +5,7 @@ Ray actor pool, :class:`rsitr.ray_embeddings.RayChipEncoder`).
 The shards are ``rsitr embed``'s layout (``part-NNNNN.parquet`` + ``_manifest.json``, in ``<index>/ray_chips/``, on
 the storage a cluster shares with the index): a row per chip with ``id``, ``path``, ``image_embedding``, then
 ``sha256``, the chip window, its bounds and ``tokens``; the files a shard holds (size, CRS or the error that made one
-unreadable) are in its Parquet metadata. They are a cache keyed by file path and content hash: a rerun after a crash
+unreadable, the chips left out for nodata) are in its Parquet metadata. They are a cache keyed by file path and content hash: a rerun after a crash
 (a worker or the driver dying) encodes only the files no shard holds, and shards made with another model or other
 chip settings are deleted first.
 """
@@ -21,6 +21,7 @@ from typing import Iterator
 
 import numpy as np
 
+from rsitr.index.archive import Archive
 from rsitr.index.columns import vector_column, vector_matrix
 from rsitr.index.compatibility import CHANGEABLE
 from rsitr.index.index_encoder import Encoder
@@ -40,14 +41,14 @@ _BOUNDS = ("left", "bottom", "right", "top")
 class ChipShardWriter:
     """The worker: one encoder, encoding groups of archive files with the indexer's code, one shard a group."""
 
-    def __init__(self, encoder: Encoder, root: Path, settings: IndexSettings, batch_size: int,
+    def __init__(self, encoder: Encoder, archive: Archive, settings: IndexSettings, batch_size: int,
                  folder: ShardFolder) -> None:
-        self.encoder, self.root, self.settings, self.folder = encoder, root, settings, folder
+        self.encoder, self.archive, self.settings, self.folder = encoder, archive, settings, folder
         self.batch_size = batch_size
 
     def __call__(self, task: ShardTask) -> None:
         files = [FileToEncode(**file) for file in json.loads(task.spec)]
-        encoded = encode_files(self.encoder, self.root, self.settings, [f.path for f in files], self.batch_size)
+        encoded = encode_files(self.encoder, self.archive, self.settings, [f.path for f in files], self.batch_size)
         self.folder.write(task.number, chip_table(files, encoded, self.encoder.dim))
 
 
@@ -69,7 +70,7 @@ def chip_table(files: list[FileToEncode], encoded: list[EncodedFile], dim: int):
     if chips and chips[0][1].tokens is not None:
         arrays["tokens"] = vector_column(np.stack([chip.tokens for _, chip in chips]), np.float16)
     listing = [{"path": file.path, "sha256": file.sha256, "width": e.width, "height": e.height, "crs": e.crs,
-                "error": e.error} for file, e in zip(files, encoded)]
+                "error": e.error, "nodata_chips": e.nodata_chips} for file, e in zip(files, encoded)]
     skipped = [file.path for file, e in zip(files, encoded) if e.error is not None]
     return pa.table(arrays).replace_schema_metadata({FILES_KEY: json.dumps(listing).encode(),
                                                      SKIPPED_KEY: json.dumps(skipped).encode()})
@@ -86,7 +87,8 @@ def read_chip_shard(path: Path, dim: int) -> dict[tuple[str, str], EncodedFile]:
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
-    files = {(f["path"], f["sha256"]): EncodedFile(f["path"], f["width"], f["height"], f["crs"], [], f["error"])
+    files = {(f["path"], f["sha256"]): EncodedFile(f["path"], f["width"], f["height"], f["crs"], [], f["error"],
+                                                   f["nodata_chips"])
              for f in json.loads(table.schema.metadata[FILES_KEY])}
     columns = {name: table.column(name).to_pylist() for name in ("path", "sha256", *_WINDOW, *_BOUNDS)}
     vectors = vector_matrix(table.column("image_embedding"))
@@ -111,7 +113,7 @@ class ShardedChipEncoder:
         self.encoded_shards = 0
         """Shards written by the last call (the others were kept from an earlier, interrupted run)."""
 
-    def __call__(self, encoder: Encoder, root: Path, settings: IndexSettings, files: list[FileToEncode],
+    def __call__(self, encoder: Encoder, archive: Archive, settings: IndexSettings, files: list[FileToEncode],
                  batch_size: int) -> Iterator[EncodedFile]:
         manifest = json.loads(json.dumps({
             "format": CHIP_FORMAT, "model": encoder.model_name, "pretrained": encoder.pretrained,
@@ -129,7 +131,7 @@ class ShardedChipEncoder:
                   for start in range(0, len(missing), self.files_per_shard)]
         self.encoded_shards = len(groups)
         tasks = [ShardTask(first + n, json.dumps([asdict(f) for f in group])) for n, group in enumerate(groups)]
-        self.distributor(partial(ChipShardWriter, self._workers_encoder(encoder), root, settings, batch_size,
+        self.distributor(partial(ChipShardWriter, self._workers_encoder(encoder), archive, settings, batch_size,
                                  self.folder), tasks, lambda task: None)
         where.update({(file.path, file.sha256): self.folder.shard(first + n)
                       for n, group in enumerate(groups) for file in group})

@@ -11,7 +11,7 @@ from pathlib import Path
 from rsitr.errors import UserError
 from rsitr.index.archive import content_hash
 from rsitr.index.index_encoder import Encoder, Fingerprint
-from rsitr.index.indexer import IndexSettings, IndexSetupError
+from rsitr.index.indexer import LEGACY_SETTINGS, IndexSettings, IndexSetupError
 from rsitr.index.store import MetadataStore
 
 
@@ -104,12 +104,13 @@ def check_encoder(store: MetadataStore, directory: str | Path, encoder: Encoder)
 def merged_settings(store: MetadataStore, directory: Path, images: Path, requested: dict,
                     relocate: bool) -> IndexSettings:
     """The recorded settings with ``requested``'s :data:`CHANGEABLE` ones; another images folder (unless
-    ``relocate``) or other chip settings are refused."""
+    ``relocate``) or other chip settings (the band choice, scale and nodata limit among them) are refused.
+    ``requested`` holds the values in their canonical forms (:class:`IndexSettings` writes them)."""
     if Path(store.get_meta("root")) != images and not relocate:
         raise IndexCompatibilityError(f"index {directory} covers {store.get_meta('root')}, not {images}; if the "
                                       f"folder moved there, add --relocate; for another folder build a new index "
                                       f"in another directory")
-    recorded = store.get_meta("settings")
+    recorded = {**LEGACY_SETTINGS, **store.get_meta("settings")}
     for key, value in requested.items():
         if value is not None and key not in CHANGEABLE and value != recorded.get(key):
             raise IndexCompatibilityError(

@@ -49,7 +49,10 @@ def _vectors_sound(store: MetadataStore, directory: Path, settings: dict) -> boo
 
 def unchanged(directory: Path, images: Path, requested: dict) -> Unchanged | None:
     """The index in ``directory`` when updating it from ``images`` with the ``requested`` settings (None: as
-    recorded) would write nothing, else None."""
+    recorded) would write nothing, else None. Only a folder is told this way: a listing of remote files or a STAC
+    catalog is checked by the full update (ETag / Last-Modified)."""
+    if not Path(images).is_dir():
+        return None
     try:
         store = MetadataStore(Path(directory), read_only=True)  # a damaged one is refused as the update refuses it
     except NotAnIndexError:

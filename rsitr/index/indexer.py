@@ -27,8 +27,8 @@ from typing import Callable, Iterable, Iterator
 from tqdm import tqdm
 
 from rsitr.errors import UserError
-from rsitr.index.archive import (ArchiveFile, ImageTooLargeError, check_pixels, content_hash, open_scene,
-                                 resolve_in_root, scan_archive, scene_size)
+from rsitr.index.archive import (Archive, ArchiveFile, ImageTooLargeError, Rendering, as_archive, check_pixels,
+                                 open_scene, scene_size)
 from rsitr.index.index_encoder import Encoder
 from rsitr.index.pipeline import Chip, ChipEvent, FileEnd, FileStart, encode_chips
 from rsitr.index.store import FileRecord, MetadataStore, NewChip
@@ -66,6 +66,15 @@ class IndexSettings:
     """Pixels per scene: a larger file is refused from its header (a failure of the run, as an unreadable file)."""
     max_chips_per_file: int = DEFAULT_MAX_CHIPS_PER_FILE
     """Chips per file: a file that would be cut into more is refused from its header, before any window is made."""
+    bands: str | None = None
+    """A raster's bands shown as RGB, comma-separated 1-based indexes or names (:class:`Rendering`); None: the
+    bands the file calls red, green and blue, else the first three."""
+    scale: str = "percentile"
+    """``percentile`` (each file's 2nd-98th) or ``range LOW HIGH`` (the same in every scene)."""
+    max_nodata: float = 0.5
+    """A chip whose fraction of nodata pixels exceeds this is not encoded (1: every chip is)."""
+    asset: str | None = None
+    """The asset of each item read from a STAC listing (e.g. ``visual``)."""
 
     def __post_init__(self) -> None:
         if self.max_pixels < 1 or self.max_chips_per_file < 1:
@@ -82,6 +91,30 @@ class IndexSettings:
         if self.index_type not in vector_index.INDEX_CHOICES:
             raise IndexSetupError(f"unknown index type {self.index_type!r}; choose one of "
                                   f"{', '.join(vector_index.INDEX_CHOICES)}")
+        if not 0.0 <= self.max_nodata <= 1.0:
+            raise IndexSetupError(f"--max-nodata is a fraction from 0 to 1, got {self.max_nodata}")
+        try:
+            rendering = Rendering.parse(self.bands, self.scale)
+        except UserError as err:
+            raise IndexSetupError(f"--bands / --scale: {err}") from None
+        # The written forms are recorded canonical, so that an update naming the same choice matches the record.
+        object.__setattr__(self, "bands", None if rendering.bands is None else ",".join(rendering.bands))
+        object.__setattr__(self, "scale", "percentile" if rendering.scale is None else
+                           "range {:g} {:g}".format(*rendering.scale))
+
+    @property
+    def rendering(self) -> Rendering:
+        """How a raster's chips are made RGB (:attr:`bands`, :attr:`scale`)."""
+        return Rendering.parse(self.bands, self.scale)
+
+    @classmethod
+    def from_record(cls, recorded: dict) -> IndexSettings:
+        """The settings an index recorded; an index made before nodata was left out keeps every chip."""
+        return cls(**{**LEGACY_SETTINGS, **recorded})
+
+
+LEGACY_SETTINGS = {"max_nodata": 1.0}
+"""What an index recorded without these keys was built with."""
 
 
 @dataclass
@@ -94,6 +127,8 @@ class UpdateReport:
     retried: list[str] = field(default_factory=list)
     """Files that could not be read in an earlier run, tried again (not counted as new)."""
     chips_encoded: int = 0
+    nodata_chips: int = 0
+    """Chips left out in this run for holding more nodata than ``max_nodata``."""
     failures: list[tuple[str, str]] = field(default_factory=list)
     """``(path, error)`` of files that could not be read in this run."""
 
@@ -124,10 +159,12 @@ class EncodedFile:
     crs: str | None = None
     chips: list[Chip] = field(default_factory=list)
     error: str | None = None
+    nodata_chips: int = 0
+    """Windows left out for holding more nodata than ``max_nodata``."""
 
 
 ChipEncoder = Callable[[Encoder, Path, IndexSettings, list[FileToEncode], int], Iterable[EncodedFile]]
-"""``(encoder, root, settings, files, batch_size)`` -> one :class:`EncodedFile` per file, in the files' order."""
+"""``(encoder, archive, settings, files, batch_size)`` -> one :class:`EncodedFile` per file, in the files' order."""
 
 
 class _Collected:
@@ -147,35 +184,44 @@ class _Collected:
     def fail(self, path: str, error: str) -> None:
         self.files[path].error, self.files[path].chips = error, []
 
+    def left_out(self, path: str) -> None:
+        self.files[path].nodata_chips += 1
 
-def encode_files(encoder: Encoder, root: Path, settings: IndexSettings, paths: list[str],
+
+def encode_files(encoder: Encoder, archive: Archive | Path, settings: IndexSettings, paths: list[str],
                  batch_size: int = 32) -> list[EncodedFile]:
-    """Read and encode every chip of ``paths`` (relative to ``root``) as :func:`update_index` does, chips batched
+    """Read and encode every chip of ``paths`` (files of ``archive``, or of a folder) as :func:`update_index` does, chips batched
     across files by ``batch_size``; an unreadable file gets its ``error`` and no chips."""
     collected = _Collected(paths)
-    encode_chips(_tiled_chips(root, settings, [(path, set) for path in paths]), collected, batch_size, encoder,
-                 settings.store_local_tokens)
+    encode_chips(_tiled_chips(as_archive(archive), settings, [(path, set) for path in paths], collected.left_out),
+                 collected,
+                 batch_size, encoder, settings.store_local_tokens)
     return list(collected.files.values())
 
 
-def _plan(store: MetadataStore, files: list[ArchiveFile], root: Path, report: UpdateReport) -> list[_Job]:
+def _plan(store: MetadataStore, files: list[ArchiveFile], archive: Archive, report: UpdateReport) -> list[_Job]:
     known = store.files()
     failed = {path for path, _ in store.failures()}
-    jobs = []
+    jobs, reached = [], []  # reached: complete and unchanged, so no failure of an earlier run stands
     for file in files:
         record = known.get(file.path)
+        if file.error is not None:  # a remote file its server did not answer for: what was indexed stays
+            store.record_failure(file.path, file.error, keep=True)
+            report.failures.append((file.path, file.error))
+            continue
         if record is not None and (record.size, record.mtime_ns) == (file.size, file.mtime_ns):
             if record.complete:
                 report.unchanged += 1
+                reached.append(file.path)
             else:
                 report.resumed.append(file.path)
                 jobs.append(_Job(file, record, record.sha256))
             continue
         try:
-            digest = content_hash(resolve_in_root(root, file.path))
+            digest = archive.digest(file.path)
         except OSError as err:  # vanished or unreadable since the scan
             message = f"{type(err).__name__}: {err}"
-            store.record_failure(file.path, message)
+            store.record_failure(file.path, message, keep=archive.keeps_failed)
             report.failures.append((file.path, message))
             continue
         if record is not None and record.complete and record.sha256 == digest:
@@ -185,6 +231,7 @@ def _plan(store: MetadataStore, files: list[ArchiveFile], root: Path, report: Up
         (report.changed if record is not None else report.retried if file.path in failed else
          report.new).append(file.path)
         jobs.append(_Job(file, None, digest))
+    store.remove_failures(reached)
     return jobs
 
 
@@ -200,42 +247,48 @@ def _windows(name: str, width: int, height: int, settings: IndexSettings) -> lis
     return chip_windows(width, height, *tiling)
 
 
-def _chips_to_encode(store: MetadataStore, root: Path, job: _Job, settings: IndexSettings) -> int:
+def _chips_to_encode(store: MetadataStore, archive: Archive, job: _Job, settings: IndexSettings) -> int:
     """How many chips :func:`_tiled_chips` will yield for ``job``, from the image header (no pixels decoded); 0 for
     a file whose header cannot be read (it is recorded as a failure when it is read)."""
     try:
-        windows = _windows(job.file.path, *scene_size(resolve_in_root(root, job.file.path)), settings)
+        windows = _windows(job.file.path, *scene_size(archive.source(job.file.path)), settings)
     except Exception:  # noqa: BLE001 - decoders raise many types; the read reports it
         return 0
     done = store.windows_of(job.record.id) if job.record is not None else set()
     return sum(window not in done for window in windows)
 
 
-def _tiled_chips(root: Path, settings: IndexSettings,
-                 files: Iterable[tuple[str, Callable[[], set[Window]]]]) -> Iterator[ChipEvent]:
+def _tiled_chips(archive: Archive, settings: IndexSettings, files: Iterable[tuple[str, Callable[[], set[Window]]]],
+                 left_out: Callable[[str], object] = lambda path: None) -> Iterator[ChipEvent]:
     """The reader of image files: for each ``(path, done)`` the file's start, the chips of its windows not in
     ``done()`` (asked once the scene is open; a scene's limits are checked from its header first), read one at a
-    time, and its end, with the error when it cannot be read."""
+    time, and its end, with the error when it cannot be read. A chip with more nodata than ``settings.max_nodata``
+    is not yielded but counted by ``left_out(path)``; a resumed file reads such windows again (they hold no chip)."""
     for path, done in files:
         try:
-            source = resolve_in_root(root, path)
+            source = archive.source(path)
             windows = _windows(path, *scene_size(source), settings)  # limits checked before a pixel is decoded
-            with open_scene(source) as scene:
+            with open_scene(source, rendering=settings.rendering) as scene:
                 yield FileStart(path, scene.width, scene.height, scene.crs)
                 skip = done()
                 for window in windows:
-                    if window not in skip:
-                        yield Chip(path, window, scene.bounds(window), scene.read(window))
+                    if window in skip:
+                        continue
+                    image, nodata = scene.chip(window)
+                    if nodata > settings.max_nodata:
+                        left_out(path)
+                    else:
+                        yield Chip(path, window, scene.bounds(window), image)
         except Exception as err:  # noqa: BLE001 - decoders raise many types; one unreadable file must not stop a run
-            yield FileEnd(path, f"{type(err).__name__}: {err}")
+            yield FileEnd(path, archive.failure(path, err))
         else:
             yield FileEnd(path)
 
 
 def _encoded_chips(jobs: list[_Job], encoded_files: Iterable[EncodedFile], done: Callable[[_Job], set[Window]],
-                   progress: bool) -> Iterator[ChipEvent]:
+                   progress: bool, report: UpdateReport) -> Iterator[ChipEvent]:
     """The reader of what a chip encoder yields for ``jobs`` (one file each, in their order): a resumed file's
-    chips but the windows ``done`` already."""
+    chips but the windows ``done`` already; the chips it left out for nodata are counted in ``report``."""
     encoded_files = iter(encoded_files)
     for job in tqdm(jobs, unit="file", desc="indexing", disable=not progress):
         encoded = next(encoded_files, None)
@@ -244,6 +297,7 @@ def _encoded_chips(jobs: list[_Job], encoded_files: Iterable[EncodedFile], done:
         if encoded.error is not None:
             yield FileEnd(encoded.path, encoded.error)
             continue
+        report.nodata_chips += encoded.nodata_chips
         yield FileStart(encoded.path, encoded.width, encoded.height, encoded.crs)
         skip = done(job)
         yield from (chip for chip in encoded.chips if chip.window not in skip)
@@ -254,8 +308,9 @@ class _StoreWriter:
     """The chip writer of the index database: a new or changed file is registered when its chips start, a batch
     of chips is committed with the files it completes, an unreadable file is recorded as a failure."""
 
-    def __init__(self, store: MetadataStore, jobs: list[_Job], report: UpdateReport, bar: tqdm | None = None) -> None:
-        self.store, self.report, self.bar = store, report, bar
+    def __init__(self, store: MetadataStore, jobs: list[_Job], report: UpdateReport, keep_failed: bool,
+                 bar: tqdm | None = None) -> None:
+        self.store, self.report, self.bar, self.keep_failed = store, report, bar, keep_failed
         self.jobs = {job.file.path: job for job in jobs}
         self.ids = {job.file.path: job.record.id for job in jobs if job.record is not None}
 
@@ -273,37 +328,45 @@ class _StoreWriter:
             self.bar.update(len(chips))
 
     def fail(self, path: str, error: str) -> None:
-        self.store.record_failure(path, error)
+        self.store.record_failure(path, error, keep=self.keep_failed)
         self.report.failures.append((path, error))
 
 
-def update_index(store: MetadataStore, encoder: Encoder, root: Path, settings: IndexSettings, batch_size: int = 32,
+def update_index(store: MetadataStore, encoder: Encoder, archive: Archive | Path, settings: IndexSettings,
+                 batch_size: int = 32,
                  progress: bool = True, chip_encoder: ChipEncoder | None = None) -> UpdateReport:
-    """Synchronise ``store`` with the images under ``root``; see the module docstring. ``chip_encoder`` encodes the
-    files elsewhere (e.g. on Ray); without it they are read and encoded here."""
+    """Synchronise ``store`` with the images of ``archive`` (or a folder); see the module docstring.
+    ``chip_encoder`` encodes the files elsewhere (e.g. on Ray); without it they are read and encoded here."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    root = Path(root)
+    archive = as_archive(archive)
     report = UpdateReport()
-    on_disk = scan_archive(root)
+    on_disk = archive.scan()
     report.removed = sorted(set(store.files()) - {f.path for f in on_disk})
     store.remove_files(report.removed)
     store.remove_failures_except({f.path for f in on_disk})
-    jobs = _plan(store, on_disk, root, report)
+    jobs = _plan(store, on_disk, archive, report)
 
     def done(job: _Job) -> set[Window]:
         return set() if job.record is None else store.windows_of(job.record.id)
 
     if chip_encoder is not None:
-        encoded = chip_encoder(encoder, root, settings, [FileToEncode(job.file.path, job.sha256) for job in jobs],
+        encoded = chip_encoder(encoder, archive, settings, [FileToEncode(job.file.path, job.sha256) for job in jobs],
                                batch_size)
-        encode_chips(_encoded_chips(jobs, encoded, done, progress), _StoreWriter(store, jobs, report), batch_size,
+        encode_chips(_encoded_chips(jobs, encoded, done, progress, report), _StoreWriter(store, jobs, report, archive.keeps_failed),
+                     batch_size,
                      None)
         return report
-    total = sum(_chips_to_encode(store, root, job, settings) for job in jobs) if progress else 0
+    total = sum(_chips_to_encode(store, archive, job, settings) for job in jobs) if progress else 0
     bar = tqdm(total=total, unit="chip", desc="encoding", disable=not progress)
-    encode_chips(_tiled_chips(root, settings, [(job.file.path, partial(done, job)) for job in jobs]),
-                 _StoreWriter(store, jobs, report, bar), batch_size, encoder, settings.store_local_tokens)
+
+    def left_out(path: str) -> None:
+        report.nodata_chips += 1
+        bar.update(1)
+
+    encode_chips(_tiled_chips(archive, settings, [(job.file.path, partial(done, job)) for job in jobs], left_out),
+                 _StoreWriter(store, jobs, report, archive.keeps_failed, bar), batch_size, encoder,
+                 settings.store_local_tokens)
     bar.total = bar.n  # chips of a file that failed after its header was counted were never encoded: the bar ends full
     bar.refresh()
     bar.close()

@@ -242,18 +242,23 @@ class MetadataStore:
     def georeferenced_files(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM files WHERE crs IS NOT NULL")[0][0])
 
-    def record_failure(self, path: str, error: str) -> None:
-        """List ``path`` as unreadable, dropping whatever of it was indexed."""
+    def record_failure(self, path: str, error: str, keep: bool = False) -> None:
+        """List ``path`` as unreadable, dropping whatever of it was indexed unless ``keep`` (a server that failed:
+        the next run resumes the file)."""
         with self._transaction() as conn:
-            conn.execute("DELETE FROM files WHERE path = ?", (path,))
+            if not keep:
+                conn.execute("DELETE FROM files WHERE path = ?", (path,))
             conn.execute("INSERT OR REPLACE INTO failures VALUES (?, ?)", (path, error))
             self._bump_generation()
 
     def remove_failures_except(self, paths: set[str]) -> None:
         """Forget failures of files that are gone (the others are retried and re-recorded if they fail again)."""
+        self.remove_failures([path for path, _ in self.failures() if path not in paths])
+
+    def remove_failures(self, paths: Iterable[str]) -> None:
+        """Forget failures of ``paths`` (read whole since, e.g. a remote file its server answers for again)."""
         with self._transaction() as conn:
-            gone = [row[0] for row in conn.execute("SELECT path FROM failures") if row[0] not in paths]
-            conn.executemany("DELETE FROM failures WHERE path = ?", [(p,) for p in gone])
+            conn.executemany("DELETE FROM failures WHERE path = ?", [(p,) for p in paths])
 
     def failures(self) -> list[tuple[str, str]]:
         return [tuple(row) for row in self._query("SELECT path, error FROM failures ORDER BY path")]
@@ -274,7 +279,9 @@ class MetadataStore:
                   np.ascontiguousarray(c.embedding, dtype=np.float32).tobytes(),
                   None if c.tokens is None else np.ascontiguousarray(c.tokens, dtype=np.float16).tobytes())
                  for c in chips])
-            conn.executemany("UPDATE files SET complete = 1 WHERE id = ?", [(i,) for i in completed_file_ids])
+            completed = [(i,) for i in completed_file_ids]
+            conn.executemany("UPDATE files SET complete = 1 WHERE id = ?", completed)
+            conn.executemany("DELETE FROM failures WHERE path = (SELECT path FROM files WHERE id = ?)", completed)
             self._bump_generation()
 
     def chip_count(self) -> int:

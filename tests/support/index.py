@@ -139,3 +139,26 @@ def clustered(count: int, dim: int = 64, clusters: int = 50, seed: int = 0) -> n
     centres = rng.standard_normal((clusters, dim), dtype=np.float32)
     vectors = centres[rng.integers(0, clusters, count)] + 0.5 * rng.standard_normal((count, dim), dtype=np.float32)
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def write_cog(path: Path, pixels: np.ndarray, *, nodata: float | None = None, descriptions: tuple[str, ...] = (),
+              colorinterp: tuple[str, ...] = (), mask: np.ndarray | None = None, blocksize: int = 256) -> None:
+    """``pixels`` ``[bands, rows, columns]`` as a Cloud-Optimized GeoTIFF (rasterio's COG driver, deflate,
+    ``blocksize`` tiles) at :data:`GEO_ORIGIN`, with an optional nodata value, band descriptions, colour
+    interpretations (rasterio ``ColorInterp`` names) and internal mask (True: valid)."""
+    import rasterio
+    from affine import Affine
+    from rasterio.enums import ColorInterp
+
+    count, height, width = pixels.shape
+    with rasterio.open(path, "w", driver="COG", width=width, height=height, count=count, dtype=pixels.dtype,
+                       nodata=nodata, crs=GEO_CRS, transform=Affine(GEO_PIXEL, 0, GEO_ORIGIN[0], 0, -GEO_PIXEL,
+                                                                    GEO_ORIGIN[1]),
+                       blocksize=blocksize, compress="deflate") as dataset:
+        dataset.write(pixels)
+        if descriptions:
+            dataset.descriptions = descriptions
+        if colorinterp:
+            dataset.colorinterp = [ColorInterp[name] for name in colorinterp]
+        if mask is not None:
+            dataset.write_mask(mask.astype(np.uint8) * 255)

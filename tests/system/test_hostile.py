@@ -812,13 +812,13 @@ def test_the_ray_chip_encoder_holds_one_batch_of_chip_images_as_the_embedded_pat
     real_open, real_encode = indexer.open_scene, encoder.encode_images
 
     class CountedScene:
-        def __init__(self, path):
-            self.opened = real_open(path)
+        def __init__(self, path, **options):
+            self.opened = real_open(path, **options)
 
         def __enter__(self):
             scene = self.opened.__enter__()
-            real_read = scene.read
-            scene.read = lambda window, *args: (held.append(window), real_read(window, *args))[1]
+            real_chip = scene.chip
+            scene.chip = lambda window: (held.append(window), real_chip(window))[1]
             return scene
 
         def __exit__(self, *exc):

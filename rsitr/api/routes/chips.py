@@ -11,7 +11,7 @@ from fastapi.responses import Response
 
 from rsitr.api.deps import MAX_PATH_LENGTH, ServiceDep, known_chip
 from rsitr.api.schemas import JPEG, ChipDetails, problems
-from rsitr.index import PathOutsideArchiveError, resolve_in_root
+from rsitr.index import PathOutsideArchiveError
 from rsitr.index.query_images import ID_PATTERN, UnknownQueryImageError
 
 MAX_THUMBNAIL_SIZE = 1024
@@ -39,7 +39,7 @@ def file_preview(service: ServiceDep, path: Annotated[str, Query(min_length=1, m
                  size: ImageSize = 512) -> Response:
     index = service.index
     try:
-        resolve_in_root(index.root, path)
+        index.archive.source(path)
     except PathOutsideArchiveError as err:  # schema-valid strings, so not 400: there is no such indexed file
         raise HTTPException(404, str(err)) from None
     return service.cached_jpeg(("file", path, index.generation, size), lambda: index.file_preview(path, size))

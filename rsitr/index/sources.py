@@ -1,0 +1,172 @@
+"""Remote archives: (Cloud-Optimized) GeoTIFFs behind URLs, listed one a line in a text file or by a STAC
+catalog, collection, item or item collection (a search result pystac-client saved), read by :mod:`pystac`.
+
+A remote raster is read by windows through GDAL's range requests (:data:`rsitr.index.archive.REMOTE_GDAL_OPTIONS`),
+never downloaded whole. Whether it changed is asked by a HEAD request: its ETag and Last-Modified make the stamp an
+update compares, so an update pass re-reads only what changed. A file the server does not answer for is listed as a
+failure of the run and keeps what was indexed of it; the next run retries it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rsitr.errors import UserError
+from rsitr.index.archive import Archive, ArchiveFile, LocalArchive, PathOutsideArchiveError, is_remote
+
+HEAD_TIMEOUT_S = 10.0
+HEAD_ATTEMPTS = 3
+LISTING_SUFFIXES = (".json", ".geojson", ".txt")
+
+
+class ListingError(UserError):
+    """A listing of remote rasters that cannot be read: not a STAC document, no such asset, a bad URL."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A listed remote raster: its URL and, from STAC, the item it belongs to."""
+
+    href: str
+    item_id: str | None = None
+    datetime: str | None = None
+    """The item's acquisition time, ISO 8601 (STAC ``datetime``, or ``start_datetime`` of a range)."""
+
+
+@dataclass
+class RemoteArchive:
+    """The remote rasters of a listing (:func:`read_listing`), named in the index by URL (a text listing) or by
+    ``ITEM_ID`` (STAC)."""
+
+    location: str
+    files: dict[str, RemoteFile] = field(default_factory=dict)
+    keeps_failed = True
+
+    @property
+    def name(self) -> str:
+        return Path(self.location).name
+
+    def scan(self) -> list[ArchiveFile]:
+        scanned = []
+        for path in sorted(self.files):
+            try:
+                scanned.append(ArchiveFile(path, *_head(self.files[path].href)[:2]))
+            except OSError as err:
+                scanned.append(ArchiveFile(path, 0, 0, error=f"{self.files[path].href}: {_reason(err)}"))
+        return scanned
+
+    def source(self, path: str) -> str:
+        if path not in self.files:
+            raise PathOutsideArchiveError(f"{path!r} is no raster of the listing")
+        return self.files[path].href
+
+    def digest(self, path: str) -> str:
+        return _head(self.source(path))[2]
+
+    def stat(self, path: str) -> tuple[int, int] | None:
+        try:
+            return _head(self.source(path))[:2]
+        except (OSError, PathOutsideArchiveError):
+            return None
+
+    def exists(self) -> bool:
+        return Path(self.location).is_file()
+
+    def failure(self, path: str, err: Exception) -> str:
+        """What the server says now, when a read failed because it failed (GDAL logs the HTTP status, not its
+        exception), else the error."""
+        try:
+            _head(self.source(path))
+        except OSError as failed:
+            return f"the server failed while it was read: {_reason(failed)}; the next run resumes it"
+        return f"{type(err).__name__}: {err}"
+
+
+def open_archive(location: str | Path, asset: str | None = None) -> Archive:
+    """The archive an index reads: a folder, or a listing file of remote rasters (``.txt``: URLs; ``.json``: STAC,
+    whose ``asset`` is read). A folder or listing that is gone gives an archive whose indexed files read as gone."""
+    location = Path(location)
+    if location.suffix.lower() in LISTING_SUFFIXES and not location.is_dir():
+        return RemoteArchive(str(location), read_listing(location, asset) if location.is_file() else {})
+    if location.is_file():
+        raise ListingError(f"{location} is neither a folder of images nor a listing of remote rasters (a .txt file "
+                           f"of URLs, or a STAC catalog, collection, item or item collection .json)")
+    return LocalArchive(location)
+
+
+def read_listing(path: Path, asset: str | None = None) -> dict[str, RemoteFile]:
+    """The rasters a listing names, by their name in the index (see :class:`RemoteArchive`)."""
+    if path.suffix.lower() == ".txt":
+        urls = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        for url in urls:
+            if not is_remote(url):
+                raise ListingError(f"{path}: {url!r} is no http(s):// or s3:// URL")
+        return {url: RemoteFile(url) for url in urls}
+    return _stac_files(path, asset)
+
+
+def _stac_files(path: Path, asset: str | None) -> dict[str, RemoteFile]:
+    import pystac
+
+    try:
+        document = json.loads(path.read_text())
+        if document.get("type") == "FeatureCollection":
+            items = list(pystac.ItemCollection.from_dict(document, preserve_dict=False))
+        else:
+            read = pystac.read_dict(document, href=str(path.resolve()))
+            items = [read] if isinstance(read, pystac.Item) else list(read.get_items(recursive=True))
+    except (ValueError, KeyError, TypeError, AttributeError, pystac.STACError, pystac.STACTypeError) as err:
+        raise ListingError(f"{path} is no STAC catalog, collection, item or item collection pystac reads "
+                           f"({type(err).__name__}: {err})") from None
+    if asset is None:
+        raise ListingError(f"{path} is a STAC listing: name the asset to index, e.g. --asset visual")
+    files: dict[str, RemoteFile] = {}
+    for item in items:
+        if asset not in item.assets:
+            raise ListingError(f"STAC item {item.id!r} has no asset {asset!r}; its assets: "
+                               f"{', '.join(sorted(item.assets)) or 'none'}")
+        if item.id in files:
+            raise ListingError(f"{path} lists STAC item {item.id!r} twice")
+        when = item.datetime or item.common_metadata.start_datetime
+        files[item.id] = RemoteFile(item.assets[asset].get_absolute_href(), item.id,
+                                    None if when is None else when.isoformat())
+    return files
+
+
+def _head(url: str) -> tuple[int, int, str]:
+    """``(size, stamp, digest)`` of a remote raster from a HEAD request (retried): the stamp changes with its
+    ETag or Last-Modified, the digest is them. ``s3://`` URLs are not asked: GDAL reads them with the caller's
+    credentials, and a change shows in no stamp (build a new index)."""
+    if url.startswith("s3://"):
+        return 0, 0, f"s3:{url}"
+    for attempt in range(HEAD_ATTEMPTS):
+        try:
+            request = urllib.request.Request(url, method="HEAD")
+            with urllib.request.urlopen(request, timeout=HEAD_TIMEOUT_S) as answer:
+                headers = answer.headers
+            break
+        except urllib.error.HTTPError as err:
+            if err.code < 500 and err.code != 429 or attempt == HEAD_ATTEMPTS - 1:
+                raise
+        except OSError:
+            if attempt == HEAD_ATTEMPTS - 1:
+                raise
+        time.sleep(0.5 * 2 ** attempt)
+    etag, modified = headers.get("ETag", ""), headers.get("Last-Modified", "")
+    digest = f"etag:{etag}" if etag else f"modified:{modified}:{headers.get('Content-Length', '')}"
+    return int(headers.get("Content-Length") or 0), int.from_bytes(hashlib.sha256(digest.encode()).digest()[:7], "big"), \
+        digest
+
+
+def _reason(err: OSError) -> str:
+    """One line for a server that failed: the HTTP status, or why no answer came."""
+    if isinstance(err, urllib.error.HTTPError):
+        return f"HTTP {err.code} {err.reason}"
+    reason = getattr(err, "reason", err)
+    return f"no answer ({reason})"
