@@ -31,7 +31,8 @@ import argparse
 
 from rsitr.commands import fraction, non_negative_int, positive_int
 from rsitr.commands.options import (add_batch_size_argument, add_engine_arguments, add_inference_arguments,
-                                    add_model_arguments, add_progress_argument, check_readable)
+                                    add_model_arguments, add_orientations_argument, add_progress_argument,
+                                    check_readable)
 from rsitr.errors import UserError
 from rsitr.models.pretrained import check_model_arguments
 from rsitr.terminal import printable
@@ -90,6 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tokens.add_argument("--no-local-tokens", dest="store_local_tokens", action="store_false",
                         help="store global embeddings only (smaller index, no re-ranking), whatever the model")
     add_inference_arguments(parser, runtime=True)
+    add_orientations_argument(parser, default=None, where=", at index time and for query images; fixed for the "
+                                                         "life of an index")
     add_progress_argument(parser)
     parser.add_argument("--relocate", action="store_true",
                         help="the images folder moved to IMAGES: re-point the index at it (unchanged files are "
@@ -110,7 +113,7 @@ def _requested(args: argparse.Namespace) -> dict:
             "index_type": args.index_type, "store_local_tokens": args.store_local_tokens, "backend": args.backend,
             "vector_uri": args.vector_uri, "max_pixels": args.max_pixels, "max_chips_per_file": args.max_chips_per_file,
             "bands": args.bands, "scale": None if args.scale is None else " ".join(args.scale),
-            "max_nodata": args.max_nodata, "asset": args.asset}
+            "max_nodata": args.max_nodata, "asset": args.asset, "orientations": args.orientations}
 
 
 def _unchanged(args: argparse.Namespace) -> bool:

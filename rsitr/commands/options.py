@@ -99,10 +99,11 @@ def add_inference_arguments(parser: argparse.ArgumentParser, runtime: bool = Fal
                                  "runs the model as asked (fp32 / auto precision), else PyTorch")
 
 
-def add_orientations_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--orientations", type=int, choices=(1, 4, 8), default=1,
+def add_orientations_argument(parser: argparse.ArgumentParser, default: int | None = 1, where: str = "") -> None:
+    parser.add_argument("--orientations", type=int, choices=(1, 4, 8), default=default,
                         help="average each image's embedding over 1 (as given), 4 (its rotations) or 8 (rotations "
-                             "and mirrors) orientations: aerial images have no up; costs that many image encodes")
+                             "and mirrors) orientations: aerial images have no up; costs that many image encodes"
+                             f"{where} (default {default or 'as the index records it, 1 for a new one'})")
 
 
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:

@@ -113,7 +113,7 @@ class ArchiveIndex:
               store_local_tokens: bool | None = None, backend: str | None = None, vector_uri: str | None = None,
               max_pixels: int | None = None, max_chips_per_file: int | None = None, bands: str | None = None,
               scale: str | None = None, max_nodata: float | None = None, asset: str | None = None,
-              batch_size: int = 32, progress: bool = True,
+              orientations: int | None = None, batch_size: int = 32, progress: bool = True,
               device: str = "cpu", precision: str = "auto", runtime: str = "auto", relocate: bool = False,
               rebuild: bool = False, chip_encoder: ChipEncoder | None = None) -> tuple[ArchiveIndex, UpdateReport]:
         """Create the index in ``directory`` for the images under ``images``, or bring an existing one up to date.
@@ -145,7 +145,8 @@ class ArchiveIndex:
         requested = {"chip_size": chip_size, "chip_overlap": chip_overlap, "tile_larger_than": tile_larger_than,
                      "index_type": index_type, "store_local_tokens": store_local_tokens, "backend": backend,
                      "vector_uri": vector_uri, "max_pixels": max_pixels, "max_chips_per_file": max_chips_per_file,
-                     "bands": bands, "scale": scale, "max_nodata": max_nodata, "asset": asset}
+                     "bands": bands, "scale": scale, "max_nodata": max_nodata, "asset": asset,
+                     "orientations": orientations}
         new_settings = IndexSettings(**{k: v for k, v in requested.items() if v is not None})  # validates them
         # in the canonical forms the index records (``range 0 3000`` for ``range 0.0 3000``)
         requested = {k: None if v is None else getattr(new_settings, k) for k, v in requested.items()}
@@ -394,7 +395,7 @@ class ArchiveIndex:
         if not isinstance(image, Image.Image):
             with open_scene(Path(image), max_pixels, self.settings.rendering) as scene:
                 image = scene.read(Window(0, 0, scene.width, scene.height))
-        return self.encoder.encode_images([image]).embeddings[0]
+        return self.encoder.encode_images([image], self.settings.orientations).embeddings[0]
 
     def search_image(self, image: str | Path | Image.Image, k: int = 10,
                      max_pixels: int | None = DEFAULT_MAX_QUERY_PIXELS) -> SearchResults:

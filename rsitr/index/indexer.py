@@ -26,6 +26,7 @@ from typing import Callable, Iterable, Iterator
 
 from tqdm import tqdm
 
+from rsitr.data.augment import ORIENTATION_COUNTS
 from rsitr.errors import UserError
 from rsitr.index.archive import (Archive, ArchiveFile, ImageTooLargeError, Rendering, as_archive, check_pixels,
                                  open_scene, scene_size)
@@ -75,6 +76,9 @@ class IndexSettings:
     """A chip whose fraction of nodata pixels exceeds this is not encoded (1: every chip is)."""
     asset: str | None = None
     """The asset of each item read from a STAC listing (e.g. ``visual``)."""
+    orientations: int = 1
+    """Orientations each chip's global embedding is averaged over (1, 4 rotations, 8 with mirrors): aerial images
+    have no up (:meth:`Encoder.encode_images`); query images are encoded the same way."""
 
     def __post_init__(self) -> None:
         if self.max_pixels < 1 or self.max_chips_per_file < 1:
@@ -91,6 +95,9 @@ class IndexSettings:
         if self.index_type not in vector_index.INDEX_CHOICES:
             raise IndexSetupError(f"unknown index type {self.index_type!r}; choose one of "
                                   f"{', '.join(vector_index.INDEX_CHOICES)}")
+        if self.orientations not in ORIENTATION_COUNTS:
+            raise IndexSetupError(f"--orientations is one of {', '.join(map(str, ORIENTATION_COUNTS))}, got "
+                                  f"{self.orientations}")
         if not 0.0 <= self.max_nodata <= 1.0:
             raise IndexSetupError(f"--max-nodata is a fraction from 0 to 1, got {self.max_nodata}")
         try:
@@ -194,8 +201,7 @@ def encode_files(encoder: Encoder, archive: Archive | Path, settings: IndexSetti
     across files by ``batch_size``; an unreadable file gets its ``error`` and no chips."""
     collected = _Collected(paths)
     encode_chips(_tiled_chips(as_archive(archive), settings, [(path, set) for path in paths], collected.left_out),
-                 collected,
-                 batch_size, encoder, settings.store_local_tokens)
+                 collected, batch_size, encoder, settings.store_local_tokens, settings.orientations)
     return list(collected.files.values())
 
 
@@ -366,7 +372,7 @@ def update_index(store: MetadataStore, encoder: Encoder, archive: Archive | Path
 
     encode_chips(_tiled_chips(archive, settings, [(job.file.path, partial(done, job)) for job in jobs], left_out),
                  _StoreWriter(store, jobs, report, archive.keeps_failed, bar), batch_size, encoder,
-                 settings.store_local_tokens)
+                 settings.store_local_tokens, settings.orientations)
     bar.total = bar.n  # chips of a file that failed after its header was counted were never encoded: the bar ends full
     bar.refresh()
     bar.close()

@@ -86,10 +86,10 @@ class ChipWriter(Protocol):
 
 
 def encode_chips(events: Iterable[ChipEvent], writer: ChipWriter, batch_size: int, encoder: Encoder | None,
-                 keep_tokens: bool = True) -> None:
-    """Encode the chips of ``events`` with ``encoder`` (None: they come encoded) ``batch_size`` at a time and hand
-    each batch to ``writer`` with the files completed since the last one; the last batch (possibly empty) too, so
-    every completed file is marked."""
+                 keep_tokens: bool = True, orientations: int = 1) -> None:
+    """Encode the chips of ``events`` with ``encoder`` (None: they come encoded) ``batch_size`` at a time, each
+    averaged over ``orientations``, and hand each batch to ``writer`` with the files completed since the last one;
+    the last batch (possibly empty) too, so every completed file is marked."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     pending: list[Chip] = []
@@ -97,7 +97,7 @@ def encode_chips(events: Iterable[ChipEvent], writer: ChipWriter, batch_size: in
 
     def flush() -> None:
         if encoder is not None and pending:
-            encoded = encoder.encode_images([chip.image for chip in pending])
+            encoded = encoder.encode_images([chip.image for chip in pending], orientations)
             for chip, embedding, tokens in zip(pending, encoded.embeddings, encoded.tokens):
                 chip.image, chip.embedding, chip.tokens = None, embedding, tokens if keep_tokens else None
         writer.write(pending[:], completed[:])
