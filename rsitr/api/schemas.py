@@ -143,6 +143,7 @@ class IndexSettings(Answer):
                                           "file calls red, green and blue, else the first three")
     scale: str = Field(description="'percentile' (each file's 2nd-98th) or 'range LOW HIGH'")
     max_nodata: float = Field(description="chips with a larger fraction of nodata pixels were left out")
+    asset: str | None = Field(None, description="the asset of each STAC item indexed (null: files or URLs)")
     orientations: int = Field(1, description="orientations each chip's embedding is averaged over (1, 4 or 8)")
 
 

@@ -78,7 +78,9 @@ def _build(tmp_path: Path) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
     # PyTorch at the recorded precision (auto); ONNX Runtime's fp32 is compared with PyTorch fp32 in
     # tests/index/test_onnx_search.py
-    index, _ = ArchiveIndex.build(tmp_path / "demo.index", DEMO, progress=False, runtime="torch")
+    # the fixture holds the patch tokens an index kept before it kept them only for models that re-rank with them
+    index, _ = ArchiveIndex.build(tmp_path / "demo.index", DEMO, progress=False, runtime="torch",
+                                  store_local_tokens=True)
     arrays.update(_index_arrays("demo", index))
     for number, query in enumerate(TEXT_QUERIES):
         arrays.update(_hits_arrays(f"text{number}", index.search(query, k=10)))
@@ -90,7 +92,7 @@ def _build(tmp_path: Path) -> dict[str, np.ndarray]:
     for name in TILED_IMAGES:
         (tiled / name).write_bytes((DEMO / name).read_bytes())
     index, _ = ArchiveIndex.build(tmp_path / "tiled.index", tiled, chip_size=128, chip_overlap=32,
-                                  tile_larger_than=128, progress=False, runtime="torch")
+                                  tile_larger_than=128, progress=False, runtime="torch", store_local_tokens=True)
     arrays.update(_index_arrays("tiled", index))
     index.close()
 

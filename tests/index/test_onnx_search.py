@@ -89,7 +89,7 @@ def test_search_and_serve_import_no_torch_with_the_export_cached(built):
     search = _modules_after("from rsitr.cli import main\nmain(['search', 'torch.index', 'a baseball field', "
                             "'--top-k', '3'])", built)
     assert search["modules"] == []
-    assert "baseballdiamond_04.jpg" in search["output"].splitlines()[0]
+    assert "baseballdiamond_04.jpg" in search["output"].splitlines()[1]  # under the table's header
     serve = _modules_after(
         "from fastapi.testclient import TestClient\nfrom rsitr.api.app import create_app\n"
         "client = TestClient(create_app('torch.index'), base_url='http://localhost')\n"

@@ -303,12 +303,12 @@ def test_a_changed_vector_that_no_search_returns_is_found_when_the_store_opens(t
     damage_stored_vector(store_files, vectors[1], DAMAGES[damage])
     code, printed, err = run_cli("search", str(out), "--like", str(target), "--top-k", "3", "--format", "json")
     assert code == 0, err
-    assert json.loads(printed)[0]["chip_id"] == target  # the best hit (itself) is still found
+    assert json.loads(printed)["results"][0]["chip_id"] == target  # the best hit (itself) is still found
     lines = [line for line in err.splitlines() if RANDOM_WEIGHTS not in line]
     assert len(lines) == 1 and lines[0].startswith("rsitr search: warning: ") and "not the ones written" in err, err
     assert cli(index_argv)[0] == 0  # the next indexing run writes the store anew
     code, printed, err = run_cli("search", str(out), "--like", str(target), "--top-k", "3", "--format", "json")
-    assert code == 0 and json.loads(printed)[0]["chip_id"] == target, err
+    assert code == 0 and json.loads(printed)["results"][0]["chip_id"] == target, err
     assert [line for line in err.splitlines() if RANDOM_WEIGHTS not in line] == []
 
 
