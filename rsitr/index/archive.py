@@ -507,13 +507,14 @@ def scene_size(path: Path) -> tuple[int, int]:
 
 
 def _open_raster(location: Path | str, stack: ExitStack):
-    """A rasterio dataset of a file or remote raster, open until ``stack`` closes, with GDAL's block cache capped at
-    :data:`SCENE_BLOCK_CACHE_MB` (memory per scene bounded) and, for a remote one, :data:`REMOTE_GDAL_OPTIONS`."""
+    """A rasterio dataset of a file or remote raster, open until ``stack`` closes: a file with GDAL's block cache
+    capped at :data:`SCENE_BLOCK_CACHE_MB` (memory per scene bounded), a remote one with :data:`REMOTE_GDAL_OPTIONS`
+    (an Env that sets the cache size empties it: the tiles already fetched would be fetched again)."""
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning
 
-    stack.enter_context(rasterio.Env(GDAL_CACHEMAX=SCENE_BLOCK_CACHE_MB,
-                                     **(REMOTE_GDAL_OPTIONS if is_remote(location) else {})))
+    stack.enter_context(rasterio.Env(**(REMOTE_GDAL_OPTIONS if is_remote(location) else
+                                        {"GDAL_CACHEMAX": SCENE_BLOCK_CACHE_MB})))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         return stack.enter_context(rasterio.open(location))
