@@ -24,7 +24,7 @@ class CountingEncoder:
     def __init__(self) -> None:
         self.batches: list[int] = []
 
-    def encode_images(self, images):
+    def encode_images(self, images, orientations=1):
         self.batches.append(len(images))
         embeddings = np.array([[np.asarray(image)[..., 0].mean(), len(self.batches)] for image in images], np.float32)
         return SimpleNamespace(embeddings=embeddings, tokens=embeddings[:, None, :])

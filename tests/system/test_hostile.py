@@ -824,10 +824,10 @@ def test_the_ray_chip_encoder_holds_one_batch_of_chip_images_as_the_embedded_pat
         def __exit__(self, *exc):
             return self.opened.__exit__(*exc)
 
-    def counted_encode(images):
+    def counted_encode(images, *args):
         most.append(len(held))
         held.clear()
-        return real_encode(images)
+        return real_encode(images, *args)
 
     monkeypatch.setattr(indexer, "open_scene", CountedScene)
     monkeypatch.setattr(encoder, "encode_images", counted_encode)
