@@ -129,7 +129,7 @@ def test_feedback_refines_and_export_downloads_geojson(page, server_url, index, 
     download.value.save_as(path)
     collection = json.loads(path.read_text())
     assert collection["type"] == "FeatureCollection"
-    assert collection["query"] == {"q": "storage tanks", "positive": [ids[-1]], "negative": [ids[0]]}  # as the CLI
+    assert collection["query"] == {"q": "storage tanks", "positive": [str(ids[-1])], "negative": [str(ids[0])]}  # handles as given, as the CLI
     assert [feature["id"] for feature in collection["features"]] == refined
     assert sum(feature["geometry"] is not None for feature in collection["features"]) == \
         sum(hit.bounds is not None for hit in expected)
