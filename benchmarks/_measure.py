@@ -10,10 +10,14 @@ from __future__ import annotations
 import gc
 import multiprocessing as mp
 import platform
+import socket
 import subprocess
+import sys
 import time
 import traceback
-from typing import Any, Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 
 def cpu_model() -> str:
@@ -67,3 +71,33 @@ def measure(fn: Callable[..., Any], *args: Any) -> dict:
     if "error" in outcome:
         raise RuntimeError(f"benchmark process failed:\n{outcome['error']}")
     return outcome
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def serving(index_dir: Path, *flags: str, env: dict | None = None) -> Iterator[tuple[str, int]]:
+    """A fresh `rsitr serve INDEX_DIR FLAGS` process on a free local port, once it answers; yields its URL and
+    process id, and stops it."""
+    import httpx
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "rsitr.cli", "serve", str(index_dir), "--port", str(port),
+                               *flags], cwd=Path(__file__).resolve().parent.parent, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                httpx.get(f"{url}/api/info", timeout=1.0)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield url, server.pid
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

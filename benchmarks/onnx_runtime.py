@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import cpu_model  # noqa: E402
+from _measure import cpu_model, serving  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "rsitr" / "demo_data" / "ucm"
@@ -140,22 +140,7 @@ def _quantized(onnx):
 
 def serve_queries(index: Path, runtime: str, queries: int, env: dict) -> dict:
     """Query p50 over HTTP and the peak RSS of `rsitr serve INDEX --runtime RUNTIME`."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "rsitr.cli", "serve", str(index), "--port", str(port),
-                               "--runtime", runtime], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(600):
-            try:
-                httpx.get(f"{url}/api/info", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.5)
+    with serving(index, "--runtime", runtime, env=env) as (url, pid):
         times = []
         with httpx.Client(base_url=url, timeout=60) as client:
             client.get("/api/search", params={"q": QUERY, "k": 10}).raise_for_status()
@@ -163,11 +148,8 @@ def serve_queries(index: Path, runtime: str, queries: int, env: dict) -> dict:
                 start = time.perf_counter()
                 client.get("/api/search", params={"q": f"{QUERY} {number}", "k": 10}).raise_for_status()
                 times.append(time.perf_counter() - start)
-        with open(f"/proc/{server.pid}/status") as handle:
+        with open(f"/proc/{pid}/status") as handle:
             peak = next(int(line.split()[1]) for line in handle if line.startswith("VmHWM:")) / 1024
-    finally:
-        server.terminate()
-        server.wait()
     return {"query_ms_p50": round(1000 * statistics.median(times), 1), "peak_rss_mib": round(peak)}
 
 

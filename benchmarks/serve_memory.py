@@ -26,14 +26,11 @@ import argparse
 import io
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import numpy as np
@@ -46,7 +43,7 @@ from rsitr.models import TINY_MODEL
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(1, str(Path(__file__).parent.parent / "tests"))  # the hostile suite's file builders
-from _measure import cpu_model  # noqa: E402
+from _measure import cpu_model, serving  # noqa: E402
 from support.index import declared_tiff  # noqa: E402
 
 CASES = ("largest", "over-limit", "tile-bombs", "chunked")
@@ -73,12 +70,6 @@ def status_mib(pid: int, field: str) -> float:
     raise RuntimeError(f"{field} not found for process {pid}")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def build_index(base: Path) -> Path:
     archive = base / "archive"
     archive.mkdir()
@@ -90,27 +81,6 @@ def build_index(base: Path) -> Path:
     return base / "index"
 
 
-@contextmanager
-def serving(index_dir: Path, slots: int = 2) -> Iterator[tuple[str, int]]:
-    """A fresh `rsitr serve` process on a free local port; yields its URL and process id."""
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "rsitr.cli", "serve", str(index_dir), "--port", str(port),
-                               "--max-concurrent-images", str(slots)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                httpx.get(f"{url}/api/info", timeout=1.0)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        yield url, server.pid
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
 def upload(url: str, name: str, data: bytes) -> int:
     return httpx.post(f"{url}/api/search/image", files={"file": (name, data, "application/octet-stream")},
                       timeout=600.0).status_code
@@ -118,7 +88,7 @@ def upload(url: str, name: str, data: bytes) -> int:
 
 def peak_rss(index_dir: Path, slots: int, data: bytes, uploads: int) -> tuple[float, float, list[int]]:
     """Idle RSS, peak RSS (MiB) and the HTTP codes of a fresh server answering ``uploads`` concurrent uploads."""
-    with serving(index_dir, slots) as (url, pid):
+    with serving(index_dir, "--max-concurrent-images", str(slots)) as (url, pid):
         idle = status_mib(pid, "VmRSS")
         with ThreadPoolExecutor(uploads) as pool:
             codes = sorted(set(pool.map(lambda _: upload(url, "q.png", data), range(uploads))))
