@@ -11,8 +11,8 @@ such features.
 
 A view's file is named by two keys: one over the frozen stages' weights, the preprocessing and the orientation, one
 over the image files. Another tower's cache is never reused; a view computed for a larger image list (RSICD + UC
-Merced) serves any part of it (RSICD alone): a run computes only the images no finished view holds. Computing a view is resumable:
-it is written in chunks, and a run that was stopped starts from the last chunk written.
+Merced) serves any part of it (RSICD alone): a run computes only the images no finished view holds. Computing a
+view is resumable: it is written in chunks, and a run that was stopped starts from the last chunk written.
 """
 
 from __future__ import annotations
