@@ -2,10 +2,12 @@
 
 What `rsitr index` does per chip (the index's Encoder: decode, preprocess, the image tower, the projection), on
 the 210 UC Merced images bundled with rsitr, for each model and precision: chips/s and the ratio to the previous
-default (`rsitr-minilm-r18-rsicd-ucm-text2`, ResNet-18 at 128 px) in fp32 and `auto` (bf16 autocast where the CPU
-has native bf16, as `rsitr index` runs by default). Both run channels-last (rsitr's timm towers always do). The
-new default's tower (EfficientNet-Lite0 at 224 px) is also timed through ONNX Runtime (fp32, exported from the same
-PyTorch module), to see whether it beats PyTorch here. Prints the CPU model; writes
+default (:data:`PREVIOUS`) in fp32 and `auto` (bf16 autocast where the CPU has native bf16, as `rsitr index` runs
+by default). Both run channels-last (rsitr's timm towers always do). The new default's tower is also timed through
+ONNX Runtime (fp32, exported from the same PyTorch module), to see whether it beats PyTorch here. Round 3 of the
+default model kept its architecture (EfficientNet-Lite0 at 224 px, trained on 4 cached orientations instead of 2),
+so the two models' speeds differ only by measurement noise; the figures before it compared the ResNet-18 default
+(`rsitr-minilm-r18-rsicd-ucm-text2`, 128 px, no longer shipped). Prints the CPU model; writes
 benchmarks/results/default_encode_speed.json.
 
     python benchmarks/default_encode_speed.py [--repeats 2] [--batch 32]
@@ -31,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _measure import cpu_model  # noqa: E402
 
-PREVIOUS = "rsitr-minilm-r18-rsicd-ucm-text2"
+PREVIOUS = "rsitr-minilm-lite0-rsicd-ucm"
+"""The default before round 3 of the default model."""
 DEMO = Path(__file__).resolve().parents[1] / "rsitr" / "demo_data" / "ucm"
 RESULT = Path(__file__).parent / "results" / "default_encode_speed.json"
 

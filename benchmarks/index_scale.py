@@ -2,10 +2,10 @@
 for each FAISS index type the product builds (exact, IVF-Flat, HNSW, IVF-PQ with a float16 re-score), and the cost of
 the local-token re-rank at that size.
 
-Vectors: real chips are encoded once with the default model (``rsitr-minilm-r18-rsicd-ucm``, 256 dims; by default
-the 2,100 UC Merced images through ``rsitr embed``, cached under --cache); the archive's vectors are then synthetic
-with the same statistics: a Gaussian mixture whose centres and weights are the k-means clusters of the real
-embeddings and whose spread is their pooled within-cluster covariance, L2-normalised as the encoder's are. Queries
+Vectors: real chips are encoded once with the default model (256 dims; ``rsitr-minilm-r18-rsicd-ucm`` in the recorded
+run; by default the 2,100 UC Merced images through ``rsitr embed``, cached under --cache); the archive's vectors are
+then synthetic with the same statistics: a Gaussian mixture whose centres and weights are the k-means clusters of the
+real embeddings and whose spread is their pooled within-cluster covariance, L2-normalised as the encoder's are. Queries
 are real captions (UCM test split) encoded by the same model's text tower, one at a time as `rsitr search` does;
 their encode time is measured too, so "end-to-end" = text encode + vector search.
 

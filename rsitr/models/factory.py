@@ -34,8 +34,8 @@ from rsitr.models.hf_text import quiet_transformers, resolve_text_tower
 from rsitr.models.hub import hub_answers
 from rsitr.models.image_towers import load_packaged_weights, packaged_image_tower, weights_file
 from rsitr.models.pretrained import PRETRAINED_PREFIXES, shipped_weights
-from rsitr.models.registry import (DEFAULT_PRETRAINED, OPENCLIP_TAG_MODEL, TINY_MODEL, PretrainedCfg, ScoringRecipe,
-                                   is_pretrained_tag, register_model_configs)
+from rsitr.models.registry import (DEFAULT_PRETRAINED, OPENCLIP_TAG_MODEL, RETIRED_TAGS, TINY_MODEL, PretrainedCfg,
+                                   ScoringRecipe, get_pretrained_cfg, is_pretrained_tag, register_model_configs)
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,8 @@ def create_model(model: str | Path | ModelConfig | None = None, pretrained: str 
         model, pretrained = None, model
     if model is None and pretrained is None:
         pretrained = DEFAULT_PRETRAINED
+    if pretrained in RETIRED_TAGS:
+        get_pretrained_cfg(pretrained)  # refuses it, saying how to train it again
     pretrained = run_checkpoint(None if pretrained is None else str(pretrained))
     if pretrained and Path(pretrained).is_file():
         pretrained = str(Path(pretrained).resolve())

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from rsitr.errors import UserError
 from rsitr.models.checkpoint import CHECKPOINT_SUFFIXES, CheckpointError, run_checkpoint
-from rsitr.models.registry import (OPENCLIP_TAG_MODEL, RSITR_TAG_PREFIX, PretrainedCfg, describe_shipped,
-                                   get_pretrained_cfg, is_pretrained_tag, list_pretrained, register_model_configs,
-                                   rsitr_model_configs)
+from rsitr.models.registry import (OPENCLIP_TAG_MODEL, RETIRED_TAGS, RSITR_TAG_PREFIX, PretrainedCfg,
+                                   describe_shipped, get_pretrained_cfg, is_pretrained_tag, list_pretrained,
+                                   register_model_configs, rsitr_model_configs)
 
 
 def shipped_weights(model_name: str | None, tag: str) -> PretrainedCfg:
@@ -40,6 +40,8 @@ def check_model_arguments(model_name: str | None, pretrained: str | None) -> Non
     if is_pretrained_tag(pretrained):
         shipped_weights(model_name, pretrained).check_available()
         return
+    if pretrained in RETIRED_TAGS:
+        get_pretrained_cfg(pretrained)  # refuses it, saying how to train it again
     pretrained = run_checkpoint(pretrained)
     tag = None if not pretrained or Path(pretrained).is_file() else pretrained
     if tag is not None and not tag.startswith("hf-hub:"):

@@ -43,8 +43,16 @@ HUB_REGISTRY = WEIGHTS_DIR / "hub.json"
 """The hub tags: where each one's weights lie on the Hugging Face hub, its architecture, licence and published
 figures."""
 CONFIGS_DIR = Path(__file__).parent / "configs"
-DEFAULT_PRETRAINED = "rsitr-minilm-lite0-rsicd-ucm"
+DEFAULT_PRETRAINED = "rsitr-minilm-lite0-rsicd-ucm-views4"
 """The shipped tag used when no model is named (no ``--model`` nor ``--pretrained``; ``create_model()``)."""
+RETIRED_TAGS = {
+    "rsitr-minilm-r18-rsicd-ucm": "configs/data/rsicd_ucm.yaml configs/real/minilm/base.yaml "
+                                  "configs/real/minilm/baseline.yaml",
+    "rsitr-minilm-r18-rsicd-ucm-text2": "configs/data/rsicd_ucm.yaml configs/real/minilm/base.yaml "
+                                        "configs/real/minilm/unfrozen2_epochs4.yaml",
+}
+"""Tags shipped by rsitr 0.1.0 before round 3 of the default model and no longer in the package (53 MB, superseded
+by the EfficientNet-Lite0 tags), with the configs that train them again; naming one says so."""
 OPENCLIP_TAG_MODEL = "ViT-B-32"
 """The architecture a bare OpenCLIP tag (``--pretrained openai`` without ``--model``) is looked up for: OpenCLIP's
 tags are per architecture, so this names which one is meant, as OpenCLIP's own examples do."""
@@ -212,6 +220,10 @@ def is_pretrained_tag(name: str | None) -> bool:
 def get_pretrained_cfg(tag: str) -> PretrainedCfg:
     """The entry of a shipped or hub tag; any other name is one :class:`UserError` naming them."""
     entry = _entries().get(tag)
+    if entry is None and tag in RETIRED_TAGS:
+        raise UserError(f"pretrained tag {tag!r} is no longer shipped (superseded by {DEFAULT_PRETRAINED}); "
+                        f"`rsitr train --config {RETIRED_TAGS[tag]}` trains it again, and its run folder "
+                        f"loads with --pretrained RUN_FOLDER")
     if entry is None:
         raise UserError(f"unknown pretrained tag {tag!r}; rsitr ships {describe_shipped()}"
                         f"{'; from the hub: ' + ', '.join(list_pretrained(hub=True)) if _hub_entries() else ''} "
