@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--confusion", default=None, metavar="IMAGE", help="draw the confusion matrix (e.g. out.png)")
     add_batch_size_argument(parser)
     add_workers_argument(parser)
-    add_inference_arguments(parser)
+    add_inference_arguments(parser, runtime=True)
     add_progress_argument(parser)
 
 
@@ -56,13 +56,14 @@ def run(args: argparse.Namespace) -> int:
     from rsitr.evaluate.report import plot_confusion
     from rsitr.evaluate.zero_shot import classify_images, read_templates
     from rsitr.models import create_model
+    from rsitr.models.onnx_model import on_runtime
     from rsitr.runtime import resolve_device, set_threads
 
     templates = read_templates(args.templates)
     set_threads(args.threads)
     device = resolve_device(args.device)
     loaded = create_model(model_name, pretrained, device=device)
-    model, pretrained = loaded.model, loaded.pretrained
+    model, pretrained = on_runtime(loaded, device, args.precision, args.runtime), loaded.pretrained
     print(f"model: {model.model_name}, pretrained {pretrained}")
     print(f"{args.source}: {len(images)} images in {len(names)} classes; {len(templates)} prompt templates")
     classification = classify_images(model, images, names, templates, args.batch_size, device, args.precision,

@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_workers_argument(parser)
     add_engine_arguments(parser, "shards encoded by a Ray actor pool (images only; needs `pip install 'rsitr[ray]'`; "
                                  "--out must be shared by the cluster's nodes)")
-    add_inference_arguments(parser)
+    add_inference_arguments(parser, runtime=True)
     add_progress_argument(parser)
 
 
@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         check_engine(args.address)  # a missing extra or a dead address is one line before the model loads
     from rsitr.embeddings import EmbedSettings, embed_to_parquet, read_embed_input
     from rsitr.models import create_model
+    from rsitr.models.onnx_model import on_runtime
     from rsitr.runtime import resolve_device, set_threads
 
     data = read_embed_input(args.source, args.images, args.split)
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     device = resolve_device(args.device)
     loaded = create_model(model_name, pretrained, device=device)  # a checkpoint's path made absolute for the manifest
-    model, name, pretrained = loaded.model, loaded.name, loaded.pretrained
+    model, name, pretrained = on_runtime(loaded, device, args.precision, args.runtime), loaded.name, loaded.pretrained
     print(f"{args.source}: {len(data.items)} rows ({data.kind}); embedding {modality} with {name}, pretrained "
           f"{pretrained}")
     if args.engine == "ray":

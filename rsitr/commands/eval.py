@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="refuse a caption file with empty captions (default: drop them with a warning)")
     add_batch_size_argument(parser)
     add_workers_argument(parser)
-    add_inference_arguments(parser)
+    add_inference_arguments(parser, runtime=True)
     add_orientations_argument(parser)
     parser.add_argument("--global-only", action="store_true", help="score with the global cosine only (no local)")
     parser.add_argument("--sar", action="store_true", help="also report SAR (sort after reversed retrieval; on without it for a model whose "
@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from rsitr.evaluate.report import format_table, write_reports
     from rsitr.evaluate.runner import encode_corpus, evaluate_encoded
     from rsitr.models import create_model
+    from rsitr.models.onnx_model import on_runtime
     from rsitr.data.augment import ORIENTATION_COUNTS
     from rsitr.models.precision import resolve_precision
     from rsitr.runtime import resolve_device, set_threads
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     loaded = create_model(model_name, pretrained, device=device)
-    model, name = loaded.model, loaded.name
+    model, name = on_runtime(loaded, device, args.precision, args.runtime), loaded.name
     if loaded.pretrained:
         print(f"model: {name}, weights from {loaded.pretrained}")
     else:

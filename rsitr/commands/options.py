@@ -87,8 +87,8 @@ def add_device_argument(parser: argparse.ArgumentParser, default: str | None = "
 
 
 def add_inference_arguments(parser: argparse.ArgumentParser, runtime: bool = False) -> None:
-    """``--device``, ``--precision`` and ``--threads`` of commands that run a model; ``--runtime`` where the
-    command's encoder can run on ONNX Runtime (an index's)."""
+    """``--device``, ``--precision``, ``--threads`` and ``--runtime`` of commands that run a model (``runtime``
+    False: a command that also trains, whose model runs on PyTorch)."""
     add_device_argument(parser)
     add_precision_argument(parser)
     add_threads_argument(parser)

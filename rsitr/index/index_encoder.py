@@ -10,7 +10,7 @@ to ``PROBE_TOLERANCE``: that catches another model, another checkpoint behind th
 changed weights, while ignoring float noise between machines. The probe is always encoded in fp32, so an
 index built in one precision, or on one runtime, opens in another.
 
-The towers run on a runtime (:data:`RUNTIMES`): ONNX Runtime (:class:`rsitr.models.onnx_runtime.OnnxTowers`, whose
+The towers run on a runtime (:data:`rsitr.config.RUNTIMES`): ONNX Runtime (:class:`rsitr.models.onnx_runtime.OnnxTowers`, whose
 export :meth:`Encoder.load` finds without importing torch) or PyTorch (:class:`rsitr.models.torch_towers.TorchTowers`,
 under the encoder's precision, see :mod:`rsitr.models.precision`). Either encodes a query at its real length, not
 the tokenizer's whole context. This module imports no torch; the torch runtime imports it when it is chosen.
@@ -19,7 +19,6 @@ the tokenizer's whole context. This module imports no torch; the torch runtime i
 from __future__ import annotations
 
 import hashlib
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -27,11 +26,8 @@ from typing import Protocol, Sequence
 import numpy as np
 from PIL import Image
 
-from rsitr.config import RUNTIMES
 from rsitr.data.augment import ORIENTATION_COUNTS, orient
-from rsitr.errors import RsitrWarning, UserError
-from rsitr.models.onnx_runtime import (TOKENIZER_FILE, OnnxTowers, export_key, find_export,
-                                       onnxruntime_available)
+from rsitr.models.onnx_runtime import TOKENIZER_FILE, OnnxTowers, choose_runtime, export_key, find_export
 from rsitr.models.registry import ScoringRecipe
 
 PROBE_TEXT = "an aerial image of a harbour with boats next to a green park"
@@ -101,55 +97,16 @@ def _normalize(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
 
 
-def choose_runtime(runtime: str, device: str = "cpu", precision: str = "auto") -> str:
-    """``onnx`` or ``torch`` for ``runtime`` (:data:`rsitr.config.RUNTIMES`) on ``device`` at ``precision``.
-
-    ``auto`` is ONNX Runtime wherever it can run the model as asked (fp32 or auto precision; a CPU, or a GPU with its
-    CUDA provider): on the CPUs measured it encodes 1.2x (against bf16 autocast) to 4.5x (fp32) faster than PyTorch
-    (benchmarks/onnx_runtime.py). An ``onnx`` that cannot run as asked is a :class:`UserError` saying why."""
-    if runtime not in RUNTIMES:
-        raise UserError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
-    if runtime == "torch":
-        return "torch"
-    why = None
-    if not onnxruntime_available():
-        why = "onnxruntime is not installed (pip install onnxruntime)"
-    elif precision not in ("auto", "fp32"):
-        why = f"ONNX Runtime runs the towers in fp32, not {precision}; pass --precision fp32 or --runtime torch"
-    elif str(device).startswith("cuda"):
-        import onnxruntime
-
-        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-            why = f"this onnxruntime has no CUDA provider for --device {device} (pip install onnxruntime-gpu)"
-    if why is None:
-        return "onnx"
-    if runtime == "onnx":
-        raise UserError(f"--runtime onnx: {why}")
-    return "torch"
-
-
 def towers_of(loaded, device: str = "cpu", precision: str = "auto", runtime: str = "torch") -> Towers:
-    """The towers of ``loaded`` (:func:`rsitr.models.create_model`'s result) on ``runtime``; ONNX Runtime's from the
-    export of its weights, exported now on first use. A model without a weights file to key an export by, or one
-    that does not export, runs on PyTorch under ``auto`` (the latter with a warning saying why)."""
-    if choose_runtime(runtime, str(device), precision) == "onnx":
-        from rsitr.models.onnx_export import NotExportableError, exported
+    """The towers of ``loaded`` (:func:`rsitr.models.create_model`'s result) on ``runtime``: ONNX Runtime's from the
+    export :func:`rsitr.models.onnx_export.runtime_export` picks, else PyTorch's."""
+    from rsitr.models.onnx_export import runtime_export
 
-        key = export_key(loaded.name, loaded.pretrained)
-        why = f"{loaded.name} has random weights or no weights file to key an ONNX export by" if key is None else None
-        if key is not None:
-            try:
-                directory = exported(loaded, key)
-            except NotExportableError as err:
-                why = str(err)
-        if why is None:
-            model = loaded.model
-            tokenize = None if (directory / TOKENIZER_FILE).is_file() else (lambda t: model.tokenize(t).numpy())
-            return OnnxTowers(directory, tokenize)
-        if runtime == "onnx":
-            raise UserError(f"--runtime onnx: {why}")
-        if key is not None:
-            warnings.warn(f"{why}; it runs on PyTorch", RsitrWarning, stacklevel=2)
+    directory = runtime_export(loaded, str(device), precision, runtime)
+    if directory is not None:
+        model = loaded.model
+        tokenize = None if (directory / TOKENIZER_FILE).is_file() else (lambda t: model.tokenize(t).numpy())
+        return OnnxTowers(directory, tokenize)
     from rsitr.models.torch_towers import TorchTowers
 
     return TorchTowers(loaded.model, device, precision)

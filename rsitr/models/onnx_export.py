@@ -25,9 +25,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from rsitr.errors import RsitrWarning, UserError
 from rsitr.models.factory import LoadedModel
 from rsitr.models.onnx_runtime import (EXPORT_VERSION, IMAGE_FILE, MANIFEST, TEXT_FILE, TOKENIZER_FILE,
-                                       file_sha256, find_export, onnx_cache_root)
+                                       choose_runtime, export_key, file_sha256, find_export, onnx_cache_root)
 
 OPSET = 17
 CHECK_COSINE = 0.9999
@@ -57,6 +58,30 @@ class _TextTower(nn.Module):
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.model.encode_text(ids)
         return features.global_, features.tokens
+
+
+def runtime_export(loaded: LoadedModel, device: str = "cpu", precision: str = "auto",
+                   runtime: str = "auto") -> Path | None:
+    """The export folder ``loaded`` runs from on ``runtime`` (:func:`choose_runtime`), exported now on first use; None
+    where it runs on PyTorch. The one choice of runtime for every command that encodes: the index's towers
+    (:func:`rsitr.index.index_encoder.towers_of`) and the batch pipeline's model (:func:`rsitr.models.onnx_model.on_runtime`).
+    A model without a weights file to key an export by, or one that does not export, runs on PyTorch under ``auto``
+    (the latter with a warning saying why) and is a :class:`~rsitr.errors.UserError` under ``onnx``."""
+    if choose_runtime(runtime, str(device), precision) != "onnx":
+        return None
+    key = export_key(loaded.name, loaded.pretrained)
+    if key is None:
+        why = f"{loaded.name} has random weights or no weights file to key an ONNX export by"
+    else:
+        try:
+            return exported(loaded, key)
+        except NotExportableError as err:
+            why = str(err)
+    if runtime == "onnx":
+        raise UserError(f"--runtime onnx: {why}")
+    if key is not None:
+        warnings.warn(f"{why}; it runs on PyTorch", RsitrWarning, stacklevel=3)
+    return None
 
 
 def exported(loaded: LoadedModel, key: str) -> Path:

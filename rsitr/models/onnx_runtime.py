@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from rsitr.config import RUNTIMES
 from rsitr.errors import UserError
 
 EXPORT_VERSION = 1
@@ -51,6 +52,34 @@ def onnxruntime_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def choose_runtime(runtime: str, device: str = "cpu", precision: str = "auto") -> str:
+    """``onnx`` or ``torch`` for ``runtime`` (:data:`rsitr.config.RUNTIMES`) on ``device`` at ``precision``.
+
+    ``auto`` is ONNX Runtime wherever it can run the model as asked (fp32 or auto precision; a CPU, or a GPU with its
+    CUDA provider). A fixed rule, not a per-CPU probe, because a probe would load the PyTorch model that the
+    torch-free search exists to avoid, and ONNX Runtime fp32 out-ran PyTorch at every precision on every CPU measured
+    (benchmarks/results/onnx_runtime.json). An ``onnx`` that cannot run as asked is a :class:`UserError` saying why."""
+    if runtime not in RUNTIMES:
+        raise UserError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    if runtime == "torch":
+        return "torch"
+    why = None
+    if not onnxruntime_available():
+        why = "onnxruntime is not installed (pip install onnxruntime)"
+    elif precision not in ("auto", "fp32"):
+        why = f"ONNX Runtime runs the towers in fp32, not {precision}; pass --precision fp32 or --runtime torch"
+    elif str(device).startswith("cuda"):
+        import onnxruntime
+
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            why = f"this onnxruntime has no CUDA provider for --device {device} (pip install onnxruntime-gpu)"
+    if why is None:
+        return "onnx"
+    if runtime == "onnx":
+        raise UserError(f"--runtime onnx: {why}")
+    return "torch"
 
 
 def file_sha256(path: Path) -> str:

@@ -74,21 +74,27 @@ def _embed_arrays(prefix: str, out: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _build(tmp_path: Path) -> dict[str, np.ndarray]:
-    """Everything the fixture holds, computed by the code under test."""
+def _demo_index(tmp_path: Path, runtime: str, precision: str = "auto") -> dict[str, np.ndarray]:
+    """The demo index built on ``runtime`` at ``precision`` and its top 10 of the fixture's queries."""
     from rsitr.index import ArchiveIndex
 
-    arrays: dict[str, np.ndarray] = {}
-    # PyTorch at the recorded precision (auto); ONNX Runtime's fp32 is compared with PyTorch fp32 in
-    # tests/index/test_onnx_search.py
     # the fixture holds the patch tokens an index kept before it kept them only for models that re-rank with them
-    index, _ = ArchiveIndex.build(tmp_path / "demo.index", DEMO, pretrained=RECORDED_WITH, progress=False,
-                                  runtime="torch", store_local_tokens=True)
-    arrays.update(_index_arrays("demo", index))
+    index, _ = ArchiveIndex.build(tmp_path / f"demo-{runtime}.index", DEMO, pretrained=RECORDED_WITH, progress=False,
+                                  runtime=runtime, precision=precision, store_local_tokens=True)
+    arrays = _index_arrays("demo", index)
     for number, query in enumerate(TEXT_QUERIES):
         arrays.update(_hits_arrays(f"text{number}", index.search(query, k=10)))
     arrays.update(_hits_arrays("like", index.search(like=LIKE_CHIP, k=10)))
     index.close()
+    return arrays
+
+
+def _build(tmp_path: Path) -> dict[str, np.ndarray]:
+    """Everything the fixture holds, computed by the code under test."""
+    from rsitr.index import ArchiveIndex
+
+    # PyTorch at the recorded precision (auto); ONNX Runtime's top 10 are checked against the fixture below
+    arrays = _demo_index(tmp_path, "torch")
 
     tiled = tmp_path / "tiled"
     tiled.mkdir()
@@ -103,12 +109,12 @@ def _build(tmp_path: Path) -> dict[str, np.ndarray]:
     image_list = tmp_path / "images.txt"
     image_list.write_text("\n".join(LIST_IMAGES) + "\n")
     assert main(["embed", str(image_list), "--images", str(DEMO), "--out", str(tmp_path / "emb"), "--shard-size", "3",
-                 "--pretrained", RECORDED_WITH, "--no-progress"]) == 0
+                 "--pretrained", RECORDED_WITH, "--runtime", "torch", "--no-progress"]) == 0
     arrays.update(_embed_arrays("embed", tmp_path / "emb"))
     captions = tmp_path / "captions.csv"
     captions.write_text("filepath,caption\n" + "".join(f"{image},{caption}\n" for image, caption in CAPTIONS))
     assert main(["embed", str(captions), "--images", str(DEMO), "--out", str(tmp_path / "cap"), "--dtype", "fp32",
-                 "--pretrained", RECORDED_WITH, "--no-progress"]) == 0
+                 "--pretrained", RECORDED_WITH, "--runtime", "torch", "--no-progress"]) == 0
     arrays.update(_embed_arrays("captions", tmp_path / "cap"))
     return arrays
 
@@ -147,3 +153,20 @@ def test_demo_index_and_embed_shards_match_the_recorded_fixture(tmp_path):
         _assert_same_top_k(name, golden, got)
     assert golden["demo_ids"].size == 210 and golden["tiled_ids"].size > len(TILED_IMAGES)  # the fixture is no stub
     assert golden["captions_text_embedding"].shape[0] == len(CAPTIONS)
+
+
+@pytest.mark.slow
+def test_demo_index_has_the_same_top_10_on_onnx_runtime_as_on_pytorch(tmp_path, monkeypatch):
+    """The demo index built and searched on ONNX Runtime (fp32, in a fresh export cache) ranks the fixture's queries'
+    top 10 exactly as PyTorch fp32 does, and holds the recorded hits (the fixture was recorded at the auto precision,
+    bf16 autocast on a CPU with native bf16, whose scores differ from fp32's by up to ~3e-2)."""
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("RSITR_CACHE_DIR", str(tmp_path / "cache"))
+    on_onnx, on_torch = _demo_index(tmp_path, "onnx"), _demo_index(tmp_path, "torch", precision="fp32")
+    golden = dict(np.load(GOLDEN))
+    np.testing.assert_array_equal(on_onnx["demo_ids"], golden["demo_ids"])
+    for name in [f"text{number}" for number in range(len(TEXT_QUERIES))] + ["like"]:
+        np.testing.assert_array_equal(on_onnx[f"{name}_ids"], on_torch[f"{name}_ids"], err_msg=name)
+        np.testing.assert_allclose(on_onnx[f"{name}_scores"], on_torch[f"{name}_scores"], atol=1e-3, err_msg=name)
+        # the recorded hits: bf16 may reorder near-ties, or push one across rank 10
+        assert len(set(on_onnx[f"{name}_ids"].tolist()) & set(golden[f"{name}_ids"].tolist())) >= 9, name

@@ -10,10 +10,11 @@ from PIL import Image
 
 import rsitr
 from rsitr.errors import UserError
-from rsitr.index.index_encoder import Encoder, choose_runtime
+from rsitr.index.index_encoder import Encoder
 from rsitr.models import TINY_MODEL, create_model
 from rsitr.models.onnx_export import exported
-from rsitr.models.onnx_runtime import TEXT_FILE, OnnxTowers, find_export, onnx_cache_root
+from rsitr.models.onnx_model import OnnxRuntimeModel, on_runtime
+from rsitr.models.onnx_runtime import TEXT_FILE, OnnxTowers, choose_runtime, find_export, onnx_cache_root
 from rsitr.models.torch_towers import TorchTowers
 
 pytest.importorskip("onnxruntime")
@@ -109,3 +110,26 @@ def test_random_weights_run_on_torch_under_auto_and_are_refused_on_onnx(cache):
     assert Encoder(loaded, runtime="auto").runtime == "torch"  # no weights file to key an export by
     with pytest.raises(UserError, match="--runtime onnx: .*no weights file"):
         Encoder(loaded, runtime="onnx")
+
+
+def test_the_batch_pipelines_model_runs_its_towers_on_onnx_runtime(cache):
+    """What `rsitr embed`, `classify` and `eval` encode with: the model's own preprocessing, tokenizer and masks around
+    ONNX Runtime's towers, as close to PyTorch fp32 as the towers themselves."""
+    import torch
+
+    loaded = create_model()
+    assert on_runtime(loaded, runtime="torch") is loaded.model
+    model = on_runtime(loaded, precision="fp32", runtime="onnx")
+    assert isinstance(model, OnnxRuntimeModel) and model.image_cache is None
+    assert model.eval() is model and model.embed_dim == loaded.model.embed_dim  # the rest is the model's
+    pixels = torch.stack([loaded.model.preprocess_val(image.convert("RGB")) for image in _images()])
+    ids = loaded.model.trim(loaded.model.tokenize(list(CAPTIONS)))
+    with torch.no_grad():
+        want_image, want_text = loaded.model.encode_image(pixels), loaded.model.encode_text(ids)
+    got_image, got_text = model.encode_image(pixels), model.encode_text(ids)
+    assert _cosines(got_image.global_.numpy(), want_image.global_.numpy()).min() >= COSINE
+    assert _cosines(got_image.tokens.numpy(), want_image.tokens.numpy()).min() >= COSINE
+    assert _cosines(got_text.global_.numpy(), want_text.global_.numpy()).min() >= COSINE
+    torch.testing.assert_close(got_text.mask, want_text.mask)
+    with pytest.raises(UserError, match="fp32"):
+        on_runtime(loaded, precision="bf16", runtime="onnx")
