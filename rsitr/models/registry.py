@@ -223,7 +223,7 @@ def get_pretrained_cfg(tag: str) -> PretrainedCfg:
     if entry is None and tag in RETIRED_TAGS:
         raise UserError(f"pretrained tag {tag!r} is no longer shipped (superseded by {DEFAULT_PRETRAINED}); "
                         f"`rsitr train --config {RETIRED_TAGS[tag]}` trains it again, and its run folder "
-                        f"loads with --pretrained RUN_FOLDER")
+                        f"then stands in for the tag")
     if entry is None:
         raise UserError(f"unknown pretrained tag {tag!r}; rsitr ships {describe_shipped()}"
                         f"{'; from the hub: ' + ', '.join(list_pretrained(hub=True)) if _hub_entries() else ''} "
