@@ -146,6 +146,7 @@ class Found:
 
     ids: np.ndarray
     probabilities: np.ndarray
+    """float64 (see :func:`score_batches`)."""
     threshold: float
     scored: int
     """How many chips were scored (the whole archive)."""
@@ -173,4 +174,23 @@ def score_batches(probe: Probe, batches: Iterator[tuple[np.ndarray, np.ndarray]]
     order = np.lexsort((ids, -logits))
     from scipy.special import expit
 
-    return Found(ids[order], expit(logits[order]).astype(np.float32), threshold, scored, probe)
+    # float64: a probe fitted on a few well-separated marks puts its best chips at logits of 10-30, which float32
+    # would all round to 1.0 (no ranking left to show)
+    return Found(ids[order], expit(logits[order].astype(np.float64)), threshold, scored, probe)
+
+
+PROBABILITY_DIGITS = 4
+MAX_PROBABILITY_DIGITS = 12
+
+
+def format_probability(probability: float) -> str:
+    """``probability`` with :data:`PROBABILITY_DIGITS` decimals, or, nearer 1 than they show, with as many as
+    tell it from 1 and from its neighbours (two significant digits of ``1 - p``, up to
+    :data:`MAX_PROBABILITY_DIGITS`): the first page of a find all reads 0.99998, 0.9999962, ..., not 1.0000 each
+    (the page's results.js formats alike)."""
+    gap = 1.0 - probability
+    if gap >= 10.0 ** -PROBABILITY_DIGITS:
+        return f"{probability:.{PROBABILITY_DIGITS}f}"
+    if gap < 10.0 ** -MAX_PROBABILITY_DIGITS:
+        return f">{1 - 10.0 ** -MAX_PROBABILITY_DIGITS:.{MAX_PROBABILITY_DIGITS}f}"
+    return f"{probability:.{min(MAX_PROBABILITY_DIGITS, int(np.ceil(-np.log10(gap))) + 1)}f}"

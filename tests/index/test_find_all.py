@@ -279,3 +279,21 @@ def test_api_heat_map_cells_and_the_geotiff_score_raster(client, index):
     assert plain.status_code == 400 and "not georeferenced" in plain.json()["detail"]
     for path in ("missing.tif", "../secret.png", "/etc/passwd"):
         assert client.get("/api/heatmap", params={"path": path, "q": "x"}).status_code == 404, path
+
+
+def test_probabilities_near_one_print_with_the_digits_that_rank_them():
+    from rsitr.index.find_all import format_probability
+
+    assert [format_probability(p) for p in (0.5, 0.91839, 0.99989)] == ["0.5000", "0.9184", "0.9999"]
+    assert [format_probability(1 - gap) for gap in (5e-5, 3.8e-7, 3e-9)] == ["0.999950", "0.99999962", "0.9999999970"]
+    assert format_probability(1.0) == format_probability(1 - 1e-13) == ">0.999999999999"
+
+
+def test_found_probabilities_keep_the_ranking_of_logits_beyond_float32():
+    import numpy as np
+
+    from rsitr.index.find_all import Probe, score_batches
+
+    probe = Probe(np.array([1.0], np.float32), 0.0, True, 1, 0, 0)
+    found = score_batches(probe, iter([(np.arange(3), np.array([[18.0], [20.0], [22.0]], np.float32))]))
+    assert found.ids.tolist() == [2, 1, 0] and np.all(np.diff(found.probabilities) < 0)  # float32 reads 1.0 thrice
