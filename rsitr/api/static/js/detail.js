@@ -45,7 +45,8 @@ export function setupDetail(actions) {
 
 function refreshMarks(actions) {
   for (const kind of ["wanted", "unwanted"]) {
-    document.getElementById(`detail-${kind}`).setAttribute("aria-pressed", String(actions.markOf(current.handle) === kind));
+    const pressed = actions.markOf(current.handle) === kind;
+    document.getElementById(`detail-${kind}`).setAttribute("aria-pressed", String(pressed));
   }
 }
 

@@ -111,7 +111,8 @@ function updateFeedbackBar() {
   const changed = anyApplied && (wanted !== applied("wanted") || unwanted !== applied("unwanted") ||
                                  [...marks].some(([handle, mark]) => !state[mark === "wanted" ? "positive" : "negative"]
                                                                        .includes(handle)));
-  $("marks").textContent = `${wanted} wanted, ${unwanted} not wanted` + (hidden.length ? ` (${hidden.join("; ")})` : "") +
+  $("marks").textContent = `${wanted} wanted, ${unwanted} not wanted` +
+    (hidden.length ? ` (${hidden.join("; ")})` : "") +
     (changed ? ": changed since this search, which used " +
                `${applied("wanted")} wanted and ${applied("unwanted")} not wanted` : "");
   $("find-all").disabled = ![...marks.values()].includes("wanted");
@@ -129,7 +130,8 @@ function renameByHandle() {
       marks.set(handleOf.get(name), mark);
     }
   }
-  if (positive.some((name, i) => name !== state.positive[i]) || negative.some((name, i) => name !== state.negative[i])) {
+  const differs = (names, before) => names.some((name, i) => name !== before[i]);
+  if (differs(positive, state.positive) || differs(negative, state.negative)) {
     state = { ...state, positive, negative };
     pushState(state, true);
   }
