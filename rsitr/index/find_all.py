@@ -21,11 +21,11 @@ nothing can be held out, and where the held-out marks rank no better than chance
 would turn the probe upside down: then the probability is the balanced regression's own (``calibrated`` False).
 
 The archive's odds (:func:`prevalence`): even odds over-return where what is sought is rare (3 + 2 marks on UC
-Merced: 122 chips found for the 100 of the scene). The unmarked archive says how rare: the share of wanted chips is
+Merced: 116 chips found for the 100 of the scene). The unmarked archive says how rare: the share of wanted chips is
 estimated on a uniform sample of it by the EM of Saerens, Latinne and Decaestecker (2002), and a calibrated probe's
 bias moves by that share's log-odds, so a probability is P(wanted | chip) in this archive and 0.5 finds the chips
-more likely wanted than not (99 found for 100; F1 0.887 -> 0.905 at 3 + 2 marks, 0.912 -> 0.953 at 10 + 10;
-benchmarks/find_all.py).
+more likely wanted than not (95 found for 100 at 3 + 2 marks, F1 0.898 -> 0.899; 10 + 10: 118 -> 96 found,
+F1 0.919 -> 0.953; the default model, benchmarks/results/find_all.json).
 
 Every step is linear in the embedding, so the probe is one weight vector and a bias, and scoring a chip is one dot
 product: every chip is scored in streamed batches (:func:`score_batches`), never all vectors in memory at once.
