@@ -40,6 +40,8 @@ class Hit(Answer):
     chip_id: int
     path: str = Field(description="the image file, relative to the archive root")
     window: Window
+    handle: str = Field(description="the chip's name for `like`, `positive` and `negative` that outlives a re-index "
+                                    "(ids do not): `path`, or `path:WxH+X+Y` for a chip of a tiled scene")
     bounds: Bounds | None = Field(description="in the scene's `crs`; null when the image has no coordinates")
     crs: str | None
     score: float = Field(description="the ranking score: fused global and local similarity when re-ranked, else the "

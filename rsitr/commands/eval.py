@@ -80,9 +80,10 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     loaded = create_model(model_name, pretrained, device=device)
-    model, name = on_runtime(loaded, device, args.precision, args.runtime), loaded.name
+    # a trained checkpoint's rows name its run, not the model's name
+    model, name = on_runtime(loaded, device, args.precision, args.runtime), loaded.label
     if loaded.pretrained:
-        print(f"model: {name}, weights from {loaded.pretrained}")
+        print(f"model: {loaded.name}, weights from {loaded.pretrained}")
     else:
         print(f"model: {name} with RANDOM weights (no --pretrained): the figures below are chance level")
     recipe = replace(loaded.recipe, local=False) if args.global_only else loaded.recipe

@@ -197,20 +197,26 @@ def _print_found(index, args: argparse.Namespace) -> int:
         text = export_found(hits, args.format, {**_asked(args), "all": True, "threshold": threshold})
         print(text, end="" if args.format == "csv" else "\n")
         return 0
-    _print_table(hits)
+    _print_table(hits, probabilities=True)
     print(f"{found.count} of {found.scored} chips found with a probability of at least {threshold:g} "
           f"({found.probe.wanted} wanted, {found.probe.unwanted} not wanted"
           f"{'' if found.probe.calibrated else '; not calibrated: mark two or more wanted chips'})")
     return 0
 
 
-def _print_table(hits) -> None:
-    print(f"{'rank':>4}  {'score':>8}  file [window]  chip")
-    for rank, hit in enumerate(hits, 1):
+def _print_table(hits, probabilities: bool = False) -> None:
+    """The hits as a table; ``probabilities``: their scores are find all's (:func:`format_probability`)."""
+    from rsitr.index.find_all import format_probability
+
+    scores = [format_probability(hit.score) if probabilities else f"{hit.score:.4f}" for hit in hits]
+    header = "probability" if probabilities else "score"
+    width = max([8, len(header), *map(len, scores)])
+    print(f"{'rank':>4}  {header:>{width}}  file [window]  chip")
+    for rank, (hit, score) in enumerate(zip(hits, scores), 1):
         window = f"{hit.window.width}x{hit.window.height}+{hit.window.x}+{hit.window.y}"
         where = "" if hit.bounds is None else "  bounds " + ",".join(map(repr, hit.bounds)) + f" {printable(hit.crs)}"
         stale = "  STALE" if hit.stale else ""
-        print(f"{rank:4d}  {hit.score:8.4f}  {printable(hit.path)} [{window}]  chip {hit.chip_id}{where}{stale}")
+        print(f"{rank:4d}  {score:>{width}}  {printable(hit.path)} [{window}]  chip {hit.chip_id}{where}{stale}")
     stale = sum(hit.stale for hit in hits)
     if stale:
         print(f"{stale} result(s) marked STALE: their image was deleted, moved or replaced since it was indexed; run "

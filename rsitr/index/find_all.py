@@ -21,11 +21,11 @@ nothing can be held out, and where the held-out marks rank no better than chance
 would turn the probe upside down: then the probability is the balanced regression's own (``calibrated`` False).
 
 The archive's odds (:func:`prevalence`): even odds over-return where what is sought is rare (3 + 2 marks on UC
-Merced: 122 chips found for the 100 of the scene). The unmarked archive says how rare: the share of wanted chips is
+Merced: 116 chips found for the 100 of the scene). The unmarked archive says how rare: the share of wanted chips is
 estimated on a uniform sample of it by the EM of Saerens, Latinne and Decaestecker (2002), and a calibrated probe's
 bias moves by that share's log-odds, so a probability is P(wanted | chip) in this archive and 0.5 finds the chips
-more likely wanted than not (99 found for 100; F1 0.887 -> 0.905 at 3 + 2 marks, 0.912 -> 0.953 at 10 + 10;
-benchmarks/find_all.py).
+more likely wanted than not (95 found for 100 at 3 + 2 marks, F1 0.898 -> 0.899; 10 + 10: 118 -> 96 found,
+F1 0.919 -> 0.953; the default model, benchmarks/results/find_all.json).
 
 Every step is linear in the embedding, so the probe is one weight vector and a bias, and scoring a chip is one dot
 product: every chip is scored in streamed batches (:func:`score_batches`), never all vectors in memory at once.
@@ -146,6 +146,7 @@ class Found:
 
     ids: np.ndarray
     probabilities: np.ndarray
+    """float64 (see :func:`score_batches`)."""
     threshold: float
     scored: int
     """How many chips were scored (the whole archive)."""
@@ -173,4 +174,23 @@ def score_batches(probe: Probe, batches: Iterator[tuple[np.ndarray, np.ndarray]]
     order = np.lexsort((ids, -logits))
     from scipy.special import expit
 
-    return Found(ids[order], expit(logits[order]).astype(np.float32), threshold, scored, probe)
+    # float64: a probe fitted on a few well-separated marks puts its best chips at logits of 10-30, which float32
+    # would all round to 1.0 (no ranking left to show)
+    return Found(ids[order], expit(logits[order].astype(np.float64)), threshold, scored, probe)
+
+
+PROBABILITY_DIGITS = 4
+MAX_PROBABILITY_DIGITS = 12
+
+
+def format_probability(probability: float) -> str:
+    """``probability`` with :data:`PROBABILITY_DIGITS` decimals, or, nearer 1 than they show, with as many as
+    tell it from 1 and from its neighbours (two significant digits of ``1 - p``, up to
+    :data:`MAX_PROBABILITY_DIGITS`): the first page of a find all reads 0.99998, 0.9999962, ..., not 1.0000 each
+    (the page's results.js formats alike)."""
+    gap = 1.0 - probability
+    if gap >= 10.0 ** -PROBABILITY_DIGITS:
+        return f"{probability:.{PROBABILITY_DIGITS}f}"
+    if gap < 10.0 ** -MAX_PROBABILITY_DIGITS:
+        return f">{1 - 10.0 ** -MAX_PROBABILITY_DIGITS:.{MAX_PROBABILITY_DIGITS}f}"
+    return f"{probability:.{min(MAX_PROBABILITY_DIGITS, int(np.ceil(-np.log10(gap))) + 1)}f}"

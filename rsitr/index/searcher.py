@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from rsitr.index.archive import Bounds
+from rsitr.index.handles import window_text
 from rsitr.index.index_encoder import EncodedText
 from rsitr.index.tiling import Window
 from rsitr.models import ScoringRecipe
@@ -41,8 +42,14 @@ class SearchHit:
     whole_image: bool = False
     """The chip is its whole image (the image was not tiled): its window says nothing the path does not."""
 
+    @property
+    def handle(self) -> str:
+        """How ``--like`` / ``--positive`` and the API name this chip across re-indexing (ids are an index's own):
+        its path, with ``:WxH+X+Y`` for a chip of a tiled scene (:mod:`rsitr.index.handles`)."""
+        return self.path if self.whole_image else f"{self.path}:{window_text(self.window)}"
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "handle": self.handle}
 
 
 class SearchResults(list):

@@ -50,6 +50,18 @@ def run_checkpoint(pretrained: str | None) -> str | None:
     return pretrained
 
 
+def weights_label(name: str, pretrained: str | None) -> str:
+    """What result tables call model ``name`` with weights ``pretrained`` (as :class:`LoadedModel` records it): a
+    run's checkpoint as ``RUN/best`` (``RUN/latest``, ``RUN/epoch_003``), another weights file as ``name (FILE)``,
+    and a tag or random weights by the model's name, so a trained checkpoint never reads as the shipped model."""
+    if not pretrained or not Path(pretrained).is_file():
+        return name
+    path = Path(pretrained)
+    if path.parent.name == BEST_CHECKPOINT.parent.name:  # RUN/checkpoints/NAME.pt
+        return f"{path.parent.parent.name}/{path.stem}"
+    return f"{name} ({path.name})"
+
+
 def _torch_load(path: str | Path, mmap: bool) -> object:
     import pickle
     import re

@@ -28,7 +28,8 @@ from torch import nn
 
 from rsitr.config import ModelConfig
 from rsitr.errors import RsitrWarning, UserError
-from rsitr.models.checkpoint import CheckpointError, check_exists, read_checkpoint, read_state_dict, run_checkpoint
+from rsitr.models.checkpoint import (CheckpointError, check_exists, read_checkpoint, read_state_dict, run_checkpoint,
+                                     weights_label)
 from rsitr.models.clip import RetrievalCLIP
 from rsitr.models.hf_text import quiet_transformers, resolve_text_tower
 from rsitr.models.hub import hub_answers
@@ -48,6 +49,11 @@ class LoadedModel:
     name: str
     pretrained: str | None
     recipe: ScoringRecipe = ScoringRecipe()
+
+    @property
+    def label(self) -> str:
+        """What result tables call it (:func:`rsitr.models.checkpoint.weights_label`): a run's checkpoint by run."""
+        return weights_label(self.name, self.pretrained)
 
 
 def create_model(model: str | Path | ModelConfig | None = None, pretrained: str | Path | None = None, *,

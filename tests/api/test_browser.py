@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from rsitr.index import ArchiveIndex
+from rsitr.index.find_all import format_probability
 from support.index import build_far_index, build_test_index
 from support import REPO
 from support.browser import browser, confined_page, serving  # noqa: F401 - browser is a fixture
@@ -44,6 +45,20 @@ def shown_ids(page) -> list[int]:
                            "[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth)",
                            timeout=20_000)
     return page.eval_on_selector_all("#results figure", "nodes => nodes.map(n => Number(n.dataset.chipId))")
+
+
+def handle_of(index: ArchiveIndex, chip_id: int) -> str:
+    """The chip's handle (what the page names it by: ids are an index's own, handles outlive a re-index)."""
+    record = index.chip(chip_id)
+    window = record.window
+    return record.path if record.whole_image else f"{record.path}:{window.width}x{window.height}+{window.x}+{window.y}"
+
+
+def handle_param(index: ArchiveIndex, chip_id: int) -> str:
+    """:func:`handle_of` as the page's URL holds it (URL-encoded)."""
+    from urllib.parse import quote_plus
+
+    return quote_plus(handle_of(index, chip_id))
 
 
 def wait_for_new_results(page, before: str, timeout: int = 20_000) -> None:
@@ -93,7 +108,7 @@ def test_query_url_detail_more_like_this_and_map(page, server_url, index):
     page.click("#detail-like")
     wait_for_new_results(page, before)
     like_ids = shown_ids(page)
-    assert f"like={geo_ids[0]}" in page.url
+    assert f"like={handle_param(index, geo_ids[0])}" in page.url  # "geo.tif%3A128x128%2B..."
     assert like_ids == [hit.chip_id for hit in index.search(like=geo_ids[0], k=10)] and like_ids != ids
     assert like_ids[0] == geo_ids[0]
     before = page.text_content("#status")
@@ -118,7 +133,8 @@ def test_feedback_refines_and_export_downloads_geojson(page, server_url, index, 
     assert ids[0] not in refined and len(refined) == 9 and expected.removed == 1  # 10 chips, 1 not wanted
     assert page.text_content("#status") == ("9 results for “storage tanks”, refined by 1 wanted and 1 not wanted "
                                             "(1 not-wanted chip removed).")
-    assert f"positive={ids[-1]}" in page.url and f"negative={ids[0]}" in page.url
+    assert f"positive={handle_param(index, ids[-1])}" in page.url
+    assert f"negative={handle_param(index, ids[0])}" in page.url
     # the bar counts the marks of the chips shown; the removed one apart
     assert page.text_content("#marks") == "1 wanted, 1 not wanted (1 not wanted left out of the results)"
     assert page.get_attribute(f"#results figure[data-chip-id='{ids[-1]}'] .mark-wanted", "aria-pressed") == "true"
@@ -129,7 +145,8 @@ def test_feedback_refines_and_export_downloads_geojson(page, server_url, index, 
     download.value.save_as(path)
     collection = json.loads(path.read_text())
     assert collection["type"] == "FeatureCollection"
-    assert collection["query"] == {"q": "storage tanks", "positive": [str(ids[-1])], "negative": [str(ids[0])]}  # handles as given, as the CLI
+    assert collection["query"] == {"q": "storage tanks", "positive": [handle_of(index, ids[-1])],
+                                   "negative": [handle_of(index, ids[0])]}  # the page's handles, as given
     assert [feature["id"] for feature in collection["features"]] == refined
     assert sum(feature["geometry"] is not None for feature in collection["features"]) == \
         sum(hit.bounds is not None for hit in expected)
@@ -344,6 +361,8 @@ def test_the_page_fits_phone_and_desktop_widths(browser, server_url, width):
         if width < 800:
             assert panel["y"] < 800  # on the first screen
             page.click("#tab-results")
+        if width < 800:  # the forms and the toolbar leave the first results on the first screen (was 358 px at 390)
+            assert page.locator("#results figure").first.bounding_box()["y"] <= 300
         for selector in ("#query", "#text-form button", "#image-form button", "#results figure"):
             box = page.locator(selector).first.bounding_box()
             assert box["x"] >= 0 and box["x"] + box["width"] <= width, selector
@@ -398,6 +417,8 @@ def test_cards_and_detail_break_no_word_and_untiled_cards_name_no_window(browser
                                                                             "r.cells[1].textContent])"))
             assert rows["window"] == ("the whole image" if hit.bounds is None else
                                       f"128×128 at {hit.window.x},{hit.window.y}")
+            # the whole scene beside a chip of a tiled scene; not beside a chip that is its whole image
+            assert page.is_hidden("#scene") == (hit.bounds is None)
             assert page.evaluate(BROKEN_WORDS, "#detail-facts, #detail-scores") == []
             page.keyboard.press("Escape")
 
@@ -421,15 +442,26 @@ def test_find_all_like_these_pages_the_archive_and_exports_regions(browser, serv
         before = page.text_content("#status")
         page.click("#find-all")
         wait_for_new_results(page, before)
-        assert "all=true" in page.url and f"positive={ids[0]}" in page.url
+        assert "all=true" in page.url and f"positive={handle_param(index, ids[0])}" in page.url
         assert page.text_content("#status").startswith(
             f"Found {plural(found.count, 'chip')} like your 2 wanted with a probability of at least 0.5 (of 10 chips "
             "scored)")
         if found.count:
             assert shown_ids(page) == found.ids[:3].tolist()
             assert page.text_content("#page-info") == f"1–{min(3, found.count)} of {found.count}"
-            assert page.text_content("#results figure .score").startswith("#1  probability ")
+            assert page.text_content("#results figure .score") == \
+                f"#1  probability {format_probability(found.probabilities[0])}"
         assert page.is_disabled("#page-prev") and page.is_hidden("#more")
+        # one count of marks on the page: the bar's is the status line's, until a mark changes
+        assert page.text_content("#marks").startswith("2 wanted, 1 not wanted")
+        if found.count:  # a mark of the first chip shown toggled and back
+            first = shown_ids(page)[0]
+            button = f"#results figure[data-chip-id='{first}'] .mark-{'wanted' if first in ids[:2] else 'unwanted'}"
+            page.click(button)
+            assert page.text_content("#marks").endswith(
+                ": changed since this search, which used 2 wanted and 1 not wanted")
+            page.click(button)
+            assert "changed" not in page.text_content("#marks")
 
         # a lower threshold finds more; the pages walk through all of them
         before = page.text_content("#status")
@@ -598,3 +630,20 @@ def test_a_real_query_on_rsicd_with_the_shipped_model(browser, rsicd_index, tmp_
     if os.environ.get("RSITR_UPDATE_SCREENSHOT") == "1":
         image.resize((1200, 1200 * image.height // image.width), Image.LANCZOS).quantize(128).save(
             SCREENSHOT, optimize=True)
+
+
+def test_links_name_chips_by_handle_and_probabilities_print_as_the_cli_prints_them(page, server_url, index):
+    """A link naming chips by id (an older one) is rewritten to their handles once they are shown, so it outlives a
+    re-index; the page formats a find-all probability as rsitr's format_probability does."""
+    hits = index.search_text("storage tanks", k=10)
+    wanted = hits[-1].chip_id
+    page.goto(f"{server_url}/?q=storage+tanks&k=10&positive={wanted}")
+    shown_ids(page)
+    page.wait_for_function("h => window.location.search.includes(h)", arg=f"positive={handle_param(index, wanted)}")
+    assert page.text_content("#marks") == "1 wanted, 0 not wanted"
+    assert page.get_attribute(f"#results figure[data-chip-id='{wanted}'] .mark-wanted", "aria-pressed") == "true"
+    values = [0.5, 0.91839, 0.99989, 0.99995, 0.9999899, 0.99999962, 1 - 3e-9, 1 - 1e-13, 1.0]
+    printed = page.evaluate("async values => { const { formatProbability } = await import('/static/js/results.js'); "
+                            "return values.map(formatProbability); }", values)
+    assert printed == [format_probability(value) for value in values]
+    assert len(set(printed[3:7])) == 4  # near 1 they still rank

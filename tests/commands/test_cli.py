@@ -68,7 +68,11 @@ def test_two_epoch_training_then_eval_of_its_checkpoint(tmp_path, capsys):
     code = main(["eval", "--data", str(caption_file), "--images", str(caption_file.parent / "images"),
                  "--pretrained", str(out / "checkpoints" / "latest.pt"), "--no-progress"])
     assert code == 0
-    assert "rsitr-tiny-ViT" in capsys.readouterr().out  # rebuilt from the checkpoint, not the default ViT-B-32
+    out_text = capsys.readouterr().out
+    assert "rsitr-tiny-ViT" in out_text  # rebuilt from the checkpoint, not the default ViT-B-32
+    # the table's rows name the run and checkpoint evaluated, never a model name a shipped tag also reads as
+    rows = [line.split("|")[0].strip() for line in out_text.splitlines() if "|" in line]
+    assert "run/latest" in rows and "rsitr-tiny-ViT" not in rows
 
 
 @pytest.mark.slow

@@ -1,11 +1,16 @@
-"""The README's command blocks: every `rsitr` line parses and names files a checkout has; the demo block's search
-lines run as written on one demo index, and its feedback example finds what it says it finds."""
+"""The README's command blocks, walked line by line: every `rsitr` line parses and names files a checkout has; each
+example that runs in a minute or so on a CPU runs as written (in a checkout-like folder, after the lines above it in
+its block), and each that does not is skipped with the reason :data:`NOT_RUN` gives for it, so a new example is
+either run here or says why not. The demo block's feedback example finds what the README says it finds."""
 
 from __future__ import annotations
 
 import json
 import re
 import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,18 +20,59 @@ from support import REPO, SHARED_DATA
 
 DEMO = "rsitr/demo_data/ucm"
 
+NOT_RUN = {
+    "pip install": "installs into the environment (CI's set-up does; `rsitr demo` runs in tests/commands/test_cli.py)",
+    "python -m pytest": "the test suite itself",
+    "rsitr serve ": "a server that answers until stopped (tests/api/ start it on a free port)",
+    "rsitr index sentinel2/": "the reader's own Sentinel-2 scenes (tests/index/test_rasters.py index band GeoTIFFs)",
+    "rsitr index search.json": "the reader's STAC search (tests/index/test_remote.py index remote COGs)",
+    "rsitr train --config configs/data/ucm.yaml": "trains on real data for hours",
+    "rsitr train --config configs/data/rsicd_ucm.yaml": "trains on real data for hours",
+    "rsitr eval --data ../shared/data/ucm/dataset_ucm.json --images ../shared/data/ucm/images --pretrained runs/ucm":
+        "needs runs/ucm, the hours-long training above",
+    "rsitr classify data/UCMerced_LandUse/Images": "a folder where the reader unpacked UC Merced, not in a checkout",
+    "rsitr data inspect": "perceptual hashes of 12,921 RSICD and UC Merced images: minutes",
+    "rsitr eval --data ../shared/data/rsicd": "RSICD's 1,093 test images and 5,465 captions: minutes on a CPU",
+}
+"""README line prefix -> why this test does not run it."""
+
+
+@dataclass(frozen=True)
+class Line:
+    block: int
+    number: int
+    """The line's place among its block's commands."""
+    text: str
+    """Continuations joined; the comment cut (the redirection kept)."""
+
+    @property
+    def command(self) -> str:
+        return self.text.split(" > ")[0].strip()
+
+    @property
+    def redirect(self) -> str | None:
+        return self.text.split(" > ")[1].strip() if " > " in self.text else None
+
+    @property
+    def not_run(self) -> str | None:
+        return next((why for prefix, why in NOT_RUN.items() if " ".join(self.command.split()).startswith(prefix)),
+                    None)
+
+
+def readme_lines() -> list[Line]:
+    """Every command line of the README's bash blocks, in order."""
+    blocks = re.findall(r"^```bash\n(.*?)^```", (REPO / "README.md").read_text(encoding="utf-8"), re.M | re.S)
+    lines = []
+    for block, text in enumerate(blocks):
+        commands = [line.split("  #")[0].strip() for line in text.replace("\\\n", " ").splitlines()]
+        commands = [command for command in commands if command and not command.startswith("#")]
+        lines += [Line(block, number, command) for number, command in enumerate(commands)]
+    return lines
+
 
 def readme_commands() -> list[tuple[int, str]]:
-    """``(block number, command line)`` of every `rsitr` line of the README's bash blocks, continuations joined and
-    comments and redirections cut."""
-    blocks = re.findall(r"^```bash\n(.*?)^```", (REPO / "README.md").read_text(encoding="utf-8"), re.M | re.S)
-    commands = []
-    for number, block in enumerate(blocks):
-        for line in block.replace("\\\n", " ").splitlines():
-            line = line.split("  #")[0].split(" > ")[0].strip()
-            if line.startswith("rsitr "):
-                commands.append((number, line))
-    return commands
+    """``(block number, command line)`` of every `rsitr` line of the README's bash blocks."""
+    return [(line.block, line.command) for line in readme_lines() if line.command.startswith("rsitr ")]
 
 
 def test_every_readme_command_parses_and_names_files_a_checkout_has() -> None:
@@ -45,23 +91,69 @@ def test_every_readme_command_parses_and_names_files_a_checkout_has() -> None:
                 assert (REPO / token).exists(), f"README: {line}: {token} is not in a checkout"
 
 
+def test_every_line_left_out_has_a_reason_that_still_matches_a_line() -> None:
+    lines = readme_lines()
+    for prefix in NOT_RUN:
+        assert any(" ".join(line.command.split()).startswith(prefix) for line in lines), \
+            f"NOT_RUN names {prefix!r}, which no README line starts with any longer"
+
+
+class Checkout:
+    """A folder laid out as a checkout beside ../shared/data (the demo images, the configs; the real data where this
+    machine has it), where README lines run in order: a line runs after the lines above it in its block."""
+
+    def __init__(self, root: Path) -> None:
+        self.cwd = root / "checkout"
+        (self.cwd / "rsitr").mkdir(parents=True)
+        (self.cwd / "rsitr" / "demo_data").symlink_to(REPO / "rsitr" / "demo_data")
+        (self.cwd / "configs").symlink_to(REPO / "configs")
+        if SHARED_DATA.is_dir():
+            (root / "shared").mkdir()
+            (root / "shared" / "data").symlink_to(SHARED_DATA)
+        self.ran: dict[tuple[int, int], str] = {}
+
+    def run(self, line: Line, monkeypatch, capsys) -> str:
+        """``line``'s output (after the lines above it in its block, each once); a failing line fails the test."""
+        for earlier in readme_lines():
+            if earlier.block == line.block and earlier.number < line.number and earlier.not_run is None and \
+                    (earlier.block, earlier.number) not in self.ran:
+                self.run(earlier, monkeypatch, capsys)
+        if (line.block, line.number) in self.ran:
+            return self.ran[line.block, line.number]
+        monkeypatch.chdir(self.cwd)
+        argv = shlex.split(line.command)
+        if argv[0] == "rsitr":
+            capsys.readouterr()
+            code = main(argv[1:])
+            out = capsys.readouterr().out
+        else:
+            done = subprocess.run([sys.executable, *argv[1:]] if argv[0] == "python" else argv, cwd=self.cwd,
+                                  capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin"})
+            code, out = done.returncode, done.stdout + done.stderr
+        assert code == 0, f"README: {line.text}: exit {code}\n{out}"
+        if line.redirect:
+            (self.cwd / line.redirect).write_text(out)
+        self.ran[line.block, line.number] = out
+        return out
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory) -> Checkout:
+    return Checkout(tmp_path_factory.mktemp("readme"))
+
+
 @pytest.mark.slow
-def test_the_demo_blocks_search_lines_run_and_the_feedback_example_finds_storage_tanks(tmp_path, monkeypatch, capsys):
-    """The first block (`rsitr index rsitr/demo_data/ucm --out ucm.index`, then searches of it) as written, in a
-    folder that holds the demo images where a checkout has them; `serve` and `embed` lines are left to their tests."""
-    (tmp_path / "rsitr").mkdir()
-    (tmp_path / "rsitr" / "demo_data").symlink_to(REPO / "rsitr" / "demo_data")
-    monkeypatch.chdir(tmp_path)
-    first = min(number for number, line in readme_commands() if line.startswith(f"rsitr index {DEMO} "))
-    lines = [line for number, line in readme_commands() if number == first and
-             line.split()[1] in ("index", "search")]
-    assert any("--all" in line for line in lines) and any("--like" in line for line in lines)
-    for line in lines:
-        capsys.readouterr()
-        argv = shlex.split(line)[1:]
-        assert main([*argv, "--json"] if "--all" in argv else argv) == 0, line
-        if "--all" in argv:
-            found = json.loads(capsys.readouterr().out)
-            paths = [Path(hit["path"]).name for hit in found["results"]]
-            tanks = sum(path.startswith("storagetanks") for path in paths)
-            assert found["count"] >= 3 and tanks >= len(paths) / 2, paths  # what the README says it finds
+@pytest.mark.parametrize("line", readme_lines(), ids=lambda line: f"{line.block}.{line.number}")
+def test_the_readme_example_runs_as_written(line: Line, checkout: Checkout, monkeypatch, capsys) -> None:
+    if line.not_run:
+        pytest.skip(f"README {line.command[:60]!r}: {line.not_run}")
+    if "../shared/data" in line.command and not SHARED_DATA.is_dir():
+        pytest.skip(f"README {line.command[:60]!r}: needs the real data in ../shared/data, absent here")
+    out = checkout.run(line, monkeypatch, capsys)
+    if line.command.startswith("rsitr search") and "--all" in line.command:  # what the README says it finds
+        found = re.findall(r"^\s*\d+\s+\S+\s+(\S+) \[.*\]  chip \d+", out, re.M)  # rank, probability, file
+        tanks = sum(Path(path).name.startswith("storagetanks") for path in found)
+        assert len(found) >= 3 and tanks >= len(found) / 2, out
+    if line.redirect and line.redirect.endswith(".geojson"):
+        collection = json.loads((checkout.cwd / line.redirect).read_text())
+        assert collection["type"] == "FeatureCollection" and collection["features"]

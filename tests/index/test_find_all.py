@@ -13,7 +13,8 @@ from rsitr.cli import main
 from rsitr.errors import UserError
 from rsitr.index import ArchiveIndex, NotGeoreferencedError, SearchHit, Window
 from rsitr.index.export import export_found, merge_regions
-from rsitr.index.find_all import Probe, background_ids, fit_probe, logit, prevalence, score_batches, with_prevalence
+from rsitr.index.find_all import (Probe, background_ids, fit_probe, format_probability, logit, prevalence,
+                                   score_batches, with_prevalence)
 from support.index import CHIP_SETTINGS, GEO_CRS, GEO_ORIGIN, GEO_PIXEL, build_test_index, make_archive, \
     tiny_encoder
 
@@ -216,6 +217,8 @@ def test_cli_finds_all_and_exports_regions(index, capsys):
                  "--threshold", "0.4"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [int(line.split(" chip ")[1].split()[0]) for line in lines[1:-1]] == found.ids.tolist()
+    assert lines[0].split()[:2] == ["rank", "probability"]  # printed as the page prints them
+    assert [line.split()[1] for line in lines[1:-1]] == [format_probability(p) for p in found.probabilities]
     assert lines[-1].startswith(f"{found.count} of 10 chips found with a probability of at least 0.4 (2 wanted, "
                                 "1 not wanted")
     assert main(["search", directory, "a harbour", "--positive", "1", "2", "--all", "--format", "geojson"]) == 0
@@ -279,3 +282,15 @@ def test_api_heat_map_cells_and_the_geotiff_score_raster(client, index):
     assert plain.status_code == 400 and "not georeferenced" in plain.json()["detail"]
     for path in ("missing.tif", "../secret.png", "/etc/passwd"):
         assert client.get("/api/heatmap", params={"path": path, "q": "x"}).status_code == 404, path
+
+
+def test_probabilities_near_one_print_with_the_digits_that_rank_them():
+    assert [format_probability(p) for p in (0.5, 0.91839, 0.99989)] == ["0.5000", "0.9184", "0.9999"]
+    assert [format_probability(1 - gap) for gap in (5e-5, 3.8e-7, 3e-9)] == ["0.999950", "0.99999962", "0.9999999970"]
+    assert format_probability(1.0) == format_probability(1 - 1e-13) == ">0.999999999999"
+
+
+def test_found_probabilities_keep_the_ranking_of_logits_beyond_float32():
+    probe = Probe(np.array([1.0], np.float32), 0.0, True, 1, 0, 0)
+    found = score_batches(probe, iter([(np.arange(3), np.array([[18.0], [20.0], [22.0]], np.float32))]))
+    assert found.ids.tolist() == [2, 1, 0] and np.all(np.diff(found.probabilities) < 0)  # float32 reads 1.0 thrice

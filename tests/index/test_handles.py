@@ -85,3 +85,31 @@ def test_the_api_takes_files_as_it_takes_ids(index):
     assert like["results"][0]["chip_id"] == chip_of(index, "sub/scene3.png")
     answer = client.get("/api/search", params={"like": str(index.root / "scene0.png")})
     assert answer.status_code == 404 and "is no indexed image" in answer.json()["detail"]
+
+
+def test_every_hit_carries_the_handle_that_names_it_after_a_re_index(index, tmp_path):
+    """A hit's handle (the library's, the API's) is its path, with the window for a chip of a tiled scene, and names
+    the same chip in another index of the archive whose ids differ (what the page keeps in its URL)."""
+    from support.index import CHIP_SETTINGS, noise, tiny_encoder
+
+    hits = index.search_text("a harbour", k=20, rerank=False)
+    for hit in hits:
+        window = hit.window
+        assert hit.handle == (hit.path if hit.whole_image else
+                              f"{hit.path}:{window.width}x{window.height}+{window.x}+{window.y}")
+        assert resolve_chip(index.store, hit.handle) == hit.chip_id
+    client = TestClient(create_app(index=index), base_url="http://localhost")
+    answer = client.get("/api/search", params={"q": "a harbour", "k": 20, "rerank": False}).json()
+    assert {h["chip_id"]: h["handle"] for h in answer["results"]} == {h.chip_id: h.handle for h in hits}
+
+    archive = tmp_path / "archive"  # the same images and one more listed first: every chip gets another id
+    for path in index.store.files():
+        (archive / path).parent.mkdir(parents=True, exist_ok=True)
+        (archive / path).write_bytes((index.root / path).read_bytes())
+    noise(77, 64, 48).save(archive / "0.png")
+    other, _ = ArchiveIndex.build(tmp_path / "index", archive, encoder=tiny_encoder(), progress=False,
+                                  **CHIP_SETTINGS)
+    for hit in hits:
+        moved = other.chip(resolve_chip(other.store, hit.handle))
+        assert moved.id != hit.chip_id and (moved.path, moved.window) == (hit.path, hit.window)
+    other.close()

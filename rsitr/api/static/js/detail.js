@@ -1,8 +1,8 @@
 // The chip detail dialog: larger chip, file, window, score parts, bounds and CRS, the whole scene with the
-// chip outlined, and the actions (more like this, marks).
+// chip outlined (for a chip of a tiled scene), and the actions (more like this, marks).
 
 import { getJSON } from "./api.js";
-import { describeWindow, formatBounds } from "./results.js";
+import { describeWindow, formatBounds, formatProbability } from "./results.js";
 
 const dialog = document.getElementById("detail");
 const facts = document.getElementById("detail-facts");
@@ -29,7 +29,7 @@ function outline(chip) {
   box.style.height = `${100 * chip.window.height / height}%`;
 }
 
-// actions: like(hit), mark(hit, kind), markOf(chipId), heat(hit) (the scene's heat map), scoring() (how the shown
+// actions: like(hit), mark(hit, kind), markOf(handle), heat(hit) (the scene's heat map), scoring() (how the shown
 // results are scored: {findAll, text, localRerank, fusion})
 export function setupDetail(actions) {
   document.getElementById("detail-like").addEventListener("click", () => { dialog.close(); actions.like(current); });
@@ -45,7 +45,8 @@ export function setupDetail(actions) {
 
 function refreshMarks(actions) {
   for (const kind of ["wanted", "unwanted"]) {
-    document.getElementById(`detail-${kind}`).setAttribute("aria-pressed", String(actions.markOf(current.chip_id) === kind));
+    const pressed = actions.markOf(current.handle) === kind;
+    document.getElementById(`detail-${kind}`).setAttribute("aria-pressed", String(pressed));
   }
 }
 
@@ -58,7 +59,7 @@ function scoreRows(hit, scoring) {
       "marks) on the chips you marked wanted and not wanted, the query only guiding it, and scores every chip of " +
       "the index: the probability says how likely the chip is wanted (0.5: even odds). Every chip at or above the " +
       "threshold is found.";
-    return [row("probability", `${hit.score.toFixed(4)}: how likely this chip is one you want, from 0 to 1`)];
+    return [row("probability", `${formatProbability(hit.score)}: how likely this chip is one you want, from 0 to 1`)];
   }
   const rows = [row("score", `${hit.score.toFixed(4)} (ranks the results, highest first)`),
                 row("global (cosine)", `${hit.global_score.toFixed(4)}: the whole chip against the whole query, ` +
@@ -94,10 +95,14 @@ export async function openDetail(hit, actions) {
     row("bounds", hit.bounds ? formatBounds(hit.bounds, hit.crs) : "the image is not georeferenced"));
   if (hit.wgs84_bounds) facts.append(row("WGS84", formatBounds(hit.wgs84_bounds, "lon/lat")));
   refreshMarks(actions);
+  // the whole scene with the chip outlined; not for a chip that is its whole image (the same picture twice)
   const scene = document.getElementById("scene-image");
+  document.getElementById("scene").hidden = hit.whole_image;
   document.getElementById("scene-outline").hidden = true;
-  scene.src = `/api/files/preview?${new URLSearchParams({ path: hit.path, size: 512 })}`;
+  scene.removeAttribute("src");
+  if (!hit.whole_image) scene.src = `/api/files/preview?${new URLSearchParams({ path: hit.path, size: 512 })}`;
   if (!dialog.open) dialog.showModal();
+  if (hit.whole_image) return;
   try {
     outline(await getJSON(`/api/chips/${hit.chip_id}`));
   } catch (error) {

@@ -14,7 +14,7 @@ const $ = id => document.getElementById(id);
 const grid = $("results");
 
 let state = readState();  // the search the shown results answer
-const marks = new Map();  // chip id -> "wanted" | "unwanted"; sent to the API on "Refine"
+const marks = new Map();  // chip handle -> "wanted" | "unwanted"; sent to the API on "Refine" or "Find all"
 let hits = [];
 let removed = 0;  // not-wanted chips the API left out of these results
 let found = null;  // "find all": {count, scored, calibrated} of the shown search
@@ -83,30 +83,63 @@ function showView(view) {
 
 function describe(current) {
   const what = current.image !== null ? "like the example image" : current.q ? `for “${current.q}”` :
-    current.like !== null ? `like chip ${current.like}` : "from your marks";
+    current.like !== null ? `like ${/^\d+$/.test(current.like) ? "chip " : ""}${current.like}` : "from your marks";
   const feedback = current.positive.length + current.negative.length ?
     `, refined by ${current.positive.length} wanted and ${current.negative.length} not wanted` : "";
   const left = removed ? ` (${plural(removed, "not-wanted chip")} removed)` : "";
   return `${what}${feedback}${left}`;
 }
 
+// The marks the search shown applied (its URL's): each chip once, however it was named.
+function applied(kind) {
+  return new Set(kind === "wanted" ? state.positive : state.negative).size;
+}
+
 // The marks of the chips shown, and apart from them the marks of chips that are not (refine removed the not-wanted
-// ones; wanted ones may lie on another page): all of them still apply.
+// ones; wanted ones may lie on another page): all of them still apply. The counts are the status line's; marks
+// changed since the search shown was run are said to be so, not counted apart.
 function updateFeedbackBar() {
-  const shown = new Set(hits.map(hit => hit.chip_id));
+  const shown = new Set(hits.map(hit => hit.handle));
   const count = (kind, onPage) => [...marks].filter(([id, mark]) => mark === kind && shown.has(id) === onPage).length;
-  const applied = state.positive.length + state.negative.length > 0;
-  $("feedback").hidden = marks.size === 0 && !applied;
+  const anyApplied = state.positive.length + state.negative.length > 0;
+  $("feedback").hidden = marks.size === 0 && !anyApplied;
   // Every mark is counted, shown or not, so the numbers are the status line's ("like your 8 wanted")
   const hidden = [count("unwanted", false) ? `${count("unwanted", false)} not wanted left out of the results` : "",
                   count("wanted", false) ? `${count("wanted", false)} wanted not on this page` : ""].filter(Boolean);
-  $("marks").textContent = `${count("wanted", true) + count("wanted", false)} wanted, ` +
-    `${count("unwanted", true) + count("unwanted", false)} not wanted` + (hidden.length ? ` (${hidden.join("; ")})` : "");
+  const wanted = count("wanted", true) + count("wanted", false);
+  const unwanted = count("unwanted", true) + count("unwanted", false);
+  const changed = anyApplied && (wanted !== applied("wanted") || unwanted !== applied("unwanted") ||
+                                 [...marks].some(([handle, mark]) => !state[mark === "wanted" ? "positive" : "negative"]
+                                                                       .includes(handle)));
+  $("marks").textContent = `${wanted} wanted, ${unwanted} not wanted` +
+    (hidden.length ? ` (${hidden.join("; ")})` : "") +
+    (changed ? ": changed since this search, which used " +
+               `${applied("wanted")} wanted and ${applied("unwanted")} not wanted` : "");
   $("find-all").disabled = ![...marks.values()].includes("wanted");
+}
+
+// Chips the URL names by id (an older link, or typed) and the results show are named by their handle from now on,
+// in the marks and the URL, so the link outlives a re-index.
+function renameByHandle() {
+  const handleOf = new Map(hits.map(hit => [String(hit.chip_id), hit.handle]));
+  const renamed = list => list.map(name => handleOf.get(name) || name);
+  const positive = renamed(state.positive), negative = renamed(state.negative);
+  for (const [name, mark] of [...marks]) {
+    if (handleOf.has(name) && handleOf.get(name) !== name) {
+      marks.delete(name);
+      marks.set(handleOf.get(name), mark);
+    }
+  }
+  const differs = (names, before) => names.some((name, i) => name !== before[i]);
+  if (differs(positive, state.positive) || differs(negative, state.negative)) {
+    state = { ...state, positive, negative };
+    pushState(state, true);
+  }
 }
 
 function show(body) {
   hits = body.results;
+  renameByHandle();
   removed = body.removed || 0;
   found = body.count === undefined ? null : body;
   renderGrid();
@@ -123,7 +156,7 @@ function show(body) {
     $("export-csv").href = `/api/search?${toParams(state)}&format=csv`;
   }
   if (found) {
-    setStatus(`Found ${plural(found.count, "chip")} like your ${state.positive.length} wanted with a probability of ` +
+    setStatus(`Found ${plural(found.count, "chip")} like your ${applied("wanted")} wanted with a probability of ` +
               `at least ${state.threshold} (of ${plural(found.scored, "chip")} scored)` +
               (found.calibrated ? "." : "; mark two or more wanted chips for calibrated probabilities."));
   } else if (hits.length) {
@@ -200,15 +233,15 @@ function renderGrid() {
 }
 
 function mark(hit, kind) {
-  if (marks.get(hit.chip_id) === kind) marks.delete(hit.chip_id);
-  else marks.set(hit.chip_id, kind);
+  if (marks.get(hit.handle) === kind) marks.delete(hit.handle);
+  else marks.set(hit.handle, kind);
   renderGrid();
 }
 
 const RANKED = { all: false, threshold: DEFAULT_THRESHOLD, offset: 0 };
 
 function like(hit) {
-  go({ q: "", k: state.k, like: hit.chip_id, image: null, positive: [], negative: [], ...RANKED });
+  go({ q: "", k: state.k, like: hit.handle, image: null, positive: [], negative: [], ...RANKED });
 }
 
 // The heat map of the hit's scene for the search shown (its scores: the API's)
@@ -232,7 +265,7 @@ function hover(chipId) {
 }
 
 const detailActions = {
-  like, mark, heat, markOf: chipId => marks.get(chipId),
+  like, mark, heat, markOf: handle => marks.get(handle),
   scoring: () => ({ findAll: found !== null, text: Boolean(state.q), localRerank: Boolean(info && info.local_rerank),
                     fusion: info && info.fusion }),
 };

@@ -11,6 +11,15 @@ export function formatWindow(window) {
   return `${window.width}×${window.height} at ${window.x},${window.y}`;
 }
 
+// A find-all probability: four decimals, or near 1 as many as tell it from 1 (two significant digits of 1 − p, up to
+// 12), so the first page ranks (0.99998, 0.9999962) instead of reading 1.0000 each; as rsitr's format_probability.
+export function formatProbability(p) {
+  const gap = 1 - p;
+  if (gap >= 1e-4) return p.toFixed(4);
+  if (gap < 1e-12) return `>${(1 - 1e-12).toFixed(12)}`;
+  return p.toFixed(Math.min(12, Math.ceil(-Math.log10(gap)) + 1));
+}
+
 // The chip's place in its image: its pixel window, or nothing for an image that was not tiled (the chip is all of it).
 export function describeWindow(hit) {
   return hit.whole_image ? "the whole image" : formatWindow(hit.window);
@@ -34,7 +43,7 @@ export function renderResults(grid, hits, marks, handlers, offset = 0, scoreName
     const figure = document.createElement("figure");
     figure.className = "hit";
     figure.dataset.chipId = hit.chip_id;
-    const mark = marks.get(hit.chip_id);
+    const mark = marks.get(hit.handle);
     if (mark) figure.classList.add(mark);
     const img = document.createElement("img");
     img.src = hit.thumbnail;
@@ -44,7 +53,8 @@ export function renderResults(grid, hits, marks, handlers, offset = 0, scoreName
     const caption = document.createElement("figcaption");
     const score = document.createElement("div");
     score.className = "score";
-    score.textContent = `#${index + 1 + offset}  ${scoreName} ${hit.score.toFixed(4)}`;
+    const value = scoreName === "probability" ? formatProbability(hit.score) : hit.score.toFixed(4);
+    score.textContent = `#${index + 1 + offset}  ${scoreName} ${value}`;
     const where = document.createElement("div");
     where.className = "where";
     where.textContent = hit.path;

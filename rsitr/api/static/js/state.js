@@ -1,25 +1,26 @@
 // The search lives in the URL (q, k, like, image, positive, negative, and all, threshold, offset for "find all like
-// these": the API's own parameters), so a reload,
-// back/forward and a pasted link reproduce the same results. `image` is the id the server gave an uploaded
-// query image; the server keeps the image for a while (see /api/query-images).
+// these": the API's own parameters), so a reload, back/forward and a pasted link reproduce the same results.
+// Chips are named by handle (`like`, `positive`, `negative`: a hit's `handle`, its path or path:WxH+X+Y), which
+// outlives a re-index where chip ids do not; ids are still read (older links). `image` is the id the server gave an
+// uploaded query image; the server keeps the image for a while (see /api/query-images).
 
 const IMAGE_ID = /^[0-9a-f]{16}$/;
 export const DEFAULT_THRESHOLD = 0.5;
 
 export function readState(search = window.location.search) {
   const params = new URLSearchParams(search);
-  const ids = name => params.getAll(name).flatMap(v => v.split(",")).map(Number).filter(Number.isInteger);
-  const like = params.get("like");
+  const handles = name => params.getAll(name).map(v => v.trim()).filter(Boolean);
+  const like = (params.get("like") || "").trim();
   const image = params.get("image");
   const threshold = Number(params.get("threshold"));
   const offset = Number(params.get("offset"));
   return {
     q: params.get("q") || "",
     k: Number(params.get("k")) || 12,
-    like: like !== null && Number.isInteger(Number(like)) ? Number(like) : null,
+    like: like || null,
     image: image !== null && IMAGE_ID.test(image) ? image : null,
-    positive: ids("positive"),
-    negative: ids("negative"),
+    positive: handles("positive"),
+    negative: handles("negative"),
     all: params.get("all") === "true",
     threshold: threshold > 0 && threshold < 1 ? threshold : DEFAULT_THRESHOLD,
     offset: Number.isInteger(offset) && offset > 0 ? offset : 0,
@@ -36,8 +37,8 @@ export function toParams(state) {
   if (state.like !== null) params.set("like", state.like);
   if (state.image !== null) params.set("image", state.image);
   params.set("k", state.k);
-  for (const id of state.positive) params.append("positive", id);
-  for (const id of state.negative) params.append("negative", id);
+  for (const handle of state.positive) params.append("positive", handle);
+  for (const handle of state.negative) params.append("negative", handle);
   if (state.all) {
     params.set("all", "true");
     params.set("threshold", state.threshold);
