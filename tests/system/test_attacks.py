@@ -91,6 +91,8 @@ class Setting:
     out: Path
     client: TestClient
     chip_of: dict[str, int]
+    """Attack scene path -> its chip id."""
+    every_chip: list[int]
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +114,7 @@ def setting(tmp_path_factory) -> Setting:
     chip_of = {record.path: chip_id for chip_id, record in index.store.chips(ids.tolist()).items()
                if not record.path.startswith("filler")}
     assert set(chip_of) == {attack.name for attack in ATTACKS.values()}
-    return Setting(out, TestClient(create_app(index=index), base_url="http://localhost"), chip_of)
+    return Setting(out, TestClient(create_app(index=index), base_url="http://localhost"), chip_of, ids.tolist())
 
 
 def cli(argv: list[str]) -> tuple[int, str, str]:
@@ -250,6 +252,24 @@ def test_every_attack_holds_on_every_output_path(outputs, attack_name, output_na
         assert unquote(encoded) == f"{Path(attack.name).stem}-scores.tif"
     if output.kind in ("csv", "geojson") and output.headers:
         assert output.headers["content-disposition"].isascii()
+
+
+def test_find_all_with_every_chip_marked_wanted_is_one_error_line(setting):
+    """Nothing is left to tell the wanted chips from: one error line (CLI), 400 (API), not a traceback or 500."""
+    from support.errors import assert_user_error
+
+    every = [str(chip) for chip in setting.every_chip]
+    for kind in ("table", "json", "geojson", "csv"):
+        code, _, err = cli(["search", str(setting.out), "--positive", *every, "--all", "--format", kind])
+        assert_user_error(code, err, "search", "every chip of the index")
+    for kind in ("json", "geojson", "csv"):
+        answer = setting.client.get("/api/search", params={"positive": every, "all": "true", "format": kind})
+        assert answer.status_code == 400 and "every chip of the index" in answer.json()["detail"], answer.text
+    path = next(iter(setting.chip_of))
+    for kind in ("json", "geotiff"):
+        answer = setting.client.get("/api/heatmap", params={"path": path, "positive": every, "all": "true",
+                                                             "format": kind})
+        assert answer.status_code == 400 and "every chip of the index" in answer.json()["detail"], answer.text
 
 
 # -- the derived vector store, damaged where no search looks --------------------------------------------------
