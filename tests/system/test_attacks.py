@@ -481,3 +481,53 @@ def test_half_sent_requests_are_closed_at_the_header_deadline_and_whole_ones_ans
             connection.close()
         server.should_exit = True
         thread.join(30)
+
+
+def test_rsitr_serve_closes_a_half_sent_request_at_its_header_deadline(setting):
+    """The real `rsitr serve` (its own process, the default deadline): a request left half-sent is closed, not
+    held open; a whole one is answered."""
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    from rsitr.api.server import HEADER_TIMEOUT
+    from support import REPO
+
+    server = subprocess.Popen([sys.executable, "-m", "rsitr.cli", "serve", str(setting.out), "--port", "0"],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        url = next(line for line in server.stdout if line.startswith("serving ")).split(" at ")[1].split("/ ")[0]
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        while True:  # the line is printed before uvicorn binds
+            try:
+                httpx.get(f"{url}/api/info", timeout=5.0)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None
+        with socket.create_connection((host, int(port)), timeout=HEADER_TIMEOUT + 60) as slow:
+            slow.sendall(b"GET /api/info HTTP/1.1\r\nHost: localhost\r\nX-Slow: a")
+            assert slow.recv(1024) == b""  # closed by the server (a socket timeout here would raise)
+        assert httpx.get(f"{url}/api/info", timeout=30.0).status_code == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_no_parser_of_the_command_line_takes_a_flag_prefix():
+    """Every parser, nested ones included (``rsitr data inspect``), refuses a prefix of a flag."""
+    import argparse
+
+    from rsitr.cli import build_parser
+
+    parsers, seen = [build_parser()], []
+    while parsers:
+        parser = parsers.pop()
+        seen.append(parser.prog)
+        assert parser.allow_abbrev is False, parser.prog
+        parsers.extend(sub for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+                       for sub in action.choices.values())
+    assert {"rsitr", "rsitr search", "rsitr index", "rsitr serve", "rsitr data inspect"} <= set(seen), seen
+    code, _, err = cli(["data", "inspect", "captions.json", "--images", "images", "--max-dist", "3"])
+    assert code == 2 and "unrecognized arguments: --max-dist" in err.splitlines()[-1], err
