@@ -369,10 +369,19 @@ def a_fifo_query_image(tmp_path: Path, setting: Setting) -> list[str]:
     return ["search", str(setting.out), "--image", str(tmp_path / "q.jpg")]
 
 
-def a_replaced_checkpoint(tmp_path: Path, setting: Setting) -> list[str]:
-    """A copy of the index whose recorded checkpoint (``model.pt``, with its SHA-256) was replaced by another file
-    at the same path: it must not be loaded (unpickled) at all."""
-    import hashlib
+def a_fifo_as(name: str, argv: Callable[[Path, Setting], list[str]]) -> Callable[[Path, Setting], list[str]]:
+    """A FIFO at ``tmp_path / name``, given where ``argv`` (of the FIFO's path and the setting) reads a file."""
+    def make(tmp_path: Path, setting: Setting) -> list[str]:
+        import os
+
+        os.mkfifo(tmp_path / name)
+        return argv(tmp_path / name, setting)
+
+    return make
+
+
+def an_index_recording_a_checkpoint(tmp_path: Path, setting: Setting, digest: str) -> Path:
+    """A copy of the attacks' index that records ``model.pt`` with the SHA-256 ``digest`` as its weights."""
     import shutil
 
     from rsitr.index.store import MetadataStore
@@ -380,8 +389,17 @@ def a_replaced_checkpoint(tmp_path: Path, setting: Setting) -> list[str]:
     out = tmp_path / "index"
     shutil.copytree(setting.out, out)
     store = MetadataStore(out)
-    store.set_meta(pretrained="model.pt", pretrained_sha256=hashlib.sha256(b"the weights indexed with").hexdigest())
+    store.set_meta(pretrained="model.pt", pretrained_sha256=digest)
     store.close()
+    return out
+
+
+def a_replaced_checkpoint(tmp_path: Path, setting: Setting) -> list[str]:
+    """A copy of the index whose recorded checkpoint (``model.pt``, with its SHA-256) was replaced by another file
+    at the same path: it must not be loaded (unpickled) at all."""
+    import hashlib
+
+    out = an_index_recording_a_checkpoint(tmp_path, setting, hashlib.sha256(b"the weights indexed with").hexdigest())
     (out / "model.pt").write_bytes(b"other weights put in their place")
     return ["search", str(out), "a harbour"]
 
@@ -409,6 +427,18 @@ INPUT_ATTACKS = {
     "an embed manifest nested 100,000 deep": (a_deep_manifest, "nested deeper than"),
     "a stray shard copied into an embed folder": (a_stray_shard, "part-00007.parquet"),
     "a FIFO named q.jpg as the query image": (a_fifo_query_image, "FIFO"),
+    "a FIFO as the config": (a_fifo_as("config.yaml", lambda fifo, setting: [
+        "train", "--config", str(fifo), "--out", str(fifo.parent / "run")]), "FIFO"),
+    "a FIFO as the caption file inspected": (a_fifo_as("captions.json", lambda fifo, setting: [
+        "data", "inspect", str(fifo), "--images", str(fifo.parent)]), "FIFO"),
+    "a FIFO as the pHash cache": (a_fifo_as("phash.json", lambda fifo, setting: [
+        "data", "inspect", str(fifo.parent / "captions.json"), "--images", str(fifo.parent), "--cache", str(fifo)]),
+        "FIFO"),
+    "a FIFO as the checkpoint to index with": (a_fifo_as("model.pt", lambda fifo, setting: [
+        "index", str(fifo.parent), "--out", str(fifo.parent / "index"), "--pretrained", str(fifo)]), "FIFO"),
+    "a FIFO as the moved checkpoint of an index": (a_fifo_as("moved.pt", lambda fifo, setting: [
+        "search", str(an_index_recording_a_checkpoint(fifo.parent, setting, "0" * 64)), "a harbour",
+        "--checkpoint", str(fifo)]), "FIFO"),
     "a checkpoint replaced at its recorded path": (a_replaced_checkpoint, "SHA-256 differs from the recorded"),
     "a flag prefix (--top for --top-k)": (lambda tmp_path, setting: ["search", str(setting.out), "x", "--top", "3"],
                                           "unrecognized arguments: --top"),
