@@ -173,7 +173,7 @@ def _print_list(index: str, pattern: str) -> int:
                         f"'*forest*')")
     print(f"{'chip':>6}  handle")
     for chip in listed:
-        print(f"{chip.chip_id:6d}  {chip.handle}")
+        print(f"{chip.chip_id:6d}  {printable(chip.handle)}")
     return 0
 
 

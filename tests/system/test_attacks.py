@@ -158,6 +158,13 @@ def cli_output(kind: str, find_all: bool) -> Callable[[Setting], Output]:
     return run
 
 
+def cli_list(setting: Setting) -> Output:
+    """``rsitr search INDEX --list '*'``: every chip's handle (its file name) in a table."""
+    code, printed, err = cli(["search", str(setting.out), "--list", "*"])
+    assert code == 0 and "Traceback" not in err, err
+    return parsed("table", printed, err=err)
+
+
 def api_output(kind: str, find_all: bool) -> Callable[[Setting], Output]:
     def run(setting: Setting) -> Output:
         params = {"positive": marks(setting), "k": 50, "format": kind, **({"all": "true", "threshold": 0.01}
@@ -188,6 +195,7 @@ def heatmap_output(kind: str) -> Callable[[Setting], dict[str, Output]]:
 OUTPUTS = {
     **{f"rsitr search --format {kind}": cli_output(kind, False) for kind in ("table", "json", "geojson", "csv")},
     **{f"rsitr search --all --format {kind}": cli_output(kind, True) for kind in ("table", "json", "geojson", "csv")},
+    "rsitr search --list": cli_list,
     **{f"/api/search format={kind}": api_output(kind, False) for kind in ("json", "geojson", "csv")},
     **{f"/api/search all=true format={kind}": api_output(kind, True) for kind in ("json", "geojson", "csv")},
     **{f"/api/heatmap format={kind}": heatmap_output(kind) for kind in ("json", "geotiff")},
