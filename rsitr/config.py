@@ -197,7 +197,7 @@ def load_config(paths: str | Path | Sequence[str | Path] | None = None,
     paths = [] if paths is None else [paths] if isinstance(paths, (str, Path)) else list(paths)
     layers = []
     for path in map(Path, paths):
-        if not path.is_file():
+        if not path.exists():  # a folder or a FIFO is said as such by the reader's regular-file check
             raise ConfigError(f"config file {path} does not exist (see configs/ for examples)")
         layers.append((_read_yaml(path), f"config {path}"))
     if overrides:

@@ -1,5 +1,6 @@
 """The one "is this a regular file" check of every input path: an image given to search with, a scene of the
-archive, a config, a caption file, a manifest.
+archive, a config, a caption file, a manifest, a checkpoint (to load, or to hash against an index's record), a
+pHash cache.
 
 Opening a FIFO blocks until a writer comes (``rsitr search --image q.jpg`` hung for minutes on one), a character
 device streams forever (``/dev/zero``), a socket cannot be read: what is read as a file must be a regular file

@@ -173,7 +173,7 @@ def _print_list(index: str, pattern: str) -> int:
                         f"'*forest*')")
     print(f"{'chip':>6}  handle")
     for chip in listed:
-        print(f"{chip.chip_id:6d}  {chip.handle}")
+        print(f"{chip.chip_id:6d}  {printable(chip.handle)}")
     return 0
 
 
@@ -198,9 +198,10 @@ def _print_found(index, args: argparse.Namespace) -> int:
         print(text, end="" if args.format == "csv" else "\n")
         return 0
     _print_table(hits, probabilities=True)
+    why = "" if found.probe.calibrated else "; not calibrated: " + (
+        "mark two or more wanted chips" if found.probe.wanted < 2 else "too few chips to calibrate on held-out marks")
     print(f"{found.count} of {found.scored} chips found with a probability of at least {threshold:g} "
-          f"({found.probe.wanted} wanted, {found.probe.unwanted} not wanted"
-          f"{'' if found.probe.calibrated else '; not calibrated: mark two or more wanted chips'})")
+          f"({found.probe.wanted} wanted, {found.probe.unwanted} not wanted{why})")
     return 0
 
 

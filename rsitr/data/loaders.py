@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator
 from rsitr.data.errors import DataError
 from rsitr.data.records import SPLIT_ALIASES, CaptionCorpus, ImageRecord, random_splits
 from rsitr.errors import RsitrWarning
+from rsitr.paths import regular_file
 
 LAYOUTS = ("karpathy", "nwpu", "csv")
 EXPECTED_CAPTIONS = 5
@@ -83,8 +84,9 @@ def load_corpus(path: str | Path, images_root: str | Path, name: str | None = No
     find = functools.partial(_existing_image, images_root=images_root, required=check)
     if fmt not in ("auto", *LAYOUTS):
         raise ValueError(f"unknown caption file format {fmt!r}; choose auto or one of {', '.join(LAYOUTS)}")
-    if not path.is_file():
+    if not path.exists():
         raise DataError("caption file not found", path=path, fix="check the path (and the current directory)")
+    regular_file(path, "caption file")  # a FIFO would block the reader
     if not images_root.is_dir():
         raise DataError("image folder not found", path=images_root,
                         fix=f"pass the folder the image names of {path} are relative to (--images)")

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from rsitr.atomic import write_atomic
 from rsitr.data.dataset import open_rgb
 from rsitr.data.errors import DataError
+from rsitr.paths import regular_file
 
 CACHE_VERSION = 1
 _PAIR_BLOCK_BYTES = 1 << 26  # memory of one block of XORed words in near_pairs (64 MiB)
@@ -39,6 +40,8 @@ class HashCache:
         self.path = Path(path)
         self.entries: dict[str, list] = {}
         self.changed = False
+        if self.path.exists():
+            regular_file(self.path, "pHash cache")  # a FIFO would block the read: one error line, not a wait
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             if data.get("version") == CACHE_VERSION:

@@ -319,6 +319,11 @@ class ArchiveIndex:
         excluded = prior_excluded(self.store.chip_count())
         likely = self._candidates(prior, excluded)[0].tolist() if excluded else []
         background = background_ids(self.store.chip_ids(), marked | set(likely), seed=seed).tolist()
+        if not negative and not background:  # the prior's likely chips are all that is unmarked: they are the negatives
+            background = background_ids(self.store.chip_ids(), marked, seed=seed).tolist()
+        if not negative and not background:
+            raise UserError(f"every chip of the index ({len(marked)}) is marked wanted: finding all like these needs "
+                            f"chips left unmarked or marked not wanted to tell them from")
         stored = self.store.vectors([*marked, *background])
         probe = fit_probe(self._matrix(stored, positive), self._matrix(stored, negative),
                           self._matrix(stored, background), seed)

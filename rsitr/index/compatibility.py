@@ -13,6 +13,7 @@ from rsitr.index.archive import content_hash
 from rsitr.index.index_encoder import Encoder, Fingerprint
 from rsitr.index.indexer import LEGACY_SETTINGS, IndexSettings, IndexSetupError
 from rsitr.index.store import MetadataStore
+from rsitr.paths import regular_file
 
 
 class IndexCompatibilityError(UserError):
@@ -46,13 +47,13 @@ def recorded_checkpoint(store: MetadataStore, directory: Path, override: str | P
                                           f"pretrained {recorded!r}, not {str(override)!r}; leave out --checkpoint "
                                           f"(it only says where a moved checkpoint lies)")
         override = Path(override)
-        if not override.is_file():
+        if not override.exists():
             raise IndexSetupError(f"checkpoint {override} does not exist")
         return _the_recorded(override, digest, directory)
     if digest is None:
         return recorded  # an OpenCLIP tag, None, or a path recorded by an older rsitr
     located = Path(directory, recorded)
-    if not located.is_file():
+    if not located.exists():
         raise IndexSetupError(f"the model checkpoint of index {directory} is not at {located} (recorded relative to "
                               f"the index); pass --checkpoint PATH where it lies now (SHA-256 {digest[:12]}...)")
     return _the_recorded(located, digest, directory)
@@ -60,7 +61,9 @@ def recorded_checkpoint(store: MetadataStore, directory: Path, override: str | P
 
 def _the_recorded(checkpoint: Path, digest: str, directory: Path) -> str:
     """``checkpoint`` resolved, when its SHA-256 is the recorded ``digest``: checked before anything loads it,
-    whether it lies at the recorded path (a file replaced there) or where ``--checkpoint`` says."""
+    whether it lies at the recorded path (a file replaced there) or where ``--checkpoint`` says; a FIFO or a
+    folder there is refused before it is read."""
+    regular_file(checkpoint, "checkpoint")
     if content_hash(checkpoint) != digest:
         raise IndexSetupError(f"{checkpoint} is not the checkpoint index {directory} was built with (SHA-256 "
                               f"differs from the recorded {digest[:12]}); pass the checkpoint of that run")

@@ -14,10 +14,10 @@ only as a prior), it fits a class-balanced logistic regression (scikit-learn) ov
   (benchmarks/find_all.py).
 
 Calibration (Platt scaling): with two or more wanted chips the regression's out-of-fold decision values
-(stratified k-fold, ``k = min(5, wanted)``) are mapped to probabilities by a one-feature logistic regression,
+(stratified k-fold, ``k = min(5, wanted, negatives)``) are mapped to probabilities by a one-feature logistic regression,
 class-balanced as well. A probability is then what the held-out marks say: P(wanted | chip) if wanted and
-not-wanted chips were equally common, so 0.5 means even odds and 0.9 nine to one. With a single wanted chip
-nothing can be held out, and where the held-out marks rank no better than chance (a handful of chips) the mapping
+not-wanted chips were equally common, so 0.5 means even odds and 0.9 nine to one. With a single wanted (or negative)
+chip nothing can be held out, and where the held-out marks rank no better than chance (a handful of chips) the mapping
 would turn the probe upside down: then the probability is the balanced regression's own (``calibrated`` False).
 
 The archive's odds (:func:`prevalence`): even odds over-return where what is sought is rare (3 + 2 marks on UC
@@ -93,9 +93,10 @@ def fit_probe(wanted: np.ndarray, unwanted: np.ndarray, background: np.ndarray, 
     vectors = np.concatenate([wanted, negatives]).astype(np.float32)
     labels = np.concatenate([np.ones(len(wanted), np.int8), np.zeros(len(negatives), np.int8)])
     model = LogisticRegression(C=REGULARISATION, class_weight="balanced", max_iter=2000)
-    scale, shift, calibrated = 1.0, 0.0, len(wanted) >= 2
+    folds = min(MAX_FOLDS, len(wanted), len(negatives))  # every training fold holds both classes
+    scale, shift, calibrated = 1.0, 0.0, folds >= 2
     if calibrated:
-        folds = StratifiedKFold(min(MAX_FOLDS, len(wanted)), shuffle=True, random_state=seed)
+        folds = StratifiedKFold(folds, shuffle=True, random_state=seed)
         decisions = cross_val_predict(model, vectors, labels, cv=folds, method="decision_function")
         platt = LogisticRegression(class_weight="balanced").fit(decisions[:, None], labels)
         if platt.coef_[0, 0] > 0:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rsitr.errors import UserError
+from rsitr.paths import regular_file
 
 CHECKPOINT_FORMAT = "rsitr-checkpoint-v1"
 CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".safetensors"})
@@ -35,8 +36,13 @@ class CheckpointError(UserError):
 
 
 def check_exists(pretrained: str | None) -> None:
-    """Refuse a ``pretrained`` value that names a checkpoint file (by its suffix) that is not there."""
-    if pretrained and Path(pretrained).suffix in CHECKPOINT_SUFFIXES and not Path(pretrained).is_file():
+    """Refuse a ``pretrained`` value that names a checkpoint file (by its suffix) that is not there, or a path that
+    is there but neither a folder (a run) nor a regular file (a FIFO would block the loader)."""
+    if not pretrained:
+        return
+    if Path(pretrained).exists() and not Path(pretrained).is_dir():
+        regular_file(pretrained, "checkpoint")
+    elif Path(pretrained).suffix in CHECKPOINT_SUFFIXES and not Path(pretrained).is_file():
         raise CheckpointError.missing(pretrained)
 
 

@@ -14,7 +14,7 @@ import difflib
 from pathlib import Path
 
 from rsitr.errors import UserError
-from rsitr.models.checkpoint import CHECKPOINT_SUFFIXES, CheckpointError, run_checkpoint
+from rsitr.models.checkpoint import CHECKPOINT_SUFFIXES, CheckpointError, check_exists, run_checkpoint
 from rsitr.models.registry import (OPENCLIP_TAG_MODEL, RETIRED_TAGS, RSITR_TAG_PREFIX, PretrainedCfg,
                                    describe_shipped, get_pretrained_cfg, is_pretrained_tag, list_pretrained,
                                    register_model_configs, rsitr_model_configs)
@@ -43,6 +43,7 @@ def check_model_arguments(model_name: str | None, pretrained: str | None) -> Non
     if pretrained in RETIRED_TAGS:
         get_pretrained_cfg(pretrained)  # refuses it, saying how to train it again
     pretrained = run_checkpoint(pretrained)
+    check_exists(pretrained)
     tag = None if not pretrained or Path(pretrained).is_file() else pretrained
     if tag is not None and not tag.startswith("hf-hub:"):
         if Path(tag).suffix in CHECKPOINT_SUFFIXES or "/" in tag or "\\" in tag:

@@ -1,5 +1,6 @@
 """`rsitr embed --engine ray` on a local Ray cluster: the embedded path's shards and vectors, resumed by shard, and
-one error line for an unreachable cluster or a missing extra."""
+one error line for an unreachable cluster or a missing extra; `--engine ray` prints rsitr's lines only (no Ray ones)
+without --verbose."""
 
 from __future__ import annotations
 
@@ -95,3 +96,26 @@ def test_missing_ray_extra_is_one_error_line(tmp_path, capsys, monkeypatch):
     noise(0, 32, 32).save(images / "a.png")
     code = main(["embed", str(images), "--out", str(tmp_path / "out"), "--engine", "ray"])
     assert_user_error(code, capsys.readouterr().err, "embed", "pip install 'rsitr[ray]'")
+
+
+@pytest.mark.slow
+def test_the_ray_engine_prints_only_rsitrs_lines_without_verbose(tmp_path):
+    """`rsitr index --engine ray` in its own process, where Ray's driver, workers and Ray Data would print (about
+    20 lines before their logging was tied to --verbose): stdout is the index's report, stderr rsitr's warnings."""
+    import subprocess
+
+    from rsitr.models import TINY_MODEL
+    from support import REPO
+    from support.index import CHIP_SETTINGS, make_archive
+
+    root, out = make_archive(tmp_path / "archive", geotiff=False), tmp_path / "index"
+    settings = [item for key, value in CHIP_SETTINGS.items() for item in (f"--{key.replace('_', '-')}", str(value))]
+    done = subprocess.run([sys.executable, "-m", "rsitr.cli", "index", str(root), "--out", str(out), "--model",
+                           TINY_MODEL, "--engine", "ray", "--ray-actors", "1", "--no-progress", *settings],
+                          cwd=REPO, capture_output=True, text=True, timeout=3600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"{out}: 4 chips from 4 files (new 5, changed 0, resumed 0, removed 0, unchanged 0; 4 chips encoded)",
+        "skipped 1 unreadable image(s):",
+        f"  broken.jpg: UnidentifiedImageError: cannot identify image file '{root / 'broken.jpg'}'"], done.stdout
+    assert all(line.startswith("rsitr index: warning: ") for line in done.stderr.splitlines()), done.stderr

@@ -71,6 +71,14 @@ def test_one_wanted_chip_is_a_probe_without_calibration():
         fit_probe(vectors[:0], vectors[:3], vectors[3:10])
 
 
+def test_a_single_negative_is_a_probe_without_calibration():
+    """Three wanted chips and one negative (an archive of four chips): no fold could train on both classes."""
+    vectors, labels = clusters(seed=3)
+    probe = fit_probe(vectors[labels == 0][:3], vectors[:0], vectors[labels == 1][:1])
+    assert not probe.calibrated and (probe.wanted, probe.background) == (3, 1)
+    assert probe.probabilities(vectors[labels == 0][:3]).min() > 0.5 > probe.probabilities(vectors[labels == 1][:1])[0]
+
+
 @pytest.fixture(scope="module")
 def index(tmp_path_factory) -> ArchiveIndex:
     return build_test_index(tmp_path_factory.mktemp("find_all"))

@@ -91,6 +91,8 @@ class Setting:
     out: Path
     client: TestClient
     chip_of: dict[str, int]
+    """Attack scene path -> its chip id."""
+    every_chip: list[int]
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +114,7 @@ def setting(tmp_path_factory) -> Setting:
     chip_of = {record.path: chip_id for chip_id, record in index.store.chips(ids.tolist()).items()
                if not record.path.startswith("filler")}
     assert set(chip_of) == {attack.name for attack in ATTACKS.values()}
-    return Setting(out, TestClient(create_app(index=index), base_url="http://localhost"), chip_of)
+    return Setting(out, TestClient(create_app(index=index), base_url="http://localhost"), chip_of, ids.tolist())
 
 
 def cli(argv: list[str]) -> tuple[int, str, str]:
@@ -156,6 +158,13 @@ def cli_output(kind: str, find_all: bool) -> Callable[[Setting], Output]:
     return run
 
 
+def cli_list(setting: Setting) -> Output:
+    """``rsitr search INDEX --list '*'``: every chip's handle (its file name) in a table."""
+    code, printed, err = cli(["search", str(setting.out), "--list", "*"])
+    assert code == 0 and "Traceback" not in err, err
+    return parsed("table", printed, err=err)
+
+
 def api_output(kind: str, find_all: bool) -> Callable[[Setting], Output]:
     def run(setting: Setting) -> Output:
         params = {"positive": marks(setting), "k": 50, "format": kind, **({"all": "true", "threshold": 0.01}
@@ -186,6 +195,7 @@ def heatmap_output(kind: str) -> Callable[[Setting], dict[str, Output]]:
 OUTPUTS = {
     **{f"rsitr search --format {kind}": cli_output(kind, False) for kind in ("table", "json", "geojson", "csv")},
     **{f"rsitr search --all --format {kind}": cli_output(kind, True) for kind in ("table", "json", "geojson", "csv")},
+    "rsitr search --list": cli_list,
     **{f"/api/search format={kind}": api_output(kind, False) for kind in ("json", "geojson", "csv")},
     **{f"/api/search all=true format={kind}": api_output(kind, True) for kind in ("json", "geojson", "csv")},
     **{f"/api/heatmap format={kind}": heatmap_output(kind) for kind in ("json", "geotiff")},
@@ -250,6 +260,24 @@ def test_every_attack_holds_on_every_output_path(outputs, attack_name, output_na
         assert unquote(encoded) == f"{Path(attack.name).stem}-scores.tif"
     if output.kind in ("csv", "geojson") and output.headers:
         assert output.headers["content-disposition"].isascii()
+
+
+def test_find_all_with_every_chip_marked_wanted_is_one_error_line(setting):
+    """Nothing is left to tell the wanted chips from: one error line (CLI), 400 (API), not a traceback or 500."""
+    from support.errors import assert_user_error
+
+    every = [str(chip) for chip in setting.every_chip]
+    for kind in ("table", "json", "geojson", "csv"):
+        code, _, err = cli(["search", str(setting.out), "--positive", *every, "--all", "--format", kind])
+        assert_user_error(code, err, "search", "every chip of the index")
+    for kind in ("json", "geojson", "csv"):
+        answer = setting.client.get("/api/search", params={"positive": every, "all": "true", "format": kind})
+        assert answer.status_code == 400 and "every chip of the index" in answer.json()["detail"], answer.text
+    path = next(iter(setting.chip_of))
+    for kind in ("json", "geotiff"):
+        answer = setting.client.get("/api/heatmap", params={"path": path, "positive": every, "all": "true",
+                                                             "format": kind})
+        assert answer.status_code == 400 and "every chip of the index" in answer.json()["detail"], answer.text
 
 
 # -- the derived vector store, damaged where no search looks --------------------------------------------------
@@ -349,10 +377,19 @@ def a_fifo_query_image(tmp_path: Path, setting: Setting) -> list[str]:
     return ["search", str(setting.out), "--image", str(tmp_path / "q.jpg")]
 
 
-def a_replaced_checkpoint(tmp_path: Path, setting: Setting) -> list[str]:
-    """A copy of the index whose recorded checkpoint (``model.pt``, with its SHA-256) was replaced by another file
-    at the same path: it must not be loaded (unpickled) at all."""
-    import hashlib
+def a_fifo_as(name: str, argv: Callable[[Path, Setting], list[str]]) -> Callable[[Path, Setting], list[str]]:
+    """A FIFO at ``tmp_path / name``, given where ``argv`` (of the FIFO's path and the setting) reads a file."""
+    def make(tmp_path: Path, setting: Setting) -> list[str]:
+        import os
+
+        os.mkfifo(tmp_path / name)
+        return argv(tmp_path / name, setting)
+
+    return make
+
+
+def an_index_recording_a_checkpoint(tmp_path: Path, setting: Setting, digest: str) -> Path:
+    """A copy of the attacks' index that records ``model.pt`` with the SHA-256 ``digest`` as its weights."""
     import shutil
 
     from rsitr.index.store import MetadataStore
@@ -360,8 +397,17 @@ def a_replaced_checkpoint(tmp_path: Path, setting: Setting) -> list[str]:
     out = tmp_path / "index"
     shutil.copytree(setting.out, out)
     store = MetadataStore(out)
-    store.set_meta(pretrained="model.pt", pretrained_sha256=hashlib.sha256(b"the weights indexed with").hexdigest())
+    store.set_meta(pretrained="model.pt", pretrained_sha256=digest)
     store.close()
+    return out
+
+
+def a_replaced_checkpoint(tmp_path: Path, setting: Setting) -> list[str]:
+    """A copy of the index whose recorded checkpoint (``model.pt``, with its SHA-256) was replaced by another file
+    at the same path: it must not be loaded (unpickled) at all."""
+    import hashlib
+
+    out = an_index_recording_a_checkpoint(tmp_path, setting, hashlib.sha256(b"the weights indexed with").hexdigest())
     (out / "model.pt").write_bytes(b"other weights put in their place")
     return ["search", str(out), "a harbour"]
 
@@ -389,6 +435,18 @@ INPUT_ATTACKS = {
     "an embed manifest nested 100,000 deep": (a_deep_manifest, "nested deeper than"),
     "a stray shard copied into an embed folder": (a_stray_shard, "part-00007.parquet"),
     "a FIFO named q.jpg as the query image": (a_fifo_query_image, "FIFO"),
+    "a FIFO as the config": (a_fifo_as("config.yaml", lambda fifo, setting: [
+        "train", "--config", str(fifo), "--out", str(fifo.parent / "run")]), "FIFO"),
+    "a FIFO as the caption file inspected": (a_fifo_as("captions.json", lambda fifo, setting: [
+        "data", "inspect", str(fifo), "--images", str(fifo.parent)]), "FIFO"),
+    "a FIFO as the pHash cache": (a_fifo_as("phash.json", lambda fifo, setting: [
+        "data", "inspect", str(fifo.parent / "captions.json"), "--images", str(fifo.parent), "--cache", str(fifo)]),
+        "FIFO"),
+    "a FIFO as the checkpoint to index with": (a_fifo_as("model.pt", lambda fifo, setting: [
+        "index", str(fifo.parent), "--out", str(fifo.parent / "index"), "--pretrained", str(fifo)]), "FIFO"),
+    "a FIFO as the moved checkpoint of an index": (a_fifo_as("moved.pt", lambda fifo, setting: [
+        "search", str(an_index_recording_a_checkpoint(fifo.parent, setting, "0" * 64)), "a harbour",
+        "--checkpoint", str(fifo)]), "FIFO"),
     "a checkpoint replaced at its recorded path": (a_replaced_checkpoint, "SHA-256 differs from the recorded"),
     "a flag prefix (--top for --top-k)": (lambda tmp_path, setting: ["search", str(setting.out), "x", "--top", "3"],
                                           "unrecognized arguments: --top"),
@@ -461,3 +519,53 @@ def test_half_sent_requests_are_closed_at_the_header_deadline_and_whole_ones_ans
             connection.close()
         server.should_exit = True
         thread.join(30)
+
+
+def test_rsitr_serve_closes_a_half_sent_request_at_its_header_deadline(setting):
+    """The real `rsitr serve` (its own process, the default deadline): a request left half-sent is closed, not
+    held open; a whole one is answered."""
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    from rsitr.api.server import HEADER_TIMEOUT
+    from support import REPO
+
+    server = subprocess.Popen([sys.executable, "-m", "rsitr.cli", "serve", str(setting.out), "--port", "0"],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        url = next(line for line in server.stdout if line.startswith("serving ")).split(" at ")[1].split("/ ")[0]
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        while True:  # the line is printed before uvicorn binds
+            try:
+                httpx.get(f"{url}/api/info", timeout=5.0)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None
+        with socket.create_connection((host, int(port)), timeout=HEADER_TIMEOUT + 60) as slow:
+            slow.sendall(b"GET /api/info HTTP/1.1\r\nHost: localhost\r\nX-Slow: a")
+            assert slow.recv(1024) == b""  # closed by the server (a socket timeout here would raise)
+        assert httpx.get(f"{url}/api/info", timeout=30.0).status_code == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_no_parser_of_the_command_line_takes_a_flag_prefix():
+    """Every parser, nested ones included (``rsitr data inspect``), refuses a prefix of a flag."""
+    import argparse
+
+    from rsitr.cli import build_parser
+
+    parsers, seen = [build_parser()], []
+    while parsers:
+        parser = parsers.pop()
+        seen.append(parser.prog)
+        assert parser.allow_abbrev is False, parser.prog
+        parsers.extend(sub for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+                       for sub in action.choices.values())
+    assert {"rsitr", "rsitr search", "rsitr index", "rsitr serve", "rsitr data inspect"} <= set(seen), seen
+    code, _, err = cli(["data", "inspect", "captions.json", "--images", "images", "--max-dist", "3"])
+    assert code == 2 and "unrecognized arguments: --max-dist" in err.splitlines()[-1], err
