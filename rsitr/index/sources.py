@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rsitr.errors import UserError
-from rsitr.index.archive import Archive, ArchiveFile, LocalArchive, PathOutsideArchiveError, is_remote
+from rsitr.index.archive import (Archive, ArchiveFile, LocalArchive, PathOutsideArchiveError, RemoteFile,
+                                 acquisition_time, is_remote)
 
 HEAD_TIMEOUT_S = 10.0
 HEAD_ATTEMPTS = 3
@@ -27,16 +28,6 @@ LISTING_SUFFIXES = (".json", ".geojson", ".txt")
 
 class ListingError(UserError):
     """A listing of remote rasters that cannot be read: not a STAC document, no such asset, a bad URL."""
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """A listed remote raster: its URL and, from STAC, the item it belongs to."""
-
-    href: str
-    item_id: str | None = None
-    datetime: str | None = None
-    """The item's acquisition time, ISO 8601 (STAC ``datetime``, or ``start_datetime`` of a range)."""
 
 
 @dataclass
@@ -77,6 +68,9 @@ class RemoteArchive:
 
     def exists(self) -> bool:
         return Path(self.location).is_file()
+
+    def listed(self, path: str) -> RemoteFile | None:
+        return self.files.get(path)
 
     def failure(self, path: str, err: Exception) -> str:
         """What the server says now, when a read failed because it failed (GDAL logs the HTTP status, not its
@@ -134,8 +128,7 @@ def _stac_files(path: Path, asset: str | None) -> dict[str, RemoteFile]:
         if item.id in files:
             raise ListingError(f"{path} lists STAC item {item.id!r} twice")
         when = item.datetime or item.common_metadata.start_datetime
-        files[item.id] = RemoteFile(item.assets[asset].get_absolute_href(), item.id,
-                                    None if when is None else when.isoformat())
+        files[item.id] = RemoteFile(item.assets[asset].get_absolute_href(), item.id, acquisition_time(when))
     return files
 
 
