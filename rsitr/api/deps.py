@@ -77,6 +77,8 @@ class Service:
     cache: ImageCache
     max_upload_bytes: int
     max_pixels: int
+    basemap: str | None = None
+    """The map's tile URL template the page uses unless its user set another; None: no tiles fetched."""
 
     def in_pool(self, work: Callable[[], T]) -> T:
         """``work()`` run on the image pool (waiting for a free thread)."""

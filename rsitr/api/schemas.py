@@ -100,7 +100,7 @@ class FoundAnswer(Searched, Placed):
     results: list[Hit]
 
 
-class ImageSearchAnswer(Answer):
+class ImageSearchAnswer(Placed):
     """The top ``k`` chips for an uploaded image, kept under the id ``image`` for later searches."""
 
     query: str | None = Field(description="the uploaded file's name")
@@ -197,6 +197,8 @@ class Info(Answer):
     max_upload_bytes: int
     max_pixels: int
     max_results: int
+    basemap: str | None = Field(None, description="the map's tile URL template set by `rsitr serve --basemap` (the "
+                                                  "page uses it unless its user set another); null: no tiles")
 
 
 def problems(*codes: int) -> dict:

@@ -79,6 +79,19 @@ RGB_NAMES = ("red", "green", "blue")
 
 
 @dataclass(frozen=True)
+class RemoteFile:
+    """A listed remote raster: its URL and, from STAC, the item it belongs to."""
+
+    href: str
+    item_id: str | None = None
+    datetime: str | None = None
+    """The item's acquisition time (:func:`acquisition_time`'s form; STAC ``datetime``, or ``start_datetime`` of a
+    range)."""
+    units: tuple[tuple[float, float], ...] | None = None
+    """Per band of the asset, ``(scale, offset)`` from STAC ``raster:bands`` (:attr:`Rendering.units`)."""
+
+
+@dataclass(frozen=True)
 class Rendering:
     """How a raster's bands become a chip's 8-bit RGB (JPEG and PNG are RGB already and are read as they are)."""
 
@@ -87,7 +100,17 @@ class Rendering:
     ``red``); None: the bands named red, green and blue by the file, else the first three."""
     scale: tuple[float, float] | None = None
     """``(low, high)`` mapped to 0 and 255 in every file (e.g. ``(0, 3000)`` for L2A reflectance); None: each
-    file's own 2nd-98th percentiles (8-bit bands are not stretched)."""
+    file's own 2nd-98th percentiles (8-bit bands are not stretched). In the file's physical units where
+    :attr:`units` says what they are."""
+    units: tuple[tuple[float, float], ...] | None = None
+    """Per band of one file, ``(scale, offset)`` turning its stored values into physical ones (``value * scale +
+    offset``: a STAC asset's ``raster:bands``); None: the stored values are the units of :attr:`scale`."""
+
+    def for_file(self, listed: RemoteFile | None) -> Rendering:
+        """This rendering for the file a listing describes (its bands' units), or as it is for any other file."""
+        if listed is None or listed.units is None:
+            return self
+        return Rendering(self.bands, self.scale, listed.units)
 
     def __post_init__(self) -> None:
         if self.bands is not None:
@@ -240,15 +263,6 @@ class ArchiveFile:
     """Why a listed remote file could not be reached now (its indexed chips are kept; the next run retries)."""
 
 
-@dataclass(frozen=True)
-class RemoteFile:
-    """A listed remote raster: its URL and, from STAC, the item it belongs to."""
-
-    href: str
-    item_id: str | None = None
-    datetime: str | None = None
-    """The item's acquisition time (:func:`acquisition_time`'s form; STAC ``datetime``, or ``start_datetime`` of a
-    range)."""
 
 
 def acquisition_time(value: str | datetime | None) -> str | None:
@@ -484,7 +498,11 @@ class _RasterioScene:
         self._bands = rendering.band_indexes(dataset)
         if rendering.scale is not None:
             low, high = rendering.scale
-            self._stretch = np.full((3, 1, 1), low), np.full((3, 1, 1), high - low)
+            # the physical range in each band's stored values: (physical - offset) / scale
+            units = [rendering.units[band - 1] if rendering.units and band <= len(rendering.units) else (1.0, 0.0)
+                     for band in self._bands]
+            self._stretch = (np.array([(low - offset) / scale for scale, offset in units]).reshape(3, 1, 1),
+                             np.array([(high - low) / scale for scale, _ in units]).reshape(3, 1, 1))
         else:
             uint8 = all(dataset.dtypes[band - 1] == "uint8" for band in self._bands)
             self._stretch = None if uint8 else self._percentile_stretch()

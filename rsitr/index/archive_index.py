@@ -542,7 +542,8 @@ class ArchiveIndex:
                 f"--out INDEX --relocate`"
             raise SourceChangedError(f"{path} was {change} since it was indexed; {fix}")
         try:
-            with open_scene(self.archive.source(path), rendering=self.settings.rendering) as scene:
+            with open_scene(self.archive.source(path),
+                            rendering=self.settings.rendering.for_file(self.archive.listed(path))) as scene:
                 return read(scene)
         except Exception as err:  # decoders raise many types
             raise SourceChangedError(f"{path} can no longer be read ({type(err).__name__}); "

@@ -276,8 +276,8 @@ def _tiled_chips(archive: Archive, settings: IndexSettings, files: Iterable[tupl
         try:
             source = archive.source(path)
             windows = _windows(path, *scene_size(source), settings)  # limits checked before a pixel is decoded
-            with open_scene(source, rendering=settings.rendering) as scene:
-                listed = archive.listed(path)
+            listed = archive.listed(path)
+            with open_scene(source, rendering=settings.rendering.for_file(listed)) as scene:
                 yield FileStart(path, scene.width, scene.height, scene.crs,
                                 listed.datetime if listed is not None and listed.datetime else scene.acquired)
                 skip = done()

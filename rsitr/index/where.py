@@ -135,6 +135,7 @@ def matching_chips(store: MetadataStore, where: Where) -> np.ndarray:
 def _wgs84_boxes(bounds: np.ndarray, crs: str) -> np.ndarray:
     """``[n, 4]`` WGS84 ``(west, south, east, north)`` of native ``bounds`` ``[n, 4]`` in ``crs``, through the corners
     and edge midpoints (one reprojection of all of them); NaN rows where they cannot be placed."""
+    from rasterio._err import CPLE_BaseError  # GDAL's errors (no public name)
     from rasterio.errors import RasterioError
     from rasterio.warp import transform
 
@@ -144,7 +145,7 @@ def _wgs84_boxes(bounds: np.ndarray, crs: str) -> np.ndarray:
     ys = np.stack([bottom, bottom, top, top, bottom, middle_y, top, middle_y], axis=1)
     try:
         lons, lats = transform(crs, WGS84, xs.ravel().tolist(), ys.ravel().tolist())
-    except (RasterioError, ValueError):  # a CRS PROJ cannot place: none of its chips is in any area
+    except (RasterioError, CPLE_BaseError, ValueError):  # a CRS PROJ cannot place: none of its chips is in any area
         return np.full((len(bounds), 4), np.nan)
     lons = np.asarray(lons, dtype=np.float64).reshape(xs.shape)
     lats = np.asarray(lats, dtype=np.float64).reshape(ys.shape)

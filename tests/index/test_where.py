@@ -8,7 +8,6 @@ import io
 import json
 import sqlite3
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -18,38 +17,14 @@ from rsitr.index import ArchiveIndex
 from rsitr.index.archive import acquisition_time
 from rsitr.index.where import Where, WhereError, matching_chips
 from support.errors import assert_user_error
-from support.index import CHIP_SETTINGS, GEO_CRS, noise, tiny_encoder
+from support.index import PLACED_EAST_BOX, PLACED_WEST_BOX, build_placed_index, tiny_encoder
 
-# east.tif (UTM 33N, near 15.0 E 36.1 N, 2023) and nodate.tif beside it; west.tif (WGS84 degrees, near Madrid, 2024);
-# plain.png has neither coordinates nor a date
-EAST_BOX = (14.9, 36.0, 15.2, 36.2)
-WEST_BOX = (-3.8, 40.3, -3.6, 40.5)
-
-
-def write_tagged(path, seed: int, crs: str, transform, when: str | None) -> None:
-    import rasterio
-
-    pixels = np.asarray(noise(seed, 600, 400)).transpose(2, 0, 1)
-    with rasterio.open(path, "w", driver="GTiff", width=600, height=400, count=3, dtype="uint8", crs=crs,
-                       transform=transform) as dataset:
-        dataset.write(pixels)
-        if when is not None:
-            dataset.update_tags(TIFFTAG_DATETIME=when)
+EAST_BOX, WEST_BOX = PLACED_EAST_BOX, PLACED_WEST_BOX
 
 
 @pytest.fixture(scope="module")
 def placed(tmp_path_factory):
-    from affine import Affine
-
-    root = tmp_path_factory.mktemp("where") / "images"
-    root.mkdir()
-    write_tagged(root / "east.tif", 1, GEO_CRS, Affine(10, 0, 500_000, 0, -10, 4_000_000), "2023:01:05 10:00:00")
-    write_tagged(root / "nodate.tif", 2, GEO_CRS, Affine(10, 0, 506_000, 0, -10, 4_000_000), None)
-    write_tagged(root / "west.tif", 3, "EPSG:4326", Affine(0.0002, 0, -3.75, 0, -0.0002, 40.45),
-                 "2024:06:01 11:30:00")
-    noise(4, 300, 200).save(root / "plain.png")
-    index, _ = ArchiveIndex.build(root.parent / "index", root, encoder=tiny_encoder(), progress=False,
-                                  **CHIP_SETTINGS)
+    index = build_placed_index(tmp_path_factory.mktemp("where"))
     yield index
     index.close()
 
@@ -144,7 +119,7 @@ def test_cli_limits_ranked_and_find_all_results_and_refuses_bad_flags_in_one_lin
     assert {hit["path"] for hit in answer["results"]} == {"west.tif"}
     assert main(["search", index, "--positive", *map(str, sorted(west)[:2]), "--all", "--threshold", "0.01",
                  "--after", "2024-01-01"]) == 0
-    assert f"chips found with a probability" in capsys.readouterr().out
+    assert "chips found with a probability" in capsys.readouterr().out
     assert main(["search", index, "fields", "--after", "2024-01-01"]) == 0
     table = capsys.readouterr().out
     assert "acquired 2024-06-01T11:30:00+00:00" in table and "east.tif" not in table

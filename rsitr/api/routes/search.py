@@ -67,7 +67,7 @@ def search(service: ServiceDep, asked: SearchedDep, limited: PlacedDep,
 
 
 @router.post("/api/search/image", responses=problems(400, 413, 415))
-def search_image(service: ServiceDep, file: Annotated[UploadFile, File()],
+def search_image(service: ServiceDep, file: Annotated[UploadFile, File()], limited: PlacedDep,
                  k: Annotated[int, Form(ge=1, le=MAX_RESULTS)] = 10) -> ImageSearchAnswer:
     limit = service.max_upload_bytes
     data = file.file.read(limit + 1)
@@ -86,5 +86,7 @@ def search_image(service: ServiceDep, file: Annotated[UploadFile, File()],
         raise HTTPException(413, str(err)) from None
     except NotAnImageError as err:
         raise HTTPException(415, str(err)) from None
-    hits = service.index.search(k=k, image=embedding)
-    return ImageSearchAnswer(query=file.filename, image=image_id, results=[hit_answer(hit) for hit in hits])
+    placed, where = limited
+    hits = service.index.search(k=k, image=embedding, where=where)
+    return ImageSearchAnswer(query=file.filename, image=image_id, **dict(placed),
+                             results=[hit_answer(hit) for hit in hits])
