@@ -94,9 +94,9 @@ def add_where_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_where(args: argparse.Namespace):
     """The :class:`rsitr.index.where.Where` the flags ask for; a flag that cannot be read is one line."""
-    from rsitr.index.where import Where, WhereError
-
     from pathlib import Path
+
+    from rsitr.index.where import Where, WhereError
 
     bbox, area = _box_or_polygon(args.bbox)
     check_readable(("--bbox", area))
