@@ -203,7 +203,8 @@ class Info(Answer):
 
 def problems(*codes: int) -> dict:
     """The OpenAPI ``responses`` of a route's 4xx answers (:class:`Problem` bodies)."""
-    reasons = {400: "a malformed multipart body", 404: "no such chip, query image or indexed file (or a path "
+    reasons = {400: "a malformed multipart body, or an area (`bbox`, `area`) or date (`after`, `before`) that cannot "
+                    "be read", 404: "no such chip, query image or indexed file (or a path "
                                                       "outside the archive), or its source changed since indexing",
                413: "the upload's bytes or pixels are over the limit", 415: "the upload is not an image"}
     return {code: {"model": Problem, "description": reasons[code]} for code in codes}

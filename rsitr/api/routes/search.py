@@ -21,8 +21,8 @@ QUERY_IMAGE_SIZE = 256
 SEARCH_RESPONSES = {
     200: {"description": "the ranked chips: JSON, or a GeoJSON / CSV download with `format`",
           "content": {MEDIA_TYPES["geojson"]: {}, MEDIA_TYPES["csv"]: {}}},
-    400: {"model": Problem, "description": "nothing to search for, an empty query, or more than one of `q`, "
-                                           "`like` and `image`"},
+    400: {"model": Problem, "description": "nothing to search for, an empty query, more than one of `q`, "
+                                           "`like` and `image`, or an area or date that cannot be read"},
     404: {"model": Problem, "description": "`like`, `positive` or `negative` names a chip id the index does not "
                                            "hold, or `image` a query image the server does not keep (any longer)"},
 }
