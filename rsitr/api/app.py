@@ -58,6 +58,7 @@ from rsitr.api.routes import chips, heatmap, pages, search
 from rsitr.api.deps import ImageCache, Service
 from rsitr.api.middleware import add_middlewares
 from rsitr.api.schemas import Problem
+from rsitr.errors import UserError
 from rsitr.index import ArchiveIndex
 from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS
 from rsitr.index.query_images import QueryImages
@@ -68,14 +69,34 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 ROUTERS = (pages.router, search.router, heatmap.router, chips.router)
 
 
+def check_basemap(template: str) -> str:
+    """A tile URL template as Leaflet reads it (``https://host/{z}/{x}/{y}.png``), or a :class:`UserError` saying
+    what it lacks."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(template)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UserError(f"a basemap is an http(s) tile URL template such as https://tile.example.org/{{z}}/{{x}}/{{y}}"
+                        f".png, got {template!r}")
+    missing = [key for key in ("{z}", "{x}", "{y}") if key not in template]
+    if missing:
+        raise UserError(f"the basemap template {template!r} lacks {', '.join(missing)} (where the tile's zoom, column "
+                        f"and row go)")
+    return template
+
+
 def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | None = None,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_pixels: int = DEFAULT_MAX_QUERY_PIXELS,
                max_concurrent_images: int = DEFAULT_MAX_CONCURRENT_IMAGES, thumbnail_cache_size: int = 1024,
                device: str = "cpu", pretrained: str | None = None, precision: str = "auto", runtime: str = "auto",
-               query_images: QueryImages | None = None, allowed_hosts: Iterable[str] = LOCAL_HOSTS) -> FastAPI:
+               query_images: QueryImages | None = None, allowed_hosts: Iterable[str] = LOCAL_HOSTS,
+               basemap: str | None = None) -> FastAPI:
     """The app for the index in ``index_dir`` (or an already opened ``index``; ``device``, ``pretrained``,
     ``precision`` and ``runtime`` as for :meth:`ArchiveIndex.open`); uploaded query images are kept in ``query_images`` (default
-    bounds if None). Requests whose ``Host`` is not one of ``allowed_hosts`` (``*``: any) get 400."""
+    bounds if None). Requests whose ``Host`` is not one of ``allowed_hosts`` (``*``: any) get 400. ``basemap``: the
+    tile URL template the page's map shows under the footprints (:func:`check_basemap`); None: the page fetches no
+    tiles unless its user sets a URL."""
+    basemap = None if basemap is None else check_basemap(basemap)
     if index is None:
         if index_dir is None:
             raise ValueError("create_app needs index_dir or index")
@@ -89,7 +110,7 @@ def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | Non
     app.state.service = Service(
         index=index, query_images=query_images or QueryImages(), cache=ImageCache(thumbnail_cache_size),
         image_pool=ThreadPoolExecutor(max_concurrent_images, thread_name_prefix="rsitr-image"),
-        max_upload_bytes=max_upload_bytes, max_pixels=max_pixels)
+        max_upload_bytes=max_upload_bytes, max_pixels=max_pixels, basemap=basemap)
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     routes = [*app.routes, *(route for router in ROUTERS for route in router.routes)]
     for router in ROUTERS:

@@ -19,10 +19,11 @@ from fastapi import Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 from PIL import Image
 
-from rsitr.api.schemas import Searched
+from rsitr.api.schemas import Placed, Searched
 from rsitr.errors import UserError
 from rsitr.index import ArchiveIndex, PathOutsideArchiveError, UnknownChipError
 from rsitr.index.query_images import ID_PATTERN, QueryImages, UnknownQueryImageError
+from rsitr.index.where import Where
 
 MAX_RESULTS = 200
 MAX_PATH_LENGTH = 4096
@@ -76,6 +77,8 @@ class Service:
     cache: ImageCache
     max_upload_bytes: int
     max_pixels: int
+    basemap: str | None = None
+    """The map's tile URL template the page uses unless its user set another; None: no tiles fetched."""
 
     def in_pool(self, work: Callable[[], T]) -> T:
         """``work()`` run on the image pool (waiting for a free thread)."""
@@ -132,6 +135,26 @@ def searched(q: Annotated[str | None, Query(min_length=1, max_length=1000, patte
 
 
 SearchedDep = Annotated[Searched, Depends(searched)]
+
+WHERE_HELP = " (chips without a footprint, or without a known acquisition time, are left out when it is given)"
+
+
+def placed(bbox: Annotated[str | None, Query(max_length=200, description="only chips whose footprint intersects "
+                                             "this box: WEST,SOUTH,EAST,NORTH in degrees (WGS84)" + WHERE_HELP)] = None,
+           area: Annotated[str | None, Query(max_length=100_000, description="only chips whose footprint intersects "
+                                             "this GeoJSON Polygon or MultiPolygon (WGS84)" + WHERE_HELP)] = None,
+           after: Annotated[str | None, Query(max_length=40, description="only chips acquired at or after this ISO "
+                                              "8601 date or time (UTC unless it names a zone)" + WHERE_HELP)] = None,
+           before: Annotated[str | None, Query(max_length=40, description="only chips acquired before this ISO 8601 "
+                                               "date or time" + WHERE_HELP)] = None) -> tuple[Placed, Where]:
+    """Where and when a search is limited to, as asked and as the index reads it (400 when it cannot be read)."""
+    try:
+        return Placed(bbox=bbox, area=area, after=after, before=before), Where.parse(bbox, area, after, before)
+    except UserError as err:
+        raise HTTPException(400, str(err)) from None
+
+
+PlacedDep = Annotated[tuple[Placed, Where], Depends(placed)]
 
 
 @contextmanager

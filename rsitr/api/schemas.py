@@ -15,6 +15,11 @@ Bounds = tuple[float, float, float, float]
 """``(west/left, south/bottom, east/right, north/top)``."""
 
 
+ACQUIRED = "when the image was acquired (STAC datetime or TIFF DATETIME tag), ISO 8601 UTC; null: not known"
+ITEM_ID = "the STAC item the image is an asset of; null: not from STAC"
+HREF = "the URL of the remote raster; null: a file of the archive's folder"
+
+
 class Answer(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -51,6 +56,9 @@ class Hit(Answer):
     stale: bool = Field(description="the image was deleted, moved or replaced since it was indexed")
     whole_image: bool = Field(description="the chip is its whole image (the image was not tiled)")
     wgs84_bounds: Bounds | None = Field(description="the footprint in longitude and latitude, for maps")
+    acquired: str | None = Field(None, description=ACQUIRED)
+    item_id: str | None = Field(None, description=ITEM_ID)
+    href: str | None = Field(None, description=HREF)
     thumbnail: str = Field(description="the URL of the chip's thumbnail")
 
 
@@ -64,27 +72,37 @@ class Searched(Answer):
     negative: list[int | str]
 
 
-class SearchAnswer(Searched):
+class Placed(Answer):
+    """Where and when the results were limited to, as asked (null: not limited)."""
+
+    bbox: str | None = Field(None, description="WEST,SOUTH,EAST,NORTH in degrees (WGS84)")
+    area: str | None = Field(None, description="a GeoJSON Polygon or MultiPolygon in WGS84")
+    after: str | None = Field(None, description="acquired at or after this ISO 8601 date or time")
+    before: str | None = Field(None, description="acquired before this ISO 8601 date or time")
+
+
+class SearchAnswer(Searched, Placed):
     """The top ``k`` chips."""
 
     results: list[Hit]
     removed: int = Field(description="chips marked not wanted that ranked among the results and were left out")
 
 
-class FoundAnswer(Searched):
+class FoundAnswer(Searched, Placed):
     """What "find all" found: ``count`` chips with a probability of at least ``threshold``, ``k`` of them from
     ``offset``."""
 
     all: Literal[True]
     threshold: float
     count: int = Field(description="how many chips were found")
-    scored: int = Field(description="how many chips were scored (the whole archive)")
+    scored: int = Field(description="how many chips were scored (the whole archive, or its chips in `bbox` / `area` "
+                                    "and `after` / `before`)")
     calibrated: bool = Field(description="whether the probabilities are calibrated (two or more wanted chips)")
     offset: int
     results: list[Hit]
 
 
-class ImageSearchAnswer(Answer):
+class ImageSearchAnswer(Placed):
     """The top ``k`` chips for an uploaded image, kept under the id ``image`` for later searches."""
 
     query: str | None = Field(description="the uploaded file's name")
@@ -98,7 +116,8 @@ class SceneSize(Answer):
 
 
 class ChipDetails(Answer):
-    """A chip's file, window, bounds (native and WGS84), CRS and its scene's pixel size."""
+    """A chip's file, window, bounds (native and WGS84), CRS, its scene's pixel size, acquisition time and STAC
+    item."""
 
     chip_id: int
     path: str
@@ -107,6 +126,9 @@ class ChipDetails(Answer):
     crs: str | None
     wgs84_bounds: Bounds | None
     scene: SceneSize
+    acquired: str | None = Field(None, description=ACQUIRED)
+    item_id: str | None = Field(None, description=ITEM_ID)
+    href: str | None = Field(None, description=HREF)
     thumbnail: str
 
 
@@ -177,11 +199,14 @@ class Info(Answer):
     max_upload_bytes: int
     max_pixels: int
     max_results: int
+    basemap: str | None = Field(None, description="the map's tile URL template set by `rsitr serve --basemap` (the "
+                                                  "page uses it unless its user set another); null: no tiles")
 
 
 def problems(*codes: int) -> dict:
     """The OpenAPI ``responses`` of a route's 4xx answers (:class:`Problem` bodies)."""
-    reasons = {400: "a malformed multipart body", 404: "no such chip, query image or indexed file (or a path "
+    reasons = {400: "a malformed multipart body, or an area (`bbox`, `area`) or date (`after`, `before`) that cannot "
+                    "be read", 404: "no such chip, query image or indexed file (or a path "
                                                       "outside the archive), or its source changed since indexing",
                413: "the upload's bytes or pixels are over the limit", 415: "the upload is not an image"}
     return {code: {"model": Problem, "description": reasons[code]} for code in codes}

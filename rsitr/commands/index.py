@@ -75,7 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", nargs="+", metavar="MODE",
                         help="how GeoTIFF values become 0-255: 'percentile' (default: each file's 2nd-98th "
                              "percentiles; 8-bit files as they are) or 'range LOW HIGH', the same in every scene "
-                             "(e.g. range 0 3000 for Sentinel-2 L2A reflectance)")
+                             "(e.g. range 0 3000 for Sentinel-2 L2A reflectance; in physical units, e.g. range 0 0.3, "
+                             "where a STAC asset's raster:bands give a scale and offset)")
     parser.add_argument("--asset", metavar="KEY",
                         help="a STAC listing: the asset of each item to index, e.g. visual")
     parser.add_argument("--max-nodata", type=fraction, metavar="F",

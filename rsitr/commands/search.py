@@ -8,6 +8,11 @@ feedback (Rocchio: toward the wanted chips, away from the unwanted ones). A chip
 its image's path (PATH:WxH+X+Y for one chip of a tiled scene); --list PATTERN prints ids and paths.
 --format geojson writes the footprints in WGS84 for a GIS; --format csv one row per chip.
 
+--bbox (a box in degrees, or a GeoJSON polygon file) and --after / --before (acquisition dates: a STAC item's
+datetime, or a TIFF's DATETIME tag, recorded when it was indexed) limit the chips that are ranked, so --top-k results
+come back while as many lie there; chips without a footprint (no coordinates) or without a known date are left out
+once the area, or a date, is given. They limit --all alike.
+
 --all finds every chip of the index like the --positive ones: a calibrated linear probe fitted on the marks
 (--negative and the query as priors) scores all chips, and those with a probability of at least --threshold are
 printed, most probable first, with their count; --format geojson / csv then write the regions they form
@@ -22,6 +27,8 @@ Examples (after `rsitr index rsitr/demo_data/ucm --out ucm.index`):
     --negative parkinglot_01.jpg --format geojson
   rsitr search ucm.index --positive storagetanks_01.jpg storagetanks_02.jpg storagetanks_03.jpg \\
     --negative parkinglot_01.jpg harbor_01.jpg --all
+  rsitr search s2.index "a flooded field" --bbox 11.2 47.9 11.9 48.3 --after 2024-05-01 --before 2024-07-01
+  rsitr search s2.index "a flooded field" --bbox district.geojson
 """
 
 from __future__ import annotations
@@ -65,8 +72,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="table (default), json, geojson (footprints in WGS84) or csv")
     parser.add_argument("--json", action="store_const", const="json", dest="format", help="same as --format json")
     parser.add_argument("--max-pixels", type=positive_int, default=None, help=MAX_PIXELS_HELP)
+    add_where_arguments(parser)
     add_checkpoint_argument(parser)
     add_inference_arguments(parser, runtime=True)
+
+
+WITHOUT = "; chips without {} are left out when it is given"
+
+
+def add_where_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--bbox``, ``--after``, ``--before``: the area and acquisition dates the ranked chips are chosen from."""
+    parser.add_argument("--bbox", nargs="+", metavar="W S E N | POLYGON.geojson",
+                        help="only chips whose footprint intersects this box (west south east north, degrees WGS84) or "
+                             "the GeoJSON polygon in this file" + WITHOUT.format("a footprint (no coordinates)"))
+    parser.add_argument("--after", metavar="DATE",
+                        help="only chips acquired at or after this ISO 8601 date or time (UTC unless it names a zone: "
+                             "a STAC item's datetime or a TIFF's DATETIME tag)" + WITHOUT.format("a known date"))
+    parser.add_argument("--before", metavar="DATE",
+                        help="only chips acquired before this ISO 8601 date or time" + WITHOUT.format("a known date"))
+
+
+def parse_where(args: argparse.Namespace):
+    """The :class:`rsitr.index.where.Where` the flags ask for; a flag that cannot be read is one line."""
+    from pathlib import Path
+
+    from rsitr.index.where import Where, WhereError
+
+    bbox, area = _box_or_polygon(args.bbox)
+    check_readable(("--bbox", area))
+    try:
+        return Where.parse(bbox=bbox, area=None if area is None else Path(area), after=args.after,
+                           before=args.before)
+    except WhereError as err:
+        flag = "--bbox" if args.after is None and args.before is None else "--bbox / --after / --before"
+        raise UserError(f"{flag}: {err}") from None
+
+
+def _box_or_polygon(bbox: list[str] | None) -> tuple[str | None, str | None]:
+    """``--bbox``'s values as a box ``W,S,E,N`` or a polygon file (one value that is not four numbers)."""
+    if bbox is None:
+        return None, None
+    words = " ".join(bbox).replace(",", " ").split()
+    return (None, bbox[0]) if len(bbox) == 1 and len(words) != 4 else (",".join(words), None)
 
 
 def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +126,7 @@ def check_query(args: argparse.Namespace) -> None:
     """Refuse flags that do not go together, before the index and its model load."""
     if args.list is not None:
         if args.query is not None or args.image is not None or args.like is not None or args.positive or \
-                args.negative or args.find_all:
+                args.negative or args.find_all or args.bbox or args.after or args.before:
             raise UserError("--list only lists chips; search without it")
         return
     if args.image is not None and (args.query is not None or args.like is not None or args.positive or args.negative):
@@ -108,6 +155,7 @@ def check_index(path: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_query(args)
+    where = parse_where(args)
     check_index(args.index)
     check_readable(("--image", args.image))
     from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS, check_image
@@ -125,12 +173,14 @@ def run(args: argparse.Namespace) -> int:
     index = ArchiveIndex.open(args.index, device=device_name(args.device), pretrained=args.checkpoint,
                               precision=args.precision, runtime=args.runtime)
     if args.find_all:
-        return _print_found(index, args)
+        return _print_found(index, args, where)
     if args.image is not None:
-        hits = index.search_image(args.image, args.top_k, max_pixels=args.max_pixels or DEFAULT_MAX_QUERY_PIXELS)
+        hits = index.search_image(args.image, args.top_k, max_pixels=args.max_pixels or DEFAULT_MAX_QUERY_PIXELS,
+                                  where=where)
     else:
         hits = index.search(args.query, args.top_k, like=args.like, positive=args.positive,
-                            negative=args.negative, rerank=not args.no_rerank, candidates=args.candidates)
+                            negative=args.negative, rerank=not args.no_rerank, candidates=args.candidates,
+                            where=where)
     index.close()
     if args.format != "table":
         print(export(hits, args.format, _asked(args)), end="" if args.format == "csv" else "\n")
@@ -179,18 +229,20 @@ def _print_list(index: str, pattern: str) -> int:
 
 def _asked(args: argparse.Namespace) -> dict:
     """What was searched, by the names of the API's parameters (as the exports record it)."""
+    bbox, area = _box_or_polygon(args.bbox)
     asked = (("q", args.query), ("image", args.image), ("like", args.like), ("positive", args.positive),
-             ("negative", args.negative), ("threshold", args.threshold))
+             ("negative", args.negative), ("threshold", args.threshold), ("bbox", bbox), ("area", area),
+             ("after", args.after), ("before", args.before))
     return {key: value for key, value in asked if value not in (None, [])}
 
 
-def _print_found(index, args: argparse.Namespace) -> int:
+def _print_found(index, args: argparse.Namespace, where) -> int:
     from rsitr.index import DEFAULT_THRESHOLD
     from rsitr.index.export import export_found
 
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     found = index.find_all(args.query, like=args.like, positive=args.positive, negative=args.negative,
-                           threshold=threshold)
+                           threshold=threshold, where=where)
     hits = index.found_hits(found)
     index.close()
     if args.format != "table":
@@ -216,8 +268,11 @@ def _print_table(hits, probabilities: bool = False) -> None:
     for rank, (hit, score) in enumerate(zip(hits, scores), 1):
         window = f"{hit.window.width}x{hit.window.height}+{hit.window.x}+{hit.window.y}"
         where = "" if hit.bounds is None else "  bounds " + ",".join(map(repr, hit.bounds)) + f" {printable(hit.crs)}"
+        when = "" if hit.acquired is None else f"  acquired {hit.acquired}"
+        item = "" if hit.item_id is None else f"  item {printable(hit.item_id)}"
         stale = "  STALE" if hit.stale else ""
-        print(f"{rank:4d}  {score:>{width}}  {printable(hit.path)} [{window}]  chip {hit.chip_id}{where}{stale}")
+        print(f"{rank:4d}  {score:>{width}}  {printable(hit.path)} [{window}]  chip {hit.chip_id}{where}{when}{item}"
+              f"{stale}")
     stale = sum(hit.stale for hit in hits)
     if stale:
         print(f"{stale} result(s) marked STALE: their image was deleted, moved or replaced since it was indexed; run "

@@ -7,6 +7,7 @@ Requests are answered only when their Host header names the bound address, local
 Examples (after `rsitr index rsitr/demo_data/ucm --out ucm.index`):
   rsitr serve ucm.index
   rsitr serve ucm.index --port 8080 --host 0.0.0.0 --allowed-host archive.lan
+  rsitr serve s2.index --basemap 'https://tile.openstreetmap.org/{z}/{x}/{y}.png'
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pixels", type=positive_int, default=None, help=MAX_PIXELS_HELP + "; larger get 413")
     parser.add_argument("--max-concurrent-images", type=positive_int, default=2,
                         help="uploads decoded and encoded at once; more wait, so memory stays bounded (default 2)")
+    parser.add_argument("--basemap", metavar="URL_TEMPLATE",
+                        help="tiles the page's map shows under the footprints, e.g. "
+                             "'https://tile.example.org/{z}/{x}/{y}.png' (a page's user may set another); without it "
+                             "the page contacts no tile server")
     add_checkpoint_argument(parser)
     add_inference_arguments(parser, runtime=True)
 
@@ -40,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--port must be from 0 to 65535, got {args.port}")
     check_index(args.index)
     port = free_port(args.host, args.port)  # a busy or privileged port is one line before the model loads
+    from rsitr.api.app import check_basemap
+
+    if args.basemap is not None:
+        check_basemap(args.basemap)
     from rsitr.runtime import device_name, set_threads
 
     device = device_name(args.device)
@@ -55,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
                      max_pixels=args.max_pixels or DEFAULT_MAX_QUERY_PIXELS,
                      max_concurrent_images=args.max_concurrent_images, device=device,
                      pretrained=args.checkpoint, precision=args.precision, runtime=args.runtime,
-                     allowed_hosts=[args.host, *LOCAL_HOSTS, *args.allowed_host])
+                     allowed_hosts=[args.host, *LOCAL_HOSTS, *args.allowed_host], basemap=args.basemap)
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"serving {args.index} at http://{host}:{port}/ (API described at /docs); Ctrl-C stops", flush=True)
     uvicorn.run(app, host=args.host, port=port, log_level="info" if args.verbose else "warning",

@@ -16,9 +16,11 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
@@ -77,6 +79,19 @@ RGB_NAMES = ("red", "green", "blue")
 
 
 @dataclass(frozen=True)
+class RemoteFile:
+    """A listed remote raster: its URL and, from STAC, the item it belongs to."""
+
+    href: str
+    item_id: str | None = None
+    datetime: str | None = None
+    """The item's acquisition time (:func:`acquisition_time`'s form; STAC ``datetime``, or ``start_datetime`` of a
+    range)."""
+    units: tuple[tuple[float, float], ...] | None = None
+    """Per band of the asset, ``(scale, offset)`` from STAC ``raster:bands`` (:attr:`Rendering.units`)."""
+
+
+@dataclass(frozen=True)
 class Rendering:
     """How a raster's bands become a chip's 8-bit RGB (JPEG and PNG are RGB already and are read as they are)."""
 
@@ -85,7 +100,17 @@ class Rendering:
     ``red``); None: the bands named red, green and blue by the file, else the first three."""
     scale: tuple[float, float] | None = None
     """``(low, high)`` mapped to 0 and 255 in every file (e.g. ``(0, 3000)`` for L2A reflectance); None: each
-    file's own 2nd-98th percentiles (8-bit bands are not stretched)."""
+    file's own 2nd-98th percentiles (8-bit bands are not stretched). In the file's physical units where
+    :attr:`units` says what they are."""
+    units: tuple[tuple[float, float], ...] | None = None
+    """Per band of one file, ``(scale, offset)`` turning its stored values into physical ones (``value * scale +
+    offset``: a STAC asset's ``raster:bands``); None: the stored values are the units of :attr:`scale`."""
+
+    def for_file(self, listed: RemoteFile | None) -> Rendering:
+        """This rendering for the file a listing describes (its bands' units), or as it is for any other file."""
+        if listed is None or listed.units is None:
+            return self
+        return Rendering(self.bands, self.scale, listed.units)
 
     def __post_init__(self) -> None:
         if self.bands is not None:
@@ -238,6 +263,28 @@ class ArchiveFile:
     """Why a listed remote file could not be reached now (its indexed chips are kept; the next run retries)."""
 
 
+
+
+def acquisition_time(value: str | datetime | None) -> str | None:
+    """An acquisition time in the one form the index stores and compares: ISO 8601 in UTC to the second
+    (``2024-05-01T10:00:00+00:00``). Read from a ``datetime``, an ISO string (a date alone is its midnight) or a TIFF
+    ``DATETIME`` tag (``2024:05:01 10:00:00``); a time without a zone is UTC. None for None or an unreadable text
+    (a TIFF tag is free text)."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        text = value.strip()
+        if re.fullmatch(r"\d{4}:\d{2}:\d{2}[ T]\d{2}:\d{2}:\d{2}", text):  # the TIFF tag's own form
+            text = text[:10].replace(":", "-") + "T" + text[11:]
+        try:
+            value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
 def is_remote(location: str | Path) -> bool:
     """Whether ``location`` is a URL GDAL reads by range requests (``http(s)://``, ``s3://``) rather than a file."""
     return isinstance(location, str) and location.startswith(REMOTE_SCHEMES)
@@ -289,6 +336,11 @@ class Archive(Protocol):
         """One line saying why reading ``path`` raised ``err``."""
         ...
 
+    def listed(self, path: str) -> RemoteFile | None:
+        """What the listing says of the remote raster ``path`` (URL, STAC item id and time); None for a file of a
+        folder (whose path on the server is never shown)."""
+        ...
+
 
 @dataclass(frozen=True)
 class LocalArchive:
@@ -326,6 +378,9 @@ class LocalArchive:
 
     def failure(self, path: str, err: Exception) -> str:
         return f"{type(err).__name__}: {err}"
+
+    def listed(self, path: str) -> RemoteFile | None:
+        return None
 
 
 def as_archive(archive: Archive | Path | str) -> Archive:
@@ -390,11 +445,13 @@ def content_hash(path: Path) -> str:
 
 
 class Scene(Protocol):
-    """An opened image: its size, CRS (None when not geo-referenced) and chip reads."""
+    """An opened image: its size, CRS (None when not geo-referenced), acquisition time (a TIFF's ``DATETIME``
+    tag, :func:`acquisition_time`'s form; None without one) and chip reads."""
 
     width: int
     height: int
     crs: str | None
+    acquired: str | None
 
     def read(self, window: Window, max_side: int | None = None) -> Image.Image:
         """The window's pixels as RGB, downscaled (keeping aspect) so neither side exceeds ``max_side``."""
@@ -416,7 +473,7 @@ class _PILScene:
             # (a 13,000^2 RGBA PNG is 0.68 GB decoded; as RGB beside it another 0.51 GB)
             self._image = image
         self.width, self.height = self._image.size
-        self.crs = None
+        self.crs = self.acquired = None
 
     def read(self, window: Window, max_side: int | None = None) -> Image.Image:
         chip = self._image.crop((window.x, window.y, window.x + window.width, window.y + window.height))
@@ -437,10 +494,15 @@ class _RasterioScene:
         self._dataset = dataset
         self.width, self.height = dataset.width, dataset.height
         self.crs = dataset.crs.to_string() if dataset.crs else None
+        self.acquired = acquisition_time(dataset.tags().get("TIFFTAG_DATETIME"))
         self._bands = rendering.band_indexes(dataset)
         if rendering.scale is not None:
             low, high = rendering.scale
-            self._stretch = np.full((3, 1, 1), low), np.full((3, 1, 1), high - low)
+            # the physical range in each band's stored values: (physical - offset) / scale
+            units = [rendering.units[band - 1] if rendering.units and band <= len(rendering.units) else (1.0, 0.0)
+                     for band in self._bands]
+            self._stretch = (np.array([(low - offset) / scale for scale, offset in units]).reshape(3, 1, 1),
+                             np.array([(high - low) / scale for scale, _ in units]).reshape(3, 1, 1))
         else:
             uint8 = all(dataset.dtypes[band - 1] == "uint8" for band in self._bands)
             self._stretch = None if uint8 else self._percentile_stretch()

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from rsitr.errors import RsitrWarning, UserError
-from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS, open_scene
+from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS, RemoteFile, open_scene
 from rsitr.index.compatibility import (check_encoder, checkpoint_record, merged_settings, recorded_checkpoint,
                                        refuse_another_model)
 from rsitr.index.find_all import (DEFAULT_THRESHOLD, PREVALENCE_SAMPLE, Found, Probe, background_ids, fit_probe,
@@ -37,9 +37,12 @@ from rsitr.index.store import DATABASE_NAME, ChipRecord, MetadataStore
 from rsitr.index.tiling import Window
 from rsitr.index.vector_store import (REBUILT_FILES, DamagedVectorsError, VectorStore, in_memory,
                                       resolve_index_type, vector_backend)
+from rsitr.index.where import Where, matching_chips
 
 SCORE_BATCH = 65_536
 """Chips scored per batch by :meth:`ArchiveIndex.find_all` (16 MiB of 256-dim float32 vectors)."""
+WHERE_BATCH = 10_000
+"""Chips scored per batch when a search is limited to an area or time span (fewer than SQLite's bound variables)."""
 LOCK_NAME = "index.lock"
 SCORE_TOLERANCE = 0.01
 """How far a saved vector store's cosine may be from the stored vector's (float16 re-scores of IVF-PQ, float32
@@ -66,6 +69,20 @@ def _writing(directory: Path) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def _among(batches: Iterator[tuple[np.ndarray, np.ndarray]], allowed: np.ndarray
+           ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The ``(ids, vectors)`` batches cut to the ``allowed`` chip ids."""
+    for ids, vectors in batches:
+        keep = np.isin(ids, allowed)
+        if keep.any():
+            yield ids[keep], vectors[keep]
+
+
+def _item_and_href(listed: RemoteFile | None) -> tuple[str | None, str | None]:
+    """A remote raster's STAC item id and URL (a file of a folder: neither, its server path is never shown)."""
+    return (None, None) if listed is None else (listed.item_id, listed.href)
 
 
 class ArchiveIndex:
@@ -249,7 +266,7 @@ class ArchiveIndex:
     def search(self, query: str | None = None, k: int = 10, *, like: Handle | None = None,
                image: np.ndarray | None = None, positive: Sequence[Handle] = (), negative: Sequence[Handle] = (),
                rerank: bool = True, candidates: int = DEFAULT_RERANK_CANDIDATES,
-               remove_unwanted: bool = True) -> SearchResults:
+               remove_unwanted: bool = True, where: Where | None = None) -> SearchResults:
         """Top ``k`` chips for a text ``query``, like the indexed chip ``like``, or like a query ``image``'s
         embedding (:meth:`embed_image`), refined by relevance feedback.
 
@@ -260,19 +277,44 @@ class ArchiveIndex:
         unless ``remove_unwanted`` is False (then only the query vector moves away from them).
         Text queries keep the local re-rank on their words, fused with the global cosine of the refined vector;
         the others rank by global cosine. Chips are named by id or path (:mod:`rsitr.index.handles`); unknown ones
-        raise :class:`UnknownChipError`.
+        raise :class:`UnknownChipError`. ``where`` limits the results to an area and a span of acquisition times
+        (:mod:`rsitr.index.where`) before they are ranked: only its chips are scored (exactly, from their stored
+        vectors), so ``k`` come back while as many match.
         """
         like, positive, negative = self._resolved(like, positive, negative)
         vector, encoded = self._query_vector(query, like, image, positive, negative)
         unwanted = frozenset(negative if remove_unwanted else ())
         rerank = rerank and encoded is not None and self.settings.store_local_tokens and self.encoder.recipe.local
         count = k + len(unwanted)
-        ids, scores = self._candidates(vector, max(count, candidates) if rerank else count)
+        count = max(count, candidates) if rerank else count
+        allowed = self._allowed(where)
+        ids, scores = self._candidates(vector, count) if allowed is None else \
+            self._candidates_among(vector, allowed, count)
         if not rerank or not len(ids):
             return self._hits(*rank(ids, scores, k, unwanted=unwanted))
         tokens = self.store.tokens(ids.tolist(), self.encoder.dim)
         fused, local = fused_scores(scores, tokens, encoded, self.encoder.recipe)
         return self._hits(*rank(ids, scores, k, local, fused, unwanted))
+
+    def _allowed(self, where: Where | None) -> np.ndarray | None:
+        """The chip ids ``where`` lets through; None when it filters nothing."""
+        return None if where is None or not where.active else matching_chips(self.store, where)
+
+    def _candidates_among(self, embedding: np.ndarray, allowed: np.ndarray, count: int
+                          ) -> tuple[np.ndarray, np.ndarray]:
+        """Ids and cosines of the best ``count`` of the ``allowed`` chips, best first (ties by id), scored from their
+        stored vectors :data:`WHERE_BATCH` at a time."""
+        best_ids, best_scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
+        for start in range(0, len(allowed), WHERE_BATCH):
+            stored = self.store.vectors(allowed[start:start + WHERE_BATCH].tolist())
+            ids = np.fromiter(stored, dtype=np.int64, count=len(stored))
+            best_ids = np.concatenate([best_ids, ids])
+            best_scores = np.concatenate([best_scores, self._matrix(stored, ids.tolist()) @ embedding])
+            if len(best_ids) > count:
+                order = np.lexsort((best_ids, -best_scores))[:count]
+                best_ids, best_scores = best_ids[order], best_scores[order]
+        order = np.lexsort((best_ids, -best_scores))
+        return best_ids[order], best_scores[order].astype(np.float32)
 
     def _resolved(self, like: Handle | None, positive: Sequence[Handle],
                   negative: Sequence[Handle]) -> tuple[int | None, list[int], list[int]]:
@@ -334,9 +376,10 @@ class ArchiveIndex:
 
     def find_all(self, query: str | None = None, *, like: Handle | None = None, image: np.ndarray | None = None,
                  positive: Sequence[Handle] = (), negative: Sequence[Handle] = (), threshold: float = DEFAULT_THRESHOLD,
-                 batch_size: int = SCORE_BATCH, seed: int = 0) -> Found:
+                 batch_size: int = SCORE_BATCH, seed: int = 0, where: Where | None = None) -> Found:
         """Every chip of the index like the ``positive`` (wanted) chips: :meth:`probe` run over all chips in
-        batches of ``batch_size`` from the vector store (:meth:`VectorStore.batches`). Returns the chips whose
+        batches of ``batch_size`` from the vector store (:meth:`VectorStore.batches`), or over those ``where`` lets
+        through (an area and a span of acquisition times: :mod:`rsitr.index.where`). Returns the chips whose
         probability is at least ``threshold``, most probable first, and their count; :meth:`found_hits` turns a
         page of them into hits."""
         if not 0 < threshold < 1:
@@ -344,7 +387,9 @@ class ArchiveIndex:
         if batch_size < 1:
             raise UserError(f"the batch size must be at least 1, got {batch_size}")
         probe = self.probe(query, like=like, image=image, positive=positive, negative=negative, seed=seed)
-        return score_batches(probe, self._current_vectors().batches(batch_size), threshold)
+        allowed = self._allowed(where)
+        batches = self._current_vectors().batches(batch_size)
+        return score_batches(probe, batches if allowed is None else _among(batches, allowed), threshold)
 
     def found_hits(self, found: Found, offset: int = 0, limit: int | None = None) -> SearchResults:
         """Hits for ``found``'s chips ``offset`` to ``offset + limit`` (all from ``offset`` if None), in its order;
@@ -403,9 +448,10 @@ class ArchiveIndex:
         return self.encoder.encode_images([image], self.settings.orientations).embeddings[0]
 
     def search_image(self, image: str | Path | Image.Image, k: int = 10,
-                     max_pixels: int | None = DEFAULT_MAX_QUERY_PIXELS) -> SearchResults:
-        """Top ``k`` chips by global cosine to a query image (see :meth:`embed_image`)."""
-        return self.search(k=k, image=self.embed_image(image, max_pixels))
+                     max_pixels: int | None = DEFAULT_MAX_QUERY_PIXELS, where: Where | None = None) -> SearchResults:
+        """Top ``k`` chips by global cosine to a query image (see :meth:`embed_image`), of those ``where`` lets
+        through."""
+        return self.search(k=k, image=self.embed_image(image, max_pixels), where=where)
 
     def _candidates(self, embedding: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         """Ids and cosines of the best ``count`` chips, checked against the stored vectors (the record): a saved
@@ -444,12 +490,13 @@ class ArchiveIndex:
     def _hits(self, ranked: list[tuple[int, float, float, float | None]], removed: int = 0) -> SearchResults:
         records = self.store.chips([chip_id for chip_id, *_ in ranked])
         changes = {record.path: self._source_change(record.path, record.source_stat) for record in records.values()}
-        return SearchResults([SearchHit(chip_id, records[chip_id].path, records[chip_id].window,
-                                        records[chip_id].bounds, records[chip_id].crs, score, global_score,
-                                        local_score, changes[records[chip_id].path] is not None,
-                                        records[chip_id].whole_image)
-                              for chip_id, score, global_score, local_score in ranked if chip_id in records],
-                             removed)
+        listed = {path: self.archive.listed(path) for path in changes}
+        return SearchResults([SearchHit(chip_id, record.path, record.window, record.bounds, record.crs, score,
+                                        global_score, local_score, changes[record.path] is not None,
+                                        record.whole_image, record.acquired,
+                                        *_item_and_href(listed[record.path]))
+                              for chip_id, score, global_score, local_score in ranked
+                              if (record := records.get(chip_id)) is not None], removed)
 
     # -- chips and files ---------------------------------------------------------------------------------------
     @property
@@ -500,21 +547,25 @@ class ArchiveIndex:
                 f"--out INDEX --relocate`"
             raise SourceChangedError(f"{path} was {change} since it was indexed; {fix}")
         try:
-            with open_scene(self.archive.source(path), rendering=self.settings.rendering) as scene:
+            with open_scene(self.archive.source(path),
+                            rendering=self.settings.rendering.for_file(self.archive.listed(path))) as scene:
                 return read(scene)
         except Exception as err:  # decoders raise many types
             raise SourceChangedError(f"{path} can no longer be read ({type(err).__name__}); "
                                      f"run `rsitr index` again") from None
 
     def chip_details(self, chip_id: int) -> dict | None:
-        """A chip's file, window, bounds (native and WGS84), CRS and its scene's pixel size; None if unknown."""
+        """A chip's file, window, bounds (native and WGS84), CRS, its scene's pixel size, acquisition time and (a
+        remote raster) STAC item id and URL; None if unknown."""
         record = self.chip(chip_id)
         if record is None:
             return None
         width, height = self.store.scene_size(record.path) or (None, None)
+        item_id, href = _item_and_href(self.archive.listed(record.path))
         return {"chip_id": record.id, "path": record.path, "window": dataclasses.asdict(record.window),
                 "bounds": record.bounds, "crs": record.crs, "wgs84_bounds": wgs84_bounds(record.bounds, record.crs),
-                "scene": {"width": width, "height": height}}
+                "scene": {"width": width, "height": height}, "acquired": record.acquired, "item_id": item_id,
+                "href": href}
 
     def info(self) -> dict:
         """The index summary; ``incomplete_files`` > 0 while an indexing run is under way (or was interrupted);

@@ -70,7 +70,7 @@ def chip_table(files: list[FileToEncode], encoded: list[EncodedFile], dim: int):
     if chips and chips[0][1].tokens is not None:
         arrays["tokens"] = vector_column(np.stack([chip.tokens for _, chip in chips]), np.float16)
     listing = [{"path": file.path, "sha256": file.sha256, "width": e.width, "height": e.height, "crs": e.crs,
-                "error": e.error, "nodata_chips": e.nodata_chips} for file, e in zip(files, encoded)]
+                "error": e.error, "nodata_chips": e.nodata_chips, "acquired": e.acquired} for file, e in zip(files, encoded)]
     skipped = [file.path for file, e in zip(files, encoded) if e.error is not None]
     return pa.table(arrays).replace_schema_metadata({FILES_KEY: json.dumps(listing).encode(),
                                                      SKIPPED_KEY: json.dumps(skipped).encode()})
@@ -88,7 +88,7 @@ def read_chip_shard(path: Path, dim: int) -> dict[tuple[str, str], EncodedFile]:
 
     table = pq.read_table(path)
     files = {(f["path"], f["sha256"]): EncodedFile(f["path"], f["width"], f["height"], f["crs"], [], f["error"],
-                                                   f["nodata_chips"])
+                                                   f["nodata_chips"], f.get("acquired"))
              for f in json.loads(table.schema.metadata[FILES_KEY])}
     columns = {name: table.column(name).to_pylist() for name in ("path", "sha256", *_WINDOW, *_BOUNDS)}
     vectors = vector_matrix(table.column("image_embedding"))

@@ -4,7 +4,7 @@ GeoJSON follows RFC 7946: coordinates are WGS84 longitude/latitude (no ``crs`` m
 Feature whose geometry is the chip's footprint polygon (its bounds reprojected with
 ``rasterio.warp.transform_bounds``, which densifies the edges so the box still contains the chip after a
 curved reprojection) or ``null`` for chips of images without georeferencing. Properties are flat
-scalars (rank, chip id, path, window, scores, native bounds and CRS) so that QGIS and geopandas show
+scalars (rank, chip id, path, window, scores, native bounds and CRS, acquisition time, STAC item and URL) so that QGIS and geopandas show
 them as attribute columns. Paths are relative to the archive root, never absolute.
 """
 
@@ -28,7 +28,8 @@ FORMATS = ("json", "geojson", "csv")
 MEDIA_TYPES = {"json": "application/json", "geojson": "application/geo+json", "csv": "text/csv"}
 WGS84 = "EPSG:4326"
 CSV_COLUMNS = ("rank", "chip_id", "path", "x", "y", "width", "height", "score", "global_score", "local_score",
-               "crs", "left", "bottom", "right", "top", "lon_min", "lat_min", "lon_max", "lat_max", "stale")
+               "crs", "left", "bottom", "right", "top", "lon_min", "lat_min", "lon_max", "lat_max", "stale",
+               "acquired", "item_id", "href")
 
 
 def in_wgs84(crs: str, transform: Callable[[], T], coordinates: Callable[[T], Iterable[float]]) -> T | None:
@@ -112,7 +113,8 @@ def hit_properties(hit: SearchHit, rank: int) -> dict:
     native = hit.bounds or (None,) * 4
     degrees = wgs84_bounds(hit.bounds, hit.crs) or (None,) * 4
     values = (rank, hit.chip_id, hit.path, hit.window.x, hit.window.y, hit.window.width, hit.window.height,
-              hit.score, hit.global_score, hit.local_score, hit.crs, *native, *degrees, hit.stale)
+              hit.score, hit.global_score, hit.local_score, hit.crs, *native, *degrees, hit.stale, hit.acquired,
+              hit.item_id, hit.href)
     return dict(zip(CSV_COLUMNS, values))
 
 
@@ -177,7 +179,7 @@ def export(hits: Sequence[SearchHit], fmt: str, query: dict | None = None) -> st
 
 # -- "find all": adjacent chips of one scene merged into regions ----------------------------------------------------
 REGION_COLUMNS = ("region", "path", "chips", "chip_ids", "max_probability", "mean_probability", "crs", "left",
-                  "bottom", "right", "top", "x", "y", "width", "height", "wkt")
+                  "bottom", "right", "top", "x", "y", "width", "height", "acquired", "item_id", "href", "wkt")
 
 
 def merge_regions(hits: Sequence[SearchHit]) -> list[dict]:
@@ -211,6 +213,7 @@ def merge_regions(hits: Sequence[SearchHit]) -> list[dict]:
                                        (None,) * 4)),
                 **dict(zip(("x", "y", "width", "height"), (None,) * 4 if geo else
                            (int(left), int(bottom), int(right - left), int(top - bottom)))),
+                "acquired": chips[0].acquired, "item_id": chips[0].item_id, "href": chips[0].href,
                 "wkt": polygon.wkt if not geo else shapely.geometry.shape(geometry).wkt if geometry else None,
                 "geometry": geometry})
     regions.sort(key=lambda region: -region["max_probability"])

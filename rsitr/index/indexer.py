@@ -168,6 +168,7 @@ class EncodedFile:
     error: str | None = None
     nodata_chips: int = 0
     """Windows left out for holding more nodata than ``max_nodata``."""
+    acquired: str | None = None
 
 
 ChipEncoder = Callable[[Encoder, Path, IndexSettings, list[FileToEncode], int], Iterable[EncodedFile]]
@@ -182,7 +183,8 @@ class _Collected:
 
     def start(self, file: FileStart) -> None:
         encoded = self.files[file.path]
-        encoded.width, encoded.height, encoded.crs = file.width, file.height, file.crs
+        encoded.width, encoded.height, encoded.crs, encoded.acquired = file.width, file.height, file.crs, \
+            file.acquired
 
     def write(self, chips: list[Chip], completed: list[str]) -> None:
         for chip in chips:
@@ -274,8 +276,10 @@ def _tiled_chips(archive: Archive, settings: IndexSettings, files: Iterable[tupl
         try:
             source = archive.source(path)
             windows = _windows(path, *scene_size(source), settings)  # limits checked before a pixel is decoded
-            with open_scene(source, rendering=settings.rendering) as scene:
-                yield FileStart(path, scene.width, scene.height, scene.crs)
+            listed = archive.listed(path)
+            with open_scene(source, rendering=settings.rendering.for_file(listed)) as scene:
+                yield FileStart(path, scene.width, scene.height, scene.crs,
+                                listed.datetime if listed is not None and listed.datetime else scene.acquired)
                 skip = done()
                 for window in windows:
                     if window in skip:
@@ -304,7 +308,7 @@ def _encoded_chips(jobs: list[_Job], encoded_files: Iterable[EncodedFile], done:
             yield FileEnd(encoded.path, encoded.error)
             continue
         report.nodata_chips += encoded.nodata_chips
-        yield FileStart(encoded.path, encoded.width, encoded.height, encoded.crs)
+        yield FileStart(encoded.path, encoded.width, encoded.height, encoded.crs, encoded.acquired)
         skip = done(job)
         yield from (chip for chip in encoded.chips if chip.window not in skip)
         yield FileEnd(encoded.path)
@@ -324,7 +328,7 @@ class _StoreWriter:
         job = self.jobs[file.path]
         if job.record is None:
             self.ids[file.path] = self.store.add_file(file.path, job.file.size, job.file.mtime_ns, job.sha256,
-                                                      file.width, file.height, file.crs)
+                                                      file.width, file.height, file.crs, file.acquired)
 
     def write(self, chips: list[Chip], completed: list[str]) -> None:
         self.store.add_chips([NewChip(self.ids[chip.file], chip.window, chip.bounds, chip.embedding, chip.tokens)

@@ -41,12 +41,14 @@ SKIPPED_KEY = b"rsitr.skipped"
 # -- chips: reader -> encoder -> writer, in batches -----------------------------------------------------------
 @dataclass(frozen=True)
 class FileStart:
-    """A file whose chips follow: its size in pixels and CRS (None: not georeferenced)."""
+    """A file whose chips follow: its size in pixels, CRS (None: not georeferenced) and acquisition time (None:
+    not known)."""
 
     path: str
     width: int
     height: int
     crs: str | None
+    acquired: str | None = None
 
 
 @dataclass

@@ -41,6 +41,12 @@ class SearchHit:
     that are no longer there (run `rsitr index` to bring the index up to date)."""
     whole_image: bool = False
     """The chip is its whole image (the image was not tiled): its window says nothing the path does not."""
+    acquired: str | None = None
+    """When its image was acquired (a STAC item's datetime or a TIFF's DATETIME tag), ISO 8601 in UTC."""
+    item_id: str | None = None
+    """The STAC item its image is an asset of (None: not from STAC)."""
+    href: str | None = None
+    """The URL of its remote raster (None: a file of the archive's folder)."""
 
     @property
     def handle(self) -> str:

@@ -17,8 +17,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from rsitr.errors import UserError
-from rsitr.index.archive import Archive, ArchiveFile, LocalArchive, PathOutsideArchiveError, is_remote
+from rsitr.index.archive import (Archive, ArchiveFile, LocalArchive, PathOutsideArchiveError, RemoteFile,
+                                 acquisition_time, is_remote)
 
 HEAD_TIMEOUT_S = 10.0
 HEAD_ATTEMPTS = 3
@@ -27,16 +30,6 @@ LISTING_SUFFIXES = (".json", ".geojson", ".txt")
 
 class ListingError(UserError):
     """A listing of remote rasters that cannot be read: not a STAC document, no such asset, a bad URL."""
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """A listed remote raster: its URL and, from STAC, the item it belongs to."""
-
-    href: str
-    item_id: str | None = None
-    datetime: str | None = None
-    """The item's acquisition time, ISO 8601 (STAC ``datetime``, or ``start_datetime`` of a range)."""
 
 
 @dataclass
@@ -77,6 +70,9 @@ class RemoteArchive:
 
     def exists(self) -> bool:
         return Path(self.location).is_file()
+
+    def listed(self, path: str) -> RemoteFile | None:
+        return self.files.get(path)
 
     def failure(self, path: str, err: Exception) -> str:
         """What the server says now, when a read failed because it failed (GDAL logs the HTTP status, not its
@@ -134,9 +130,27 @@ def _stac_files(path: Path, asset: str | None) -> dict[str, RemoteFile]:
         if item.id in files:
             raise ListingError(f"{path} lists STAC item {item.id!r} twice")
         when = item.datetime or item.common_metadata.start_datetime
-        files[item.id] = RemoteFile(item.assets[asset].get_absolute_href(), item.id,
-                                    None if when is None else when.isoformat())
+        files[item.id] = RemoteFile(item.assets[asset].get_absolute_href(), item.id, acquisition_time(when),
+                                    _units(item.assets[asset]))
     return files
+
+
+def _units(asset) -> tuple[tuple[float, float], ...] | None:
+    """``(scale, offset)`` of each band of ``asset`` from its STAC ``raster:bands`` (read by pystac's raster
+    extension); None when it declares none (then a scale range is in the stored values)."""
+    from pystac.extensions.raster import RasterExtension
+
+    if "raster:bands" not in asset.extra_fields:
+        return None
+    bands = RasterExtension.ext(asset, add_if_missing=True).bands  # an item may use it without declaring its schema
+    if not bands or all(band.scale is None and band.offset is None for band in bands):
+        return None
+    units = tuple((1.0 if band.scale is None else float(band.scale), 0.0 if band.offset is None else
+                   float(band.offset)) for band in bands)
+    if not all(np.isfinite(unit).all() and unit[0] != 0 for unit in units):
+        raise ListingError(f"{asset.get_absolute_href()}: raster:bands scale must be a finite number other than 0 "
+                           f"and offset finite, got {units}")
+    return units
 
 
 def _head(url: str) -> tuple[int, int, str]:

@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS files (
     width INTEGER NOT NULL,
     height INTEGER NOT NULL,
     crs TEXT,
-    complete INTEGER NOT NULL DEFAULT 0
+    complete INTEGER NOT NULL DEFAULT 0,
+    acquired TEXT
 );
 CREATE TABLE IF NOT EXISTS chips (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -53,6 +54,10 @@ CREATE TABLE IF NOT EXISTS chips (
 CREATE TABLE IF NOT EXISTS failures (path TEXT PRIMARY KEY, error TEXT NOT NULL);
 """
 
+
+ADDED_FILE_COLUMNS = {"acquired": "TEXT"}
+"""Columns of ``files`` newer than the first schema: a writer adds them to an older index (NULL: not known); a
+reader of one that has none reads NULL."""
 
 MAX_ROW_ID = 2**63 - 1  # SQLite's largest INTEGER
 
@@ -83,6 +88,8 @@ class ChipRecord:
     """``(size, mtime_ns)`` of the image file when it was indexed."""
     scene_size: tuple[int, int]
     """``(width, height)`` of the whole image in pixels."""
+    acquired: str | None = None
+    """When the image was acquired (:func:`rsitr.index.archive.acquisition_time`'s form); None: not known."""
 
     @property
     def whole_image(self) -> bool:
@@ -138,10 +145,14 @@ class MetadataStore:
         if not read_only:
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.executescript(_SCHEMA)
-            with self._transaction():
+            with self._transaction() as conn:
+                for name, kind in ADDED_FILE_COLUMNS.items():
+                    if name not in self._file_columns():
+                        conn.execute(f"ALTER TABLE files ADD COLUMN {name} {kind}")
                 if self.get_meta("schema_version") is None:
                     self._set_meta("schema_version", SCHEMA_VERSION)
                     self._set_meta("generation", 0)
+        self._acquired = "files.acquired" if "acquired" in self._file_columns() else "NULL"
 
     def _check(self, directory: Path, read_only: bool) -> None:
         """SQLite's quick check of the whole file (it reads every page once), before anything is read or written;
@@ -157,6 +168,9 @@ class MetadataStore:
                                     f"`rsitr index IMAGES --out {directory} --model MODEL --rebuild`")
         if read_only and not self._conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchall():
             raise NotAnIndexError(not_an_index(directory, f"its {DATABASE_NAME} has no index tables"))
+
+    def _file_columns(self) -> set[str]:
+        return {row[1] for row in self._conn.execute("PRAGMA table_info(files)")}
 
     def close(self) -> None:
         with self._lock:
@@ -216,14 +230,14 @@ class MetadataStore:
         return FileRecord(*rows[0][:5], bool(rows[0][5])) if rows else None
 
     def add_file(self, path: str, size: int, mtime_ns: int, sha256: str, width: int, height: int,
-                 crs: str | None) -> int:
+                 crs: str | None, acquired: str | None = None) -> int:
         """Register a file to be encoded (``complete`` = 0), replacing any earlier record and its chips."""
         with self._transaction() as conn:
             conn.execute("DELETE FROM files WHERE path = ?", (path,))
             conn.execute("DELETE FROM failures WHERE path = ?", (path,))
             cursor = conn.execute(
-                "INSERT INTO files (path, size, mtime_ns, sha256, width, height, crs) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (path, size, mtime_ns, sha256, width, height, crs))
+                "INSERT INTO files (path, size, mtime_ns, sha256, width, height, crs, acquired) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (path, size, mtime_ns, sha256, width, height, crs, acquired))
             self._bump_generation()
             return int(cursor.lastrowid)
 
@@ -356,8 +370,24 @@ class MetadataStore:
             return {}
         rows = self._query(
             "SELECT chips.id, files.path, x, y, chips.width, chips.height, left, bottom, right, top, files.crs, "
-            "files.size, files.mtime_ns, files.width, files.height "
+            f"files.size, files.mtime_ns, files.width, files.height, {self._acquired} "
             f"FROM chips JOIN files ON files.id = chips.file_id WHERE chips.id IN ({','.join('?' * len(chip_ids))})",
             list(chip_ids))
         return {row[0]: ChipRecord(row[0], row[1], Window(*row[2:6]), None if row[6] is None else tuple(row[6:10]),
-                                   row[10], (row[11], row[12]), (row[13], row[14])) for row in rows}
+                                   row[10], (row[11], row[12]), (row[13], row[14]), row[15]) for row in rows}
+
+    def places(self, after: str | None = None, before: str | None = None, placed: bool = False
+               ) -> list[tuple[int, str | None, float | None, float | None, float | None, float | None]]:
+        """``(id, crs, left, bottom, right, top)`` of the chips acquired at or after ``after`` and before ``before``
+        (:func:`rsitr.index.archive.acquisition_time`'s form, which sorts as text; a bound given leaves out chips of
+        no known time), only those with bounds and a CRS if ``placed``; ordered by id."""
+        conditions, params = [], []
+        for bound, operator in ((after, ">="), (before, "<")):
+            if bound is not None:
+                conditions.append(f"{self._acquired} {operator} ?")
+                params.append(bound)
+        if placed:
+            conditions.append("left IS NOT NULL AND files.crs IS NOT NULL")
+        where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+        return self._query(f"SELECT chips.id, files.crs, left, bottom, right, top FROM chips JOIN files ON files.id "
+                           f"= chips.file_id {where}ORDER BY chips.id", params)

@@ -53,6 +53,21 @@ def test_page_and_info(client):
     assert (info["chips"], info["files"], info["failures"], info["max_upload_bytes"]) == (10, 5, 1, MAX_UPLOAD)
 
 
+def test_a_basemap_template_is_checked_and_named_in_the_info(index, tmp_path, capsys):
+    from rsitr.cli import main
+    from rsitr.errors import UserError
+    from support.errors import assert_user_error
+
+    assert TestClient(create_app(index=index), base_url="http://localhost").get("/api/info").json()["basemap"] is None
+    template = "https://tiles.example.org/{z}/{x}/{y}.png"
+    served = TestClient(create_app(index=index, basemap=template), base_url="http://localhost")
+    assert served.get("/api/info").json()["basemap"] == template
+    with pytest.raises(UserError, match=r"lacks \{x\}, \{y\}"):
+        create_app(index=index, basemap="https://tiles.example.org/{z}.png")
+    code = main(["serve", str(index.directory), "--port", "0", "--basemap", "ftp://tiles/{z}/{x}/{y}.png"])
+    assert_user_error(code, capsys.readouterr().err, "serve", "a basemap is an http(s) tile URL template")
+
+
 def test_text_search_matches_the_python_api(client, index):
     body = client.get("/api/search", params={"q": "storage tanks", "k": 4}).json()
     expected = index.search_text("storage tanks", k=4)

@@ -570,6 +570,44 @@ def test_an_archive_of_plain_images_says_why_there_is_no_map_and_offers_no_map_s
     plain.close()
 
 
+def test_where_and_when_limit_the_page_and_the_server_basemap_is_its_only_tile_source(browser, tmp_path):
+    from support.browser import free_port
+    from support.index import PLACED_EAST_BOX, build_placed_index
+
+    placed = build_placed_index(tmp_path)
+    east = set(placed.store.chips_of("east.tif"))
+    port = free_port()
+    template = f"http://127.0.0.1:{port}/tiles/{{z}}/{{x}}/{{y}}.png"  # its own origin: tiles answer 404, but are asked
+    with serving(placed, port=port, basemap=template) as url, confined_page(browser, url) as page:
+        bbox = ",".join(map(str, PLACED_EAST_BOX))
+        page.goto(f"{url}/?q=fields&k=50&bbox={bbox}&before=2024-01-01")
+        assert set(shown_ids(page)) == east  # every east.tif chip, and nothing else
+        assert page.input_value("#bbox") == bbox and page.input_value("#before") == "2024-01-01"
+        assert page.eval_on_selector("#limits", "d => d.open")
+        page.wait_for_function("() => performance.getEntriesByType('resource').some(e => e.name.includes('/tiles/'))")
+        assert page.input_value("#basemap") == template
+        page.click("#results figure img >> nth=0")
+        page.wait_for_function("() => document.querySelector('#detail').open")
+        rows = dict(page.eval_on_selector_all("#detail-facts tr", "rows => rows.map(r => [r.cells[0].textContent, "
+                                                                        "r.cells[1].textContent])"))
+        assert rows["acquired"] == "2023-01-05T10:00:00+00:00"
+        page.keyboard.press("Escape")
+        # a new search from the form keeps the area and adds a date
+        page.fill("#query", "a river")
+        page.fill("#after", "2022-12-01")
+        before = page.text_content("#status")
+        page.click("#text-form button[type=submit]")
+        wait_for_new_results(page, before)
+        assert "after=2022-12-01" in page.url and "bbox=" in page.url
+        assert set(shown_ids(page)) <= east
+    with serving(placed) as url, confined_page(browser, url) as page:  # no --basemap: no tile is asked for
+        page.goto(f"{url}/?q=fields&k=5")
+        shown_ids(page)
+        page.wait_for_function("() => document.querySelectorAll('#map path.footprint').length > 0")
+        assert not page.evaluate("() => performance.getEntriesByType('resource').some(e => e.name.includes('/tiles/'))")
+    placed.close()
+
+
 RSICD_QUERY = "many planes are parked near the airport terminal"
 SCREENSHOT = REPO / "docs" / "search_page_rsicd.png"
 

@@ -3,6 +3,8 @@ the bytes it serves), listed by a text file of URLs or by STAC items written wit
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import sqlite3
 
@@ -12,8 +14,10 @@ import pytest
 from rsitr.cli import main
 from rsitr.index import ArchiveIndex
 from rsitr.index.archive import Rendering, open_scene
+from rsitr.index.export import export
 from rsitr.index.sources import ListingError, open_archive
 from rsitr.index.tiling import Window, chip_windows
+from rsitr.index.where import Where
 from rsitr.models import TINY_MODEL
 from support.errors import assert_user_error
 from support.http import RangeServer
@@ -190,11 +194,61 @@ def test_stac_item_collections_and_catalogs_are_read_by_pystac(tmp_path, served)
     assert index.info()["settings"]["asset"] == "visual" and index.info()["root"] == "search.json"
     hit = index.search_text("fields", k=1)[0]
     assert hit.path.startswith("S2_T33_") and hit.bounds is not None and not hit.stale
+    # each chip keeps its item, the item's datetime and the asset's URL: in hits, exports and details
+    hits = index.search_text("fields", k=100)
+    assert {(h.path, h.item_id, h.acquired, h.href) for h in hits} == {
+        (f"S2_T33_{seed}", f"S2_T33_{seed}", f"2024-05-0{seed}T10:00:00+00:00", f"{server.url}/scene{seed}.tif")
+        for seed in (1, 2)}
+    rows = list(csv.DictReader(io.StringIO(export(hits[:3], "csv"))))
+    assert [(row["item_id"], row["href"]) for row in rows] == [(h.item_id, h.href) for h in hits[:3]]
+    assert index.chip_details(hit.chip_id)["href"] == hit.href
+    later = index.search("fields", 100, where=Where.parse(after="2024-05-02"))
+    assert {h.item_id for h in later} == {"S2_T33_2"} and len(later) == sum(h.item_id == "S2_T33_2" for h in hits)
     index.close()
     with pytest.raises(ListingError, match=r"no asset 'B04'; its assets: visual"):
         open_archive(search, "B04")
     with pytest.raises(ListingError, match="--asset visual"):
         open_archive(search)
+
+
+def test_raster_bands_scale_and_offset_give_the_same_reflectance_the_same_rgb(tmp_path, served):
+    """Two scenes store the same reflectance with different offsets (as Sentinel-2 L2A before and after processing
+    baseline 04.00: DN = reflectance x 10,000, then + 1,000); their items' raster:bands say so. A scale range in
+    reflectance renders both alike; without raster:bands the range is in stored values."""
+    from datetime import datetime, timezone
+
+    import pystac
+    from pystac.extensions.raster import RasterBand, RasterExtension
+
+    server, folder, _ = served
+    reflectance = scene_pixels(5).astype(np.float64) / 10_000  # 0.02 to 0.18, a nodata border of 0
+    valid = reflectance > 0
+    for name, offset in (("old", 0.0), ("new", -0.1)):
+        stored = np.where(valid, np.round((reflectance - offset) * 10_000), 0).astype(np.uint16)
+        write_cog(folder / f"{name}.tif", stored, nodata=0, descriptions=S2_DESCRIPTIONS)
+    items = []
+    for name, offset in (("old", 0.0), ("new", -0.1)):
+        item = pystac.Item(name, {"type": "Point", "coordinates": [15.0, 36.1]}, [15.0, 36.1, 15.1, 36.2],
+                           datetime(2024, 5, 1, tzinfo=timezone.utc), {})
+        asset = pystac.Asset(f"{server.url}/{name}.tif", media_type=pystac.MediaType.COG)
+        item.add_asset("reflectance", asset)
+        RasterExtension.ext(asset, add_if_missing=True).apply([RasterBand.create(scale=0.0001, offset=offset)
+                                                                for _ in S2_DESCRIPTIONS])
+        items.append(item)
+    pystac.ItemCollection(items).save_object(dest_href=str(tmp_path / "items.json"))
+    assert open_archive(tmp_path / "items.json", "reflectance").files["new"].units == ((0.0001, -0.1),) * 4
+    index, report = ArchiveIndex.build(tmp_path / "index", tmp_path / "items.json", encoder=tiny_encoder(),
+                                       progress=False, scale="range 0 0.3", asset="reflectance", **TILES)
+    assert report.failures == []
+    window = Window(384, 384, 224, 224)
+    chips = {name: next(c for c in index.store.chips(index.store.chips_of(name)).values() if c.window == window)
+             for name in ("old", "new")}
+    old, new = (np.asarray(index.chip_image(chips[name]), dtype=np.int16) for name in ("old", "new"))
+    assert np.abs(old - new).max() <= 1  # rounding of the stored values only
+    expected = np.clip(reflectance[[2, 1, 0], 384:608, 384:608] / 0.3 * 255, 0, 255).transpose(1, 2, 0)
+    assert np.abs(old - expected).max() <= 1.5
+    assert old.mean() > 20  # not black: the range is in reflectance, not in stored values
+    index.close()
 
 
 def test_cli_indexes_a_stac_listing_and_refuses_a_bad_one_in_one_line(tmp_path, served, capsys):

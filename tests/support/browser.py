@@ -27,12 +27,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(index: ArchiveIndex) -> Iterator[str]:
-    """``rsitr serve`` on ``index`` in a thread on a free local port; yields its URL."""
+def serving(index: ArchiveIndex, port: int | None = None, **options) -> Iterator[str]:
+    """``rsitr serve`` on ``index`` in a thread on ``port`` (None: a free local one; ``options``: :func:`create_app`'s);
+    yields its URL."""
     import uvicorn
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(index=index), host="127.0.0.1", port=port, log_level="warning"))
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(index=index, **options), host="127.0.0.1", port=port,
+                                           log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

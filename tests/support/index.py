@@ -162,3 +162,37 @@ def write_cog(path: Path, pixels: np.ndarray, *, nodata: float | None = None, de
             dataset.colorinterp = [ColorInterp[name] for name in colorinterp]
         if mask is not None:
             dataset.write_mask(mask.astype(np.uint8) * 255)
+
+
+# build_placed_index: east.tif (UTM 33N, near 15.0 E 36.1 N, a 2023 TIFF DATETIME) and nodate.tif beside it (no tag);
+# west.tif (WGS84 degrees, near Madrid, 2024); plain.png has neither coordinates nor a date
+PLACED_EAST_BOX = (14.9, 36.0, 15.2, 36.2)
+PLACED_WEST_BOX = (-3.8, 40.3, -3.6, 40.5)
+
+
+def write_tagged(path: Path, seed: int, crs: str, transform, when: str | None) -> None:
+    """A 600 x 400 RGB GeoTIFF with ``when`` as its TIFF DATETIME tag (None: no tag)."""
+    import rasterio
+
+    pixels = np.asarray(noise(seed, 600, 400)).transpose(2, 0, 1)
+    with rasterio.open(path, "w", driver="GTiff", width=600, height=400, count=3, dtype="uint8", crs=crs,
+                       transform=transform) as dataset:
+        dataset.write(pixels)
+        if when is not None:
+            dataset.update_tags(TIFFTAG_DATETIME=when)
+
+
+def build_placed_index(base: Path):
+    """An index of scenes in two places and years, one without a date and one without coordinates (see above)."""
+    from affine import Affine
+
+    from rsitr.index import ArchiveIndex
+
+    root = base / "images"
+    root.mkdir()
+    write_tagged(root / "east.tif", 1, GEO_CRS, Affine(10, 0, 500_000, 0, -10, 4_000_000), "2023:01:05 10:00:00")
+    write_tagged(root / "nodate.tif", 2, GEO_CRS, Affine(10, 0, 506_000, 0, -10, 4_000_000), None)
+    write_tagged(root / "west.tif", 3, "EPSG:4326", Affine(0.0002, 0, -3.75, 0, -0.0002, 40.45),
+                 "2024:06:01 11:30:00")
+    noise(4, 300, 200).save(root / "plain.png")
+    return ArchiveIndex.build(base / "index", root, encoder=tiny_encoder(), progress=False, **CHIP_SETTINGS)[0]

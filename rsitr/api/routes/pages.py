@@ -39,4 +39,4 @@ def docs(request: Request) -> HTMLResponse:
 @router.get("/api/info")
 def info(service: ServiceDep) -> Info:
     return Info(**service.index.info(), max_upload_bytes=service.max_upload_bytes, max_pixels=service.max_pixels,
-                max_results=MAX_RESULTS)
+                max_results=MAX_RESULTS, basemap=service.basemap)

@@ -9,7 +9,7 @@ import numpy as np
 from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
 from fastapi.responses import Response
 
-from rsitr.api.deps import MAX_RESULTS, SearchedDep, ServiceDep, answered, download, jpeg
+from rsitr.api.deps import MAX_RESULTS, PlacedDep, SearchedDep, ServiceDep, answered, download, jpeg
 from rsitr.api.schemas import FoundAnswer, Hit, ImageSearchAnswer, Problem, SearchAnswer, problems
 from rsitr.index import DEFAULT_THRESHOLD, SearchHit
 from rsitr.index.archive import ImageTooLargeError, NotAnImageError, decode_image
@@ -21,8 +21,8 @@ QUERY_IMAGE_SIZE = 256
 SEARCH_RESPONSES = {
     200: {"description": "the ranked chips: JSON, or a GeoJSON / CSV download with `format`",
           "content": {MEDIA_TYPES["geojson"]: {}, MEDIA_TYPES["csv"]: {}}},
-    400: {"model": Problem, "description": "nothing to search for, an empty query, or more than one of `q`, "
-                                           "`like` and `image`"},
+    400: {"model": Problem, "description": "nothing to search for, an empty query, more than one of `q`, "
+                                           "`like` and `image`, or an area or date that cannot be read"},
     404: {"model": Problem, "description": "`like`, `positive` or `negative` names a chip id the index does not "
                                            "hold, or `image` a query image the server does not keep (any longer)"},
 }
@@ -35,7 +35,7 @@ def hit_answer(hit: SearchHit) -> Hit:
 
 
 @router.get("/api/search", response_model=SearchAnswer | FoundAnswer, responses=SEARCH_RESPONSES)
-def search(service: ServiceDep, asked: SearchedDep,
+def search(service: ServiceDep, asked: SearchedDep, limited: PlacedDep,
            k: Annotated[int, Query(ge=1, le=MAX_RESULTS)] = 10, rerank: bool = True,
            find_all: Annotated[bool, Query(alias="all", description="find all chips like the wanted ones (a classifier "
                                                                     "over the whole index), not the top k")] = False,
@@ -45,27 +45,29 @@ def search(service: ServiceDep, asked: SearchedDep,
            format: Literal["json", "geojson", "csv"] = "json") -> SearchAnswer | FoundAnswer | Response:
     index = service.index
     vector = service.query_vector(asked.image)
+    placed, where = limited
     with answered():
         if find_all:
             found = index.find_all(asked.q, like=asked.like, image=vector, positive=asked.positive,
-                                   negative=asked.negative, threshold=threshold)
+                                   negative=asked.negative, threshold=threshold, where=where)
         else:
             hits = index.search(asked.q, k, like=asked.like, image=vector, positive=asked.positive,
-                                negative=asked.negative, rerank=rerank)
+                                negative=asked.negative, rerank=rerank, where=where)
     if find_all and format == "json":
-        return FoundAnswer(**dict(asked), all=True, threshold=threshold, count=found.count, scored=found.scored,
-                           calibrated=found.probe.calibrated, offset=offset,
+        return FoundAnswer(**dict(asked), **dict(placed), all=True, threshold=threshold, count=found.count,
+                           scored=found.scored, calibrated=found.probe.calibrated, offset=offset,
                            results=[hit_answer(hit) for hit in index.found_hits(found, offset, k)])
     if format == "json":
-        return SearchAnswer(**dict(asked), results=[hit_answer(hit) for hit in hits], removed=hits.removed)
-    named = {key: value for key, value in dict(asked).items() if value not in (None, [])}
+        return SearchAnswer(**dict(asked), **dict(placed), results=[hit_answer(hit) for hit in hits],
+                            removed=hits.removed)
+    named = {key: value for key, value in {**dict(asked), **dict(placed)}.items() if value not in (None, [])}
     text = export_found(index.found_hits(found), format, {**named, "all": True, "threshold": threshold}) \
         if find_all else export(hits, format, named)
     return download(text, MEDIA_TYPES[format], f"rsitr-results.{format}")
 
 
 @router.post("/api/search/image", responses=problems(400, 413, 415))
-def search_image(service: ServiceDep, file: Annotated[UploadFile, File()],
+def search_image(service: ServiceDep, file: Annotated[UploadFile, File()], limited: PlacedDep,
                  k: Annotated[int, Form(ge=1, le=MAX_RESULTS)] = 10) -> ImageSearchAnswer:
     limit = service.max_upload_bytes
     data = file.file.read(limit + 1)
@@ -84,5 +86,7 @@ def search_image(service: ServiceDep, file: Annotated[UploadFile, File()],
         raise HTTPException(413, str(err)) from None
     except NotAnImageError as err:
         raise HTTPException(415, str(err)) from None
-    hits = service.index.search(k=k, image=embedding)
-    return ImageSearchAnswer(query=file.filename, image=image_id, results=[hit_answer(hit) for hit in hits])
+    placed, where = limited
+    hits = service.index.search(k=k, image=embedding, where=where)
+    return ImageSearchAnswer(query=file.filename, image=image_id, **dict(placed),
+                             results=[hit_answer(hit) for hit in hits])

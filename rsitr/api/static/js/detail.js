@@ -1,5 +1,6 @@
-// The chip detail dialog: larger chip, file, window, score parts, bounds and CRS, the whole scene with the
-// chip outlined (for a chip of a tiled scene), and the actions (more like this, marks).
+// The chip detail dialog: larger chip, file, window, score parts, bounds and CRS, acquisition time and STAC item
+// and asset (where known), the whole scene with the chip outlined (for a chip of a tiled scene), and the actions
+// (more like this, marks).
 
 import { getJSON } from "./api.js";
 import { describeWindow, formatBounds, formatProbability } from "./results.js";
@@ -94,6 +95,9 @@ export async function openDetail(hit, actions) {
     ...scoreRows(hit, actions.scoring()),
     row("bounds", hit.bounds ? formatBounds(hit.bounds, hit.crs) : "the image is not georeferenced"));
   if (hit.wgs84_bounds) facts.append(row("WGS84", formatBounds(hit.wgs84_bounds, "lon/lat")));
+  if (hit.acquired) facts.append(row("acquired", hit.acquired));
+  if (hit.item_id) facts.append(row("STAC item", hit.item_id));
+  if (hit.href) facts.append(row("asset", hit.href));
   refreshMarks(actions);
   // the whole scene with the chip outlined; not for a chip that is its whole image (the same picture twice)
   const scene = document.getElementById("scene-image");

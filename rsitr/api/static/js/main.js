@@ -2,10 +2,11 @@
 // No ranking happens here: feedback marks are sent to the API, which applies them.
 
 import { getJSON } from "./api.js";
-import { DEFAULT_THRESHOLD, hasQuery, pushState, readState, toParams } from "./state.js";
+import { DEFAULT_THRESHOLD, LIMITS, hasQuery, limitParams, pushState, readState, toParams } from "./state.js";
 import { highlightCard, renderResults } from "./results.js";
 import { openDetail, setupDetail } from "./detail.js";
-import { highlightFootprint, refreshView, savedBasemap, setBasemap, showFootprints } from "./map.js";
+import { highlightFootprint, refreshView, savedBasemap, setBasemap, setServerBasemap, showFootprints,
+  viewBounds } from "./map.js";
 import { clearHeat, setupHeat, showHeat } from "./heatmap.js";
 
 const SPINNER_DELAY_MS = 300;
@@ -53,6 +54,8 @@ async function loadInfo() {
   } else {
     notice.hidden = true;
   }
+  setServerBasemap(info.basemap);
+  $("basemap").value = savedBasemap();
   $("settings").hidden = info.georeferenced_files === 0;  // no map: no map settings
   showMapNote();
 }
@@ -220,8 +223,18 @@ function searchFromState() {
   run(() => getJSON(`/api/search?${toParams(state)}`));
 }
 
+// The where-and-when fields of the form, which every new search takes along.
+function formLimits() {
+  return Object.fromEntries(LIMITS.map(name => [name, $(name).value.trim()]));
+}
+
+function showLimits() {
+  for (const name of LIMITS) $(name).value = state[name];
+  $("limits").open = LIMITS.some(name => state[name]);
+}
+
 function go(next) {
-  state = next;
+  state = { ...next, ...formLimits() };
   pushState(state);
   searchFromState();
 }
@@ -293,9 +306,10 @@ $("image-form").addEventListener("submit", event => {
   // The server keeps the image under an id: the id goes into the URL like a text query does.
   const mine = serial + 1;  // the number run() gives this search; a later search supersedes it
   run(async () => {
-    const body = await getJSON("/api/search/image", { method: "POST", body: data });
+    const limits = formLimits();
+    const body = await getJSON(`/api/search/image?${limitParams(limits)}`, { method: "POST", body: data });
     if (mine === serial) {
-      state = { q: "", k, like: null, image: body.image, positive: [], negative: [], ...RANKED };
+      state = { q: "", k, like: null, image: body.image, positive: [], negative: [], ...RANKED, ...limits };
       pushState(state);
       showQueryImage();
     }
@@ -362,10 +376,18 @@ $("basemap").addEventListener("change", event => {
   }
 });
 
+$("bbox-from-map").addEventListener("click", () => {
+  const bounds = viewBounds();
+  if (bounds) $("bbox").value = bounds;
+  else setStatus("The map shows no area yet: search first, then zoom the map to the area to keep.", true);
+});
+
 window.addEventListener("popstate", () => {
   state = readState();
+  showLimits();
   searchFromState();
 });
 
 loadInfo();
+showLimits();
 searchFromState();

@@ -1,7 +1,7 @@
 // The footprint map (Leaflet, vendored): each georeferenced hit's WGS84 bounds as an outlined rectangle with
 // its thumbnail placed at those bounds, the view fitted to the hits. A footprint smaller than a few pixels at
 // the current zoom (hits far apart) also gets a round marker of fixed size, so every hit stays visible.
-// No tiles unless a basemap URL is set (kept in localStorage).
+// No tiles unless a basemap URL is set: by the user (kept in localStorage) or by `rsitr serve --basemap`.
 
 const BASEMAP_KEY = "rsitr.basemap";
 const MIN_FOOTPRINT_PX = 8;  // narrower or lower than this on screen: drawn as a marker too
@@ -9,6 +9,7 @@ const panel = document.getElementById("map-panel");
 let map = null;
 let layers = null;
 let basemap = null;
+let serverBasemap = "";
 let fitted = null;  // the bounds the view was last fitted to
 const footprints = new Map();  // chip id -> { rectangle, marker }
 
@@ -17,19 +18,40 @@ function ensureMap() {
   map = L.map("map", { attributionControl: true, zoomSnap: 0.25 });
   layers = L.layerGroup().addTo(map);
   map.on("zoomend", showSmallFootprintsAsMarkers);
-  setBasemap(localStorage.getItem(BASEMAP_KEY) || "");
+  showBasemap(savedBasemap());
 }
 
-export function setBasemap(url) {
-  localStorage.setItem(BASEMAP_KEY, url);
+function showBasemap(url) {
   if (!map) return;
   if (basemap) basemap.remove();
   basemap = url ? L.tileLayer(url, { maxZoom: 22, attribution: "basemap: " + new URL(url).host }).addTo(map) : null;
   if (basemap) basemap.bringToBack();
 }
 
+// The user's own choice (kept in localStorage; empty: no tiles), which wins over the server's.
+export function setBasemap(url) {
+  localStorage.setItem(BASEMAP_KEY, url);
+  showBasemap(url);
+}
+
+// The tiles `rsitr serve --basemap` named (null: none), shown while the user has chosen none of their own.
+export function setServerBasemap(url) {
+  serverBasemap = url || "";
+  showBasemap(savedBasemap());
+}
+
+// The map's view as the API's bbox, "WEST,SOUTH,EAST,NORTH" in degrees (clamped to the globe); null: no map yet.
+export function viewBounds() {
+  if (!map || !fitted) return null;
+  const view = map.getBounds();
+  const round = value => Number(value.toFixed(5));
+  return [Math.max(-180, view.getWest()), Math.max(-90, view.getSouth()), Math.min(180, view.getEast()),
+          Math.min(90, view.getNorth())].map(round).join(",");
+}
+
 export function savedBasemap() {
-  return localStorage.getItem(BASEMAP_KEY) || "";
+  const own = localStorage.getItem(BASEMAP_KEY);
+  return own === null ? serverBasemap : own;
 }
 
 function onScreenSize(rectangle) {

@@ -1,8 +1,9 @@
 // The search lives in the URL (q, k, like, image, positive, negative, and all, threshold, offset for "find all like
-// these": the API's own parameters), so a reload, back/forward and a pasted link reproduce the same results.
-// Chips are named by handle (`like`, `positive`, `negative`: a hit's `handle`, its path or path:WxH+X+Y), which
-// outlives a re-index where chip ids do not; ids are still read (older links). `image` is the id the server gave an
-// uploaded query image; the server keeps the image for a while (see /api/query-images).
+// these", and bbox, after, before for where and when: the API's own parameters), so a reload, back/forward and a
+// pasted link reproduce the same results. Chips are named by handle (`like`, `positive`, `negative`: a hit's
+// `handle`, its path or path:WxH+X+Y), which outlives a re-index where chip ids do not; ids are still read (older
+// links). `image` is the id the server gave an uploaded query image; the server keeps the image for a while (see
+// /api/query-images).
 
 const IMAGE_ID = /^[0-9a-f]{16}$/;
 export const DEFAULT_THRESHOLD = 0.5;
@@ -24,7 +25,21 @@ export function readState(search = window.location.search) {
     all: params.get("all") === "true",
     threshold: threshold > 0 && threshold < 1 ? threshold : DEFAULT_THRESHOLD,
     offset: Number.isInteger(offset) && offset > 0 ? offset : 0,
+    ...readLimits(params),
   };
+}
+
+export const LIMITS = ["bbox", "after", "before"];
+
+// Where and when the results are limited to (empty: not limited), as the API reads them.
+function readLimits(params) {
+  return Object.fromEntries(LIMITS.map(name => [name, params.get(name) || ""]));
+}
+
+export function limitParams(state) {
+  const params = new URLSearchParams();
+  for (const name of LIMITS) if (state[name]) params.set(name, state[name]);
+  return params;
 }
 
 export function hasQuery(state) {
@@ -44,6 +59,7 @@ export function toParams(state) {
     params.set("threshold", state.threshold);
     if (state.offset) params.set("offset", state.offset);
   }
+  for (const [name, value] of limitParams(state)) params.set(name, value);
   return params;
 }
 
