@@ -3,7 +3,7 @@
 Times each stage in one process: model load (weights from the package, the text tower from its own package),
 image encoding (1,093 JPEGs decoded, resized and encoded), caption encoding (5,465 captions through the text
 tower) and scoring, with the CPU model and the load average (the time is only a speed on free cores). Writes
-docs/results/default_model_eval.json.
+benchmarks/results/default_model_eval.json.
 
     python benchmarks/default_model_eval.py [--pretrained TAG] [--data ../shared/data/rsicd/dataset_rsicd.json]
 """
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--pretrained", default=DEFAULT_PRETRAINED, choices=list_pretrained())
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "rsicd" / "dataset_rsicd.json"))
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--out", default=str(REPO / "docs" / "results" / "default_model_eval.json"))
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "default_model_eval.json"))
     args = parser.parse_args()
     data = Path(args.data)
     with warnings.catch_warnings():

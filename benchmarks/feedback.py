@@ -16,7 +16,7 @@ Chance level is 100 / 2100 = 0.048.
 Without ``--model`` and ``--pretrained`` the model is the one rsitr ships as its default
 (:data:`rsitr.models.DEFAULT_PRETRAINED`); ``--model rsitr-tiny-ViT`` alone is a random tiny model
 (text at chance: the numbers then say only what feedback does from image vectors). Say which model
-produced any number quoted. Results are printed and written to ``docs/results/feedback.json``.
+produced any number quoted. Results are printed and written to ``benchmarks/results/feedback.json``.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def main() -> None:
                         help="where the UCM index is built and reused (default: one per model under /tmp)")
     parser.add_argument("--queries", type=int, default=0, help="use only the first N queries (0 = all 210)")
     parser.add_argument("--out", type=Path,
-                        default=Path(__file__).resolve().parents[1] / "docs" / "results" / "feedback.json")
+                        default=Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "feedback.json")
     args = parser.parse_args()
     data = resolve_model_and_ucm(args)
 

@@ -81,7 +81,6 @@ def interleaved(cases: dict[str, object], repeats: int, env: dict) -> dict[str, 
 def towers(int8: bool) -> dict:
     """Image chips/s per runtime and precision, and a query's text encode p50, in this process."""
     import numpy as np
-    import torch
     from PIL import Image
 
     from rsitr.index.index_encoder import Encoder

@@ -19,7 +19,7 @@ rotations) alone and + SAR, and, for models trained with local similarity, the g
     python benchmarks/real_ablation.py --suite minilm --trained-only   # the table of the runs finished so far
     python benchmarks/real_ablation.py --suite lite0         # the ImageNet-pretrained image tower suite
 
-Results: printed, and written as JSON to --json (default docs/results/real_ablation.json; a --quick run keeps
+Results: printed, and written as JSON to --json (default benchmarks/results/real_ablation.json; a --quick run keeps
 to runs/real-ablation-quick/).
 """
 
@@ -59,12 +59,12 @@ class Suite(NamedTuple):
 SUITES = {
     "small": Suite(("configs/real/base.yaml",), "configs/real", ("baseline", "local", "ker", "eba", "ebaker",
                                                                  "iebaker_independent"),
-                   ("baseline", "ebaker"), "runs/real-ablation", "docs/results/real_ablation.json",
+                   ("baseline", "ebaker"), "runs/real-ablation", "benchmarks/results/real_ablation.json",
                    "model rsitr-small trained from scratch (random init) on RSICD train"),
     "minilm": Suite(("configs/data/rsicd_ucm.yaml", "configs/real/minilm/base.yaml"), "configs/real/minilm",
                     ("baseline", "vit64", "scratch_text", "unfrozen2", "unfrozen2_epochs4", "eba", "local", "ker",
                      "ebaker"),
-                    ("baseline", "unfrozen2"), "runs/real-ablation-minilm", "docs/results/minilm_ablation.json",
+                    ("baseline", "unfrozen2"), "runs/real-ablation-minilm", "benchmarks/results/minilm_ablation.json",
                     "pretrained all-MiniLM-L6-v2 text tower (frozen unless the row says) + image tower from random "
                     "init, trained on RSICD + UC Merced train"),
     "lite0": Suite(("configs/data/rsicd_ucm.yaml", "configs/real/lite0/base.yaml"), "configs/real/lite0",
@@ -73,7 +73,7 @@ SUITES = {
                     "views4_ucm_only"),
                    ("locked", "text2", "text2_views4"),
                    "runs/real-ablation-lite0",
-                   "docs/results/lite0_ablation.json",
+                   "benchmarks/results/lite0_ablation.json",
                    "ImageNet-pretrained EfficientNet-Lite0 image tower (locked unless the row says; its frozen stages' "
                    "features cached per orientation) + pretrained all-MiniLM-L6-v2 text tower, MLP projections, "
                    "trained on RSICD + UC Merced train"),
@@ -184,7 +184,7 @@ def format_lines(table: list[dict]) -> str:
 
 
 def format_markdown(table: list[dict]) -> str:
-    """The README's table: a line per row and inference variant, RSICD recalls, mR on RSICD and UC Merced."""
+    """docs/RESULTS.md's table: a line per row and inference variant, RSICD recalls, mR on RSICD and UC Merced."""
     by_key = {(line["row"], line["variant"], line["test_set"]): line for line in table}
     text = ["| row | inference | RSICD i2t R@1/5/10 | RSICD t2i R@1/5/10 | RSICD mR | UCM mR | seeds | train min |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -215,7 +215,8 @@ def main() -> None:
     parser.add_argument("--out", help="folder of the runs, resumed if present (default the suite's, e.g. "
                                       "runs/real-ablation; with --quick that folder + '-quick')")
     parser.add_argument("--json", help="where the results go (default the suite's, e.g. "
-                                       "docs/results/real_ablation.json; with --quick in the --quick runs' folder)")
+                                       "benchmarks/results/real_ablation.json; with --quick in the --quick runs' "
+                                       "folder)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra config overrides")
     args = parser.parse_args()
     suite = SUITES[args.suite]

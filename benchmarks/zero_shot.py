@@ -1,8 +1,8 @@
 """Zero-shot scene classification of a model on the shared data: UC Merced (21 classes) and RSICD (31 scenes).
 
-Fills the README's zero-shot table: runs ``rsitr classify``'s logic (default remote-sensing templates) on the
+Fills docs/RESULTS.md's zero-shot table: runs ``rsitr classify``'s logic (default remote-sensing templates) on the
 test split of each caption file (images the model did not train on), prints the CPU model, each dataset's
-top-1 / mean per-class recall next to chance, and the README row; writes everything to
+top-1 / mean per-class recall next to chance, and the table's row; writes everything to
 ``benchmarks/results/zero_shot.json`` under ``--label`` (other labels' entries are kept).
 
     python benchmarks/zero_shot.py --model rsitr-small --pretrained runs/small/checkpoints/latest.pt \\
@@ -36,7 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="rsitr-tiny-ViT")
     parser.add_argument("--pretrained", default=None, help="OpenCLIP tag / checkpoint or rsitr checkpoint")
-    parser.add_argument("--label", required=True, help="the README row's name, e.g. 'rsitr-small, from scratch'")
+    parser.add_argument("--label", required=True, help="the table row's name, e.g. 'rsitr-small, from scratch'")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="folder holding ucm/ and rsicd/")
     parser.add_argument("--split", default="test")
     parser.add_argument("--batch-size", type=int, default=128)
@@ -71,7 +71,8 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     ucm, rsicd = entry["ucm"], entry["rsicd"]
-    print(f"written {RESULTS}\nREADME row:\n| {args.label} | {100 * ucm['top1']:.1f} (chance {100 * ucm['chance_top1']:.1f}) "
+    print(f"written {RESULTS}\ndocs/RESULTS.md row:\n"
+          f"| {args.label} | {100 * ucm['top1']:.1f} (chance {100 * ucm['chance_top1']:.1f}) "
           f"| {100 * rsicd['top1']:.1f} (chance {100 * rsicd['chance_top1']:.1f}) |")
 
 

@@ -1,4 +1,4 @@
-"""benchmarks/real_ablation.py's bookkeeping: mean and sample std over seeds, its README table, and the test
+"""benchmarks/real_ablation.py's bookkeeping: mean and sample std over seeds, its docs/RESULTS.md table, and the test
 results it keeps beside each checkpoint (the training and evaluation themselves are measured, not tested)."""
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""The README's command blocks, walked line by line: every `rsitr` line parses and names files a checkout has; each
-example that runs in a minute or so on a CPU runs as written (in a checkout-like folder, after the lines above it in
-its block), and each that does not is skipped with the reason :data:`NOT_RUN` gives for it, so a new example is
-either run here or says why not. The demo block's feedback example finds what the README says it finds."""
+"""The command blocks of the README and of docs/*.md (where its long forms moved), walked line by line: every `rsitr`
+line parses and names files a checkout has; each example that runs in a minute or so on a CPU runs as written (in a
+checkout-like folder, after the lines above it in its block), and each that does not is skipped with the reason
+:data:`NOT_RUN` gives for it, so a new example is either run here or says why not. The demo block's feedback
+example finds what the README says it finds."""
 
 from __future__ import annotations
 
@@ -26,20 +27,28 @@ NOT_RUN = {
     "rsitr serve ": "a server that answers until stopped (tests/api/ start it on a free port)",
     "rsitr index sentinel2/": "the reader's own Sentinel-2 scenes (tests/index/test_rasters.py index band GeoTIFFs)",
     "rsitr index search.json": "the reader's STAC search (tests/index/test_remote.py index remote COGs)",
+    "rsitr search visual.index":
+        "the index of the reader's STAC search above (tests/index/test_where.py tests --bbox, --after, --before)",
     "rsitr train --config configs/data/ucm.yaml": "trains on real data for hours",
     "rsitr train --config configs/data/rsicd_ucm.yaml": "trains on real data for hours",
     "rsitr eval --data ../shared/data/ucm/dataset_ucm.json --images ../shared/data/ucm/images --pretrained runs/ucm":
         "needs runs/ucm, the hours-long training above",
     "rsitr classify data/UCMerced_LandUse/Images": "a folder where the reader unpacked UC Merced, not in a checkout",
+    "rsitr reproduce --config configs/paper/ebaker.yaml":
+        "needs RSICD, RSITMD, NWPU-Captions and OpenAI's CLIP weights, none of which a checkout has",
     "rsitr data inspect": "perceptual hashes of 12,921 RSICD and UC Merced images: minutes",
     "rsitr eval --data ../shared/data/rsicd": "RSICD's 1,093 test images and 5,465 captions: minutes on a CPU",
 }
-"""README line prefix -> why this test does not run it."""
+"""Line prefix (README or docs/*.md) -> why this test does not run it."""
+
+DOCUMENTS = ("README.md", *sorted(str(path.relative_to(REPO)) for path in (REPO / "docs").glob("*.md")))
+"""The files whose bash blocks are walked: the README and every document it links into."""
 
 
 @dataclass(frozen=True)
 class Line:
-    block: int
+    block: str
+    """``FILE:N``: the N-th bash block of that file."""
     number: int
     """The line's place among its block's commands."""
     text: str
@@ -60,42 +69,48 @@ class Line:
 
 
 def readme_lines() -> list[Line]:
-    """Every command line of the README's bash blocks, in order."""
-    blocks = re.findall(r"^```bash\n(.*?)^```", (REPO / "README.md").read_text(encoding="utf-8"), re.M | re.S)
+    """Every command line of the bash blocks of :data:`DOCUMENTS`, in order."""
     lines = []
-    for block, text in enumerate(blocks):
-        commands = [line.split("  #")[0].strip() for line in text.replace("\\\n", " ").splitlines()]
-        commands = [command for command in commands if command and not command.startswith("#")]
-        lines += [Line(block, number, command) for number, command in enumerate(commands)]
+    for document in DOCUMENTS:
+        blocks = re.findall(r"^```bash\n(.*?)^```", (REPO / document).read_text(encoding="utf-8"), re.M | re.S)
+        for block, text in enumerate(blocks):
+            commands = [line.split("  #")[0].strip() for line in text.replace("\\\n", " ").splitlines()]
+            commands = [command for command in commands if command and not command.startswith("#")]
+            lines += [Line(f"{document}:{block}", number, command) for number, command in enumerate(commands)]
     return lines
 
 
-def readme_commands() -> list[tuple[int, str]]:
-    """``(block number, command line)`` of every `rsitr` line of the README's bash blocks."""
+def test_the_docs_blocks_are_walked() -> None:
+    blocks = {line.block.split(":")[0] for line in readme_lines()}
+    assert {"README.md", "docs/USAGE.md", "docs/REPRODUCTION.md"} <= blocks
+
+
+def readme_commands() -> list[tuple[str, str]]:
+    """``(block, command line)`` of every `rsitr` line of the bash blocks of :data:`DOCUMENTS`."""
     return [(line.block, line.command) for line in readme_lines() if line.command.startswith("rsitr ")]
 
 
 def test_every_readme_command_parses_and_names_files_a_checkout_has() -> None:
     commands = readme_commands()
     assert len(commands) > 10
-    for _, line in commands:
+    for block, line in commands:
         argv = shlex.split(line)[1:]
         try:
             build_parser().parse_args(argv)
         except SystemExit:
-            pytest.fail(f"README: {line!r} does not parse")
+            pytest.fail(f"{block}: {line!r} does not parse")
         for token in argv:
             if token.startswith("../shared/data") and not SHARED_DATA.is_dir():
                 continue
             if token.startswith(("configs/", DEMO, "../shared/data")):
-                assert (REPO / token).exists(), f"README: {line}: {token} is not in a checkout"
+                assert (REPO / token).exists(), f"{block}: {line}: {token} is not in a checkout"
 
 
 def test_every_line_left_out_has_a_reason_that_still_matches_a_line() -> None:
     lines = readme_lines()
     for prefix in NOT_RUN:
         assert any(" ".join(line.command.split()).startswith(prefix) for line in lines), \
-            f"NOT_RUN names {prefix!r}, which no README line starts with any longer"
+            f"NOT_RUN names {prefix!r}, which no README or docs/*.md line starts with any longer"
 
 
 class Checkout:
@@ -110,7 +125,7 @@ class Checkout:
         if SHARED_DATA.is_dir():
             (root / "shared").mkdir()
             (root / "shared" / "data").symlink_to(SHARED_DATA)
-        self.ran: dict[tuple[int, int], str] = {}
+        self.ran: dict[tuple[str, int], str] = {}
 
     def run(self, line: Line, monkeypatch, capsys) -> str:
         """``line``'s output (after the lines above it in its block, each once); a failing line fails the test."""
@@ -130,7 +145,7 @@ class Checkout:
             done = subprocess.run([sys.executable, *argv[1:]] if argv[0] == "python" else argv, cwd=self.cwd,
                                   capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin"})
             code, out = done.returncode, done.stdout + done.stderr
-        assert code == 0, f"README: {line.text}: exit {code}\n{out}"
+        assert code == 0, f"{line.block}: {line.text}: exit {code}\n{out}"
         if line.redirect:
             (self.cwd / line.redirect).write_text(out)
         self.ran[line.block, line.number] = out
@@ -146,9 +161,9 @@ def checkout(tmp_path_factory) -> Checkout:
 @pytest.mark.parametrize("line", readme_lines(), ids=lambda line: f"{line.block}.{line.number}")
 def test_the_readme_example_runs_as_written(line: Line, checkout: Checkout, monkeypatch, capsys) -> None:
     if line.not_run:
-        pytest.skip(f"README {line.command[:60]!r}: {line.not_run}")
+        pytest.skip(f"{line.block} {line.command[:60]!r}: {line.not_run}")
     if "../shared/data" in line.command and not SHARED_DATA.is_dir():
-        pytest.skip(f"README {line.command[:60]!r}: needs the real data in ../shared/data, absent here")
+        pytest.skip(f"{line.block} {line.command[:60]!r}: needs the real data in ../shared/data, absent here")
     out = checkout.run(line, monkeypatch, capsys)
     if line.command.startswith("rsitr search") and "--all" in line.command:  # what the README says it finds
         found = re.findall(r"^\s*\d+\s+\S+\s+(\S+) \[.*\]  chip \d+", out, re.M)  # rank, probability, file

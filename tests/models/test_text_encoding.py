@@ -12,7 +12,7 @@ from rsitr.config import ConfigError, load_config
 from rsitr.errors import UserError
 from rsitr.models import TINY_MODEL, RetrievalCLIP, create_model
 from rsitr.models.encoding import encode_captions, trim_padding
-from rsitr.models.precision import inference_precision, resolve_precision
+from rsitr.models.precision import resolve_precision
 from rsitr._compat import open_clip
 
 CAPTIONS = ["a lake", "many buildings and green trees are around a playground with a running track and a pool",
