@@ -223,7 +223,7 @@ def test_a_checkpoint_with_other_fusion_weights_is_searched_with_them(tmp_path):
     index = ArchiveIndex.open(tmp_path / "index")  # the service's way: the model comes back from the index's record
     try:
         assert index.info()["fusion"] == {"global_weight": 0.2, "local_weight": 0.8} and index.info()["local_rerank"]
-        hits = index.search_text("a harbour with boats", k=4)
+        hits = index.search("a harbour with boats", k=4)
         assert len(hits) == 4
         for hit in hits:  # float32 scores: a tolerance for the order of the sums
             assert hit.score == pytest.approx(0.2 * hit.global_score + 0.8 * hit.local_score, abs=1e-5)
