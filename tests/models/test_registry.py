@@ -98,7 +98,8 @@ def test_list_models_holds_rsitrs_configs_and_open_clips():
 
 def test_models_command_lists_what_the_registry_holds(tmp_path, monkeypatch, capsys):
     (tmp_path / "pretrained.json").write_text(json.dumps(
-        {"tiny-test": {"model": TINY_MODEL, "file": "tiny-test.pt", "description": "random weights for tests"}}))
+        {"tiny-test": {"model": TINY_MODEL, "file": "tiny-test.pt", "description": "random weights for tests",
+                       "sha256": "0" * 64}}))  # listed, never loaded
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
     monkeypatch.setattr(registry, "REGISTRY", tmp_path / "pretrained.json")
     assert main(["models", "--shipped"]) == 0
