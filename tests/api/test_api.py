@@ -18,7 +18,7 @@ from PIL import Image
 
 from rsitr.api.app import create_app
 from rsitr.index import ArchiveIndex
-from rsitr.index.query_images import QueryImages, UnknownQueryImageError
+from rsitr.api.query_images import QueryImages, UnknownQueryImageError
 from support.index import CHIP_SETTINGS, GEO_CRS, make_archive, noise, tiny_encoder
 
 MAX_UPLOAD = 4000
