@@ -105,7 +105,7 @@ def main() -> None:
 
             index = ArchiveIndex.open(work / "remote.index", encoder=Encoder(create_model(TINY_MODEL, seed=0),
                                                                              precision="fp32"))
-            hit = index.search_text("a field", k=1)[0]
+            hit = index.search("a field", k=1)[0]
             before = server.served["scene.tif"]
             index.chip_image(index.chip(hit.chip_id), 256)  # the page's thumbnail of a hit
             preview = server.served["scene.tif"] - before

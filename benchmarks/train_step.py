@@ -32,7 +32,7 @@ def step(model_name: str, batch: int, steps: int, full: bool, new_path: bool, th
     import rsitr.training.objective
 
     from rsitr.config import MethodConfig
-    from rsitr.keywords import build_keywords, mask_captions
+    from rsitr.models.keywords import build_keywords, mask_captions
     from rsitr.losses.eba import EliminateBeforeAlign
     from rsitr.models import create_model
     from rsitr.models.ker_head import KERHead

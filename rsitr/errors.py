@@ -18,6 +18,10 @@ class UserError(ValueError):
     """An input the user can fix; the message names what is wrong and the fix."""
 
 
+class MissingExtraError(UserError):
+    """An optional dependency (an ``rsitr[...]`` extra) that a requested feature needs is not installed."""
+
+
 class RsitrWarning(UserWarning):
     """Something the user may want to fix that did not stop the work (a dropped caption, a skipped file, a damaged
     derived file rebuilt in memory, a model with random weights); the message names it and the fix."""

@@ -35,11 +35,10 @@ from typing import Callable, Sequence
 from torch import nn
 
 from rsitr.embeddings import EmbedInput, EmbedSettings, EmbedSummary, embed_to_parquet
-from rsitr.errors import UserError
+from rsitr.errors import MissingExtraError, UserError
 from rsitr.index.archive_index import ArchiveIndex
 from rsitr.index.chip_shards import ShardedChipEncoder
 from rsitr.index.indexer import UpdateReport
-from rsitr.index.lance_store import MissingExtraError
 from rsitr.index.pipeline import ShardTask, ShardWorker
 
 

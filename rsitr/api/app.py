@@ -22,7 +22,7 @@ Routes (JSON unless noted):
   scene's CRS
 - ``GET /static/...`` the page's scripts, styles and vendored Leaflet and Swagger UI
 - ``POST /api/search/image`` (multipart ``file``, form ``k``) search by an example image, which is kept
-  (:class:`rsitr.index.query_images.QueryImages`, bounded in count and age) under the ``image`` id the
+  (:class:`rsitr.api.query_images.QueryImages`, bounded in count and age) under the ``image`` id the
   answer names, for later searches and ``GET /api/query-images/{id}`` (a JPEG of it); bodies over
   ``max_upload_bytes`` and images over ``max_pixels`` (read from the header, before decoding) get 413, files
   PIL cannot open as an image get 415 (the bytes decide, not the name)
@@ -61,7 +61,7 @@ from rsitr.api.schemas import Problem
 from rsitr.errors import UserError
 from rsitr.index import ArchiveIndex
 from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS
-from rsitr.index.query_images import QueryImages
+from rsitr.api.query_images import QueryImages
 
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 2**20
 DEFAULT_MAX_CONCURRENT_IMAGES = 2

@@ -22,7 +22,7 @@ from PIL import Image
 from rsitr.api.schemas import Placed, Searched
 from rsitr.errors import UserError
 from rsitr.index import ArchiveIndex, PathOutsideArchiveError, UnknownChipError
-from rsitr.index.query_images import ID_PATTERN, QueryImages, UnknownQueryImageError
+from rsitr.api.query_images import ID_PATTERN, QueryImages, UnknownQueryImageError
 from rsitr.index.where import Where
 
 MAX_RESULTS = 200

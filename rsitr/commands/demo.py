@@ -83,7 +83,7 @@ def run_search(args: argparse.Namespace) -> int:
     print(f"indexed {info['chips']} UC Merced images (10 per land-use class) into {index_dir}\n")
     found = 0
     for query, expected in DEMO_QUERIES:
-        hits = index.search_text(query, args.top_k)
+        hits = index.search(query, args.top_k)
         classes = [Path(hit.path).stem.rsplit("_", 1)[0] for hit in hits]
         found += sum(c == expected for c in classes)
         print(f'"{query}"  ({sum(c == expected for c in classes)}/{len(hits)} of class {expected})')

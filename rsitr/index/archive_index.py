@@ -257,12 +257,6 @@ class ArchiveIndex:
             return self._vectors
 
     # -- searching -------------------------------------------------------------------------------------------
-    def search_text(self, query: str, k: int = 10, rerank: bool = True,
-                    candidates: int = DEFAULT_RERANK_CANDIDATES) -> list[SearchHit]:
-        """Top ``k`` chips for a caption; with ``rerank`` the best ``max(k, candidates)`` by global cosine are
-        re-ranked with local similarity (when the index stores local tokens)."""
-        return self.search(query, k, rerank=rerank, candidates=candidates)
-
     def search(self, query: str | None = None, k: int = 10, *, like: Handle | None = None,
                image: np.ndarray | None = None, positive: Sequence[Handle] = (), negative: Sequence[Handle] = (),
                rerank: bool = True, candidates: int = DEFAULT_RERANK_CANDIDATES,

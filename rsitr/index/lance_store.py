@@ -25,7 +25,7 @@ from typing import Iterator
 
 import numpy as np
 
-from rsitr.errors import UserError
+from rsitr.errors import MissingExtraError
 from rsitr.index.columns import vector_column, vector_matrix
 from rsitr.retrieval.vector_index import (REFINE_FACTOR, choose_index_type, default_probes, ivf_cells,
                                           pq_subquantizers)
@@ -33,10 +33,6 @@ from rsitr.retrieval.vector_index import (REFINE_FACTOR, choose_index_type, defa
 TABLE = "chips"
 VECTOR_COLUMN = "vector"
 BOUNDS_COLUMNS = ("left", "bottom", "right", "top")
-
-
-class MissingExtraError(UserError):
-    """An optional dependency (an ``rsitr[...]`` extra) that a requested feature needs is not installed."""
 
 
 def import_lancedb():

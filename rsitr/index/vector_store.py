@@ -176,12 +176,6 @@ class LanceBackend(VectorBackend):
     def recorded_as(self, index_type: str) -> str:
         return f"lancedb:{self.uri or LANCE_DIRECTORY}"
 
-    def records(self, recorded: str, index_type: str) -> bool:
-        # rsitr <= issue 33 recorded the default location by the index path it was built through
-        return super().records(recorded, index_type) or (
-            not self.uri and recorded.startswith("lancedb:")
-            and Path(recorded.removeprefix("lancedb:")).name == LANCE_DIRECTORY)
-
     def saved(self) -> bool:
         return True  # an object-store URI cannot be told from a path: opening it tells
 

@@ -5,7 +5,7 @@ masked caption's projected word tokens attend to the image's projected patch tok
 cross-attention layer (``cross_former``: LayerNorm on queries and on keys/values, no residual), a
 4-block pre-norm transformer contextualises the result, and an MLM head
 (``Linear -> QuickGELU -> LayerNorm -> Linear``) scores every vocabulary token at every position.
-The masks come from :func:`rsitr.keywords.mask_captions`.
+The masks come from :func:`rsitr.models.keywords.mask_captions`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rsitr._compat import open_clip
-from rsitr.keywords import IGNORE_INDEX
+from rsitr.models.keywords import IGNORE_INDEX
 
 
 def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -102,8 +102,9 @@ class PretrainedCfg:
     file: Path | None
     """A shipped tag's weights file; None for a hub tag (its file is :attr:`hub`'s, once fetched)."""
     recipe: ScoringRecipe
-    sha256: str | None = None
-    """The weights file's SHA-256, checked when the model is built (entries packaged before it was recorded: None)."""
+    sha256: str | None
+    """A shipped tag's weights file's SHA-256, checked when the model is built; None for a hub tag (:attr:`hub`
+    checks the file it fetches)."""
     description: str = field(default="", repr=False)
     results: Mapping = field(default_factory=dict, repr=False)
     config: Mapping | None = field(default=None, repr=False)
@@ -138,14 +139,14 @@ class PretrainedCfg:
         return bool(self.text_tower or self.image_tower)
 
     def check_file(self) -> Path:
-        """The weights file, after checking it is there and (when recorded) its checksum; a hub tag's is fetched
+        """The weights file, after checking it is there and its checksum; a hub tag's is fetched
         (downloaded and checked the first time)."""
         if self.hub is not None:
             return self.hub.fetch(self.tag)
         if not self.file.is_file():
             raise UserError(f"the weights of pretrained tag {self.tag!r} are missing from this installation "
                             f"({self.file}); reinstall rsitr")
-        if self.sha256 is not None and file_sha256(self.file) != self.sha256:
+        if file_sha256(self.file) != self.sha256:
             raise UserError(f"the weights of pretrained tag {self.tag!r} ({self.file}) do not match their recorded "
                             f"checksum (a damaged or replaced file); reinstall rsitr")
         return self.file
@@ -200,7 +201,7 @@ def _read(registry: Path, weights_dir: Path, version: int) -> dict[str, Pretrain
 
             config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
         entries[tag] = PretrainedCfg(tag, entry["model"], weights_dir / entry["file"],
-                                     ScoringRecipe.from_config(config), entry.get("sha256"),
+                                     ScoringRecipe.from_config(config), entry["sha256"],
                                      entry.get("description", ""), entry.get("results", {}), config,
                                      entry.get("text_tower"), entry.get("image_tower"))
     return entries

@@ -186,7 +186,7 @@ class Trainer:
 
     # --- method parts --------------------------------------------------------------------------------
     def _build_masker(self):
-        from rsitr.keywords import build_keywords, mask_captions, stop_list
+        from rsitr.models.keywords import build_keywords, mask_captions, stop_list
 
         by_source: dict[str, list[str]] = {}
         for image in self.train_corpus.images:

@@ -18,7 +18,7 @@ from PIL import Image
 
 from rsitr.api.app import create_app
 from rsitr.index import ArchiveIndex
-from rsitr.index.query_images import QueryImages, UnknownQueryImageError
+from rsitr.api.query_images import QueryImages, UnknownQueryImageError
 from support.index import CHIP_SETTINGS, GEO_CRS, make_archive, noise, tiny_encoder
 
 MAX_UPLOAD = 4000
@@ -70,7 +70,7 @@ def test_a_basemap_template_is_checked_and_named_in_the_info(index, tmp_path, ca
 
 def test_text_search_matches_the_python_api(client, index):
     body = client.get("/api/search", params={"q": "storage tanks", "k": 4}).json()
-    expected = index.search_text("storage tanks", k=4)
+    expected = index.search("storage tanks", k=4)
     assert [hit["chip_id"] for hit in body["results"]] == [hit.chip_id for hit in expected]
     assert body["results"][0]["thumbnail"] == f"/api/chips/{expected[0].chip_id}/thumbnail"
     assert client.get("/api/search", params={"q": " \x1c "}).status_code == 422  # whitespace only: the schema says so
@@ -167,7 +167,7 @@ def test_non_image_upload_is_refused_with_415_whatever_its_name(client):
 
 
 def test_chip_metadata_and_thumbnail(client, index):
-    geo_hit = next(hit for hit in index.search_text("x", k=20, rerank=False) if hit.path == "geo.tif")
+    geo_hit = next(hit for hit in index.search("x", k=20, rerank=False) if hit.path == "geo.tif")
     chip = client.get(f"/api/chips/{geo_hit.chip_id}").json()
     assert chip["crs"] == GEO_CRS and chip["bounds"] == pytest.approx(list(geo_hit.bounds))
     assert client.get(f"/api/chips/{geo_hit.chip_id}/thumbnail", params={"size": 64}).headers["content-type"] == \
@@ -181,7 +181,7 @@ def test_chip_metadata_and_thumbnail(client, index):
         return float(np.corrcoef(np.ravel(thumbnail.convert("L")), np.ravel(chip.convert("L")))[0, 1])
 
     # Full size, so it is the chip's pixels up to JPEG loss; another chip of the (noise) scene is uncorrelated.
-    other_id = next(hit.chip_id for hit in index.search_text("x", k=20) if hit.path == "geo.tif" and
+    other_id = next(hit.chip_id for hit in index.search("x", k=20) if hit.path == "geo.tif" and
                     hit.chip_id != geo_hit.chip_id)
     assert luma_correlation(geo_hit.chip_id) > 0.8
     assert abs(luma_correlation(other_id)) < 0.2
@@ -273,7 +273,7 @@ def test_deleted_or_replaced_sources_answer_404_with_the_reason(tmp_path):
     root = make_archive(tmp_path / "archive", geotiff=False)
     index, _ = ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), progress=False, **CHIP_SETTINGS)
     client = TestClient(create_app(index=index), base_url="http://localhost")
-    chips = {hit.path: hit.chip_id for hit in index.search_text("x", k=20, rerank=False)}
+    chips = {hit.path: hit.chip_id for hit in index.search("x", k=20, rerank=False)}
     (root / "scene0.png").unlink()
     noise(9, 20, 20).save(root / "scene1.png")  # replaced by a smaller image: the chip window no longer fits
     for path, reason in [("scene0.png", "deleted"), ("scene1.png", "replaced")]:

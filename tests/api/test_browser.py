@@ -75,13 +75,13 @@ def test_query_url_detail_more_like_this_and_map(page, server_url, index):
     page.fill("#k", "10")  # every chip of the archive, so all 6 GeoTIFF chips are shown
     page.click("#text-form button")
     ids = shown_ids(page)
-    assert ids == [hit.chip_id for hit in index.search_text("a harbour with boats", k=10)]
+    assert ids == [hit.chip_id for hit in index.search("a harbour with boats", k=10)]
     assert page.text_content("#status") == "10 results for “a harbour with boats”."
     coords = page.eval_on_selector_all("#results .coords", "nodes => nodes.map(n => n.textContent)")
     assert len(coords) == 6 and all(text.startswith("EPSG:32633: ") for text in coords)
     # the map: one footprint per georeferenced hit, hovering a card highlights its footprint
     footprints = page.eval_on_selector_all("#map path.footprint", "paths => paths.map(p => Number(p.dataset.chipId))")
-    geo_ids = [chip_id for chip_id, hit in zip(ids, index.search_text("a harbour with boats", k=10)) if hit.bounds]
+    geo_ids = [chip_id for chip_id, hit in zip(ids, index.search("a harbour with boats", k=10)) if hit.bounds]
     assert sorted(footprints) == sorted(geo_ids)
     assert page.locator("#map img.leaflet-image-layer").count() == 6
     page.hover(f"#results figure[data-chip-id='{geo_ids[0]}']")
@@ -398,7 +398,7 @@ BROKEN_WORDS = """selector => {  // words of visible text that the layout split 
 
 @pytest.mark.parametrize("width", [360, 1280])
 def test_cards_and_detail_break_no_word_and_untiled_cards_name_no_window(browser, server_url, index, width):
-    hits = index.search_text("a harbour with boats", k=10)
+    hits = index.search("a harbour with boats", k=10)
     with confined_page(browser, server_url, viewport={"width": width, "height": 800}) as page:
         page.goto(f"{server_url}/?q=a+harbour+with+boats&k=10")
         shown_ids(page)
@@ -506,7 +506,7 @@ def test_the_heat_layer_colours_a_scenes_chips_and_links_the_geotiff(browser, se
     import rasterio
     from rasterio.io import MemoryFile
 
-    hits = index.search_text("a harbour", k=10)
+    hits = index.search("a harbour", k=10)
     geo = next(hit for hit in hits if hit.bounds)
     scores = index.scene_scores(geo.path, "a harbour")
     with confined_page(browser, server_url, viewport={"width": width, "height": 800}) as page:
@@ -645,7 +645,7 @@ def test_a_real_query_on_rsicd_with_the_shipped_model(browser, rsicd_index, tmp_
         with confined_page(browser, url, viewport={"width": 1400, "height": 900}) as page:
             page.goto(f"{url}/?q={RSICD_QUERY.replace(' ', '+')}&k=15")
             ids = shown_ids(page)
-            scenes = [Path(hit.path).stem.rsplit("_", 1)[0] for hit in rsicd_index.search_text(RSICD_QUERY, k=15)]
+            scenes = [Path(hit.path).stem.rsplit("_", 1)[0] for hit in rsicd_index.search(RSICD_QUERY, k=15)]
             # the shipped model finds airports: 15 random test images hold 0.6 of them (42 of 1,093)
             assert scenes.count("airport") >= 5, scenes
             wanted = ids[scenes.index("airport")]
@@ -673,7 +673,7 @@ def test_a_real_query_on_rsicd_with_the_shipped_model(browser, rsicd_index, tmp_
 def test_links_name_chips_by_handle_and_probabilities_print_as_the_cli_prints_them(page, server_url, index):
     """A link naming chips by id (an older one) is rewritten to their handles once they are shown, so it outlives a
     re-index; the page formats a find-all probability as rsitr's format_probability does."""
-    hits = index.search_text("storage tanks", k=10)
+    hits = index.search("storage tanks", k=10)
     wanted = hits[-1].chip_id
     page.goto(f"{server_url}/?q=storage+tanks&k=10&positive={wanted}")
     shown_ids(page)

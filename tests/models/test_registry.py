@@ -98,7 +98,8 @@ def test_list_models_holds_rsitrs_configs_and_open_clips():
 
 def test_models_command_lists_what_the_registry_holds(tmp_path, monkeypatch, capsys):
     (tmp_path / "pretrained.json").write_text(json.dumps(
-        {"tiny-test": {"model": TINY_MODEL, "file": "tiny-test.pt", "description": "random weights for tests"}}))
+        {"tiny-test": {"model": TINY_MODEL, "file": "tiny-test.pt", "description": "random weights for tests",
+                       "sha256": "0" * 64}}))  # listed, never loaded
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
     monkeypatch.setattr(registry, "REGISTRY", tmp_path / "pretrained.json")
     assert main(["models", "--shipped"]) == 0
@@ -223,7 +224,7 @@ def test_a_checkpoint_with_other_fusion_weights_is_searched_with_them(tmp_path):
     index = ArchiveIndex.open(tmp_path / "index")  # the service's way: the model comes back from the index's record
     try:
         assert index.info()["fusion"] == {"global_weight": 0.2, "local_weight": 0.8} and index.info()["local_rerank"]
-        hits = index.search_text("a harbour with boats", k=4)
+        hits = index.search("a harbour with boats", k=4)
         assert len(hits) == 4
         for hit in hits:  # float32 scores: a tolerance for the order of the sums
             assert hit.score == pytest.approx(0.2 * hit.global_score + 0.8 * hit.local_score, abs=1e-5)

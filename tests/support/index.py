@@ -129,7 +129,7 @@ def assert_same_index(first, second, *, same_ids: bool = True) -> None:
     assert first.store.failures() == second.store.failures()
     assert first.info()["incomplete_files"] == second.info()["incomplete_files"] == 0
     for query in TEXT_QUERIES:
-        hits_a, hits_b = first.search_text(query, k=10), second.search_text(query, k=10)
+        hits_a, hits_b = first.search(query, k=10), second.search(query, k=10)
         assert [(h.path, h.window) for h in hits_a] == [(h.path, h.window) for h in hits_b], query
         np.testing.assert_allclose([h.score for h in hits_a], [h.score for h in hits_b], atol=1e-4)
 

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from rsitr.api.deps import MAX_PATH_LENGTH, ServiceDep, known_chip
 from rsitr.api.schemas import JPEG, ChipDetails, problems
 from rsitr.index import PathOutsideArchiveError
-from rsitr.index.query_images import ID_PATTERN, UnknownQueryImageError
+from rsitr.api.query_images import ID_PATTERN, UnknownQueryImageError
 
 MAX_THUMBNAIL_SIZE = 1024
 """Largest side of a chip thumbnail or file preview a client may ask for."""

@@ -125,7 +125,7 @@ class KeywordVocabulary:
                        caption_counts={name: int(d["captions"]) for name, d in datasets.items()})
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ValueError(f"{path}: not a readable KER keyword file ({err!r}); rebuild it with "
-                             f"rsitr.keywords.build_keywords(...).save(path)") from err
+                             f"rsitr.models.keywords.build_keywords(...).save(path)") from err
 
 
 def stop_list(name: str) -> frozenset[str]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from stop_words import get_stop_words
 
-from rsitr.keywords import (IGNORE_INDEX, SHORT_STOP_WORDS, KeywordVocabulary, build_keywords, mask_captions,
+from rsitr.models.keywords import (IGNORE_INDEX, SHORT_STOP_WORDS, KeywordVocabulary, build_keywords, mask_captions,
                             mask_token_id, stop_list, tokenize_with_words)
 from rsitr.models import TINY_MODEL, create_model
 
