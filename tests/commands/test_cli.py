@@ -34,7 +34,7 @@ def test_eval_end_to_end_writes_table_and_reports(synthetic_caption_file, tmp_pa
     assert "FTF two-stage (K=3)" in out and "two_stage_stage2_seconds" in out
     assert "+ scene prior (uses gallery scene labels)" in out and "scene_prior_seconds" in out  # scene classes from the <scene>_<n>.png names
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    row = results["results"][TINY_MODEL]
+    row = results["results"][f"{TINY_MODEL} (tiny.pt)"]  # a weights file's rows name it beside the model
     assert set(row) == {"i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "mR"}
     assert 0 <= row["mR"] <= 100
     assert (tmp_path / "out" / "results.csv").read_text().startswith("method,i2t_R@1")

@@ -70,6 +70,6 @@ def test_eval_on_either_runtime(weights, synthetic_caption_file, tmp_path):
     exported = _runs(weights, lambda runtime: ["eval", "--data", str(synthetic_caption_file), "--images", str(images),
                                                "--split", "test", "--out", str(tmp_path / runtime)])
     assert exported == {"torch": False, "onnx": True}
-    got, want = (json.loads((tmp_path / runtime / "results.json").read_text())["results"][TINY_MODEL]
+    got, want = (json.loads((tmp_path / runtime / "results.json").read_text())["results"][f"{TINY_MODEL} (tiny.pt)"]
                  for runtime in ("onnx", "torch"))
     assert got == pytest.approx(want, abs=1e-6)  # the same ranks: scores agree far closer than the tiny model's gaps
