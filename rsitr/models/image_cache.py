@@ -163,18 +163,24 @@ def _load_or_compute(model, cut: int, view: int, paths: list[str], directory: Pa
     stored = _read(final, tower, len(paths))
     if stored is not None:
         return stored
-    stem.mkdir(parents=True, exist_ok=True)
+    started = final.stat().st_mtime_ns if final.is_file() else 0
     chunks = []
     bar = tqdm(total=len(paths), desc=f"cache image features (orientation {view})", disable=not progress)
     for number, start in enumerate(range(0, len(paths), CHUNK)):
-        part = stem / f"{number:05d}.pt"
-        if part.is_file():
-            chunks.append(torch.load(part, map_location="cpu", weights_only=True))
-        else:
+        # another process computing the same view may finish it (and remove the chunks) while this one runs
+        if final.is_file() and final.stat().st_mtime_ns != started:
+            stored = _read(final, tower, len(paths))
+            if stored is not None:
+                bar.close()
+                _remove_chunks(stem)
+                return stored
+        chunk = _read_chunk(stem / f"{number:05d}.pt")
+        if chunk is None:
             chunk = _compute(model, cut, view, paths[start:start + CHUNK], batch_size, num_workers, precision)
-            write_atomic(part, lambda temporary, chunk=chunk: torch.save(chunk, temporary))
-            chunks.append(chunk)
-        bar.update(len(chunks[-1]))
+            stem.mkdir(parents=True, exist_ok=True)
+            write_atomic(stem / f"{number:05d}.pt", lambda temporary, chunk=chunk: torch.save(chunk, temporary))
+        chunks.append(chunk)
+        bar.update(len(chunk))
     bar.close()
     features = torch.cat(chunks)
     write_atomic(final, lambda temporary: torch.save({"format": CACHE_FORMAT, "key": tower, "features": features},
@@ -182,10 +188,26 @@ def _load_or_compute(model, cut: int, view: int, paths: list[str], directory: Pa
     # the list last: a listing names only a finished view
     write_atomic(stem.with_name(stem.name + ".paths.json"),
                  lambda temporary: Path(temporary).write_text(json.dumps(paths)))
-    for part in stem.glob("*.pt"):
-        part.unlink()
-    stem.rmdir()
+    _remove_chunks(stem)
     return features
+
+
+def _remove_chunks(stem: Path) -> None:
+    """A finished view's chunk folder, gone (another process finishing the same view may have removed it first)."""
+    for part in stem.glob("*.pt"):
+        part.unlink(missing_ok=True)
+    try:
+        stem.rmdir()
+    except OSError:  # already removed, or another process's next chunk is being written into it
+        pass
+
+
+def _read_chunk(part: Path) -> torch.Tensor | None:
+    """A chunk written earlier (by a stopped run, or by another process computing the same view), else None."""
+    try:
+        return torch.load(part, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        return None
 
 
 @torch.no_grad()

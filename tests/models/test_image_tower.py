@@ -178,6 +178,32 @@ def test_cached_features_give_the_pixels_embeddings_and_resume_by_chunk(locked, 
     torch.testing.assert_close(wider.features(paths[2], 5), cache.features(paths[2], 5))
 
 
+@pytest.mark.slow
+def test_a_view_finished_by_another_process_meanwhile_is_read_not_a_crash(locked, tmp_path, monkeypatch):
+    """Two runs computing the same orientation share its chunk folder; the first to finish writes the view and
+    removes the folder, and the other then reads that view instead of failing on the missing folder."""
+    import rsitr.models.image_cache as image_cache
+
+    paths = sorted(DEMO.glob("*.jpg"))[:6]
+    monkeypatch.setattr(image_cache, "CHUNK", 4)
+    compute, calls = image_cache._compute, []
+
+    def the_other_process_finishes_first(model, cut, view, chunk, *rest):
+        calls.append(len(chunk))
+        if len(calls) == 1:  # while this run computes its first chunk, another computes the whole view
+            monkeypatch.setattr(image_cache, "_compute", compute)
+            ImageFeatureCache.for_images(locked, {2: paths}, tmp_path, batch_size=4, num_workers=0,
+                                         precision="fp32", progress=False)
+            monkeypatch.setattr(image_cache, "_compute", the_other_process_finishes_first)
+        return compute(model, cut, view, chunk, *rest)
+
+    monkeypatch.setattr(image_cache, "_compute", the_other_process_finishes_first)
+    cache = ImageFeatureCache.for_images(locked, {2: paths}, tmp_path, batch_size=4, num_workers=0,
+                                         precision="fp32", progress=False)
+    assert calls == [4] and cache.holds(paths, 2)  # its second chunk was not computed: the finished view was read
+    assert [path.name for path in tmp_path.iterdir() if path.is_dir()] == []  # no chunk folder left behind
+
+
 def test_a_partly_trained_image_tower_ships_only_what_training_changed(tmp_path, monkeypatch):
     import json
 
