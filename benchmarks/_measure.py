@@ -8,6 +8,7 @@ set-up are not counted. Each variant runs in its own process so one variant's me
 from __future__ import annotations
 
 import gc
+import json
 import multiprocessing as mp
 import platform
 import socket
@@ -30,6 +31,16 @@ def cpu_model() -> str:
         if line.startswith("Model name:"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown CPU"
+
+
+def write_report(result: dict, path: Path) -> None:
+    """Write a benchmark's ``result`` (with ``cpu``, ``cores`` and ``load_average_1m``) to ``path`` as JSON and print
+    it: the CPU and its load first, then the figures."""
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"CPU: {result['cpu']} ({result['cores']} cores, load average {result['load_average_1m']})")
+    print(json.dumps({key: value for key, value in result.items() if key not in ("cpu", "cores")}, indent=1))
+    print(f"written {path.resolve().relative_to(Path(__file__).resolve().parents[1])}")
 
 
 def _status_mib(field: str) -> float:

@@ -13,14 +13,13 @@ faster. Prints the CPU model and writes benchmarks/results/onnx_int8.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import cpu_model  # noqa: E402
+from _measure import cpu_model, write_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results" / "onnx_int8.json"
@@ -63,11 +62,7 @@ def main() -> None:
                                 for name, value in encoded.items()}
     result["file_mb"] = {name: {file: round((runtime.directory / file).stat().st_size / 1e6, 1)
                                 for file in ("image.onnx", "text.onnx")} for name, runtime in towers.items()}
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"CPU: {result['cpu']} ({result['cores']} cores, load average {result['load_average_1m']})")
-    print(json.dumps({key: value for key, value in result.items() if key not in ("cpu", "cores")}, indent=1))
-    print(f"written {RESULTS.relative_to(ROOT)}")
+    write_report(result, RESULTS)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import cpu_model, serving  # noqa: E402
+from _measure import cpu_model, serving, write_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "rsitr" / "demo_data" / "ucm"
@@ -212,11 +212,7 @@ def main() -> None:
             runtime: round(value["query_ms_p50"] / result["plain_torch_query_ms_p50"], 2)
             for runtime, value in result["serve"].items()}
         result["load_average_1m"] = round(os.getloadavg()[0], 2)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"CPU: {result['cpu']} ({result['cores']} cores, load average {result['load_average_1m']})")
-    print(json.dumps({key: value for key, value in result.items() if key not in ("cpu", "cores")}, indent=1))
-    print(f"written {RESULTS.relative_to(ROOT)}")
+    write_report(result, RESULTS)
 
 
 if __name__ == "__main__":
