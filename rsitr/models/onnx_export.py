@@ -40,23 +40,16 @@ class NotExportableError(Exception):
     """A model the ONNX export does not cover; the message says why (the model then runs on PyTorch)."""
 
 
-class _ImageTower(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
+class _Tower(nn.Module):
+    """One tower of ``model`` as a graph: its ``encode`` method (``encode_image`` or ``encode_text``), returning the
+    global embedding and the projected tokens."""
+
+    def __init__(self, model: nn.Module, encode: str) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.encode = model, encode
 
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.model.encode_image(pixels)
-        return features.global_, features.tokens
-
-
-class _TextTower(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.model.encode_text(ids)
+    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = getattr(self.model, self.encode)(inputs)
         return features.global_, features.tokens
 
 
@@ -117,14 +110,14 @@ def export_towers(loaded: LoadedModel, directory: Path) -> None:
     examples = {IMAGE_FILE: torch.zeros(2, 3, *preprocess["crop"]),
                 TEXT_FILE: model.trim(model.tokenize([_EXAMPLE_TEXT, "trees"]))}
     checks = _check_inputs(model, preprocess)
-    for name, tower_class, input_name, axes in ((IMAGE_FILE, _ImageTower, "pixels", {0: "batch"}),
-                                                (TEXT_FILE, _TextTower, "ids", {0: "batch", 1: "length"})):
+    for name, encode, input_name, axes in ((IMAGE_FILE, "encode_image", "pixels", {0: "batch"}),
+                                           (TEXT_FILE, "encode_text", "ids", {0: "batch", 1: "length"})):
         with torch.no_grad():
-            expected = tower_class(model)(checks[name])
+            expected = _Tower(model, encode)(checks[name])
         errors = []
         for dynamo in (False, True):  # TorchScript's exporter first (faster, one file), then dynamo's
             try:
-                _export(tower_class(copy.deepcopy(model)), examples[name], directory / name, input_name, axes,
+                _export(_Tower(copy.deepcopy(model), encode), examples[name], directory / name, input_name, axes,
                         dynamo, context)
                 _check(directory / name, input_name, checks[name], expected)
                 break

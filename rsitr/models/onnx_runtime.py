@@ -28,6 +28,7 @@ from PIL import Image
 
 from rsitr.config import RUNTIMES
 from rsitr.errors import UserError
+from rsitr.models.hub import file_sha256
 
 EXPORT_VERSION = 1
 """Bumped when what an export holds changes: older folders are then not found (their key differs)."""
@@ -80,11 +81,6 @@ def choose_runtime(runtime: str, device: str = "cpu", precision: str = "auto") -
     if runtime == "onnx":
         raise UserError(f"--runtime onnx: {why}")
     return "torch"
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def export_key(model: str | None, pretrained: str | None, pretrained_sha256: str | None = None) -> str | None:
