@@ -10,7 +10,7 @@ so the two models' speeds differ only by measurement noise; the figures before i
 (`rsitr-minilm-r18-rsicd-ucm-text2`, 128 px, no longer shipped). Prints the CPU model; writes
 benchmarks/results/default_encode_speed.json.
 
-    python benchmarks/default_encode_speed.py [--repeats 2] [--batch 32]
+    python benchmarks/default_encode_speed.py [--repeats 2] [--batch 32] [--candidate RUN_FOLDER ...]
 """
 
 from __future__ import annotations
@@ -85,17 +85,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--candidate", action="append", default=[],
+                        help="another model to time beside the two (a tag, checkpoint or run folder); repeatable")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     images = [Image.open(path).convert("RGB") for path in sorted(DEMO.glob("*.jpg"))]
     print(f"CPU: {cpu_model()}; {args.threads} threads; {len(images)} UC Merced images; load {os.getloadavg()[0]:.2f}")
     rows = {}
-    for tag in dict.fromkeys([PREVIOUS, DEFAULT_PRETRAINED]):
+    for tag in dict.fromkeys([PREVIOUS, DEFAULT_PRETRAINED, *args.candidate]):
         for precision in ("fp32", "auto"):
             encoder = Encoder(create_model(None, tag), precision=precision)
             rows[f"{tag} {precision} ({encoder.precision})"] = chips_per_second(
                 encoder.encode_images, images, args.batch, args.repeats)
-        if tag != PREVIOUS:
+        if tag == DEFAULT_PRETRAINED:
             onnx = onnx_encoder(encoder, args.batch)
             if onnx is not None:
                 rows[f"{tag} ONNX Runtime fp32"] = chips_per_second(onnx, images, args.batch, args.repeats)
