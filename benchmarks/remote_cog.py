@@ -111,7 +111,11 @@ def main() -> None:
             preview = server.served["scene.tif"] - before
             index.close()
             print(f"a hit's preview read {preview / 2**10:.0f} KiB = {100 * preview / size:.3f} % of the file")
+    from rsitr.index.archive import SCENE_BLOCK_CACHE_MB
+
     result = {"cpu": cpu_model(), "model": "rsitr-tiny-ViT (random weights)", "scene_px": args.size,
+              "command": " ".join(["python", "benchmarks/remote_cog.py", *sys.argv[1:]]),
+              "block_cache_mib": SCENE_BLOCK_CACHE_MB,
               "file_bytes": size, "chips": remote["result"]["chips"], "nodata_chips": remote["result"]["nodata_chips"],
               "served_bytes_indexing": indexed, "served_over_file": round(indexed / size, 4),
               "preview_bytes": preview, "preview_percent_of_file": round(100 * preview / size, 4),

@@ -29,7 +29,7 @@ from PIL import Image
 
 from rsitr.errors import RsitrWarning, UserError
 from rsitr.paths import NotARegularFileError, regular_file
-from rsitr.index.tiling import Window
+from rsitr.index.tiling import Window, strip_order
 
 PIL_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 RASTERIO_SUFFIXES = frozenset({".tif", ".tiff"})
@@ -41,10 +41,15 @@ DECODE_BYTES_PER_PIXEL = 4
 """The decoder's budget per allowed pixel: the widest image PIL decodes to (RGBA, 32-bit grey or float)."""
 _TIFF_BITS, _TIFF_SAMPLES, _TIFF_ROWS_PER_STRIP, _TIFF_TILE_WIDTH, _TIFF_TILE_LENGTH = 258, 277, 278, 322, 323
 
-SCENE_BLOCK_CACHE_MB = 256
-"""GDAL's block cache while a scene is read, in MB. GDAL's default, 5% of the machine's memory, fills as a large
-tiled scene is read chip by chip (a sparse 44,000^2 uint16 GeoTIFF grew a process by 2.49 GiB); chips are read in
-rows, so a row of blocks is what is worth keeping."""
+SCENE_BLOCK_CACHE_MB = 128
+"""GDAL's block cache while a scene is read, in MiB. GDAL's default, 5% of the machine's memory, fills as a large
+tiled scene is read chip by chip (a sparse 44,000^2 uint16 GeoTIFF grew a process by 2.49 GiB; a 10,980^2 4-band
+COG over HTTP by 1 GiB, its whole decoded self). Chips are read in rows within strips of block columns
+(:meth:`Scene.read_order`) so that the blocks under a row of chips fit in it: each block is decoded, and over HTTP
+fetched, once."""
+_STRIP_CACHE_SHARE = 0.9
+"""The share of the block cache a strip's blocks under one row of chips may fill (the rest: the percentile sample's
+overview blocks, an internal mask's)."""
 
 Bounds = tuple[float, float, float, float]
 """Geographic ``(left, bottom, right, top)`` in the scene's CRS."""
@@ -463,6 +468,10 @@ class Scene(Protocol):
 
     def bounds(self, window: Window) -> Bounds | None: ...
 
+    def read_order(self, windows: list[Window]) -> list[Window]:
+        """``windows`` in the order that reads each of the scene's blocks once with a bounded cache."""
+        ...
+
 
 class _PILScene:
     def __init__(self, path: Path, max_pixels: int | None = None) -> None:
@@ -487,6 +496,9 @@ class _PILScene:
 
     def bounds(self, window: Window) -> Bounds | None:
         return None
+
+    def read_order(self, windows: list[Window]) -> list[Window]:
+        return windows  # decoded whole
 
 
 class _RasterioScene:
@@ -552,6 +564,24 @@ class _RasterioScene:
                        for row in (window.y, window.y + window.height)))
         return float(min(xs)), float(min(ys)), float(max(xs)), float(max(ys))
 
+    def read_order(self, windows: list[Window]) -> list[Window]:
+        """Row by row within strips of as many block columns as fit :data:`SCENE_BLOCK_CACHE_MB` under one row of
+        chips; a scene narrow enough is one strip, its windows row-major as they come.
+
+        A block's cost counts every band (GDAL decodes a pixel-interleaved tile for all bands at once); a strip's
+        chips reach one block column into the next strip, whose blocks are counted too (and read again there)."""
+        if not windows:
+            return windows
+        block_rows, block_columns = self._dataset.block_shapes[0]
+        pixel_bytes = sum(np.dtype(dtype).itemsize for dtype in self._dataset.dtypes)
+        chip_height = max(window.height for window in windows)
+        rows_under_chips = -(-(chip_height - 1) // block_rows) + 1  # block rows a row of chips can straddle
+        column_bytes = rows_under_chips * block_rows * block_columns * pixel_bytes
+        columns = int(_STRIP_CACHE_SHARE * SCENE_BLOCK_CACHE_MB * 2**20 // column_bytes)
+        if columns * block_columns >= self.width:
+            return windows
+        return strip_order(windows, max(1, columns - 1) * block_columns)
+
 
 def scene_size(path: Path) -> tuple[int, int]:
     """``(width, height)`` of a supported image (a file or a remote raster) from its header, decoding no pixels."""
@@ -569,14 +599,16 @@ def scene_size(path: Path) -> tuple[int, int]:
 
 
 def _open_raster(location: Path | str, stack: ExitStack):
-    """A rasterio dataset of a file or remote raster, open until ``stack`` closes: a file with GDAL's block cache
-    capped at :data:`SCENE_BLOCK_CACHE_MB` (memory per scene bounded), a remote one with :data:`REMOTE_GDAL_OPTIONS`
-    (an Env that sets the cache size empties it: the tiles already fetched would be fetched again)."""
+    """A rasterio dataset of a file or remote raster, open until ``stack`` closes, with GDAL's block cache capped at
+    :data:`SCENE_BLOCK_CACHE_MB` (memory per scene bounded) and, for a remote one, :data:`REMOTE_GDAL_OPTIONS`.
+
+    The cap is given in bytes: rasterio hands an integer ``GDAL_CACHEMAX`` to ``GDALSetCacheMax64``, which takes
+    bytes (256 was a 256-byte cache: every chip decoded, and over HTTP fetched, its tiles again)."""
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning
 
-    stack.enter_context(rasterio.Env(**(REMOTE_GDAL_OPTIONS if is_remote(location) else
-                                        {"GDAL_CACHEMAX": SCENE_BLOCK_CACHE_MB})))
+    stack.enter_context(rasterio.Env(GDAL_CACHEMAX=SCENE_BLOCK_CACHE_MB * 2**20,
+                                     **(REMOTE_GDAL_OPTIONS if is_remote(location) else {})))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         return stack.enter_context(rasterio.open(location))

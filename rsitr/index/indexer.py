@@ -281,7 +281,7 @@ def _tiled_chips(archive: Archive, settings: IndexSettings, files: Iterable[tupl
                 yield FileStart(path, scene.width, scene.height, scene.crs,
                                 listed.datetime if listed is not None and listed.datetime else scene.acquired)
                 skip = done()
-                for window in windows:
+                for window in scene.read_order(windows):
                     if window in skip:
                         continue
                     image, nodata = scene.chip(window)

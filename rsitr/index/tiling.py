@@ -54,3 +54,10 @@ def chip_windows(width: int, height: int, chip_size: int = 224, overlap: int = 3
     stride = chip_size - overlap
     return [Window(x, y, min(chip_size, width), min(chip_size, height))
             for y in _starts(height, chip_size, stride) for x in _starts(width, chip_size, stride)]
+
+
+def strip_order(windows: list[Window], strip_width: int) -> list[Window]:
+    """``windows`` row-major within vertical strips ``strip_width`` pixels wide (by each window's left edge), the
+    strips left to right: a reader whose cache holds the blocks under a strip's rows of chips, but not under the
+    scene's, reads each block about once."""
+    return sorted(windows, key=lambda window: (window.x // strip_width, window.y, window.x))

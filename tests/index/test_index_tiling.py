@@ -2,7 +2,7 @@
 
 import pytest
 
-from rsitr.index.tiling import Window, chip_windows
+from rsitr.index.tiling import Window, chip_windows, strip_order
 
 
 def test_scene_not_larger_than_limit_is_one_chip():
@@ -30,3 +30,12 @@ def test_side_shorter_than_chip_keeps_its_length():
 def test_bad_settings_are_refused(size, overlap):
     with pytest.raises(ValueError, match="overlap"):
         chip_windows(500, 500, chip_size=size, overlap=overlap, tile_larger_than=100)
+
+
+def test_strip_order_reads_rows_within_strips_left_to_right():
+    # starts 0, 96, 172 in both directions; strips of 128 px by the left edge: {0, 96} then {172}
+    windows = chip_windows(300, 300, chip_size=128, overlap=32, tile_larger_than=256)
+    ordered = strip_order(windows, 128)
+    assert [(w.x, w.y) for w in ordered] == [(0, 0), (96, 0), (0, 96), (96, 96), (0, 172), (96, 172),
+                                             (172, 0), (172, 96), (172, 172)]
+    assert strip_order(windows, 300) == windows

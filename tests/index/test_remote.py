@@ -92,6 +92,31 @@ def served_total(server) -> int:
     return sum(server.served.values())
 
 
+def test_with_the_block_cache_capped_a_scene_is_fetched_about_once(tmp_path, request, monkeypatch):
+    """GDAL's block cache capped (in bytes, as rasterio hands it over) just above the blocks under a row of chips
+    (4 bands x 8 columns x 2 rows of 256 px uint16 tiles: 8 MiB against 9): read in the order of the COG's tiles,
+    row by row, each tile comes once. Capped below it (6 MiB), the same order fetches tiles again: the cap is real."""
+    if in_a_fresh_process(request):
+        return
+    from rsitr.index import archive
+
+    write_cog(tmp_path / "wide.tif", scene_pixels(4, 2048), nodata=0, descriptions=S2_DESCRIPTIONS)
+    size = (tmp_path / "wide.tif").stat().st_size
+    windows = chip_windows(2048, 2048, 224, 32, 512)
+    served = {}
+    for cap in (9, 6):
+        monkeypatch.setattr(archive, "SCENE_BLOCK_CACHE_MB", cap)
+        with RangeServer(tmp_path) as server:
+            with open_scene(f"{server.url}/wide.tif", rendering=Rendering(scale=(0, 3000))) as scene:
+                if cap == 9:
+                    assert scene.read_order(windows) == windows  # the row of chips fits: row-major
+                for window in windows:
+                    scene.chip(window)
+            served[cap] = server.served["wide.tif"]
+    assert served[9] <= 1.1 * size, (served, size)
+    assert served[6] > 1.2 * size, (served, size)
+
+
 def test_indexing_a_listing_reads_each_byte_about_once_and_leaves_out_nodata(tmp_path, served, request):
     if in_a_fresh_process(request):
         return
