@@ -78,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(e.g. range 0 3000 for Sentinel-2 L2A reflectance; in physical units, e.g. range 0 0.3, "
                              "where a STAC asset's raster:bands give a scale and offset)")
     parser.add_argument("--asset", metavar="KEY",
-                        help="a STAC listing: the asset of each item to index, e.g. visual")
+                        help="a STAC listing: the asset of each item to index, e.g. visual; or three single-band "
+                             "assets stacked as red, green, blue, e.g. red,green,blue or B04,B03,B02 (one grid)")
     parser.add_argument("--max-nodata", type=fraction, metavar="F",
                         help="leave out chips whose fraction of nodata pixels exceeds F (default 0.5; 1 keeps all)")
     add_batch_size_argument(parser, "chips")

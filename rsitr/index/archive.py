@@ -94,6 +94,14 @@ class RemoteFile:
     range)."""
     units: tuple[tuple[float, float], ...] | None = None
     """Per band of the asset, ``(scale, offset)`` from STAC ``raster:bands`` (:attr:`Rendering.units`)."""
+    stack: tuple[str, ...] | None = None
+    """The URLs of single-band assets read as one raster's red, green and blue (``--asset red,green,blue``);
+    :attr:`href` is then them, space-separated."""
+
+    @property
+    def location(self) -> str | tuple[str, ...]:
+        """What :class:`open_scene` opens: the URL, or the stack of URLs."""
+        return self.stack or self.href
 
 
 @dataclass(frozen=True)
@@ -290,9 +298,54 @@ def acquisition_time(value: str | datetime | None) -> str | None:
     return value.astimezone(timezone.utc).isoformat(timespec="seconds")
 
 
-def is_remote(location: str | Path) -> bool:
-    """Whether ``location`` is a URL GDAL reads by range requests (``http(s)://``, ``s3://``) rather than a file."""
-    return isinstance(location, str) and location.startswith(REMOTE_SCHEMES)
+def is_remote(location: str | Path | tuple[str, ...]) -> bool:
+    """Whether ``location`` is a URL GDAL reads by range requests (``http(s)://``, ``s3://``), or a stack of them
+    (:attr:`RemoteFile.stack`), rather than a file."""
+    return isinstance(location, tuple) or isinstance(location, str) and location.startswith(REMOTE_SCHEMES)
+
+
+class StackError(UserError):
+    """Single-band assets to stack as one raster whose grids (size, transform, CRS) differ, or that are not one
+    band each."""
+
+
+def _gdal_path(url: str) -> str:
+    """GDAL's name of a remote raster (``/vsicurl/`` for http(s), ``/vsis3/`` for s3)."""
+    return "/vsis3/" + url[len("s3://"):] if url.startswith("s3://") else "/vsicurl/" + url
+
+
+def _stacked(urls: tuple[str, ...]) -> str:
+    """A GDAL VRT document reading the first band of each of ``urls`` as the red, green and blue of one raster
+    (windows read through to the assets' own tiles); :class:`StackError` when their grids differ."""
+    import rasterio
+    from xml.sax.saxutils import escape, quoteattr
+
+    grids = []
+    for url in urls:
+        with rasterio.open(url) as dataset:
+            grids.append((dataset.width, dataset.height, tuple(dataset.transform)[:6], dataset.crs, dataset.count,
+                          dataset.dtypes[0], dataset.nodata, dataset.block_shapes[0]))
+    names = [url.rsplit("/", 1)[-1] for url in urls]
+    if any(grid[:4] != grids[0][:4] for grid in grids):
+        shapes = "; ".join(f"{name} {grid[0]} x {grid[1]} at {grid[2]}" for name, grid in zip(names, grids))
+        raise StackError(f"the assets to stack are not on one grid (size, transform and CRS must match): {shapes}")
+    if any(grid[4] != 1 for grid in grids):
+        raise StackError(f"assets to stack have one band each; band counts: "
+                         f"{', '.join(f'{name} {grid[4]}' for name, grid in zip(names, grids))}")
+    width, height, transform, crs = grids[0][:4]
+    geo = (transform[2], transform[0], transform[1], transform[5], transform[3], transform[4])  # GDAL's order
+    bands = []
+    for number, (url, grid, colour) in enumerate(zip(urls, grids, ("Red", "Green", "Blue")), start=1):
+        dtype, nodata, (block_rows, block_columns) = grid[5:]
+        gdal_type = {"uint8": "Byte", "int8": "Int8"}.get(dtype, dtype.capitalize().replace("Uint", "UInt"))
+        bands.append(f'<VRTRasterBand dataType="{gdal_type}" band="{number}" blockXSize="{block_columns}" '
+                     f'blockYSize="{block_rows}"><ColorInterp>{colour}</ColorInterp>'
+                     + ("" if nodata is None else f"<NoDataValue>{nodata!r}</NoDataValue>")
+                     + f'<SimpleSource><SourceFilename relativeToVRT="0">{escape(_gdal_path(url))}</SourceFilename>'
+                     f"<SourceBand>1</SourceBand></SimpleSource></VRTRasterBand>")
+    srs = "" if crs is None else f"<SRS>{escape(crs.to_wkt())}</SRS>"
+    return (f'<VRTDataset rasterXSize={quoteattr(str(width))} rasterYSize={quoteattr(str(height))}>{srs}'
+            f"<GeoTransform>{', '.join(repr(value) for value in geo)}</GeoTransform>{''.join(bands)}</VRTDataset>")
 
 
 REMOTE_SCHEMES = ("http://", "https://", "s3://")
@@ -323,7 +376,7 @@ class Archive(Protocol):
 
     def scan(self) -> list[ArchiveFile]: ...
 
-    def source(self, path: str) -> Path | str:
+    def source(self, path: str) -> Path | str | tuple[str, ...]:
         """What :class:`open_scene` opens for ``path``; :class:`PathOutsideArchiveError` for no file of it."""
         ...
 
@@ -583,7 +636,7 @@ class _RasterioScene:
         return strip_order(windows, max(1, columns - 1) * block_columns)
 
 
-def scene_size(path: Path) -> tuple[int, int]:
+def scene_size(path: Path | str | tuple[str, ...]) -> tuple[int, int]:
     """``(width, height)`` of a supported image (a file or a remote raster) from its header, decoding no pixels."""
     if not is_remote(path):
         path = Path(path)
@@ -598,7 +651,7 @@ def scene_size(path: Path) -> tuple[int, int]:
         return dataset.width, dataset.height
 
 
-def _open_raster(location: Path | str, stack: ExitStack):
+def _open_raster(location: Path | str | tuple[str, ...], stack: ExitStack):
     """A rasterio dataset of a file or remote raster, open until ``stack`` closes, with GDAL's block cache capped at
     :data:`SCENE_BLOCK_CACHE_MB` (memory per scene bounded) and, for a remote one, :data:`REMOTE_GDAL_OPTIONS`.
 
@@ -611,7 +664,7 @@ def _open_raster(location: Path | str, stack: ExitStack):
                                      **(REMOTE_GDAL_OPTIONS if is_remote(location) else {})))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        return stack.enter_context(rasterio.open(location))
+        return stack.enter_context(rasterio.open(_stacked(location) if isinstance(location, tuple) else location))
 
 
 def check_image(path: Path, max_pixels: int | None = DEFAULT_MAX_QUERY_PIXELS) -> None:
@@ -631,7 +684,8 @@ class open_scene:  # noqa: N801 - used as a context manager like open()
     ``rendering`` says (rasters); raises on unreadable files (:class:`BandError` where a chosen band is missing),
     and :class:`ImageTooLargeError` before decoding when the header declares more than ``max_pixels``."""
 
-    def __init__(self, path: Path | str, max_pixels: int | None = None, rendering: Rendering = Rendering()) -> None:
+    def __init__(self, path: Path | str | tuple[str, ...], max_pixels: int | None = None,
+                 rendering: Rendering = Rendering()) -> None:
         self._path = path if is_remote(path) else Path(path)
         self._max_pixels = max_pixels
         self._rendering = rendering
@@ -659,7 +713,8 @@ class open_scene:  # noqa: N801 - used as a context manager like open()
         file; of a band-interleaved one, the (up to) three bands read are decoded side by side."""
         from rasterio.enums import Interleaving
 
-        name = self._path.rsplit("/", 1)[-1] if isinstance(self._path, str) else self._path.name
+        urls = (self._path,) if isinstance(self._path, str) else self._path
+        name = " + ".join(url.rsplit("/", 1)[-1] for url in urls) if is_remote(self._path) else self._path.name
         check_pixels(name, dataset.width, dataset.height, self._max_pixels)
         rows, columns = dataset.block_shapes[0]
         bands = min(dataset.count, 3) if dataset.interleaving == Interleaving.band else dataset.count

@@ -1,6 +1,8 @@
 """Remote archives: (Cloud-Optimized) GeoTIFFs behind URLs, listed one a line in a text file or by a STAC
 catalog, collection, item or item collection (a search result pystac-client saved), read by :mod:`pystac`.
 
+Three single-band assets of an item (``--asset red,green,blue`` or ``B04,B03,B02``) are read as one raster's red,
+green and blue (a GDAL VRT over their URLs, :func:`rsitr.index.archive.open_scene`); they must share one grid.
 A remote raster is read by windows through GDAL's range requests (:data:`rsitr.index.archive.REMOTE_GDAL_OPTIONS`),
 never downloaded whole. Whether it changed is asked by a HEAD request: its ETag and Last-Modified make the stamp an
 update compares, so an update pass re-reads only what changed. A file the server does not answer for is listed as a
@@ -49,22 +51,24 @@ class RemoteArchive:
         scanned = []
         for path in sorted(self.files):
             try:
-                scanned.append(ArchiveFile(path, *_head(self.files[path].href)[:2]))
+                scanned.append(ArchiveFile(path, *_heads(self.files[path])[:2]))
             except OSError as err:
                 scanned.append(ArchiveFile(path, 0, 0, error=f"{self.files[path].href}: {_reason(err)}"))
         return scanned
 
-    def source(self, path: str) -> str:
+    def source(self, path: str) -> str | tuple[str, ...]:
         if path not in self.files:
             raise PathOutsideArchiveError(f"{path!r} is no raster of the listing")
-        return self.files[path].href
+        return self.files[path].location
 
     def digest(self, path: str) -> str:
-        return _head(self.source(path))[2]
+        self.source(path)
+        return _heads(self.files[path])[2]
 
     def stat(self, path: str) -> tuple[int, int] | None:
         try:
-            return _head(self.source(path))[:2]
+            self.source(path)
+            return _heads(self.files[path])[:2]
         except (OSError, PathOutsideArchiveError):
             return None
 
@@ -78,7 +82,8 @@ class RemoteArchive:
         """What the server says now, when a read failed because it failed (GDAL logs the HTTP status, not its
         exception), else the error."""
         try:
-            _head(self.source(path))
+            self.source(path)
+            _heads(self.files[path])
         except OSError as failed:
             return f"the server failed while it was read: {_reason(failed)}; the next run resumes it"
         return f"{type(err).__name__}: {err}"
@@ -122,16 +127,28 @@ def _stac_files(path: Path, asset: str | None) -> dict[str, RemoteFile]:
                            f"({type(err).__name__}: {err})") from None
     if asset is None:
         raise ListingError(f"{path} is a STAC listing: name the asset to index, e.g. --asset visual")
+    keys = [key.strip() for key in asset.split(",")]
+    if len(keys) not in (1, 3) or not all(keys):
+        raise ListingError(f"name one asset (e.g. visual) or three single-band assets to stack as red, green, blue "
+                           f"(e.g. red,green,blue or B04,B03,B02), got {asset!r}")
     files: dict[str, RemoteFile] = {}
     for item in items:
-        if asset not in item.assets:
-            raise ListingError(f"STAC item {item.id!r} has no asset {asset!r}; its assets: "
-                               f"{', '.join(sorted(item.assets)) or 'none'}")
+        for key in keys:
+            if key not in item.assets:
+                raise ListingError(f"STAC item {item.id!r} has no asset {key!r}; its assets: "
+                                   f"{', '.join(sorted(item.assets)) or 'none'}")
         if item.id in files:
             raise ListingError(f"{path} lists STAC item {item.id!r} twice")
         when = item.datetime or item.common_metadata.start_datetime
-        files[item.id] = RemoteFile(item.assets[asset].get_absolute_href(), item.id, acquisition_time(when),
-                                    _units(item.assets[asset]))
+        assets = [item.assets[key] for key in keys]
+        hrefs = tuple(asset.get_absolute_href() for asset in assets)
+        units = [_units(asset) for asset in assets]
+        if len(keys) == 1:
+            files[item.id] = RemoteFile(hrefs[0], item.id, acquisition_time(when), units[0])
+        else:  # each asset's one band; unscaled where an asset says nothing
+            stacked_units = None if all(unit is None for unit in units) else \
+                tuple((1.0, 0.0) if unit is None else unit[0] for unit in units)
+            files[item.id] = RemoteFile(" ".join(hrefs), item.id, acquisition_time(when), stacked_units, hrefs)
     return files
 
 
@@ -151,6 +168,20 @@ def _units(asset) -> tuple[tuple[float, float], ...] | None:
         raise ListingError(f"{asset.get_absolute_href()}: raster:bands scale must be a finite number other than 0 "
                            f"and offset finite, got {units}")
     return units
+
+
+def _heads(listed: RemoteFile) -> tuple[int, int, str]:
+    """:func:`_head` of a listed raster; of a stack, the sizes summed and the stamps and digests of all its URLs."""
+    heads = [_head(url) for url in listed.stack or (listed.href,)]
+    if len(heads) == 1:
+        return heads[0]
+    digest = " ".join(head[2] for head in heads)
+    return sum(head[0] for head in heads), _stamp(digest), digest
+
+
+def _stamp(digest: str) -> int:
+    """The number an index compares as a remote raster's mtime: it changes with ``digest``."""
+    return int.from_bytes(hashlib.sha256(digest.encode()).digest()[:7], "big")
 
 
 def _head(url: str) -> tuple[int, int, str]:
@@ -174,8 +205,7 @@ def _head(url: str) -> tuple[int, int, str]:
         time.sleep(0.5 * 2 ** attempt)
     etag, modified = headers.get("ETag", ""), headers.get("Last-Modified", "")
     digest = f"etag:{etag}" if etag else f"modified:{modified}:{headers.get('Content-Length', '')}"
-    return int(headers.get("Content-Length") or 0), int.from_bytes(hashlib.sha256(digest.encode()).digest()[:7], "big"), \
-        digest
+    return int(headers.get("Content-Length") or 0), _stamp(digest), digest
 
 
 def _reason(err: OSError) -> str:

@@ -290,3 +290,51 @@ def test_cli_indexes_a_stac_listing_and_refuses_a_bad_one_in_one_line(tmp_path, 
     code = main(["index", str(tmp_path / "notes.json"), "--asset", "visual", "--out", str(tmp_path / "other"),
                  "--model", TINY_MODEL])
     assert_user_error(code, capsys.readouterr().err, "index", "is no STAC catalog, collection, item or item collection")
+
+
+def test_three_single_band_assets_are_stacked_as_red_green_blue(tmp_path, served):
+    """Sentinel-2 as Earth Search lists it: one single-band COG per band. ``--asset red,green,blue`` (or the keys
+    ``B04,B03,B02``) reads them as one raster, by windows over HTTP; the chip keeps its item, datetime and URLs. Assets
+    on different grids are refused in one line (a failure of that item)."""
+    from datetime import datetime, timezone
+
+    import pystac
+
+    server, folder, _ = served
+    pixels = scene_pixels(6)
+    for band, name in enumerate(("B02", "B03", "B04", "B08")):
+        write_cog(folder / f"T6_{name}.tif", pixels[band:band + 1], nodata=0)
+    write_cog(folder / "T7_B04.tif", scene_pixels(6, 512)[2:3], nodata=0)  # a coarser grid
+    items = []
+    for item_id, red in (("T6", "T6_B04"), ("T7", "T7_B04")):
+        item = pystac.Item(item_id, {"type": "Point", "coordinates": [15.0, 36.1]}, [15.0, 36.1, 15.1, 36.2],
+                           datetime(2024, 6, 1, 10, tzinfo=timezone.utc), {})
+        for key, common, file in (("B04", "red", red), ("B03", "green", "T6_B03"), ("B02", "blue", "T6_B02")):
+            asset = pystac.Asset(f"{server.url}/{file}.tif", media_type=pystac.MediaType.COG)
+            item.add_asset(key, asset)
+            item.add_asset(common, asset.clone())
+        items.append(item)
+    pystac.ItemCollection(items).save_object(dest_href=str(tmp_path / "bands.json"))
+    hrefs = " ".join(f"{server.url}/T6_{name}.tif" for name in ("B04", "B03", "B02"))
+    assert open_archive(tmp_path / "bands.json", "B04,B03,B02").files["T6"].href == hrefs
+
+    served_before = dict(server.served)
+    index, report = ArchiveIndex.build(tmp_path / "index", tmp_path / "bands.json", encoder=tiny_encoder(),
+                                       progress=False, scale="range 0 3000", asset="red,green,blue", **TILES)
+    [(path, error)] = report.failures
+    assert path == "T7" and "\n" not in error and "not on one grid" in error and "T7_B04.tif 512 x 512" in error
+    for name in ("B04", "B03", "B02"):
+        size = (folder / f"T6_{name}.tif").stat().st_size
+        assert server.served[f"T6_{name}.tif"] - served_before.get(f"T6_{name}.tif", 0) <= 1.1 * size
+    assert "T6_B08.tif" not in server.served
+    window = Window(384, 384, 224, 224)
+    chip = next(c for c in index.store.chips(index.store.chips_of("T6")).values() if c.window == window)
+    expected = np.clip(pixels[[2, 1, 0], 384:608, 384:608] / 3000 * 255, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(np.asarray(index.chip_image(chip)).transpose(2, 0, 1), expected)
+    hit = index.search("fields", k=1)[0]
+    assert (hit.item_id, hit.acquired, hit.href) == ("T6", "2024-06-01T10:00:00+00:00", hrefs)
+    assert index.chip_details(hit.chip_id)["href"] == hrefs and hit.bounds is not None
+    assert report.nodata_chips > 0  # the stack's nodata border, from each asset's nodata value
+    index.close()
+    with pytest.raises(ListingError, match="three single-band assets"):
+        open_archive(tmp_path / "bands.json", "red,green")
