@@ -69,14 +69,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip (as a failure) a file that would be cut into more than N chips (default 100,000); "
                              "may change on update")
     parser.add_argument("--bands", metavar="BANDS",
-                        help="GeoTIFF bands shown as red,green,blue (or one as grey): 1-based indexes or band "
-                             "descriptions / colour names, e.g. 4,3,2 or B04,B03,B02 or red,green,blue (default: "
-                             "the bands the file names red, green and blue, else the first three)")
+                        help="GeoTIFF bands shown as red,green,blue (or one as grey): 1-based indexes or names, "
+                             "e.g. 4,3,2 or B04,B03,B02 or red,green,blue: a STAC asset's eo:bands name or "
+                             "common_name where it has them, else the file's band descriptions / colour names "
+                             "(default: the bands they name red, green and blue, else the first three)")
     parser.add_argument("--scale", nargs="+", metavar="MODE",
-                        help="how GeoTIFF values become 0-255: 'percentile' (default: each file's 2nd-98th "
-                             "percentiles; 8-bit files as they are) or 'range LOW HIGH', the same in every scene "
-                             "(e.g. range 0 3000 for Sentinel-2 L2A reflectance; in physical units, e.g. range 0 0.3, "
-                             "where a STAC asset's raster:bands give a scale and offset)")
+                        help="how GeoTIFF values become 0-255: 'percentile' (each file's 2nd-98th percentiles; "
+                             "8-bit files as they are), 'statistics' (each band's mean +- 2 stddev from its STAC "
+                             "asset's raster:bands statistics; the default where every asset gives them, else "
+                             "percentile) or 'range LOW HIGH', the same in every scene (e.g. range 0 3000 for "
+                             "Sentinel-2 L2A reflectance; in physical units, e.g. range 0 0.3, where a STAC asset's "
+                             "raster:bands give a scale and offset)")
     parser.add_argument("--asset", metavar="KEY",
                         help="a STAC listing: the asset of each item to index, e.g. visual; or three single-band "
                              "assets stacked as red, green, blue, e.g. red,green,blue or B04,B03,B02 (one grid)")

@@ -3,12 +3,13 @@
 JPEG and PNG are decoded with PIL; TIFF (plain or GeoTIFF) with rasterio, which reads chip windows
 without decoding the whole scene and gives each window's geographic bounds when the file is
 geo-referenced. Every chip comes out as an 8-bit RGB PIL image, as a :class:`Rendering` says: the bands
-chosen by index or name (by default the bands the file's colour interpretation or band descriptions call red,
-green and blue, else the first three; one band is repeated as grey), scaled from a fixed reflectance range (the
-same colours in every scene) or, by default, between the 2nd and 98th percentiles of the file's valid pixels
-measured on a decimated read of the whole scene (all chips of a scene share one colour scale; 8-bit bands are
-kept as they are). A raster's invalid pixels (its nodata value, its mask or its alpha band, as GDAL's masks give
-them) are black, and :meth:`Scene.chip` says which fraction of a window they cover.
+chosen by index or name (a STAC asset's ``eo:bands`` names, else the file's band descriptions; by default the
+bands they or the file's colour interpretation call red, green and blue, else the first three; one band is repeated
+as grey), scaled from a fixed reflectance range or a STAC asset's ``raster:bands`` statistics (the same colours in
+every scene) or, by default, between the 2nd and 98th percentiles of the file's valid pixels measured on a
+decimated read of the whole scene (all chips of a scene share one colour scale; 8-bit bands are kept as they are).
+A raster's invalid pixels (its nodata value, its mask or its alpha band, as GDAL's masks give them) are black, and
+:meth:`Scene.chip` says which fraction of a window they cover.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import os
 import re
 import warnings
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -97,6 +98,12 @@ class RemoteFile:
     stack: tuple[str, ...] | None = None
     """The URLs of single-band assets read as one raster's red, green and blue (``--asset red,green,blue``);
     :attr:`href` is then them, space-separated."""
+    names: tuple[tuple[str, ...], ...] | None = None
+    """Per band of the asset, the names its STAC ``eo:bands`` give it (``name``, ``common_name``: ``B04``,
+    ``red``) (:attr:`Rendering.names`); None where it has none."""
+    ranges: tuple[tuple[float, float] | None, ...] | None = None
+    """Per band of the asset, the display range its STAC ``raster:bands`` statistics give, in stored values
+    (:func:`statistics_range`; None for a band without them); None where no band has any."""
 
     @property
     def location(self) -> str | tuple[str, ...]:
@@ -115,15 +122,24 @@ class Rendering:
     """``(low, high)`` mapped to 0 and 255 in every file (e.g. ``(0, 3000)`` for L2A reflectance); None: each
     file's own 2nd-98th percentiles (8-bit bands are not stretched). In the file's physical units where
     :attr:`units` says what they are."""
+    by_statistics: bool = False
+    """Each band scaled by its STAC ``raster:bands`` statistics (:attr:`ranges`), the same in every scene of a
+    collection (``--scale statistics``); :attr:`scale` is then None."""
     units: tuple[tuple[float, float], ...] | None = None
     """Per band of one file, ``(scale, offset)`` turning its stored values into physical ones (``value * scale +
     offset``: a STAC asset's ``raster:bands``); None: the stored values are the units of :attr:`scale`."""
+    names: tuple[tuple[str, ...], ...] | None = None
+    """Per band of one file, its STAC ``eo:bands`` names (:attr:`RemoteFile.names`): :attr:`bands` names them in
+    place of the file's band descriptions."""
+    ranges: tuple[tuple[float, float] | None, ...] | None = None
+    """Per band of one file, its display range from STAC statistics (:attr:`RemoteFile.ranges`)."""
 
     def for_file(self, listed: RemoteFile | None) -> Rendering:
-        """This rendering for the file a listing describes (its bands' units), or as it is for any other file."""
-        if listed is None or listed.units is None:
+        """This rendering for the file a listing describes (its bands' units, names and statistics), or as it is
+        for any other file."""
+        if listed is None:
             return self
-        return Rendering(self.bands, self.scale, listed.units)
+        return replace(self, units=listed.units, names=listed.names, ranges=listed.ranges)
 
     def __post_init__(self) -> None:
         if self.bands is not None:
@@ -134,27 +150,42 @@ class Rendering:
                 raise BandError(f"band indexes start at 1, got {','.join(self.bands)!r}")
         if self.scale is not None and not (np.isfinite(self.scale).all() and self.scale[0] < self.scale[1]):
             raise UserError(f"a scale range needs finite LOW < HIGH, got {self.scale[0]:g} {self.scale[1]:g}")
+        if self.scale is not None and self.by_statistics:
+            raise UserError("scale by a range or by STAC statistics, not both")
 
     @classmethod
     def parse(cls, bands: str | None, scale: str) -> Rendering:
         """From their written forms: ``bands`` as ``"B04,B03,B02"`` / ``"4,3,2"`` (None: from the file) and
-        ``scale`` as ``"percentile"`` or ``"range LOW HIGH"``."""
+        ``scale`` as ``"percentile"``, ``"statistics"`` or ``"range LOW HIGH"``."""
         words = scale.split()
-        if words == ["percentile"]:
-            scale_range = None
-        elif len(words) == 3 and words[0] == "range":
+        scale_range = None
+        if len(words) == 3 and words[0] == "range":
             try:
                 scale_range = (float(words[1]), float(words[2]))
             except ValueError:
                 raise UserError(f"a scale range needs two numbers, got {scale!r}") from None
-        else:
-            raise UserError(f"scale is 'percentile' or 'range LOW HIGH', got {scale!r}")
-        return cls(None if bands is None else tuple(band.strip() for band in bands.split(",")), scale_range)
+        elif words not in (["percentile"], ["statistics"]):
+            raise UserError(f"scale is 'percentile', 'statistics' or 'range LOW HIGH', got {scale!r}")
+        return cls(None if bands is None else tuple(band.strip() for band in bands.split(",")), scale_range,
+                   words == ["statistics"])
+
+    @property
+    def written_scale(self) -> str:
+        """:attr:`scale` in the canonical form :meth:`parse` reads (``range 0 3000`` for ``range 0.0 3000``)."""
+        if self.scale is not None:
+            return "range {:g} {:g}".format(*self.scale)
+        return "statistics" if self.by_statistics else "percentile"
 
     def band_indexes(self, dataset) -> list[int]:
-        """The 1-based indexes of a rasterio dataset's bands to show as red, green and blue."""
+        """The 1-based indexes of a rasterio dataset's bands to show as red, green and blue: by the asset's
+        ``eo:bands`` names where a listing gives them for every band, else by the file's own descriptions."""
         count, descriptions = dataset.count, [text or "" for text in dataset.descriptions]
         interpretations = [interpretation.name.lower() for interpretation in dataset.colorinterp]
+        eo_names = self.names if self.names is not None and len(self.names) == count else None
+        if eo_names is not None and self.bands is not None:
+            return self._named_indexes(eo_names)
+        if eo_names is not None and None not in (found := [eo_band(colour, eo_names) for colour in RGB_NAMES]):
+            return found
         if self.bands is None:
             for names in (interpretations, [_named_colour(text) for text in descriptions]):
                 if all(colour in names for colour in RGB_NAMES):
@@ -167,6 +198,48 @@ class Rendering:
             missing = self.bands[indexes.index(None)]
             raise BandError(f"no band {missing!r} among its {count} band(s): {listing}")
         return indexes * 3 if len(indexes) == 1 else indexes
+
+    def _named_indexes(self, names: tuple[tuple[str, ...], ...]) -> list[int]:
+        """:attr:`bands` by ``eo:bands`` names (or 1-based indexes); :class:`BandError` lists the names for one not
+        among them."""
+        indexes = [eo_band(band, names) for band in self.bands]
+        if None in indexes:
+            raise BandError(f"no band {self.bands[indexes.index(None)]!r} among the asset's eo:bands: "
+                            f"{eo_listing(names)}")
+        return indexes * 3 if len(indexes) == 1 else indexes
+
+
+def eo_band(key: str, names: tuple[tuple[str, ...], ...]) -> int | None:
+    """The 1-based index of the band ``key`` names among an asset's ``eo:bands`` (a ``name`` or ``common_name``,
+    any case, or an index); None if no band (or several) fit."""
+    key = key.strip().lower()
+    if key.isdigit():
+        return int(key) if 1 <= int(key) <= len(names) else None
+    matches = [key in (name.lower() for name in band) for band in names]
+    return matches.index(True) + 1 if sum(matches) == 1 else None
+
+
+def eo_listing(names: tuple[tuple[str, ...], ...]) -> str:
+    """An asset's ``eo:bands`` as an error line lists them: ``1 B02 (blue), 2 B03 (green)``."""
+    return ", ".join(f"{number} {band[0] if band else '(unnamed)'}" + (f" ({band[1]})" if band[1:] else "")
+                     for number, band in enumerate(names, start=1)) or "none"
+
+
+def statistics_range(minimum: float | None, maximum: float | None, mean: float | None,
+                     stddev: float | None) -> tuple[float, float] | None:
+    """A band's display range from its STAC ``raster:bands`` statistics (stored values, as GDAL computes them):
+    mean +- 2 standard deviations, kept within minimum..maximum where given; minimum..maximum where mean or stddev
+    is missing; None where neither gives a range. A scene's extremes are clouds, saturated and dark pixels, so
+    minimum..maximum would leave the land a few grey levels; mean +- 2 stddev is close to the 2nd-98th percentile
+    stretch a single file gets, but the same for every scene the statistics are shared by."""
+    if mean is not None and stddev is not None and stddev > 0:
+        low = mean - 2 * stddev if minimum is None else max(mean - 2 * stddev, minimum)
+        high = mean + 2 * stddev if maximum is None else min(mean + 2 * stddev, maximum)
+    elif minimum is not None and maximum is not None:
+        low, high = minimum, maximum
+    else:
+        return None
+    return (float(low), float(high)) if np.isfinite((low, high)).all() and low < high else None
 
 
 def _words(description: str) -> list[str]:
@@ -554,6 +627,18 @@ class _PILScene:
         return windows  # decoded whole
 
 
+def _statistics_stretch(ranges: tuple[tuple[float, float] | None, ...] | None,
+                        bands: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(low, span)`` of each band shown from its STAC statistics' display range (:func:`statistics_range`);
+    :class:`BandError` for a band whose asset gives none."""
+    chosen = [ranges[band - 1] if ranges and band <= len(ranges) else None for band in bands]
+    if None in chosen:
+        raise BandError(f"band {bands[chosen.index(None)]} has no raster:bands statistics (minimum and maximum, or "
+                        f"mean and stddev) in its STAC asset, and the index scales by them (--scale statistics)")
+    return (np.array([low for low, _ in chosen]).reshape(3, 1, 1),
+            np.array([high - low for low, high in chosen]).reshape(3, 1, 1))
+
+
 class _RasterioScene:
     def __init__(self, dataset, rendering: Rendering) -> None:
         self._dataset = dataset
@@ -561,7 +646,9 @@ class _RasterioScene:
         self.crs = dataset.crs.to_string() if dataset.crs else None
         self.acquired = acquisition_time(dataset.tags().get("TIFFTAG_DATETIME"))
         self._bands = rendering.band_indexes(dataset)
-        if rendering.scale is not None:
+        if rendering.by_statistics:
+            self._stretch = _statistics_stretch(rendering.ranges, self._bands)
+        elif rendering.scale is not None:
             low, high = rendering.scale
             # the physical range in each band's stored values: (physical - offset) / scale
             units = [rendering.units[band - 1] if rendering.units and band <= len(rendering.units) else (1.0, 0.0)

@@ -31,7 +31,7 @@ from rsitr.index.feedback import rocchio
 from rsitr.index.handles import Handle, UnknownChipError, resolve_chip
 from rsitr.index.heatmap import NotGeoreferencedError, SceneScores, score_raster
 from rsitr.index.indexer import ChipEncoder, IndexSettings, IndexSetupError, UpdateReport, update_index
-from rsitr.index.sources import open_archive
+from rsitr.index.sources import new_index_scale, open_archive
 from rsitr.index.searcher import DEFAULT_RERANK_CANDIDATES, SearchHit, SearchResults, fused_scores, rank
 from rsitr.index.store import DATABASE_NAME, ChipRecord, MetadataStore
 from rsitr.index.tiling import Window
@@ -142,7 +142,9 @@ class ArchiveIndex:
         (:data:`rsitr.index.vector_store.BACKENDS`), ``vector_uri`` (where its store lies) and the limits
         ``max_pixels`` (per scene) and ``max_chips_per_file`` (larger files are failures of the run) can, and
         ``bands``, ``scale`` and ``max_nodata`` say how a raster's chips are made RGB and which are left out as
-        nodata (:class:`IndexSettings`); like the chip settings they cannot change.
+        nodata (:class:`IndexSettings`); like the chip settings they cannot change. ``scale`` None on a new index:
+        by STAC statistics where every asset gives them (:func:`~rsitr.index.sources.new_index_scale`), else
+        percentiles; the index records which.
         ``relocate`` re-points the index at ``images`` when its folder moved (files are matched by their path
         relative to it, and by content where size or mtime differ, so nothing unchanged is encoded again).
         ``store_local_tokens`` None keeps a new index's patch tokens only when the model's scoring recipe re-ranks
@@ -174,7 +176,10 @@ class ArchiveIndex:
             settings = merged_settings(store, directory, images, requested, relocate)
             if encoder is None:
                 refuse_another_model(store, directory, model_name, pretrained)
-        archive = open_archive(images, (new_settings if stored_model is None else settings).asset)  # a bad listing
+        chosen = new_settings if stored_model is None else settings
+        archive = open_archive(images, chosen.asset, chosen.bands)  # a bad listing or --bands
+        if stored_model is None:
+            new_settings = dataclasses.replace(new_settings, scale=new_index_scale(archive, requested["scale"]))
         if encoder is None:
             digest = None
             if stored_model is not None:

@@ -71,7 +71,8 @@ class IndexSettings:
     """A raster's bands shown as RGB, comma-separated 1-based indexes or names (:class:`Rendering`); None: the
     bands the file calls red, green and blue, else the first three."""
     scale: str = "percentile"
-    """``percentile`` (each file's 2nd-98th) or ``range LOW HIGH`` (the same in every scene)."""
+    """``percentile`` (each file's 2nd-98th), ``statistics`` (a STAC asset's raster:bands statistics) or ``range LOW
+    HIGH`` (the latter two the same in every scene)."""
     max_nodata: float = 0.5
     """A chip whose fraction of nodata pixels exceeds this is not encoded (1: every chip is)."""
     asset: str | None = None
@@ -106,8 +107,7 @@ class IndexSettings:
             raise IndexSetupError(f"--bands / --scale: {err}") from None
         # The written forms are recorded canonical, so that an update naming the same choice matches the record.
         object.__setattr__(self, "bands", None if rendering.bands is None else ",".join(rendering.bands))
-        object.__setattr__(self, "scale", "percentile" if rendering.scale is None else
-                           "range {:g} {:g}".format(*rendering.scale))
+        object.__setattr__(self, "scale", rendering.written_scale)
 
     @property
     def rendering(self) -> Rendering:

@@ -1,8 +1,10 @@
 """Remote archives: (Cloud-Optimized) GeoTIFFs behind URLs, listed one a line in a text file or by a STAC
 catalog, collection, item or item collection (a search result pystac-client saved), read by :mod:`pystac`.
 
-Three single-band assets of an item (``--asset red,green,blue`` or ``B04,B03,B02``) are read as one raster's red,
-green and blue (a GDAL VRT over their URLs, :func:`rsitr.index.archive.open_scene`); they must share one grid.
+A STAC asset's ``eo:bands`` name its bands for ``--bands`` and its ``raster:bands`` give their scale, offset and
+statistics (:class:`rsitr.index.archive.Rendering`). Three single-band assets of an item (``--asset red,green,blue``
+or ``B04,B03,B02``) are read as one raster's red, green and blue (a GDAL VRT over their URLs,
+:func:`rsitr.index.archive.open_scene`); they must share one grid.
 A remote raster is read by windows through GDAL's range requests (:data:`rsitr.index.archive.REMOTE_GDAL_OPTIONS`),
 never downloaded whole. Whether it changed is asked by a HEAD request: its ETag and Last-Modified make the stamp an
 update compares, so an update pass re-reads only what changed. A file the server does not answer for is listed as a
@@ -23,7 +25,7 @@ import numpy as np
 
 from rsitr.errors import UserError
 from rsitr.index.archive import (Archive, ArchiveFile, LocalArchive, PathOutsideArchiveError, RemoteFile,
-                                 acquisition_time, is_remote)
+                                 acquisition_time, eo_band, eo_listing, is_remote, statistics_range)
 
 HEAD_TIMEOUT_S = 10.0
 HEAD_ATTEMPTS = 3
@@ -89,30 +91,32 @@ class RemoteArchive:
         return f"{type(err).__name__}: {err}"
 
 
-def open_archive(location: str | Path, asset: str | None = None) -> Archive:
+def open_archive(location: str | Path, asset: str | None = None, bands: str | None = None) -> Archive:
     """The archive an index reads: a folder, or a listing file of remote rasters (``.txt``: URLs; ``.json``: STAC,
-    whose ``asset`` is read). A folder or listing that is gone gives an archive whose indexed files read as gone."""
+    whose ``asset`` is read; ``bands`` checked against its ``eo:bands``, :func:`read_listing`). A folder or listing
+    that is gone gives an archive whose indexed files read as gone."""
     location = Path(location)
     if location.suffix.lower() in LISTING_SUFFIXES and not location.is_dir():
-        return RemoteArchive(str(location), read_listing(location, asset) if location.is_file() else {})
+        return RemoteArchive(str(location), read_listing(location, asset, bands) if location.is_file() else {})
     if location.is_file():
         raise ListingError(f"{location} is neither a folder of images nor a listing of remote rasters (a .txt file "
                            f"of URLs, or a STAC catalog, collection, item or item collection .json)")
     return LocalArchive(location)
 
 
-def read_listing(path: Path, asset: str | None = None) -> dict[str, RemoteFile]:
-    """The rasters a listing names, by their name in the index (see :class:`RemoteArchive`)."""
+def read_listing(path: Path, asset: str | None = None, bands: str | None = None) -> dict[str, RemoteFile]:
+    """The rasters a listing names, by their name in the index (see :class:`RemoteArchive`); ``bands`` (``--bands``)
+    must name bands a STAC asset's ``eo:bands`` have, where it has them."""
     if path.suffix.lower() == ".txt":
         urls = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
         for url in urls:
             if not is_remote(url):
                 raise ListingError(f"{path}: {url!r} is no http(s):// or s3:// URL")
         return {url: RemoteFile(url) for url in urls}
-    return _stac_files(path, asset)
+    return _stac_files(path, asset, bands)
 
 
-def _stac_files(path: Path, asset: str | None) -> dict[str, RemoteFile]:
+def _stac_files(path: Path, asset: str | None, bands: str | None) -> dict[str, RemoteFile]:
     import pystac
 
     try:
@@ -142,14 +146,75 @@ def _stac_files(path: Path, asset: str | None) -> dict[str, RemoteFile]:
         when = item.datetime or item.common_metadata.start_datetime
         assets = [item.assets[key] for key in keys]
         hrefs = tuple(asset.get_absolute_href() for asset in assets)
-        units = [_units(asset) for asset in assets]
+        units, names, ranges = zip(*((_units(asset), _names(asset), _ranges(asset)) for asset in assets))
         if len(keys) == 1:
-            files[item.id] = RemoteFile(hrefs[0], item.id, acquisition_time(when), units[0])
-        else:  # each asset's one band; unscaled where an asset says nothing
-            stacked_units = None if all(unit is None for unit in units) else \
-                tuple((1.0, 0.0) if unit is None else unit[0] for unit in units)
-            files[item.id] = RemoteFile(" ".join(hrefs), item.id, acquisition_time(when), stacked_units, hrefs)
+            listed = RemoteFile(hrefs[0], item.id, acquisition_time(when), units[0], names=names[0], ranges=ranges[0])
+        else:  # each asset's first band; unscaled, unnamed, without statistics where an asset says nothing
+            listed = RemoteFile(" ".join(hrefs), item.id, acquisition_time(when), _first_bands(units, (1.0, 0.0)),
+                                hrefs, _first_bands(names, ()), _first_bands(ranges, None))
+        if bands is not None and listed.names is not None:
+            _check_bands(item.id, keys, bands, listed.names)
+        files[item.id] = listed
     return files
+
+
+def _first_bands(per_asset: tuple, missing) -> tuple | None:
+    """Of stacked single-band assets' per-band metadata, each one's first band (``missing`` where one has none);
+    None where none has any."""
+    if all(value is None for value in per_asset):
+        return None
+    return tuple(missing if value is None else value[0] for value in per_asset)
+
+
+def _check_bands(item_id: str, keys: list[str], bands: str, names: tuple[tuple[str, ...], ...]) -> None:
+    """:class:`ListingError` for a ``--bands`` name (or index) the asset's ``eo:bands`` do not have."""
+    for band in bands.split(","):
+        if eo_band(band, names) is None:
+            raise ListingError(f"--bands {band.strip()!r}: no such band in STAC item {item_id!r}'s asset "
+                               f"{','.join(keys)!r}; its eo:bands: {eo_listing(names)}")
+
+
+def _names(asset) -> tuple[tuple[str, ...], ...] | None:
+    """Each band's ``name`` and ``common_name`` (where given) from the asset's STAC ``eo:bands`` (read by pystac's
+    eo extension); None where it declares none."""
+    from pystac.extensions.eo import EOExtension
+
+    if "eo:bands" not in asset.extra_fields:
+        return None
+    bands = EOExtension.ext(asset, add_if_missing=True).bands or []
+    names = tuple(tuple(name for name in (band.name, band.common_name) if name) for band in bands)
+    return names if names and all(names) else None
+
+
+def _ranges(asset) -> tuple[tuple[float, float] | None, ...] | None:
+    """Each band's display range from the asset's STAC ``raster:bands`` statistics (:func:`statistics_range`);
+    None where no band has statistics."""
+    from pystac.extensions.raster import RasterExtension
+
+    if "raster:bands" not in asset.extra_fields:
+        return None
+    bands = RasterExtension.ext(asset, add_if_missing=True).bands or []
+    # pystac's RasterBand.statistics raises where a band has none
+    stats = [band.statistics if band.properties.get("statistics") else None for band in bands]
+    ranges = tuple(None if stat is None else statistics_range(stat.minimum, stat.maximum, stat.mean, stat.stddev)
+                   for stat in stats)
+    return None if all(value is None for value in ranges) else ranges
+
+
+def new_index_scale(archive: Archive, scale: str | None) -> str:
+    """The ``--scale`` a new index of ``archive`` records (canonical ``scale``, None where none was given): by
+    default ``statistics`` where every raster is a STAC asset whose ``raster:bands`` statistics give each band a
+    display range (the same reflectance, the same colour in every scene of a collection), else ``percentile``.
+    :class:`ListingError` for ``statistics`` asked of rasters without them."""
+    files = archive.files if isinstance(archive, RemoteArchive) else {}
+    lacking = [path for path, listed in files.items() if listed.ranges is None or None in listed.ranges]
+    if scale is None:
+        return "statistics" if files and not lacking else "percentile"
+    if scale == "statistics" and (lacking or not files):
+        where = f"STAC item {lacking[0]!r}'s asset" if lacking else "a folder or a list of URLs"
+        raise ListingError(f"--scale statistics scales by STAC raster:bands statistics, and {where} gives none for "
+                           f"every band (minimum and maximum, or mean and stddev); use --scale range LOW HIGH")
+    return scale
 
 
 def _units(asset) -> tuple[tuple[float, float], ...] | None:
