@@ -338,3 +338,125 @@ def test_three_single_band_assets_are_stacked_as_red_green_blue(tmp_path, served
     index.close()
     with pytest.raises(ListingError, match="three single-band assets"):
         open_archive(tmp_path / "bands.json", "red,green")
+
+
+EO_BANDS = (("B02", "blue"), ("B03", "green"), ("B04", "red"), ("B08", "nir"))
+
+
+def _described_items(server, folder, tmp_path, scenes: dict[str, np.ndarray], statistics: list[dict]):
+    """An ItemCollection of ``scenes`` written as 4-band COGs without band descriptions, each asset ``bands`` naming
+    them in ``eo:bands`` (B02 blue ... B08 nir) and giving ``statistics`` in ``raster:bands``, as pystac writes
+    them."""
+    from datetime import datetime, timezone
+
+    import pystac
+    from pystac.extensions.eo import Band, EOExtension
+    from pystac.extensions.raster import RasterBand, RasterExtension, Statistics
+
+    items = []
+    for name, pixels in scenes.items():
+        write_cog(folder / f"{name}.tif", pixels, nodata=0)
+        item = pystac.Item(name, {"type": "Point", "coordinates": [15.0, 36.1]}, [15.0, 36.1, 15.1, 36.2],
+                           datetime(2024, 7, 1, tzinfo=timezone.utc), {})
+        asset = pystac.Asset(f"{server.url}/{name}.tif", media_type=pystac.MediaType.COG)
+        item.add_asset("bands", asset)
+        EOExtension.ext(asset, add_if_missing=True).apply(
+            bands=[Band.create(name=band, common_name=common) for band, common in EO_BANDS])
+        RasterExtension.ext(asset, add_if_missing=True).apply(
+            [RasterBand.create(nodata=0, data_type="uint16", statistics=Statistics.create(**stats))
+             for stats in statistics])
+        items.append(item)
+    pystac.ItemCollection(items).save_object(dest_href=str(tmp_path / "described.json"))
+    return tmp_path / "described.json"
+
+
+def test_statistics_range_is_mean_plus_minus_two_stddev_within_minimum_and_maximum():
+    from rsitr.index.archive import statistics_range
+
+    assert statistics_range(0, 10_000, 1_500, 400) == (700.0, 2_300.0)
+    assert statistics_range(1_000, 10_000, 1_500, 400) == (1_000.0, 2_300.0)  # within the minimum
+    assert statistics_range(None, None, 1_500, 400) == (700.0, 2_300.0)
+    assert statistics_range(10, 4_000, None, None) == (10.0, 4_000.0)  # no mean or stddev: the extremes
+    assert statistics_range(10, None, 1_500, None) is None and statistics_range(5, 5, None, None) is None
+
+
+def test_stac_statistics_give_the_same_reflectance_the_same_rgb_in_every_scene(tmp_path, served):
+    """Two scenes of one collection share their raster:bands statistics; the second has a bright cloud, so its own
+    percentiles differ. Indexed without --scale, both are scaled by the statistics (recorded as the index's
+    scale): a field outside the cloud comes out the same RGB in both. The default bands are those eo:bands call
+    red, green and blue (the files describe none), and --bands names eo:bands."""
+    server, folder, _ = served
+    clear = scene_pixels(7, 640)
+    cloudy = clear.copy()
+    cloudy[:, 400:, 300:] = 9_000
+    valid = clear[:, clear[0] > 0].astype(np.float64)
+    statistics = [{"minimum": float(band.min()), "maximum": float(band.max()), "mean": float(band.mean()),
+                   "stddev": float(band.std())} for band in valid]
+    listing = _described_items(server, folder, tmp_path, {"clear": clear, "cloudy": cloudy}, statistics)
+    archive = open_archive(listing, "bands")
+    assert archive.files["clear"].names == EO_BANDS
+    low = np.array([max(s["mean"] - 2 * s["stddev"], s["minimum"]) for s in statistics])
+    high = np.array([min(s["mean"] + 2 * s["stddev"], s["maximum"]) for s in statistics])
+    assert archive.files["cloudy"].ranges == tuple(zip(low, high))
+
+    index, report = ArchiveIndex.build(tmp_path / "index", listing, encoder=tiny_encoder(), progress=False,
+                                       asset="bands", **TILES)
+    assert report.failures == [] and index.info()["settings"]["scale"] == "statistics"
+    assert index.info()["settings"]["bands"] is None
+    window = Window(192, 0, 224, 224)  # a field the cloud does not reach
+    chips = {name: next(c for c in index.store.chips(index.store.chips_of(name)).values() if c.window == window)
+             for name in ("clear", "cloudy")}
+    images = {name: np.asarray(index.chip_image(chip)).transpose(2, 0, 1).astype(np.float64)
+              for name, chip in chips.items()}
+    np.testing.assert_array_equal(images["clear"], images["cloudy"])
+    field = clear[:, 0:224, 192:416].astype(np.float64)
+
+    def expected(bands: list[int]) -> np.ndarray:
+        return np.clip((field[bands] - low[bands, None, None]) / (high - low)[bands, None, None] * 255, 0, 255)
+
+    assert np.abs(images["clear"] - expected([2, 1, 0])).max() <= 1.0  # red, green, blue by common_name; truncation
+    assert images["clear"].std() > 10  # not flat: the statistics' range spans the field
+    # each file's own percentiles would not agree: the cloud moves the cloudy scene's 98th
+    percentile = [_read(server, name, window).astype(np.int16) for name in ("clear", "cloudy")]
+    assert np.abs(percentile[0] - percentile[1]).max() > 20
+    index.close()
+
+    for bands, shown in (("B08,B04,B03", [3, 2, 1]), ("nir,red,green", [3, 2, 1]), ("red,green,blue", [2, 1, 0])):
+        other, report = ArchiveIndex.build(tmp_path / f"index-{bands}", listing, encoder=tiny_encoder(),
+                                           progress=False, asset="bands", bands=bands, scale="statistics", **TILES)
+        assert report.failures == [] and other.info()["settings"]["bands"] == bands
+        chip = next(c for c in other.store.chips(other.store.chips_of("cloudy")).values() if c.window == window)
+        image = np.asarray(other.chip_image(chip)).transpose(2, 0, 1).astype(np.float64)
+        assert np.abs(image - expected(shown)).max() <= 1.0, bands
+        other.close()
+
+
+def _read(server, name: str, window: Window) -> np.ndarray:
+    """A window of a served scene as its own percentiles render it (a plain GeoTIFF, no listing)."""
+    with open_scene(f"{server.url}/{name}.tif", rendering=Rendering.parse("3,2,1", "percentile")) as scene:
+        return np.asarray(scene.read(window))
+
+
+def test_cli_refuses_a_band_the_asset_does_not_name_and_statistics_it_lacks_in_one_line(tmp_path, served, capsys):
+    server, folder, urls = served
+    pixels = scene_pixels(8, 640)
+    stats = [{"minimum": 1.0, "maximum": 3_000.0}] * 3 + [{"minimum": 1.0}]  # no range for B08
+    listing = _described_items(server, folder, tmp_path, {"partial": pixels}, stats)
+    out = tmp_path / "index"
+    code = main(["index", str(listing), "--asset", "bands", "--bands", "B05,B04,B03", "--out", str(out),
+                 "--model", TINY_MODEL])
+    assert_user_error(code, capsys.readouterr().err, "index", "--bands 'B05': no such band in STAC item 'partial'",
+                      "its eo:bands: 1 B02 (blue), 2 B03 (green), 3 B04 (red), 4 B08 (nir)")
+    assert not out.exists()
+    for listed, asset in ((listing, "bands"), (urls, None)):
+        code = main(["index", str(listed), *(["--asset", asset] if asset else []), "--scale", "statistics",
+                     "--out", str(out), "--model", TINY_MODEL])
+        assert_user_error(code, capsys.readouterr().err, "index", "--scale statistics scales by STAC raster:bands")
+        assert not out.exists()
+    # without --scale, an asset whose statistics leave a band without a range is scaled by percentiles
+    assert main(["index", str(listing), "--asset", "bands", "--out", str(out), "--model", TINY_MODEL,
+                 "--no-progress", "--chip-size", "224", "--tile-larger-than", "512"]) == 0
+    capsys.readouterr()
+    index = ArchiveIndex.open(out, encoder=tiny_encoder())
+    assert index.info()["settings"]["scale"] == "percentile"
+    index.close()
