@@ -1,22 +1,22 @@
 """Index an image archive for search: tile large scenes into chips, encode them, store vectors and metadata.
 
-Walks IMAGES (JPEG, PNG, TIFF, GeoTIFF; `--images IMAGES` is the same), or reads the remote (Cloud-Optimized)
-GeoTIFFs a listing names: a .txt file of http(s):// or s3:// URLs, or a STAC catalog, collection, item or item
-collection .json (a saved pystac-client search) with --asset; they are read by windows through range requests,
-never downloaded whole, and an update re-reads only the files whose ETag / Last-Modified changed. Scenes whose longer side exceeds
+Walks IMAGES (JPEG, PNG, TIFF, GeoTIFF; `--images IMAGES` is the same), or reads the remote (Cloud-Optimized) GeoTIFFs
+a listing names: a .txt file of http(s):// or s3:// URLs, or a STAC catalog, collection, item or item collection .json
+(a saved pystac-client search) with --asset; they are read by windows through range requests, never downloaded whole,
+and an update re-reads only the files whose ETag / Last-Modified changed. Scenes whose longer side exceeds
 --tile-larger-than are cut into --chip-size squares overlapping by --chip-overlap pixels; GeoTIFF chips keep their
-geographic bounds and CRS. A GeoTIFF's chips show the --bands it names (by default the bands the file calls red,
-green and blue, else the first three), scaled by --scale; chips more than --max-nodata nodata (the file's nodata
-value, mask or alpha) are left out and counted. Running it again on the same --out updates the index: new files are added, changed
-ones re-encoded, deleted ones removed, and an interrupted run resumes where it stopped. Unreadable
-images are skipped and listed. The model is recorded in the index; a different one is refused. A new index
-is encoded with the shipped model unless --model or --pretrained names another (`rsitr models` lists them).
-A checkpoint is recorded relative to the index with its SHA-256: move both together, or point
-`rsitr search` / `rsitr serve` at the moved checkpoint with --checkpoint. Arguments are checked before
-anything is written. A moved images folder is re-pointed with --relocate; a damaged index database is
-refused (one line naming the damage) until --rebuild; a damaged vectors.faiss is rewritten, being derived.
---engine ray encodes the chips on a Ray cluster (a local one, or --address): the same index, resumable by shard
-(docs/SCALE.md).
+geographic bounds and CRS. A GeoTIFF's chips show the --bands it names (by a STAC asset's eo:bands where it has them;
+by default the bands they or the file call red, green and blue, else the first three), scaled by --scale (by default a
+STAC asset's raster:bands statistics where every asset gives them, else each file's percentiles); chips more than
+--max-nodata nodata (the file's nodata value, mask or alpha) are left out and counted. Running it again on the same
+--out updates the index: new files are added, changed ones re-encoded, deleted ones removed, and an interrupted run
+resumes where it stopped. Unreadable images are skipped and listed. The model is recorded in the index; a different
+one is refused. A new index is encoded with the shipped model unless --model or --pretrained names another (`rsitr
+models` lists them). A checkpoint is recorded relative to the index with its SHA-256: move both together, or point
+`rsitr search` / `rsitr serve` at the moved checkpoint with --checkpoint. Arguments are checked before anything is
+written. A moved images folder is re-pointed with --relocate; a damaged index database is refused (one line naming the
+damage) until --rebuild; a damaged vectors.faiss is rewritten, being derived. --engine ray encodes the chips on a Ray
+cluster (a local one, or --address): the same index, resumable by shard (docs/SCALE.md).
 
 Examples:
   rsitr index rsitr/demo_data/ucm --out ucm.index
