@@ -460,3 +460,24 @@ def test_cli_refuses_a_band_the_asset_does_not_name_and_statistics_it_lacks_in_o
     index = ArchiveIndex.open(out, encoder=tiny_encoder())
     assert index.info()["settings"]["scale"] == "percentile"
     index.close()
+
+
+def test_a_raster_without_statistics_in_an_index_scaled_by_them_is_a_failure_of_its_own(tmp_path, served):
+    """A raster whose asset gives no statistics for a shown band, met by an index recorded as ``statistics`` (an
+    update adding such an item), raises the one-line BandError the reader records as that file's failure; bands not
+    shown need none."""
+    from rsitr.index.archive import BandError, RemoteFile
+
+    server, _, _ = served
+    rendering = Rendering.parse(None, "statistics")
+    with pytest.raises(BandError, match=r"^band 3 has no raster:bands statistics .* \(--scale statistics\)$"):
+        with open_scene(f"{server.url}/scene1.tif", rendering=rendering.for_file(RemoteFile("scene1"))):
+            pass
+    ranges = ((0.0, 2_000.0), (500.0, 1_500.0), (0.0, 1_000.0), None)  # only the shown bands need a range
+    with open_scene(f"{server.url}/scene1.tif",
+                    rendering=rendering.for_file(RemoteFile("scene1", ranges=ranges))) as scene:
+        shown = np.asarray(scene.read(Window(384, 384, 64, 64))).transpose(2, 0, 1).astype(np.float64)
+    stored = scene_pixels(1)[:, 384:448, 384:448].astype(np.float64)  # described B02 blue .. B04 red: shown 3, 2, 1
+    expected = [np.clip((stored[band] - low) / (high - low) * 255, 0, 255) for band, (low, high) in
+                ((2, ranges[2]), (1, ranges[1]), (0, ranges[0]))]
+    assert np.abs(shown - np.stack(expected)).max() <= 1.0
