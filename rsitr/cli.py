@@ -29,7 +29,8 @@ import warnings
 from importlib import metadata
 from typing import Callable, Iterator, Mapping, NoReturn, Sequence, TextIO
 
-from rsitr import __version__
+from rsitr import __version__, deprecations
+from rsitr.deprecations import Deprecation
 from rsitr.errors import RsitrWarning, UserError
 from rsitr.models import DEFAULT_PRETRAINED
 from rsitr.terminal import printable
@@ -112,6 +113,43 @@ class _Parser(argparse.ArgumentParser):
         super().error("; ".join([message, *hints]))
 
 
+class _OldSpelling(argparse.Action):
+    """A deprecated flag (:data:`rsitr.deprecations.DEPRECATIONS`) that still works as its replacement (``target``),
+    hidden from ``--help``; using it warns once per command line (:class:`~rsitr.errors.RsitrWarning`: one
+    deprecation line)."""
+
+    def __init__(self, option_strings: list[str], dest: str, target: argparse.Action, entry: Deprecation,
+                 **kwargs) -> None:
+        nargs = None if not target.option_strings and target.nargs == "?" else target.nargs  # a positional's value
+        super().__init__(option_strings, dest, nargs=nargs, const=target.const, default=argparse.SUPPRESS,
+                         type=target.type, choices=target.choices, metavar=target.metavar, help=argparse.SUPPRESS)
+        self.target, self.entry, self.warned = target, entry, False
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        if not self.warned:
+            self.warned = True
+            deprecations.warn(self.entry)
+        self.target(parser, namespace, values, option_string)
+
+
+def add_deprecated_flags(parser: argparse.ArgumentParser) -> None:
+    """Add the table's old flags of ``parser``'s command (its ``prog``, e.g. ``rsitr data inspect``), and of the
+    commands below it, as hidden aliases of their replacements: the one place the command line learns them."""
+    for entry in deprecations.DEPRECATIONS:
+        if not entry.old.startswith("--") or not entry.applies_to(parser.prog):
+            continue
+        target = next((action for action in parser._actions
+                       if entry.new in action.option_strings or (not action.option_strings and
+                                                                 action.metavar == entry.new)), None)
+        if target is not None:
+            parser.add_argument(entry.old, action=_OldSpelling, dest=target.dest, target=target, entry=entry)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                add_deprecated_flags(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="rsitr", description="Remote sensing image-text retrieval: train, evaluate, index and search.",
@@ -135,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
                          help="show the libraries' own warnings and log lines")
         module.add_arguments(sub)
+        add_deprecated_flags(sub)
         sub.set_defaults(run=module.run, interrupted_hint=getattr(module, "INTERRUPTED_HINT", None))
     owners: dict[str, list[str]] = {}
     for name, sub in subparsers.choices.items():

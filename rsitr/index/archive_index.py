@@ -19,6 +19,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from PIL import Image
 
+from rsitr.deprecations import renamed
 from rsitr.errors import RsitrWarning, UserError
 from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS, RemoteFile, open_scene
 from rsitr.index.compatibility import (check_encoder, checkpoint_record, merged_settings, recorded_checkpoint,
@@ -106,18 +107,21 @@ class ArchiveIndex:
     # -- opening and building -------------------------------------------------------------------------------
     @classmethod
     def open(cls, directory: str | Path, *, encoder: Encoder | None = None, device: str = "cpu",
-             pretrained: str | Path | None = None, precision: str = "auto", runtime: str = "auto") -> ArchiveIndex:
+             checkpoint: str | Path | None = None, precision: str = "auto", runtime: str = "auto",
+             pretrained: str | Path | None = None) -> ArchiveIndex:
         """Open an index; the encoder is loaded from the recorded model unless one is given (then it is checked).
 
-        ``pretrained`` points at the index's model checkpoint where it now lies (an index and its checkpoint
-        moved to another machine); it is accepted only when its SHA-256 is the recorded one. ``runtime``: where the
+        ``checkpoint`` points at the index's model checkpoint where it now lies (an index and its checkpoint
+        moved to another machine); it is accepted only when its SHA-256 is the recorded one (``pretrained``: its
+        deprecated spelling, see :mod:`rsitr.deprecations`). ``runtime``: where the
         encoder runs (:data:`rsitr.index.index_encoder.RUNTIMES`); an index built on one runtime opens on the other.
         """
+        checkpoint = renamed("ArchiveIndex.open", "pretrained", pretrained, checkpoint)
         store = MetadataStore(Path(directory), read_only=True)
         if store.get_meta("model") is None:
             raise IndexSetupError(f"{directory} holds no finished index setup; run `rsitr index` on it again")
         if encoder is None:
-            source = recorded_checkpoint(store, Path(directory), pretrained)
+            source = recorded_checkpoint(store, Path(directory), checkpoint)
             encoder = Encoder.load(store.get_meta("model"), source, pretrained_sha256=store.get_meta("pretrained_sha256"),
                                    device=device, precision=precision, runtime=runtime)
         check_encoder(store, directory, encoder)
