@@ -23,6 +23,7 @@ import difflib
 import importlib
 import logging
 import os
+import re
 import sqlite3
 import sys
 import warnings
@@ -275,8 +276,29 @@ def native_stderr_quiet() -> Iterator[None]:
         terminal.close()
 
 
-FLAG_OF_ARGUMENT = {"strict=True": "--strict"}
-"""Library arguments that warnings name, and the flag that sets them on the command line."""
+FLAG_OF_PARAMETER = {"k": "--top-k", "find_all": "--all", "output_dir": "--out", "model_name": "--model",
+                     "images_root": "--images"}
+"""Library parameters whose flag is not their name with ``--`` and hyphens (docs/ARCHITECTURE.md's Vocabulary)."""
+
+_NAMED = re.compile(r"`(\w+)(?:=([^`]*))?`")
+
+
+def in_flags(message: object) -> str:
+    """An error's or warning's text as the command line says it: each argument it names in backticks (one of its
+    ``parameters``: :mod:`rsitr.errors`) becomes its flag, ```runtime='onnx'``` becomes ``--runtime onnx`` and
+    ```strict=True``` ``--strict``."""
+    parameters = getattr(message, "parameters", ())
+
+    def flag(match: re.Match) -> str:
+        name, value = match.groups()
+        if name not in parameters:
+            return match.group(0)
+        spelled = FLAG_OF_PARAMETER.get(name, "--" + name.replace("_", "-"))
+        if value is None or value == "True":
+            return spelled
+        return f"{spelled} {value.strip(chr(39) + chr(34))}"
+
+    return _NAMED.sub(flag, str(message))
 
 
 def warning_lines(command: str, verbose: bool) -> Callable[..., None]:
@@ -285,10 +307,7 @@ def warning_lines(command: str, verbose: bool) -> Callable[..., None]:
     def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: TextIO | None = None,
              line: str | None = None) -> None:
         if verbose or issubclass(category, RsitrWarning):
-            text = str(message)
-            for argument, flag in FLAG_OF_ARGUMENT.items():  # the library's terms, as this command line spells them
-                text = text.replace(argument, flag)
-            print(f"rsitr {command}: warning: {printable(text)}", file=sys.stderr)
+            print(f"rsitr {command}: warning: {printable(in_flags(message))}", file=sys.stderr)
 
     return show
 
@@ -303,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UserError, OSError) as err:
         if args.debug:
             raise
-        print(f"rsitr {args.command}: error: {printable(err)}", file=sys.stderr)
+        print(f"rsitr {args.command}: error: {printable(in_flags(err))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except sqlite3.Error as err:
         fix = SQLITE_USER_ERRORS.get(getattr(err, "sqlite_errorcode", -1) & 0xFF)

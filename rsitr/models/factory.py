@@ -110,7 +110,7 @@ def _build(name: str | None, pretrained: str | None, device: str | torch.device,
             raise
         raise CheckpointError(f"{source} holds weights of another architecture "
                               f"({describe_weights(state)}) than the model asked for "
-                              f"({describe_model(name)}); pass the matching --model") from None
+                              f"({describe_model(name)}); pass the matching `model`", parameters=("model",)) from None
     if not pretrained and not weights_follow:
         warn_random_weights(name, model.hf_text is not None, model.image_pretrained)
     return model, shipped.recipe if shipped is not None else ScoringRecipe()
@@ -156,8 +156,9 @@ def _from_checkpoint(name: str | None, path: str, checkpoint: dict, device: str 
     trained (its config's method: local score on or off, fusion weights)."""
     recorded = checkpoint["config"]["model"]
     if name is not None and name != recorded["name"]:
-        raise CheckpointError(f"--model {name} contradicts checkpoint {path}, which holds a trained "
-                              f"{recorded['name']}; leave out --model or pass --model {recorded['name']}")
+        raise CheckpointError(f"`model='{name}'` contradicts checkpoint {path}, which holds a trained "
+                              f"{recorded['name']}; leave out `model` or pass `model='{recorded['name']}'`",
+                              parameters=("model",))
     model = _from_model_config(ModelConfig(**{**recorded, "pretrained": None}), device, 0, weights_follow=True).model
     load_state_checked(model, checkpoint["model"], path, recorded["name"])
     return LoadedModel(model, recorded["name"], path, ScoringRecipe.from_config(checkpoint["config"]))

@@ -375,7 +375,7 @@ class Trainer:
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise RunFolderError(f"the checkpoint in {self.out} was trained with another method or data setup "
                                  f"than the config gives ({first_line[:200]}); resume with the run's own "
-                                 f"{self.out / 'config.yaml'}, or --overwrite to start over") from err
+                                 f"{self.out / 'config.yaml'}, or `overwrite` to start over", parameters=("overwrite",)) from err
         self.epoch, self.step = checkpoint["epoch"], checkpoint["step"]
         self.best = checkpoint.get("best")  # None in a checkpoint of an earlier rsitr
 

@@ -64,7 +64,7 @@ def test_a_run_folder_with_checkpoints_is_refused_without_resume_or_overwrite(on
     out = tmp_path / "run"
     shutil.copytree(one_epoch_run, out)
     before = snapshot(out)
-    with pytest.raises(RunFolderError, match="--resume.*--overwrite"):
+    with pytest.raises(RunFolderError, match="`resume`.*`overwrite`"):
         Trainer(run_config(out, "train.epochs=2"), progress=False)
     assert snapshot(out) == before
     fresh = Trainer(run_config(out, "train.epochs=2"), progress=False, overwrite=True)
