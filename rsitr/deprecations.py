@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import TypeVar
 
 from rsitr.errors import RsitrWarning
+
+T = TypeVar("T")
 
 REMOVAL = "0.3.0"
 """The release that removes the spellings deprecated in 0.1.x (one release after they started warning)."""
@@ -52,6 +55,11 @@ DEPRECATIONS: tuple[Deprecation, ...] = (
     Deprecation("rsitr index", "--images", "IMAGES"),
     Deprecation("rsitr", "--quiet", "--no-progress"),
     Deprecation("ArchiveIndex.open", "pretrained", "checkpoint"),
+    # image is the image itself (pixels, or the file holding them); an embedding is a vector.
+    Deprecation("ArchiveIndex.search", "image", "vector"),
+    Deprecation("ArchiveIndex.probe", "image", "vector"),
+    Deprecation("ArchiveIndex.find_all", "image", "vector"),
+    Deprecation("ArchiveIndex.scene_scores", "image", "vector"),
     Deprecation("create_app", "pretrained", "checkpoint"),
 )
 
@@ -71,7 +79,7 @@ def warn(entry: Deprecation, stacklevel: int = 3) -> None:
     warnings.warn(entry.message, RsitrWarning, stacklevel=stacklevel)
 
 
-def renamed(where: str, old: str, old_value: object, new_value: object) -> object:
+def renamed(where: str, old: str, old_value: T | None, new_value: T | None) -> T | None:
     """The value of a renamed keyword parameter: ``new_value``, or ``old_value`` given under the old name, which warns
     once per process (a server does not repeat it per request). Both given is a ``TypeError``, as Python's own for a
     repeated argument."""

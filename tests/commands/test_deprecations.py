@@ -119,3 +119,17 @@ def test_archive_index_open_and_create_app_take_the_old_keyword(fresh: None, tmp
         with pytest.warns(RsitrWarning, match=deprecations.deprecation(where, "pretrained").message.split(" (")[0]):
             with pytest.raises((UserError, OSError)):
                 call()
+
+
+def test_each_library_entry_is_a_keyword_of_its_function_beside_its_replacement() -> None:
+    import inspect
+
+    from rsitr.api.app import create_app
+    from rsitr.index import ArchiveIndex
+
+    functions = {"create_app": create_app, **{f"ArchiveIndex.{name}": getattr(ArchiveIndex, name)
+                                              for name in ("open", "search", "probe", "find_all", "scene_scores")}}
+    for entry in KEYWORDS:
+        parameters = inspect.signature(functions[entry.where]).parameters
+        assert parameters[entry.old].kind is parameters[entry.new].kind is inspect.Parameter.KEYWORD_ONLY, entry
+        assert parameters[entry.old].default is None, entry
