@@ -277,8 +277,9 @@ def native_stderr_quiet() -> Iterator[None]:
 
 
 FLAG_OF_PARAMETER = {"k": "--top-k", "find_all": "--all", "output_dir": "--out", "model_name": "--model",
-                     "images_root": "--images"}
-"""Library parameters whose flag is not their name with ``--`` and hyphens (docs/ARCHITECTURE.md's Vocabulary)."""
+                     "images_root": "--images", "directory": "--out"}
+"""Library parameters whose flag is not their name with ``--`` and hyphens (docs/ARCHITECTURE.md's Vocabulary;
+``directory``: the index folder ``ArchiveIndex.build`` writes, ``rsitr index --out``)."""
 
 _NAMED = re.compile(r"`(\w+)(?:=([^`]*))?`")
 

@@ -319,7 +319,8 @@ def _drop_empty(path: Path, entries: list[_Entry], dropped: list[str]) -> list[_
     lost = len(entries) - len(kept)
     images = f"; {lost} image(s) left without captions are dropped too" if lost else ""
     warnings.warn(RsitrWarning(f"{path}: dropped {len(dropped)} empty caption(s) (e.g. {'; '.join(dropped[:3])})"
-                               f"{images}. Refuse such a file with `strict=True`", parameters=("strict",)), stacklevel=3)
+                               f"{images}. Refuse such a file with `strict=True`", parameters=("strict",)),
+                  stacklevel=3)
     return kept
 
 

@@ -84,8 +84,9 @@ def refuse_another_model(store: MetadataStore, directory: Path, model_name: str 
                                                                          ("pretrained", pretrained)) if value is not None)
         raise IndexCompatibilityError(f"index {directory} was built with model {recorded!r} (pretrained "
                                       f"{recorded_weights!r}), not {given}; leave out `model_name` and `pretrained` "
-                                      f"to update it, build a new index in another folder, or pass `rebuild=True` to "
-                                      f"replace this one", parameters=("model_name", "pretrained", "rebuild"))
+                                      f"to update it, pass another `directory` for a new index, or `rebuild=True` to "
+                                      f"replace this one",
+                                      parameters=("model_name", "pretrained", "directory", "rebuild"))
 
 
 def _describe(model_name: str, pretrained: str | None, fingerprint: Fingerprint) -> str:

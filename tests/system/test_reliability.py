@@ -216,7 +216,7 @@ def test_random_weight_warning_only_for_random_weights_once_in_rsitr_words(tmp_p
 
 
 def test_a_model_that_contradicts_the_checkpoint_is_an_error_naming_both(tmp_path):
-    with pytest.raises(CheckpointError, match=f"--model ViT-B-32 .*{TINY_MODEL}"):
+    with pytest.raises(CheckpointError, match=f"`model='ViT-B-32'` .*{TINY_MODEL}"):
         create_model("ViT-B-32", str(rsitr_checkpoint(tmp_path / "rsitr.pt")))
 
 
