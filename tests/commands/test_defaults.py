@@ -164,7 +164,7 @@ def test_check_model_arguments_lets_real_values_through(tmp_path: Path) -> None:
 @pytest.mark.parametrize("model, pretrained, message", [
     ("ViT-B-32", "opneai", "unknown pretrained tag 'opneai' for model 'ViT-B-32'; closest: openai"),
     (None, "opneai", f"unknown pretrained tag 'opneai'; rsitr ships {DEFAULT_PRETRAINED} \\(the default\\).*; "
-                     "closest OpenCLIP tags: openai \\(each with its --model\\)"),  # no model the user did not give
+                     "closest OpenCLIP tags: openai \\(each with its `model`\\)"),  # no model the user did not give
     ("ViT-B-23", None, "unknown model 'ViT-B-23'; closest: ViT-B-32"),
     (DEFAULT_MODEL_NAME, "openai", f"unknown pretrained tag 'openai' for model '{DEFAULT_MODEL_NAME}'"),
 ])
