@@ -53,8 +53,8 @@ def rgba_png(path: Path, side: int) -> None:
 def peak_of_index(images: Path, out: Path, model: str) -> dict:
     """`rsitr index` of ``images`` in a child process: its seconds and peak RSS (GiB)."""
     start = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "rsitr.cli", "index", "--images", str(images), "--out", str(out),
-                              "--model", model, "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    child = subprocess.Popen([sys.executable, "-m", "rsitr.cli", "index", str(images), "--out", str(out),
+                              "--model", model, "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True)
     polled = [0]
 

@@ -49,7 +49,7 @@ def main() -> None:
     rsitr = [sys.executable, "-m", "rsitr.cli"]
     with tempfile.TemporaryDirectory() as folder, socket.socket() as busy:
         index = Path(folder) / "ucm.index"
-        subprocess.run([*rsitr, "index", "--images", "rsitr/demo_data/ucm", "--out", str(index), "--no-progress"],
+        subprocess.run([*rsitr, "index", "rsitr/demo_data/ucm", "--out", str(index), "--no-progress"],
                        cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         busy.bind(("127.0.0.1", 0))
         busy.listen()

@@ -23,13 +23,15 @@ import difflib
 import importlib
 import logging
 import os
+import re
 import sqlite3
 import sys
 import warnings
 from importlib import metadata
 from typing import Callable, Iterator, Mapping, NoReturn, Sequence, TextIO
 
-from rsitr import __version__
+from rsitr import __version__, deprecations
+from rsitr.deprecations import Deprecation
 from rsitr.errors import RsitrWarning, UserError
 from rsitr.models import DEFAULT_PRETRAINED
 from rsitr.terminal import printable
@@ -112,6 +114,43 @@ class _Parser(argparse.ArgumentParser):
         super().error("; ".join([message, *hints]))
 
 
+class _OldSpelling(argparse.Action):
+    """A deprecated flag (:data:`rsitr.deprecations.DEPRECATIONS`) that still works as its replacement (``target``),
+    hidden from ``--help``; using it warns once per command line (:class:`~rsitr.errors.RsitrWarning`: one
+    deprecation line)."""
+
+    def __init__(self, option_strings: list[str], dest: str, target: argparse.Action, entry: Deprecation,
+                 **kwargs) -> None:
+        nargs = None if not target.option_strings and target.nargs == "?" else target.nargs  # a positional's value
+        super().__init__(option_strings, dest, nargs=nargs, const=target.const, default=argparse.SUPPRESS,
+                         type=target.type, choices=target.choices, metavar=target.metavar, help=argparse.SUPPRESS)
+        self.target, self.entry, self.warned = target, entry, False
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        if not self.warned:
+            self.warned = True
+            deprecations.warn(self.entry)
+        self.target(parser, namespace, values, option_string)
+
+
+def add_deprecated_flags(parser: argparse.ArgumentParser) -> None:
+    """Add the table's old flags of ``parser``'s command (its ``prog``, e.g. ``rsitr data inspect``), and of the
+    commands below it, as hidden aliases of their replacements: the one place the command line learns them."""
+    for entry in deprecations.DEPRECATIONS:
+        if not entry.old.startswith("--") or not entry.applies_to(parser.prog):
+            continue
+        target = next((action for action in parser._actions
+                       if entry.new in action.option_strings or (not action.option_strings and
+                                                                 action.metavar == entry.new)), None)
+        if target is not None:
+            parser.add_argument(entry.old, action=_OldSpelling, dest=target.dest, target=target, entry=entry)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                add_deprecated_flags(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="rsitr", description="Remote sensing image-text retrieval: train, evaluate, index and search.",
@@ -135,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
                          help="show the libraries' own warnings and log lines")
         module.add_arguments(sub)
+        add_deprecated_flags(sub)
         sub.set_defaults(run=module.run, interrupted_hint=getattr(module, "INTERRUPTED_HINT", None))
     owners: dict[str, list[str]] = {}
     for name, sub in subparsers.choices.items():
@@ -236,8 +276,30 @@ def native_stderr_quiet() -> Iterator[None]:
         terminal.close()
 
 
-FLAG_OF_ARGUMENT = {"strict=True": "--strict"}
-"""Library arguments that warnings name, and the flag that sets them on the command line."""
+FLAG_OF_PARAMETER = {"k": "--top-k", "find_all": "--all", "output_dir": "--out", "model_name": "--model",
+                     "images_root": "--images", "directory": "--out"}
+"""Library parameters whose flag is not their name with ``--`` and hyphens (docs/ARCHITECTURE.md's Vocabulary;
+``directory``: the index folder ``ArchiveIndex.build`` writes, ``rsitr index --out``)."""
+
+_NAMED = re.compile(r"`(\w+)(?:=([^`]*))?`")
+
+
+def in_flags(message: object) -> str:
+    """An error's or warning's text as the command line says it: each argument it names in backticks (one of its
+    ``parameters``: :mod:`rsitr.errors`) becomes its flag, ```runtime='onnx'``` becomes ``--runtime onnx`` and
+    ```strict=True``` ``--strict``."""
+    parameters = getattr(message, "parameters", ())
+
+    def flag(match: re.Match) -> str:
+        name, value = match.groups()
+        if name not in parameters:
+            return match.group(0)
+        spelled = FLAG_OF_PARAMETER.get(name, "--" + name.replace("_", "-"))
+        if value is None or value == "True":
+            return spelled
+        return f"{spelled} {value.strip(chr(39) + chr(34))}"
+
+    return _NAMED.sub(flag, str(message))
 
 
 def warning_lines(command: str, verbose: bool) -> Callable[..., None]:
@@ -246,10 +308,7 @@ def warning_lines(command: str, verbose: bool) -> Callable[..., None]:
     def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: TextIO | None = None,
              line: str | None = None) -> None:
         if verbose or issubclass(category, RsitrWarning):
-            text = str(message)
-            for argument, flag in FLAG_OF_ARGUMENT.items():  # the library's terms, as this command line spells them
-                text = text.replace(argument, flag)
-            print(f"rsitr {command}: warning: {printable(text)}", file=sys.stderr)
+            print(f"rsitr {command}: warning: {printable(in_flags(message))}", file=sys.stderr)
 
     return show
 
@@ -264,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UserError, OSError) as err:
         if args.debug:
             raise
-        print(f"rsitr {args.command}: error: {printable(err)}", file=sys.stderr)
+        print(f"rsitr {args.command}: error: {printable(in_flags(err))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except sqlite3.Error as err:
         fix = SQLITE_USER_ERRORS.get(getattr(err, "sqlite_errorcode", -1) & 0xFF)

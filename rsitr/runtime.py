@@ -92,7 +92,7 @@ def set_threads(threads: int | None) -> None:
     if threads is None:
         return
     if threads < 1:
-        raise UserError(f"--threads must be at least 1 (got {threads})")
+        raise UserError(f"`threads` must be at least 1 (got {threads})", parameters=("threads",))
     _threads = threads
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)

@@ -58,6 +58,7 @@ from rsitr.api.routes import chips, heatmap, pages, search
 from rsitr.api.deps import ImageCache, Service
 from rsitr.api.middleware import add_middlewares
 from rsitr.api.schemas import Problem
+from rsitr.deprecations import renamed
 from rsitr.errors import UserError
 from rsitr.index import ArchiveIndex
 from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS
@@ -88,19 +89,20 @@ def check_basemap(template: str) -> str:
 def create_app(index_dir: str | Path | None = None, *, index: ArchiveIndex | None = None,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_pixels: int = DEFAULT_MAX_QUERY_PIXELS,
                max_concurrent_images: int = DEFAULT_MAX_CONCURRENT_IMAGES, thumbnail_cache_size: int = 1024,
-               device: str = "cpu", pretrained: str | None = None, precision: str = "auto", runtime: str = "auto",
+               device: str = "cpu", checkpoint: str | None = None, precision: str = "auto", runtime: str = "auto",
                query_images: QueryImages | None = None, allowed_hosts: Iterable[str] = LOCAL_HOSTS,
-               basemap: str | None = None) -> FastAPI:
-    """The app for the index in ``index_dir`` (or an already opened ``index``; ``device``, ``pretrained``,
+               basemap: str | None = None, pretrained: str | None = None) -> FastAPI:
+    """The app for the index in ``index_dir`` (or an already opened ``index``; ``device``, ``checkpoint``,
     ``precision`` and ``runtime`` as for :meth:`ArchiveIndex.open`); uploaded query images are kept in ``query_images`` (default
     bounds if None). Requests whose ``Host`` is not one of ``allowed_hosts`` (``*``: any) get 400. ``basemap``: the
     tile URL template the page's map shows under the footprints (:func:`check_basemap`); None: the page fetches no
-    tiles unless its user sets a URL."""
+    tiles unless its user sets a URL. ``pretrained``: the deprecated spelling of ``checkpoint``."""
+    checkpoint = renamed("create_app", "pretrained", pretrained, checkpoint)
     basemap = None if basemap is None else check_basemap(basemap)
     if index is None:
         if index_dir is None:
             raise ValueError("create_app needs index_dir or index")
-        index = ArchiveIndex.open(index_dir, device=device, pretrained=pretrained, precision=precision,
+        index = ArchiveIndex.open(index_dir, device=device, checkpoint=checkpoint, precision=precision,
                                   runtime=runtime)
     app = FastAPI(title="rsitr archive search", docs_url=None, redoc_url=None, responses={
         400: {"model": Problem, "description": "a Host header this server does not answer to"},

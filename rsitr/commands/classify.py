@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 
 from rsitr.commands.options import (SPLIT_CHOICES, add_batch_size_argument, add_inference_arguments,
-                                    add_model_arguments, add_old_spelling, add_progress_argument, add_workers_argument,
+                                    add_model_arguments, add_progress_argument, add_workers_argument,
                                     check_readable, model_arguments)
 from rsitr.terminal import printable
 
@@ -32,9 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--names", default=None, help="class names file (one per line, or '<folder>: <name>')")
     parser.add_argument("--templates", default=None, help="prompt templates file, one per line with {} for the name")
-    out = parser.add_argument("--out", default=None, metavar="FILE",
-                              help="write metrics, per-class figures and every image's top-5 to this JSON file")
-    add_old_spelling(parser, out, "--json")
+    parser.add_argument("--out", default=None, metavar="FILE",
+                        help="write metrics, per-class figures and every image's top-5 to this JSON file")
     parser.add_argument("--confusion", default=None, metavar="IMAGE", help="draw the confusion matrix (e.g. out.png)")
     add_batch_size_argument(parser)
     add_workers_argument(parser)

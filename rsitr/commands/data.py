@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from rsitr.commands.options import add_old_spelling, add_progress_argument
+from rsitr.commands.options import add_progress_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,9 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     inspect.add_argument("items", nargs="+", metavar="FILE --images DIR",
                          help="caption file (Karpathy JSON, NWPU JSON or CSV), each followed by --images DIR")
     inspect.add_argument("--images", nargs="+", action=_ImagesThenFiles, default=[], help=argparse.SUPPRESS)
-    out = inspect.add_argument("--out", metavar="FILE",
-                               help="write the whole report (every pair listed) to this JSON file")
-    add_old_spelling(inspect, out, "--json")
+    inspect.add_argument("--out", metavar="FILE", help="write the whole report (every pair listed) to this JSON file")
     inspect.add_argument("--max-distance", type=int, default=2,
                          help="pHash Hamming distance at or below which two images are near-duplicates (default 2)")
     inspect.add_argument("--list", type=int, default=10, metavar="N", help="pairs listed per kind (default 10)")

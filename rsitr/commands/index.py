@@ -1,6 +1,6 @@
 """Index an image archive for search: tile large scenes into chips, encode them, store vectors and metadata.
 
-Walks IMAGES (JPEG, PNG, TIFF, GeoTIFF; `--images IMAGES` is the same), or reads the remote (Cloud-Optimized) GeoTIFFs
+Walks IMAGES (JPEG, PNG, TIFF, GeoTIFF), or reads the remote (Cloud-Optimized) GeoTIFFs
 a listing names: a .txt file of http(s):// or s3:// URLs, or a STAC catalog, collection, item or item collection .json
 (a saved pystac-client search) with --asset; they are read by windows through range requests, never downloaded whole,
 and an update re-reads only the files whose ETag / Last-Modified changed. Scenes whose longer side exceeds
@@ -39,12 +39,11 @@ from rsitr.terminal import printable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    # IMAGES as embed's and classify's SOURCE; --images the same (the spelling of earlier releases and the docs).
-    # Neither has a default: argparse would let an absent positional overwrite --images with it.
+    # IMAGES as embed's and classify's SOURCE (--images, its deprecated spelling, is an alias: rsitr.deprecations).
+    # No default: argparse would let an absent positional overwrite --images with it.
     parser.add_argument("source", nargs="?", metavar="IMAGES", default=argparse.SUPPRESS,
                         help="folder of images to index (searched recursively), or a listing of remote rasters "
-                             "(.txt of URLs, STAC .json); or --images IMAGES")
-    parser.add_argument("--images", dest="source", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+                             "(.txt of URLs, STAC .json)")
     parser.add_argument("--out", required=True, help="index directory (created, or updated if it exists)")
     add_model_arguments(parser, default="with neither flag, the index's recorded model, or for a new index the "
                                         "shipped one")

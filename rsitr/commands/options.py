@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import warnings
 
 from rsitr.commands import non_negative_int, positive_int
 from rsitr.config import PRECISIONS, RUNTIMES
-from rsitr.errors import RsitrWarning, UserError
+from rsitr.errors import UserError
 from rsitr.models import DEFAULT_PRETRAINED
 from rsitr.models.pretrained import check_model_arguments
 from rsitr.paths import regular_file
@@ -24,27 +23,6 @@ PRETRAINED_HELP = ("rsitr tag (see `rsitr models`: shipped, or a hub tag such as
                    "first use), OpenCLIP tag, OpenCLIP checkpoint, or `rsitr train` checkpoint or run folder")
 
 
-class _OldSpelling(argparse.Action):
-    """An old flag name that still works as its new one does (``target``), hidden from ``--help``; using it warns
-    (:class:`~rsitr.errors.RsitrWarning`: the command line shows one deprecation line)."""
-
-    def __init__(self, option_strings: list[str], dest: str, target: argparse.Action, **kwargs) -> None:
-        super().__init__(option_strings, dest, nargs=target.nargs, const=target.const, default=argparse.SUPPRESS,
-                         type=target.type, choices=target.choices, metavar=target.metavar, help=argparse.SUPPRESS)
-        self.target = target
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
-                 option_string: str | None = None) -> None:
-        warnings.warn(f"{option_string} is deprecated: it is now {self.target.option_strings[0]}", RsitrWarning,
-                      stacklevel=2)
-        self.target(parser, namespace, values, option_string)
-
-
-def add_old_spelling(parser: argparse.ArgumentParser, target: argparse.Action, *old: str) -> None:
-    """Keep ``old`` flag names working as ``target`` (the action ``add_argument`` returned for the new name)."""
-    parser.add_argument(*old, action=_OldSpelling, dest=target.dest, target=target)
-
-
 def add_precision_argument(parser: argparse.ArgumentParser, default: str | None = "auto") -> None:
     """``--precision`` (see :mod:`rsitr.models.precision`)."""
     parser.add_argument("--precision", choices=PRECISIONS, default=default,
@@ -53,8 +31,8 @@ def add_precision_argument(parser: argparse.ArgumentParser, default: str | None 
 
 
 def add_progress_argument(parser: argparse.ArgumentParser) -> None:
-    """``--no-progress`` (``--quiet`` is the older spelling of ``rsitr index``)."""
-    parser.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true",
+    """``--no-progress``."""
+    parser.add_argument("--no-progress", dest="no_progress", action="store_true",
                         help="no progress bars")
 
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 import argparse
 
 from rsitr.commands import positive_int
-from rsitr.commands.options import add_inference_arguments, add_old_spelling, check_readable
+from rsitr.commands.options import add_inference_arguments, check_readable
 from rsitr.errors import UserError
 from rsitr.terminal import printable
 
@@ -117,9 +117,8 @@ def _box_or_polygon(bbox: list[str] | None) -> tuple[str | None, str | None]:
 
 
 def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
-    """``--checkpoint``: where a moved index model lies now (``--pretrained``, which names the model to encode with
-    in the other commands, is its old spelling here)."""
-    add_old_spelling(parser, parser.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP), "--pretrained")
+    """``--checkpoint``: where a moved index model lies now."""
+    parser.add_argument("--checkpoint", metavar="FILE", help=CHECKPOINT_HELP)
 
 
 def check_query(args: argparse.Namespace) -> None:
@@ -170,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     from rsitr.runtime import device_name, set_threads
 
     set_threads(args.threads)
-    index = ArchiveIndex.open(args.index, device=device_name(args.device), pretrained=args.checkpoint,
+    index = ArchiveIndex.open(args.index, device=device_name(args.device), checkpoint=args.checkpoint,
                               precision=args.precision, runtime=args.runtime)
     if args.find_all:
         return _print_found(index, args, where)

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(args.index, max_upload_bytes=int(args.max_upload_mb * 2**20),
                      max_pixels=args.max_pixels or DEFAULT_MAX_QUERY_PIXELS,
                      max_concurrent_images=args.max_concurrent_images, device=device,
-                     pretrained=args.checkpoint, precision=args.precision, runtime=args.runtime,
+                     checkpoint=args.checkpoint, precision=args.precision, runtime=args.runtime,
                      allowed_hosts=[args.host, *LOCAL_HOSTS, *args.allowed_host], basemap=args.basemap)
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"serving {args.index} at http://{host}:{port}/ (API described at /docs); Ctrl-C stops", flush=True)

@@ -23,7 +23,7 @@ import argparse
 from pathlib import Path
 
 from rsitr.commands import non_negative_int, positive_int
-from rsitr.commands.options import (PRETRAINED_HELP, add_device_argument, add_old_spelling, add_precision_argument,
+from rsitr.commands.options import (PRETRAINED_HELP, add_device_argument, add_precision_argument,
                                     add_progress_argument, add_threads_argument)
 
 
@@ -32,9 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="YAML run config(s), merged in order (see configs/), e.g. a data file then a method file")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override config entries, e.g. train.lr=1e-5 method.ker=false")
-    out = parser.add_argument("--out", dest="output_dir",
-                              help="folder for checkpoints, logs and results (overrides output_dir)")
-    add_old_spelling(parser, out, "--output-dir")
+    parser.add_argument("--out", dest="output_dir",
+                        help="folder for checkpoints, logs and results (overrides output_dir)")
     parser.add_argument("--pretrained", help=f"the weights to start from (overrides model.pretrained; a rsitr tag "
                                              f"sets model.name to its architecture and its activation): {PRETRAINED_HELP}")
     parser.add_argument("--epochs", type=positive_int, help="overrides train.epochs")

@@ -57,7 +57,8 @@ def read_labeled_images(source: str | Path, images_root: str | Path | None = Non
         raise DataError("not found", path=source, fix="pass a folder of class sub-folders or a caption file")
     if images_root is None:
         raise DataError("is a caption file, so its image folder is needed", path=source,
-                        fix="pass the folder the caption file's image names are relative to (--images)")
+                        fix="pass the folder the caption file's image names are relative to (`images_root`)",
+                        parameters=("images_root",))
     corpus = load_corpus(source, images_root)
     return labeled_from_corpus(corpus.split(split) if split else corpus, Path(images_root), source)
 
@@ -86,7 +87,8 @@ def read_class_folders(root: str | Path) -> LabeledImages:
 def labeled_from_corpus(corpus: CaptionCorpus, root: Path, source: Path) -> LabeledImages:
     """The images of a caption corpus with their scene classes; every image must have one."""
     if not corpus.images:
-        raise DataError("holds no images (in the chosen split)", path=source, fix="choose another --split or none")
+        raise DataError("holds no images (in the chosen split)", path=source, fix="choose another `split` or none",
+                        parameters=("split",))
     unknown = [record.path for record in corpus.images if not record.scene]
     if unknown:
         raise DataError(f"{len(unknown)} of {len(corpus)} images have no scene class (e.g. {unknown[0]})", path=source,

@@ -16,11 +16,11 @@ class DataError(UserError):
     """
 
     def __init__(self, problem: str, *, path: str | Path | None = None, entry: str | None = None,
-                 fix: str | None = None) -> None:
+                 fix: str | None = None, parameters: tuple[str, ...] = ()) -> None:
         self.problem = problem
         self.path = Path(path) if path is not None else None
         self.entry = entry
         self.fix = fix
         where = ", ".join(part for part in (str(path) if path is not None else None, entry) if part)
         message = f"{where}: {problem}" if where else problem
-        super().__init__(f"{message}. Fix: {fix}" if fix else message)
+        super().__init__(f"{message}. Fix: {fix}" if fix else message, parameters=parameters)

@@ -89,7 +89,8 @@ def load_corpus(path: str | Path, images_root: str | Path, name: str | None = No
     regular_file(path, "caption file")  # a FIFO would block the reader
     if not images_root.is_dir():
         raise DataError("image folder not found", path=images_root,
-                        fix=f"pass the folder the image names of {path} are relative to (--images)")
+                        fix=f"pass the folder the image names of {path} are relative to (`images_root`)",
+                        parameters=("images_root",))
     if fmt == "csv" or (fmt == "auto" and path.suffix.lower() == ".csv"):
         entries = _csv_entries(path, clean, find, SPLIT_ALIASES.get(split or "") or _split_from_name(path))
     else:
@@ -317,8 +318,9 @@ def _drop_empty(path: Path, entries: list[_Entry], dropped: list[str]) -> list[_
     kept = [entry for entry in entries if entry.captions]
     lost = len(entries) - len(kept)
     images = f"; {lost} image(s) left without captions are dropped too" if lost else ""
-    warnings.warn(f"{path}: dropped {len(dropped)} empty caption(s) (e.g. {'; '.join(dropped[:3])}){images}. "
-                  f"Refuse such a file with strict=True", RsitrWarning, stacklevel=3)
+    warnings.warn(RsitrWarning(f"{path}: dropped {len(dropped)} empty caption(s) (e.g. {'; '.join(dropped[:3])})"
+                               f"{images}. Refuse such a file with `strict=True`", parameters=("strict",)),
+                  stacklevel=3)
     return kept
 
 

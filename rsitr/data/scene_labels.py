@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Sequence
 
 # RSICD and RSITMD write compound class names as one word; the rest split on "_" or "-" (NWPU) by themselves.
 COMPOUND_SCENES = {

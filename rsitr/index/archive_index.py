@@ -19,6 +19,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from PIL import Image
 
+from rsitr.deprecations import renamed
 from rsitr.errors import RsitrWarning, UserError
 from rsitr.index.archive import DEFAULT_MAX_QUERY_PIXELS, RemoteFile, open_scene
 from rsitr.index.compatibility import (check_encoder, checkpoint_record, merged_settings, recorded_checkpoint,
@@ -106,18 +107,21 @@ class ArchiveIndex:
     # -- opening and building -------------------------------------------------------------------------------
     @classmethod
     def open(cls, directory: str | Path, *, encoder: Encoder | None = None, device: str = "cpu",
-             pretrained: str | Path | None = None, precision: str = "auto", runtime: str = "auto") -> ArchiveIndex:
+             checkpoint: str | Path | None = None, precision: str = "auto", runtime: str = "auto",
+             pretrained: str | Path | None = None) -> ArchiveIndex:
         """Open an index; the encoder is loaded from the recorded model unless one is given (then it is checked).
 
-        ``pretrained`` points at the index's model checkpoint where it now lies (an index and its checkpoint
-        moved to another machine); it is accepted only when its SHA-256 is the recorded one. ``runtime``: where the
+        ``checkpoint`` points at the index's model checkpoint where it now lies (an index and its checkpoint
+        moved to another machine); it is accepted only when its SHA-256 is the recorded one (``pretrained``: its
+        deprecated spelling, see :mod:`rsitr.deprecations`). ``runtime``: where the
         encoder runs (:data:`rsitr.index.index_encoder.RUNTIMES`); an index built on one runtime opens on the other.
         """
+        checkpoint = renamed("ArchiveIndex.open", "pretrained", pretrained, checkpoint)
         store = MetadataStore(Path(directory), read_only=True)
         if store.get_meta("model") is None:
             raise IndexSetupError(f"{directory} holds no finished index setup; run `rsitr index` on it again")
         if encoder is None:
-            source = recorded_checkpoint(store, Path(directory), pretrained)
+            source = recorded_checkpoint(store, Path(directory), checkpoint)
             encoder = Encoder.load(store.get_meta("model"), source, pretrained_sha256=store.get_meta("pretrained_sha256"),
                                    device=device, precision=precision, runtime=runtime)
         check_encoder(store, directory, encoder)
@@ -263,11 +267,13 @@ class ArchiveIndex:
 
     # -- searching -------------------------------------------------------------------------------------------
     def search(self, query: str | None = None, k: int = 10, *, like: Handle | None = None,
-               image: np.ndarray | None = None, positive: Sequence[Handle] = (), negative: Sequence[Handle] = (),
+               vector: np.ndarray | None = None, positive: Sequence[Handle] = (), negative: Sequence[Handle] = (),
                rerank: bool = True, candidates: int = DEFAULT_RERANK_CANDIDATES,
-               remove_unwanted: bool = True, where: Where | None = None) -> SearchResults:
-        """Top ``k`` chips for a text ``query``, like the indexed chip ``like``, or like a query ``image``'s
-        embedding (:meth:`embed_image`), refined by relevance feedback.
+               remove_unwanted: bool = True, where: Where | None = None,
+               image: np.ndarray | None = None) -> SearchResults:
+        """Top ``k`` chips for a text ``query``, like the indexed chip ``like``, or like a query ``vector`` (a query
+        image's embedding: :meth:`embed_image`), refined by relevance feedback. (``image``: ``vector``'s deprecated
+        spelling; an image itself is :meth:`search_image`'s.)
 
         ``like`` starts from that chip's stored vector (nothing is re-encoded). ``positive`` / ``negative``
         chips (wanted / not wanted) move the query vector by Rocchio's formula
@@ -280,8 +286,9 @@ class ArchiveIndex:
         (:mod:`rsitr.index.where`) before they are ranked: only its chips are scored (exactly, from their stored
         vectors), so ``k`` come back while as many match.
         """
+        vector = renamed("ArchiveIndex.search", "image", image, vector)
         like, positive, negative = self._resolved(like, positive, negative)
-        vector, encoded = self._query_vector(query, like, image, positive, negative)
+        vector, encoded = self._query_vector(query, like, vector, positive, negative)
         unwanted = frozenset(negative if remove_unwanted else ())
         rerank = rerank and encoded is not None and self.settings.store_local_tokens and self.encoder.recipe.local
         count = k + len(unwanted)
@@ -322,15 +329,15 @@ class ArchiveIndex:
                 [resolve_chip(self.store, handle) for handle in positive],
                 [resolve_chip(self.store, handle) for handle in negative])
 
-    def _query_vector(self, query: str | None, like: int | None, image: np.ndarray | None, positive: Sequence[int],
+    def _query_vector(self, query: str | None, like: int | None, embedding: np.ndarray | None, positive: Sequence[int],
                       negative: Sequence[int]) -> tuple[np.ndarray, EncodedText | None]:
         """The unit vector a search starts from (refined by the marks) and the encoded text query (None if none);
         the arguments are checked first (:meth:`search` names the errors)."""
-        if sum(given is not None for given in (query, like, image)) > 1:
+        if sum(given is not None for given in (query, like, embedding)) > 1:
             raise UserError("give one of a text query, a chip to search like or a query image, not both")
         if query is not None and not query.strip():
             raise UserError("the text query is empty")
-        if query is None and like is None and image is None and not positive:
+        if query is None and like is None and embedding is None and not positive:
             raise UserError("nothing to search for: give a text query, a chip to search like, or wanted chips")
         marked = [*([] if like is None else [like]), *positive, *negative]
         stored = self.store.vectors(marked)
@@ -339,7 +346,7 @@ class ArchiveIndex:
             raise UnknownChipError(f"no chip {', '.join(map(str, missing))} in this index; chip ids come from "
                                    f"search results")
         encoded = None if query is None else self.encoder.encode_text(query)
-        vector = encoded.embedding if encoded is not None else stored[like] if like is not None else image
+        vector = encoded.embedding if encoded is not None else stored[like] if like is not None else embedding
         if positive or negative:
             vector = rocchio(vector, self._matrix(stored, positive), self._matrix(stored, negative))
         return vector, encoded
@@ -347,15 +354,18 @@ class ArchiveIndex:
     def _matrix(self, stored: dict[int, np.ndarray], ids: Sequence[int]) -> np.ndarray:
         return np.stack([stored[i] for i in ids]) if ids else np.zeros((0, self.encoder.dim), np.float32)
 
-    def probe(self, query: str | None = None, *, like: Handle | None = None, image: np.ndarray | None = None,
-              positive: Sequence[Handle] = (), negative: Sequence[Handle] = (), seed: int = 0) -> Probe:
+    def probe(self, query: str | None = None, *, like: Handle | None = None, vector: np.ndarray | None = None,
+              positive: Sequence[Handle] = (), negative: Sequence[Handle] = (), seed: int = 0,
+              image: np.ndarray | None = None) -> Probe:
         """The calibrated linear probe of "find all like these", fitted on the marks (at least one ``positive``);
-        ``negative`` chips and the query are priors; a calibrated probe's odds are then those of the archive (the
+        ``negative`` chips and the query (text, ``like`` or ``vector``; ``image`` its deprecated spelling) are priors; a calibrated probe's odds are then those of the archive (the
         share of wanted chips estimated on a uniform sample of it: :func:`rsitr.index.find_all.prevalence`)."""
+        vector = renamed("ArchiveIndex.probe", "image", image, vector)
         if not positive:
-            raise UserError("finding all like these needs at least one chip marked wanted (--positive)")
+            raise UserError("finding all like these needs at least one chip marked wanted (`positive`)",
+                            parameters=("positive",))
         like, positive, negative = self._resolved(like, positive, negative)
-        prior, _ = self._query_vector(query, like, image, positive, negative)
+        prior, _ = self._query_vector(query, like, vector, positive, negative)
         marked = {*positive, *negative}
         excluded = prior_excluded(self.store.chip_count())
         likely = self._candidates(prior, excluded)[0].tolist() if excluded else []
@@ -373,19 +383,21 @@ class ArchiveIndex:
         sample = background_ids(self.store.chip_ids(), (), PREVALENCE_SAMPLE, seed + 1).tolist()
         return with_prevalence(probe, prevalence(probe.logits(self._matrix(self.store.vectors(sample), sample))))
 
-    def find_all(self, query: str | None = None, *, like: Handle | None = None, image: np.ndarray | None = None,
+    def find_all(self, query: str | None = None, *, like: Handle | None = None, vector: np.ndarray | None = None,
                  positive: Sequence[Handle] = (), negative: Sequence[Handle] = (), threshold: float = DEFAULT_THRESHOLD,
-                 batch_size: int = SCORE_BATCH, seed: int = 0, where: Where | None = None) -> Found:
+                 batch_size: int = SCORE_BATCH, seed: int = 0, where: Where | None = None,
+                 image: np.ndarray | None = None) -> Found:
         """Every chip of the index like the ``positive`` (wanted) chips: :meth:`probe` run over all chips in
         batches of ``batch_size`` from the vector store (:meth:`VectorStore.batches`), or over those ``where`` lets
         through (an area and a span of acquisition times: :mod:`rsitr.index.where`). Returns the chips whose
         probability is at least ``threshold``, most probable first, and their count; :meth:`found_hits` turns a
-        page of them into hits."""
+        page of them into hits. (``image``: ``vector``'s deprecated spelling.)"""
+        vector = renamed("ArchiveIndex.find_all", "image", image, vector)
         if not 0 < threshold < 1:
             raise UserError(f"the probability threshold must lie between 0 and 1 (exclusive), got {threshold}")
         if batch_size < 1:
             raise UserError(f"the batch size must be at least 1, got {batch_size}")
-        probe = self.probe(query, like=like, image=image, positive=positive, negative=negative, seed=seed)
+        probe = self.probe(query, like=like, vector=vector, positive=positive, negative=negative, seed=seed)
         allowed = self._allowed(where)
         batches = self._current_vectors().batches(batch_size)
         return score_batches(probe, batches if allowed is None else _among(batches, allowed), threshold)
@@ -398,12 +410,15 @@ class ArchiveIndex:
                            for chip_id, p in zip(found.ids[offset:end], found.probabilities[offset:end])])
 
     def scene_scores(self, path: str, query: str | None = None, *, like: Handle | None = None,
-                     image: np.ndarray | None = None, positive: Sequence[Handle] = (), negative: Sequence[Handle] = (),
-                     find_all: bool = False, seed: int = 0) -> SceneScores:
+                     vector: np.ndarray | None = None, positive: Sequence[Handle] = (),
+                     negative: Sequence[Handle] = (), find_all: bool = False, seed: int = 0,
+                     image: np.ndarray | None = None) -> SceneScores:
         """The score of every chip of the indexed image ``path`` for a query, as the results rank it: the
         :meth:`probe`'s probability with ``find_all``, else the fused score of a text search that re-ranks
         locally, else the global cosine of the (refined) query vector. Raises FileNotFoundError (an image that is
-        not indexed, or a path outside the archive) and :class:`NotGeoreferencedError` (no coordinates)."""
+        not indexed, or a path outside the archive) and :class:`NotGeoreferencedError` (no coordinates).
+        (``image``: ``vector``'s deprecated spelling.)"""
+        vector = renamed("ArchiveIndex.scene_scores", "image", image, vector)
         self.archive.source(path)
         record = self.store.file(path)
         if record is None or not record.complete:
@@ -415,12 +430,12 @@ class ArchiveIndex:
             raise NotGeoreferencedError(f"{path} is not georeferenced: a heat map needs a GeoTIFF scene")
         vectors = self._matrix(self.store.vectors(ids), ids)
         if find_all:
-            probe = self.probe(query, like=like, image=image, positive=positive, negative=negative, seed=seed)
+            probe = self.probe(query, like=like, vector=vector, positive=positive, negative=negative, seed=seed)
             scores, kind = probe.probabilities(vectors), "probability"
         else:
             like, positive, negative = self._resolved(like, positive, negative)
-            vector, encoded = self._query_vector(query, like, image, positive, negative)
-            scores, kind = (vectors @ vector).astype(np.float32), "cosine"
+            query_vector, encoded = self._query_vector(query, like, vector, positive, negative)
+            scores, kind = (vectors @ query_vector).astype(np.float32), "cosine"
             if encoded is not None and self.settings.store_local_tokens and self.encoder.recipe.local:
                 scores, kind = fused_scores(scores, self.store.tokens(ids, self.encoder.dim), encoded,
                                             self.encoder.recipe)[0], "fused"
@@ -437,7 +452,7 @@ class ArchiveIndex:
     def embed_image(self, image: str | Path | Image.Image,
                     max_pixels: int | None = DEFAULT_MAX_QUERY_PIXELS) -> np.ndarray:
         """The unit embedding ``[D]`` of a query image (a PIL image or a path to a supported file), to search
-        with (``search(image=...)``).
+        with (``search(vector=...)``).
 
         A file whose header declares more than ``max_pixels`` pixels is refused before it is decoded
         (:class:`rsitr.index.archive.ImageTooLargeError`)."""
@@ -450,7 +465,7 @@ class ArchiveIndex:
                      max_pixels: int | None = DEFAULT_MAX_QUERY_PIXELS, where: Where | None = None) -> SearchResults:
         """Top ``k`` chips by global cosine to a query image (see :meth:`embed_image`), of those ``where`` lets
         through."""
-        return self.search(k=k, image=self.embed_image(image, max_pixels), where=where)
+        return self.search(k=k, vector=self.embed_image(image, max_pixels), where=where)
 
     def _candidates(self, embedding: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         """Ids and cosines of the best ``count`` chips, checked against the stored vectors (the record): a saved

@@ -44,8 +44,8 @@ def recorded_checkpoint(store: MetadataStore, directory: Path, override: str | P
             if str(override) == recorded:
                 return recorded  # the recorded tag, named again
             raise IndexCompatibilityError(f"index {directory} was built with model {store.get_meta('model')!r}, "
-                                          f"pretrained {recorded!r}, not {str(override)!r}; leave out --checkpoint "
-                                          f"(it only says where a moved checkpoint lies)")
+                                          f"pretrained {recorded!r}, not {str(override)!r}; leave out `checkpoint` "
+                                          f"(it only says where a moved checkpoint lies)", parameters=("checkpoint",))
         override = Path(override)
         if not override.exists():
             raise IndexSetupError(f"checkpoint {override} does not exist")
@@ -55,7 +55,8 @@ def recorded_checkpoint(store: MetadataStore, directory: Path, override: str | P
     located = Path(directory, recorded)
     if not located.exists():
         raise IndexSetupError(f"the model checkpoint of index {directory} is not at {located} (recorded relative to "
-                              f"the index); pass --checkpoint PATH where it lies now (SHA-256 {digest[:12]}...)")
+                              f"the index); pass `checkpoint` where it lies now (SHA-256 {digest[:12]}...)",
+                              parameters=("checkpoint",))
     return _the_recorded(located, digest, directory)
 
 
@@ -79,12 +80,13 @@ def refuse_another_model(store: MetadataStore, directory: Path, model_name: str 
     other_weights = pretrained is not None and store.get_meta("pretrained_sha256") is None and \
         str(pretrained) != recorded_weights
     if other_model or other_weights:
-        given = " ".join(f"{flag} {value}" for flag, value in (("--model", model_name), ("--pretrained", pretrained))
-                         if value is not None)
+        given = " ".join(f"`{name}={str(value)!r}`" for name, value in (("model_name", model_name),
+                                                                         ("pretrained", pretrained)) if value is not None)
         raise IndexCompatibilityError(f"index {directory} was built with model {recorded!r} (pretrained "
-                                      f"{recorded_weights!r}), not {given}; leave out --model and --pretrained to "
-                                      f"update it, pass another --out for a new index, or add --rebuild to replace "
-                                      f"this one")
+                                      f"{recorded_weights!r}), not {given}; leave out `model_name` and `pretrained` "
+                                      f"to update it, pass another `directory` for a new index, or `rebuild=True` to "
+                                      f"replace this one",
+                                      parameters=("model_name", "pretrained", "directory", "rebuild"))
 
 
 def _describe(model_name: str, pretrained: str | None, fingerprint: Fingerprint) -> str:
@@ -111,8 +113,8 @@ def merged_settings(store: MetadataStore, directory: Path, images: Path, request
     ``requested`` holds the values in their canonical forms (:class:`IndexSettings` writes them)."""
     if Path(store.get_meta("root")) != images and not relocate:
         raise IndexCompatibilityError(f"index {directory} covers {store.get_meta('root')}, not {images}; if the "
-                                      f"folder moved there, add --relocate; for another folder build a new index "
-                                      f"in another directory")
+                                      f"folder moved there, pass `relocate=True`; for another folder build a new "
+                                      f"index in another directory", parameters=("relocate",))
     recorded = {**LEGACY_SETTINGS, **store.get_meta("settings")}
     for key, value in requested.items():
         if value is not None and key not in CHANGEABLE and value != recorded.get(key):

@@ -15,6 +15,7 @@ from rsitr.models.registry import (DEFAULT_PRETRAINED, TINY_MODEL, PretrainedCfg
                                    list_models, list_pretrained)
 
 _LAZY = {"create_model": "rsitr.models.factory", "LoadedModel": "rsitr.models.factory",
+         "ModelSource": "rsitr.models.factory", "resolve_model": "rsitr.models.factory",
          "ImageFeatures": "rsitr.models.clip", "RetrievalCLIP": "rsitr.models.clip", "TextFeatures": "rsitr.models.clip"}
 
 __all__ = ["DEFAULT_PRETRAINED", "TINY_MODEL", "PretrainedCfg", "ScoringRecipe", "get_pretrained_cfg", "list_models",

@@ -82,6 +82,7 @@ class RetrievalCLIP(nn.Module):
         self.image_unlocked_layers: int | None = None  # None: the image tower trains whole
         self.image_cache = None
         self.image_pretrained = False  # True when the image tower's weights came from its package (image_towers)
+        self.quick_gelu = False  # the activation built (factory sets it; a saved config rebuilds the same one)
         if self.timm_visual:
             visual.trunk.to(memory_format=torch.channels_last)  # oneDNN's fast convolution layout on CPU
         else:

@@ -56,12 +56,40 @@ class LoadedModel:
         return weights_label(self.name, self.pretrained)
 
 
+@dataclass(frozen=True)
+class ModelSource:
+    """What a single model argument was taken for: ``kind`` is ``"name"`` (a model config name: random weights),
+    ``"tag"`` (a pretrained tag of the registry), ``"checkpoint"`` (a weights file) or ``"run"`` (an ``rsitr train``
+    run folder, standing for its best checkpoint)."""
+
+    kind: str
+    value: str
+
+
+def resolve_model(value: str | Path) -> ModelSource:
+    """How :func:`create_model`'s one-argument form reads ``value``: a registry tag, then an existing folder (a run)
+    or file (a checkpoint), else a model name. The keywords of :func:`create_model` say it without this guess."""
+    if is_pretrained_tag(str(value)):
+        return ModelSource("tag", str(value))
+    if Path(value).is_dir():
+        return ModelSource("run", str(value))
+    if Path(value).exists():
+        return ModelSource("checkpoint", str(value))
+    return ModelSource("name", str(value))
+
+
 def create_model(model: str | Path | ModelConfig | None = None, pretrained: str | Path | None = None, *,
-                 device: str | torch.device = "cpu", seed: int | None = 0, weights_follow: bool = False) -> LoadedModel:
-    """The model ``model`` / ``pretrained`` name, with its scoring recipe.
+                 checkpoint: str | Path | None = None, device: str | torch.device = "cpu", seed: int | None = 0,
+                 weights_follow: bool = False) -> LoadedModel:
+    """The model ``model`` / ``pretrained`` / ``checkpoint`` name, with its scoring recipe.
+
+    Explicit: ``create_model(model="ViT-B-32")`` (a name: random weights), ``create_model(pretrained="openai")``
+    (a tag), ``create_model(checkpoint="runs/x")`` (a weights file or run folder; refused when it does not exist).
+    Convenient: ``create_model("rsitr-small-rsicd")``, one argument read by :func:`resolve_model`.
 
     ``model``: a model config name, or (``pretrained`` left out) a shipped tag or an ``rsitr train`` checkpoint or run
-    folder; or a :class:`ModelConfig` for training (see :func:`_from_model_config`). ``pretrained``: a shipped tag
+    folder; or a :class:`ModelConfig` for training (see :func:`_from_model_config`). ``checkpoint``: a weights file or
+    an ``rsitr train`` run folder, never taken for a tag. ``pretrained``: a shipped tag
     (its model follows from it), an OpenCLIP tag (``openai``; with no model name it is :data:`OPENCLIP_TAG_MODEL`'s),
     an OpenCLIP checkpoint file, or an ``rsitr train`` checkpoint or run folder, whose architecture (Focus-Adapter
     included) and recipe come from the checkpoint: a model name that contradicts it is an error naming both. Neither:
@@ -70,22 +98,29 @@ def create_model(model: str | Path | ModelConfig | None = None, pretrained: str 
     """
     if isinstance(model, ModelConfig):
         return _from_model_config(model, device, seed, weights_follow)
-    if pretrained is None and model is not None and (is_pretrained_tag(model) or Path(model).exists()):
-        model, pretrained = None, model
-    if model is None and pretrained is None:
-        pretrained = DEFAULT_PRETRAINED
-    if pretrained in RETIRED_TAGS:
-        get_pretrained_cfg(pretrained)  # refuses it, saying how to train it again
-    pretrained = run_checkpoint(None if pretrained is None else str(pretrained))
-    if pretrained and Path(pretrained).is_file():
-        pretrained = str(Path(pretrained).resolve())
-    checkpoint = read_checkpoint(pretrained) if pretrained else None
+    name = None if model is None else str(model)
+    weights = None if pretrained is None else str(pretrained)
     if checkpoint is not None:
-        return _from_checkpoint(model, pretrained, checkpoint, device)
-    if model is None and not is_pretrained_tag(pretrained):
-        model = OPENCLIP_TAG_MODEL
-    built, recipe = _build(model, pretrained, device, seed, weights_follow)
-    return LoadedModel(built, built.model_name, pretrained, recipe)
+        if weights is not None:
+            raise TypeError("create_model() takes pretrained or checkpoint, not both")
+        if not Path(checkpoint).exists():
+            raise CheckpointError.missing(checkpoint)
+        weights = str(checkpoint)
+    elif weights is None and name is not None and resolve_model(name).kind != "name":
+        name, weights = None, name
+    if name is None and weights is None:
+        weights = DEFAULT_PRETRAINED
+    if weights in RETIRED_TAGS:
+        get_pretrained_cfg(weights)  # refuses it, saying how to train it again
+    weights = run_checkpoint(weights)
+    if weights and Path(weights).is_file():
+        weights = str(Path(weights).resolve())
+    if weights and (trained := read_checkpoint(weights)) is not None:
+        return _from_checkpoint(name, weights, trained, device)
+    if name is None and not is_pretrained_tag(weights):
+        name = OPENCLIP_TAG_MODEL
+    built, recipe = _build(name, weights, device, seed, weights_follow)
+    return LoadedModel(built, built.model_name, weights, recipe)
 
 
 def _build(name: str | None, pretrained: str | None, device: str | torch.device, seed: int | None,
@@ -97,6 +132,8 @@ def _build(name: str | None, pretrained: str | None, device: str | torch.device,
     if shipped is not None:  # its file (a hub tag's fetched), architecture and activation
         name, source = shipped.architecture, str(shipped.check_file())
         quick_gelu = shipped.quick_gelu if quick_gelu is None else quick_gelu
+    if name is None:  # create_model names OPENCLIP_TAG_MODEL for a bare OpenCLIP tag: a caller's bug
+        raise TypeError("a model name is needed unless pretrained is a registry tag")
     try:
         # OpenCLIP's random-init line is replaced by warn_random_weights's; a shipped file that leaves out its
         # towers loads in two steps, and OpenCLIP's "initialized partially" is the first
@@ -110,7 +147,7 @@ def _build(name: str | None, pretrained: str | None, device: str | torch.device,
             raise
         raise CheckpointError(f"{source} holds weights of another architecture "
                               f"({describe_weights(state)}) than the model asked for "
-                              f"({describe_model(name)}); pass the matching --model") from None
+                              f"({describe_model(name)}); pass the matching `model`", parameters=("model",)) from None
     if not pretrained and not weights_follow:
         warn_random_weights(name, model.hf_text is not None, model.image_pretrained)
     return model, shipped.recipe if shipped is not None else ScoringRecipe()
@@ -135,17 +172,18 @@ def _from_model_config(config: ModelConfig, device: str | torch.device, seed: in
                                   f"set model.name to {recorded['name']} to start from it")
         quick_gelu = recorded.get("quick_gelu") if quick_gelu is None else quick_gelu
     # warned below, once the config is valid
-    model, recipe = _build(config.name, None if run else source, device, seed, True, quick_gelu)
-    config.quick_gelu = model.quick_gelu
-    model.lock_text(config.text_unlocked_layers)
-    model.lock_image(config.image_unlocked_layers)
+    built, recipe = _build(config.name, None if run else source, device, seed, True, quick_gelu)
+    config.quick_gelu = built.quick_gelu
+    built.lock_text(config.text_unlocked_layers)
+    built.lock_image(config.image_unlocked_layers)
     if not (config.pretrained or weights_follow):
-        warn_random_weights(config.name, model.hf_text is not None, model.image_pretrained)
+        warn_random_weights(config.name, built.hf_text is not None, built.image_pretrained)
+    model: nn.Module = built
     if config.focus_adapter:
         from rsitr.models.focus_adapter import FocusAdapterCLIP
 
-        model = FocusAdapterCLIP(model, adapter_dim=config.adapter_dim).to(device)
-    if run is not None:
+        model = FocusAdapterCLIP(built, adapter_dim=config.adapter_dim).to(device)
+    if run is not None and source is not None:
         load_state_checked(model, run["model"], source, config.name)
         recipe = ScoringRecipe.from_config(run["config"])
     return LoadedModel(model, config.name, source, recipe)
@@ -156,8 +194,9 @@ def _from_checkpoint(name: str | None, path: str, checkpoint: dict, device: str 
     trained (its config's method: local score on or off, fusion weights)."""
     recorded = checkpoint["config"]["model"]
     if name is not None and name != recorded["name"]:
-        raise CheckpointError(f"--model {name} contradicts checkpoint {path}, which holds a trained "
-                              f"{recorded['name']}; leave out --model or pass --model {recorded['name']}")
+        raise CheckpointError(f"`model='{name}'` contradicts checkpoint {path}, which holds a trained "
+                              f"{recorded['name']}; leave out `model` or pass `model='{recorded['name']}'`",
+                              parameters=("model",))
     model = _from_model_config(ModelConfig(**{**recorded, "pretrained": None}), device, 0, weights_follow=True).model
     load_state_checked(model, checkpoint["model"], path, recorded["name"])
     return LoadedModel(model, recorded["name"], path, ScoringRecipe.from_config(checkpoint["config"]))
@@ -261,7 +300,8 @@ def _open_clip_model(model_name: str, pretrained: str | None, device: str | torc
     open_clip = register_model_configs()
     model_cfg = open_clip.get_model_config(model_name) or {}
     text_cfg, vision_cfg = model_cfg.get("text_cfg", {}), model_cfg.get("vision_cfg", {})
-    overrides, tower = {}, None
+    overrides: dict[str, object] = {}
+    tower = None
     image_tower = vision_cfg.get("timm_model_name") if vision_cfg.get("timm_model_pretrained") else None
     if image_tower is not None:  # ImageNet weights from an installed package, loaded below (no hub)
         packaged_tower = packaged_image_tower(image_tower)

@@ -71,7 +71,7 @@ def runtime_export(loaded: LoadedModel, device: str = "cpu", precision: str = "a
         except NotExportableError as err:
             why = str(err)
     if runtime == "onnx":
-        raise UserError(f"--runtime onnx: {why}")
+        raise UserError(f"`runtime='onnx'`: {why}", parameters=("runtime",))
     if key is not None:
         warnings.warn(f"{why}; it runs on PyTorch", RsitrWarning, stacklevel=3)
     return None

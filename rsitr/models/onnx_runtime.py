@@ -70,16 +70,16 @@ def choose_runtime(runtime: str, device: str = "cpu", precision: str = "auto") -
     if not onnxruntime_available():
         why = "onnxruntime is not installed (pip install onnxruntime)"
     elif precision not in ("auto", "fp32"):
-        why = f"ONNX Runtime runs the towers in fp32, not {precision}; pass --precision fp32 or --runtime torch"
+        why = f"ONNX Runtime runs the towers in fp32, not {precision}; pass `precision='fp32'` or `runtime='torch'`"
     elif str(device).startswith("cuda"):
         import onnxruntime
 
         if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-            why = f"this onnxruntime has no CUDA provider for --device {device} (pip install onnxruntime-gpu)"
+            why = f"this onnxruntime has no CUDA provider for `device='{device}'` (pip install onnxruntime-gpu)"
     if why is None:
         return "onnx"
     if runtime == "onnx":
-        raise UserError(f"--runtime onnx: {why}")
+        raise UserError(f"`runtime='onnx'`: {why}", parameters=("runtime", "precision", "device"))
     return "torch"
 
 

@@ -26,7 +26,7 @@ def shipped_weights(model_name: str | None, tag: str) -> PretrainedCfg:
     entry = get_pretrained_cfg(tag)
     if model_name not in (None, entry.architecture):
         raise UserError(f"pretrained tag {tag!r} is a {entry.architecture!r} model, not {model_name!r}; "
-                        f"pass --model {entry.architecture} or leave --model out")
+                        f"pass `model='{entry.architecture}'` or leave `model` out", parameters=("model",))
     return entry
 
 
@@ -78,8 +78,8 @@ def _check_open_clip_names(model_name: str | None, tag: str | None) -> None:
     known = sorted({known for _, known in open_clip.list_pretrained()})
     near = difflib.get_close_matches(tag, known, n=3, cutoff=0.6)
     raise UserError(f"unknown pretrained tag {tag!r}; rsitr ships {describe_shipped()}"
-                    f"{f'; closest OpenCLIP tags: {_names(near)} (each with its --model)' if near else ''} "
-                    f"(`rsitr models` lists every tag)")
+                    f"{f'; closest OpenCLIP tags: {_names(near)} (each with its `model`)' if near else ''} "
+                    f"(`rsitr models` lists every tag)", parameters=("model",))
 
 
 def _names(names: list[str]) -> str:

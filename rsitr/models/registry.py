@@ -30,7 +30,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Mapping
+from typing import Mapping, TypeGuard
 
 from rsitr.config import EvalConfig, MethodConfig
 from rsitr.errors import UserError
@@ -143,7 +143,7 @@ class PretrainedCfg:
         (downloaded and checked the first time)."""
         if self.hub is not None:
             return self.hub.fetch(self.tag)
-        if not self.file.is_file():
+        if self.file is None or not self.file.is_file():
             raise UserError(f"the weights of pretrained tag {self.tag!r} are missing from this installation "
                             f"({self.file}); reinstall rsitr")
         if file_sha256(self.file) != self.sha256:
@@ -213,7 +213,7 @@ def list_pretrained(hub: bool = False) -> list[str]:
     return sorted(_hub_entries() if hub else _shipped_entries())
 
 
-def is_pretrained_tag(name: str | None) -> bool:
+def is_pretrained_tag(name: str | None) -> TypeGuard[str]:
     """Whether ``name`` is a tag of the registry: shipped with this installation or on the hub."""
     return name in _entries()
 

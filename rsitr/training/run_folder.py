@@ -28,22 +28,24 @@ def checkpoint_to_resume(out: Path, resume: bool, overwrite: bool) -> dict | Non
     """The checkpoint a run continues from (None to start afresh), or :class:`RunFolderError` when starting would
     lose an earlier run. Reads only."""
     if resume and overwrite:
-        raise RunFolderError("--resume and --overwrite exclude each other: continue the run, or start it over")
+        raise RunFolderError("`resume` and `overwrite` exclude each other: continue the run, or start it over",
+                             parameters=("resume", "overwrite", "output_dir"))
     checkpoints = sorted((out / "checkpoints").glob("*.pt")) if (out / "checkpoints").is_dir() else []
     if not resume:
         if checkpoints and not overwrite:
-            raise RunFolderError(f"{out} holds an earlier run ({len(checkpoints)} checkpoint file(s)); pass --resume "
-                                 f"to continue it, --overwrite to start over, or another --out")
+            raise RunFolderError(f"{out} holds an earlier run ({len(checkpoints)} checkpoint file(s)); pass `resume` "
+                                 f"to continue it, `overwrite` to start over, or another `output_dir`", parameters=("resume", "overwrite", "output_dir"))
         return None
     latest = out / "checkpoints" / "latest.pt"
     if not latest.is_file():
         if checkpoints:
-            raise RunFolderError(f"{latest} is missing, so the run in {out} cannot be resumed; pass --overwrite to "
-                                 f"start over")
+            raise RunFolderError(f"{latest} is missing, so the run in {out} cannot be resumed; pass `overwrite` to "
+                                 f"start over", parameters=("resume", "overwrite", "output_dir"))
         return None  # nothing to resume yet: a first run started with --resume
     checkpoint = read_checkpoint(latest)
     if checkpoint is None:
-        raise RunFolderError(f"{latest} is not an rsitr training checkpoint; pass --overwrite to start over")
+        raise RunFolderError(f"{latest} is not an rsitr training checkpoint; pass `overwrite` to start over",
+                             parameters=("resume", "overwrite", "output_dir"))
     return checkpoint
 
 
@@ -54,7 +56,7 @@ def check_resumable(checkpoint: dict, config: RunConfig, out: Path) -> None:
         if recorded.get(key) != getattr(config.model, key):
             raise RunFolderError(f"the run in {out} was trained with model.{key}={recorded.get(key)!r}, but the config "
                                  f"gives {getattr(config.model, key)!r}; resume with the run's own config, or "
-                                 f"--overwrite to start over")
+                                 f"`overwrite` to start over", parameters=("resume", "overwrite", "output_dir"))
 
 
 def remove_run_outputs(out: Path, keep: set[str]) -> None:

@@ -17,6 +17,7 @@ import math
 import random
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader, RandomSampler
@@ -40,6 +41,9 @@ from rsitr.training.distributed import init_distributed, main_first
 from rsitr.training.objective import Batch, RetrievalObjective
 from rsitr.training.run_folder import (RunFolderError, append_csv, check_resumable, checkpoint_to_resume,
                                        remove_run_outputs, truncate_log)
+
+if TYPE_CHECKING:
+    from rsitr.models.image_cache import ImageFeatureCache
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int):
@@ -84,32 +88,65 @@ class Trainer:
         checkpoint = checkpoint_to_resume(self.out, resume, overwrite)
         if checkpoint is not None:
             check_resumable(checkpoint, config, self.out)
-        self.device = resolve_device(config.device)
+        # Named steps, in this order (each draws from the seeded random generators in turn, so the order is the
+        # run's: same seed, same losses).
+        self.configure_device()
+        check_files(config.data)  # data files before the (slow) model, which may need a download
+        seed_everything(config.train.seed)
+        self.configure_model(checkpoint)  # a checkpoint of another architecture is refused before the folder is touched
+        self.out.mkdir(parents=True, exist_ok=True)
+        image_cache = self.configure_corpus()
+        self.configure_losses()
+        self.configure_dataset(image_cache)
+        self.configure_optimizers()
+        self.epoch = 0
+        self.step = 0
+        self.best: dict | None = None
+        """``{"epoch", "mR"}`` of the best validation so far (its weights are ``checkpoints/best.pt``)."""
+        self.dropped_log_rows = 0
+        """Rows of ``train_log.csv`` dropped at the start: steps of an interrupted attempt that this run redoes."""
+        if checkpoint is not None:
+            self._load_state(checkpoint)
+        if self.dist.is_main:
+            self._prepare_run_folder(overwrite and checkpoint is None)
+
+    # --- set-up steps -------------------------------------------------------------------------------------
+    def configure_device(self) -> None:
+        """``device`` (the config's, one GPU per process when distributed) and ``dist``."""
+        self.device = resolve_device(self.config.device)
         self.dist = init_distributed(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
-        check_files(config.data)  # data files before the (slow) model, which may need a download
-        seed_everything(config.train.seed)
-        # The model first: a checkpoint of another architecture is refused before the folder is touched.
-        # weights_follow: training gives them (no "random weights" warning, which is for models used as they are)
+
+    def configure_model(self, checkpoint: dict | None) -> None:
+        """``model`` (with the weights of ``checkpoint`` when resuming) and ``recipe``, how validation and test
+        score it. weights_follow: training gives the weights (no "random weights" warning, which is for models used
+        as they are)."""
+        config = self.config
         self.model = create_model(config.model, device=self.device, seed=config.train.seed, weights_follow=True).model
-        self.recipe = ScoringRecipe.from_config(asdict(config))  # how validation and test score it
+        self.recipe = ScoringRecipe.from_config(asdict(config))
         if checkpoint is not None:
             load_state_checked(self.model, checkpoint["model"], self.out / "checkpoints" / "latest.pt",
                                config.model.name)
-        self.out.mkdir(parents=True, exist_ok=True)
 
+    def configure_corpus(self) -> ImageFeatureCache | None:
+        """``corpus`` and ``train_corpus`` (built or generated once, by the main process first), with the frozen
+        towers' feature caches attached to the model; returns the image cache (None without one)."""
         with main_first(self.dist):
-            self.corpus = build_corpus(config.data, self.out, seed=config.train.seed, progress=progress)
+            self.corpus = build_corpus(self.config.data, self.out, seed=self.config.train.seed, progress=self.progress)
         self.train_corpus = self.corpus.split("train")
-        if config.model.text_cache and getattr(self.model, "text_frozen", False):
+        if self.config.model.text_cache and getattr(self.model, "text_frozen", False):
             from rsitr.models.text_cache import TextFeatureCache
 
             captions = [c for split in ("train", "val") for image in self.corpus.split(split).images
                         for c in image.captions]
-            self.model.attach_text_cache(TextFeatureCache.for_captions(self.model, captions, progress=progress))
-        image_cache = self._image_cache() if config.model.image_cache_views else None
-        method = config.method
+            self.model.attach_text_cache(TextFeatureCache.for_captions(self.model, captions, progress=self.progress))
+        return self._image_cache() if self.config.model.image_cache_views else None
+
+    def configure_losses(self) -> None:
+        """The method's parts (KER's masker and head, EBA, the negative queue) in ``objective``, at ``precision``;
+        ``trainable`` is what the optimiser steps (the objective, wrapped for distributed training)."""
+        method = self.config.method
         self.masker = self._build_masker() if method.ker else None
         ker_head = self._build_ker_head() if method.ker else None
         eba = (EliminateBeforeAlign(len(self.train_corpus.captions), method.drop_epoch, method.drop_ratio,
@@ -120,7 +157,7 @@ class Trainer:
             from rsitr.losses.negative_queue import NegativeQueue
 
             queue = NegativeQueue(method.negative_queue, self.model.embed_dim)
-        self.precision = resolve_precision(config.precision, self.device)
+        self.precision = resolve_precision(self.config.precision, self.device)
         self.objective = RetrievalObjective(self.model, method, ker_head, eba, queue, self.dist,
                                             self.precision).to(self.device)
         self.trainable = self.objective
@@ -130,6 +167,9 @@ class Trainer:
                 self.objective, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True)
 
+    def configure_dataset(self, image_cache: ImageFeatureCache | None) -> None:
+        """``dataset`` of training pairs (augmented as configured) and the run's length in steps."""
+        config = self.config
         transform = self.model.preprocess_train
         if config.data.random_orientation:
             transform = with_random_orientation(transform)
@@ -137,35 +177,32 @@ class Trainer:
         batches = math.ceil(len(self.dataset) / (config.train.batch_size * self.dist.world_size))
         self.steps_per_epoch = min(batches, config.train.max_steps_per_epoch or batches)
         self.total_steps = self.steps_per_epoch * config.train.epochs
-        optimizer_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[config.train.optimizer]
-        self.optimizer = optimizer_cls(parameter_groups(self.objective, config.train.weight_decay, config.train.lr,
-                                                        config.train.text_lr, config.train.image_lr),
-                                      lr=config.train.lr)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(config.train.warmup_steps, self.total_steps))
+
+    def configure_optimizers(self) -> None:
+        """``optimizer`` (per-tower learning rates), ``scheduler`` (warm-up then cosine) and ``scaler``."""
+        train = self.config.train
+        optimizer_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[train.optimizer]
+        self.optimizer = optimizer_cls(parameter_groups(self.objective, train.weight_decay, train.lr, train.text_lr,
+                                                        train.image_lr), lr=train.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                           warmup_cosine(train.warmup_steps, self.total_steps))
         self.scaler = grad_scaler(self.precision, self.device)  # fp16 (CUDA AMP) only; a pass-through otherwise
-        self.epoch = 0
-        self.step = 0
-        self.best: dict | None = None
-        """``{"epoch", "mR"}`` of the best validation so far (its weights are ``checkpoints/best.pt``)."""
-        self.dropped_log_rows = 0
-        """Rows of ``train_log.csv`` dropped at the start: steps of an interrupted attempt that this run redoes."""
-        if checkpoint is not None:
-            self._load_state(checkpoint)
-        if self.dist.is_main:
-            if overwrite and checkpoint is None:  # keywords.json was just written by this run when KER is on
-                remove_run_outputs(self.out, keep={"keywords.json"} if method.ker else set())
-            # Rows past the checkpoint are done again; without one (a run interrupted before its first), all are.
-            self.dropped_log_rows = truncate_log(self.out / "train_log.csv", "step", self.step)
-            truncate_log(self.out / "eval_log.csv", "epoch", self.epoch)
-            save_config(config, self.out / "config.yaml")
+
+    def _prepare_run_folder(self, start_over: bool) -> None:
+        """The main process's writes before training: an earlier run's outputs removed (``start_over``), log rows
+        past the checkpoint dropped (they are done again; without one, all are), the config saved."""
+        if start_over:  # keywords.json was just written by this run when KER is on
+            remove_run_outputs(self.out, keep={"keywords.json"} if self.config.method.ker else set())
+        self.dropped_log_rows = truncate_log(self.out / "train_log.csv", "step", self.step)
+        truncate_log(self.out / "eval_log.csv", "epoch", self.epoch)
+        save_config(self.config, self.out / "config.yaml")
 
     @property
     def resumed(self) -> bool:
         """True when this run continues from a checkpoint."""
         return self.step > 0
 
-    def _image_cache(self):
+    def _image_cache(self) -> ImageFeatureCache | None:
         """A locked image tower's frozen stages, computed once for the training images in each configured
         orientation (and for every split's images as they are, which validation and testing then reuse), attached
         to the model; None when the tower is not locked or not cacheable."""
@@ -375,7 +412,7 @@ class Trainer:
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise RunFolderError(f"the checkpoint in {self.out} was trained with another method or data setup "
                                  f"than the config gives ({first_line[:200]}); resume with the run's own "
-                                 f"{self.out / 'config.yaml'}, or --overwrite to start over") from err
+                                 f"{self.out / 'config.yaml'}, or `overwrite` to start over", parameters=("overwrite",)) from err
         self.epoch, self.step = checkpoint["epoch"], checkpoint["step"]
         self.best = checkpoint.get("best")  # None in a checkpoint of an earlier rsitr
 

@@ -94,7 +94,7 @@ def test_an_uploaded_image_gets_an_id_that_searches_refines_exports_and_shows_it
     assert again["results"] == upload["results"] and again["image"] == image_id and again["removed"] == 0
     ids = [hit["chip_id"] for hit in again["results"]]
     refined = client.get("/api/search", params={"image": image_id, "k": 5, "positive": ids[2], "negative": ids[0]})
-    expected = index.search(image=index.embed_image(noise(7, 32, 24)), k=5, positive=[ids[2]], negative=[ids[0]])
+    expected = index.search(vector=index.embed_image(noise(7, 32, 24)), k=5, positive=[ids[2]], negative=[ids[0]])
     assert [hit["chip_id"] for hit in refined.json()["results"]] == [hit.chip_id for hit in expected]
     assert ids[0] not in [hit["chip_id"] for hit in refined.json()["results"]]
     geojson = client.get("/api/search", params={"image": image_id, "k": 5, "format": "geojson"}).json()

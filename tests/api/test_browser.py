@@ -226,7 +226,7 @@ def test_an_image_query_lives_in_the_url_and_shows_the_image(page, server_url, i
     before = page.text_content("#status")
     page.click("#refine")
     wait_for_new_results(page, before)
-    refined = index.search(image=index.embed_image(query), k=10, positive=[expected[4]], negative=[expected[1]])
+    refined = index.search(vector=index.embed_image(query), k=10, positive=[expected[4]], negative=[expected[1]])
     assert shown_ids(page) == [hit.chip_id for hit in refined] and expected[1] not in shown_ids(page)
     assert f"image={image_id}" in page.url and page.is_visible("#query-image")
     assert page.text_content("#status") == ("9 results like the example image, refined by 1 wanted and 1 not wanted "

@@ -24,7 +24,7 @@ def default_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``rsitr index`` of the test archive with no model flag."""
     base = tmp_path_factory.mktemp("default_index")
     archive = make_archive(base / "archive", geotiff=False)
-    assert main(["index", "--images", str(archive), "--out", str(base / "index"), "--no-progress"]) == 0
+    assert main(["index", str(archive), "--out", str(base / "index"), "--no-progress"]) == 0
     return base / "index"
 
 
@@ -99,13 +99,13 @@ def test_embed_takes_one_split_of_a_caption_file(synthetic_caption_file: Path, t
 @pytest.mark.parametrize("command", MODEL_COMMANDS + ("search", "serve"))
 def test_shared_flags_have_one_meaning(command: str) -> None:
     required = {"eval": ["--data", "d.json", "--images", "d"], "classify": ["src"], "embed": ["src", "--out", "o"],
-                "index": ["--images", "d", "--out", "o"], "search": ["idx", "q"], "serve": ["idx"]}[command]
+                "index": ["d", "--out", "o"], "search": ["idx", "q"], "serve": ["idx"]}[command]
     args = build_parser().parse_args([command, *required])
     assert (args.device, args.precision, args.threads) == ("auto", "auto", None)
     if command in MODEL_COMMANDS:
         assert (args.model, args.pretrained, args.batch_size, args.no_progress) == (None, None, 64, False)
-        quiet = build_parser().parse_args([command, *required, "--quiet"])
-        assert quiet.no_progress is True  # --quiet: the older spelling of --no-progress
+        quiet = build_parser().parse_args([command, *required, "--no-progress"])
+        assert quiet.no_progress is True
     if command in ("eval", "classify", "embed"):
         assert args.workers == 0
 
@@ -115,7 +115,7 @@ def test_a_mistyped_tag_names_the_closest_one(command: str, tmp_path: Path, caps
     (tmp_path / "d.json").write_text("{}")
     required = {"eval": ["--data", str(tmp_path / "d.json"), "--images", str(tmp_path)], "classify": [str(tmp_path)],
                 "embed": [str(tmp_path), "--out", str(tmp_path / "o")],
-                "index": ["--images", str(tmp_path), "--out", str(tmp_path / "o")]}[command]
+                "index": [str(tmp_path), "--out", str(tmp_path / "o")]}[command]
     code = main([command, *required, "--pretrained", DEFAULT_PRETRAINED + "x"])
     assert_user_error(code, capsys.readouterr().err, command, f"unknown pretrained tag '{DEFAULT_PRETRAINED}x'",
                       f"did you mean {DEFAULT_PRETRAINED}")  # the closest first
@@ -130,7 +130,7 @@ def test_argument_errors_end_before_torch_is_imported(tmp_path: Path) -> None:
         (["eval", "--data", str(tmp_path / "none.json"), "--images", str(tmp_path)], "none.json not found"),
         (["embed", str(tmp_path), "--out", str(tmp_path / "o"), "--pretrained", "runs/x/latest.pt"],
          "checkpoint runs/x/latest.pt does not exist"),
-        (["index", "--images", str(tmp_path / "none"), "--out", str(tmp_path / "o")], "none not found"),
+        (["index", str(tmp_path / "none"), "--out", str(tmp_path / "o")], "none not found"),
         (["classify", str(tmp_path), "--model", TINY_MODEL, "--pretrained", DEFAULT_PRETRAINED],
          f"is a '{DEFAULT_MODEL_NAME}' model, not '{TINY_MODEL}'"),
     ]
@@ -142,7 +142,7 @@ def test_another_model_for_an_existing_index_is_refused(default_index: Path, tmp
     from rsitr.index import ArchiveIndex
 
     images = str(ArchiveIndex.open(default_index).root)
-    code = main(["index", "--images", images, "--out", str(default_index), "--model", TINY_MODEL])
+    code = main(["index", images, "--out", str(default_index), "--model", TINY_MODEL])
     assert_user_error(code, capsys.readouterr().err, "index", f"built with model '{DEFAULT_MODEL_NAME}' ",
                       f"not --model {TINY_MODEL}", "--rebuild")
     other = tmp_path / "tiny"
@@ -164,7 +164,7 @@ def test_check_model_arguments_lets_real_values_through(tmp_path: Path) -> None:
 @pytest.mark.parametrize("model, pretrained, message", [
     ("ViT-B-32", "opneai", "unknown pretrained tag 'opneai' for model 'ViT-B-32'; closest: openai"),
     (None, "opneai", f"unknown pretrained tag 'opneai'; rsitr ships {DEFAULT_PRETRAINED} \\(the default\\).*; "
-                     "closest OpenCLIP tags: openai \\(each with its --model\\)"),  # no model the user did not give
+                     "closest OpenCLIP tags: openai \\(each with its `model`\\)"),  # no model the user did not give
     ("ViT-B-23", None, "unknown model 'ViT-B-23'; closest: ViT-B-32"),
     (DEFAULT_MODEL_NAME, "openai", f"unknown pretrained tag 'openai' for model '{DEFAULT_MODEL_NAME}'"),
 ])

@@ -23,7 +23,7 @@ def test_a_hub_tag_indexes_searches_serves_evaluates_classifies_embeds_and_train
     hub = serve_tiny_tag(monkeypatch, tmp_path / "hf", tiny_weights()[1])
     archive = make_archive(tmp_path / "archive", geotiff=False)
     try:
-        assert main(["index", "--images", str(archive), "--out", str(tmp_path / "index"), "--pretrained", TINY_TAG,
+        assert main(["index", str(archive), "--out", str(tmp_path / "index"), "--pretrained", TINY_TAG,
                      "--no-progress"]) == 0
     finally:
         hub.stop()

@@ -110,7 +110,7 @@ def test_search_by_a_query_image_that_is_missing_or_not_an_image(built_index: Pa
 def test_index_out_that_is_a_file_loses_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "images").mkdir()
     (tmp_path / "out").write_text("my notes")
-    code, err = run(capsys, "index", "--images", str(tmp_path / "images"), "--out", str(tmp_path / "out"),
+    code, err = run(capsys, "index", str(tmp_path / "images"), "--out", str(tmp_path / "out"),
                     "--model", TINY_MODEL)
     assert_user_error(code, err, "index", str(tmp_path / "out"))
     assert (tmp_path / "out").read_text() == "my notes"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from rsitr.cli import in_flags
 from rsitr.data import (CaptionCorpus, DataError, ImageRecord, load_corpus, make_synthetic_dataset, random_splits,
                         scene_from_filename)
 
@@ -271,7 +272,8 @@ def test_missing_image_folder_is_named_before_any_entry(tmp_path: Path) -> None:
     caption_file = write_json(tmp_path / "c.json", {"images": [karpathy_image("a.png", FIVE)]})
     with pytest.raises(DataError) as excinfo:
         load_corpus(caption_file, tmp_path / "no-such-folder")
-    assert_data_error(excinfo, tmp_path / "no-such-folder", "image folder not found", "--images")
+    assert_data_error(excinfo, tmp_path / "no-such-folder", "image folder not found", "`images_root`")
+    assert excinfo.value.parameters == ("images_root",) and "(--images)" in in_flags(excinfo.value)
 
 
 def test_unchecked_load_keeps_empty_captions_and_missing_images(tmp_path: Path) -> None:

@@ -90,11 +90,11 @@ def test_ray_index_resumes_by_shard(tmp_path, archive, local_index, ray_cluster)
 
 def test_unreachable_ray_address_is_one_error_line_and_keeps_the_index(tmp_path, archive, local_index, capsys):
     before = (local_index.store.generation, local_index.store.chip_count())
-    code = main(["index", "--images", str(archive), "--out", str(archive.parent / "local"), "--engine", "ray",
+    code = main(["index", str(archive), "--out", str(archive.parent / "local"), "--engine", "ray",
                  "--address", "127.0.0.1:1", "--no-progress"])
     assert_user_error(code, capsys.readouterr().err, "index", "cannot reach the Ray cluster at 127.0.0.1:1")
     assert (local_index.store.generation, local_index.store.chip_count()) == before
-    code = main(["index", "--images", str(archive), "--out", str(tmp_path / "new"), "--engine", "ray",
+    code = main(["index", str(archive), "--out", str(tmp_path / "new"), "--engine", "ray",
                  "--address", "127.0.0.1:1"])
     assert_user_error(code, capsys.readouterr().err, "index", "cannot reach the Ray cluster")
     assert not (tmp_path / "new").exists()
@@ -104,6 +104,6 @@ def test_missing_ray_extra_is_one_error_line(tmp_path, archive, capsys, monkeypa
     import sys
 
     monkeypatch.setitem(sys.modules, "ray", None)
-    code = main(["index", "--images", str(archive), "--out", str(tmp_path / "new"), "--engine", "ray"])
+    code = main(["index", str(archive), "--out", str(tmp_path / "new"), "--engine", "ray"])
     assert_user_error(code, capsys.readouterr().err, "index", "pip install 'rsitr[ray]'")
     assert not (tmp_path / "new").exists()

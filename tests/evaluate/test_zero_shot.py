@@ -113,7 +113,7 @@ def test_caption_file_scenes_are_classes(tmp_path):
     assert len(images) == 20 and len(images.classes) == 5  # scenes from <scene>_<n>.png file names
     assert all(images.classes[label] in path.name for path, label in zip(images.paths, images.labels))
     assert len(read_labeled_images(captions, tmp_path / "images", split="train")) == 16
-    with pytest.raises(DataError, match="--images"):
+    with pytest.raises(DataError, match="`images_root`"):
         read_labeled_images(captions)
 
 

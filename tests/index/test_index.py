@@ -195,8 +195,8 @@ def test_killed_run_resumes_to_the_same_index(tmp_path, encoder):
 def test_unreadable_images_are_listed_not_fatal(tmp_path, encoder, capsys):
     root = make_archive(tmp_path / "archive", geotiff=False)
     (root / "truncated.png").write_bytes((root / "scene0.png").read_bytes()[:200])
-    assert main(["index", "--images", str(root), "--out", str(tmp_path / "index"), "--model", TINY_MODEL,
-                 "--quiet", "--chip-size", "128"]) == 0
+    assert main(["index", str(root), "--out", str(tmp_path / "index"), "--model", TINY_MODEL,
+                 "--no-progress", "--chip-size", "128"]) == 0
     out = capsys.readouterr().out
     assert "skipped 2 unreadable image(s)" in out and "broken.jpg" in out and "truncated.png" in out
     index = ArchiveIndex.open(tmp_path / "index", encoder=encoder)
@@ -214,8 +214,8 @@ def test_another_model_or_other_chip_settings_are_refused(built, tmp_path, capsy
     checkpoint = tmp_path / "other.pt"
     other = tiny_encoder(seed=1).model
     torch.save(other.clip.state_dict(), checkpoint)  # an OpenCLIP checkpoint of differently seeded weights
-    assert main(["index", "--images", str(root), "--out", str(index.directory), "--model", TINY_MODEL,
-                 "--pretrained", str(checkpoint), "--quiet"]) == 2
+    assert main(["index", str(root), "--out", str(index.directory), "--model", TINY_MODEL,
+                 "--pretrained", str(checkpoint), "--no-progress"]) == 2
     assert f"not --model {TINY_MODEL} --pretrained {checkpoint}; " in capsys.readouterr().err  # before it loads
 
 

@@ -78,7 +78,7 @@ def test_bounding_box_filter_keeps_only_chips_inside(tmp_path):
 def test_missing_lancedb_extra_is_one_error_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "lancedb", None)  # as if not installed
     root = make_archive(tmp_path / "archive")
-    code = main(["index", "--images", str(root), "--out", str(tmp_path / "index"), "--backend", "lancedb"])
+    code = main(["index", str(root), "--out", str(tmp_path / "index"), "--backend", "lancedb"])
     assert_user_error(code, capsys.readouterr().err, "index", "pip install 'rsitr[lancedb]'")
     assert not (tmp_path / "index").exists()
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from rsitr.cli import main
+from rsitr.errors import RsitrWarning
 from rsitr.index import ArchiveIndex, UnknownChipError
 from rsitr.index.export import CSV_COLUMNS, to_geojson, wgs84_bounds
 from rsitr.index.feedback import RocchioWeights, rocchio
@@ -95,16 +96,18 @@ def test_a_query_image_embedding_searches_like_the_image(index):
     vector = index.embed_image(image)
     assert vector.shape == (index.encoder.dim,) and np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)
     by_image = index.search_image(image, k=10)
-    assert [hit.chip_id for hit in index.search(image=vector, k=10)] == [hit.chip_id for hit in by_image]
+    assert [hit.chip_id for hit in index.search(vector=vector, k=10)] == [hit.chip_id for hit in by_image]
     assert [hit.chip_id for hit in by_image] == brute_force(index, vector)
     assert all(hit.local_score is None for hit in by_image)  # image queries rank by global cosine
     wanted, unwanted = by_image[3].chip_id, by_image[1].chip_id
     vectors = index.store.vectors([wanted, unwanted])
-    refined = index.search(image=vector, k=9, positive=[wanted], negative=[unwanted])
+    refined = index.search(vector=vector, k=9, positive=[wanted], negative=[unwanted])
     expected = rocchio(vector, vectors[wanted][None], vectors[unwanted][None])
     assert [hit.chip_id for hit in refined] == [i for i in brute_force(index, expected) if i != unwanted]
     with pytest.raises(ValueError, match="not both"):
-        index.search("a harbour", image=vector)
+        index.search("a harbour", vector=vector)
+    with pytest.warns(RsitrWarning, match="image is deprecated: it is now vector"):  # yesterday's keyword
+        assert [hit.chip_id for hit in index.search(image=vector, k=10)] == [hit.chip_id for hit in by_image]
 
 
 def test_info_names_the_index_and_counts_files_still_being_indexed(tmp_path):

@@ -108,7 +108,7 @@ def test_runtime_choice():
 def test_random_weights_run_on_torch_under_auto_and_are_refused_on_onnx(cache):
     loaded = create_model(TINY_MODEL, seed=0)
     assert Encoder(loaded, runtime="auto").runtime == "torch"  # no weights file to key an export by
-    with pytest.raises(UserError, match="--runtime onnx: .*no weights file"):
+    with pytest.raises(UserError, match="`runtime='onnx'`: .*no weights file"):
         Encoder(loaded, runtime="onnx")
 
 

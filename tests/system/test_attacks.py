@@ -107,7 +107,7 @@ def setting(tmp_path_factory) -> Setting:
     for seed in range(FILLERS):  # unmarked chips: the background of "find all"
         noise(100 + seed, 64, 48).save(root / f"filler{seed}.png")
     settings = [item for key, value in CHIP_SETTINGS.items() for item in (f"--{key.replace('_', '-')}", str(value))]
-    assert cli(["index", "--images", str(root), "--out", str(out), "--model", TINY_MODEL, "--quiet",
+    assert cli(["index", str(root), "--out", str(out), "--model", TINY_MODEL, "--no-progress",
                 *settings])[0] == 0
     index = ArchiveIndex.open(out, device="cpu")
     ids, _ = index.store.embeddings()
@@ -319,7 +319,7 @@ def test_a_changed_vector_that_no_search_returns_is_found_when_the_store_opens(t
 
     root, out = make_archive(tmp_path / "archive", geotiff=False), tmp_path / "index"
     settings = [item for key, value in CHIP_SETTINGS.items() for item in (f"--{key.replace('_', '-')}", str(value))]
-    index_argv = ["index", "--images", str(root), "--out", str(out), "--model", TINY_MODEL, "--quiet", "--backend",
+    index_argv = ["index", str(root), "--out", str(out), "--model", TINY_MODEL, "--no-progress", "--backend",
                   backend, *settings]
     assert cli(index_argv)[0] == 0
     record = MetadataStore(out)

@@ -212,7 +212,7 @@ def test_serve_allows_the_bound_address_localhost_and_allowed_hosts(monkeypatch,
 # -- index files --------------------------------------------------------------------------------------------
 def index_argv(root: Path, out: Path, *extra: str) -> list[str]:
     settings = [item for key, value in CHIP_SETTINGS.items() for item in (f"--{key.replace('_', '-')}", str(value))]
-    return ["index", "--images", str(root), "--out", str(out), "--model", TINY_MODEL, "--quiet", *settings, *extra]
+    return ["index", str(root), "--out", str(out), "--model", TINY_MODEL, "--no-progress", *settings, *extra]
 
 
 @pytest.fixture

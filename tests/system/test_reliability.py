@@ -64,7 +64,7 @@ def test_a_run_folder_with_checkpoints_is_refused_without_resume_or_overwrite(on
     out = tmp_path / "run"
     shutil.copytree(one_epoch_run, out)
     before = snapshot(out)
-    with pytest.raises(RunFolderError, match="--resume.*--overwrite"):
+    with pytest.raises(RunFolderError, match="`resume`.*`overwrite`"):
         Trainer(run_config(out, "train.epochs=2"), progress=False)
     assert snapshot(out) == before
     fresh = Trainer(run_config(out, "train.epochs=2"), progress=False, overwrite=True)
@@ -129,7 +129,7 @@ def test_index_argument_errors_exit_2_and_create_nothing(tmp_path, capsys, mista
     out = tmp_path / "index"
     args = {"--images": str(root), "--out": str(out), "--model": TINY_MODEL}
     args[mistake[0]] = mistake[1].format(missing=tmp_path / "missing")
-    argv = ["index", "--quiet", *[item for pair in args.items() for item in pair]]
+    argv = ["index", "--no-progress", *[item for pair in args.items() for item in pair]]
     try:
         code = main(argv)
     except SystemExit as exit:  # argparse's own usage errors
@@ -152,8 +152,8 @@ def test_a_moved_checkpoint_is_found_by_hash(tmp_path, capsys):
     checkpoint = tmp_path / "a" / "models" / "tiny.pt"
     torch.save(create_model(TINY_MODEL, seed=3).model.clip.state_dict(), checkpoint)
     root = make_archive(tmp_path / "a" / "archive", geotiff=False)
-    assert main(["index", "--images", str(root), "--out", str(tmp_path / "a" / "index"), "--model", TINY_MODEL,
-                 "--pretrained", str(checkpoint), "--quiet", *sum([[f"--{k.replace('_', '-')}", str(v)]
+    assert main(["index", str(root), "--out", str(tmp_path / "a" / "index"), "--model", TINY_MODEL,
+                 "--pretrained", str(checkpoint), "--no-progress", *sum([[f"--{k.replace('_', '-')}", str(v)]
                                                                    for k, v in CHIP_SETTINGS.items()], [])]) == 0
     index = ArchiveIndex.open(tmp_path / "a" / "index")
     assert index.store.get_meta("pretrained") == "../models/tiny.pt"
@@ -216,7 +216,7 @@ def test_random_weight_warning_only_for_random_weights_once_in_rsitr_words(tmp_p
 
 
 def test_a_model_that_contradicts_the_checkpoint_is_an_error_naming_both(tmp_path):
-    with pytest.raises(CheckpointError, match=f"--model ViT-B-32 .*{TINY_MODEL}"):
+    with pytest.raises(CheckpointError, match=f"`model='ViT-B-32'` .*{TINY_MODEL}"):
         create_model("ViT-B-32", str(rsitr_checkpoint(tmp_path / "rsitr.pt")))
 
 
@@ -252,7 +252,7 @@ def test_non_positive_sizes_are_config_errors(setting):
 
 
 @pytest.mark.parametrize("argv", [["eval", "--data", "x.json", "--images", "d", "--batch-size", "0"],
-                                  ["search", "idx", "q", "--top-k", "0"], ["index", "--images", "d", "--out", "o",
+                                  ["search", "idx", "q", "--top-k", "0"], ["index", "d", "--out", "o",
                                                                            "--chip-size", "0"]])
 def test_non_positive_sizes_are_usage_errors(argv, capsys):
     with pytest.raises(SystemExit) as exit:

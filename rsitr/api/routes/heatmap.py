@@ -30,7 +30,7 @@ def heatmap(service: ServiceDep, asked: SearchedDep,
     index = service.index
     vector = service.query_vector(asked.image)
     with answered():
-        scores = index.scene_scores(path, asked.q, like=asked.like, image=vector, positive=asked.positive,
+        scores = index.scene_scores(path, asked.q, like=asked.like, vector=vector, positive=asked.positive,
                                     negative=asked.negative, find_all=find_all)
         if format == "json":
             return Heatmap(**scores.to_json())

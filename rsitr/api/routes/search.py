@@ -48,10 +48,10 @@ def search(service: ServiceDep, asked: SearchedDep, limited: PlacedDep,
     placed, where = limited
     with answered():
         if find_all:
-            found = index.find_all(asked.q, like=asked.like, image=vector, positive=asked.positive,
+            found = index.find_all(asked.q, like=asked.like, vector=vector, positive=asked.positive,
                                    negative=asked.negative, threshold=threshold, where=where)
         else:
-            hits = index.search(asked.q, k, like=asked.like, image=vector, positive=asked.positive,
+            hits = index.search(asked.q, k, like=asked.like, vector=vector, positive=asked.positive,
                                 negative=asked.negative, rerank=rerank, where=where)
     if find_all and format == "json":
         return FoundAnswer(**dict(asked), **dict(placed), all=True, threshold=threshold, count=found.count,
@@ -87,6 +87,6 @@ def search_image(service: ServiceDep, file: Annotated[UploadFile, File()], limit
     except NotAnImageError as err:
         raise HTTPException(415, str(err)) from None
     placed, where = limited
-    hits = service.index.search(k=k, image=embedding, where=where)
+    hits = service.index.search(k=k, vector=embedding, where=where)
     return ImageSearchAnswer(query=file.filename, image=image_id, **dict(placed),
                              results=[hit_answer(hit) for hit in hits])
