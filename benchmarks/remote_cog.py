@@ -61,7 +61,7 @@ def write_scene(path: Path, size: int) -> None:
 def index_run(listing: str, out: str, *, prepare: bool, state=None):
     """Build the index of ``listing`` (a folder or a URL list) with the tiny model; the report's counts."""
     from rsitr.index import ArchiveIndex
-    from rsitr.index.index_encoder import Encoder
+    from rsitr.inference.encoder import Encoder
     from rsitr.models import TINY_MODEL, create_model
 
     if prepare:
@@ -100,7 +100,7 @@ def main() -> None:
             print(f"over HTTP: {remote['result']} in {remote['seconds']:.0f} s, peak {remote['peak_mib']:.0f} "
                   f"MiB; served {indexed / 2**20:.1f} MiB = {indexed / size:.3f} x the file")
             from rsitr.index import ArchiveIndex
-            from rsitr.index.index_encoder import Encoder
+            from rsitr.inference.encoder import Encoder
             from rsitr.models import TINY_MODEL, create_model
 
             index = ArchiveIndex.open(work / "remote.index", encoder=Encoder(create_model(TINY_MODEL, seed=0),

@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
 
         import_lancedb()  # a missing extra is one line before anything is encoded
     if args.engine == "ray":
-        from rsitr.ray_embeddings import check_engine
+        from rsitr.inference.distributors import check_engine
 
         check_engine(args.address)  # a missing extra or a dead address is one line before the model loads
     from rsitr.index import ArchiveIndex
@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         from functools import partial
 
-        from rsitr.ray_embeddings import build_index_with_ray
+        from rsitr.index.chip_shards import build_index_with_ray
 
         build = partial(build_index_with_ray, address=args.address, num_cpus=args.threads, actors=args.ray_actors)
     index, report = build(

@@ -25,7 +25,7 @@ from rsitr.index.compatibility import (check_encoder, checkpoint_record, merged_
                                        refuse_another_model)
 from rsitr.index.find_all import (DEFAULT_THRESHOLD, PREVALENCE_SAMPLE, Found, Probe, background_ids, fit_probe,
                                    prevalence, prior_excluded, score_batches, with_prevalence)
-from rsitr.index.index_encoder import EncodedText, Encoder, Fingerprint
+from rsitr.inference.encoder import EncodedText, Encoder, Fingerprint
 from rsitr.index.export import wgs84_bounds
 from rsitr.index.feedback import rocchio
 from rsitr.index.handles import Handle, UnknownChipError, resolve_chip
@@ -111,7 +111,7 @@ class ArchiveIndex:
 
         ``pretrained`` points at the index's model checkpoint where it now lies (an index and its checkpoint
         moved to another machine); it is accepted only when its SHA-256 is the recorded one. ``runtime``: where the
-        encoder runs (:data:`rsitr.index.index_encoder.RUNTIMES`); an index built on one runtime opens on the other.
+        encoder runs (:data:`rsitr.inference.encoder.RUNTIMES`); an index built on one runtime opens on the other.
         """
         store = MetadataStore(Path(directory), read_only=True)
         if store.get_meta("model") is None:
@@ -148,7 +148,7 @@ class ArchiveIndex:
         ``store_local_tokens`` None keeps a new index's patch tokens only when the model's scoring recipe re-ranks
         with them (``recipe.local``). ``rebuild`` discards the index's files (a damaged database) and builds anew. Every argument (and the
         model) is checked before anything is written, so a mistake leaves no half-made index behind.
-        ``chip_encoder`` encodes the chips elsewhere (:func:`rsitr.ray_embeddings.build_index_with_ray`); the index is
+        ``chip_encoder`` encodes the chips elsewhere (:func:`rsitr.index.chip_shards.build_index_with_ray`); the index is
         the same.
         """
         directory, images = Path(directory), Path(images).resolve()

@@ -8,7 +8,7 @@ order, so the result is the same as one uninterrupted run. Files that cannot be 
 failures and skipped; they are retried on every run. The chips to encode are counted from the image headers
 first, so the progress bar has a fixed total.
 
-Both paths run the encode pipeline (:func:`rsitr.index.pipeline.encode_chips`): a reader (:func:`_tiled_chips`, the
+Both paths run the encode pipeline (:func:`rsitr.index.chips.encode_chips`): a reader (:func:`_tiled_chips`, the
 chips of image files; or :func:`_encoded_chips`, chips a chip encoder encoded), the encoder, and the database's
 writer (:class:`_StoreWriter`). Encoding elsewhere (``rsitr index --engine ray``): :func:`update_index` given a
 ``chip_encoder`` plans the same files, hands them (path and content hash) to it, and ingests the
@@ -30,8 +30,8 @@ from rsitr.data.augment import ORIENTATION_COUNTS
 from rsitr.errors import UserError
 from rsitr.index.archive import (Archive, ArchiveFile, ImageTooLargeError, Rendering, as_archive, check_pixels,
                                  open_scene, scene_size)
-from rsitr.index.index_encoder import Encoder
-from rsitr.index.pipeline import Chip, ChipEvent, FileEnd, FileStart, encode_chips
+from rsitr.inference.encoder import Encoder
+from rsitr.index.chips import Chip, ChipEvent, FileEnd, FileStart, encode_chips
 from rsitr.index.store import FileRecord, MetadataStore, NewChip
 from rsitr.index.tiling import Window, chip_count, chip_windows
 from rsitr.index.vector_store import BACKENDS

@@ -10,7 +10,7 @@ pytest.importorskip("ray")
 from rsitr.cli import main  # noqa: E402
 from rsitr.index import ArchiveIndex  # noqa: E402
 from rsitr.index.chip_shards import CHIP_SHARDS  # noqa: E402
-from rsitr.ray_embeddings import RayChipEncoder, build_index_with_ray  # noqa: E402
+from rsitr.index.chip_shards import RayChipEncoder, build_index_with_ray  # noqa: E402
 from support.index import CHIP_SETTINGS, assert_same_index, make_archive, tiny_encoder  # noqa: E402
 from support.errors import assert_user_error  # noqa: E402
 

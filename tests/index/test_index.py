@@ -19,7 +19,7 @@ from PIL import Image
 
 from rsitr.cli import main
 from rsitr.index import ArchiveIndex, IndexCompatibilityError
-from rsitr.index.index_encoder import Encoder
+from rsitr.inference.encoder import Encoder
 from rsitr.models import TINY_MODEL
 from rsitr.similarity import fuse, global_similarity, local_similarity
 from support.index import CHIP_SETTINGS, GEO_CRS, GEO_ORIGIN, GEO_PIXEL, make_archive, noise, tiny_encoder

@@ -15,7 +15,7 @@ import torch
 
 import rsitr
 from rsitr.index import ArchiveIndex
-from rsitr.index.index_encoder import EncodedText
+from rsitr.inference.encoder import EncodedText
 from rsitr.index.searcher import fused_scores
 from rsitr.models import ScoringRecipe
 from rsitr.similarity import fuse, local_similarity

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rsitr.index.index_encoder import Encoder
+from rsitr.inference.encoder import Encoder
 from rsitr.models import TINY_MODEL
 
 GEO_ORIGIN = (500_000.0, 4_000_000.0)
