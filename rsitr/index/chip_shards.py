@@ -25,7 +25,7 @@ from rsitr.index.archive import Archive
 from rsitr.index.archive_index import ArchiveIndex
 from rsitr.index.chips import Chip
 from rsitr.index.compatibility import CHANGEABLE
-from rsitr.index.indexer import EncodedFile, FileToEncode, IndexSettings, UpdateReport, encode_files
+from rsitr.index.indexer import BuildOptions, EncodedFile, FileToEncode, IndexSettings, UpdateReport, encode_files
 from rsitr.index.tiling import Window
 from rsitr.inference.columns import vector_column, vector_matrix
 from rsitr.inference.distributors import Distributor, RayDistributor, ShardTask, in_process, start_ray
@@ -167,14 +167,14 @@ class RayChipEncoder(ShardedChipEncoder):
 
 
 def build_index_with_ray(directory: str | Path, images: str | Path, model_name: str | None = None,
-                         pretrained: str | None = None, *, address: str | None = None, num_cpus: int | None = None,
-                         actors: int = 2, files_per_shard: int = 64, **build_arguments
-                         ) -> tuple[ArchiveIndex, UpdateReport]:
+                         pretrained: str | None = None, options: BuildOptions | None = None, *,
+                         address: str | None = None, num_cpus: int | None = None, actors: int = 2,
+                         files_per_shard: int = 64, **build_arguments) -> tuple[ArchiveIndex, UpdateReport]:
     """:meth:`ArchiveIndex.build` with the chips encoded on Ray (the same index); the shards are deleted once it is
     written. An unreachable ``address`` is refused before anything is written."""
     start_ray(address, num_cpus)
     chip_encoder = RayChipEncoder(directory, actors, files_per_shard)
-    result = ArchiveIndex.build(directory, images, model_name, pretrained, chip_encoder=chip_encoder,
+    result = ArchiveIndex.build(directory, images, model_name, pretrained, options, chip_encoder=chip_encoder,
                                 **build_arguments)
     chip_encoder.clear()
     return result

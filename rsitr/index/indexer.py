@@ -124,6 +124,53 @@ LEGACY_SETTINGS = {"max_nodata": 1.0}
 """What an index recorded without these keys was built with."""
 
 
+@dataclass(frozen=True)
+class BuildOptions:
+    """Everything :meth:`rsitr.index.ArchiveIndex.build` is asked for, in one value (the command line builds it from
+    its flags in one place). The first fields are :class:`IndexSettings`' (None: as the index records them, or the
+    default for a new index); the last ones say how this run encodes and are not recorded. Checked when made, so a
+    mistake is refused before anything is read or written."""
+
+    chip_size: int | None = None
+    chip_overlap: int | None = None
+    tile_larger_than: int | None = None
+    index_type: str | None = None
+    store_local_tokens: bool | None = None
+    """None: a new index keeps patch tokens only when the model's scoring recipe re-ranks with them."""
+    backend: str | None = None
+    vector_uri: str | None = None
+    max_pixels: int | None = None
+    max_chips_per_file: int | None = None
+    bands: str | None = None
+    scale: str | None = None
+    max_nodata: float | None = None
+    asset: str | None = None
+    orientations: int | None = None
+    batch_size: int = 32
+    device: str = "cpu"
+    precision: str = "auto"
+    runtime: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise IndexSetupError(f"the batch size must be at least 1, got {self.batch_size}")
+        self.settings()  # validates the settings asked for
+
+    def requested(self) -> dict:
+        """The :class:`IndexSettings` fields asked for, in the canonical forms an index records (``range 0 3000``
+        for ``range 0.0 3000``); None where not asked."""
+        settings = self.settings()
+        return {name: None if getattr(self, name) is None else getattr(settings, name) for name in _SETTINGS_FIELDS}
+
+    def settings(self) -> IndexSettings:
+        """The settings of a new index: those asked for, the defaults for the rest."""
+        return IndexSettings(**{name: getattr(self, name) for name in _SETTINGS_FIELDS
+                                if getattr(self, name) is not None})
+
+
+_SETTINGS_FIELDS = tuple(name for name in IndexSettings.__dataclass_fields__)
+
+
 @dataclass
 class UpdateReport:
     new: list[str] = field(default_factory=list)
