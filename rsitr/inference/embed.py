@@ -14,7 +14,8 @@ Shards are written atomically in input order, so an interrupted run resumes at t
 manifest must match: same input, settings and model fingerprint). Unreadable images get no row; each shard's
 Parquet metadata lists them (``rsitr.skipped``). Any Parquet reader reads the folder: ``pandas.read_parquet(out)``
 or ``pyarrow.parquet.read_table(out)``; :func:`read_embeddings` also returns the matrices. A later index stage
-(or a distributed encoder replacing this one) only needs these files.
+only needs these files. ``--engine ray`` (:func:`embed_with_ray`) writes the same shards with the same workers on a
+Ray actor pool (:class:`~rsitr.inference.distributors.RayDistributor`), so either engine resumes the other's run.
 """
 
 from __future__ import annotations
