@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from rsitr.index.index_encoder import Encoder
+from rsitr.inference.encoder import Encoder
 from rsitr.models import DEFAULT_PRETRAINED, create_model
 
 sys.path.insert(0, str(Path(__file__).parent))

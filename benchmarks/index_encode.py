@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rsitr.index.index_encoder import Encoder
+from rsitr.inference.encoder import Encoder
 from rsitr.models import create_model
 
 sys.path.insert(0, str(Path(__file__).parent))

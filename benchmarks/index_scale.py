@@ -51,7 +51,7 @@ SEARCH_BREADTHS = {"exact": [None], "ivf": [16, 64], "ivfpq": [16, 32, 64], "hns
 # -- vectors -------------------------------------------------------------------------------------------------------
 def real_embeddings(images: Path, cache: Path) -> np.ndarray:
     """The default model's image embeddings of every image under ``images``, encoded once into ``cache``."""
-    from rsitr.embeddings import EmbedSettings, embed_to_parquet, read_embed_input, read_embeddings
+    from rsitr.inference.embed import EmbedSettings, embed_to_parquet, read_embed_input, read_embeddings
     from rsitr.models import DEFAULT_PRETRAINED, create_model
 
     out = cache / f"{images.parent.name}_{images.name}_emb"
@@ -218,7 +218,7 @@ def main() -> None:
 
     import torch
 
-    from rsitr.index.index_encoder import Encoder
+    from rsitr.inference.encoder import Encoder
     from rsitr.models import DEFAULT_PRETRAINED, create_model
     from rsitr.retrieval.vector_index import choose_index_type
 

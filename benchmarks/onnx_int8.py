@@ -38,7 +38,7 @@ def main() -> None:
     from rsitr.config import EvalConfig
     from rsitr.data import load_corpus
     from rsitr.evaluate.runner import encode_corpus, evaluate_encoded
-    from rsitr.index.index_encoder import Encoder
+    from rsitr.inference.encoder import Encoder
     from rsitr.models import create_model
     from rsitr.models.onnx_model import OnnxRuntimeModel
 

@@ -83,7 +83,7 @@ def towers(int8: bool) -> dict:
     import numpy as np
     from PIL import Image
 
-    from rsitr.index.index_encoder import Encoder
+    from rsitr.inference.encoder import Encoder
     from rsitr.models import create_model
     from rsitr.models.precision import cpu_supports_bf16
     from rsitr.models.torch_towers import TorchTowers

@@ -60,14 +60,14 @@ def write_scene(path: Path, size: int) -> None:
 
 def index_run(listing: str, out: str, *, prepare: bool, state=None):
     """Build the index of ``listing`` (a folder or a URL list) with the tiny model; the report's counts."""
-    from rsitr.index import ArchiveIndex
-    from rsitr.index.index_encoder import Encoder
+    from rsitr.index import ArchiveIndex, BuildOptions
+    from rsitr.inference.encoder import Encoder
     from rsitr.models import TINY_MODEL, create_model
 
     if prepare:
         return Encoder(create_model(TINY_MODEL, seed=0), precision="fp32")
-    index, report = ArchiveIndex.build(out, listing, encoder=state, progress=False, scale="range 0 3000",
-                                       batch_size=64)
+    index, report = ArchiveIndex.build(out, listing, encoder=state, progress=False,
+                                       options=BuildOptions(scale="range 0 3000", batch_size=64))
     counts = {"chips": index.info()["chips"], "nodata_chips": report.nodata_chips,
               "failures": report.failures}
     index.close()
@@ -99,8 +99,8 @@ def main() -> None:
             indexed = server.served.get("scene.tif", 0)
             print(f"over HTTP: {remote['result']} in {remote['seconds']:.0f} s, peak {remote['peak_mib']:.0f} "
                   f"MiB; served {indexed / 2**20:.1f} MiB = {indexed / size:.3f} x the file")
-            from rsitr.index import ArchiveIndex
-            from rsitr.index.index_encoder import Encoder
+            from rsitr.index import ArchiveIndex, BuildOptions
+            from rsitr.inference.encoder import Encoder
             from rsitr.models import TINY_MODEL, create_model
 
             index = ArchiveIndex.open(work / "remote.index", encoder=Encoder(create_model(TINY_MODEL, seed=0),

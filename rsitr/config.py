@@ -150,7 +150,7 @@ class TrainConfig:
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 RUNTIMES = ("auto", "onnx", "torch")
-"""Where the encoders run (see :mod:`rsitr.index.index_encoder`): ``--runtime`` on the command line."""
+"""Where the encoders run (see :mod:`rsitr.inference.encoder`): ``--runtime`` on the command line."""
 """The encoders' precisions (see :mod:`rsitr.models.precision`): ``precision`` here, ``--precision`` on the command line."""
 
 

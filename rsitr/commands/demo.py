@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 def run_search(args: argparse.Namespace) -> int:
     import time
 
-    from rsitr.index import ArchiveIndex
+    from rsitr.index import ArchiveIndex, BuildOptions
     from rsitr.models import get_pretrained_cfg, list_pretrained
     from rsitr.runtime import resolve_device, set_threads
 
@@ -77,8 +77,8 @@ def run_search(args: argparse.Namespace) -> int:
     print(f"model: {packaged.architecture}, pretrained {DEFAULT_PRETRAINED}: {packaged.description}")
     index_dir = Path(args.out) / "ucm-index"
     index, _ = ArchiveIndex.build(index_dir, DEMO_IMAGES, packaged.architecture, DEFAULT_PRETRAINED,
-                                  progress=not args.no_progress, batch_size=args.batch_size, device=device,
-                                  precision=args.precision)
+                                  BuildOptions(batch_size=args.batch_size, device=device, precision=args.precision),
+                                  progress=not args.no_progress)
     info = index.info()
     print(f"indexed {info['chips']} UC Merced images (10 per land-use class) into {index_dir}\n")
     found = 0

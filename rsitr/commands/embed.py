@@ -53,10 +53,10 @@ def run(args: argparse.Namespace) -> int:
     check_readable(("source", args.source), ("--images", args.images))
     model_name, pretrained = model_arguments(args)
     if args.engine == "ray":
-        from rsitr.ray_embeddings import check_engine
+        from rsitr.inference.distributors import check_engine
 
         check_engine(args.address)  # a missing extra or a dead address is one line before the model loads
-    from rsitr.embeddings import EmbedSettings, embed_to_parquet, read_embed_input
+    from rsitr.inference.embed import EmbedSettings, embed_to_parquet, read_embed_input
     from rsitr.models import create_model
     from rsitr.models.onnx_model import on_runtime
     from rsitr.runtime import resolve_device, set_threads
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.source}: {len(data.items)} rows ({data.kind}); embedding {modality} with {name}, pretrained "
           f"{pretrained}")
     if args.engine == "ray":
-        from rsitr.ray_embeddings import embed_with_ray
+        from rsitr.inference.embed import embed_with_ray
 
         summary = embed_with_ray(model.cpu(), data, args.out, settings, name, pretrained, args.batch_size,
                                  args.address, args.threads, args.ray_actors)

@@ -111,16 +111,22 @@ def INTERRUPTED_HINT(args: argparse.Namespace) -> str:  # noqa: N802 - the name 
             f"run the same command again to resume where it stopped.")
 
 
-def _requested(args: argparse.Namespace) -> dict:
-    """The settings asked for (None: as the index records them, or the defaults)."""
-    return {"chip_size": args.chip_size, "chip_overlap": args.chip_overlap, "tile_larger_than": args.tile_larger_than,
-            "index_type": args.index_type, "store_local_tokens": args.store_local_tokens, "backend": args.backend,
-            "vector_uri": args.vector_uri, "max_pixels": args.max_pixels, "max_chips_per_file": args.max_chips_per_file,
-            "bands": args.bands, "scale": None if args.scale is None else " ".join(args.scale),
-            "max_nodata": args.max_nodata, "asset": args.asset, "orientations": args.orientations}
+def _options(args: argparse.Namespace):
+    """What the flags ask :meth:`ArchiveIndex.build` for (:class:`~rsitr.index.BuildOptions`; a setting left out:
+    as the index records it, or the default), made and checked here once. ``--device`` as typed: it is resolved
+    (which may import torch) only when there is work."""
+    from rsitr.index.indexer import BuildOptions
+
+    return BuildOptions(
+        chip_size=args.chip_size, chip_overlap=args.chip_overlap, tile_larger_than=args.tile_larger_than,
+        index_type=args.index_type, store_local_tokens=args.store_local_tokens, backend=args.backend,
+        vector_uri=args.vector_uri, max_pixels=args.max_pixels, max_chips_per_file=args.max_chips_per_file,
+        bands=args.bands, scale=None if args.scale is None else " ".join(args.scale), max_nodata=args.max_nodata,
+        asset=args.asset, orientations=args.orientations, batch_size=args.batch_size,
+        device=args.device, precision=args.precision, runtime=args.runtime)
 
 
-def _unchanged(args: argparse.Namespace) -> bool:
+def _unchanged(args: argparse.Namespace, options) -> bool:
     """Print the summary of an update that would change nothing, told without the model (see
     :mod:`rsitr.index.freshness`); False when there is work (or a model or engine was named)."""
     if args.rebuild or args.relocate or args.model or args.pretrained or args.engine != "local":
@@ -129,7 +135,7 @@ def _unchanged(args: argparse.Namespace) -> bool:
 
     from rsitr.index.freshness import unchanged
 
-    found = unchanged(Path(args.out), Path(args.images), _requested(args))
+    found = unchanged(Path(args.out), Path(args.images), options.requested())
     if found is None:
         return False
     _print_summary(args.out, found.files, found.chips, unchanged=found.files, failures=found.failures)
@@ -154,16 +160,19 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("give the folder of images to index: rsitr index IMAGES --out INDEX")
     check_readable(("images folder", args.images))
     check_model_arguments(args.model, args.pretrained)  # mistyped names are refused before torch loads
-    if _unchanged(args):
+    options = _options(args)
+    if _unchanged(args, options):
         return 0
     if args.backend == "lancedb":
         from rsitr.index.lance_store import import_lancedb
 
         import_lancedb()  # a missing extra is one line before anything is encoded
     if args.engine == "ray":
-        from rsitr.ray_embeddings import check_engine
+        from rsitr.inference.distributors import check_engine
 
         check_engine(args.address)  # a missing extra or a dead address is one line before the model loads
+    from dataclasses import replace
+
     from rsitr.index import ArchiveIndex
     from rsitr.runtime import device_name, set_threads
 
@@ -172,14 +181,12 @@ def run(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         from functools import partial
 
-        from rsitr.ray_embeddings import build_index_with_ray
+        from rsitr.index.chip_shards import build_index_with_ray
 
         build = partial(build_index_with_ray, address=args.address, num_cpus=args.threads, actors=args.ray_actors)
-    index, report = build(
-        args.out, args.images, args.model, args.pretrained, **_requested(args), batch_size=args.batch_size,
-        progress=not args.no_progress, device=device_name(args.device), precision=args.precision,
-        runtime=args.runtime,
-        relocate=args.relocate, rebuild=args.rebuild)
+    index, report = build(args.out, args.images, args.model, args.pretrained,
+                          replace(options, device=device_name(args.device)), progress=not args.no_progress,
+                          relocate=args.relocate, rebuild=args.rebuild)
     info = index.info()
     index.close()
     _print_summary(args.out, info["files"], info["chips"], new=len(report.new), changed=len(report.changed),

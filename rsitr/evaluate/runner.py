@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from rsitr.config import EvalConfig
 from rsitr.data import CaptionCorpus, ImageDataset, collate
 from rsitr.evaluate.metrics import recall_metrics
 from rsitr.models import ImageFeatures, ScoringRecipe, TextFeatures
-from rsitr.models.encoding import encode_captions, encode_oriented
-from rsitr.models.precision import inference_precision
+from rsitr.inference.images import encode_image_batches
+from rsitr.models.encoding import encode_captions
 from rsitr.retrieval.sar import sar_label, sar_rerank
 from rsitr.retrieval.scene_prior import scene_prior, scene_query_prompts, scene_vocabulary, text_scene_probabilities
 from rsitr.similarity import fuse, global_similarity, local_similarity
@@ -73,9 +72,9 @@ def encode_corpus(model, corpus: CaptionCorpus, batch_size: int = 128, device: s
     :func:`rsitr.models.encoding.encode_captions`. ``keep_padding`` keeps every position of the context instead
     (``MethodConfig.local_include_padding``). With ``scenes`` and images that carry scene classes, also the
     captions' zero-shot scene distributions. ``image_views``: orientations each image's global embedding is
-    averaged over (:func:`rsitr.models.encoding.encode_oriented`).
+    averaged over (:func:`rsitr.inference.images.encode_oriented`). The images go through the one image loop,
+    :func:`rsitr.inference.images.encode_image_batches`.
     """
-    model.eval()
     start = time.perf_counter()
     cache = getattr(model, "image_cache", None)  # a locked image tower's cached features, when they hold the corpus
     load = (functools.partial(cache.features, view=0)  # cached maps are not pixels: orienting them is not the same
@@ -83,19 +82,12 @@ def encode_corpus(model, corpus: CaptionCorpus, batch_size: int = 128, device: s
             else None)
     loader = DataLoader(ImageDataset(corpus, model.preprocess_val, load), batch_size=batch_size,
                         num_workers=num_workers, collate_fn=collate)
-    image_global, image_tokens = [], []
-    bar = tqdm(total=len(corpus.images), unit="image", desc="encode images", disable=not progress, leave=False)
-    for batch in loader:
-        with inference_precision(precision, device):
-            features = encode_oriented(model.encode_image, batch["image"].to(device), image_views)
-        image_global.append(features.global_.float().cpu())
-        image_tokens.append(features.tokens.float().cpu())
-        bar.update(len(batch["image"]))
-    bar.close()
+    images = encode_image_batches(model, loader, len(corpus.images), device, precision, image_views,
+                                  progress=progress)
     image_seconds = time.perf_counter() - start
     text = encode_captions(model, corpus.captions, batch_size, device, precision, progress, keep_padding)
     return EncodedCorpus(
-        image=ImageFeatures(torch.cat(image_global), torch.cat(image_tokens)),
+        image=ImageFeatures(images.embeddings, images.tokens),
         text=text,
         caption_image=torch.as_tensor(corpus.caption_image, dtype=torch.long),
         image_seconds=image_seconds, text_seconds=time.perf_counter() - start - image_seconds,

@@ -19,7 +19,8 @@ from torch import nn
 
 from rsitr.data.classes import LabeledImages
 from rsitr.errors import UserError
-from rsitr.models.encoding import encode_image_files, encode_texts
+from rsitr.inference.images import encode_image_files
+from rsitr.models.encoding import encode_texts
 
 DEFAULT_TEMPLATES = Path(__file__).with_name("zero_shot_templates.txt")
 _PLACEHOLDERS = ("{}", "{c}")

@@ -15,7 +15,7 @@ _HOMES = {
     "rsitr.index.find_all": ("DEFAULT_THRESHOLD", "Found"),
     "rsitr.index.handles": ("UnknownChipError", "list_chips", "resolve_chips"),
     "rsitr.index.heatmap": ("NotGeoreferencedError", "SceneScores"),
-    "rsitr.index.indexer": ("IndexSettings", "IndexSetupError", "UpdateReport"),
+    "rsitr.index.indexer": ("BuildOptions", "IndexSettings", "IndexSetupError", "UpdateReport"),
     "rsitr.index.searcher": ("SearchHit", "SearchResults"),
     "rsitr.index.tiling": ("Window", "chip_windows"),
 }

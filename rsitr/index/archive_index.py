@@ -26,12 +26,12 @@ from rsitr.index.compatibility import (check_encoder, checkpoint_record, merged_
                                        refuse_another_model)
 from rsitr.index.find_all import (DEFAULT_THRESHOLD, PREVALENCE_SAMPLE, Found, Probe, background_ids, fit_probe,
                                    prevalence, prior_excluded, score_batches, with_prevalence)
-from rsitr.index.index_encoder import EncodedText, Encoder, Fingerprint
+from rsitr.inference.encoder import EncodedText, Encoder, Fingerprint
 from rsitr.index.export import wgs84_bounds
 from rsitr.index.feedback import rocchio
 from rsitr.index.handles import Handle, UnknownChipError, resolve_chip
 from rsitr.index.heatmap import NotGeoreferencedError, SceneScores, score_raster
-from rsitr.index.indexer import ChipEncoder, IndexSettings, IndexSetupError, UpdateReport, update_index
+from rsitr.index.indexer import BuildOptions, ChipEncoder, IndexSettings, IndexSetupError, UpdateReport, update_index
 from rsitr.index.sources import new_index_scale, open_archive
 from rsitr.index.searcher import DEFAULT_RERANK_CANDIDATES, SearchHit, SearchResults, fused_scores, rank
 from rsitr.index.store import DATABASE_NAME, ChipRecord, MetadataStore
@@ -114,7 +114,7 @@ class ArchiveIndex:
         ``checkpoint`` points at the index's model checkpoint where it now lies (an index and its checkpoint
         moved to another machine); it is accepted only when its SHA-256 is the recorded one (``pretrained``: its
         deprecated spelling, see :mod:`rsitr.deprecations`). ``runtime``: where the
-        encoder runs (:data:`rsitr.index.index_encoder.RUNTIMES`); an index built on one runtime opens on the other.
+        encoder runs (:data:`rsitr.inference.encoder.RUNTIMES`); an index built on one runtime opens on the other.
         """
         checkpoint = renamed("ArchiveIndex.open", "pretrained", pretrained, checkpoint)
         store = MetadataStore(Path(directory), read_only=True)
@@ -129,19 +129,16 @@ class ArchiveIndex:
 
     @classmethod
     def build(cls, directory: str | Path, images: str | Path, model_name: str | None = None,
-              pretrained: str | None = None, *, encoder: Encoder | None = None, chip_size: int | None = None,
-              chip_overlap: int | None = None, tile_larger_than: int | None = None, index_type: str | None = None,
-              store_local_tokens: bool | None = None, backend: str | None = None, vector_uri: str | None = None,
-              max_pixels: int | None = None, max_chips_per_file: int | None = None, bands: str | None = None,
-              scale: str | None = None, max_nodata: float | None = None, asset: str | None = None,
-              orientations: int | None = None, batch_size: int = 32, progress: bool = True,
-              device: str = "cpu", precision: str = "auto", runtime: str = "auto", relocate: bool = False,
-              rebuild: bool = False, chip_encoder: ChipEncoder | None = None) -> tuple[ArchiveIndex, UpdateReport]:
+              pretrained: str | None = None, options: BuildOptions | None = None, *, encoder: Encoder | None = None,
+              progress: bool = True, relocate: bool = False, rebuild: bool = False,
+              chip_encoder: ChipEncoder | None = None) -> tuple[ArchiveIndex, UpdateReport]:
         """Create the index in ``directory`` for the images under ``images``, or bring an existing one up to date.
 
-        Arguments left as None take the values recorded in an existing index, or the defaults of
-        :class:`IndexSettings` and the shipped default model (:data:`rsitr.models.DEFAULT_PRETRAINED`, which
-        :func:`~rsitr.models.create_model` loads when no model is named) for a new one.
+        ``options`` (:class:`BuildOptions`, the defaults when None) holds the settings asked for and how this run
+        encodes (batch size, device, precision, runtime). Settings left as None there take the values recorded in
+        an existing index, or the defaults of :class:`IndexSettings` for a new one; a model left as None, the
+        index's, or the shipped default (:data:`rsitr.models.DEFAULT_PRETRAINED`, which
+        :func:`~rsitr.models.create_model` loads when no model is named).
         Chip settings and the images folder cannot change once an index exists; ``index_type``, ``backend``
         (:data:`rsitr.index.vector_store.BACKENDS`), ``vector_uri`` (where its store lies) and the limits
         ``max_pixels`` (per scene) and ``max_chips_per_file`` (larger files are failures of the run) can, and
@@ -154,7 +151,7 @@ class ArchiveIndex:
         ``store_local_tokens`` None keeps a new index's patch tokens only when the model's scoring recipe re-ranks
         with them (``recipe.local``). ``rebuild`` discards the index's files (a damaged database) and builds anew. Every argument (and the
         model) is checked before anything is written, so a mistake leaves no half-made index behind.
-        ``chip_encoder`` encodes the chips elsewhere (:func:`rsitr.ray_embeddings.build_index_with_ray`); the index is
+        ``chip_encoder`` encodes the chips elsewhere (:func:`rsitr.index.chip_shards.build_index_with_ray`); the index is
         the same.
         """
         directory, images = Path(directory), Path(images).resolve()
@@ -163,16 +160,8 @@ class ArchiveIndex:
                                   f"remote rasters)")
         if directory.exists() and not directory.is_dir():
             raise IndexSetupError(f"{directory} is a file, not an index folder; pass another --out")
-        if batch_size < 1:
-            raise IndexSetupError(f"the batch size must be at least 1, got {batch_size}")
-        requested = {"chip_size": chip_size, "chip_overlap": chip_overlap, "tile_larger_than": tile_larger_than,
-                     "index_type": index_type, "store_local_tokens": store_local_tokens, "backend": backend,
-                     "vector_uri": vector_uri, "max_pixels": max_pixels, "max_chips_per_file": max_chips_per_file,
-                     "bands": bands, "scale": scale, "max_nodata": max_nodata, "asset": asset,
-                     "orientations": orientations}
-        new_settings = IndexSettings(**{k: v for k, v in requested.items() if v is not None})  # validates them
-        # in the canonical forms the index records (``range 0 3000`` for ``range 0.0 3000``)
-        requested = {k: None if v is None else getattr(new_settings, k) for k, v in requested.items()}
+        options = options or BuildOptions()
+        new_settings, requested = options.settings(), options.requested()
         existing = (directory / DATABASE_NAME).is_file() and not rebuild
         store = MetadataStore(directory) if existing else None
         stored_model = store.get_meta("model") if store else None
@@ -189,8 +178,8 @@ class ArchiveIndex:
             if stored_model is not None:
                 model_name, pretrained = stored_model, recorded_checkpoint(store, directory, pretrained)
                 digest = store.get_meta("pretrained_sha256")
-            encoder = Encoder.load(model_name, pretrained, pretrained_sha256=digest, device=device,
-                                   precision=precision, runtime=runtime)
+            encoder = Encoder.load(model_name, pretrained, pretrained_sha256=digest, device=options.device,
+                                   precision=options.precision, runtime=options.runtime)
         if stored_model is not None:
             check_encoder(store, directory, encoder)
         directory.mkdir(parents=True, exist_ok=True)
@@ -202,14 +191,14 @@ class ArchiveIndex:
             if stored_model is None:
                 # Patch tokens are kept only for a model that re-ranks with them (most of an index's bytes
                 # otherwise); an explicit store_local_tokens forces either way.
-                settings = new_settings if store_local_tokens is not None else \
+                settings = new_settings if options.store_local_tokens is not None else \
                     dataclasses.replace(new_settings, store_local_tokens=encoder.recipe.local)
                 store.set_meta(model=encoder.model_name, **checkpoint_record(encoder.pretrained, directory),
                                fingerprint=encoder.fingerprint().to_dict(), root=str(images),
                                settings=dataclasses.asdict(settings))
             else:
                 store.set_meta(settings=dataclasses.asdict(settings), root=str(images))
-            report = update_index(store, encoder, archive, settings, batch_size, progress, chip_encoder)
+            report = update_index(store, encoder, archive, settings, options.batch_size, progress, chip_encoder)
             index = cls(directory, store, encoder)
             index._save_vectors()
         return index, report

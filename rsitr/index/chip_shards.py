@@ -1,6 +1,6 @@
 """The indexer's chip encoder by shards: groups of archive files encoded by :func:`~rsitr.index.indexer.encode_files`
-into Parquet shards, then handed to the index file by file (``rsitr index --engine ray`` runs the same workers on a
-Ray actor pool, :class:`rsitr.ray_embeddings.RayChipEncoder`).
+into Parquet shards (:mod:`rsitr.inference.shards`), then handed to the index file by file (``rsitr index --engine
+ray`` runs the same workers on a Ray actor pool: :class:`RayChipEncoder`, :func:`build_index_with_ray`).
 
 The shards are ``rsitr embed``'s layout (``part-NNNNN.parquet`` + ``_manifest.json``, in ``<index>/ray_chips/``, on
 the storage a cluster shares with the index): a row per chip with ``id``, ``path``, ``image_embedding``, then
@@ -22,13 +22,16 @@ from typing import Iterator
 import numpy as np
 
 from rsitr.index.archive import Archive
-from rsitr.index.columns import vector_column, vector_matrix
+from rsitr.index.archive_index import ArchiveIndex
+from rsitr.index.chips import Chip
 from rsitr.index.compatibility import CHANGEABLE
-from rsitr.index.index_encoder import Encoder
-from rsitr.models.factory import LoadedModel
-from rsitr.index.indexer import EncodedFile, FileToEncode, IndexSettings, encode_files
-from rsitr.index.pipeline import SKIPPED_KEY, Chip, Distributor, ShardFolder, ShardTask, in_process
+from rsitr.index.indexer import BuildOptions, EncodedFile, FileToEncode, IndexSettings, UpdateReport, encode_files
 from rsitr.index.tiling import Window
+from rsitr.inference.columns import vector_column, vector_matrix
+from rsitr.inference.distributors import Distributor, RayDistributor, ShardTask, in_process, start_ray
+from rsitr.inference.encoder import Encoder
+from rsitr.inference.shards import SKIPPED_KEY, ShardFolder
+from rsitr.models.factory import LoadedModel
 
 CHIP_SHARDS = "ray_chips"
 """The shard folder inside the index directory (so it is on the storage the cluster shares with the index)."""
@@ -153,3 +156,25 @@ class ShardedChipEncoder:
 
     def clear(self) -> None:
         self.folder.clear()
+
+
+# -- rsitr index --engine ray -------------------------------------------------------------------------------------
+class RayChipEncoder(ShardedChipEncoder):
+    """The indexer's chip encoder on Ray (see the module docstring): one shard per ``files_per_shard`` files."""
+
+    def __init__(self, directory: str | Path, actors: int = 2, files_per_shard: int = 64) -> None:
+        super().__init__(directory, RayDistributor(actors), files_per_shard)
+
+
+def build_index_with_ray(directory: str | Path, images: str | Path, model_name: str | None = None,
+                         pretrained: str | None = None, options: BuildOptions | None = None, *,
+                         address: str | None = None, num_cpus: int | None = None, actors: int = 2,
+                         files_per_shard: int = 64, **build_arguments) -> tuple[ArchiveIndex, UpdateReport]:
+    """:meth:`ArchiveIndex.build` with the chips encoded on Ray (the same index); the shards are deleted once it is
+    written. An unreachable ``address`` is refused before anything is written."""
+    start_ray(address, num_cpus)
+    chip_encoder = RayChipEncoder(directory, actors, files_per_shard)
+    result = ArchiveIndex.build(directory, images, model_name, pretrained, options, chip_encoder=chip_encoder,
+                                **build_arguments)
+    chip_encoder.clear()
+    return result

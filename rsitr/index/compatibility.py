@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rsitr.errors import UserError
 from rsitr.index.archive import content_hash
-from rsitr.index.index_encoder import Encoder, Fingerprint
+from rsitr.inference.encoder import Encoder, Fingerprint
 from rsitr.index.indexer import LEGACY_SETTINGS, IndexSettings, IndexSetupError
 from rsitr.index.store import MetadataStore
 from rsitr.paths import regular_file

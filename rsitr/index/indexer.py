@@ -8,7 +8,7 @@ order, so the result is the same as one uninterrupted run. Files that cannot be 
 failures and skipped; they are retried on every run. The chips to encode are counted from the image headers
 first, so the progress bar has a fixed total.
 
-Both paths run the encode pipeline (:func:`rsitr.index.pipeline.encode_chips`): a reader (:func:`_tiled_chips`, the
+Both paths run the encode pipeline (:func:`rsitr.index.chips.encode_chips`): a reader (:func:`_tiled_chips`, the
 chips of image files; or :func:`_encoded_chips`, chips a chip encoder encoded), the encoder, and the database's
 writer (:class:`_StoreWriter`). Encoding elsewhere (``rsitr index --engine ray``): :func:`update_index` given a
 ``chip_encoder`` plans the same files, hands them (path and content hash) to it, and ingests the
@@ -30,8 +30,8 @@ from rsitr.data.augment import ORIENTATION_COUNTS
 from rsitr.errors import UserError
 from rsitr.index.archive import (Archive, ArchiveFile, ImageTooLargeError, Rendering, as_archive, check_pixels,
                                  open_scene, scene_size)
-from rsitr.index.index_encoder import Encoder
-from rsitr.index.pipeline import Chip, ChipEvent, FileEnd, FileStart, encode_chips
+from rsitr.inference.encoder import Encoder
+from rsitr.index.chips import Chip, ChipEvent, FileEnd, FileStart, encode_chips
 from rsitr.index.store import FileRecord, MetadataStore, NewChip
 from rsitr.index.tiling import Window, chip_count, chip_windows
 from rsitr.index.vector_store import BACKENDS
@@ -122,6 +122,53 @@ class IndexSettings:
 
 LEGACY_SETTINGS = {"max_nodata": 1.0}
 """What an index recorded without these keys was built with."""
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Everything :meth:`rsitr.index.ArchiveIndex.build` is asked for, in one value (the command line builds it from
+    its flags in one place). The first fields are :class:`IndexSettings`' (None: as the index records them, or the
+    default for a new index); the last ones say how this run encodes and are not recorded. Checked when made, so a
+    mistake is refused before anything is read or written."""
+
+    chip_size: int | None = None
+    chip_overlap: int | None = None
+    tile_larger_than: int | None = None
+    index_type: str | None = None
+    store_local_tokens: bool | None = None
+    """None: a new index keeps patch tokens only when the model's scoring recipe re-ranks with them."""
+    backend: str | None = None
+    vector_uri: str | None = None
+    max_pixels: int | None = None
+    max_chips_per_file: int | None = None
+    bands: str | None = None
+    scale: str | None = None
+    max_nodata: float | None = None
+    asset: str | None = None
+    orientations: int | None = None
+    batch_size: int = 32
+    device: str = "cpu"
+    precision: str = "auto"
+    runtime: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise IndexSetupError(f"the batch size must be at least 1, got {self.batch_size}")
+        self.settings()  # validates the settings asked for
+
+    def requested(self) -> dict:
+        """The :class:`IndexSettings` fields asked for, in the canonical forms an index records (``range 0 3000``
+        for ``range 0.0 3000``); None where not asked."""
+        settings = self.settings()
+        return {name: None if getattr(self, name) is None else getattr(settings, name) for name in _SETTINGS_FIELDS}
+
+    def settings(self) -> IndexSettings:
+        """The settings of a new index: those asked for, the defaults for the rest."""
+        return IndexSettings(**{name: getattr(self, name) for name in _SETTINGS_FIELDS
+                                if getattr(self, name) is not None})
+
+
+_SETTINGS_FIELDS = tuple(name for name in IndexSettings.__dataclass_fields__)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from typing import Iterator
 import numpy as np
 
 from rsitr.errors import MissingExtraError
-from rsitr.index.columns import vector_column, vector_matrix
+from rsitr.inference.columns import vector_column, vector_matrix
 from rsitr.retrieval.vector_index import (REFINE_FACTOR, choose_index_type, default_probes, ivf_cells,
                                           pq_subquantizers)
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from rsitr.index.archive import Bounds
 from rsitr.index.handles import window_text
-from rsitr.index.index_encoder import EncodedText
+from rsitr.inference.encoder import EncodedText
 from rsitr.index.tiling import Window
 from rsitr.models import ScoringRecipe
 

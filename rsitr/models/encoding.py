@@ -1,8 +1,6 @@
-"""Batch encoding of image files and texts, at a chosen precision: the one way rsitr encodes captions.
-
-What ``rsitr classify`` and ``rsitr embed`` share: the vectors are exactly the model's own
-``encode_image(...).global_`` / ``encode_text(...).global_`` (projected, not normalised), as float32 on the
-CPU. Unreadable image files are skipped and returned as errors, so one bad file does not stop a run.
+"""Batch encoding of texts, at a chosen precision: the one way rsitr encodes captions (images:
+:mod:`rsitr.inference.images`). The vectors are exactly the model's own ``encode_text(...).global_`` (projected, not
+normalised), as float32 on the CPU.
 
 Captions at their real length. CLIP's tokenizer pads every caption to the full context (77 tokens)
 although remote-sensing captions have about 14 real ones. The text transformer is causal and pools at the
@@ -15,66 +13,15 @@ captions' order (evaluation, index queries, prompts).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from rsitr.data import ImageFileDataset, collate_readable
-from rsitr.data.augment import orient_tensor
-from rsitr.models.clip import ImageFeatures, TextFeatures
+from rsitr.models.clip import TextFeatures
 from rsitr.models.precision import inference_precision
-
-
-@dataclass
-class EncodedImageFiles:
-    embeddings: torch.Tensor
-    """``[K, D]`` float32: the global embeddings of the K readable files."""
-    indices: torch.Tensor
-    """``[K]`` long: the position in ``paths`` of each embedded file."""
-    skipped: dict[int, str]
-    """Position in ``paths`` -> error message, for each unreadable file."""
-
-
-def encode_oriented(encode: Callable[[torch.Tensor], ImageFeatures], images: torch.Tensor,
-                    views: Sequence[int] = (0,)) -> ImageFeatures:
-    """``encode(images)`` averaged over orientations (test-time augmentation for images without an "up").
-
-    The global embedding is the mean of the unit global embeddings of ``images`` in each orientation of ``views``;
-    the patch tokens are those of the first view, in its own cell order (local scores compare cells as they lie).
-    One view is ``encode`` itself. ``encode`` is any runtime's image encoder over a preprocessed batch."""
-    first = encode(orient_tensor(images, views[0]) if views[0] else images)
-    if len(views) == 1:
-        return first
-    total = F.normalize(first.global_.float(), dim=-1)
-    for view in views[1:]:
-        total = total + F.normalize(encode(orient_tensor(images, view)).global_.float(), dim=-1)
-    return ImageFeatures(total / len(views), first.tokens)
-
-
-@torch.no_grad()
-def encode_image_files(model: nn.Module, paths: Sequence[Path], batch_size: int = 64, device: str | torch.device = "cpu",
-                       precision: str = "fp32", num_workers: int = 0, progress: bool = True,
-                       desc: str = "encode images") -> EncodedImageFiles:
-    """Encode image files with ``model.preprocess_val`` and ``model.encode_image``."""
-    model.eval()
-    loader = DataLoader(ImageFileDataset(list(paths), model.preprocess_val), batch_size=batch_size,
-                        num_workers=num_workers, collate_fn=collate_readable)
-    embeddings, indices, skipped = [], [], {}
-    with inference_precision(precision, device):
-        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
-            skipped.update(batch["errors"])
-            if batch["image"] is not None:
-                embeddings.append(model.encode_image(batch["image"].to(device)).global_.float().cpu())
-                indices.append(batch["index"])
-    dim = embeddings[0].shape[1] if embeddings else 0
-    return EncodedImageFiles(torch.cat(embeddings) if embeddings else torch.zeros(0, dim),
-                             torch.cat(indices) if indices else torch.zeros(0, dtype=torch.long), skipped)
 
 
 def trim_padding(model: nn.Module, tokens: torch.Tensor, *aligned: torch.Tensor) -> tuple[torch.Tensor, ...]:

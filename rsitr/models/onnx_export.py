@@ -57,7 +57,7 @@ def runtime_export(loaded: LoadedModel, device: str = "cpu", precision: str = "a
                    runtime: str = "auto") -> Path | None:
     """The export folder ``loaded`` runs from on ``runtime`` (:func:`choose_runtime`), exported now on first use; None
     where it runs on PyTorch. The one choice of runtime for every command that encodes: the index's towers
-    (:func:`rsitr.index.index_encoder.towers_of`) and the batch pipeline's model (:func:`rsitr.models.onnx_model.on_runtime`).
+    (:func:`rsitr.inference.encoder.towers_of`) and the batch pipeline's model (:func:`rsitr.models.onnx_model.on_runtime`).
     A model without a weights file to key an export by, or one that does not export, runs on PyTorch under ``auto``
     (the latter with a warning saying why) and is a :class:`~rsitr.errors.UserError` under ``onnx``."""
     if choose_runtime(runtime, str(device), precision) != "onnx":

@@ -1,7 +1,7 @@
 """A model whose two towers run on ONNX Runtime inside the batch encode pipeline (``rsitr embed``, ``classify``, ``eval``).
 
-:mod:`rsitr.models.encoding` and :func:`rsitr.evaluate.runner.encode_corpus` load, preprocess and tokenize with the
-model's own transforms and tokenizer, in a DataLoader, and call ``model.encode_image`` / ``model.encode_text`` on
+The image loop (:mod:`rsitr.inference.images`) and the caption encoder (:mod:`rsitr.models.encoding`) load,
+preprocess and tokenize with the model's own transforms and tokenizer, in a DataLoader, and call ``model.encode_image`` / ``model.encode_text`` on
 tensors. :class:`OnnxRuntimeModel` keeps all of that and swaps only those two forward passes for the export's ONNX
 Runtime sessions (tensors in, tensors out), so each command keeps its one pipeline on either runtime; which runtime
 is :func:`rsitr.models.onnx_export.runtime_export`'s choice, as for an index.

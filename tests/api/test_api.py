@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from rsitr.api.app import create_app
-from rsitr.index import ArchiveIndex
+from rsitr.index import ArchiveIndex, BuildOptions
 from rsitr.api.query_images import QueryImages, UnknownQueryImageError
 from support.index import CHIP_SETTINGS, GEO_CRS, make_archive, noise, tiny_encoder
 
@@ -30,7 +30,8 @@ def index(tmp_path_factory) -> ArchiveIndex:
     root = make_archive(base / "archive")
     (base / "secret.png").write_bytes(b"outside the archive")
     (root / "escape.png").symlink_to(base / "secret.png")
-    index, _ = ArchiveIndex.build(base / "index", root, encoder=tiny_encoder(), progress=False, **CHIP_SETTINGS)
+    index, _ = ArchiveIndex.build(base / "index", root, encoder=tiny_encoder(), progress=False,
+                                  options=BuildOptions(**CHIP_SETTINGS))
     return index
 
 
@@ -271,7 +272,8 @@ def test_client_input_never_gets_a_server_error(client):
 
 def test_deleted_or_replaced_sources_answer_404_with_the_reason(tmp_path):
     root = make_archive(tmp_path / "archive", geotiff=False)
-    index, _ = ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), progress=False, **CHIP_SETTINGS)
+    index, _ = ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), progress=False,
+                                  options=BuildOptions(**CHIP_SETTINGS))
     client = TestClient(create_app(index=index), base_url="http://localhost")
     chips = {hit.path: hit.chip_id for hit in index.search("x", k=20, rerank=False)}
     (root / "scene0.png").unlink()

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import CHECKS
 
 from rsitr.api.app import create_app
-from rsitr.index import ArchiveIndex
+from rsitr.index import ArchiveIndex, BuildOptions
 from support.index import CHIP_SETTINGS, make_archive, tiny_encoder
 
 
@@ -18,7 +18,8 @@ from support.index import CHIP_SETTINGS, make_archive, tiny_encoder
 def contract_app(tmp_path_factory):
     base = tmp_path_factory.mktemp("contract")
     root = make_archive(base / "archive", geotiff=False)
-    index, _ = ArchiveIndex.build(base / "index", root, encoder=tiny_encoder(), progress=False, **CHIP_SETTINGS)
+    index, _ = ArchiveIndex.build(base / "index", root, encoder=tiny_encoder(), progress=False,
+                                  options=BuildOptions(**CHIP_SETTINGS))
     return create_app(index=index, max_upload_bytes=20_000, allowed_hosts=["testserver"])
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from rsitr.index import ArchiveIndex
+from rsitr.index import ArchiveIndex, BuildOptions
 from rsitr.index.find_all import format_probability
 from support.index import build_far_index, build_test_index
 from support import REPO
@@ -555,7 +555,7 @@ def test_an_archive_of_plain_images_says_why_there_is_no_map_and_offers_no_map_s
     encoder = tiny_encoder()
     encoder.recipe = ScoringRecipe(local=False)  # a model trained without the local similarity, as the shipped default
     plain, _ = ArchiveIndex.build(tmp_path / "index", make_archive(tmp_path / "archive", geotiff=False),
-                                  encoder=encoder, progress=False, **CHIP_SETTINGS)
+                                  encoder=encoder, progress=False, options=BuildOptions(**CHIP_SETTINGS))
     with serving(plain) as url, confined_page(browser, url, viewport={"width": 360, "height": 800}) as page:
         page.goto(f"{url}/?q=a+harbour&k=4")
         shown_ids(page)

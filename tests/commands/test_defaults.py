@@ -33,7 +33,7 @@ def test_the_default_is_a_shipped_tag() -> None:
 
 
 def test_index_without_a_model_flag_records_the_default(default_index: Path) -> None:
-    from rsitr.index import ArchiveIndex
+    from rsitr.index import ArchiveIndex, BuildOptions
 
     index = ArchiveIndex.open(default_index)
     info = index.info()
@@ -139,14 +139,14 @@ def test_argument_errors_end_before_torch_is_imported(tmp_path: Path) -> None:
 
 def test_another_model_for_an_existing_index_is_refused(default_index: Path, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture) -> None:
-    from rsitr.index import ArchiveIndex
+    from rsitr.index import ArchiveIndex, BuildOptions
 
     images = str(ArchiveIndex.open(default_index).root)
     code = main(["index", images, "--out", str(default_index), "--model", TINY_MODEL])
     assert_user_error(code, capsys.readouterr().err, "index", f"built with model '{DEFAULT_MODEL_NAME}' ",
                       f"not --model {TINY_MODEL}", "--rebuild")
     other = tmp_path / "tiny"
-    ArchiveIndex.build(other, images, TINY_MODEL, progress=False, **CHIP_SETTINGS)[0].close()
+    ArchiveIndex.build(other, images, TINY_MODEL, progress=False, options=BuildOptions(**CHIP_SETTINGS))[0].close()
     code = main(["search", str(other), "trees", "--pretrained", DEFAULT_PRETRAINED])
     err = "".join(line for line in capsys.readouterr().err.splitlines(True) if not line.startswith("rsitr search: warning"))
     assert_user_error(code, err, "search", f"built with model '{TINY_MODEL}'", f"not '{DEFAULT_PRETRAINED}'")
@@ -178,7 +178,7 @@ def test_check_model_arguments_names_the_closest_open_clip_names(model: str | No
 
 def test_index_progress_bar_has_a_fixed_total(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The total is counted before encoding: it equals the chips encoded and never changes while the bar runs."""
-    from rsitr.index import ArchiveIndex, indexer
+    from rsitr.index import ArchiveIndex, BuildOptions, indexer
     from support.index import tiny_encoder
 
     bars = []
@@ -201,7 +201,8 @@ def test_index_progress_bar_has_a_fixed_total(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(indexer, "tqdm", Bar)
     archive = make_archive(tmp_path / "archive")  # 4 one-chip scenes, a 3 x 2 chip GeoTIFF, one broken file
     noise(7, 300, 200).save(archive / "large.png")  # tiled: 3 x 2 chips
-    _, report = ArchiveIndex.build(tmp_path / "index", archive, encoder=tiny_encoder(), batch_size=5, **CHIP_SETTINGS)
+    _, report = ArchiveIndex.build(tmp_path / "index", archive, encoder=tiny_encoder(),
+                                   options=BuildOptions(batch_size=5, **CHIP_SETTINGS))
     assert report.chips_encoded == 4 + 6 + 6
     assert [(bar.first_total, bar.total, bar.n) for bar in bars] == [(16, 16, 16)]
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from rsitr.cli import main
 from rsitr.data import DataError, load_corpus, make_synthetic_dataset, open_rgb
 from rsitr.errors import UserError
-from rsitr.embeddings import EmbedSettings, embed_to_parquet, read_embed_input, read_embeddings
+from rsitr.inference.embed import EmbedSettings, embed_to_parquet, read_embed_input, read_embeddings
 from rsitr.models import TINY_MODEL
 
 

@@ -12,8 +12,8 @@ import pytest
 pytest.importorskip("ray")
 
 from rsitr.cli import main  # noqa: E402
-from rsitr.embeddings import EmbedSettings, embed_to_parquet, read_embed_input, read_embeddings  # noqa: E402
-from rsitr.ray_embeddings import embed_with_ray  # noqa: E402
+from rsitr.inference.embed import EmbedSettings, embed_to_parquet, read_embed_input, read_embeddings  # noqa: E402
+from rsitr.inference.embed import embed_with_ray  # noqa: E402
 from rsitr.retrieval import vector_index  # noqa: E402
 from support.index import noise, tiny_encoder  # noqa: E402
 from support.errors import assert_user_error  # noqa: E402

@@ -8,9 +8,9 @@ import pytest
 pytest.importorskip("ray")
 
 from rsitr.cli import main  # noqa: E402
-from rsitr.index import ArchiveIndex  # noqa: E402
+from rsitr.index import ArchiveIndex, BuildOptions  # noqa: E402
 from rsitr.index.chip_shards import CHIP_SHARDS  # noqa: E402
-from rsitr.ray_embeddings import RayChipEncoder, build_index_with_ray  # noqa: E402
+from rsitr.index.chip_shards import RayChipEncoder, build_index_with_ray  # noqa: E402
 from support.index import CHIP_SETTINGS, assert_same_index, make_archive, tiny_encoder  # noqa: E402
 from support.errors import assert_user_error  # noqa: E402
 
@@ -36,7 +36,7 @@ def archive(tmp_path_factory):
 @pytest.fixture(scope="module")
 def local_index(archive):
     index, _ = ArchiveIndex.build(archive.parent / "local", archive, encoder=tiny_encoder(), progress=False,
-                                  batch_size=4, **CHIP_SETTINGS)
+                                  options=BuildOptions(batch_size=4, **CHIP_SETTINGS))
     yield index
     index.close()
 
@@ -58,7 +58,7 @@ class _DriverDies(RayChipEncoder):
 @pytest.mark.slow
 def test_ray_index_equals_the_embedded_one(tmp_path, archive, local_index, ray_cluster):
     index, report = build_index_with_ray(tmp_path / "ray", archive, encoder=tiny_encoder(), progress=False,
-                                         batch_size=4, files_per_shard=2, **CHIP_SETTINGS)
+                                         files_per_shard=2, options=BuildOptions(batch_size=4, **CHIP_SETTINGS))
     assert report.chips_encoded == 10 and [path for path, _ in report.failures] == ["broken.jpg"]
     assert_same_index(local_index, index)
     assert not (tmp_path / "ray" / CHIP_SHARDS).exists()  # the shards are gone once ingested
@@ -69,15 +69,15 @@ def test_ray_index_equals_the_embedded_one(tmp_path, archive, local_index, ray_c
 def test_ray_index_resumes_by_shard(tmp_path, archive, local_index, ray_cluster):
     out = tmp_path / "ray"
     with pytest.raises(RuntimeError, match="driver killed"):
-        ArchiveIndex.build(out, archive, encoder=tiny_encoder(), progress=False, batch_size=2,
-                           chip_encoder=_DriverDies(out, files=3), **CHIP_SETTINGS)
+        ArchiveIndex.build(out, archive, encoder=tiny_encoder(), progress=False, chip_encoder=_DriverDies(out, files=3),
+                           options=BuildOptions(batch_size=2, **CHIP_SETTINGS))
     shards = out / CHIP_SHARDS
     written = {path.name: path.stat().st_mtime_ns for path in shards.glob("part-*.parquet")}
     assert sorted(written) == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
     (shards / "part-00001.parquet").unlink()  # a worker died writing it
     again = RayChipEncoder(out, files_per_shard=2)
-    index, report = ArchiveIndex.build(out, archive, encoder=tiny_encoder(), progress=False, batch_size=2,
-                                       chip_encoder=again)
+    index, report = ArchiveIndex.build(out, archive, encoder=tiny_encoder(), progress=False, chip_encoder=again,
+                                       options=BuildOptions(batch_size=2))
     assert again.encoded_shards == 1  # only the lost shard's files were encoded again
     assert {p.name: p.stat().st_mtime_ns for p in shards.glob("part-*.parquet")} == \
         {**{k: v for k, v in written.items() if k != "part-00001.parquet"},

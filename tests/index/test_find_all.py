@@ -11,7 +11,7 @@ import pytest
 
 from rsitr.cli import main
 from rsitr.errors import UserError
-from rsitr.index import ArchiveIndex, NotGeoreferencedError, SearchHit, Window
+from rsitr.index import ArchiveIndex, BuildOptions, NotGeoreferencedError, SearchHit, Window
 from rsitr.index.export import export_found, merge_regions
 from rsitr.index.find_all import (Probe, background_ids, fit_probe, format_probability, logit, prevalence,
                                    score_batches, with_prevalence)
@@ -146,8 +146,9 @@ def test_find_all_on_lancedb_finds_what_faiss_finds(tmp_path):
     pytest.importorskip("lancedb")
     root = make_archive(tmp_path / "archive")
     encoder = tiny_encoder()
-    indexes = [ArchiveIndex.build(tmp_path / backend, root, encoder=encoder, backend=backend, progress=False,
-                                  **CHIP_SETTINGS)[0] for backend in ("faiss", "lancedb")]
+    indexes = [ArchiveIndex.build(tmp_path / backend, root, encoder=encoder, progress=False,
+                                  options=BuildOptions(backend=backend, **CHIP_SETTINGS))[0]
+               for backend in ("faiss", "lancedb")]
     faiss_found, lance_found = (index.find_all(positive=[2, 5], negative=[1], threshold=0.2, batch_size=4)
                                 for index in indexes)
     assert lance_found.scored == faiss_found.scored == 10

@@ -76,11 +76,11 @@ def _embed_arrays(prefix: str, out: Path) -> dict[str, np.ndarray]:
 
 def _demo_index(tmp_path: Path, runtime: str, precision: str = "auto") -> dict[str, np.ndarray]:
     """The demo index built on ``runtime`` at ``precision`` and its top 10 of the fixture's queries."""
-    from rsitr.index import ArchiveIndex
+    from rsitr.index import ArchiveIndex, BuildOptions
 
     # the fixture holds the patch tokens an index kept before it kept them only for models that re-rank with them
     index, _ = ArchiveIndex.build(tmp_path / f"demo-{runtime}.index", DEMO, pretrained=RECORDED_WITH, progress=False,
-                                  runtime=runtime, precision=precision, store_local_tokens=True)
+                                  options=BuildOptions(runtime=runtime, precision=precision, store_local_tokens=True))
     arrays = _index_arrays("demo", index)
     for number, query in enumerate(TEXT_QUERIES):
         arrays.update(_hits_arrays(f"text{number}", index.search(query, k=10)))
@@ -91,7 +91,7 @@ def _demo_index(tmp_path: Path, runtime: str, precision: str = "auto") -> dict[s
 
 def _build(tmp_path: Path) -> dict[str, np.ndarray]:
     """Everything the fixture holds, computed by the code under test."""
-    from rsitr.index import ArchiveIndex
+    from rsitr.index import ArchiveIndex, BuildOptions
 
     # PyTorch at the recorded precision (auto); ONNX Runtime's top 10 are checked against the fixture below
     arrays = _demo_index(tmp_path, "torch")
@@ -100,9 +100,9 @@ def _build(tmp_path: Path) -> dict[str, np.ndarray]:
     tiled.mkdir()
     for name in TILED_IMAGES:
         (tiled / name).write_bytes((DEMO / name).read_bytes())
-    index, _ = ArchiveIndex.build(tmp_path / "tiled.index", tiled, pretrained=RECORDED_WITH, chip_size=128,
-                                  chip_overlap=32, tile_larger_than=128, progress=False, runtime="torch",
-                                  store_local_tokens=True)
+    index, _ = ArchiveIndex.build(tmp_path / "tiled.index", tiled, pretrained=RECORDED_WITH, progress=False,
+                                  options=BuildOptions(chip_size=128, chip_overlap=32, tile_larger_than=128,
+                                                       runtime="torch", store_local_tokens=True))
     arrays.update(_index_arrays("tiled", index))
     index.close()
 

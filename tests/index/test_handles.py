@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from rsitr.api.app import create_app
 from rsitr.cli import main
-from rsitr.index import ArchiveIndex, UnknownChipError, list_chips
+from rsitr.index import ArchiveIndex, BuildOptions, UnknownChipError, list_chips
 from rsitr.index.handles import resolve_chip
 from support.index import build_test_index
 
@@ -108,7 +108,7 @@ def test_every_hit_carries_the_handle_that_names_it_after_a_re_index(index, tmp_
         (archive / path).write_bytes((index.root / path).read_bytes())
     noise(77, 64, 48).save(archive / "0.png")
     other, _ = ArchiveIndex.build(tmp_path / "index", archive, encoder=tiny_encoder(), progress=False,
-                                  **CHIP_SETTINGS)
+                                  options=BuildOptions(**CHIP_SETTINGS))
     for hit in hits:
         moved = other.chip(resolve_chip(other.store, hit.handle))
         assert moved.id != hit.chip_id and (moved.path, moved.window) == (hit.path, hit.window)

@@ -3,6 +3,7 @@ interrupted runs, GeoTIFF bounds, unreadable files, model refusal and the CLI.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -18,8 +19,8 @@ import torch
 from PIL import Image
 
 from rsitr.cli import main
-from rsitr.index import ArchiveIndex, IndexCompatibilityError
-from rsitr.index.index_encoder import Encoder
+from rsitr.index import ArchiveIndex, BuildOptions, IndexCompatibilityError, IndexSettings, IndexSetupError
+from rsitr.inference.encoder import Encoder
 from rsitr.models import TINY_MODEL
 from rsitr.similarity import fuse, global_similarity, local_similarity
 from support.index import CHIP_SETTINGS, GEO_CRS, GEO_ORIGIN, GEO_PIXEL, make_archive, noise, tiny_encoder
@@ -34,7 +35,8 @@ def encoder() -> Encoder:
 def built(tmp_path_factory, encoder) -> tuple[ArchiveIndex, Path]:
     base = tmp_path_factory.mktemp("built")
     root = make_archive(base / "archive")
-    index, _ = ArchiveIndex.build(base / "index", root, encoder=encoder, batch_size=4, progress=False, **CHIP_SETTINGS)
+    index, _ = ArchiveIndex.build(base / "index", root, encoder=encoder, progress=False,
+                                  options=BuildOptions(batch_size=4, **CHIP_SETTINGS))
     return index, root
 
 
@@ -129,7 +131,8 @@ def test_geotiff_chips_carry_bounds_and_crs(built):
 
 def test_incremental_update_adds_changes_and_removes_files(tmp_path, encoder):
     root = make_archive(tmp_path / "archive", geotiff=False)
-    index, report = ArchiveIndex.build(tmp_path / "index", root, encoder=encoder, progress=False, **CHIP_SETTINGS)
+    index, report = ArchiveIndex.build(tmp_path / "index", root, encoder=encoder, progress=False,
+                                       options=BuildOptions(**CHIP_SETTINGS))
     assert (report.new, report.chips_encoded) == (["broken.jpg", "scene0.png", "scene1.png", "scene2.png",
                                                    "sub/scene3.png"], 4)
     before = index_content(tmp_path / "index")
@@ -150,13 +153,14 @@ def test_incremental_update_adds_changes_and_removes_files(tmp_path, encoder):
     assert "sub/scene3.png" not in {hit.path for hit in index.search_image(noise(3, 64, 48), k=10)}
     assert index._vectors.count() == 4
 
-    fresh, _ = ArchiveIndex.build(tmp_path / "fresh", root, encoder=encoder, progress=False, **CHIP_SETTINGS)
+    fresh, _ = ArchiveIndex.build(tmp_path / "fresh", root, encoder=encoder, progress=False,
+                                  options=BuildOptions(**CHIP_SETTINGS))
     assert_same_vectors(index_content(tmp_path / "fresh"), after)
 
 
 _KILLED_RUN = """
 import os, sys
-from rsitr.index import ArchiveIndex
+from rsitr.index import ArchiveIndex, BuildOptions
 from rsitr.index.store import MetadataStore
 
 commit, batches = MetadataStore.add_chips, []
@@ -168,8 +172,9 @@ def commit_then_die(self, chips, completed):
         os._exit(3)  # like SIGKILL: no cleanup, no atexit
 
 MetadataStore.add_chips = commit_then_die
-ArchiveIndex.build(sys.argv[1], sys.argv[2], "rsitr-tiny-ViT", batch_size=4, progress=False,
-                   chip_size=128, chip_overlap=32, tile_larger_than=256, precision="fp32")
+ArchiveIndex.build(sys.argv[1], sys.argv[2], "rsitr-tiny-ViT", progress=False,
+                   options=BuildOptions(batch_size=4, chip_size=128, chip_overlap=32, tile_larger_than=256,
+                                        precision="fp32"))
 """
 
 
@@ -185,7 +190,8 @@ def test_killed_run_resumes_to_the_same_index(tmp_path, encoder):
 
     _, report = ArchiveIndex.build(tmp_path / "resumed", root, encoder=encoder, progress=False)
     assert report.resumed == ["geo.tif"] and report.chips_encoded == 2 + 4
-    ArchiveIndex.build(tmp_path / "straight", root, encoder=encoder, progress=False, batch_size=4, **CHIP_SETTINGS)
+    ArchiveIndex.build(tmp_path / "straight", root, encoder=encoder, progress=False,
+                       options=BuildOptions(batch_size=4, **CHIP_SETTINGS))
     resumed, straight = index_content(tmp_path / "resumed"), index_content(tmp_path / "straight")
     assert len(straight) == 10
     assert {key: value[0] for key, value in resumed.items()} == {key: value[0] for key, value in straight.items()}
@@ -209,7 +215,8 @@ def test_another_model_or_other_chip_settings_are_refused(built, tmp_path, capsy
     with pytest.raises(IndexCompatibilityError, match="rsitr-tiny-ViT.*fingerprint.*not comparable"):
         ArchiveIndex.open(index.directory, encoder=tiny_encoder(seed=1))
     with pytest.raises(IndexCompatibilityError, match="chip_size=128, not 64"):
-        ArchiveIndex.build(index.directory, root, encoder=index.encoder, chip_size=64, progress=False)
+        ArchiveIndex.build(index.directory, root, encoder=index.encoder, progress=False,
+                           options=BuildOptions(chip_size=64))
 
     checkpoint = tmp_path / "other.pt"
     other = tiny_encoder(seed=1).model
@@ -224,7 +231,8 @@ def test_approximate_index_types_find_the_planted_copy(built, tmp_path, index_ty
     index, root = built
     copy = tmp_path / "index"
     shutil.copytree(index.directory, copy)
-    switched, report = ArchiveIndex.build(copy, root, encoder=index.encoder, index_type=index_type, progress=False)
+    switched, report = ArchiveIndex.build(copy, root, encoder=index.encoder, progress=False,
+                                          options=BuildOptions(index_type=index_type))
     assert report.chips_encoded == 0 and switched.settings.index_type == index_type
     assert switched.search_image(noise(1, 64, 48), k=1)[0].path == "scene1.png"
     reopened = ArchiveIndex.open(copy, encoder=index.encoder)
@@ -254,8 +262,8 @@ def test_cli_search_prints_json_and_table(built, tmp_path, capsys):
 
 def test_without_local_tokens_text_search_ranks_by_global_cosine(tmp_path, encoder):
     root = make_archive(tmp_path / "archive", geotiff=False)
-    index, _ = ArchiveIndex.build(tmp_path / "index", root, encoder=encoder, store_local_tokens=False,
-                                  progress=False, **CHIP_SETTINGS)
+    index, _ = ArchiveIndex.build(tmp_path / "index", root, encoder=encoder, progress=False,
+                                  options=BuildOptions(store_local_tokens=False, **CHIP_SETTINGS))
     assert all(tokens is None for _, _, tokens in index_content(tmp_path / "index").values())
     hits = index.search("a harbour", k=4)
     assert all(hit.local_score is None and hit.score == hit.global_score for hit in hits)
@@ -274,8 +282,8 @@ def test_a_new_index_keeps_local_tokens_only_when_its_model_re_ranks_with_them(t
         encoder.recipe = dataclasses.replace(encoder.recipe, local=local)
         root = make_archive(tmp_path / f"archive-{local}", geotiff=False)
         out = tmp_path / f"index-{local}-{forced}"
-        index, _ = ArchiveIndex.build(out, root, encoder=encoder, store_local_tokens=forced, progress=False,
-                                      **CHIP_SETTINGS)
+        index, _ = ArchiveIndex.build(out, root, encoder=encoder, progress=False,
+                                      options=BuildOptions(store_local_tokens=forced, **CHIP_SETTINGS))
         kept = local if forced is None else forced
         assert index.settings.store_local_tokens is kept
         assert all((tokens is not None) is kept for _, _, tokens in index_content(out).values())
@@ -288,7 +296,7 @@ def test_a_new_index_keeps_local_tokens_only_when_its_model_re_ranks_with_them(t
 
 def test_an_open_index_picks_up_a_finished_update(tmp_path, encoder):
     root = make_archive(tmp_path / "archive", geotiff=False)
-    ArchiveIndex.build(tmp_path / "index", root, encoder=encoder, progress=False, **CHIP_SETTINGS)
+    ArchiveIndex.build(tmp_path / "index", root, encoder=encoder, progress=False, options=BuildOptions(**CHIP_SETTINGS))
     serving = ArchiveIndex.open(tmp_path / "index", encoder=encoder)
     noise(20, 64, 48).save(root / "late.png")
     ArchiveIndex.build(tmp_path / "index", root, encoder=encoder, progress=False)
@@ -309,9 +317,10 @@ def test_an_index_encoded_by_a_chip_encoder_equals_the_embedded_one(tmp_path, en
 
     archive = make_archive(tmp_path / "archive")
     local, local_report = ArchiveIndex.build(tmp_path / "local", archive, encoder=encoder, progress=False,
-                                             batch_size=4, **CHIP_SETTINGS)
+                                             options=BuildOptions(batch_size=4, **CHIP_SETTINGS))
     remote, remote_report = ArchiveIndex.build(tmp_path / "remote", archive, encoder=encoder, progress=False,
-                                               batch_size=4, chip_encoder=chip_encoder, **CHIP_SETTINGS)
+                                               chip_encoder=chip_encoder,
+                                               options=BuildOptions(batch_size=4, **CHIP_SETTINGS))
     assert calls == [["broken.jpg", "geo.tif", "scene0.png", "scene1.png", "scene2.png", "sub/scene3.png"]]
     assert (remote_report.new, remote_report.chips_encoded, remote_report.failures) == \
         (local_report.new, local_report.chips_encoded, local_report.failures)
@@ -322,3 +331,17 @@ def test_an_index_encoded_by_a_chip_encoder_equals_the_embedded_one(tmp_path, en
                                    chip_encoder=chip_encoder)
     assert calls[-1] == ["added.png", "broken.jpg"] and report.new == ["added.png"] and report.chips_encoded == 1
     assert report.retried == ["broken.jpg"]
+
+
+def test_build_options_are_one_checked_value_of_what_build_is_asked_for():
+    options = BuildOptions(scale="range 0.0 3000", orientations=4, batch_size=8)
+    requested = options.requested()
+    assert requested["scale"] == "range 0 3000" and requested["orientations"] == 4  # the forms an index records
+    assert requested["chip_size"] is None and "batch_size" not in requested  # not asked: the record's or default
+    assert options.settings().chip_size == IndexSettings().chip_size
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.chip_size = 64  # type: ignore[misc]
+    for bad, message in (({"batch_size": 0}, "batch size must be at least 1"),
+                         ({"chip_overlap": 300}, "--chip-overlap must be"), ({"max_nodata": 2.0}, "--max-nodata")):
+        with pytest.raises(IndexSetupError, match=message):
+            BuildOptions(**bad)

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("lancedb")
 
 from rsitr.cli import main  # noqa: E402
-from rsitr.index import ArchiveIndex  # noqa: E402
+from rsitr.index import ArchiveIndex, BuildOptions  # noqa: E402
 from rsitr.index.lance_store import BoundingBox, LanceVectors  # noqa: E402
 from rsitr.retrieval import vector_index  # noqa: E402
 from support.index import clustered  # noqa: E402
@@ -28,9 +28,10 @@ def top(hits) -> list[tuple[int, float]]:
 def test_lancedb_and_faiss_indexes_give_the_same_results(tmp_path):
     encoder = tiny_encoder()
     root = make_archive(tmp_path / "archive")
-    faiss_index, _ = ArchiveIndex.build(tmp_path / "faiss", root, encoder=encoder, progress=False, **CHIP_SETTINGS)
-    lance_index, _ = ArchiveIndex.build(tmp_path / "lance", root, encoder=encoder, backend="lancedb",
-                                        progress=False, **CHIP_SETTINGS)
+    faiss_index, _ = ArchiveIndex.build(tmp_path / "faiss", root, encoder=encoder, progress=False,
+                                        options=BuildOptions(**CHIP_SETTINGS))
+    lance_index, _ = ArchiveIndex.build(tmp_path / "lance", root, encoder=encoder, progress=False,
+                                        options=BuildOptions(backend="lancedb", **CHIP_SETTINGS))
     assert (tmp_path / "lance" / "vectors.lance").is_dir() and not (tmp_path / "lance" / "vectors.faiss").exists()
     assert isinstance(lance_index._current_vectors(), LanceVectors)
     for query in QUERIES:
@@ -44,7 +45,8 @@ def test_lancedb_and_faiss_indexes_give_the_same_results(tmp_path):
     assert isinstance(reopened._current_vectors(), LanceVectors)
     assert top(reopened.search(QUERIES[1], 10)) == top(faiss_index.search(QUERIES[1], 10))
     # Back to FAISS on update: nothing is re-encoded, the results stay.
-    switched, report = ArchiveIndex.build(tmp_path / "lance", root, encoder=encoder, backend="faiss", progress=False)
+    switched, report = ArchiveIndex.build(tmp_path / "lance", root, encoder=encoder, progress=False,
+                                          options=BuildOptions(backend="faiss"))
     assert report.chips_encoded == 0 and top(switched.search(QUERIES[2], 10)) == top(faiss_index.search(QUERIES[2], 10))
 
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import rsitr
-from rsitr.index import ArchiveIndex
-from rsitr.index.index_encoder import EncodedText
+from rsitr.index import ArchiveIndex, BuildOptions
+from rsitr.inference.encoder import EncodedText
 from rsitr.index.searcher import fused_scores
 from rsitr.models import ScoringRecipe
 from rsitr.similarity import fuse, local_similarity
@@ -42,7 +42,8 @@ def built(tmp_path_factory: pytest.TempPathFactory):
         (images / name).write_bytes((DEMO / name).read_bytes())
     old = os.environ.get("RSITR_CACHE_DIR")
     os.environ["RSITR_CACHE_DIR"] = str(base / "cache")
-    index, _ = ArchiveIndex.build(base / "torch.index", images, progress=False, precision="fp32", runtime="torch")
+    index, _ = ArchiveIndex.build(base / "torch.index", images, progress=False,
+                                  options=BuildOptions(precision="fp32", runtime="torch"))
     index.close()
     yield base
     if old is None:
@@ -66,7 +67,8 @@ def test_an_index_built_on_pytorch_searches_the_same_on_onnx_runtime_and_back(bu
         np.testing.assert_allclose(got, want, atol=SCORE_ATOL, err_msg=query)
     on_torch.close()
     on_onnx.close()
-    rebuilt, _ = ArchiveIndex.build(built / "onnx.index", built / "images", progress=False, runtime="onnx")
+    rebuilt, _ = ArchiveIndex.build(built / "onnx.index", built / "images", progress=False,
+                                    options=BuildOptions(runtime="onnx"))
     np.testing.assert_allclose(rebuilt.store.embeddings()[1], ArchiveIndex.open(
         built / "torch.index", runtime="onnx").store.embeddings()[1], atol=SCORE_ATOL)
     rebuilt.close()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rsitr.index import ArchiveIndex
+from rsitr.index import ArchiveIndex, BuildOptions
 from rsitr.index.compatibility import IndexCompatibilityError
 from support.index import noise, tiny_encoder
 
@@ -28,8 +28,8 @@ def _vectors(index) -> list[np.ndarray]:
 @pytest.mark.parametrize("orientations", [1, 4])
 def test_a_turned_chip_gets_the_same_vector_only_when_averaged(tmp_path, orientations):
     root = _archive(tmp_path / "archive")
-    index, _ = ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), orientations=orientations,
-                                  progress=False)
+    index, _ = ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), progress=False,
+                                  options=BuildOptions(orientations=orientations))
     try:
         assert index.settings.orientations == orientations
         first, turned = _vectors(index)
@@ -46,10 +46,12 @@ def test_a_turned_chip_gets_the_same_vector_only_when_averaged(tmp_path, orienta
 
 def test_the_orientations_are_fixed_for_the_life_of_an_index(tmp_path):
     root = _archive(tmp_path / "archive")
-    index, _ = ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), orientations=4, progress=False)
+    index, _ = ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), progress=False,
+                                  options=BuildOptions(orientations=4))
     index.close()
     with pytest.raises(IndexCompatibilityError, match="orientations=4"):
-        ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), orientations=1, progress=False)
+        ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), progress=False,
+                           options=BuildOptions(orientations=1))
     again, report = ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), progress=False)
     assert again.settings.orientations == 4 and report.unchanged == 2
     again.close()

@@ -1,5 +1,5 @@
-"""The encode pipeline (rsitr/index/pipeline.py): the batch loop of reader -> encoder -> writer, the resumable shard
-folder, and the distributors (here, and Ray's when it is installed) writing the same shards."""
+"""The encode pipeline: the index's batch loop of reader -> encoder -> writer (rsitr/index/chips.py), the resumable
+shard folder and the distributors (rsitr/inference/) (here, and Ray's when it is installed) writing the same shards."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from PIL import Image
 from rsitr.errors import UserError
 from rsitr.index.chip_shards import CHIP_SHARDS, ShardedChipEncoder
 from rsitr.index.indexer import FileToEncode, IndexSettings
-from rsitr.index.pipeline import MANIFEST, Chip, FileEnd, FileStart, ShardFolder, encode_chips, in_process
+from rsitr.index.chips import Chip, FileEnd, FileStart, encode_chips
+from rsitr.inference.distributors import in_process
+from rsitr.inference.shards import MANIFEST, ShardFolder
 from rsitr.index.tiling import Window
 from support.index import CHIP_SETTINGS, make_archive, tiny_encoder
 
@@ -146,7 +148,7 @@ def test_the_ray_distributor_writes_the_chips_the_embedded_one_writes(tmp_path, 
     pytest.importorskip("ray")
     import ray
 
-    from rsitr.ray_embeddings import RayChipEncoder
+    from rsitr.index.chip_shards import RayChipEncoder
 
     started = not ray.is_initialized()
     if started:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rsitr.cli import main
-from rsitr.index import ArchiveIndex, IndexCompatibilityError
+from rsitr.index import ArchiveIndex, BuildOptions, IndexCompatibilityError
 from rsitr.index.archive import BandError, Rendering, open_scene
 from rsitr.index.indexer import IndexSettings, IndexSetupError
 from rsitr.index.store import MetadataStore
@@ -150,7 +150,8 @@ def _bordered_archive(root, border: int = 200):
 
 def test_chips_over_the_nodata_limit_are_left_out_and_counted(tmp_path):
     root, windows, over_half = _bordered_archive(tmp_path / "archive")
-    index, report = ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), progress=False, **CHIPS)
+    index, report = ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), progress=False,
+                                       options=BuildOptions(**CHIPS))
     assert len(over_half) == 8 and report.nodata_chips == 2 * len(over_half)
     assert report.chips_encoded == index.info()["chips"] == 2 * (len(windows) - len(over_half))
     kept = {(hit.path, hit.window) for hit in index.search("fields", k=100)}
@@ -159,7 +160,7 @@ def test_chips_over_the_nodata_limit_are_left_out_and_counted(tmp_path):
     index.close()
 
     everything, report = ArchiveIndex.build(tmp_path / "all", root, encoder=tiny_encoder(), progress=False,
-                                            max_nodata=1.0, **CHIPS)
+                                            options=BuildOptions(max_nodata=1.0, **CHIPS))
     assert report.nodata_chips == 0 and everything.info()["chips"] == 2 * len(windows)
     everything.close()
 
@@ -168,7 +169,8 @@ def test_a_resumed_file_leaves_out_the_same_nodata_chips(tmp_path):
     root, windows, over_half = _bordered_archive(tmp_path / "archive")
     kept = len(windows) - len(over_half)
     # an interrupted run: the first scene's first 5 kept chips are committed, the file is left incomplete
-    index, _ = ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), progress=False, **CHIPS)
+    index, _ = ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), progress=False,
+                                  options=BuildOptions(**CHIPS))
     index.close()
     with sqlite3.connect(tmp_path / "index" / "index.sqlite") as conn:
         (first,) = conn.execute("SELECT id FROM files WHERE path = 's2_10.tif'").fetchone()
@@ -184,7 +186,7 @@ def test_a_resumed_file_leaves_out_the_same_nodata_chips(tmp_path):
 def test_rendering_is_recorded_and_cannot_change_in_place(tmp_path):
     root, _, _ = _bordered_archive(tmp_path / "archive")
     index, _ = ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), progress=False,
-                                  bands="B08,B04,B03", scale="range 0.0 3000", **CHIPS)
+                                  options=BuildOptions(bands="B08,B04,B03", scale="range 0.0 3000", **CHIPS))
     assert {key: index.info()["settings"][key] for key in ("bands", "scale", "max_nodata")} == \
         {"bands": "B08,B04,B03", "scale": "range 0 3000", "max_nodata": 0.5}
     # a hit's picture is rendered as it was indexed: the false-colour bands in the recorded range
@@ -195,11 +197,12 @@ def test_rendering_is_recorded_and_cannot_change_in_place(tmp_path):
     np.testing.assert_array_equal(np.asarray(index.chip_image(index.chip(hit.chip_id))).transpose(2, 0, 1), expected)
     index.close()
     # the same choice written otherwise is the recorded one; another is refused before anything is written
-    ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), progress=False, bands=" B08, B04,B03",
-                       scale="range 0 3e3")[0].close()
+    ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), progress=False,
+                       options=BuildOptions(bands=" B08, B04,B03", scale="range 0 3e3"))[0].close()
     for changed in ({"bands": "B04,B03,B02"}, {"scale": "percentile"}, {"max_nodata": 0.9}):
         with pytest.raises(IndexCompatibilityError, match="cannot change in place"):
-            ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), progress=False, **changed)
+            ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), progress=False,
+                               options=BuildOptions(**changed))
 
 
 def test_an_index_recorded_before_nodata_was_left_out_keeps_every_chip():
@@ -213,7 +216,7 @@ def test_a_file_without_the_chosen_band_is_a_failure_of_the_run(tmp_path):
     root, windows, over_half = _bordered_archive(tmp_path / "archive")
     write_cog(root / "rgb.tif", reflectance(12, 64, bands=3))  # no band named B08
     index, report = ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), progress=False,
-                                       bands="B08,B04,B03", **CHIPS)
+                                       options=BuildOptions(bands="B08,B04,B03", **CHIPS))
     assert [path for path, _ in report.failures] == ["rgb.tif"]
     assert "BandError: no band 'B08' among its 3 band(s)" in report.failures[0][1]
     assert index.info()["chips"] == 2 * (len(windows) - len(over_half))

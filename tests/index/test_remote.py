@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from rsitr.cli import main
-from rsitr.index import ArchiveIndex
+from rsitr.index import ArchiveIndex, BuildOptions
 from rsitr.index.archive import Rendering, open_scene
 from rsitr.index.export import export
 from rsitr.index.sources import ListingError, open_archive
@@ -69,7 +69,7 @@ def served(tmp_path):
 
 def build(tmp_path, listing, **options):
     return ArchiveIndex.build(tmp_path / "index", listing, encoder=tiny_encoder(), progress=False,
-                              scale="range 0 3000", **TILES, **options)
+                              options=BuildOptions(scale="range 0 3000", **TILES, **options))
 
 
 def test_a_chip_of_a_remote_cog_is_read_by_range_requests(tmp_path, request):
@@ -263,7 +263,8 @@ def test_raster_bands_scale_and_offset_give_the_same_reflectance_the_same_rgb(tm
     pystac.ItemCollection(items).save_object(dest_href=str(tmp_path / "items.json"))
     assert open_archive(tmp_path / "items.json", "reflectance").files["new"].units == ((0.0001, -0.1),) * 4
     index, report = ArchiveIndex.build(tmp_path / "index", tmp_path / "items.json", encoder=tiny_encoder(),
-                                       progress=False, scale="range 0 0.3", asset="reflectance", **TILES)
+                                       progress=False,
+                                       options=BuildOptions(scale="range 0 0.3", asset="reflectance", **TILES))
     assert report.failures == []
     window = Window(384, 384, 224, 224)
     chips = {name: next(c for c in index.store.chips(index.store.chips_of(name)).values() if c.window == window)

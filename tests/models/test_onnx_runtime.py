@@ -10,7 +10,7 @@ from PIL import Image
 
 import rsitr
 from rsitr.errors import UserError
-from rsitr.index.index_encoder import Encoder
+from rsitr.inference.encoder import Encoder
 from rsitr.models import TINY_MODEL, create_model
 from rsitr.models.onnx_export import exported
 from rsitr.models.onnx_model import OnnxRuntimeModel, on_runtime

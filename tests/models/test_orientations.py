@@ -10,7 +10,7 @@ from PIL import Image
 
 from rsitr.data.augment import ORIENTATION_COUNTS, ORIENTATIONS, orient, orient_tensor
 from rsitr.models.clip import ImageFeatures
-from rsitr.models.encoding import encode_oriented
+from rsitr.inference.images import encode_oriented
 
 
 def _as_tensor(image: Image.Image) -> torch.Tensor:

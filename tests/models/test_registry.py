@@ -215,11 +215,11 @@ def test_a_checkpoint_with_other_fusion_weights_is_evaluated_with_them(synthetic
 def test_a_checkpoint_with_other_fusion_weights_is_searched_with_them(tmp_path):
     from support.index import CHIP_SETTINGS, make_archive
 
-    from rsitr.index import ArchiveIndex
+    from rsitr.index import ArchiveIndex, BuildOptions
 
     checkpoint, _ = tiny_checkpoint(tmp_path / "run.pt")
     built, _ = ArchiveIndex.build(tmp_path / "index", make_archive(tmp_path / "archive"), None, str(checkpoint),
-                                  progress=False, **CHIP_SETTINGS)
+                                  progress=False, options=BuildOptions(**CHIP_SETTINGS))
     built.close()
     index = ArchiveIndex.open(tmp_path / "index")  # the service's way: the model comes back from the index's record
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rsitr.index.index_encoder import Encoder
+from rsitr.inference.encoder import Encoder
 from rsitr.models import TINY_MODEL
 
 GEO_ORIGIN = (500_000.0, 4_000_000.0)
@@ -80,10 +80,10 @@ def tiny_encoder(seed: int = 0) -> Encoder:
 
 def build_test_index(base: Path):
     """The index of :func:`make_archive` under ``base`` (archive/ and index/), built with the tiny encoder."""
-    from rsitr.index import ArchiveIndex
+    from rsitr.index import ArchiveIndex, BuildOptions
 
     index, _ = ArchiveIndex.build(base / "index", make_archive(base / "archive"), encoder=tiny_encoder(),
-                                  progress=False, **CHIP_SETTINGS)
+                                  progress=False, options=BuildOptions(**CHIP_SETTINGS))
     return index
 
 
@@ -93,14 +93,15 @@ FAR_ORIGINS = [(412345.678, 5818765.4321), (482345.678, 5818765.4321)]
 
 def build_far_index(base: Path):
     """Two 128 px GeoTIFFs of 0.3 m pixels (one chip each, 38 m across) at :data:`FAR_ORIGINS` and a PNG."""
-    from rsitr.index import ArchiveIndex
+    from rsitr.index import ArchiveIndex, BuildOptions
 
     root = base / "archive"
     root.mkdir(parents=True)
     for number, origin in enumerate(FAR_ORIGINS):
         write_geotiff(root / f"scene{number}.tif", seed=10 + number, width=128, height=128, origin=origin, pixel=0.3)
     noise(5, 64, 48).save(root / "plain.png")
-    index, _ = ArchiveIndex.build(base / "index", root, encoder=tiny_encoder(), progress=False, **CHIP_SETTINGS)
+    index, _ = ArchiveIndex.build(base / "index", root, encoder=tiny_encoder(), progress=False,
+                                  options=BuildOptions(**CHIP_SETTINGS))
     return index
 
 
@@ -186,7 +187,7 @@ def build_placed_index(base: Path):
     """An index of scenes in two places and years, one without a date and one without coordinates (see above)."""
     from affine import Affine
 
-    from rsitr.index import ArchiveIndex
+    from rsitr.index import ArchiveIndex, BuildOptions
 
     root = base / "images"
     root.mkdir()
@@ -195,4 +196,5 @@ def build_placed_index(base: Path):
     write_tagged(root / "west.tif", 3, "EPSG:4326", Affine(0.0002, 0, -3.75, 0, -0.0002, 40.45),
                  "2024:06:01 11:30:00")
     noise(4, 300, 200).save(root / "plain.png")
-    return ArchiveIndex.build(base / "index", root, encoder=tiny_encoder(), progress=False, **CHIP_SETTINGS)[0]
+    return ArchiveIndex.build(base / "index", root, encoder=tiny_encoder(), progress=False,
+                              options=BuildOptions(**CHIP_SETTINGS))[0]

@@ -471,7 +471,7 @@ def test_every_input_attack_ends_as_one_error_line(tmp_path, setting, attack):
 
 
 def test_reading_an_embed_folder_reads_the_shards_its_manifest_names(tmp_path, setting):
-    from rsitr.embeddings import read_embeddings
+    from rsitr.inference.embed import read_embeddings
     from rsitr.errors import RsitrWarning
 
     a_stray_shard(tmp_path, setting)

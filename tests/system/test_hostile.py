@@ -27,7 +27,7 @@ from fastapi.testclient import TestClient
 from rsitr.api.app import create_app
 from rsitr.api.middleware import host_name
 from rsitr.cli import main
-from rsitr.index import ArchiveIndex
+from rsitr.index import ArchiveIndex, BuildOptions
 from rsitr.index.archive import ImageTooLargeError, decode_image, open_scene
 from rsitr.models import TINY_MODEL
 from rsitr.retrieval import vector_index
@@ -48,7 +48,8 @@ TILE_BOMBS = {"one 32768 x 32768 tile": {"tile": (32768, 32768)},
 def index(tmp_path_factory) -> ArchiveIndex:
     base = tmp_path_factory.mktemp("hostile")
     root = make_archive(base / "archive")
-    index, _ = ArchiveIndex.build(base / "index", root, encoder=tiny_encoder(), progress=False, **CHIP_SETTINGS)
+    index, _ = ArchiveIndex.build(base / "index", root, encoder=tiny_encoder(), progress=False,
+                                  options=BuildOptions(**CHIP_SETTINGS))
     return index
 
 
@@ -583,7 +584,8 @@ def test_a_file_name_with_markup_is_shown_as_text_on_the_map(browser, tmp_path):
     root = tmp_path / "archive"
     root.mkdir()
     write_geotiff(root / SCRIPTED_NAME)
-    index, _ = ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), progress=False, **CHIP_SETTINGS)
+    index, _ = ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), progress=False,
+                                  options=BuildOptions(**CHIP_SETTINGS))
     with serving(index) as url, confined_page(browser, url) as page:
         dialogs = []
         page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))

@@ -19,7 +19,7 @@ from rsitr.atomic import write_atomic
 from rsitr.cli import COMMANDS, build_parser, main
 from rsitr.config import ConfigError, ModelConfig, load_config
 from rsitr.errors import RsitrWarning
-from rsitr.index import ArchiveIndex, IndexSetupError
+from rsitr.index import ArchiveIndex, BuildOptions, IndexSetupError
 from rsitr.models import TINY_MODEL, create_model
 from rsitr.models import factory
 from rsitr.models.checkpoint import CHECKPOINT_FORMAT, CheckpointError
@@ -143,7 +143,8 @@ def test_index_settings_are_checked_before_anything_is_written(tmp_path):
     root = make_archive(tmp_path / "archive", geotiff=False)
     for bad in [{"chip_size": 0}, {"chip_overlap": 128}, {"tile_larger_than": -5}, {"index_type": "fast"}]:
         with pytest.raises(IndexSetupError):
-            ArchiveIndex.build(tmp_path / "index", root, TINY_MODEL, progress=False, **{**CHIP_SETTINGS, **bad})
+            ArchiveIndex.build(tmp_path / "index", root, TINY_MODEL, progress=False,
+                               options=BuildOptions(**{**CHIP_SETTINGS, **bad}))
         assert not (tmp_path / "index").exists()
 
 
@@ -178,7 +179,8 @@ def test_search_refuses_an_image_over_the_pixel_limit_in_one_line(tmp_path, caps
     root = make_archive(tmp_path / "archive", geotiff=False)
     from support.index import tiny_encoder
 
-    ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), progress=False, **CHIP_SETTINGS)[0].close()
+    ArchiveIndex.build(tmp_path / "index", root, encoder=tiny_encoder(), progress=False,
+                       options=BuildOptions(**CHIP_SETTINGS))[0].close()
     noise(1, 300, 200).save(tmp_path / "query.png")
     assert main(["search", str(tmp_path / "index"), "--image", str(tmp_path / "query.png"),
                  "--max-pixels", "50000"]) == 2

@@ -14,7 +14,8 @@ Shards are written atomically in input order, so an interrupted run resumes at t
 manifest must match: same input, settings and model fingerprint). Unreadable images get no row; each shard's
 Parquet metadata lists them (``rsitr.skipped``). Any Parquet reader reads the folder: ``pandas.read_parquet(out)``
 or ``pyarrow.parquet.read_table(out)``; :func:`read_embeddings` also returns the matrices. A later index stage
-(or a distributed encoder replacing this one) only needs these files.
+only needs these files. ``--engine ray`` (:func:`embed_with_ray`) writes the same shards with the same workers on a
+Ray actor pool (:class:`~rsitr.inference.distributors.RayDistributor`), so either engine resumes the other's run.
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ from rsitr.data import DataError, load_corpus
 from rsitr.data.classes import IMAGE_SUFFIXES
 from rsitr.documents import expect_mapping, read_json
 from rsitr.errors import RsitrWarning, UserError
-from rsitr.index.columns import vector_column, vector_matrix
-from rsitr.index.index_encoder import Encoder
-from rsitr.index.pipeline import MANIFEST, SKIPPED_KEY, Distributor, ShardFolder, ShardTask, in_process
-from rsitr.models.encoding import encode_image_files, encode_texts
+from rsitr.inference.columns import vector_column, vector_matrix
+from rsitr.inference.distributors import Distributor, RayDistributor, ShardTask, in_process
+from rsitr.inference.encoder import Encoder
+from rsitr.inference.images import encode_image_files
+from rsitr.inference.shards import MANIFEST, SKIPPED_KEY, ShardFolder
+from rsitr.models.encoding import encode_texts
 from rsitr.models.factory import LoadedModel
 
 FORMAT = "rsitr-embeddings-v1"
@@ -167,7 +170,7 @@ def embed_to_parquet(model: nn.Module, data: EmbedInput, out_dir: str | Path, se
                      distributor: Distributor = in_process) -> EmbedSummary:
     """Encode ``data`` into Parquet shards under ``out_dir``, skipping the shards a previous run finished; the
     shards still missing are written by :class:`ShardEncoder` workers that ``distributor`` runs (here by default;
-    :func:`rsitr.ray_embeddings.embed_with_ray` on Ray)."""
+    :func:`embed_with_ray` on Ray)."""
     if "text" in settings.modalities and data.kind != "captions":
         raise UserError(f"{data.source} has no captions to embed as text; pass a caption file, or embed images only")
     folder = ShardFolder(out_dir)
@@ -199,6 +202,16 @@ def embed_to_parquet(model: nn.Module, data: EmbedInput, out_dir: str | Path, se
     folder.write_manifest({**manifest, "complete": True, "shards": summary.shards, "rows_written": summary.rows,
                            "skipped": summary.skipped, "files": [folder.shard(number).name for number in ranges]})
     return summary
+
+
+def embed_with_ray(model: nn.Module, data: EmbedInput, out_dir: str | Path, settings: EmbedSettings,
+                   model_name: str, pretrained: str | None, batch_size: int = 64, address: str | None = None,
+                   num_cpus: int | None = None, actors: int = 2) -> EmbedSummary:
+    """Encode ``data`` into ``out_dir`` as :func:`embed_to_parquet` does, on Ray."""
+    if "text" in settings.modalities:
+        raise UserError("--engine ray embeds images only; embed captions with the default engine")
+    return embed_to_parquet(model.cpu(), data, Path(out_dir).resolve(), settings, model_name, pretrained, batch_size,
+                            "cpu", progress=False, distributor=RayDistributor(actors, address, num_cpus))
 
 
 def _manifest(encoder: Encoder, data: EmbedInput, settings: EmbedSettings) -> dict:

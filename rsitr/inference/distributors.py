@@ -1,45 +1,66 @@
-"""``rsitr embed --engine ray`` and ``rsitr index --engine ray``: the encode pipeline's shards
-(:mod:`rsitr.index.pipeline`) written by a Ray actor pool. This module is only the distributor: the workers are the
-embedded path's own.
+"""Distributors: what runs the workers that write a shard folder's missing shards (:mod:`.shards`), as
+clip-retrieval's distributors do. A worker is made once per process (it holds the model) and called once per shard,
+so both distributors write the same files:
 
-:class:`RayDistributor` turns the shards still missing into a Ray dataset and maps them with ``map_batches`` onto a
-pool of actors, each holding one worker (one copy of the model, shipped through Ray's object store, so workers need
-the data paths but no model files). A worker encodes its shard with the embedded path's code and writes it
-atomically under the output folder, which must be shared by every node (NFS, or a mounted bucket). So:
+- :data:`in_process` runs one worker here, task after task;
+- :class:`RayDistributor` turns the tasks into a Ray dataset mapped with ``map_batches`` onto a pool of actors, each
+  holding one worker (one copy of the model, shipped through Ray's object store, so workers need the data paths but
+  no model files). A worker writes its shard atomically under the output folder, which every node must share (NFS,
+  or a mounted bucket): a worker dying mid-job loses only the shard it was writing (Ray retries it on another
+  actor), and running the command again writes only the shards still missing. Ray is imported only when a Ray
+  distributor runs (or :func:`check_engine` checks it is there); ``address`` joins a running cluster
+  (``ray start --head`` / ``ray://``), without it a local one is started with ``num_cpus`` CPUs.
 
-- the files are those of the embedded path (names, columns, manifest, vectors): :func:`embed_with_ray` is
-  :func:`rsitr.embeddings.embed_to_parquet` (its :class:`~rsitr.embeddings.ShardEncoder` workers) on Ray;
-- a shard is there completely or not at all: a worker dying mid-job loses only the shard it was writing (Ray
-  retries it on another actor), and running the command again encodes only the shards still missing;
-- the manifest is written first and completed last, as by the embedded path, which can resume a Ray run and
-  vice versa.
-
-``address`` joins a running cluster (``ray start --head`` / ``ray://``); without it a local one is started with
-``num_cpus`` CPUs.
-
-``rsitr index --engine ray`` (:func:`build_index_with_ray`): the indexer plans the files to (re-)encode as for the
-embedded path and hands them to :class:`RayChipEncoder`, the chip shards of :mod:`rsitr.index.chip_shards` written
-by this pool (``<index>/ray_chips/``): the index ingests them file by file in its own order, with the embedded
-path's store calls, so chips, ids and vectors are the embedded path's; a rerun after a crash encodes only the files
-no shard holds, and the shards are deleted once the index is written.
+Used by ``rsitr embed`` (:func:`rsitr.inference.embed.embed_to_parquet`) and the index's chip shards
+(:mod:`rsitr.index.chip_shards`, ``rsitr index --engine ray``).
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-from dataclasses import asdict
-from pathlib import Path
-from typing import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Callable, Protocol, Sequence
 
-from torch import nn
-
-from rsitr.embeddings import EmbedInput, EmbedSettings, EmbedSummary, embed_to_parquet
 from rsitr.errors import MissingExtraError, UserError
-from rsitr.index.archive_index import ArchiveIndex
-from rsitr.index.chip_shards import ShardedChipEncoder
-from rsitr.index.indexer import UpdateReport
-from rsitr.index.pipeline import ShardTask, ShardWorker
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """A shard to write: its number and what it holds, as its worker reads it (JSON: a row range, a file list)."""
+
+    number: int
+    spec: str
+
+
+ShardWorker = Callable[[ShardTask], None]
+"""Encodes and writes one shard; made once per process (or Ray actor), so it holds the model."""
+
+
+class Distributor(Protocol):
+    workers_device: str | None
+    """The device the workers encode on (None: the caller's encoder as it is)."""
+
+    def __call__(self, make_worker: Callable[[], ShardWorker], tasks: Sequence[ShardTask],
+                 done: Callable[[ShardTask], None]) -> None:
+        """Run a worker made by ``make_worker`` over every task (``done`` after each one written)."""
+
+
+class InProcess:
+    """The distributor that runs one worker here, task after task."""
+
+    workers_device: str | None = None
+
+    def __call__(self, make_worker: Callable[[], ShardWorker], tasks: Sequence[ShardTask],
+                 done: Callable[[ShardTask], None]) -> None:
+        if tasks:
+            worker = make_worker()
+            for task in tasks:
+                worker(task)
+                done(task)
+
+
+in_process = InProcess()
 
 
 def import_ray():
@@ -138,35 +159,3 @@ class RayDistributor:
             fn_constructor_kwargs={"make_worker": make_worker}).materialize()
         for task in tasks:
             done(task)
-
-
-def embed_with_ray(model: nn.Module, data: EmbedInput, out_dir: str | Path, settings: EmbedSettings,
-                   model_name: str, pretrained: str | None, batch_size: int = 64, address: str | None = None,
-                   num_cpus: int | None = None, actors: int = 2) -> EmbedSummary:
-    """Encode ``data`` into ``out_dir`` as :func:`rsitr.embeddings.embed_to_parquet` does, on Ray."""
-    if "text" in settings.modalities:
-        raise UserError("--engine ray embeds images only; embed captions with the default engine")
-    return embed_to_parquet(model.cpu(), data, Path(out_dir).resolve(), settings, model_name, pretrained, batch_size,
-                            "cpu", progress=False, distributor=RayDistributor(actors, address, num_cpus))
-
-
-# -- rsitr index --engine ray -------------------------------------------------------------------------------------
-class RayChipEncoder(ShardedChipEncoder):
-    """The indexer's chip encoder on Ray (see the module docstring): one shard per ``files_per_shard`` files."""
-
-    def __init__(self, directory: str | Path, actors: int = 2, files_per_shard: int = 64) -> None:
-        super().__init__(directory, RayDistributor(actors), files_per_shard)
-
-
-def build_index_with_ray(directory: str | Path, images: str | Path, model_name: str | None = None,
-                         pretrained: str | None = None, *, address: str | None = None, num_cpus: int | None = None,
-                         actors: int = 2, files_per_shard: int = 64, **build_arguments
-                         ) -> tuple[ArchiveIndex, UpdateReport]:
-    """:meth:`ArchiveIndex.build` with the chips encoded on Ray (the same index); the shards are deleted once it is
-    written. An unreachable ``address`` is refused before anything is written."""
-    start_ray(address, num_cpus)
-    chip_encoder = RayChipEncoder(directory, actors, files_per_shard)
-    result = ArchiveIndex.build(directory, images, model_name, pretrained, chip_encoder=chip_encoder,
-                                **build_arguments)
-    chip_encoder.clear()
-    return result

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from rsitr.data.augment import ORIENTATION_COUNTS, orient
+from rsitr.inference.views import average_views
 from rsitr.models.onnx_runtime import TOKENIZER_FILE, OnnxTowers, choose_runtime, export_key, find_export
 from rsitr.models.registry import ScoringRecipe
 
@@ -162,12 +163,10 @@ class Encoder:
 
     def encode_images(self, images: Sequence[Image.Image], orientations: int = 1) -> EncodedImages:
         """Unit global embeddings and patch tokens; with ``orientations`` 4 or 8, each global embedding the mean of
-        the image's in its 4 rotations (and their mirrors), as :func:`rsitr.models.encoding.encode_oriented` gives
-        it to evaluation; the tokens stay those of the image as given."""
-        global_, tokens = self.towers.encode_images(images)
-        global_ = _normalize(global_)
-        for view in ORIENTATION_COUNTS[orientations][1:]:
-            global_ = global_ + _normalize(self.towers.encode_images([orient(image, view) for image in images])[0])
+        the image's in its 4 rotations (and their mirrors) (:func:`~rsitr.inference.views.average_views`, as
+        evaluation averages them); the tokens stay those of the image as given."""
+        global_, tokens = average_views(self.towers.encode_images, images, ORIENTATION_COUNTS[orientations],
+                                        lambda batch, view: [orient(image, view) for image in batch], _normalize)
         return EncodedImages(_normalize(global_).astype(np.float32), _normalize(tokens).astype(np.float32))
 
     def encode_text(self, text: str) -> EncodedText:
