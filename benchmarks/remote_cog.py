@@ -99,7 +99,7 @@ def main() -> None:
             indexed = server.served.get("scene.tif", 0)
             print(f"over HTTP: {remote['result']} in {remote['seconds']:.0f} s, peak {remote['peak_mib']:.0f} "
                   f"MiB; served {indexed / 2**20:.1f} MiB = {indexed / size:.3f} x the file")
-            from rsitr.index import ArchiveIndex, BuildOptions
+            from rsitr.index import ArchiveIndex
             from rsitr.inference.encoder import Encoder
             from rsitr.models import TINY_MODEL, create_model
 

@@ -33,7 +33,7 @@ def test_the_default_is_a_shipped_tag() -> None:
 
 
 def test_index_without_a_model_flag_records_the_default(default_index: Path) -> None:
-    from rsitr.index import ArchiveIndex, BuildOptions
+    from rsitr.index import ArchiveIndex
 
     index = ArchiveIndex.open(default_index)
     info = index.info()

@@ -321,7 +321,8 @@ def test_three_single_band_assets_are_stacked_as_red_green_blue(tmp_path, served
 
     served_before = dict(server.served)
     index, report = ArchiveIndex.build(tmp_path / "index", tmp_path / "bands.json", encoder=tiny_encoder(),
-                                       progress=False, scale="range 0 3000", asset="red,green,blue", **TILES)
+                                       progress=False,
+                                       options=BuildOptions(scale="range 0 3000", asset="red,green,blue", **TILES))
     [(path, error)] = report.failures
     assert path == "T7" and "\n" not in error and "not on one grid" in error and "T7_B04.tif 512 x 512" in error
     for name in ("B04", "B03", "B02"):
@@ -401,7 +402,7 @@ def test_stac_statistics_give_the_same_reflectance_the_same_rgb_in_every_scene(t
     assert archive.files["cloudy"].ranges == tuple(zip(low, high))
 
     index, report = ArchiveIndex.build(tmp_path / "index", listing, encoder=tiny_encoder(), progress=False,
-                                       asset="bands", **TILES)
+                                       options=BuildOptions(asset="bands", **TILES))
     assert report.failures == [] and index.info()["settings"]["scale"] == "statistics"
     assert index.info()["settings"]["bands"] is None
     window = Window(192, 0, 224, 224)  # a field the cloud does not reach
@@ -424,7 +425,9 @@ def test_stac_statistics_give_the_same_reflectance_the_same_rgb_in_every_scene(t
 
     for bands, shown in (("B08,B04,B03", [3, 2, 1]), ("nir,red,green", [3, 2, 1]), ("red,green,blue", [2, 1, 0])):
         other, report = ArchiveIndex.build(tmp_path / f"index-{bands}", listing, encoder=tiny_encoder(),
-                                           progress=False, asset="bands", bands=bands, scale="statistics", **TILES)
+                                           progress=False,
+                                           options=BuildOptions(asset="bands", bands=bands, scale="statistics",
+                                                                **TILES))
         assert report.failures == [] and other.info()["settings"]["bands"] == bands
         chip = next(c for c in other.store.chips(other.store.chips_of("cloudy")).values() if c.window == window)
         image = np.asarray(other.chip_image(chip)).transpose(2, 0, 1).astype(np.float64)
