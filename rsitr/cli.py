@@ -277,9 +277,10 @@ def native_stderr_quiet() -> Iterator[None]:
 
 
 FLAG_OF_PARAMETER = {"k": "--top-k", "find_all": "--all", "output_dir": "--out", "model_name": "--model",
-                     "images_root": "--images", "directory": "--out"}
+                     "images_root": "--images", "directory": "--out", "out_dir": "--out"}
 """Library parameters whose flag is not their name with ``--`` and hyphens (docs/ARCHITECTURE.md's Vocabulary;
-``directory``: the index folder ``ArchiveIndex.build`` writes, ``rsitr index --out``)."""
+``directory``: the index folder ``ArchiveIndex.build`` writes, ``rsitr index --out``; ``out_dir``: the shard folder
+``embed_to_parquet`` writes, ``rsitr embed --out``)."""
 
 _NAMED = re.compile(r"`(\w+)(?:=([^`]*))?`")
 

@@ -51,8 +51,8 @@ class HostCheck:
         if scope["type"] in ("http", "websocket") and "*" not in self.allowed:
             host = host_name(Headers(scope=scope).get("host", ""))
             if host not in self.allowed:
-                detail = (f"this server does not answer to host {host[:100]!r}; start `rsitr serve` with "
-                          f"--allowed-host NAME to allow a name")
+                detail = (f"this server does not answer to host {host[:100]!r}; start it with "
+                          f"`rsitr serve --allowed-host NAME` to allow a name")
                 return await problem(400, detail)(scope, receive, send)
         await self.app(scope, receive, send)
 

@@ -33,12 +33,12 @@ class Published:
         return {name: float(metrics[name]) for name in METRIC_NAMES}
 
 
-def load_published(path: str | Path) -> Published:
+def load_published(published: str | Path) -> Published:
     """Read a published-results YAML file (see ``configs/paper/published_results.yaml``)."""
-    path = Path(path)
+    path = Path(published)
     if not path.is_file():
-        raise UserError(f"published results file {path} does not exist; pass --published or create it "
-                        f"(see configs/paper/published_results.yaml)")
+        raise UserError(f"published results file {path} does not exist; pass `published` or create it "
+                        f"(see configs/paper/published_results.yaml)", parameters=("published",))
     try:
         raw = OmegaConf.to_container(OmegaConf.load(path))
         return Published(source=str(raw.get("source", "")), results=dict(raw.get("results") or {}))

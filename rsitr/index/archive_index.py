@@ -65,7 +65,7 @@ def _writing(directory: Path) -> Iterator[None]:
         lock.acquire(blocking=False)
     except Timeout:
         raise IndexSetupError(f"another rsitr index is writing {directory}; wait until it ends, or pass another "
-                              f"--out") from None
+                              f"`directory`", parameters=("directory",)) from None
     try:
         yield
     finally:
@@ -159,7 +159,8 @@ class ArchiveIndex:
             raise IndexSetupError(f"image folder {images} does not exist or is not a directory (or a listing of "
                                   f"remote rasters)")
         if directory.exists() and not directory.is_dir():
-            raise IndexSetupError(f"{directory} is a file, not an index folder; pass another --out")
+            raise IndexSetupError(f"{directory} is a file, not an index folder; pass another `directory`",
+                                  parameters=("directory",))
         options = options or BuildOptions()
         new_settings, requested = options.settings(), options.requested()
         existing = (directory / DATABASE_NAME).is_file() and not rebuild

@@ -83,28 +83,30 @@ class IndexSettings:
 
     def __post_init__(self) -> None:
         if self.max_pixels < 1 or self.max_chips_per_file < 1:
-            raise IndexSetupError(f"--max-pixels and --max-chips-per-file must be at least 1, got {self.max_pixels} "
-                                  f"and {self.max_chips_per_file}")
+            raise IndexSetupError(f"`max_pixels` and `max_chips_per_file` must be at least 1, got {self.max_pixels} "
+                                  f"and {self.max_chips_per_file}", parameters=("max_pixels", "max_chips_per_file"))
         if self.chip_size < 1 or self.tile_larger_than < 1:
-            raise IndexSetupError(f"--chip-size and --tile-larger-than must be at least 1 pixel, got "
-                                  f"{self.chip_size} and {self.tile_larger_than}")
+            raise IndexSetupError(f"`chip_size` and `tile_larger_than` must be at least 1 pixel, got "
+                                  f"{self.chip_size} and {self.tile_larger_than}",
+                                  parameters=("chip_size", "tile_larger_than"))
         if not 0 <= self.chip_overlap < self.chip_size:
-            raise IndexSetupError(f"--chip-overlap must be at least 0 and less than --chip-size ({self.chip_size}), "
-                                  f"got {self.chip_overlap}")
+            raise IndexSetupError(f"`chip_overlap` must be at least 0 and less than `chip_size` ({self.chip_size}), "
+                                  f"got {self.chip_overlap}", parameters=("chip_overlap", "chip_size"))
         if self.backend not in BACKENDS:
             raise IndexSetupError(f"unknown vector backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
         if self.index_type not in vector_index.INDEX_CHOICES:
             raise IndexSetupError(f"unknown index type {self.index_type!r}; choose one of "
                                   f"{', '.join(vector_index.INDEX_CHOICES)}")
         if self.orientations not in ORIENTATION_COUNTS:
-            raise IndexSetupError(f"--orientations is one of {', '.join(map(str, ORIENTATION_COUNTS))}, got "
-                                  f"{self.orientations}")
+            raise IndexSetupError(f"`orientations` is one of {', '.join(map(str, ORIENTATION_COUNTS))}, got "
+                                  f"{self.orientations}", parameters=("orientations",))
         if not 0.0 <= self.max_nodata <= 1.0:
-            raise IndexSetupError(f"--max-nodata is a fraction from 0 to 1, got {self.max_nodata}")
+            raise IndexSetupError(f"`max_nodata` is a fraction from 0 to 1, got {self.max_nodata}",
+                                  parameters=("max_nodata",))
         try:
             rendering = Rendering.parse(self.bands, self.scale)
         except UserError as err:
-            raise IndexSetupError(f"--bands / --scale: {err}") from None
+            raise IndexSetupError(f"`bands` / `scale`: {err}", parameters=("bands", "scale")) from None
         # The written forms are recorded canonical, so that an update naming the same choice matches the record.
         object.__setattr__(self, "bands", None if rendering.bands is None else ",".join(rendering.bands))
         object.__setattr__(self, "scale", rendering.written_scale)

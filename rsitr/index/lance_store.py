@@ -39,7 +39,8 @@ def import_lancedb():
     try:
         import lancedb
     except ImportError:
-        raise MissingExtraError("--backend lancedb needs the lancedb package: pip install 'rsitr[lancedb]'") from None
+        raise MissingExtraError("`backend='lancedb'` needs the lancedb package: pip install 'rsitr[lancedb]'",
+                                parameters=("backend",)) from None
     return lancedb
 
 

@@ -130,7 +130,8 @@ def _stac_files(path: Path, asset: str | None, bands: str | None) -> dict[str, R
         raise ListingError(f"{path} is no STAC catalog, collection, item or item collection pystac reads "
                            f"({type(err).__name__}: {err})") from None
     if asset is None:
-        raise ListingError(f"{path} is a STAC listing: name the asset to index, e.g. --asset visual")
+        raise ListingError(f"{path} is a STAC listing: name the asset to index, e.g. `asset='visual'`",
+                           parameters=("asset",))
     keys = [key.strip() for key in asset.split(",")]
     if len(keys) not in (1, 3) or not all(keys):
         raise ListingError(f"name one asset (e.g. visual) or three single-band assets to stack as red, green, blue "
@@ -170,8 +171,8 @@ def _check_bands(item_id: str, keys: list[str], bands: str, names: tuple[tuple[s
     """:class:`ListingError` for a ``--bands`` name (or index) the asset's ``eo:bands`` do not have."""
     for band in bands.split(","):
         if eo_band(band, names) is None:
-            raise ListingError(f"--bands {band.strip()!r}: no such band in STAC item {item_id!r}'s asset "
-                               f"{','.join(keys)!r}; its eo:bands: {eo_listing(names)}")
+            raise ListingError(f"`bands` {band.strip()!r}: no such band in STAC item {item_id!r}'s asset "
+                               f"{','.join(keys)!r}; its eo:bands: {eo_listing(names)}", parameters=("bands",))
 
 
 def _names(asset) -> tuple[tuple[str, ...], ...] | None:
@@ -212,8 +213,9 @@ def new_index_scale(archive: Archive, scale: str | None) -> str:
         return "statistics" if files and not lacking else "percentile"
     if scale == "statistics" and (lacking or not files):
         where = f"STAC item {lacking[0]!r}'s asset" if lacking else "a folder or a list of URLs"
-        raise ListingError(f"--scale statistics scales by STAC raster:bands statistics, and {where} gives none for "
-                           f"every band (minimum and maximum, or mean and stddev); use --scale range LOW HIGH")
+        raise ListingError(f"`scale='statistics'` scales by STAC raster:bands statistics, and {where} gives none "
+                           f"for every band (minimum and maximum, or mean and stddev); use `scale='range LOW HIGH'`",
+                           parameters=("scale",))
     return scale
 
 

@@ -67,7 +67,7 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise MissingExtraError("--engine ray needs the ray package: pip install 'rsitr[ray]'") from None
+        raise MissingExtraError("running on Ray needs the ray package: pip install 'rsitr[ray]'") from None
     return ray
 
 
@@ -93,7 +93,7 @@ def start_ray(address: str | None, num_cpus: int | None):
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as err:
         raise UnreachableClusterError(f"cannot join the Ray cluster at {address or 'a new local cluster'} "
                                       f"({str(err).splitlines()[0][:200]}); start it with `ray start --head` or "
-                                      f"leave out --address for a local one") from None
+                                      f"leave out `address` for a local one", parameters=("address",)) from None
     _quiet_ray_data(quiet["logging_level"])
     return ray
 
@@ -123,7 +123,8 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
     except (OSError, ValueError) as err:
         raise UnreachableClusterError(f"cannot reach the Ray cluster at {address} ({err or 'no port'}); start it "
-                                      f"with `ray start --head`, or leave out --address for a local one") from None
+                                      f"with `ray start --head`, or leave out `address` for a local one",
+                                      parameters=("address",)) from None
 
 
 class _ShardActor:

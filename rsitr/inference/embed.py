@@ -116,7 +116,7 @@ def read_embed_input(source: str | Path, images_root: str | Path | None = None,
     is_captions = source.is_file() and source.suffix.lower() in CAPTION_SUFFIXES
     if split is not None and not is_captions:
         raise DataError("is no caption file, so it has no splits", path=source,
-                        fix="leave out --split, or pass a caption file (.json / .csv)")
+                        fix="leave out `split`, or pass a caption file (.json / .csv)", parameters=("split",))
     if source.is_dir():
         root = source
         paths = sorted((path for path in source.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()),
@@ -130,14 +130,15 @@ def read_embed_input(source: str | Path, images_root: str | Path | None = None,
     if is_captions:
         if images_root is None:
             raise DataError("is a caption file, so its image folder is needed", path=source,
-                            fix="pass the folder the caption file's image names are relative to (--images)")
+                            fix="pass the folder the caption file's image names are relative to (`images_root`)",
+                            parameters=("images_root",))
         root = Path(images_root)
         corpus = load_corpus(source, root, split=split)
         if split is not None:
             corpus = corpus.split(split)
             if not corpus.images:
                 raise DataError(f"has no images in split {split!r}", path=source,
-                                fix="pick another --split (`rsitr data inspect` lists the splits)")
+                                fix="pick another `split` (`rsitr data inspect` lists the splits)", parameters=("split",))
         return EmbedInput(source, root, "captions",
                           [EmbedItem(record.path, _relative(record.path, root), caption)
                            for record in corpus.images for caption in record.captions])
@@ -160,7 +161,8 @@ def _image_list(source: Path, root: Path) -> EmbedInput:
     missing = [path for path in paths if not path.is_file()]
     if missing:
         raise DataError(f"{len(missing)} listed image(s) not found (first: {missing[0]})", path=source,
-                        fix=f"paths are relative to {root}; pass --images for another root, or fix the list")
+                        fix=f"paths are relative to {root}; pass another `images_root`, or fix the list",
+                        parameters=("images_root",))
     return EmbedInput(source, root, "list", [EmbedItem(path, _relative(path, root)) for path in paths])
 
 
@@ -184,7 +186,7 @@ def embed_to_parquet(model: nn.Module, data: EmbedInput, out_dir: str | Path, se
     if strays:
         raise UserError(f"{folder.path} holds {len(strays)} Parquet file(s) this run does not write (first: "
                         f"{strays[0].name}, a copy or another run's shard): a reader of the folder would read their "
-                        f"rows too; move them away or pass another --out folder")
+                        f"rows too; move them away or pass another `out_dir`", parameters=("out_dir",))
     folder.write_manifest(manifest)
     missing = [ShardTask(number, json.dumps(rows)) for number, rows in ranges.items()
                if not folder.shard(number).is_file()]
@@ -209,7 +211,7 @@ def embed_with_ray(model: nn.Module, data: EmbedInput, out_dir: str | Path, sett
                    num_cpus: int | None = None, actors: int = 2) -> EmbedSummary:
     """Encode ``data`` into ``out_dir`` as :func:`embed_to_parquet` does, on Ray."""
     if "text" in settings.modalities:
-        raise UserError("--engine ray embeds images only; embed captions with the default engine")
+        raise UserError("Ray embeds images only; embed captions on the default engine (without Ray)")
     return embed_to_parquet(model.cpu(), data, Path(out_dir).resolve(), settings, model_name, pretrained, batch_size,
                             "cpu", progress=False, distributor=RayDistributor(actors, address, num_cpus))
 
@@ -288,7 +290,7 @@ def _shard_info(path: Path, start: int, stop: int) -> dict:
     if len(ids) and (ids[0] < start or ids[-1] >= stop or np.any(np.diff(ids) <= 0)):
         raise UserError(f"{path} holds rows {int(ids.min())}-{int(ids.max())}, not of rows {start}-{stop - 1} of "
                         f"this input: it is another run's shard; delete it (the same command encodes it anew) or "
-                        f"pass another --out folder")
+                        f"pass another `out_dir`", parameters=("out_dir",))
     return {"rows": len(ids), "skipped": skipped}
 
 

@@ -46,7 +46,7 @@ class ShardFolder:
         otherwise refuse with a :class:`UserError` naming the difference, or with ``restart`` delete them."""
         path = self.path / MANIFEST
         if not path.is_file():
-            problem = f"{self.path} holds Parquet shards but no {MANIFEST}; pass an empty or new --out folder" \
+            problem = f"{self.path} holds Parquet shards but no {MANIFEST}; pass an empty or new `out_dir`" \
                 if self.shards() else None
         else:
             try:
@@ -56,17 +56,17 @@ class ShardFolder:
             except (ValueError, KeyError, TypeError, AttributeError) as err:  # DocumentError, not a manifest
                 old, same_model = None, False
                 problem = (f"{path} is no manifest rsitr can read ({type(err).__name__}: {str(err)[:160]}); pass "
-                           f"another --out folder, or delete {self.path} to start over")
+                           f"another `out_dir`, or delete {self.path} to start over")
             if old is not None:
                 changed = [key for key in compared if old.get(key) != manifest[key]]
                 if not same_model:
                     changed.append("model (fingerprint)")
-                problem = (f"{self.path} holds embeddings made with other {', '.join(changed)}; pass another --out "
-                           f"folder, or delete it to start over (the same command resumes an interrupted run)"
+                problem = (f"{self.path} holds embeddings made with other {', '.join(changed)}; pass another "
+                           f"`out_dir`, or delete it to start over (the same command resumes an interrupted run)"
                            ) if changed else None
         if problem is not None:
             if not restart:
-                raise UserError(problem)
+                raise UserError(problem, parameters=("out_dir",))
             self.clear()
 
     def write_manifest(self, manifest: dict) -> None:

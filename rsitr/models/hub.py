@@ -137,7 +137,7 @@ class HubFile:
             raise UserError(f"pretrained tag {tag!r} ({self}, {self.size_mb:.0f} MB) is not in the Hugging Face "
                             f"cache and {reason}; on a connected machine run `rsitr models --download {tag}`, then "
                             f"copy its cache ({constants.HF_HUB_CACHE}) here, or pass the downloaded file as "
-                            f"--pretrained FILE")
+                            f"`pretrained`", parameters=("pretrained",))
 
     def __str__(self) -> str:
         return f"{self.repo}/{self.filename}@{self.revision}"

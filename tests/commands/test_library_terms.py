@@ -57,3 +57,25 @@ def test_warnings_name_their_flag_on_the_command_line(tmp_path: Path) -> None:
     with pytest.warns(RsitrWarning) as said:
         load_corpus(tmp_path / "c.csv", tmp_path)
     assert "`strict=True`" in str(said[0].message) and in_flags(said[0].message).endswith("with --strict")
+
+
+def test_an_index_scale_error_says_scale_in_the_library_and_the_flag_on_the_command_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`scale='statistics'` asked of a plain folder (no STAC statistics): the library names the argument and its
+    value, the command line the flag (the line ``rsitr index --scale statistics`` printed before the conversion)."""
+    from rsitr.index.sources import ListingError, new_index_scale, open_archive
+    from rsitr.models import TINY_MODEL
+
+    with pytest.raises(ListingError) as raised:
+        new_index_scale(open_archive(tmp_path), "statistics")
+    assert raised.value.parameters == ("scale",) and "--" not in str(raised.value)
+    assert str(raised.value).startswith("`scale='statistics'` scales by STAC raster:bands statistics, and a folder")
+    assert str(raised.value).endswith("use `scale='range LOW HIGH'`")
+    assert in_flags(raised.value).startswith("--scale statistics scales by STAC raster:bands statistics")
+    assert in_flags(raised.value).endswith("use --scale range LOW HIGH")
+    (tmp_path / "images").mkdir()
+    out = tmp_path / "index"
+    code = main(["index", str(tmp_path / "images"), "--scale", "statistics", "--out", str(out), "--model", TINY_MODEL])
+    assert_user_error(code, capsys.readouterr().err, "index", "--scale statistics scales by STAC raster:bands",
+                      "use --scale range LOW HIGH")
+    assert not out.exists()

@@ -342,6 +342,6 @@ def test_build_options_are_one_checked_value_of_what_build_is_asked_for():
     with pytest.raises(dataclasses.FrozenInstanceError):
         options.chip_size = 64  # type: ignore[misc]
     for bad, message in (({"batch_size": 0}, "batch size must be at least 1"),
-                         ({"chip_overlap": 300}, "--chip-overlap must be"), ({"max_nodata": 2.0}, "--max-nodata")):
+                         ({"chip_overlap": 300}, "`chip_overlap` must be"), ({"max_nodata": 2.0}, "`max_nodata`")):
         with pytest.raises(IndexSetupError, match=message):
             BuildOptions(**bad)

@@ -76,7 +76,7 @@ def test_a_band_the_file_lacks_is_refused_naming_its_bands(tmp_path):
 @pytest.mark.parametrize("settings, fragment", [
     ({"bands": "1,2"}, "1 band (shown as grey) or 3 bands"), ({"bands": "0,1,2"}, "start at 1"),
     ({"scale": "range 3000 0"}, "LOW < HIGH"), ({"scale": "minmax"}, "'percentile', 'statistics' or 'range LOW HIGH'"),
-    ({"scale": "range a b"}, "two numbers"), ({"max_nodata": 1.5}, "--max-nodata"),
+    ({"scale": "range a b"}, "two numbers"), ({"max_nodata": 1.5}, "`max_nodata`"),
 ])
 def test_malformed_choices_are_refused(settings, fragment):
     with pytest.raises(IndexSetupError) as refused:
