@@ -232,7 +232,7 @@ def test_stac_item_collections_and_catalogs_are_read_by_pystac(tmp_path, served)
     index.close()
     with pytest.raises(ListingError, match=r"no asset 'B04'; its assets: visual"):
         open_archive(search, "B04")
-    with pytest.raises(ListingError, match="--asset visual"):
+    with pytest.raises(ListingError, match="`asset='visual'`"):
         open_archive(search)
 
 

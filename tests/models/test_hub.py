@@ -167,7 +167,7 @@ def test_with_the_hub_down_every_command_ends_in_one_line_without_retrying(comma
     hub.stop()
     monkeypatch.setattr(time, "sleep", lambda seconds: pytest.fail("a retry waited"))
     images = str(tmp_path)
-    required = {"eval": ["--data", images, "--images", images], "index": ["--images", images, "--out", images + "/i"],
+    required = {"eval": ["--data", images, "--images", images], "index": [images, "--out", images + "/i"],
                 "classify": [images], "embed": [images, "--out", images + "/e"]}[command]
     assert main([command, *required, "--pretrained", TAG]) == 2
     err = capsys.readouterr().err.strip()
