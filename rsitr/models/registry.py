@@ -17,7 +17,7 @@ tags, ``list_pretrained(hub=True)`` the hub tags; everything else takes either.
 
 :data:`DEFAULT_PRETRAINED` is the one default model: :func:`rsitr.models.create_model` without a model or tag, and
 every command that encodes when given neither ``--model`` nor ``--pretrained``, use it. rsitr's own model configs
-(``configs/*.json``) join OpenCLIP's when :func:`register_model_configs` is called (by whatever builds or lists
+(``model_configs/*.json``) join OpenCLIP's when :func:`register_model_configs` is called (by whatever builds or lists
 models), not as a side effect of an import.
 
 Importing this module imports no torch: the command line lists and checks tags with it.
@@ -42,7 +42,7 @@ REGISTRY = WEIGHTS_DIR / "pretrained.json"
 HUB_REGISTRY = WEIGHTS_DIR / "hub.json"
 """The hub tags: where each one's weights lie on the Hugging Face hub, its architecture, licence and published
 figures."""
-CONFIGS_DIR = Path(__file__).parent / "configs"
+CONFIGS_DIR = Path(__file__).parent / "model_configs"
 DEFAULT_PRETRAINED = "rsitr-minilm-lite0-rsicd-ucm-views4"
 """The shipped tag used when no model is named (no ``--model`` nor ``--pretrained``; ``create_model()``)."""
 RETIRED_TAGS = {
@@ -260,7 +260,7 @@ device, precision or output folder: those are the machine's and the user's."""
 
 
 def rsitr_model_configs() -> list[str]:
-    """rsitr's own model config names (``configs/*.json``), read without importing open_clip."""
+    """rsitr's own model config names (``model_configs/*.json``), read without importing open_clip."""
     return sorted(path.stem for path in CONFIGS_DIR.glob("*.json"))
 
 
