@@ -14,7 +14,6 @@ A raster's invalid pixels (its nodata value, its mask or its alpha band, as GDAL
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import re
@@ -29,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from rsitr.errors import RsitrWarning, UserError
+from rsitr.models.hub import file_sha256
 from rsitr.paths import NotARegularFileError, regular_file
 from rsitr.index.tiling import Window, strip_order
 
@@ -495,7 +495,7 @@ class LocalArchive:
         return resolve_in_root(self.root, path)
 
     def digest(self, path: str) -> str:
-        return content_hash(self.source(path))
+        return file_sha256(self.source(path))
 
     def stat(self, path: str) -> tuple[int, int] | None:
         try:
@@ -568,11 +568,6 @@ def scan_archive(root: Path) -> list[ArchiveFile]:
                 continue
             found.append(ArchiveFile(relative, stat.st_size, stat.st_mtime_ns))
     return sorted(found, key=lambda f: f.path)
-
-
-def content_hash(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 class Scene(Protocol):

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from rsitr.errors import UserError
-from rsitr.index.archive import content_hash
+from rsitr.models.hub import file_sha256
 from rsitr.inference.encoder import Encoder, Fingerprint
 from rsitr.index.indexer import LEGACY_SETTINGS, IndexSettings, IndexSetupError
 from rsitr.index.store import MetadataStore
@@ -32,7 +32,7 @@ def checkpoint_record(pretrained: str | None, directory: Path) -> dict:
     if not pretrained or not Path(pretrained).is_file():
         return {"pretrained": pretrained, "pretrained_sha256": None}
     relative = os.path.relpath(Path(pretrained).resolve(), directory.resolve())
-    return {"pretrained": Path(relative).as_posix(), "pretrained_sha256": content_hash(Path(pretrained))}
+    return {"pretrained": Path(relative).as_posix(), "pretrained_sha256": file_sha256(Path(pretrained))}
 
 
 def recorded_checkpoint(store: MetadataStore, directory: Path, override: str | Path | None) -> str | None:
@@ -65,7 +65,7 @@ def _the_recorded(checkpoint: Path, digest: str, directory: Path) -> str:
     whether it lies at the recorded path (a file replaced there) or where ``--checkpoint`` says; a FIFO or a
     folder there is refused before it is read."""
     regular_file(checkpoint, "checkpoint")
-    if content_hash(checkpoint) != digest:
+    if file_sha256(checkpoint) != digest:
         raise IndexSetupError(f"{checkpoint} is not the checkpoint index {directory} was built with (SHA-256 "
                               f"differs from the recorded {digest[:12]}); pass the checkpoint of that run")
     return str(checkpoint.resolve())

@@ -543,7 +543,7 @@ def test_a_model_file_that_asks_to_run_code_is_refused_in_one_line(built, tmp_pa
     (``model.pt``, its SHA-256 matching) is such a file."""
     import torch
 
-    from rsitr.index.archive import content_hash
+    from rsitr.models.hub import file_sha256
     from rsitr.index.store import MetadataStore
 
     root, out = built
@@ -553,7 +553,7 @@ def test_a_model_file_that_asks_to_run_code_is_refused_in_one_line(built, tmp_pa
         (tmp_path / "classes" / name).mkdir(parents=True)
         noise(len(name), 32, 32).save(tmp_path / "classes" / name / "a.png")
     store = MetadataStore(out)
-    store.set_meta(pretrained="model.pt", pretrained_sha256=content_hash(model))
+    store.set_meta(pretrained="model.pt", pretrained_sha256=file_sha256(model))
     store.close()
     argv = {"index": index_argv(root, tmp_path / "other", "--pretrained", str(model)),
             "classify": ["classify", str(tmp_path / "classes"), "--pretrained", str(model)],
