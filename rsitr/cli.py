@@ -23,7 +23,6 @@ import difflib
 import importlib
 import logging
 import os
-import re
 import sqlite3
 import sys
 import warnings
@@ -34,7 +33,7 @@ from rsitr import __version__, deprecations
 from rsitr.deprecations import Deprecation
 from rsitr.errors import RsitrWarning, UserError
 from rsitr.models import DEFAULT_PRETRAINED
-from rsitr.terminal import printable
+from rsitr.terminal import in_flags, printable
 
 COMMANDS = ("demo", "eval", "train", "reproduce", "data", "index", "search", "serve", "classify", "embed", "models")
 EXIT_USER_ERROR = 2
@@ -274,33 +273,6 @@ def native_stderr_quiet() -> Iterator[None]:
         os.dup2(terminal_fd, 2)
         sys.stderr = python_stderr
         terminal.close()
-
-
-FLAG_OF_PARAMETER = {"k": "--top-k", "find_all": "--all", "output_dir": "--out", "model_name": "--model",
-                     "images_root": "--images", "directory": "--out", "out_dir": "--out"}
-"""Library parameters whose flag is not their name with ``--`` and hyphens (docs/ARCHITECTURE.md's Vocabulary;
-``directory``: the index folder ``ArchiveIndex.build`` writes, ``rsitr index --out``; ``out_dir``: the shard folder
-``embed_to_parquet`` writes, ``rsitr embed --out``)."""
-
-_NAMED = re.compile(r"`(\w+)(?:=([^`]*))?`")
-
-
-def in_flags(message: object) -> str:
-    """An error's or warning's text as the command line says it: each argument it names in backticks (one of its
-    ``parameters``: :mod:`rsitr.errors`) becomes its flag, ```runtime='onnx'``` becomes ``--runtime onnx`` and
-    ```strict=True``` ``--strict``."""
-    parameters = getattr(message, "parameters", ())
-
-    def flag(match: re.Match) -> str:
-        name, value = match.groups()
-        if name not in parameters:
-            return match.group(0)
-        spelled = FLAG_OF_PARAMETER.get(name, "--" + name.replace("_", "-"))
-        if value is None or value == "True":
-            return spelled
-        return f"{spelled} {value.strip(chr(39) + chr(34))}"
-
-    return _NAMED.sub(flag, str(message))
 
 
 def warning_lines(command: str, verbose: bool) -> Callable[..., None]:

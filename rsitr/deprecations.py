@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from rsitr.errors import RsitrWarning
 
@@ -79,10 +79,10 @@ def warn(entry: Deprecation, stacklevel: int = 3) -> None:
     warnings.warn(entry.message, RsitrWarning, stacklevel=stacklevel)
 
 
-def renamed(where: str, old: str, old_value: T | None, new_value: T | None) -> T | None:
+def renamed(where: str, old: str, old_value: object, new_value: T) -> T:
     """The value of a renamed keyword parameter: ``new_value``, or ``old_value`` given under the old name, which warns
     once per process (a server does not repeat it per request). Both given is a ``TypeError``, as Python's own for a
-    repeated argument."""
+    repeated argument. The value has the new parameter's type (the old spelling takes what the new one takes)."""
     if old_value is None:
         return new_value
     entry = deprecation(where, old)
@@ -91,4 +91,4 @@ def renamed(where: str, old: str, old_value: T | None, new_value: T | None) -> T
     if entry not in _warned:
         _warned.add(entry)
         warn(entry, stacklevel=4)
-    return old_value
+    return cast(T, old_value)

@@ -13,7 +13,7 @@ Progress (bars, "indexed N files") is no warning: commands print it.
 Errors and warnings speak the library's terms: a message names an argument in backticks, as Python code spells it
 (```threads` must be at least 1``, ```runtime='onnx'`: ...``), and lists those arguments in ``parameters``. The
 command line rewrites each listed one into its flag (``--threads``, ``--runtime onnx``) in one place
-(:func:`rsitr.cli.in_flags`), so no library message names a flag.
+(:func:`rsitr.terminal.in_flags`), so no library message names a flag.
 """
 
 from __future__ import annotations

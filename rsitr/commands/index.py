@@ -28,6 +28,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from rsitr.commands import fraction, non_negative_int, positive_int
 from rsitr.commands.options import (add_batch_size_argument, add_engine_arguments, add_inference_arguments,
@@ -35,7 +36,7 @@ from rsitr.commands.options import (add_batch_size_argument, add_engine_argument
                                     check_readable)
 from rsitr.errors import UserError
 from rsitr.models.pretrained import check_model_arguments
-from rsitr.terminal import printable
+from rsitr.terminal import in_flags, printable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -149,9 +150,13 @@ def _print_summary(out: str, files: int, chips: int, *, new: int = 0, changed: i
           f"{removed}, unchanged {unchanged}{f', retried {retried}' if retried else ''}; {encoded} chips encoded"
           f"{f', {nodata} left out as nodata' if nodata else ''})")
     if failures:
+        from rsitr.index.indexer import BuildOptions  # loaded by the run that found them
+
+        # a stored failure names the index's settings as the library does (`max_pixels`); here they are flags
+        settings = [field.name for field in dataclasses.fields(BuildOptions)]
         print(f"skipped {len(failures)} unreadable image(s):")
         for path, error in failures:
-            print(f"  {printable(path)}: {printable(error)}")
+            print(f"  {printable(path)}: {printable(in_flags(error, settings))}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -269,7 +269,7 @@ def check_pixels(name: str, width: int, height: int, max_pixels: int | None) -> 
     """Raise :class:`ImageTooLargeError` when ``width x height`` exceeds ``max_pixels`` (None: no limit)."""
     if max_pixels is not None and width * height > max_pixels:
         raise ImageTooLargeError(f"{name} is {width} x {height} = {width * height:,} pixels, over the limit of "
-                                 f"{max_pixels:,} pixels (--max-pixels)")
+                                 f"{max_pixels:,} pixels (`max_pixels`)", parameters=("max_pixels",))
 
 
 def decode_budget(max_pixels: int | None) -> int:
@@ -284,13 +284,14 @@ def check_block(name: str, kind: str, width: int, height: int, samples: int, bit
     one at once, whatever the image's own size (a 100-byte TIFF can declare a 32,768 x 32,768 tile)."""
     size = width * height * samples * -(-bits // 8)
     if size > decode_budget(max_pixels):
-        # Only a caller that passes max_pixels takes it from a --max-pixels flag (search, serve); the indexer's
-        # --max-pixels limits whole scenes, which it reads a window at a time, so its blocks get the default.
-        source = "--max-pixels" if max_pixels is not None else f"{DEFAULT_MAX_QUERY_PIXELS:,} pixels"
+        # Only a caller that passes max_pixels takes it from its user (search, serve); the indexer's max_pixels
+        # limits whole scenes, which it reads a window at a time, so its blocks get the default.
+        source = "`max_pixels`" if max_pixels is not None else f"{DEFAULT_MAX_QUERY_PIXELS:,} pixels"
         raise ImageTooLargeError(f"{name} declares a {width} x {height} {kind} of {samples} band(s) at {bits} bits "
                                  f"({size:,} bytes to decode at once), over the decoding limit of "
                                  f"{decode_budget(max_pixels):,} bytes ({source} x {DECODE_BYTES_PER_PIXEL}); "
-                                 f"re-tile it, e.g. `gdal_translate -co TILED=YES`")
+                                 f"re-tile it, e.g. `gdal_translate -co TILED=YES`",
+                                 parameters=("max_pixels",) if max_pixels is not None else ())
 
 
 def _check_pil_decoder(name: str, image: Image.Image, max_pixels: int | None) -> None:
@@ -629,7 +630,8 @@ def _statistics_stretch(ranges: tuple[tuple[float, float] | None, ...] | None,
     chosen = [ranges[band - 1] if ranges and band <= len(ranges) else None for band in bands]
     if None in chosen:
         raise BandError(f"band {bands[chosen.index(None)]} has no raster:bands statistics (minimum and maximum, or "
-                        f"mean and stddev) in its STAC asset, and the index scales by them (--scale statistics)")
+                        f"mean and stddev) in its STAC asset, and the index scales by them (`scale='statistics'`)",
+                        parameters=("scale",))
     return (np.array([low for low, _ in chosen]).reshape(3, 1, 1),
             np.array([high - low for low, high in chosen]).reshape(3, 1, 1))
 
@@ -729,11 +731,11 @@ def scene_size(path: Path | str | tuple[str, ...]) -> tuple[int, int]:
         if path.suffix.lower() not in RASTERIO_SUFFIXES:
             raise UnsupportedImageError(f"{path}: unsupported image type {path.suffix.lower()!r}")
     with ExitStack() as stack:
-        dataset = _open_raster(path, stack)
+        dataset = open_raster(path, stack)
         return dataset.width, dataset.height
 
 
-def _open_raster(location: Path | str | tuple[str, ...], stack: ExitStack):
+def open_raster(location: Path | str | tuple[str, ...], stack: ExitStack):
     """A rasterio dataset of a file or remote raster, open until ``stack`` closes, with GDAL's block cache capped at
     :data:`SCENE_BLOCK_CACHE_MB` (memory per scene bounded) and, for a remote one, :data:`REMOTE_GDAL_OPTIONS`.
 
@@ -783,7 +785,7 @@ class open_scene:  # noqa: N801 - used as a context manager like open()
                 raise UnsupportedImageError(f"{self._path}: unsupported image type {suffix!r}; supported: "
                                  f"{', '.join(sorted(SUPPORTED_SUFFIXES))}")
         try:
-            dataset = _open_raster(self._path, self._stack)
+            dataset = open_raster(self._path, self._stack)
             self._check_decoder(dataset)
             return _RasterioScene(dataset, self._rendering)
         except BaseException:

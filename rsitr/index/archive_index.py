@@ -98,7 +98,6 @@ class ArchiveIndex:
         self.archive = open_archive(self.root, self.settings.asset)
         self._lock = threading.Lock()
         self._backend = vector_backend(self.settings.backend, self.directory, self.settings.vector_uri)
-        self._vectors: VectorStore | None = None
         self._vectors_on_disk = False
         self._generation = -1
         self._saved_generation = None
@@ -163,37 +162,39 @@ class ArchiveIndex:
                                   parameters=("directory",))
         options = options or BuildOptions()
         new_settings, requested = options.settings(), options.requested()
-        existing = (directory / DATABASE_NAME).is_file() and not rebuild
-        store = MetadataStore(directory) if existing else None
-        stored_model = store.get_meta("model") if store else None
-        if stored_model is not None:  # what the index records is checked before a model loads
-            settings = merged_settings(store, directory, images, requested, relocate)
+        opened = MetadataStore(directory) if (directory / DATABASE_NAME).is_file() and not rebuild else None
+        # the store of an index whose setup finished (None: a new index, or one whose first run stopped before it)
+        recorded = opened if opened is not None and opened.get_meta("model") is not None else None
+        if recorded is not None:  # what the index records is checked before a model loads
+            settings = merged_settings(recorded, directory, images, requested, relocate)
             if encoder is None:
-                refuse_another_model(store, directory, model_name, pretrained)
-        chosen = new_settings if stored_model is None else settings
-        archive = open_archive(images, chosen.asset, chosen.bands)  # a bad listing or --bands
-        if stored_model is None:
-            new_settings = dataclasses.replace(new_settings, scale=new_index_scale(archive, requested["scale"]))
+                refuse_another_model(recorded, directory, model_name, pretrained)
+        else:
+            settings = new_settings
+        archive = open_archive(images, settings.asset, settings.bands)  # a bad listing or --bands
+        if recorded is None:
+            settings = dataclasses.replace(settings, scale=new_index_scale(archive, requested["scale"]))
         if encoder is None:
             digest = None
-            if stored_model is not None:
-                model_name, pretrained = stored_model, recorded_checkpoint(store, directory, pretrained)
-                digest = store.get_meta("pretrained_sha256")
+            if recorded is not None:
+                model_name = recorded.get_meta("model")
+                pretrained = recorded_checkpoint(recorded, directory, pretrained)
+                digest = recorded.get_meta("pretrained_sha256")
             encoder = Encoder.load(model_name, pretrained, pretrained_sha256=digest, device=options.device,
                                    precision=options.precision, runtime=options.runtime)
-        if stored_model is not None:
-            check_encoder(store, directory, encoder)
+        if recorded is not None:
+            check_encoder(recorded, directory, encoder)
         directory.mkdir(parents=True, exist_ok=True)
         with _writing(directory):
             if rebuild:
                 for name in (DATABASE_NAME, f"{DATABASE_NAME}-wal", f"{DATABASE_NAME}-shm", *REBUILT_FILES):
                     (directory / name).unlink(missing_ok=True)
-            store = store or MetadataStore(directory)
-            if stored_model is None:
+            store = opened or MetadataStore(directory)
+            if recorded is None:
                 # Patch tokens are kept only for a model that re-ranks with them (most of an index's bytes
                 # otherwise); an explicit store_local_tokens forces either way.
-                settings = new_settings if options.store_local_tokens is not None else \
-                    dataclasses.replace(new_settings, store_local_tokens=encoder.recipe.local)
+                if options.store_local_tokens is None:
+                    settings = dataclasses.replace(settings, store_local_tokens=encoder.recipe.local)
                 store.set_meta(model=encoder.model_name, **checkpoint_record(encoder.pretrained, directory),
                                fingerprint=encoder.fingerprint().to_dict(), root=str(images),
                                settings=dataclasses.asdict(settings))
@@ -222,16 +223,15 @@ class ArchiveIndex:
         rewrites)."""
         self._generation = self.store.generation
         self._saved_generation = self.store.get_meta("vectors_generation")
-        self._vectors = None
+        opened: VectorStore | None = None
         if self._vectors_saved():
             try:
-                self._vectors = self._backend.open(self.store, self.encoder.dim, self._index_type())
+                opened = self._backend.open(self.store, self.encoder.dim, self._index_type())
             except DamagedVectorsError as err:
                 warnings.warn(f"{err}; searching its vectors rebuilt from {DATABASE_NAME} in memory (`rsitr index` on "
                               f"this index rewrites them)", RsitrWarning, stacklevel=2)
-        self._vectors_on_disk = self._vectors is not None
-        if self._vectors is None:
-            self._vectors = in_memory(self.store, self._index_type())
+        self._vectors_on_disk = opened is not None
+        self._vectors: VectorStore = opened if opened is not None else in_memory(self.store, self._index_type())
 
     def _save_vectors(self) -> None:
         """Write the vector store unless it was opened from a current, sound one (the backend tells, reading it
@@ -286,9 +286,9 @@ class ArchiveIndex:
         allowed = self._allowed(where)
         ids, scores = self._candidates(vector, count) if allowed is None else \
             self._candidates_among(vector, allowed, count)
-        if not rerank or not len(ids):
+        tokens = self.store.tokens(ids.tolist(), self.encoder.dim) if rerank else None
+        if encoded is None or tokens is None:  # no local re-rank (or no candidates)
             return self._hits(*rank(ids, scores, k, unwanted=unwanted))
-        tokens = self.store.tokens(ids.tolist(), self.encoder.dim)
         fused, local = fused_scores(scores, tokens, encoded, self.encoder.recipe)
         return self._hits(*rank(ids, scores, k, local, fused, unwanted))
 
@@ -327,8 +327,6 @@ class ArchiveIndex:
             raise UserError("give one of a text query, a chip to search like or a query image, not both")
         if query is not None and not query.strip():
             raise UserError("the text query is empty")
-        if query is None and like is None and embedding is None and not positive:
-            raise UserError("nothing to search for: give a text query, a chip to search like, or wanted chips")
         marked = [*([] if like is None else [like]), *positive, *negative]
         stored = self.store.vectors(marked)
         missing = sorted(set(marked) - set(stored))
@@ -336,10 +334,12 @@ class ArchiveIndex:
             raise UnknownChipError(f"no chip {', '.join(map(str, missing))} in this index; chip ids come from "
                                    f"search results")
         encoded = None if query is None else self.encoder.encode_text(query)
-        vector = encoded.embedding if encoded is not None else stored[like] if like is not None else embedding
-        if positive or negative:
-            vector = rocchio(vector, self._matrix(stored, positive), self._matrix(stored, negative))
-        return vector, encoded
+        start = encoded.embedding if encoded is not None else stored[like] if like is not None else embedding
+        if positive or (negative and start is not None):  # unwanted chips alone are no query
+            return rocchio(start, self._matrix(stored, positive), self._matrix(stored, negative)), encoded
+        if start is None:
+            raise UserError("nothing to search for: give a text query, a chip to search like, or wanted chips")
+        return start, encoded
 
     def _matrix(self, stored: dict[int, np.ndarray], ids: Sequence[int]) -> np.ndarray:
         return np.stack([stored[i] for i in ids]) if ids else np.zeros((0, self.encoder.dim), np.float32)
@@ -426,9 +426,10 @@ class ArchiveIndex:
             like, positive, negative = self._resolved(like, positive, negative)
             query_vector, encoded = self._query_vector(query, like, vector, positive, negative)
             scores, kind = (vectors @ query_vector).astype(np.float32), "cosine"
-            if encoded is not None and self.settings.store_local_tokens and self.encoder.recipe.local:
-                scores, kind = fused_scores(scores, self.store.tokens(ids, self.encoder.dim), encoded,
-                                            self.encoder.recipe)[0], "fused"
+            tokens = self.store.tokens(ids, self.encoder.dim) if self.settings.store_local_tokens and \
+                self.encoder.recipe.local else None
+            if encoded is not None and tokens is not None:
+                scores, kind = fused_scores(scores, tokens, encoded, self.encoder.recipe)[0], "fused"
         return SceneScores(path, crs, ids, [records[i].window for i in ids], [records[i].bounds for i in ids],
                            scores, kind)
 

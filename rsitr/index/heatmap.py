@@ -10,13 +10,14 @@ a chip shows), NaN (nodata) where no chip does.
 from __future__ import annotations
 
 import math
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from rsitr.errors import UserError
-from rsitr.index.archive import Bounds
+from rsitr.index.archive import Bounds, open_raster
 from rsitr.index.export import wgs84_bounds
 from rsitr.index.tiling import Window
 
@@ -52,16 +53,17 @@ class SceneScores:
                                                                    self.scores)]}
 
 
-def score_raster(scores: SceneScores, scene: Path, stride: int) -> bytes:
-    """The GeoTIFF (bytes) of ``scores`` over the georeferenced image file ``scene``: cells of ``stride`` pixels,
-    the scene's CRS and transform scaled by the stride, NaN where no chip lies."""
-    import rasterio
+def score_raster(scores: SceneScores, scene: Path | str | tuple[str, ...], stride: int) -> bytes:
+    """The GeoTIFF (bytes) of ``scores`` over the georeferenced scene ``scene`` (a file, a remote raster's URL or
+    a stack of single-band assets, opened as indexing opens it: :func:`rsitr.index.archive.open_raster`): cells of
+    ``stride`` pixels, the scene's CRS and transform scaled by the stride, NaN where no chip lies."""
     from affine import Affine
     from rasterio.io import MemoryFile
 
     if scores.crs is None:
         raise NotGeoreferencedError(f"{scores.path} is not georeferenced: a score raster needs a GeoTIFF scene")
-    with rasterio.open(scene) as source:
+    with ExitStack() as stack:
+        source = open_raster(scene, stack)
         width, height, crs, transform = source.width, source.height, source.crs, source.transform
     columns, rows = math.ceil(width / stride), math.ceil(height / stride)
     cells = np.full((rows, columns), np.nan, np.float32)

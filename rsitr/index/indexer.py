@@ -293,14 +293,15 @@ def _plan(store: MetadataStore, files: list[ArchiveFile], archive: Archive, repo
 
 
 def _windows(name: str, width: int, height: int, settings: IndexSettings) -> list[Window]:
-    """The chip windows of a ``width x height`` scene, or :class:`ImageTooLargeError` (naming the flag) when it
+    """The chip windows of a ``width x height`` scene, or :class:`ImageTooLargeError` (naming the setting) when it
     holds more pixels, or would be cut into more chips, than ``settings`` allow."""
     check_pixels(name, width, height, settings.max_pixels)
     tiling = (settings.chip_size, settings.chip_overlap, settings.tile_larger_than)
     count = chip_count(width, height, *tiling)
     if count > settings.max_chips_per_file:
         raise ImageTooLargeError(f"{name}: {width:,} x {height:,} pixels would be cut into {count:,} chips, over "
-                                 f"the limit of {settings.max_chips_per_file:,} per file (--max-chips-per-file)")
+                                 f"the limit of {settings.max_chips_per_file:,} per file (`max_chips_per_file`)",
+                                 parameters=("max_chips_per_file",))
     return chip_windows(width, height, *tiling)
 
 

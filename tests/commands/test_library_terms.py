@@ -1,5 +1,5 @@
 """Library errors speak the library's terms (arguments in backticks, listed in ``parameters``); the command line
-turns them into its flags in one place (:func:`rsitr.cli.in_flags`)."""
+turns them into its flags in one place (:func:`rsitr.terminal.in_flags`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rsitr.cli import in_flags, main
+from rsitr.cli import main
+from rsitr.terminal import in_flags
 from rsitr.errors import RsitrWarning, UserError
 from support.errors import assert_user_error
 

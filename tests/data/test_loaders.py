@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rsitr.cli import in_flags
+from rsitr.terminal import in_flags
 from rsitr.data import (CaptionCorpus, DataError, ImageRecord, load_corpus, make_synthetic_dataset, random_splits,
                         scene_from_filename)
 

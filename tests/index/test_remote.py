@@ -337,6 +337,13 @@ def test_three_single_band_assets_are_stacked_as_red_green_blue(tmp_path, served
     assert (hit.item_id, hit.acquired, hit.href) == ("T6", "2024-06-01T10:00:00+00:00", hrefs)
     assert index.chip_details(hit.chip_id)["href"] == hrefs and hit.bounds is not None
     assert report.nodata_chips > 0  # the stack's nodata border, from each asset's nodata value
+    from rasterio.io import MemoryFile
+
+    # the score raster opens the scene as indexing did (the stack's VRT over HTTP), for the scene's grid
+    with MemoryFile(index.score_raster(index.scene_scores("T6", "fields"))) as memory, memory.open() as raster:
+        stride = TILES["chip_size"] - TILES["chip_overlap"]
+        assert (raster.width, raster.height) == (-(-SIZE // stride),) * 2 and raster.crs is not None
+        assert not np.isnan(raster.read(1)).all()
     index.close()
     with pytest.raises(ListingError, match="three single-band assets"):
         open_archive(tmp_path / "bands.json", "red,green")
@@ -474,7 +481,7 @@ def test_a_raster_without_statistics_in_an_index_scaled_by_them_is_a_failure_of_
 
     server, _, _ = served
     rendering = Rendering.parse(None, "statistics")
-    with pytest.raises(BandError, match=r"^band 3 has no raster:bands statistics .* \(--scale statistics\)$"):
+    with pytest.raises(BandError, match=r"^band 3 has no raster:bands statistics .* \(`scale='statistics'`\)$"):
         with open_scene(f"{server.url}/scene1.tif", rendering=rendering.for_file(RemoteFile("scene1"))):
             pass
     ranges = ((0.0, 2_000.0), (500.0, 1_500.0), (0.0, 1_000.0), None)  # only the shown bands need a range

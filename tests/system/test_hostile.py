@@ -27,6 +27,7 @@ from fastapi.testclient import TestClient
 from rsitr.api.app import create_app
 from rsitr.api.middleware import host_name
 from rsitr.cli import main
+from rsitr.terminal import in_flags
 from rsitr.index import ArchiveIndex, BuildOptions
 from rsitr.index.archive import ImageTooLargeError, decode_image, open_scene
 from rsitr.models import TINY_MODEL
@@ -789,6 +790,10 @@ def test_a_huge_sparse_scene_is_refused_from_its_header_naming_the_flag(tmp_path
         index = ArchiveIndex.open(path, encoder=tiny_encoder())
         assert "sparse.tif" not in index.store.files() and len(index.store.files()) == 4
         index.close()
+    # the index stores the failure in library terms (an API or a library caller reads it); only the CLI says flags
+    index = ArchiveIndex.open(out, encoder=tiny_encoder())
+    assert dict(index.store.failures())["sparse.tif"].endswith("per file (`max_chips_per_file`)")
+    index.close()
 
 
 def test_chip_count_is_the_number_of_windows():
@@ -978,5 +983,6 @@ def test_a_tile_bomb_in_the_archive_names_no_flag_index_lacks(tmp_path, capsys):
     assert main(index_argv(root, out)) == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if "bomb.tif" in line)
     assert "over the decoding limit" in line and "--max-pixels" not in line and "re-tile" in line
-    with pytest.raises(ImageTooLargeError, match=r"\(--max-pixels x 4\)"):
+    with pytest.raises(ImageTooLargeError, match=r"\(`max_pixels` x 4\)") as raised:
         decode_image(bomb("one 32768 x 32768 tile"), "bomb.tif", 40_000_000)
+    assert "(--max-pixels x 4)" in in_flags(raised.value)  # the line search and serve print
