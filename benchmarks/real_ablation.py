@@ -70,7 +70,7 @@ SUITES = {
     "lite0": Suite(("configs/data/rsicd_ucm.yaml", "configs/real/lite0/base.yaml"), "configs/real/lite0",
                    ("locked", "text2", "unlocked2", "unlocked2_text2", "text2_views4", "local", "eba", "ker",
                     "views8", "views4_local", "views4_ker", "views4_eba", "lite2", "lite1_views4", "lite2_views4",
-                    "views4_rsicd_only", "views4_ucm_only"),
+                    "views4_rsicd_only", "views4_ucm_only", "views4_epochs6"),
                    ("locked", "text2", "text2_views4"),
                    "runs/real-ablation-lite0",
                    "benchmarks/results/lite0_ablation.json",
