@@ -5,6 +5,8 @@ pHash cache.
 Opening a FIFO blocks until a writer comes (``rsitr search --image q.jpg`` hung for minutes on one), a character
 device streams forever (``/dev/zero``), a socket cannot be read: what is read as a file must be a regular file
 (a symlink to one is one). The check is a ``stat``, which never blocks.
+
+:func:`cache_folder` is the one root of what rsitr derives and keeps between runs (feature caches, ONNX exports).
 """
 
 from __future__ import annotations
@@ -30,3 +32,9 @@ def regular_file(path: str | os.PathLike, what: str = "") -> os.stat_result:
                 or stat.S_ISBLK(found.st_mode) else "no regular file")
         raise NotARegularFileError(f"{what + ' ' if what else ''}{Path(path)} is {kind}, not a regular file")
     return found
+
+
+def cache_folder(kind: str) -> Path:
+    """``$RSITR_CACHE_DIR/<kind>``, default ``~/.cache/rsitr/<kind>``: where rsitr keeps what it derives once and
+    reuses (``image-features``, ``text-features``, ``onnx``); every file there can be computed again."""
+    return Path(os.environ.get("RSITR_CACHE_DIR") or Path.home() / ".cache" / "rsitr") / kind

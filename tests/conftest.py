@@ -13,6 +13,16 @@ from rsitr.data import CaptionCorpus, load_corpus, make_synthetic_dataset
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_cache_folder(tmp_path_factory: pytest.TempPathFactory):
+    """The session's feature caches and ONNX exports in a folder of its own (``RSITR_CACHE_DIR``, inherited by the
+    commands tests start as subprocesses): a test run writes nothing into the user's ``~/.cache/rsitr``, and no cache
+    left by an earlier run can hide a change. A test that sets its own folder still does."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RSITR_CACHE_DIR", str(tmp_path_factory.mktemp("rsitr-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def synthetic_caption_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Karpathy-style caption file of the generated corpus; its images lie in ``<parent>/images``."""

@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from rsitr.paths import cache_folder
 from rsitr.atomic import write_atomic
 from rsitr.data.augment import ORIENTATIONS, orient
 from rsitr.data.dataset import open_rgb
@@ -37,9 +38,9 @@ CHUNK = 1024
 
 
 def cache_dir() -> Path:
-    """``$RSITR_CACHE_DIR/image-features``, default ``~/.cache/rsitr/image-features``."""
-    root = os.environ.get("RSITR_CACHE_DIR") or Path.home() / ".cache" / "rsitr"
-    return Path(root) / "image-features"
+    """``$RSITR_CACHE_DIR/image-features``, default ``~/.cache/rsitr/image-features``
+    (:func:`~rsitr.paths.cache_folder`)."""
+    return cache_folder("image-features")
 
 
 class _Oriented(Dataset):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from rsitr.paths import cache_folder
 from rsitr.config import RUNTIMES
 from rsitr.errors import UserError
 from rsitr.models.hub import file_sha256
@@ -43,8 +43,8 @@ class DamagedExportError(Exception):
 
 
 def onnx_cache_root() -> Path:
-    """``$RSITR_CACHE_DIR/onnx``, default ``~/.cache/rsitr/onnx``."""
-    return Path(os.environ.get("RSITR_CACHE_DIR") or Path.home() / ".cache" / "rsitr") / "onnx"
+    """``$RSITR_CACHE_DIR/onnx``, default ``~/.cache/rsitr/onnx`` (:func:`~rsitr.paths.cache_folder`)."""
+    return cache_folder("onnx")
 
 
 def onnxruntime_available() -> bool:

@@ -14,22 +14,22 @@ over real tokens), so cached and live features agree wherever they are used.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
+from rsitr.paths import cache_folder
 from rsitr.atomic import write_atomic
 
 CACHE_FORMAT = "rsitr-text-cache-v1"
 
 
 def cache_dir() -> Path:
-    """``$RSITR_CACHE_DIR/text-features``, default ``~/.cache/rsitr/text-features``."""
-    root = os.environ.get("RSITR_CACHE_DIR") or Path.home() / ".cache" / "rsitr"
-    return Path(root) / "text-features"
+    """``$RSITR_CACHE_DIR/text-features``, default ``~/.cache/rsitr/text-features``
+    (:func:`~rsitr.paths.cache_folder`)."""
+    return cache_folder("text-features")
 
 
 def tower_fingerprint(model) -> str:
