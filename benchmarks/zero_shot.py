@@ -43,6 +43,8 @@ def main() -> None:
     add_device_argument(parser)
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--orientations", type=int, choices=(1, 4, 8), default=1,
+                        help="average each image's embedding over this many orientations (rsitr classify's option)")
     args = parser.parse_args()
 
     data = Path(args.data)
@@ -53,13 +55,15 @@ def main() -> None:
     model = create_model(args.model, args.pretrained, device=device).model
     templates = read_templates()
     print(f"CPU: {cpu_model()}; device {device}; model {args.model} ({args.pretrained or 'random init'}); "
-          f"precision {args.precision}; {len(templates)} default templates; split {args.split}")
-    entry = {"model": args.model, "pretrained": args.pretrained, "split": args.split, "cpu": cpu_model()}
+          f"precision {args.precision}; {len(templates)} default templates; split {args.split}; "
+          f"{args.orientations} orientation(s)")
+    entry = {"model": args.model, "pretrained": args.pretrained, "split": args.split, "cpu": cpu_model(),
+             "orientations": args.orientations}
     for name, (captions, images_dir) in DATASETS.items():
         images = read_labeled_images(data / captions, data / images_dir, args.split)
         start = time.perf_counter()
         run = classify_images(model, images, class_names(images.classes), templates, args.batch_size, device,
-                              args.precision, progress=False)
+                              args.precision, progress=False, orientations=args.orientations)
         result = run.result
         entry[name] = {**result.metrics(), "classes": len(images.classes), "images": len(run.kept),
                        "skipped": len(run.skipped), "seconds": round(time.perf_counter() - start, 1)}

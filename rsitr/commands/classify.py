@@ -4,7 +4,8 @@ The input is a folder with one sub-folder per class (UC Merced Land Use, AID, NW
 caption file whose images carry scenes (a CSV scene column, NWPU-Captions groups, <scene>_<n>.jpg file names).
 Class names are the cleaned folder names (baseball_diamond -> "baseball diamond") unless --names gives them:
 one name per line in sorted folder order, or '<folder>: <name>' lines. Each class's classifier is the normalised
-mean of its prompts' text embeddings (default templates: rsitr/evaluate/zero_shot_templates.txt).
+mean of its prompts' text embeddings (default templates: rsitr/evaluate/zero_shot_templates.txt). --orientations 4
+averages each image's embedding over its 4 rotations (aerial images have no up), for 4x the image encodes.
 With neither --model nor --pretrained the shipped model is used (`rsitr models` lists it). UC Merced Land Use,
 AID and NWPU-RESISC45 are not shipped; their folders go where ../shared/data/... goes below.
 
@@ -19,8 +20,8 @@ from __future__ import annotations
 import argparse
 
 from rsitr.commands.options import (SPLIT_CHOICES, add_batch_size_argument, add_inference_arguments,
-                                    add_model_arguments, add_progress_argument, add_workers_argument,
-                                    check_readable, model_arguments)
+                                    add_model_arguments, add_orientations_argument, add_progress_argument,
+                                    add_workers_argument, check_readable, model_arguments)
 from rsitr.terminal import printable
 
 
@@ -38,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_batch_size_argument(parser)
     add_workers_argument(parser)
     add_inference_arguments(parser, runtime=True)
+    add_orientations_argument(parser)
     add_progress_argument(parser)
 
 
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"model: {model.model_name}, pretrained {pretrained}")
     print(f"{args.source}: {len(images)} images in {len(names)} classes; {len(templates)} prompt templates")
     classification = classify_images(model, images, names, templates, args.batch_size, device, args.precision,
-                                     args.workers, progress=not args.no_progress)
+                                     args.workers, progress=not args.no_progress, orientations=args.orientations)
     result = classification.result
     if classification.skipped:
         print(f"skipped {len(classification.skipped)} unreadable image(s), e.g. {printable(classification.skipped[0])}")
@@ -79,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
           f"{len(classification.kept)} images)")
     if args.out:
         record = {"source": str(args.source), "model": model.model_name,
-                  "pretrained": pretrained, "precision": args.precision, "templates": templates,
+                  "pretrained": pretrained, "precision": args.precision, "orientations": args.orientations,
+                  "templates": templates,
                   **classification.to_dict(images)}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(record, indent=2))

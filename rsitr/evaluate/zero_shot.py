@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rsitr.data.augment import ORIENTATION_COUNTS
 from rsitr.data.classes import LabeledImages
 from rsitr.errors import UserError
 from rsitr.inference.images import encode_image_files
@@ -165,11 +166,16 @@ class Classification:
 
 def classify_images(model: nn.Module, images: LabeledImages, names: list[str], templates: list[str],
                     batch_size: int = 64, device: str | torch.device = "cpu", precision: str = "fp32",
-                    num_workers: int = 0, progress: bool = True) -> Classification:
-    """Zero-shot classify ``images`` into the classes ``names`` (readable names of ``images.classes``)."""
+                    num_workers: int = 0, progress: bool = True, orientations: int = 1) -> Classification:
+    """Zero-shot classify ``images`` into the classes ``names`` (readable names of ``images.classes``); with
+    ``orientations`` 4 or 8 each image's embedding is the mean over its rotations (and mirrors), as ``rsitr eval``
+    and an index can average them."""
+    if orientations not in ORIENTATION_COUNTS:
+        raise UserError(f"`orientations` is one of {', '.join(map(str, ORIENTATION_COUNTS))}, got {orientations}",
+                        parameters=("orientations",))
     classifier = zero_shot_classifier(model, names, templates, device, precision)
     encoded = encode_image_files(model, images.paths, batch_size, device, precision, num_workers, progress,
-                                 desc="classify images")
+                                 desc="classify images", views=ORIENTATION_COUNTS[orientations])
     if not len(encoded.indices):
         raise UserError(f"none of the {len(images)} images under {images.root} could be read "
                         f"(first: {next(iter(encoded.skipped.values()))}); check the files")

@@ -85,10 +85,11 @@ def encode_image_batches(model: nn.Module, batches: Iterable[dict], total: int, 
 
 def encode_image_files(model: nn.Module, paths: Sequence[Path], batch_size: int = 64,
                        device: str | torch.device = "cpu", precision: str = "fp32", num_workers: int = 0,
-                       progress: bool = True, desc: str = "encode images") -> EncodedImages:
+                       progress: bool = True, desc: str = "encode images", views: Sequence[int] = (0,)
+                       ) -> EncodedImages:
     """Global embeddings of image files (read and preprocessed with ``model.preprocess_val`` in ``num_workers``
-    DataLoader workers), unreadable ones skipped."""
+    DataLoader workers), each averaged over the orientations ``views``; unreadable ones skipped."""
     loader = DataLoader(ImageFileDataset(list(paths), model.preprocess_val), batch_size=batch_size,
                         num_workers=num_workers, collate_fn=collate_readable)
-    return encode_image_batches(model, loader, len(paths), device, precision, keep_tokens=False, progress=progress,
-                                desc=desc)
+    return encode_image_batches(model, loader, len(paths), device, precision, views, keep_tokens=False,
+                                progress=progress, desc=desc)

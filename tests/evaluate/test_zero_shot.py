@@ -205,3 +205,37 @@ def test_cli_classify_user_errors(tmp_path, capsys):
     (tmp_path / "one" / "forest" / "a.png").write_bytes(b"")
     assert main(["classify", str(tmp_path / "one"), "--model", TINY_MODEL]) == 2
     assert "rsitr classify: error:" in capsys.readouterr().err
+
+
+def test_orientations_make_classification_blind_to_a_quarter_turn(class_folders, tiny_model, tmp_path):
+    """With 4 orientations each image's embedding is the mean over its 4 rotations, so a folder whose images are all
+    turned by 90 degrees classifies as the original does (aerial images have no up); one orientation does not."""
+    from PIL import Image
+
+    from rsitr.data.augment import ORIENTATION_COUNTS
+    from rsitr.inference.images import encode_image_files
+
+    turned = tmp_path / "turned"
+    shutil.copytree(class_folders, turned)
+    for path in turned.rglob("*.png"):
+        Image.open(path).transpose(Image.Transpose.ROTATE_90).save(path)
+    original, rotated = read_class_folders(class_folders), read_class_folders(turned)
+    four = [encode_image_files(tiny_model, images.paths, 8, views=ORIENTATION_COUNTS[4], progress=False).embeddings
+            for images in (original, rotated)]
+    one = [encode_image_files(tiny_model, images.paths, 8, progress=False).embeddings for images in (original, rotated)]
+    # resampling commutes with a quarter turn of a square image up to rounding: a stated tolerance, not equality
+    torch.testing.assert_close(four[0], four[1], atol=2e-3, rtol=0)
+    assert (one[0] - one[1]).abs().max() > 0.05
+    names = class_names(original.classes)
+    runs = [classify_images(tiny_model, images, names, ["{}"], batch_size=8, progress=False, orientations=4)
+            for images in (original, rotated)]
+    assert runs[0].result.top1 == runs[1].result.top1
+    with pytest.raises(UserError, match="`orientations` is one of 1, 4, 8, got 3") as raised:
+        classify_images(tiny_model, original, names, ["{}"], progress=False, orientations=3)
+    assert raised.value.parameters == ("orientations",)
+
+
+def test_cli_classify_records_its_orientations(class_folders, tmp_path):
+    assert main(["classify", str(class_folders), "--model", TINY_MODEL, "--orientations", "4", "--threads", "1",
+                 "--out", str(tmp_path / "out.json"), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "out.json").read_text())["orientations"] == 4
