@@ -76,9 +76,11 @@ def run_search(args: argparse.Namespace) -> int:
     packaged = get_pretrained_cfg(DEFAULT_PRETRAINED)
     print(f"model: {packaged.architecture}, pretrained {DEFAULT_PRETRAINED}: {packaged.description}")
     index_dir = Path(args.out) / "ucm-index"
+    # the demo's index covers the demo images of whichever installation runs it (a new virtual environment, a
+    # fresh clone): relocated to this one's, its unchanged files are kept, matched by their path inside the folder
     index, _ = ArchiveIndex.build(index_dir, DEMO_IMAGES, packaged.architecture, DEFAULT_PRETRAINED,
                                   BuildOptions(batch_size=args.batch_size, device=device, precision=args.precision),
-                                  progress=not args.no_progress)
+                                  progress=not args.no_progress, relocate=True)
     info = index.info()
     print(f"indexed {info['chips']} UC Merced images (10 per land-use class) into {index_dir}\n")
     found = 0

@@ -68,6 +68,26 @@ def test_demo_indexes_the_shipped_images_and_answers_every_query(packaged, tmp_p
     assert f"rsitr serve {tmp_path / 'demo' / 'ucm-index'}" in out
 
 
+def test_a_demo_index_from_another_installation_is_reused_not_refused(packaged, tmp_path, monkeypatch, capsys):
+    """`rsitr demo` run again from another installation (a new virtual environment, a deleted clone) finds the index
+    it left in its --out covering that installation's demo images: it re-points it at its own, unchanged files
+    kept, where it answered "covers ..., not ..." before."""
+    import shutil
+
+    from rsitr.commands import demo
+
+    monkeypatch.setattr(demo, "DEFAULT_PRETRAINED", "tiny-test")
+    ours, elsewhere = demo.DEMO_IMAGES, tmp_path / "old-install" / "ucm"
+    shutil.copytree(ours, elsewhere)
+    monkeypatch.setattr(demo, "DEMO_IMAGES", elsewhere)
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--top-k", "1", "--no-progress"]) == 0
+    shutil.rmtree(tmp_path / "old-install")
+    monkeypatch.setattr(demo, "DEMO_IMAGES", ours)
+    capsys.readouterr()
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--top-k", "1", "--no-progress"]) == 0
+    assert "indexed 210 UC Merced images" in capsys.readouterr().out
+
+
 def test_demo_without_shipped_weights_says_what_to_run(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(registry, "REGISTRY", tmp_path / "none.json")
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 2
