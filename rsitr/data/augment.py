@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Callable
 
 from PIL import Image
 
+from rsitr.errors import UserError
+
 if TYPE_CHECKING:  # the index's torch-free search path imports this module
     import torch
 
@@ -22,6 +24,15 @@ ORIENTATIONS = 8
 ORIENTATION_COUNTS = {1: (0,), 4: (0, 2, 4, 6), 8: tuple(range(ORIENTATIONS))}
 """How many orientations an image is encoded in (test-time averaging) -> which: as given, its 4 rotations, or
 rotations and mirrors."""
+
+
+def orientation_views(count: int, error: type[UserError] = UserError) -> tuple[int, ...]:
+    """The orientations an image is encoded in to average over ``count`` of them (:data:`ORIENTATION_COUNTS`);
+    ``error`` (the caller's kind of :class:`~rsitr.errors.UserError`) naming `orientations` for another count."""
+    if count not in ORIENTATION_COUNTS:
+        raise error(f"`orientations` is one of {', '.join(map(str, ORIENTATION_COUNTS))}, got {count}",
+                    parameters=("orientations",))
+    return ORIENTATION_COUNTS[count]
 
 
 def orient(image: Image.Image, view: int) -> Image.Image:

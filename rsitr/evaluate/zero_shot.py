@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rsitr.data.augment import ORIENTATION_COUNTS
+from rsitr.data.augment import orientation_views
 from rsitr.data.classes import LabeledImages
 from rsitr.errors import UserError
 from rsitr.inference.images import encode_image_files
@@ -170,12 +170,10 @@ def classify_images(model: nn.Module, images: LabeledImages, names: list[str], t
     """Zero-shot classify ``images`` into the classes ``names`` (readable names of ``images.classes``); with
     ``orientations`` 4 or 8 each image's embedding is the mean over its rotations (and mirrors), as ``rsitr eval``
     and an index can average them."""
-    if orientations not in ORIENTATION_COUNTS:
-        raise UserError(f"`orientations` is one of {', '.join(map(str, ORIENTATION_COUNTS))}, got {orientations}",
-                        parameters=("orientations",))
+    views = orientation_views(orientations)
     classifier = zero_shot_classifier(model, names, templates, device, precision)
     encoded = encode_image_files(model, images.paths, batch_size, device, precision, num_workers, progress,
-                                 desc="classify images", views=ORIENTATION_COUNTS[orientations])
+                                 desc="classify images", views=views)
     if not len(encoded.indices):
         raise UserError(f"none of the {len(images)} images under {images.root} could be read "
                         f"(first: {next(iter(encoded.skipped.values()))}); check the files")

@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Iterator
 
 from tqdm import tqdm
 
-from rsitr.data.augment import ORIENTATION_COUNTS
+from rsitr.data.augment import orientation_views
 from rsitr.errors import UserError
 from rsitr.index.archive import (Archive, ArchiveFile, ImageTooLargeError, Rendering, as_archive, check_pixels,
                                  open_scene, scene_size)
@@ -97,9 +97,7 @@ class IndexSettings:
         if self.index_type not in vector_index.INDEX_CHOICES:
             raise IndexSetupError(f"unknown index type {self.index_type!r}; choose one of "
                                   f"{', '.join(vector_index.INDEX_CHOICES)}")
-        if self.orientations not in ORIENTATION_COUNTS:
-            raise IndexSetupError(f"`orientations` is one of {', '.join(map(str, ORIENTATION_COUNTS))}, got "
-                                  f"{self.orientations}", parameters=("orientations",))
+        orientation_views(self.orientations, IndexSetupError)
         if not 0.0 <= self.max_nodata <= 1.0:
             raise IndexSetupError(f"`max_nodata` is a fraction from 0 to 1, got {self.max_nodata}",
                                   parameters=("max_nodata",))

@@ -28,10 +28,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from rsitr.paths import cache_folder
 from rsitr.atomic import write_atomic
 from rsitr.data.augment import ORIENTATIONS, orient
 from rsitr.data.dataset import open_rgb
+from rsitr.paths import cache_folder
 
 CACHE_FORMAT = "rsitr-image-cache-v2"
 CHUNK = 1024

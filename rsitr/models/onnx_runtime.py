@@ -25,10 +25,10 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from rsitr.paths import cache_folder
 from rsitr.config import RUNTIMES
 from rsitr.errors import UserError
 from rsitr.models.hub import file_sha256
+from rsitr.paths import cache_folder
 
 EXPORT_VERSION = 1
 """Bumped when what an export holds changes: older folders are then not found (their key differs)."""

@@ -20,8 +20,8 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from rsitr.paths import cache_folder
 from rsitr.atomic import write_atomic
+from rsitr.paths import cache_folder
 
 CACHE_FORMAT = "rsitr-text-cache-v1"
 
